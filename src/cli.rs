@@ -1,0 +1,196 @@
+//! The command line: argument parsing and dispatch only; the work lives in the library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::report::{metrics_table, write_json, Progress};
+use crate::{cam, data, evaluate, pipeline, train};
+
+#[derive(Parser)]
+#[command(name = "wsol", version, about = "Weakly supervised object localization: train, extract CAMs, score boxes (wsolevaluation protocol)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model from a YAML config, validate each epoch, evaluate on the test split.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on a split.
+    Eval(EvalArgs),
+    /// Dataset tools.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// YAML run configuration.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. --set train.epochs=3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Device: cpu or cuda:N (overrides the config).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Run directory (default: <log.dir>/<name>-<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue a run: its directory or a checkpoint file in it.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Model weights (.safetensors written by `wsol train`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Split to score (default: eval.split of the config).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Where metrics.json goes (default: <run dir>/eval-<split>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Write the built-in synthetic dataset (wsolevaluation metadata format).
+    Synth(SynthArgs),
+    /// Read every split of a configured dataset and report counts and problems.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Images go to DIR/<split>/, metadata to DIR/metadata/<split>/.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    pub num_classes: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub train: usize,
+    #[arg(long, default_value_t = 200)]
+    pub val: usize,
+    #[arg(long, default_value_t = 500)]
+    pub test: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub common: ConfigArgs,
+}
+
+fn load_config(args: &ConfigArgs, fallback: Option<&Path>) -> Result<Config> {
+    let path = match (&args.config, fallback) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => f.to_path_buf(),
+        (None, None) => anyhow::bail!("--config FILE is required"),
+    };
+    let mut cfg = Config::load(&path, &args.set)?;
+    if let Some(d) = &args.device {
+        cfg.device = d.clone();
+        cfg.validate()?;
+    }
+    Ok(cfg)
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => {
+            // Resuming a run without --config reuses the run's resolved config.
+            let fallback = a.resume.as_deref().map(|r| train::resolve_resume(r).map(|(dir, _)| dir.join("config.yaml"))).transpose()?;
+            let cfg = load_config(&a.common, fallback.as_deref())?;
+            let opts = train::TrainOptions { out: a.out, resume: a.resume, quiet: a.common.quiet };
+            train::train(&cfg, &opts)?;
+            Ok(())
+        }
+        Command::Eval(a) => eval(a),
+        Command::Data(DataCommand::Synth(a)) => {
+            let opts = data::SynthOptions { num_classes: a.num_classes, train: a.train, val: a.val, test: a.test, size: a.size, seed: a.seed };
+            data::synth::generate(&a.out, &a.out.join("metadata"), &opts)?;
+            if !a.quiet {
+                eprintln!("wrote {} + {} + {} images and metadata to {}", a.train, a.val, a.test, a.out.display());
+            }
+            Ok(())
+        }
+        Command::Data(DataCommand::Check(a)) => check(a),
+    }
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let cfg = load_config(&a.common, None)?;
+    let split = a.split.clone().unwrap_or_else(|| cfg.eval.split.clone());
+    let device = pipeline::device(&cfg.device)?;
+    let ds = pipeline::load_split(&cfg, &split)?;
+    let model = pipeline::build_model(&cfg, &device)?;
+    pipeline::load_checkpoint(&model, &a.checkpoint)?;
+    let extractor = cam::by_name(&cfg.eval.cam)?;
+    let batches = data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
+    let progress = Progress::new(batches, &format!("eval {split}"), a.common.quiet);
+    let result = evaluate::evaluate(model.net.as_ref(), extractor.as_ref(), ds, &cfg, &device, &progress)?;
+    progress.finish();
+    let out = a.out.clone().unwrap_or_else(|| {
+        let ckpt_dir = a.checkpoint.parent().unwrap_or(Path::new("."));
+        let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") { ckpt_dir.parent().unwrap_or(Path::new(".")) } else { ckpt_dir };
+        run_dir.join(format!("eval-{split}"))
+    });
+    let mut json = result.to_json();
+    json["checkpoint"] = serde_json::json!(a.checkpoint.display().to_string());
+    write_json(&out.join("metrics.json"), &json).with_context(|| format!("writing results to {}", out.display()))?;
+    println!("{}", metrics_table(&result.table_rows()));
+    eprintln!("metrics written to {}", out.join("metrics.json").display());
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> Result<()> {
+    let cfg = load_config(&a.common, None)?;
+    pipeline::prepare_data(&cfg, a.common.quiet)?;
+    let mut rows = Vec::new();
+    for split in [&cfg.data.train_split, &cfg.data.val_split, &cfg.data.test_split] {
+        if !pipeline::split_exists(&cfg, split) {
+            rows.push((split.clone(), "absent".to_string()));
+            continue;
+        }
+        let ds = pipeline::load_split(&cfg, split)?;
+        let mut per_class = vec![0usize; cfg.data.num_classes];
+        let mut boxes = 0;
+        for s in &ds.meta.samples {
+            per_class[s.label] += 1;
+            boxes += s.boxes.len();
+            let path = ds.image_root.join(&s.image_id);
+            if !path.is_file() {
+                anyhow::bail!("{}: image `{}` listed in {} does not exist", path.display(), s.image_id, cfg.data.metadata_root.join(split).join("image_ids.txt").display());
+            }
+        }
+        let empty = per_class.iter().filter(|&&c| c == 0).count();
+        rows.push((split.clone(), format!("{} images, {boxes} boxes, {} classes present, {empty} empty", ds.meta.samples.len(), cfg.data.num_classes - empty)));
+    }
+    println!("{}", metrics_table(&rows));
+    Ok(())
+}

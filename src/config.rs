@@ -1,0 +1,402 @@
+//! The YAML run configuration: schema, defaults, `--set` overrides and validation.
+//!
+//! Every struct denies unknown fields so a typo'd key is an error with its line and
+//! column, never a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Run name; defaults to the config file's stem.
+    pub name: String,
+    pub seed: u64,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `wsol` (wsolevaluation metadata) or `synthetic` (wsol format, generated on first use).
+    pub format: String,
+    pub metadata_root: PathBuf,
+    pub image_root: PathBuf,
+    pub num_classes: usize,
+    /// Evaluation resize and training crop, in pixels (224 in the papers).
+    pub image_size: u32,
+    /// Training images are resized to this before the random crop; null = image_size * 256/224.
+    pub resize_size: Option<u32>,
+    pub hflip: bool,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub batch_size: usize,
+    /// Decoding threads.
+    pub workers: usize,
+    pub train_split: String,
+    pub val_split: String,
+    pub test_split: String,
+    /// Used only when `format: synthetic` and the metadata is missing.
+    pub synthetic: SynthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynthConfig {
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+    /// Side of the generated images in pixels.
+    pub size: u32,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub backbone: String,
+    pub head: String,
+    /// Local `.safetensors` / `.pth` with torchvision names; nothing is downloaded.
+    pub pretrained: Option<PathBuf>,
+    /// Channel width of the first stage of the `tiny` backbone.
+    pub width: usize,
+    pub acol: AcolConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcolConfig {
+    pub erase_threshold: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    /// Validation metric that picks `best.safetensors`.
+    pub select_by: String,
+    /// Stop at a non-finite loss (default) or skip that batch.
+    pub skip_nonfinite_loss: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub name: String,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    /// Learning-rate multiplier of layers that are not pretrained (the classifier head).
+    pub new_layer_lr_mult: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// `constant`, `step` or `cosine`.
+    pub name: String,
+    pub step_epochs: usize,
+    pub gamma: f64,
+    pub warmup_epochs: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub cam: String,
+    pub cam_curve_interval: f64,
+    pub iou_thresholds: Vec<u32>,
+    /// MaxBoxAccV2 counts every contour (true, the official V2) or only the largest.
+    pub multi_contour: bool,
+    /// Threshold of the classic CAM-paper numbers (`*_fixed` keys).
+    pub fixed_threshold: f64,
+    pub split: String,
+    /// Which checkpoint the final evaluation of `wsol train` uses: `last` or `best`.
+    pub checkpoint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub tensorboard: bool,
+    pub every_steps: usize,
+    pub cam_images: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "run".into(),
+            seed: 0,
+            device: "cpu".into(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            format: "wsol".into(),
+            metadata_root: "data/synth/metadata".into(),
+            image_root: "data/synth".into(),
+            num_classes: 5,
+            image_size: 224,
+            resize_size: None,
+            hflip: true,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            batch_size: 32,
+            workers: 2,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            test_split: "test".into(),
+            synthetic: SynthConfig::default(),
+        }
+    }
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig { train: 1000, val: 200, test: 500, size: 64, seed: 0 }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { backbone: "tiny".into(), head: "cam".into(), pretrained: None, width: 16, acol: AcolConfig::default() }
+    }
+}
+
+impl Default for AcolConfig {
+    fn default() -> Self {
+        AcolConfig { erase_threshold: 0.6 }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            select_by: "gt_known_loc".into(),
+            skip_nonfinite_loss: false,
+        }
+    }
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig { name: "sgd".into(), lr: 0.01, momentum: 0.9, weight_decay: 1e-4, nesterov: false, new_layer_lr_mult: 1.0 }
+    }
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig { name: "step".into(), step_epochs: 5, gamma: 0.1, warmup_epochs: 0 }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            cam: "cam".into(),
+            cam_curve_interval: 0.01,
+            iou_thresholds: vec![30, 50, 70],
+            multi_contour: true,
+            fixed_threshold: 0.2,
+            split: "test".into(),
+            checkpoint: "last".into(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { dir: "experiments/runs".into(), tensorboard: true, every_steps: 10, cam_images: 8 }
+    }
+}
+
+/// The one place YAML is parsed, so the (deprecated upstream) serde_yaml can be swapped
+/// for a fork in one line.
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, serde_yaml::Error> {
+    serde_yaml::from_str(text)
+}
+
+impl Config {
+    /// Reads `path`, applies `--set key=value` overrides in order, validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut cfg = Config::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let named: serde_yaml::Value = parse_yaml(&text).unwrap_or(serde_yaml::Value::Null);
+        if named.get("name").is_none() {
+            cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+        }
+        cfg.apply_overrides(overrides)?;
+        cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Config> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        Ok(parse_yaml(text)?)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("config serializes")
+    }
+
+    /// Applies `a.b.c=value` overrides; the value is read as YAML, so types are checked
+    /// by the same schema as the file. Unknown keys are errors naming the valid ones.
+    pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<()> {
+        if overrides.is_empty() {
+            return Ok(());
+        }
+        let mut tree = serde_yaml::to_value(&*self)?;
+        for item in overrides {
+            let (key, raw) = item
+                .split_once('=')
+                .with_context(|| format!("--set {item}: expected key=value, e.g. --set train.epochs=3"))?;
+            let value: serde_yaml::Value =
+                parse_yaml(raw).with_context(|| format!("--set {item}: value is not valid YAML"))?;
+            set_path(&mut tree, key.trim(), value).with_context(|| format!("--set {item}"))?;
+        }
+        *self = serde_yaml::from_value(tree).map_err(|e| anyhow::anyhow!("--set: {e}"))?;
+        Ok(())
+    }
+
+    /// Checks ranges and names the offending key.
+    pub fn validate(&self) -> Result<()> {
+        let d = &self.data;
+        let mut errs: Vec<String> = Vec::new();
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                errs.push(msg)
+            }
+        };
+        check(matches!(d.format.as_str(), "wsol" | "synthetic"), format!("data.format: expected `wsol` or `synthetic`, got `{}`", d.format));
+        check(d.num_classes >= 2, format!("data.num_classes: expected >= 2, got {}", d.num_classes));
+        check(d.image_size >= 8, format!("data.image_size: expected >= 8 pixels, got {}", d.image_size));
+        if let Some(r) = d.resize_size {
+            check(r >= d.image_size, format!("data.resize_size: expected >= data.image_size ({}), got {r}", d.image_size));
+        }
+        check(d.batch_size >= 1, "data.batch_size: expected >= 1".into());
+        check(d.workers >= 1, "data.workers: expected >= 1".into());
+        check(d.std.iter().all(|s| *s > 0.0), "data.std: expected positive values".into());
+        if d.format == "synthetic" {
+            let s = &d.synthetic;
+            check(s.train >= 1 && s.test >= 1, "data.synthetic: expected train >= 1 and test >= 1 images".into());
+            check(s.size >= 16, format!("data.synthetic.size: expected >= 16 pixels, got {}", s.size));
+        }
+        check(self.device == "cpu" || self.device.starts_with("cuda"), format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device));
+        let t = &self.train;
+        check(t.optimizer.name == "sgd", format!("train.optimizer.name: expected `sgd`, got `{}`", t.optimizer.name));
+        check(t.optimizer.lr > 0.0 && t.optimizer.lr.is_finite(), format!("train.optimizer.lr: expected > 0, got {}", t.optimizer.lr));
+        check((0.0..1.0).contains(&t.optimizer.momentum), format!("train.optimizer.momentum: expected in [0, 1), got {}", t.optimizer.momentum));
+        check(t.optimizer.weight_decay >= 0.0, "train.optimizer.weight_decay: expected >= 0".into());
+        check(t.optimizer.new_layer_lr_mult > 0.0, "train.optimizer.new_layer_lr_mult: expected > 0".into());
+        check(matches!(t.schedule.name.as_str(), "constant" | "step" | "cosine"), format!("train.schedule.name: expected `constant`, `step` or `cosine`, got `{}`", t.schedule.name));
+        check(t.schedule.name != "step" || t.schedule.step_epochs >= 1, "train.schedule.step_epochs: expected >= 1".into());
+        check(
+            matches!(t.select_by.as_str(), "gt_known_loc" | "maxboxacc" | "maxboxacc_v2" | "top1_loc" | "top1_cls"),
+            format!("train.select_by: expected one of gt_known_loc, maxboxacc, maxboxacc_v2, top1_loc, top1_cls; got `{}`", t.select_by),
+        );
+        let e = &self.eval;
+        check(e.cam_curve_interval > 0.0 && e.cam_curve_interval < 1.0, format!("eval.cam_curve_interval: expected in (0, 1), got {}", e.cam_curve_interval));
+        check(!e.iou_thresholds.is_empty() && e.iou_thresholds.iter().all(|&t| (1..=100).contains(&t)), "eval.iou_thresholds: expected percentages in 1..=100, e.g. [30, 50, 70]".into());
+        check(e.iou_thresholds.contains(&50), "eval.iou_thresholds: must contain 50 (MaxBoxAcc and GT-known Loc use IoU 0.5)".into());
+        check((0.0..1.0).contains(&e.fixed_threshold), format!("eval.fixed_threshold: expected in [0, 1), got {}", e.fixed_threshold));
+        check(matches!(e.checkpoint.as_str(), "last" | "best"), format!("eval.checkpoint: expected `last` or `best`, got `{}`", e.checkpoint));
+        check(self.log.every_steps >= 1, "log.every_steps: expected >= 1".into());
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid config: {}", errs.join("; "))
+        }
+    }
+
+    /// Training-time resize before the random crop.
+    pub fn resize_size(&self) -> u32 {
+        self.data.resize_size.unwrap_or_else(|| (self.data.image_size as f64 * 256.0 / 224.0).round() as u32)
+    }
+}
+
+fn set_path(tree: &mut serde_yaml::Value, key: &str, value: serde_yaml::Value) -> Result<()> {
+    let mut node = tree;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let here = parts[..i].join(".");
+        let map = node.as_mapping_mut().with_context(|| format!("`{here}` is not a section, cannot set `{key}`"))?;
+        let known: Vec<String> = map.keys().filter_map(|k| k.as_str().map(String::from)).collect();
+        let k = serde_yaml::Value::String(part.to_string());
+        if !map.contains_key(&k) {
+            let section = if here.is_empty() { "top level".to_string() } else { format!("`{here}`") };
+            bail!("unknown config key `{key}` (keys at {section}: {})", known.join(", "));
+        }
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map.get_mut(&k).unwrap();
+    }
+    unreachable!("split yields at least one part")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_is_rejected_with_line() {
+        let err = Config::from_yaml("train:\n  epochs: 3\n  optimizer:\n    momentun: 0.9\n").unwrap_err().to_string();
+        assert!(err.contains("momentun") && err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn set_overrides_are_typed() {
+        let mut c = Config::default();
+        c.apply_overrides(&["train.epochs=3".into(), "train.optimizer.lr=0.5".into(), "model.pretrained=w.safetensors".into()]).unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.train.optimizer.lr, 0.5);
+        assert_eq!(c.model.pretrained.as_deref(), Some(Path::new("w.safetensors")));
+        let err = c.apply_overrides(&["train.epocs=3".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown config key `train.epocs`"), "{err:#}");
+        let err = c.apply_overrides(&["train.epochs=abc".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("invalid type"), "{err:#}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.data.batch_size = 0;
+        c.eval.cam_curve_interval = 2.0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("data.batch_size") && err.contains("eval.cam_curve_interval"), "{err}");
+    }
+
+    #[test]
+    fn yaml_round_trip() {
+        let c = Config::default();
+        let back = Config::from_yaml(&c.to_yaml()).unwrap();
+        assert_eq!(back.to_yaml(), c.to_yaml());
+    }
+}

@@ -1,0 +1,176 @@
+//! Scores a model on a split: forward, class maps, then the model-free evaluation
+//! engine (`localize` + `metrics`), exactly as for maps from anywhere else.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use serde_json::{json, Map, Value};
+
+use crate::cam::CamExtractor;
+use crate::config::Config;
+use crate::data::{epoch_batches, Dataset, LoaderConfig, TransformConfig};
+use crate::localize::{cam_thresholds, prepare_map, rescale_box, BBox};
+use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, LocalizationMetrics};
+use crate::models::WsolModel;
+use crate::report::Progress;
+
+pub struct EvalResult {
+    pub split: String,
+    pub cam: String,
+    pub num_images: usize,
+    pub top1_cls: f64,
+    pub top5_cls: f64,
+    /// None when the split has no boxes.
+    pub loc: Option<LocalizationMetrics>,
+}
+
+impl EvalResult {
+    /// The `metrics.json` object (keys of DESIGN.md).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("split".into(), json!(self.split));
+        m.insert("cam".into(), json!(self.cam));
+        m.insert("num_images".into(), json!(self.num_images));
+        m.insert("top1_cls".into(), json!(self.top1_cls));
+        m.insert("top5_cls".into(), json!(self.top5_cls));
+        if let Some(l) = &self.loc {
+            if let Value::Object(loc) = serde_json::to_value(l).expect("metrics serialize") {
+                for (k, v) in loc {
+                    m.entry(k).or_insert(v);
+                }
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// Rows for the console table, most-read numbers first.
+    pub fn table_rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![("split".to_string(), format!("{} ({} images, {})", self.split, self.num_images, self.cam))];
+        let pct = |v: f64| format!("{v:.2}");
+        rows.push(("top1_cls".into(), pct(self.top1_cls)));
+        rows.push(("top5_cls".into(), pct(self.top5_cls)));
+        if let Some(l) = &self.loc {
+            let opt = |v: Option<f64>| v.map(pct).unwrap_or_else(|| "n/a".into());
+            rows.push(("top1_loc".into(), opt(l.top1_loc)));
+            rows.push(("top5_loc".into(), opt(l.top5_loc)));
+            rows.push(("gt_known_loc".into(), pct(l.gt_known_loc)));
+            rows.push(("maxboxacc".into(), pct(l.maxboxacc)));
+            rows.push(("maxboxacc_v2".into(), pct(l.maxboxacc_v2)));
+            for (iou, v) in &l.maxboxacc_by_iou {
+                rows.push((format!("  box acc @IoU{iou}"), pct(*v)));
+            }
+            rows.push(("best_threshold".into(), format!("{:.3}", l.best_threshold)));
+            rows.push(("gt_known_loc_fixed".into(), pct(l.gt_known_loc_fixed)));
+        } else {
+            rows.push(("localization".into(), "unavailable (split has no boxes)".into()));
+        }
+        rows
+    }
+
+    /// A named metric for model selection.
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        match key {
+            "top1_cls" => Some(self.top1_cls),
+            "top5_cls" => Some(self.top5_cls),
+            _ => self.to_json().get(key).and_then(Value::as_f64),
+        }
+    }
+}
+
+pub fn box_eval_config(cfg: &Config) -> BoxEvalConfig {
+    BoxEvalConfig {
+        thresholds: cam_thresholds(cfg.eval.cam_curve_interval),
+        iou_thresholds: cfg.eval.iou_thresholds.clone(),
+        multi_contour: cfg.eval.multi_contour,
+        fixed_threshold: cfg.eval.fixed_threshold,
+    }
+}
+
+pub fn eval_transform(cfg: &Config) -> TransformConfig {
+    TransformConfig {
+        image_size: cfg.data.image_size,
+        resize_size: cfg.data.image_size,
+        train: false,
+        hflip: false,
+        mean: cfg.data.mean,
+        std: cfg.data.std,
+    }
+}
+
+/// Evaluates `model` on `ds` with the GT-class maps of `extractor`.
+pub fn evaluate(
+    model: &dyn WsolModel,
+    extractor: &dyn CamExtractor,
+    ds: Arc<Dataset>,
+    cfg: &Config,
+    device: &Device,
+    progress: &Progress,
+) -> Result<EvalResult> {
+    let size = cfg.data.image_size as usize;
+    let n_classes = cfg.data.num_classes;
+    let has_boxes = ds.meta.samples.iter().any(|s| !s.boxes.is_empty());
+    let box_cfg = box_eval_config(cfg);
+    let mut acc = BoxAccumulator::new(&box_cfg);
+    let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
+    let loader = LoaderConfig {
+        batch_size: cfg.data.batch_size,
+        shuffle: false,
+        drop_last: false,
+        workers: cfg.data.workers,
+        seed: cfg.seed,
+        epoch: 0,
+        transform: eval_transform(cfg),
+    };
+    for batch in epoch_batches(ds.clone(), loader) {
+        let batch = batch?;
+        let n = batch.labels.len();
+        let x = Tensor::from_vec(batch.images, (n, 3, size, size), device)?;
+        let labels = Tensor::from_vec(batch.labels.clone(), n, device)?;
+        let out = model.forward_t(&x, false)?;
+        let logits: Vec<Vec<f32>> = out.logits.to_vec2()?;
+        let outcomes: Vec<ClsOutcome> = logits
+            .iter()
+            .zip(&batch.labels)
+            .map(|(l, &y)| ClsOutcome { top1: topk_correct(l, y as usize, 1), top5: topk_correct(l, y as usize, 5.min(n_classes)) })
+            .collect();
+        top1 += outcomes.iter().filter(|o| o.top1).count();
+        top5 += outcomes.iter().filter(|o| o.top5).count();
+        count += n;
+        if has_boxes {
+            let maps = extractor.extract(model, &out, &labels).context("computing class activation maps")?;
+            let (_, h, w) = maps.dims3()?;
+            let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
+            let batch_acc = (0..n)
+                .into_par_iter()
+                .fold(
+                    || BoxAccumulator::new(&box_cfg),
+                    |mut a, i| {
+                        let sample = &ds.meta.samples[batch.indices[i]];
+                        let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
+                        let (iw, ih) = sample.size;
+                        let gt: Vec<BBox> = sample.boxes.iter().map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64))).collect();
+                        a.add(&map, size, size, &gt, Some(outcomes[i]));
+                        a
+                    },
+                )
+                .reduce(|| BoxAccumulator::new(&box_cfg), |mut a, b| {
+                    a.merge(&b);
+                    a
+                });
+            acc.merge(&batch_acc);
+        }
+        progress.inc(1);
+    }
+    anyhow::ensure!(count > 0, "split `{}` has no images", ds.meta.split);
+    let pct = |k: usize| k as f64 * 100.0 / count as f64;
+    Ok(EvalResult {
+        split: ds.meta.split.clone(),
+        cam: extractor.name().to_string(),
+        num_images: count,
+        top1_cls: pct(top1),
+        top5_cls: pct(top5),
+        loc: has_boxes.then(|| acc.finish()),
+    })
+}

@@ -1,0 +1,17 @@
+//! wsol: weakly supervised object localization on candle.
+//!
+//! The evaluation engine (`localize`, `metrics`) depends on nothing but arrays and
+//! annotations, so maps from any source are scored the same way as our own.
+
+pub mod cam;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod evaluate;
+pub mod localize;
+pub mod metrics;
+pub mod models;
+pub mod pipeline;
+pub mod report;
+pub mod train;
+pub mod util;

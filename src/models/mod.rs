@@ -1,0 +1,55 @@
+//! Models = backbone (feature extractor) + WSOL head (how logits and class maps are made).
+//!
+//! Adding a backbone or a head is one file plus one line in [`build`].
+
+mod cam_head;
+pub mod init;
+mod tiny;
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+use crate::config::ModelConfig;
+
+pub use cam_head::CamHead;
+pub use tiny::Tiny;
+
+/// What one forward pass gives the trainer and the evaluator.
+pub struct Output {
+    /// [B, K] class scores.
+    pub logits: Tensor,
+    /// [B, C, h, w] the last feature maps (the CAM's input).
+    pub features: Tensor,
+}
+
+/// A feature extractor ending in a spatial map.
+pub trait Backbone: Send + Sync {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+    fn out_channels(&self) -> usize;
+}
+
+/// A trainable WSOL model: the method decides the loss and how class maps are read.
+pub trait WsolModel: Send + Sync {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output>;
+    /// Training loss for u32 `labels` [B].
+    fn loss(&self, out: &Output, labels: &Tensor) -> candle_core::Result<Tensor>;
+    /// The method's own class activation map for class `targets[b]` of each image: [B, h, w].
+    fn cam(&self, out: &Output, targets: &Tensor) -> candle_core::Result<Tensor>;
+    /// Variables that are new to the task (not from pretrained weights) get
+    /// `new_layer_lr_mult`, as in the wsolevaluation recipes.
+    fn is_new_layer(&self, var_name: &str) -> bool;
+}
+
+/// Builds the model named by the config under the root of `vb`.
+pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
+    let backbone: Box<dyn Backbone> = match cfg.backbone.as_str() {
+        "tiny" => Box::new(Tiny::new(cfg.width, vb.pp("features"))?),
+        other => bail!("model.backbone: unknown backbone `{other}` (available: tiny)"),
+    };
+    let model: Box<dyn WsolModel> = match cfg.head.as_str() {
+        "cam" => Box::new(CamHead::new(backbone, num_classes, vb.pp("fc"))?),
+        other => bail!("model.head: unknown WSOL method `{other}` (available: cam)"),
+    };
+    Ok(model)
+}

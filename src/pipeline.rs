@@ -1,0 +1,79 @@
+//! Set-up shared by `train`, `eval` and `cam`: device, dataset, model.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::config::Config;
+use crate::data::{self, Dataset};
+use crate::models::{self, WsolModel};
+
+pub fn device(spec: &str) -> Result<Device> {
+    if spec == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = spec
+        .strip_prefix("cuda:")
+        .or_else(|| (spec == "cuda").then_some("0"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .with_context(|| format!("device: expected `cpu` or `cuda:N`, got `{spec}`"))?;
+    Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("device {spec}: {e} (build with `--features cuda` on a machine with CUDA)"))
+}
+
+/// Makes sure the configured dataset exists: the synthetic one is generated on first use.
+pub fn prepare_data(cfg: &Config, quiet: bool) -> Result<()> {
+    let d = &cfg.data;
+    let marker = d.metadata_root.join(&d.train_split).join("image_ids.txt");
+    if d.format == "synthetic" && !marker.exists() {
+        let s = &d.synthetic;
+        if !quiet {
+            eprintln!(
+                "generating the synthetic dataset ({} classes, {}/{}/{} images of {}px) in {}",
+                d.num_classes, s.train, s.val, s.test, s.size, d.image_root.display()
+            );
+        }
+        let opts = data::SynthOptions { num_classes: d.num_classes, train: s.train, val: s.val, test: s.test, size: s.size, seed: s.seed };
+        data::synth::generate(&d.image_root, &d.metadata_root, &opts)?;
+    }
+    Ok(())
+}
+
+pub fn split_exists(cfg: &Config, split: &str) -> bool {
+    cfg.data.metadata_root.join(split).join("image_ids.txt").exists()
+}
+
+pub fn load_split(cfg: &Config, split: &str) -> Result<Arc<Dataset>> {
+    let root = &cfg.data.metadata_root;
+    if !root.join(split).is_dir() {
+        bail!("split `{split}` not found: expected directory {} with image_ids.txt, class_labels.txt, image_sizes.txt (data.metadata_root = {})", root.join(split).display(), root.display());
+    }
+    let meta = data::read_split(root, split, cfg.data.num_classes)?;
+    if meta.samples.is_empty() {
+        bail!("{}: split `{split}` lists no images", root.join(split).join("image_ids.txt").display());
+    }
+    Ok(Arc::new(Dataset { image_root: cfg.data.image_root.clone(), meta }))
+}
+
+pub struct Model {
+    pub varmap: VarMap,
+    pub net: Box<dyn WsolModel>,
+}
+
+/// Builds the configured model with seeded initial weights, then the pretrained ones if any.
+pub fn build_model(cfg: &Config, device: &Device) -> Result<Model> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let net = models::build(&cfg.model, cfg.data.num_classes, vb)?;
+    models::init::initialize(&varmap, cfg.seed, device)?;
+    if let Some(p) = &cfg.model.pretrained {
+        bail!("model.pretrained: loading {} is not supported by backbone `{}` yet", p.display(), cfg.model.backbone);
+    }
+    Ok(Model { varmap, net })
+}
+
+pub fn load_checkpoint(model: &Model, path: &Path) -> Result<()> {
+    crate::train::checkpoint::load_weights(&model.varmap, path)
+}

@@ -1,0 +1,256 @@
+//! The training loop: batches -> forward -> method loss -> backward -> SGD, per-epoch
+//! validation, checkpoints, TensorBoard, and the final evaluation into `metrics.json`.
+
+pub mod checkpoint;
+pub mod optimizer;
+pub mod schedule;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor, D};
+
+use crate::cam;
+use crate::config::Config;
+use crate::data::{epoch_batches, num_batches, LoaderConfig, TransformConfig};
+use crate::evaluate::{evaluate, EvalResult};
+use crate::pipeline;
+use crate::report::{metrics_table, write_json, Progress, TbWriter};
+use checkpoint::TrainState;
+use optimizer::{Param, Sgd};
+
+pub struct TrainOptions {
+    /// Run directory; None = `<log.dir>/<name>-<UTC timestamp>`.
+    pub out: Option<PathBuf>,
+    /// Run directory or checkpoint to continue from.
+    pub resume: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Appends to `<run>/train.log` and echoes to the console unless quiet.
+struct RunLog {
+    file: Option<std::fs::File>,
+    quiet: bool,
+}
+
+impl RunLog {
+    fn line(&mut self, progress: Option<&Progress>, text: &str) {
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{text}");
+        }
+        if !self.quiet {
+            match progress {
+                Some(p) => p.println(text),
+                None => eprintln!("{text}"),
+            }
+        }
+    }
+}
+
+pub fn default_run_dir(cfg: &Config) -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "").replace('-', "");
+    cfg.log.dir.join(format!("{}-{}", cfg.name, stamp.trim_end_matches('Z')))
+}
+
+/// Finds `checkpoints/last.json` from a run directory or any file of a checkpoint.
+pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (ckpt_dir, tag) = if path.is_dir() {
+        let dir = if path.join("checkpoints").is_dir() { path.join("checkpoints") } else { path.to_path_buf() };
+        (dir, "last".to_string())
+    } else if path.exists() {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tag = name.split('.').next().unwrap_or("last").to_string();
+        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), tag)
+    } else {
+        bail!("--resume {}: no such run directory or checkpoint", path.display());
+    };
+    let state = ckpt_dir.join(format!("{tag}.json"));
+    if !state.exists() {
+        bail!("--resume {}: no complete checkpoint found (expected {})", path.display(), state.display());
+    }
+    let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") { ckpt_dir.parent().unwrap().to_path_buf() } else { ckpt_dir.clone() };
+    Ok((run_dir, state))
+}
+
+pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)> {
+    let device = pipeline::device(&cfg.device)?;
+    pipeline::prepare_data(cfg, opts.quiet)?;
+    let train_ds = pipeline::load_split(cfg, &cfg.data.train_split)?;
+    let val_ds = if pipeline::split_exists(cfg, &cfg.data.val_split) { Some(pipeline::load_split(cfg, &cfg.data.val_split)?) } else { None };
+    let test_ds = pipeline::load_split(cfg, &cfg.eval.split)?;
+    let extractor = cam::by_name(&cfg.eval.cam)?;
+    let model = pipeline::build_model(cfg, &device)?;
+
+    // Run directory, resolved config, log.
+    let (run_dir, resume_state) = match &opts.resume {
+        Some(p) => {
+            let (dir, state) = resolve_resume(p)?;
+            (opts.out.clone().unwrap_or(dir), Some(state))
+        }
+        None => (opts.out.clone().unwrap_or_else(|| default_run_dir(cfg)), None),
+    };
+    let ckpt_dir = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    crate::util::atomic_write(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
+    let mut log = RunLog { file: log_file, quiet: opts.quiet };
+    let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
+
+    let params: Vec<Param> = {
+        let data = model.varmap.data().lock().expect("varmap lock");
+        data.iter()
+            .map(|(name, var)| {
+                let lr_mult = if model.net.is_new_layer(name) { cfg.train.optimizer.new_layer_lr_mult } else { 1.0 };
+                Param { name: name.clone(), var: var.clone(), lr_mult }
+            })
+            .collect()
+    };
+    let mut sgd = Sgd::new(params, &cfg.train.optimizer);
+    let mut state = TrainState { epochs_done: 0, global_step: 0, best_score: None, best_epoch: None, seed: cfg.seed };
+    if let Some(state_path) = &resume_state {
+        state = checkpoint::load_state(state_path)?;
+        let tag = state_path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (model_path, optim_path, _) = checkpoint::paths(state_path.parent().unwrap(), &tag);
+        checkpoint::load_weights(&model.varmap, &model_path)?;
+        sgd.load_state(checkpoint::load_optim(&optim_path)?)?;
+        log.line(None, &format!("resuming {} after epoch {} (step {})", run_dir.display(), state.epochs_done, state.global_step));
+    } else {
+        log.line(None, &format!("run directory: {}", run_dir.display()));
+    }
+
+    let size = cfg.data.image_size as usize;
+    let transform = TransformConfig {
+        image_size: cfg.data.image_size,
+        resize_size: cfg.resize_size(),
+        train: true,
+        hflip: cfg.data.hflip,
+        mean: cfg.data.mean,
+        std: cfg.data.std,
+    };
+    let epochs = cfg.train.epochs;
+    let steps_per_epoch = num_batches(train_ds.meta.samples.len(), cfg.data.batch_size, true).max(1);
+    let drop_last = train_ds.meta.samples.len() >= cfg.data.batch_size;
+    for epoch in state.epochs_done..epochs {
+        let lr = schedule::lr_at(&cfg.train.schedule, cfg.train.optimizer.lr, epoch, epochs);
+        let started = Instant::now();
+        let progress = Progress::new(steps_per_epoch as u64, &format!("epoch {}/{epochs}", epoch + 1), opts.quiet);
+        let loader = LoaderConfig {
+            batch_size: cfg.data.batch_size,
+            shuffle: true,
+            drop_last,
+            workers: cfg.data.workers,
+            seed: cfg.seed,
+            epoch: epoch as u64,
+            transform: transform.clone(),
+        };
+        let (mut loss_sum, mut correct, mut seen, mut skipped) = (0f64, 0usize, 0usize, 0usize);
+        let (mut win_loss, mut win_correct, mut win_seen) = (0f64, 0usize, 0usize);
+        for batch in epoch_batches(train_ds.clone(), loader) {
+            let batch = batch?;
+            let n = batch.labels.len();
+            let x = Tensor::from_vec(batch.images, (n, 3, size, size), &device)?;
+            let y = Tensor::from_vec(batch.labels, n, &device)?;
+            let out = model.net.forward_t(&x, true)?;
+            let loss = model.net.loss(&out, &y)?;
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            if !loss_value.is_finite() {
+                let ids: Vec<&str> = batch.indices.iter().take(4).map(|&i| train_ds.meta.samples[i].image_id.as_str()).collect();
+                if cfg.train.skip_nonfinite_loss {
+                    skipped += 1;
+                    log.line(Some(&progress), &format!("warning: skipped batch with non-finite loss at epoch {} step {} (images {})", epoch + 1, state.global_step, ids.join(", ")));
+                    progress.inc(1);
+                    continue;
+                }
+                let last = ckpt_dir.join("last.safetensors");
+                let kept = if last.exists() { format!("the last good checkpoint is kept at {}", last.display()) } else { "no checkpoint was written yet".into() };
+                bail!(
+                    "loss became {loss_value} at epoch {} step {} ({kept}); hint: lower train.optimizer.lr, check the images of this batch ({}…), or set train.skip_nonfinite_loss: true",
+                    epoch + 1, state.global_step, ids.join(", ")
+                );
+            }
+            let grads = loss.backward()?;
+            sgd.step(&grads, lr)?;
+            let batch_correct = out.logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+            loss_sum += loss_value * n as f64;
+            correct += batch_correct;
+            seen += n;
+            win_loss += loss_value * n as f64;
+            win_correct += batch_correct;
+            win_seen += n;
+            state.global_step += 1;
+            if state.global_step % cfg.log.every_steps == 0 {
+                tb.add_scalar("train/loss", (win_loss / win_seen as f64) as f32, state.global_step);
+                tb.add_scalar("train/acc", (win_correct as f64 * 100.0 / win_seen as f64) as f32, state.global_step);
+                tb.add_scalar("train/lr", lr as f32, state.global_step);
+                (win_loss, win_correct, win_seen) = (0.0, 0, 0);
+            }
+            progress.set_message(format!("loss {:.4} acc {:.1}%", loss_sum / seen as f64, correct as f64 * 100.0 / seen as f64));
+            progress.inc(1);
+        }
+        progress.finish();
+        anyhow::ensure!(seen > 0, "epoch {} had no usable batch", epoch + 1);
+        let (train_loss, train_acc) = (loss_sum / seen as f64, correct as f64 * 100.0 / seen as f64);
+        tb.add_scalar("epoch/train_loss", train_loss as f32, state.global_step);
+        tb.add_scalar("epoch/train_acc", train_acc as f32, state.global_step);
+        tb.add_scalar("epoch/lr", lr as f32, state.global_step);
+
+        let mut line = format!("epoch {}/{epochs}  lr {lr:.2e}  loss {train_loss:.4}  train acc {train_acc:.2}", epoch + 1);
+        if skipped > 0 {
+            line.push_str(&format!("  skipped {skipped} batches"));
+        }
+        state.epochs_done = epoch + 1;
+        if let Some(val) = &val_ds {
+            let vp = Progress::new(num_batches(val.meta.samples.len(), cfg.data.batch_size, false) as u64, "validate", opts.quiet);
+            let r = evaluate(model.net.as_ref(), extractor.as_ref(), val.clone(), cfg, &device, &vp)?;
+            vp.finish();
+            for (k, v) in r.to_json().as_object().unwrap() {
+                if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
+                    tb.add_scalar(&format!("val/{k}"), x as f32, state.global_step);
+                }
+            }
+            line.push_str(&format!("  val top1 {:.2}", r.top1_cls));
+            if let Some(l) = &r.loc {
+                line.push_str(&format!("  gt-known {:.2}  v2 {:.2}", l.gt_known_loc, l.maxboxacc_v2));
+            }
+            if let Some(score) = r.metric(&cfg.train.select_by) {
+                if state.best_score.is_none_or(|b| score > b) {
+                    state.best_score = Some(score);
+                    state.best_epoch = Some(epoch + 1);
+                    checkpoint::save(&ckpt_dir, "best", &model.varmap, sgd.state(), &state)?;
+                    line.push_str("  *best*");
+                }
+            }
+        } else if epoch + 1 == epochs {
+            state.best_epoch = Some(epoch + 1);
+            checkpoint::save(&ckpt_dir, "best", &model.varmap, sgd.state(), &state)?;
+        }
+        checkpoint::save(&ckpt_dir, "last", &model.varmap, sgd.state(), &state)?;
+        tb.flush();
+        line.push_str(&format!("  ({:.1}s)", started.elapsed().as_secs_f64()));
+        log.line(None, &line);
+    }
+
+    // Final evaluation on the test split with the chosen checkpoint.
+    let tag = cfg.eval.checkpoint.as_str();
+    let ckpt = ckpt_dir.join(format!("{tag}.safetensors"));
+    if tag == "best" && ckpt.exists() {
+        checkpoint::load_weights(&model.varmap, &ckpt)?;
+    }
+    let tp = Progress::new(num_batches(test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64, "test", opts.quiet);
+    let result = evaluate(model.net.as_ref(), extractor.as_ref(), test_ds, cfg, &device, &tp)?;
+    tp.finish();
+    let mut json = result.to_json();
+    json["checkpoint"] = serde_json::json!(ckpt.display().to_string());
+    write_json(&run_dir.join("metrics.json"), &json)?;
+    for (k, v) in json.as_object().unwrap() {
+        if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
+            tb.add_scalar(&format!("test/{k}"), x as f32, state.global_step);
+        }
+    }
+    tb.flush();
+    log.line(None, &metrics_table(&result.table_rows()));
+    log.line(None, &format!("metrics written to {}", run_dir.join("metrics.json").display()));
+    Ok((run_dir, result))
+}

@@ -1,0 +1,37 @@
+//! Learning rate per epoch (epoch-wise, as wsolevaluation's MultiStepLR), with an
+//! optional linear warm-up.
+
+use crate::config::ScheduleConfig;
+
+pub fn lr_at(cfg: &ScheduleConfig, base_lr: f64, epoch: usize, epochs: usize) -> f64 {
+    if epoch < cfg.warmup_epochs {
+        return base_lr * (epoch + 1) as f64 / (cfg.warmup_epochs + 1) as f64;
+    }
+    match cfg.name.as_str() {
+        "step" => base_lr * cfg.gamma.powi((epoch / cfg.step_epochs.max(1)) as i32),
+        "cosine" => {
+            let span = epochs.saturating_sub(cfg.warmup_epochs).max(1) as f64;
+            let t = (epoch - cfg.warmup_epochs) as f64 / span;
+            0.5 * base_lr * (1.0 + (std::f64::consts::PI * t).cos())
+        }
+        _ => base_lr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_and_cosine() {
+        let step = ScheduleConfig { name: "step".into(), step_epochs: 2, gamma: 0.1, warmup_epochs: 0 };
+        let lrs: Vec<f64> = (0..5).map(|e| lr_at(&step, 1.0, e, 5)).collect();
+        assert_eq!(lrs[0], 1.0);
+        assert_eq!(lrs[1], 1.0);
+        assert!((lrs[2] - 0.1).abs() < 1e-12 && (lrs[4] - 0.01).abs() < 1e-12);
+        let cos = ScheduleConfig { name: "cosine".into(), step_epochs: 1, gamma: 0.1, warmup_epochs: 1 };
+        assert!((lr_at(&cos, 1.0, 0, 5) - 0.5).abs() < 1e-12);
+        assert!((lr_at(&cos, 1.0, 1, 5) - 1.0).abs() < 1e-12);
+        assert!(lr_at(&cos, 1.0, 4, 5) < 0.2);
+    }
+}

@@ -1,0 +1,53 @@
+//! Helpers for the CLI integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn wsol(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wsol")).args(args).current_dir(cwd).output().expect("run wsol")
+}
+
+/// Runs and asserts success, returning stdout.
+pub fn wsol_ok(args: &[&str], cwd: &Path) -> String {
+    let out = wsol(args, cwd);
+    assert!(
+        out.status.success(),
+        "wsol {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs and asserts a clean failure: non-zero exit, an `error:` line, no panic.
+pub fn wsol_err(args: &[&str], cwd: &Path) -> String {
+    let out = wsol(args, cwd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "wsol {args:?} should fail; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "wsol {args:?} panicked:\n{stderr}");
+    assert!(stderr.starts_with("error: "), "wsol {args:?}: expected one `error:` message, got:\n{stderr}");
+    stderr
+}
+
+/// A small config for the synthetic set written by `synth` into `dir/synth`.
+pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "name: {name}\nseed: 0\ndata:\n  format: wsol\n  metadata_root: synth/metadata\n  image_root: synth\n  num_classes: 4\n  image_size: 48\n  batch_size: 32\n  workers: 2\nmodel: {{backbone: tiny, head: cam, width: 16}}\ntrain:\n  epochs: 5\n  optimizer: {{name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}}\n  schedule: {{name: cosine, warmup_epochs: 1}}\neval: {{cam_curve_interval: 0.01}}\nlog: {{dir: runs, every_steps: 5}}\n{extra}"
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn synth(dir: &Path, train: usize, val: usize, test: usize) {
+    wsol_ok(
+        &["data", "synth", "--out", "synth", "--num-classes", "4", "--train", &train.to_string(), "--val", &val.to_string(), "--test", &test.to_string(), "--size", "48", "--seed", "3", "--quiet"],
+        dir,
+    );
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
