@@ -22,9 +22,46 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a checkpoint on a split.
     Eval(EvalArgs),
+    /// Score class activation maps from anywhere (.npy files) against a metadata split.
+    EvalCams(EvalCamsArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
+}
+
+#[derive(Args)]
+pub struct EvalCamsArgs {
+    /// Metadata split folder (holding image_ids.txt, class_labels.txt, image_sizes.txt, localization.txt).
+    #[arg(long)]
+    pub metadata: PathBuf,
+    /// Folder of maps: <cams>/<image_id>.npy (or <image_id with / as __>.npy), 2-D float32/float64, any size.
+    #[arg(long)]
+    pub cams: PathBuf,
+    /// Class predictions `image_id,top1[,top2..top5]` per line, for top-1/top-5 cls and loc.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Maps are resized to this square size (224 in the protocol).
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    /// IoU thresholds in percent.
+    #[arg(long, default_value = "30,50,70")]
+    pub iou: String,
+    #[arg(long, default_value_t = 0.01)]
+    pub cam_curve_interval: f64,
+    /// MaxBoxAccV2 over all contours (default, the official V2).
+    #[arg(long, conflicts_with = "largest_contour")]
+    pub multi_contour: bool,
+    /// MaxBoxAccV2 over the largest contour only.
+    #[arg(long)]
+    pub largest_contour: bool,
+    /// Threshold of the `*_fixed` numbers.
+    #[arg(long, default_value_t = 0.2)]
+    pub fixed_threshold: f64,
+    /// Where metrics.json and curve.csv go.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args)]
@@ -131,6 +168,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(a) => eval(a),
+        Command::EvalCams(a) => eval_cams(a),
         Command::Data(DataCommand::Synth(a)) => {
             let opts = data::SynthOptions { num_classes: a.num_classes, train: a.train, val: a.val, test: a.test, size: a.size, seed: a.seed };
             data::synth::generate(&a.out, &a.out.join("metadata"), &opts)?;
@@ -165,6 +203,39 @@ fn eval(a: EvalArgs) -> Result<()> {
     write_json(&out.join("metrics.json"), &json).with_context(|| format!("writing results to {}", out.display()))?;
     println!("{}", metrics_table(&result.table_rows()));
     eprintln!("metrics written to {}", out.join("metrics.json").display());
+    Ok(())
+}
+
+fn eval_cams(a: EvalCamsArgs) -> Result<()> {
+    if !(a.cam_curve_interval > 0.0 && a.cam_curve_interval < 1.0) {
+        anyhow::bail!("--cam-curve-interval {}: expected a value in (0, 1)", a.cam_curve_interval);
+    }
+    if !(0.0..1.0).contains(&a.fixed_threshold) {
+        anyhow::bail!("--fixed-threshold {}: expected a value in [0, 1)", a.fixed_threshold);
+    }
+    if a.image_size == 0 {
+        anyhow::bail!("--image-size: expected a positive size");
+    }
+    let iou_thresholds = crate::eval_cams::parse_iou_list(&a.iou)?;
+    if !iou_thresholds.contains(&50) {
+        anyhow::bail!("--iou {}: must contain 50 (MaxBoxAcc and GT-known Loc use IoU 0.5)", a.iou);
+    }
+    let opts = crate::eval_cams::EvalCamsOptions {
+        metadata: a.metadata,
+        cams: a.cams,
+        predictions: a.predictions,
+        image_size: a.image_size,
+        iou_thresholds,
+        cam_curve_interval: a.cam_curve_interval,
+        multi_contour: !a.largest_contour,
+        fixed_threshold: a.fixed_threshold,
+    };
+    let result = crate::eval_cams::eval_cams(&opts)?;
+    write_json(&a.out.join("metrics.json"), &result.to_json())?;
+    println!("{}", metrics_table(&result.table_rows()));
+    if !a.quiet {
+        eprintln!("metrics written to {}", a.out.join("metrics.json").display());
+    }
     Ok(())
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
-use serde_json::{json, Map, Value};
 
 use crate::cam::CamExtractor;
 use crate::config::Config;
@@ -15,69 +14,7 @@ use crate::localize::{cam_thresholds, prepare_map, rescale_box, BBox};
 use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, LocalizationMetrics};
 use crate::models::WsolModel;
 use crate::report::Progress;
-
-pub struct EvalResult {
-    pub split: String,
-    pub cam: String,
-    pub num_images: usize,
-    pub top1_cls: f64,
-    pub top5_cls: f64,
-    /// None when the split has no boxes.
-    pub loc: Option<LocalizationMetrics>,
-}
-
-impl EvalResult {
-    /// The `metrics.json` object (keys of DESIGN.md).
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("split".into(), json!(self.split));
-        m.insert("cam".into(), json!(self.cam));
-        m.insert("num_images".into(), json!(self.num_images));
-        m.insert("top1_cls".into(), json!(self.top1_cls));
-        m.insert("top5_cls".into(), json!(self.top5_cls));
-        if let Some(l) = &self.loc {
-            if let Value::Object(loc) = serde_json::to_value(l).expect("metrics serialize") {
-                for (k, v) in loc {
-                    m.entry(k).or_insert(v);
-                }
-            }
-        }
-        Value::Object(m)
-    }
-
-    /// Rows for the console table, most-read numbers first.
-    pub fn table_rows(&self) -> Vec<(String, String)> {
-        let mut rows = vec![("split".to_string(), format!("{} ({} images, {})", self.split, self.num_images, self.cam))];
-        let pct = |v: f64| format!("{v:.2}");
-        rows.push(("top1_cls".into(), pct(self.top1_cls)));
-        rows.push(("top5_cls".into(), pct(self.top5_cls)));
-        if let Some(l) = &self.loc {
-            let opt = |v: Option<f64>| v.map(pct).unwrap_or_else(|| "n/a".into());
-            rows.push(("top1_loc".into(), opt(l.top1_loc)));
-            rows.push(("top5_loc".into(), opt(l.top5_loc)));
-            rows.push(("gt_known_loc".into(), pct(l.gt_known_loc)));
-            rows.push(("maxboxacc".into(), pct(l.maxboxacc)));
-            rows.push(("maxboxacc_v2".into(), pct(l.maxboxacc_v2)));
-            for (iou, v) in &l.maxboxacc_by_iou {
-                rows.push((format!("  box acc @IoU{iou}"), pct(*v)));
-            }
-            rows.push(("best_threshold".into(), format!("{:.3}", l.best_threshold)));
-            rows.push(("gt_known_loc_fixed".into(), pct(l.gt_known_loc_fixed)));
-        } else {
-            rows.push(("localization".into(), "unavailable (split has no boxes)".into()));
-        }
-        rows
-    }
-
-    /// A named metric for model selection.
-    pub fn metric(&self, key: &str) -> Option<f64> {
-        match key {
-            "top1_cls" => Some(self.top1_cls),
-            "top5_cls" => Some(self.top5_cls),
-            _ => self.to_json().get(key).and_then(Value::as_f64),
-        }
-    }
-}
+pub use crate::results::EvalResult;
 
 pub fn box_eval_config(cfg: &Config) -> BoxEvalConfig {
     BoxEvalConfig {
@@ -169,8 +106,8 @@ pub fn evaluate(
         split: ds.meta.split.clone(),
         cam: extractor.name().to_string(),
         num_images: count,
-        top1_cls: pct(top1),
-        top5_cls: pct(top5),
+        top1_cls: Some(pct(top1)),
+        top5_cls: Some(pct(top5)),
         loc: has_boxes.then(|| acc.finish()),
     })
 }

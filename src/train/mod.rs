@@ -210,7 +210,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
                     tb.add_scalar(&format!("val/{k}"), x as f32, state.global_step);
                 }
             }
-            line.push_str(&format!("  val top1 {:.2}", r.top1_cls));
+            line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));
             if let Some(l) = &r.loc {
                 line.push_str(&format!("  gt-known {:.2}  v2 {:.2}", l.gt_known_loc, l.maxboxacc_v2));
             }
