@@ -305,7 +305,9 @@ impl Config {
         if d.format == "synthetic" {
             let s = &d.synthetic;
             check(s.train >= 1 && s.test >= 1, "data.synthetic: expected train >= 1 and test >= 1 images".into());
-            check(s.size >= 16, format!("data.synthetic.size: expected >= 16 pixels, got {}", s.size));
+            check(s.size >= crate::data::synth::MIN_SIZE, format!("data.synthetic.size: expected >= {} pixels, got {}", crate::data::synth::MIN_SIZE, s.size));
+            let shapes = crate::data::synth::SHAPES.len();
+            check(d.num_classes <= shapes, format!("data.num_classes: the synthetic dataset has at most {shapes} shape classes, got {}", d.num_classes));
         }
         check(self.device == "cpu" || self.device.starts_with("cuda"), format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device));
         let t = &self.train;

@@ -11,7 +11,7 @@ use crate::cam::CamExtractor;
 use crate::config::Config;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, TransformConfig};
 use crate::localize::{cam_thresholds, prepare_map, rescale_box, BBox};
-use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, LocalizationMetrics};
+use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome};
 use crate::models::WsolModel;
 use crate::report::Progress;
 pub use crate::results::EvalResult;

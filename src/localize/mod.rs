@@ -1,0 +1,154 @@
+//! From a class activation map to boxes, exactly as the official wsolevaluation
+//! evaluator (Choe et al. 2020) does it: bicubic resize, min-max normalization, an 8-bit
+//! threshold sweep, contours, bounding rectangles, and IoU with inclusive pixels.
+//! Where its conventions look odd we follow them anyway: published numbers depend on them.
+
+mod contours;
+mod resize;
+mod sweep;
+
+pub use contours::{Contour, Tracer};
+pub use resize::resize_bicubic;
+pub use sweep::{boxes_at_thresholds, boxes_at_thresholds_reference, quantize, ThresholdBoxes};
+
+/// A box in pixel coordinates, corners inclusive (x0y0x1y1, as the metadata stores it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BBox {
+    pub x0: i32,
+    pub y0: i32,
+    pub x1: i32,
+    pub y1: i32,
+}
+
+impl BBox {
+    pub const ZERO: BBox = BBox { x0: 0, y0: 0, x1: 0, y1: 0 };
+
+    pub fn new(x0: i32, y0: i32, x1: i32, y1: i32) -> Self {
+        BBox { x0, y0, x1, y1 }
+    }
+}
+
+/// IoU counting pixels inclusively (+1 per side), as `calculate_multiple_iou`: a box
+/// with x1 == x0 is one pixel wide. A non-positive union (inverted boxes) gives 0.
+pub fn iou(a: &BBox, b: &BBox) -> f64 {
+    let (a, b) = ([a.x0, a.y0, a.x1, a.y1].map(i64::from), [b.x0, b.y0, b.x1, b.y1].map(i64::from));
+    let iw = (a[2].min(b[2]) - a[0].max(b[0]) + 1).max(0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1]) + 1).max(0);
+    let inter = iw * ih;
+    let area = |c: &[i64; 4]| (c[2] - c[0] + 1) * (c[3] - c[1] + 1);
+    let union = area(&a) + area(&b) - inter;
+    if union <= 0 {
+        return 0.0;
+    }
+    inter as f64 / union as f64
+}
+
+/// GT box from the original image size to the evaluation grid, truncating toward zero
+/// like the official `resize_bbox` (`int(x * new_w / orig_w)`, in that order).
+pub fn rescale_box(b: [f64; 4], orig_wh: (f64, f64), new_wh: (f64, f64)) -> BBox {
+    let (ow, oh) = orig_wh;
+    let (nw, nh) = new_wh;
+    BBox {
+        x0: (b[0] * nw / ow) as i32,
+        y0: (b[1] * nh / oh) as i32,
+        x1: (b[2] * nw / ow) as i32,
+        y1: (b[3] * nh / oh) as i32,
+    }
+}
+
+/// `list(np.arange(0, 1, interval))`: ceil(1 / interval) values `i * interval`.
+/// Built by multiplication, not accumulation, so 0.07 is 7 * 0.01 as numpy has it.
+pub fn cam_thresholds(interval: f64) -> Vec<f64> {
+    assert!(interval > 0.0 && interval.is_finite(), "cam_curve_interval must be positive");
+    let n = (1.0 / interval).ceil() as usize;
+    (0..n).map(|i| i as f64 * interval).collect()
+}
+
+/// The official `normalize_scoremap` on float32: a map with any NaN, or a constant map,
+/// becomes all zeros; otherwise `map -= min; map /= max` (max of the shifted map, which
+/// can differ from max - min by rounding, so we compute it the same way).
+pub fn normalize_minmax(map: &mut [f32]) {
+    if map.is_empty() {
+        return;
+    }
+    if map.iter().any(|v| v.is_nan()) {
+        map.fill(0.0);
+        return;
+    }
+    let min = map.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if min == max {
+        map.fill(0.0);
+        return;
+    }
+    map.iter_mut().for_each(|v| *v -= min);
+    let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    map.iter_mut().for_each(|v| *v /= max);
+}
+
+/// Raw CAM (`w` x `h`) to the evaluation grid: bicubic resize to `size` x `size`, then
+/// min-max normalization (resize first, as the official `inference.py`).
+pub fn prepare_map(raw: &[f32], w: usize, h: usize, size: usize) -> Vec<f32> {
+    let mut m = resize_bicubic(raw, w, h, size, size);
+    normalize_minmax(&mut m);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_hand_cases() {
+        let a = BBox::new(0, 0, 9, 9);
+        assert_eq!(iou(&a, &a), 1.0);
+        assert_eq!(iou(&a, &BBox::new(20, 20, 30, 30)), 0.0);
+        // Touching edges share a pixel column: 1x10 / (100 + 100 - 10).
+        assert_eq!(iou(&a, &BBox::new(9, 0, 18, 9)), 10.0 / 190.0);
+        // Adjacent without overlap.
+        assert_eq!(iou(&a, &BBox::new(10, 0, 19, 9)), 0.0);
+        // Half overlap: 50 / 150.
+        assert_eq!(iou(&a, &BBox::new(5, 0, 14, 9)), 50.0 / 150.0);
+        // A (0,0,0,0) box is one pixel.
+        assert_eq!(iou(&BBox::ZERO, &BBox::ZERO), 1.0);
+        assert_eq!(iou(&BBox::ZERO, &BBox::new(0, 0, 1, 1)), 0.25);
+        // Degenerate: two inverted boxes, union <= 0.
+        let inv = BBox::new(5, 5, 2, 2);
+        assert_eq!(iou(&inv, &inv), 0.0);
+    }
+
+    #[test]
+    fn rescale_truncates() {
+        // 10 * 224 / 500 = 4.48 -> 4; 499 * 224 / 500 = 223.552 -> 223.
+        let b = rescale_box([10.0, 20.0, 499.0, 374.0], (500.0, 375.0), (224.0, 224.0));
+        assert_eq!(b, BBox::new(4, 11, 223, 223));
+        // Multiply first, then divide: 1 * 3 / 3 is exactly 1.
+        assert_eq!(rescale_box([1.0, 1.0, 2.0, 2.0], (3.0, 3.0), (3.0, 3.0)), BBox::new(1, 1, 2, 2));
+    }
+
+    #[test]
+    fn thresholds_match_arange() {
+        let t = cam_thresholds(0.01);
+        assert_eq!(t.len(), 100);
+        assert_eq!(t[7], 7.0 * 0.01);
+        assert_eq!(t[99], 99.0 * 0.01);
+        assert_eq!(cam_thresholds(0.001).len(), 1000);
+        let t = cam_thresholds(0.05);
+        assert_eq!(t.len(), 20);
+        assert_eq!(t[0], 0.0);
+        assert_eq!(t[19], 19.0 * 0.05);
+    }
+
+    #[test]
+    fn normalize_degenerate_maps_to_zero() {
+        let mut m = vec![3.0f32; 5];
+        normalize_minmax(&mut m);
+        assert_eq!(m, vec![0.0; 5]);
+        let mut m = vec![0.1, f32::NAN, 0.5];
+        normalize_minmax(&mut m);
+        assert_eq!(m, vec![0.0; 3]);
+        let mut m = vec![2.0, 4.0, 3.0];
+        normalize_minmax(&mut m);
+        assert_eq!(m, vec![0.0, 1.0, 0.5]);
+    }
+}

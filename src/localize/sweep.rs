@@ -1,0 +1,206 @@
+//! The threshold sweep of `compute_bboxes_from_scoremaps`, for the largest-contour
+//! (MaxBoxAcc) and all-contours (MaxBoxAccV2) modes at once.
+
+use super::contours::{Contour, Tracer};
+use super::BBox;
+
+/// Boxes of one threshold: the contour of largest polygon area, and every contour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThresholdBoxes {
+    pub largest: BBox,
+    pub all: Vec<BBox>,
+}
+
+impl ThresholdBoxes {
+    /// What the evaluator scores when no contour exists: a single (0,0,0,0) box.
+    fn empty() -> Self {
+        ThresholdBoxes { largest: BBox::ZERO, all: vec![BBox::ZERO] }
+    }
+}
+
+/// `(map * 255).astype(np.uint8)`: f32 product, truncated (saturating outside [0, 255]).
+pub fn quantize(map: &[f32]) -> Vec<u8> {
+    map.iter().map(|&v| (v * 255.0) as u8).collect()
+}
+
+/// `int(t * max)` in f64, i.e. the `thresh` handed to `cv2.threshold`; pixels strictly
+/// above it are foreground.
+fn cut(t: f64, max_q: u8) -> i64 {
+    (t * max_q as f64) as i64
+}
+
+/// Boxes per threshold for a map already normalized to [0, 1] (row-major, `w` x `h`).
+///
+/// Exact and faster than running each threshold: the binary map `q > cut` only changes
+/// when `cut` passes a quantized level the map actually has, so thresholds are grouped
+/// by the lowest present level above their cut and each group is traced once
+/// (at most 256 tracings per map, however fine the sweep).
+pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
+    assert_eq!(map.len(), w * h, "map is not {w}x{h}");
+    let q = quantize(map);
+    let max_q = q.iter().copied().max().unwrap_or(0);
+    // Per level, the extent of the pixels at or above it: each tracing scans only there.
+    let mut within = [[usize::MAX, usize::MAX, 0, 0]; 256]; // x0, y0, x1, y1 (exclusive)
+    for (y, row) in q.chunks_exact(w.max(1)).enumerate() {
+        for (x, &v) in row.iter().enumerate() {
+            let r = &mut within[v as usize];
+            *r = [r[0].min(x), r[1].min(y), r[2].max(x + 1), r[3].max(y + 1)];
+        }
+    }
+    let present: Vec<bool> = within.iter().map(|r| r[2] > 0).collect();
+    for v in (0..255).rev() {
+        let (hi, lo) = (within[v + 1], within[v]);
+        within[v] = [lo[0].min(hi[0]), lo[1].min(hi[1]), lo[2].max(hi[2]), lo[3].max(hi[3])];
+    }
+    // next_level[c + 1] = lowest present level > c, for c in -1..=255.
+    let mut next_level = [None::<u8>; 257];
+    for c in (0..256usize).rev() {
+        next_level[c] = if present[c] { Some(c as u8) } else { next_level[c + 1] };
+    }
+    let mut tracer = Tracer::default();
+    let mut cache: [Option<usize>; 256] = [None; 256];
+    let mut groups: Vec<ThresholdBoxes> = Vec::new();
+    let mut out = Vec::with_capacity(thresholds.len());
+    for &t in thresholds {
+        let c = cut(t, max_q);
+        let level = if c < 0 { next_level[0] } else if c >= 255 { None } else { next_level[c as usize + 1] };
+        let Some(level) = level else {
+            out.push(ThresholdBoxes::empty());
+            continue;
+        };
+        let slot = *cache[level as usize].get_or_insert_with(|| {
+            groups.push(boxes_of(&tracer.find_within(&q, w, h, within[level as usize], |v| v >= level), w, h));
+            groups.len() - 1
+        });
+        out.push(groups[slot].clone());
+    }
+    out
+}
+
+/// One tracing per threshold, literally as the official loop does; the reference the
+/// grouped sweep is tested against.
+pub fn boxes_at_thresholds_reference(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
+    let q = quantize(map);
+    let max_q = q.iter().copied().max().unwrap_or(0);
+    let mut tracer = Tracer::default();
+    thresholds
+        .iter()
+        .map(|&t| {
+            let c = cut(t, max_q);
+            boxes_of(&tracer.find(&q, w, h, |v| v as i64 > c), w, h)
+        })
+        .collect()
+}
+
+/// `cv2.boundingRect` as (x, y, x + w, y + h), the far corner clipped to the last pixel;
+/// largest = first contour of maximal area in OpenCV's order (Python's `max`).
+fn boxes_of(contours: &[Contour], w: usize, h: usize) -> ThresholdBoxes {
+    if contours.is_empty() {
+        return ThresholdBoxes::empty();
+    }
+    let to_box = |c: &Contour| BBox {
+        x0: c.x_min,
+        y0: c.y_min,
+        x1: (c.x_max + 1).min(w as i32 - 1),
+        y1: (c.y_max + 1).min(h as i32 - 1),
+    };
+    let mut best = 0;
+    for (i, c) in contours.iter().enumerate() {
+        if c.area2 > contours[best].area2 {
+            best = i;
+        }
+    }
+    ThresholdBoxes { largest: to_box(&contours[best]), all: contours.iter().map(to_box).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(rows: &[&str]) -> (Vec<f32>, usize, usize) {
+        // Digits 0-9 as levels of a map whose maximum is 1.
+        let h = rows.len();
+        let w = rows[0].len();
+        let m = rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f32 / 9.0)).collect();
+        (m, w, h)
+    }
+
+    #[test]
+    fn quantization_truncates() {
+        assert_eq!(quantize(&[0.0, 1.0, 0.5, 0.999, 1.0 / 255.0 - 1e-7, 1.0 / 255.0]), vec![0, 255, 127, 254, 0, 1]);
+        // f32 product, not f64: 0.2 * 255 in f32 is 51.0 exactly, truncates to 51.
+        assert_eq!(quantize(&[0.2]), vec![51]);
+    }
+
+    #[test]
+    fn single_pixel() {
+        let (m, w, h) = map(&["000", "090", "000"]);
+        let b = boxes_at_thresholds(&m, w, h, &[0.0, 0.5]);
+        // (x, y, x+1, y+1): a lone pixel's box spans two pixels.
+        assert_eq!(b[0].largest, BBox::new(1, 1, 2, 2));
+        assert_eq!(b[0].all, vec![BBox::new(1, 1, 2, 2)]);
+        assert_eq!(b[1], b[0]);
+    }
+
+    #[test]
+    fn all_zero_map_gives_zero_box() {
+        let (m, w, h) = map(&["000", "000"]);
+        let b = boxes_at_thresholds(&m, w, h, &[0.0]);
+        assert_eq!(b[0], ThresholdBoxes { largest: BBox::ZERO, all: vec![BBox::ZERO] });
+    }
+
+    #[test]
+    fn two_blobs_largest_by_polygon_area() {
+        // Left blob 2x3 (area 2), right blob 1x4 line (area 0, more pixels would not matter).
+        let (m, w, h) = map(&["990009", "990009", "990009", "000009"]);
+        let b = boxes_at_thresholds(&m, w, h, &[0.5]);
+        assert_eq!(b[0].largest, BBox::new(0, 0, 2, 3));
+        // Right blob was discovered at the same row but later, so it is listed first.
+        assert_eq!(b[0].all, vec![BBox::new(5, 0, 5, 3), BBox::new(0, 0, 2, 3)]);
+    }
+
+    #[test]
+    fn ring_hole_border_in_all() {
+        let (m, w, h) = map(&["0000000", "0999990", "0900090", "0900090", "0999990", "0000000"]);
+        let b = boxes_at_thresholds(&m, w, h, &[0.0]);
+        assert_eq!(b[0].largest, BBox::new(1, 1, 6, 5));
+        assert_eq!(b[0].all, vec![BBox::new(1, 1, 6, 5), BBox::new(1, 1, 6, 5)]);
+    }
+
+    #[test]
+    fn blob_touching_border_and_diagonals() {
+        let (m, w, h) = map(&["9000", "0900", "0099"]);
+        let b = boxes_at_thresholds(&m, w, h, &[0.0]);
+        // One 8-connected region from (0,0) to (3,2); x1/y1 clipped to w-1/h-1.
+        assert_eq!(b[0].all, vec![BBox::new(0, 0, 3, 2)]);
+    }
+
+    #[test]
+    fn threshold_is_strict_on_int_cut() {
+        // max 9/9 -> 255; levels 4/9 -> 113, 5/9 -> 141. t = 0.5: cut int(127.5) = 127.
+        let (m, w, h) = map(&["459"]);
+        let b = boxes_at_thresholds(&m, w, h, &[0.5, 0.55, 0.0]);
+        assert_eq!(b[0].all, vec![BBox::new(1, 0, 2, 0)]);
+        // 0.55 * 255 = 140.25 -> 140 < 141: still two pixels.
+        assert_eq!(b[1].all, vec![BBox::new(1, 0, 2, 0)]);
+        assert_eq!(b[2].all, vec![BBox::new(0, 0, 2, 0)]);
+    }
+
+    #[test]
+    fn grouped_sweep_equals_reference() {
+        let mut s = 12345u64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 1000) as f32 / 999.0
+        };
+        for _ in 0..20 {
+            let (w, h) = (13, 9);
+            let mut m: Vec<f32> = (0..w * h).map(|_| rnd()).collect();
+            super::super::normalize_minmax(&mut m);
+            let t = super::super::cam_thresholds(0.01);
+            assert_eq!(boxes_at_thresholds(&m, w, h, &t), boxes_at_thresholds_reference(&m, w, h, &t));
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Box accuracy over a threshold sweep: the official `BoxEvaluator` (MaxBoxAcc with the
+//! largest contour, MaxBoxAccV2 with all contours), plus GT-known / top-k localization
+//! at the best and at a fixed threshold. Both contour modes are counted in one pass.
+
+use std::collections::BTreeMap;
+
+use super::percent;
+use crate::localize::{boxes_at_thresholds, iou, BBox};
+
+/// The IoU (percent) of MaxBoxAcc and of GT-known / top-k localization.
+const IOU_LOC: u32 = 50;
+
+pub struct BoxEvalConfig {
+    /// CAM thresholds of the sweep (`cam_thresholds(interval)`).
+    pub thresholds: Vec<f64>,
+    /// IoU thresholds in percent, e.g. [30, 50, 70]; MaxBoxAccV2 averages over them.
+    pub iou_thresholds: Vec<u32>,
+    /// Contours kept for the V2 numbers: all (`true`, the official V2) or the largest.
+    pub multi_contour: bool,
+    /// The single threshold of the `*_fixed` keys (classic CAM-paper style).
+    pub fixed_threshold: f64,
+}
+
+/// Whether the GT class was in the top-1 / top-5 predictions of the image.
+#[derive(Clone, Copy, Debug)]
+pub struct ClsOutcome {
+    pub top1: bool,
+    pub top5: bool,
+}
+
+/// Per-threshold accuracies (percent), e.g. for `curve.csv`.
+#[derive(Clone, Debug, Default)]
+pub struct Curves {
+    pub thresholds: Vec<f64>,
+    /// IoU thresholds of the rows below: the configured ones, then 50 if it was missing.
+    pub iou_thresholds: Vec<u32>,
+    /// `[iou][threshold]`, largest contour only.
+    pub largest: Vec<Vec<f64>>,
+    /// `[iou][threshold]`, all contours.
+    pub all: Vec<Vec<f64>>,
+    /// `[threshold]`: largest contour correct at IoU 50 and class in top-1 / top-5.
+    pub top1_loc: Option<Vec<f64>>,
+    pub top5_loc: Option<Vec<f64>>,
+}
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct LocalizationMetrics {
+    pub num_images: usize,
+    pub maxboxacc: f64,
+    pub maxboxacc_v2: f64,
+    pub maxboxacc_by_iou: BTreeMap<String, f64>,
+    pub best_threshold: f64,
+    pub best_threshold_by_iou: BTreeMap<String, f64>,
+    pub gt_known_loc: f64,
+    pub top1_loc: Option<f64>,
+    pub top5_loc: Option<f64>,
+    pub gt_known_loc_fixed: f64,
+    pub top1_loc_fixed: Option<f64>,
+    pub top5_loc_fixed: Option<f64>,
+    #[serde(skip)]
+    pub curves: Curves,
+}
+
+/// Correct-image counts per (mode, IoU, threshold); merge to combine image shards.
+#[derive(Clone, Debug)]
+pub struct BoxAccumulator {
+    thresholds: Vec<f64>,
+    /// Tracked IoUs: the configured ones, plus 50 if absent (needed for MaxBoxAcc).
+    ious: Vec<u32>,
+    n_cfg_ious: usize,
+    multi_contour: bool,
+    fixed_threshold: f64,
+    cnt: u64,
+    /// Images that came with a classification outcome.
+    cls_cnt: u64,
+    largest: Vec<u64>, // [iou * n_thr + thr]
+    all: Vec<u64>,
+    top1: Vec<u64>, // [thr]
+    top5: Vec<u64>,
+    fixed: [u64; 3], // gt-known, top-1, top-5
+}
+
+impl BoxAccumulator {
+    pub fn new(cfg: &BoxEvalConfig) -> Self {
+        assert!(!cfg.iou_thresholds.is_empty(), "need at least one IoU threshold");
+        assert!(!cfg.thresholds.is_empty(), "need at least one CAM threshold");
+        let mut ious = cfg.iou_thresholds.clone();
+        if !ious.contains(&IOU_LOC) {
+            ious.push(IOU_LOC);
+        }
+        let n = cfg.thresholds.len();
+        BoxAccumulator {
+            thresholds: cfg.thresholds.clone(),
+            n_cfg_ious: cfg.iou_thresholds.len(),
+            largest: vec![0; ious.len() * n],
+            all: vec![0; ious.len() * n],
+            ious,
+            multi_contour: cfg.multi_contour,
+            fixed_threshold: cfg.fixed_threshold,
+            cnt: 0,
+            cls_cnt: 0,
+            top1: vec![0; n],
+            top5: vec![0; n],
+            fixed: [0; 3],
+        }
+    }
+
+    /// map: already prepared (resized to w x h and min-max normalized); gt: GT boxes
+    /// already rescaled to w x h. An image without GT boxes counts, but is never correct
+    /// (the official code would fail on it).
+    pub fn add(&mut self, map: &[f32], w: usize, h: usize, gt: &[BBox], cls: Option<ClsOutcome>) {
+        let n = self.thresholds.len();
+        let best_iou = |boxes: &[BBox]| {
+            let mut best = f64::NEG_INFINITY;
+            for b in boxes {
+                for g in gt {
+                    best = best.max(iou(b, g));
+                }
+            }
+            best
+        };
+        // Official test: `iou >= threshold / 100` in f64.
+        let hit = |v: f64, d: u32| v >= d as f64 / 100.0;
+        for (t, tb) in boxes_at_thresholds(map, w, h, &self.thresholds).iter().enumerate() {
+            let best_largest = best_iou(std::slice::from_ref(&tb.largest));
+            let best_all = best_iou(&tb.all);
+            for (k, &d) in self.ious.iter().enumerate() {
+                self.largest[k * n + t] += hit(best_largest, d) as u64;
+                self.all[k * n + t] += hit(best_all, d) as u64;
+            }
+            if let Some(c) = cls {
+                let ok = hit(best_largest, IOU_LOC);
+                self.top1[t] += (ok && c.top1) as u64;
+                self.top5[t] += (ok && c.top5) as u64;
+            }
+        }
+        let fixed = &boxes_at_thresholds(map, w, h, &[self.fixed_threshold])[0];
+        let ok = hit(best_iou(std::slice::from_ref(&fixed.largest)), IOU_LOC);
+        self.fixed[0] += ok as u64;
+        if let Some(c) = cls {
+            self.fixed[1] += (ok && c.top1) as u64;
+            self.fixed[2] += (ok && c.top5) as u64;
+            self.cls_cnt += 1;
+        }
+        self.cnt += 1;
+    }
+
+    pub fn merge(&mut self, other: &BoxAccumulator) {
+        assert!(
+            self.thresholds == other.thresholds && self.ious == other.ious,
+            "merging box accumulators of different configurations"
+        );
+        let add = |a: &mut Vec<u64>, b: &Vec<u64>| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.largest, &other.largest);
+        add(&mut self.all, &other.all);
+        add(&mut self.top1, &other.top1);
+        add(&mut self.top5, &other.top5);
+        (0..3).for_each(|i| self.fixed[i] += other.fixed[i]);
+        self.cnt += other.cnt;
+        self.cls_cnt += other.cls_cnt;
+    }
+
+    /// Top-k numbers are `None` unless every image came with a classification outcome.
+    pub fn finish(&self) -> LocalizationMetrics {
+        let n = self.thresholds.len();
+        let pct = |counts: &[u64]| counts.iter().map(|&c| percent(c, self.cnt)).collect::<Vec<f64>>();
+        let rows = |counts: &[u64]| counts.chunks(n).map(pct).collect::<Vec<_>>();
+        let largest = rows(&self.largest);
+        let all = rows(&self.all);
+        let with_cls = self.cnt > 0 && self.cls_cnt == self.cnt;
+        let top1 = with_cls.then(|| pct(&self.top1));
+        let top5 = with_cls.then(|| pct(&self.top5));
+
+        let loc = self.ious.iter().position(|&d| d == IOU_LOC).expect("50 is tracked");
+        let best = argmax(&largest[loc]);
+        let v2_rows = if self.multi_contour { &all } else { &largest };
+        let mut by_iou = BTreeMap::new();
+        let mut thr_by_iou = BTreeMap::new();
+        let mut sum = 0.0;
+        for (k, d) in self.ious[..self.n_cfg_ious].iter().enumerate() {
+            let i = argmax(&v2_rows[k]);
+            by_iou.insert(d.to_string(), v2_rows[k][i]);
+            thr_by_iou.insert(d.to_string(), self.thresholds[i]);
+            sum += v2_rows[k][i];
+        }
+        let fixed = |c: u64| percent(c, self.cnt);
+        LocalizationMetrics {
+            num_images: self.cnt as usize,
+            maxboxacc: largest[loc][best],
+            maxboxacc_v2: sum / self.n_cfg_ious as f64,
+            maxboxacc_by_iou: by_iou,
+            best_threshold: self.thresholds[best],
+            best_threshold_by_iou: thr_by_iou,
+            gt_known_loc: largest[loc][best],
+            top1_loc: top1.as_ref().map(|c| c[best]),
+            top5_loc: top5.as_ref().map(|c| c[best]),
+            gt_known_loc_fixed: fixed(self.fixed[0]),
+            top1_loc_fixed: with_cls.then(|| fixed(self.fixed[1])),
+            top5_loc_fixed: with_cls.then(|| fixed(self.fixed[2])),
+            curves: Curves { thresholds: self.thresholds.clone(), iou_thresholds: self.ious.clone(), largest, all, top1_loc: top1, top5_loc: top5 },
+        }
+    }
+}
+
+/// First index of the maximum, like `np.argmax`.
+fn argmax(v: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three 4x4 images, thresholds [0, 0.5], IoU [30, 50, 70], hand-checked.
+    #[test]
+    fn three_images_by_hand() {
+        let cfg = BoxEvalConfig { thresholds: vec![0.0, 0.5], iou_thresholds: vec![30, 50, 70], multi_contour: true, fixed_threshold: 0.5 };
+        let grid = |rows: [&str; 4]| -> Vec<f32> { rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f32 / 9.0)).collect() };
+        let mut acc = BoxAccumulator::new(&cfg);
+        // Image A: one 2x2 blob at level 9, rest 0. Box (1,1,3,3) at both thresholds.
+        // GT (1,1,2,2): IoU 4/9 = 0.444 -> correct at 30 only.
+        let a = grid(["0000", "0990", "0990", "0000"]);
+        acc.add(&a, 4, 4, &[BBox::new(1, 1, 2, 2)], Some(ClsOutcome { top1: true, top5: true }));
+        // Image B: big blob (level 3) on the left and a lone pixel (level 9) at (3,3).
+        // t=0: contours: lone (3,3)->(3,3,3,3) clipped; blob 2x4 cols 0-1 (area 3) -> largest (0,0,2,3).
+        // t=0.5 (cut 127): only the lone pixel: (3,3,3,3).
+        // GT (0,0,1,3): t=0 largest IoU 8/12 = 0.667 -> 30, 50; t=0.5 IoU 0.
+        let b = grid(["3300", "3300", "3300", "3309"]);
+        acc.add(&b, 4, 4, &[BBox::new(0, 0, 1, 3)], Some(ClsOutcome { top1: false, top5: true }));
+        // Image C: GT matches the lone pixel only; at t=0 the blob is largest (wrong) but
+        // "all" has the pixel box (3,3,3,3): IoU 1 -> V2 correct everywhere, largest not.
+        acc.add(&b, 4, 4, &[BBox::new(3, 3, 3, 3)], Some(ClsOutcome { top1: true, top5: true }));
+
+        let m = acc.finish();
+        let p = |c: u64| c as f64 * 100.0 / 3.0;
+        // Largest @50: t0 = {B}, t0.5 = {C} -> 1 each; first max -> t = 0.
+        assert_eq!(m.maxboxacc, p(1));
+        assert_eq!(m.best_threshold, 0.0);
+        assert_eq!(m.gt_known_loc, p(1));
+        assert_eq!(m.top1_loc, Some(0.0)); // B is wrong top-1
+        assert_eq!(m.top5_loc, Some(p(1)));
+        // All contours: @30 t0 = {A, B, C}; @50 t0 = {B, C}; @70 t0 = {C}, t0.5 = {C}.
+        assert_eq!(m.maxboxacc_by_iou["30"], p(3));
+        assert_eq!(m.maxboxacc_by_iou["50"], p(2));
+        assert_eq!(m.maxboxacc_by_iou["70"], p(1));
+        assert_eq!(m.maxboxacc_v2, (p(3) + p(2) + p(1)) / 3.0);
+        assert_eq!(m.best_threshold_by_iou["70"], 0.0);
+        // Fixed 0.5, largest @50: only C.
+        assert_eq!(m.gt_known_loc_fixed, p(1));
+        assert_eq!(m.top1_loc_fixed, Some(p(1)));
+        assert_eq!(m.curves.largest[0], vec![p(2), p(2)]); // @30: A, B | A, C
+        assert_eq!(m.num_images, 3);
+    }
+
+    #[test]
+    fn merge_equals_sequential_and_no_cls_gives_none() {
+        let cfg = BoxEvalConfig { thresholds: vec![0.0, 0.3, 0.6], iou_thresholds: vec![50], multi_contour: false, fixed_threshold: 0.2 };
+        let maps: Vec<Vec<f32>> = (0..4).map(|k| (0..25).map(|i| ((i * 7 + k * 3) % 11) as f32 / 10.0).collect()).collect();
+        let gt = [BBox::new(0, 0, 3, 3)];
+        let mut seq = BoxAccumulator::new(&cfg);
+        maps.iter().for_each(|m| seq.add(m, 5, 5, &gt, None));
+        let mut a = BoxAccumulator::new(&cfg);
+        let mut b = BoxAccumulator::new(&cfg);
+        maps[..1].iter().for_each(|m| a.add(m, 5, 5, &gt, None));
+        maps[1..].iter().for_each(|m| b.add(m, 5, 5, &gt, None));
+        a.merge(&b);
+        let (x, y) = (seq.finish(), a.finish());
+        assert_eq!(x.curves.largest, y.curves.largest);
+        assert_eq!(x.maxboxacc, y.maxboxacc);
+        assert_eq!(x.top1_loc, None);
+        assert_eq!(x.maxboxacc_v2, x.maxboxacc);
+    }
+}

@@ -1,0 +1,19 @@
+//! Scores from boxes and predictions: the box-accuracy family (MaxBoxAcc, MaxBoxAccV2,
+//! GT-known / top-k localization) and classification accuracy, in percent, with the
+//! official evaluator's arithmetic (`count * 100. / cnt` in f64).
+
+mod box_acc;
+mod classification;
+#[cfg(test)]
+mod opencv_parity;
+
+pub use box_acc::{BoxAccumulator, BoxEvalConfig, ClsOutcome, Curves, LocalizationMetrics};
+pub use classification::{topk_correct, ClsAccumulator};
+
+/// `num_correct * 100. / float(cnt)`; an empty split scores 0 rather than NaN.
+pub(crate) fn percent(count: u64, total: u64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    count as f64 * 100.0 / total as f64
+}

@@ -1,0 +1,393 @@
+//! TensorBoard event files, written synchronously with parts of tensorboard-rs (0.5.9).
+//!
+//! We do not use its `SummaryWriter`: it creates and writes the file on a background
+//! thread where every error is an `expect` panic, and that panic then poisons the next
+//! `add_scalar`/`flush`/`drop` on the training thread (its `add_image` is broken too).
+//! Its sound parts we do use, on the calling thread: `record_writer::RecordWriter` for
+//! the TFRecord framing and masked CRC32C (it returns `io::Result`), `summary::scalar`
+//! and the `tensorboard-proto` `Event`/`Summary` types, serialized with
+//! `protobuf::Message::write_to_bytes`. So I/O errors are caught here (warn once, then
+//! no-op), and images are PNG bytes we encode ourselves.
+//!
+//! Checked with TensorBoard's own reader (tensorboard 2.21 + pillow from PyPI), on a file
+//! with scalars and a non-square 6x4 RGB image; the same data also shows up under the
+//! `images`/`scalars` plugins of `plugin_event_accumulator`, the path `tensorboard
+//! --logdir` serves from:
+//!
+//! ```python
+//! from tensorboard.backend.event_processing import event_accumulator
+//! import io, PIL.Image
+//! ea = event_accumulator.EventAccumulator("RUN_DIR/tb", size_guidance={'images': 0, 'scalars': 0})
+//! ea.Reload()
+//! print(ea.Tags())              # {'images': ['cams/0'], 'scalars': ['train/loss', 'val/maxboxacc'], ...}
+//! for s in ea.Scalars("train/loss"): print(s.step, s.value)
+//! print(ea.Scalars("val/maxboxacc"))
+//! im = ea.Images("cams/0")[0]
+//! p = PIL.Image.open(io.BytesIO(im.encoded_image_string))
+//! print(im.step, im.width, im.height, p.size, p.mode, p.getpixel((5, 3)))   # 40 6 4 (6, 4) RGB ...
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use protobuf::{Message, RepeatedField};
+use tensorboard_proto::event::Event;
+use tensorboard_proto::summary::{Summary, Summary_Image, Summary_Value};
+use tensorboard_rs::record_writer::RecordWriter;
+
+/// Unflushed events older than this are flushed on the next write, so a live
+/// TensorBoard sees progress even if the caller never calls `flush`.
+const AUTO_FLUSH: Duration = Duration::from_secs(2);
+
+/// Logging sink for one run. Failures turn it into a no-op after one warning on stderr:
+/// losing plots must never cost a training run.
+pub struct TbWriter {
+    inner: Option<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    out: RecordWriter<BufWriter<File>>,
+    last_flush: Instant,
+}
+
+impl TbWriter {
+    /// Creates `dir` and a fresh event file in it (never overwrites an existing one).
+    pub fn new(dir: &Path) -> TbWriter {
+        match Self::create(dir) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("warning: TensorBoard logging disabled: cannot create event file in {}: {e}", dir.display());
+                Self::disabled()
+            }
+        }
+    }
+
+    pub fn disabled() -> TbWriter {
+        TbWriter { inner: None }
+    }
+
+    fn create(dir: &Path) -> std::io::Result<TbWriter> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(event_file_name());
+        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let mut w = Self::from_file(path, file);
+        let mut first = Event::new();
+        first.set_wall_time(wall_time());
+        first.set_file_version("brain.Event:2".into());
+        w.write_event(&first);
+        w.flush();
+        if w.inner.is_none() {
+            return Err(std::io::Error::other("first write failed"));
+        }
+        Ok(w)
+    }
+
+    fn from_file(path: PathBuf, file: File) -> TbWriter {
+        TbWriter {
+            inner: Some(Inner { path, out: RecordWriter::new(BufWriter::new(file)), last_flush: Instant::now() }),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The event file being written, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.as_ref().map(|i| i.path.as_path())
+    }
+
+    pub fn add_scalar(&mut self, tag: &str, value: f32, step: usize) {
+        if self.inner.is_none() {
+            return;
+        }
+        self.write_summary(tensorboard_rs::summary::scalar(tag, value), step);
+    }
+
+    /// `png` must be a complete PNG file; width/height are what TensorBoard shows as
+    /// the image size. The colorspace is taken from the PNG header.
+    pub fn add_image_png(&mut self, tag: &str, png: &[u8], width: u32, height: u32, step: usize) {
+        if self.inner.is_none() {
+            return;
+        }
+        let mut img = Summary_Image::new();
+        img.set_height(height as i32);
+        img.set_width(width as i32);
+        img.set_colorspace(png_colorspace(png));
+        img.set_encoded_image_string(png.to_vec());
+        let mut value = Summary_Value::new();
+        value.set_tag(tag.to_string());
+        value.set_image(img);
+        let mut summary = Summary::new();
+        summary.set_value(RepeatedField::from_vec(vec![value]));
+        self.write_summary(summary, step);
+    }
+
+    pub fn flush(&mut self) {
+        if let Some(inner) = &mut self.inner {
+            inner.last_flush = Instant::now();
+            if let Err(e) = inner.out.flush() {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn write_summary(&mut self, summary: Summary, step: usize) {
+        let mut event = Event::new();
+        event.set_wall_time(wall_time());
+        event.set_step(step as i64);
+        event.set_summary(summary);
+        self.write_event(&event);
+    }
+
+    fn write_event(&mut self, event: &Event) {
+        let Some(inner) = &mut self.inner else { return };
+        let written = event
+            .write_to_bytes()
+            .map_err(|e| std::io::Error::other(format!("protobuf encoding: {e}")))
+            .and_then(|bytes| inner.out.write(&bytes));
+        if let Err(e) = written {
+            return self.fail(e);
+        }
+        if inner.last_flush.elapsed() >= AUTO_FLUSH {
+            self.flush();
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        if let Some(inner) = self.inner.take() {
+            eprintln!("warning: TensorBoard logging stopped: cannot write {}: {e}", inner.path.display());
+            // Dropping the BufWriter inside retries the flush and ignores errors; that is fine here.
+        }
+    }
+}
+
+impl Drop for TbWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// `events.out.tfevents.<secs>.<host>.<pid>.<seq>` as TensorFlow and tensorboard-rs name
+/// them; TensorBoard only needs "tfevents" in the name and reads files in name order.
+/// The sequence number keeps two writers of one process apart within the same second.
+fn event_file_name() -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("events.out.tfevents.{secs:010}.{}.{}.{seq}", hostname(), std::process::id())
+}
+
+/// Without a libc/gethostname dependency: the kernel's name, then the environment.
+fn hostname() -> String {
+    let raw = fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_default();
+    let clean: String =
+        raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
+    if clean.is_empty() {
+        "localhost".into()
+    } else {
+        clean
+    }
+}
+
+fn wall_time() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// TensorBoard's `Summary.Image.colorspace` (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) from
+/// the PNG IHDR color type; RGB when the bytes are not a PNG we understand.
+fn png_colorspace(png: &[u8]) -> i32 {
+    if !png.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return 3;
+    }
+    match png.get(25) {
+        Some(0) => 1,
+        Some(4) => 2,
+        Some(6) => 4,
+        _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tensorboard_rs::masked_crc32c::{crc32c, masked_crc32c};
+
+    /// Reads TFRecords back, checking both CRCs of each.
+    fn read_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut p = 0;
+        while p < bytes.len() {
+            let len_bytes = &bytes[p..p + 8];
+            let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(bytes[p + 8..p + 12].try_into().unwrap());
+            assert_eq!(crc, masked_crc32c(len_bytes), "length crc");
+            let data = &bytes[p + 12..p + 12 + len];
+            let crc = u32::from_le_bytes(bytes[p + 12 + len..p + 16 + len].try_into().unwrap());
+            assert_eq!(crc, masked_crc32c(data), "data crc");
+            out.push(data.to_vec());
+            p += 16 + len;
+        }
+        out
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Field<'a> {
+        Varint(u64),
+        Fixed64(u64),
+        Fixed32(u32),
+        Bytes(&'a [u8]),
+    }
+
+    fn varint(b: &[u8], p: &mut usize) -> u64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let byte = b[*p];
+            *p += 1;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    fn fields(b: &[u8]) -> Vec<(u32, Field<'_>)> {
+        let mut out = Vec::new();
+        let mut p = 0;
+        while p < b.len() {
+            let key = varint(b, &mut p);
+            let f = match key & 7 {
+                0 => Field::Varint(varint(b, &mut p)),
+                1 => {
+                    p += 8;
+                    Field::Fixed64(u64::from_le_bytes(b[p - 8..p].try_into().unwrap()))
+                }
+                5 => {
+                    p += 4;
+                    Field::Fixed32(u32::from_le_bytes(b[p - 4..p].try_into().unwrap()))
+                }
+                2 => {
+                    let n = varint(b, &mut p) as usize;
+                    p += n;
+                    Field::Bytes(&b[p - n..p])
+                }
+                t => panic!("wire type {t}"),
+            };
+            out.push(((key >> 3) as u32, f));
+        }
+        out
+    }
+
+    fn get<'a>(fs: &[(u32, Field<'a>)], n: u32) -> Option<Field<'a>> {
+        fs.iter().find(|(k, _)| *k == n).map(|(_, f)| *f)
+    }
+
+    fn bytes<'a>(fs: &[(u32, Field<'a>)], n: u32) -> &'a [u8] {
+        match get(fs, n) {
+            Some(Field::Bytes(b)) => b,
+            f => panic!("field {n}: {f:?}"),
+        }
+    }
+
+    fn tiny_png(w: u32, h: u32) -> Vec<u8> {
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7) as u8).collect();
+        crate::report::encode_png_rgb(&rgb, w, h).unwrap()
+    }
+
+    #[test]
+    fn crc32c_known_vector() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn writes_scalars_and_image_that_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = tiny_png(5, 3);
+        let path = {
+            let mut w = TbWriter::new(&dir.path().join("tb"));
+            assert!(w.is_enabled());
+            w.add_scalar("train/loss", 2.5, 0);
+            w.add_scalar("train/loss", 1.25, 10);
+            w.add_scalar("val/acc", 0.75, 10);
+            w.add_image_png("cams/0", &png, 5, 3, 10);
+            w.flush();
+            w.path().unwrap().to_path_buf()
+        };
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("events.out.tfevents."), "{name}");
+
+        let records = read_records(&fs::read(&path).unwrap());
+        assert_eq!(records.len(), 5);
+        assert_eq!(bytes(&fields(&records[0]), 3), b"brain.Event:2");
+
+        let mut scalars = Vec::new();
+        let mut images = Vec::new();
+        for r in &records[1..] {
+            let ev = fields(r);
+            assert!(matches!(get(&ev, 1), Some(Field::Fixed64(t)) if f64::from_bits(t) > 1.0e9));
+            let step = match get(&ev, 2) {
+                Some(Field::Varint(s)) => s,
+                _ => 0,
+            };
+            let value = fields(bytes(&fields(bytes(&ev, 5)), 1));
+            let tag = String::from_utf8(bytes(&value, 1).to_vec()).unwrap();
+            match get(&value, 2) {
+                Some(Field::Fixed32(x)) => scalars.push((tag, step, f32::from_bits(x))),
+                _ => {
+                    let img = fields(bytes(&value, 4));
+                    let num = |n| match get(&img, n) {
+                        Some(Field::Varint(v)) => v,
+                        f => panic!("{f:?}"),
+                    };
+                    images.push((tag, step, num(1), num(2), num(3), bytes(&img, 4).to_vec()));
+                }
+            }
+        }
+        assert_eq!(
+            scalars,
+            vec![("train/loss".into(), 0, 2.5), ("train/loss".into(), 10, 1.25), ("val/acc".into(), 10, 0.75)]
+        );
+        assert_eq!(images, vec![("cams/0".into(), 10, 3, 5, 3, png)]);
+    }
+
+    #[test]
+    fn two_writers_in_one_dir_get_distinct_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TbWriter::new(dir.path());
+        let b = TbWriter::new(dir.path());
+        assert_ne!(a.path(), b.path());
+    }
+
+    #[test]
+    fn uncreatable_dir_gives_noop_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not_a_dir");
+        fs::write(&file, b"x").unwrap();
+        let mut w = TbWriter::new(&file.join("tb"));
+        assert!(!w.is_enabled());
+        w.add_scalar("a", 1.0, 1);
+        w.add_image_png("b", &[], 0, 0, 1);
+        w.flush();
+    }
+
+    #[test]
+    fn write_error_disables_without_panic() {
+        let Ok(full) = OpenOptions::new().write(true).open("/dev/full") else { return };
+        let mut w = TbWriter::from_file("/dev/full".into(), full);
+        w.add_scalar("a", 1.0, 1);
+        w.flush();
+        assert!(!w.is_enabled());
+        w.add_scalar("a", 2.0, 2);
+        w.flush();
+    }
+}
