@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::report::{metrics_table, write_json, Progress};
+use crate::report::{metrics_table, Progress};
 use crate::{cam, data, evaluate, pipeline, train};
 
 #[derive(Parser)]
@@ -57,6 +57,10 @@ pub struct EvalCamsArgs {
     /// Threshold of the `*_fixed` numbers.
     #[arg(long, default_value_t = 0.2)]
     pub fixed_threshold: f64,
+    /// Mask root of a mask split (OpenImages30k): localization.txt lines are
+    /// `image_id,mask_path,ignore_path` relative to DIR, and PxAP replaces box accuracy.
+    #[arg(long, value_name = "DIR")]
+    pub masks: Option<PathBuf>,
     /// Where metrics.json and curve.csv go.
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
@@ -105,6 +109,9 @@ pub struct EvalArgs {
     /// Where metrics.json goes (default: <run dir>/eval-<split>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write every scored map as <DIR>/<image_id>.npy (wsolevaluation's layout).
+    #[arg(long)]
+    pub save_cams: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -191,16 +198,16 @@ fn eval(a: EvalArgs) -> Result<()> {
     let extractor = cam::by_name(&cfg.eval.cam)?;
     let batches = data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
     let progress = Progress::new(batches, &format!("eval {split}"), a.common.quiet);
-    let result = evaluate::evaluate(model.net.as_ref(), extractor.as_ref(), ds, &cfg, &device, &progress)?;
+    let result = evaluate::evaluate(model.net.as_ref(), extractor.as_ref(), ds, &cfg, &device, &progress, a.save_cams.as_deref())?;
     progress.finish();
     let out = a.out.clone().unwrap_or_else(|| {
         let ckpt_dir = a.checkpoint.parent().unwrap_or(Path::new("."));
         let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") { ckpt_dir.parent().unwrap_or(Path::new(".")) } else { ckpt_dir };
         run_dir.join(format!("eval-{split}"))
     });
-    let mut json = result.to_json();
-    json["checkpoint"] = serde_json::json!(a.checkpoint.display().to_string());
-    write_json(&out.join("metrics.json"), &json).with_context(|| format!("writing results to {}", out.display()))?;
+    result
+        .write(&out, &[("checkpoint", serde_json::json!(a.checkpoint.display().to_string()))])
+        .with_context(|| format!("writing results to {}", out.display()))?;
     println!("{}", metrics_table(&result.table_rows()));
     eprintln!("metrics written to {}", out.join("metrics.json").display());
     Ok(())
@@ -229,9 +236,10 @@ fn eval_cams(a: EvalCamsArgs) -> Result<()> {
         cam_curve_interval: a.cam_curve_interval,
         multi_contour: !a.largest_contour,
         fixed_threshold: a.fixed_threshold,
+        masks: a.masks,
     };
     let result = crate::eval_cams::eval_cams(&opts)?;
-    write_json(&a.out.join("metrics.json"), &result.to_json())?;
+    result.write(&a.out, &[])?;
     println!("{}", metrics_table(&result.table_rows()));
     if !a.quiet {
         eprintln!("metrics written to {}", a.out.join("metrics.json").display());

@@ -309,6 +309,14 @@ impl Config {
             let shapes = crate::data::synth::SHAPES.len();
             check(d.num_classes <= shapes, format!("data.num_classes: the synthetic dataset has at most {shapes} shape classes, got {}", d.num_classes));
         }
+        for (key, value, names) in [
+            ("model.backbone", &self.model.backbone, crate::models::BACKBONES),
+            ("model.head", &self.model.head, crate::models::HEADS),
+            ("eval.cam", &self.eval.cam, crate::cam::METHODS),
+        ] {
+            check(names.contains(&value.as_str()), format!("{key}: unknown name `{value}` (available: {})", names.join(", ")));
+        }
+        check(self.model.width >= 1, "model.width: expected >= 1".into());
         check(self.device == "cpu" || self.device.starts_with("cuda"), format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device));
         let t = &self.train;
         check(t.optimizer.name == "sgd", format!("train.optimizer.name: expected `sgd`, got `{}`", t.optimizer.name));

@@ -1,5 +1,6 @@
 //! `wsol eval-cams`: scores maps made by anyone against a metadata split, with the same
-//! engine as `wsol eval`. Depends on no model code.
+//! engine as `wsol eval`. Depends on no model code. With `--masks` the split is a mask
+//! split (OpenImages30k) and is scored by PxAP instead of box accuracy.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
+use crate::data::masks::{load_mask, read_mask_split};
 use crate::data::read_split;
 use crate::localize::{cam_thresholds, prepare_map, rescale_box, BBox};
-use crate::metrics::{BoxAccumulator, BoxEvalConfig, ClsOutcome};
+use crate::metrics::{BoxAccumulator, BoxEvalConfig, ClsOutcome, PxapAccumulator};
 use crate::results::EvalResult;
 use crate::scoremaps;
 
@@ -23,6 +25,8 @@ pub struct EvalCamsOptions {
     pub cam_curve_interval: f64,
     pub multi_contour: bool,
     pub fixed_threshold: f64,
+    /// Mask root: the split's localization.txt names masks relative to it (PxAP).
+    pub masks: Option<PathBuf>,
 }
 
 pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
@@ -31,29 +35,20 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
         (Some(r), Some(s)) => (if r.as_os_str().is_empty() { Path::new(".") } else { r }, s.to_string_lossy().into_owned()),
         _ => bail!("--metadata {}: expected a split folder such as metadata/CUB/test", split_dir.display()),
     };
-    let meta = read_split(root, &split, usize::MAX)?;
+    if let Some(mask_root) = &opts.masks {
+        return eval_masks(opts, root, split, mask_root);
+    }
+    let meta = read_split(root, &split, usize::MAX).map_err(|e| match looks_like_masks(&split_dir.join("localization.txt")) {
+        true => e.context("localization.txt names mask files: score a mask split with --masks DIR (the mask root)"),
+        false => e,
+    })?;
     if meta.samples.is_empty() {
         bail!("{}: no images listed", split_dir.join("image_ids.txt").display());
     }
     if let Some(s) = meta.samples.iter().find(|s| s.boxes.is_empty()) {
         bail!("{}: image `{}` has no box; eval-cams needs boxes for every image", split_dir.join("localization.txt").display(), s.image_id);
     }
-    if !opts.cams.is_dir() {
-        bail!("--cams {}: no such directory", opts.cams.display());
-    }
-    let predictions = opts.predictions.as_deref().map(scoremaps::read_predictions).transpose()?;
-    let paths: Vec<Option<PathBuf>> = meta.samples.iter().map(|s| scoremaps::find(&opts.cams, &s.image_id)).collect();
-    let missing: Vec<&str> = meta.samples.iter().zip(&paths).filter(|(_, p)| p.is_none()).map(|(s, _)| s.image_id.as_str()).collect();
-    if !missing.is_empty() {
-        bail!(
-            "{} of {} score maps are missing under {} (first: {}); expected <cams>/<image_id>.npy or <cams>/<image_id with / as __>.npy",
-            missing.len(), meta.samples.len(), opts.cams.display(), missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    let outcomes = match &predictions {
-        Some(p) => Some(cls_outcomes(&meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>(), p, opts.predictions.as_deref().unwrap())?),
-        None => None,
-    };
+    let (paths, outcomes) = maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
     let cfg = BoxEvalConfig {
         thresholds: cam_thresholds(opts.cam_curve_interval),
         iou_thresholds: opts.iou_thresholds.clone(),
@@ -68,7 +63,7 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
         .try_fold(
             || BoxAccumulator::new(&cfg),
             |mut acc, (i, s)| -> Result<BoxAccumulator> {
-                let map = scoremaps::read(paths[i].as_ref().unwrap())?;
+                let map = scoremaps::read(&paths[i])?;
                 let prepared = prepare_map(&map.data, map.width, map.height, size);
                 let (w, h) = s.size;
                 let gt: Vec<BBox> = s.boxes.iter().map(|b| rescale_box(*b, (w as f64, h as f64), (size as f64, size as f64))).collect();
@@ -89,6 +84,80 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
         top1_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top1).count())),
         top5_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top5).count())),
         loc: Some(acc.finish()),
+        pxap: None,
+    })
+}
+
+/// Score map paths (all present, or an error listing the missing) and, with
+/// --predictions, each image's classification outcome.
+fn maps_and_outcomes(opts: &EvalCamsOptions, samples: &[(&str, usize)]) -> Result<(Vec<PathBuf>, Option<Vec<ClsOutcome>>)> {
+    if !opts.cams.is_dir() {
+        bail!("--cams {}: no such directory", opts.cams.display());
+    }
+    let predictions = opts.predictions.as_deref().map(scoremaps::read_predictions).transpose()?;
+    let paths: Vec<Option<PathBuf>> = samples.iter().map(|(id, _)| scoremaps::find(&opts.cams, id)).collect();
+    let missing: Vec<&str> = samples.iter().zip(&paths).filter(|(_, p)| p.is_none()).map(|((id, _), _)| *id).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} of {} score maps are missing under {} (first: {}); expected <cams>/<image_id>.npy or <cams>/<image_id with / as __>.npy",
+            missing.len(), samples.len(), opts.cams.display(), missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let outcomes = match &predictions {
+        Some(p) => Some(cls_outcomes(samples, p, opts.predictions.as_deref().unwrap())?),
+        None => None,
+    };
+    Ok((paths.into_iter().map(Option::unwrap).collect(), outcomes))
+}
+
+/// Whether the first line of a localization file has the mask layout
+/// (`id,mask_path,ignore_path`): used only to suggest --masks when box parsing fails.
+fn looks_like_masks(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else { return false };
+    let f: Vec<&str> = line.rsplitn(3, ',').collect();
+    f.len() == 3 && f[1].trim().parse::<f64>().is_err()
+}
+
+/// PxAP over a mask split: every map is prepared as for boxes (resize, min-max), every
+/// mask loaded on the same grid, and pixel histograms are merged over the split.
+fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Path) -> Result<EvalResult> {
+    if !mask_root.is_dir() {
+        bail!("--masks {}: no such directory", mask_root.display());
+    }
+    let meta = read_mask_split(root, &split)?;
+    let (paths, outcomes) = maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
+    let thresholds = cam_thresholds(opts.cam_curve_interval);
+    let size = opts.image_size;
+    let acc = meta
+        .samples
+        .par_iter()
+        .enumerate()
+        .try_fold(
+            || PxapAccumulator::new(&thresholds),
+            |mut acc, (i, s)| -> Result<PxapAccumulator> {
+                let map = scoremaps::read(&paths[i])?;
+                let prepared = prepare_map(&map.data, map.width, map.height, size);
+                let mask = load_mask(mask_root, s, &meta.localization, size)?;
+                acc.add(&prepared, &mask);
+                Ok(acc)
+            },
+        )
+        .try_reduce(|| PxapAccumulator::new(&thresholds), |mut a, b| {
+            a.merge(&b);
+            Ok(a)
+        })?;
+    let pxap = acc.finish().with_context(|| format!("scoring {} against the masks under {}", meta.localization.display(), mask_root.display()))?;
+    let n = meta.samples.len();
+    let pct = |k: usize| k as f64 * 100.0 / n as f64;
+    Ok(EvalResult {
+        split,
+        cam: format!("npy:{}", opts.cams.display()),
+        num_images: n,
+        top1_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top1).count())),
+        top5_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top5).count())),
+        loc: None,
+        pxap: Some(pxap),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Scores a model on a split: forward, class maps, then the model-free evaluation
 //! engine (`localize` + `metrics`), exactly as for maps from anywhere else.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -14,6 +15,7 @@ use crate::localize::{cam_thresholds, prepare_map, rescale_box, BBox};
 use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome};
 use crate::models::WsolModel;
 use crate::report::Progress;
+use crate::scoremaps::{self, ScoreMap};
 pub use crate::results::EvalResult;
 
 pub fn box_eval_config(cfg: &Config) -> BoxEvalConfig {
@@ -36,7 +38,9 @@ pub fn eval_transform(cfg: &Config) -> TransformConfig {
     }
 }
 
-/// Evaluates `model` on `ds` with the GT-class maps of `extractor`.
+/// Evaluates `model` on `ds` with the GT-class maps of `extractor`. With `save_cams`,
+/// every scored map (resized, normalized) is also written as `<dir>/<image_id>.npy`, the
+/// layout the official evaluator reads, so the numbers can be re-checked elsewhere.
 pub fn evaluate(
     model: &dyn WsolModel,
     extractor: &dyn CamExtractor,
@@ -44,6 +48,7 @@ pub fn evaluate(
     cfg: &Config,
     device: &Device,
     progress: &Progress,
+    save_cams: Option<&Path>,
 ) -> Result<EvalResult> {
     let size = cfg.data.image_size as usize;
     let n_classes = cfg.data.num_classes;
@@ -81,21 +86,24 @@ pub fn evaluate(
             let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
             let batch_acc = (0..n)
                 .into_par_iter()
-                .fold(
+                .try_fold(
                     || BoxAccumulator::new(&box_cfg),
-                    |mut a, i| {
+                    |mut a, i| -> Result<BoxAccumulator> {
                         let sample = &ds.meta.samples[batch.indices[i]];
                         let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
                         let (iw, ih) = sample.size;
                         let gt: Vec<BBox> = sample.boxes.iter().map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64))).collect();
                         a.add(&map, size, size, &gt, Some(outcomes[i]));
-                        a
+                        if let Some(dir) = save_cams {
+                            scoremaps::write(&scoremaps::nested_path(dir, &sample.image_id), &ScoreMap { width: size, height: size, data: map })?;
+                        }
+                        Ok(a)
                     },
                 )
-                .reduce(|| BoxAccumulator::new(&box_cfg), |mut a, b| {
+                .try_reduce(|| BoxAccumulator::new(&box_cfg), |mut a, b| {
                     a.merge(&b);
-                    a
-                });
+                    Ok(a)
+                })?;
             acc.merge(&batch_acc);
         }
         progress.inc(1);
@@ -109,5 +117,6 @@ pub fn evaluate(
         top1_cls: Some(pct(top1)),
         top5_cls: Some(pct(top5)),
         loc: has_boxes.then(|| acc.finish()),
+        pxap: None,
     })
 }

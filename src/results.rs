@@ -11,8 +11,10 @@ pub struct EvalResult {
     /// None when no class predictions were given (`wsol eval-cams` without --predictions).
     pub top1_cls: Option<f64>,
     pub top5_cls: Option<f64>,
-    /// None when the split has no boxes.
+    /// None when the split has no boxes (also for mask splits, which have none).
     pub loc: Option<LocalizationMetrics>,
+    /// PxAP in percent; Some only when the split was scored against masks.
+    pub pxap: Option<f64>,
 }
 
 impl EvalResult {
@@ -32,6 +34,9 @@ impl EvalResult {
                     m.entry(k).or_insert(v);
                 }
             }
+        }
+        if let Some(p) = self.pxap {
+            m.insert("pxap".into(), json!(p));
         }
         Value::Object(m)
     }
@@ -54,8 +59,11 @@ impl EvalResult {
             }
             rows.push(("best_threshold".into(), format!("{:.3}", l.best_threshold)));
             rows.push(("gt_known_loc_fixed".into(), pct(l.gt_known_loc_fixed)));
-        } else {
+        } else if self.pxap.is_none() {
             rows.push(("localization".into(), "unavailable (split has no boxes)".into()));
+        }
+        if let Some(p) = self.pxap {
+            rows.push(("pxap".into(), pct(p)));
         }
         rows
     }
@@ -67,5 +75,47 @@ impl EvalResult {
             "top5_cls" => self.top5_cls,
             _ => self.to_json().get(key).and_then(Value::as_f64),
         }
+    }
+}
+
+/// `curve.csv`: accuracy at every threshold, per IoU, for the largest-contour (MaxBoxAcc)
+/// and all-contour (MaxBoxAccV2) rules, plus top-1/top-5 loc when known; in percent.
+pub fn curve_csv(curves: &crate::metrics::Curves) -> String {
+    let mut header = vec!["threshold".to_string()];
+    for iou in &curves.iou_thresholds {
+        header.push(format!("largest_iou{iou}"));
+    }
+    for iou in &curves.iou_thresholds {
+        header.push(format!("all_iou{iou}"));
+    }
+    if curves.top1_loc.is_some() {
+        header.extend(["top1_loc".to_string(), "top5_loc".to_string()]);
+    }
+    let mut out = header.join(",") + "\n";
+    for (t, threshold) in curves.thresholds.iter().enumerate() {
+        let mut row = vec![format!("{threshold:.6}")];
+        row.extend(curves.largest.iter().map(|c| format!("{:.4}", c[t])));
+        row.extend(curves.all.iter().map(|c| format!("{:.4}", c[t])));
+        if let (Some(t1), Some(t5)) = (&curves.top1_loc, &curves.top5_loc) {
+            row.extend([format!("{:.4}", t1[t]), format!("{:.4}", t5[t])]);
+        }
+        out += &(row.join(",") + "\n");
+    }
+    out
+}
+
+impl EvalResult {
+    /// Writes `metrics.json` (with `extra` keys merged in) and, when boxes were scored,
+    /// `curve.csv` into `dir`.
+    pub fn write(&self, dir: &std::path::Path, extra: &[(&str, Value)]) -> anyhow::Result<()> {
+        let mut json = self.to_json();
+        for (k, v) in extra {
+            json[*k] = v.clone();
+        }
+        crate::report::write_json(&dir.join("metrics.json"), &json)?;
+        if let Some(l) = &self.loc {
+            crate::util::atomic_write(&dir.join("curve.csv"), curve_csv(&l.curves).as_bytes())?;
+        }
+        Ok(())
     }
 }

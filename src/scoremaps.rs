@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use npyz::WriterBuilder;
 
 /// A 2-D map, row-major.
+#[derive(Debug)]
 pub struct ScoreMap {
     pub width: usize,
     pub height: usize,

@@ -16,6 +16,9 @@ pub trait CamExtractor: Send + Sync {
     fn extract(&self, model: &dyn WsolModel, out: &Output, targets: &Tensor) -> candle_core::Result<Tensor>;
 }
 
+/// Names accepted by [`by_name`].
+pub const METHODS: &[&str] = &["cam"];
+
 pub fn by_name(name: &str) -> Result<Box<dyn CamExtractor>> {
     match name {
         "cam" => Ok(Box::new(Cam)),

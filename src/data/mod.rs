@@ -2,6 +2,7 @@
 //! per-image transforms and the parallel, deterministic batch loader.
 
 pub mod loader;
+pub mod masks;
 pub mod metadata;
 pub mod synth;
 pub mod transforms;

@@ -112,7 +112,7 @@ const HALF: u8 = (SS * SS / 2) as u8;
 /// is drawn white on black without noise, which the tests use to check the box.
 pub fn render(class: usize, size: u32, rng: &mut ChaCha8Rng, clutter: bool) -> Rendered {
     let side = size as f64;
-    let radius = rng.random_range(0.25..0.55) * side / 2.0;
+    let radius = rng.random_range(0.35..0.65) * side / 2.0;
     let cx = rng.random_range(radius + 1.0..side - radius - 1.0);
     let cy = rng.random_range(radius + 1.0..side - radius - 1.0);
     let obj = Frame::random(cx, cy, radius, rng);
@@ -131,7 +131,7 @@ pub fn render(class: usize, size: u32, rng: &mut ChaCha8Rng, clutter: bool) -> R
         img = background(size, rng);
         colour = contrasting_colour(&img, size, (cx, cy, radius), rng);
         let keep_out = [cx - radius - 2.0, cy - radius - 2.0, cx + radius + 2.0, cy + radius + 2.0];
-        for _ in 0..rng.random_range(3..=6) {
+        for _ in 0..rng.random_range(2..=4) {
             distractor(&mut img, size, keep_out, rng);
         }
     } else {
@@ -258,10 +258,14 @@ fn in_polygon(pts: &[(f64, f64)], u: f64, v: f64) -> bool {
     inside
 }
 
-/// Smooth random colour field: a 4x4 grid of random colours, smoothstep-interpolated.
+/// Smooth random colour field: a 4x4 grid of random colours, smoothstep-interpolated,
+/// muted towards grey. At full saturation the field drowned the shapes: the tiny demo
+/// net stayed near 40% train accuracy after 6 epochs (75% without any clutter).
 fn background(size: u32, rng: &mut ChaCha8Rng) -> Vec<[f64; 3]> {
     const G: usize = 4;
-    let grid: Vec<[f64; 3]> = (0..G * G).map(|_| random_colour(rng)).collect();
+    const SATURATION: f64 = 0.4;
+    let grid: Vec<[f64; 3]> =
+        (0..G * G).map(|_| random_colour(rng).map(|c| 128.0 + (c - 128.0) * SATURATION)).collect();
     let n = size as usize;
     let mut img = vec![[0.0; 3]; n * n];
     for y in 0..n {

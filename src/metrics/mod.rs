@@ -1,14 +1,17 @@
 //! Scores from boxes and predictions: the box-accuracy family (MaxBoxAcc, MaxBoxAccV2,
 //! GT-known / top-k localization) and classification accuracy, in percent, with the
-//! official evaluator's arithmetic (`count * 100. / cnt` in f64).
+//! official evaluator's arithmetic (`count * 100. / cnt` in f64), and PxAP for mask
+//! datasets.
 
 mod box_acc;
 mod classification;
+mod pxap;
 #[cfg(test)]
 mod opencv_parity;
 
 pub use box_acc::{BoxAccumulator, BoxEvalConfig, ClsOutcome, Curves, LocalizationMetrics};
 pub use classification::{topk_correct, ClsAccumulator};
+pub use pxap::{PxapAccumulator, MASK_BG, MASK_FG, MASK_IGNORE};
 
 /// `num_correct * 100. / float(cnt)`; an empty split scores 0 rather than NaN.
 pub(crate) fn percent(count: u64, total: u64) -> f64 {

@@ -41,6 +41,10 @@ pub trait WsolModel: Send + Sync {
     fn is_new_layer(&self, var_name: &str) -> bool;
 }
 
+/// Names accepted by [`build`], for config validation and messages.
+pub const BACKBONES: &[&str] = &["tiny"];
+pub const HEADS: &[&str] = &["cam"];
+
 /// Builds the model named by the config under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
     let backbone: Box<dyn Backbone> = match cfg.backbone.as_str() {

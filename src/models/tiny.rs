@@ -43,7 +43,7 @@ impl Tiny {
         // (in, out, stride, dilation) per conv; None is a 2x2 max-pool. The dilated
         // last convs give a 57-pixel receptive field at full map resolution, so whole
         // objects are seen without coarsening the CAM.
-        let plan = [Some((3, w, 2, 1)), Some((w, 2 * w, 1, 1)), None, Some((2 * w, 4 * w, 1, 2)), Some((4 * w, 4 * w, 1, 4))];
+        let plan = [Some((3, w, 2, 1)), Some((w, 2 * w, 1, 1)), None, Some((2 * w, 4 * w, 1, 1)), Some((4 * w, 4 * w, 1, 2))];
         let mut layers = Vec::new();
         let mut index = 0;
         for step in plan {

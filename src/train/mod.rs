@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::data::{epoch_batches, num_batches, LoaderConfig, TransformConfig};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::pipeline;
-use crate::report::{metrics_table, write_json, Progress, TbWriter};
+use crate::report::{metrics_table, Progress, TbWriter};
 use checkpoint::TrainState;
 use optimizer::{Param, Sgd};
 
@@ -203,7 +203,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         state.epochs_done = epoch + 1;
         if let Some(val) = &val_ds {
             let vp = Progress::new(num_batches(val.meta.samples.len(), cfg.data.batch_size, false) as u64, "validate", opts.quiet);
-            let r = evaluate(model.net.as_ref(), extractor.as_ref(), val.clone(), cfg, &device, &vp)?;
+            let r = evaluate(model.net.as_ref(), extractor.as_ref(), val.clone(), cfg, &device, &vp, None)?;
             vp.finish();
             for (k, v) in r.to_json().as_object().unwrap() {
                 if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
@@ -239,12 +239,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         checkpoint::load_weights(&model.varmap, &ckpt)?;
     }
     let tp = Progress::new(num_batches(test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64, "test", opts.quiet);
-    let result = evaluate(model.net.as_ref(), extractor.as_ref(), test_ds, cfg, &device, &tp)?;
+    let result = evaluate(model.net.as_ref(), extractor.as_ref(), test_ds, cfg, &device, &tp, None)?;
     tp.finish();
-    let mut json = result.to_json();
-    json["checkpoint"] = serde_json::json!(ckpt.display().to_string());
-    write_json(&run_dir.join("metrics.json"), &json)?;
-    for (k, v) in json.as_object().unwrap() {
+    result.write(&run_dir, &[("checkpoint", serde_json::json!(ckpt.display().to_string()))])?;
+    for (k, v) in result.to_json().as_object().unwrap() {
         if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
             tb.add_scalar(&format!("test/{k}"), x as f32, state.global_step);
         }

@@ -1,0 +1,97 @@
+//! Throughput of the box evaluation engine (`prepare_map` + `BoxAccumulator::add`) on
+//! random smooth 224x224 maps, against the official evaluator's cost from
+//! STACK-NOTES.md (numpy + OpenCV, one core): about 2.5 ms/map at 100 thresholds and
+//! ten times that at 1000. Run: `cargo bench --bench eval` (WSOL_BENCH_MAPS=N, default
+//! 5000). Maps come from a pool of at most 256 distinct ones so memory stays small;
+//! their contents, not their number, set the cost per map.
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use wsol::localize::{cam_thresholds, prepare_map, BBox};
+use wsol::metrics::{BoxAccumulator, BoxEvalConfig, PxapAccumulator};
+
+const SIZE: usize = 224;
+const POOL: usize = 256;
+
+/// A sum of 1-4 Gaussian blobs, and a GT box around the strongest one.
+fn random_map(rng: &mut ChaCha8Rng) -> (Vec<f32>, BBox) {
+    let mut m = vec![0f32; SIZE * SIZE];
+    let mut best = (0.0, BBox::ZERO);
+    for _ in 0..rng.random_range(1..=4) {
+        let (cx, cy) = (rng.random_range(0.0..SIZE as f32), rng.random_range(0.0..SIZE as f32));
+        let (sx, sy) = (rng.random_range(6.0..50.0f32), rng.random_range(6.0..50.0f32));
+        let a = rng.random_range(0.3..1.0f32);
+        for y in 0..SIZE {
+            let dy = (y as f32 - cy) / sy;
+            for x in 0..SIZE {
+                let dx = (x as f32 - cx) / sx;
+                m[y * SIZE + x] += a * (-0.5 * (dx * dx + dy * dy)).exp();
+            }
+        }
+        if a > best.0 {
+            let c = |v: f32| (v.max(0.0) as i32).min(SIZE as i32 - 1);
+            best = (a, BBox::new(c(cx - 1.5 * sx), c(cy - 1.5 * sy), c(cx + 1.5 * sx), c(cy + 1.5 * sy)));
+        }
+    }
+    (m, best.1)
+}
+
+fn main() {
+    let n: usize = std::env::var("WSOL_BENCH_MAPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let mut rng = ChaCha8Rng::seed_from_u64(2020);
+    let pool: Vec<(Vec<f32>, BBox)> = (0..POOL.min(n)).map(|_| random_map(&mut rng)).collect();
+    let threads = rayon::current_num_threads();
+    println!("{n} maps ({} distinct), {SIZE}x{SIZE}, rayon threads: {threads}", pool.len());
+    println!("{:<8} {:<9} {:<8} {:>10} {:>9} {:>16}", "thresh", "contours", "threads", "maps/s", "ms/map", "vs official 1c");
+    for (interval, official_ms) in [(0.01, 2.5), (0.001, 25.0)] {
+        for multi_contour in [false, true] {
+            let cfg = BoxEvalConfig { thresholds: cam_thresholds(interval), iou_thresholds: vec![30, 50, 70], multi_contour, fixed_threshold: 0.2 };
+            let one = |acc: &mut BoxAccumulator, i: usize| {
+                let (raw, gt) = &pool[i % pool.len()];
+                let map = prepare_map(raw, SIZE, SIZE, SIZE);
+                acc.add(&map, SIZE, SIZE, std::slice::from_ref(gt), None);
+            };
+            for parallel in [false, true] {
+                let t0 = Instant::now();
+                let acc = if parallel {
+                    (0..n).into_par_iter().fold(|| BoxAccumulator::new(&cfg), |mut a, i| {
+                        one(&mut a, i);
+                        a
+                    }).reduce(|| BoxAccumulator::new(&cfg), |mut a, b| {
+                        a.merge(&b);
+                        a
+                    })
+                } else {
+                    let mut a = BoxAccumulator::new(&cfg);
+                    (0..n).for_each(|i| one(&mut a, i));
+                    a
+                };
+                let secs = t0.elapsed().as_secs_f64();
+                std::hint::black_box(acc.finish().maxboxacc);
+                let ms = secs * 1e3 / n as f64;
+                println!(
+                    "{:<8} {:<9} {:<8} {:>10.0} {:>9.3} {:>15.1}x",
+                    cfg.thresholds.len(), if multi_contour { "all" } else { "largest" }, if parallel { threads.to_string() } else { "1".into() },
+                    n as f64 / secs, ms, official_ms / ms
+                );
+            }
+        }
+    }
+    // PxAP histograms for comparison (a random mask: the map above 0.5 shifted by 20 px).
+    for interval in [0.01, 0.001] {
+        let thresholds = cam_thresholds(interval);
+        let masks: Vec<Vec<u8>> = pool.iter().map(|(m, _)| (0..SIZE * SIZE).map(|i| (m[(i + 20) % (SIZE * SIZE)] > 0.5) as u8).collect()).collect();
+        let t0 = Instant::now();
+        let mut acc = PxapAccumulator::new(&thresholds);
+        for i in 0..n {
+            let map = prepare_map(&pool[i % pool.len()].0, SIZE, SIZE, SIZE);
+            acc.add(&map, &masks[i % pool.len()]);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        std::hint::black_box(acc.finish().ok());
+        println!("pxap {:<4} thresholds, 1 thread: {:>8.0} maps/s {:>8.3} ms/map", thresholds.len(), n as f64 / secs, secs * 1e3 / n as f64);
+    }
+}
