@@ -129,14 +129,14 @@ pub struct SynthArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 5)]
     pub num_classes: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1500)]
     pub train: usize,
     #[arg(long, default_value_t = 200)]
     pub val: usize,
     #[arg(long, default_value_t = 500)]
     pub test: usize,
     /// Image side in pixels.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 48)]
     pub size: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

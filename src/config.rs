@@ -174,7 +174,7 @@ impl Default for DataConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { train: 1000, val: 200, test: 500, size: 64, seed: 0 }
+        SynthConfig { train: 1500, val: 200, test: 500, size: 48, seed: 0 }
     }
 }
 
