@@ -33,7 +33,7 @@ pub fn wsol_err(args: &[&str], cwd: &Path) -> String {
 /// A small config for the synthetic set written by `synth` into `dir/synth`.
 pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let text = format!(
-        "name: {name}\nseed: 0\ndata:\n  format: wsol\n  metadata_root: synth/metadata\n  image_root: synth\n  num_classes: 4\n  image_size: 48\n  batch_size: 32\n  workers: 2\nmodel: {{backbone: tiny, head: cam, width: 16}}\ntrain:\n  epochs: 5\n  optimizer: {{name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}}\n  schedule: {{name: cosine, warmup_epochs: 1}}\neval: {{cam_curve_interval: 0.01}}\nlog: {{dir: runs, every_steps: 5}}\n{extra}"
+        "name: {name}\nseed: 0\ndata:\n  format: wsol\n  metadata_root: synth/metadata\n  image_root: synth\n  num_classes: 4\n  image_size: 48\n  batch_size: 32\n  workers: 2\nmodel: {{backbone: tiny, head: cam, width: 16}}\ntrain:\n  epochs: 8\n  optimizer: {{name: sgd, lr: 0.2, momentum: 0.9, weight_decay: 1.0e-4}}\n  schedule: {{name: cosine, warmup_epochs: 1}}\neval: {{cam_curve_interval: 0.01}}\nlog: {{dir: runs, every_steps: 5}}\n{extra}"
     );
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
