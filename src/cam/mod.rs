@@ -1,14 +1,14 @@
 //! Class activation map extractors. Each method only says how its map is formed from a
 //! forward pass; everything after (resize, normalize, threshold, score) is shared.
 
-mod cam;
+mod classifier;
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 use crate::models::{Output, WsolModel};
 
-pub use cam::Cam;
+pub use classifier::Cam;
 
 pub trait CamExtractor: Send + Sync {
     fn name(&self) -> &'static str;

@@ -50,7 +50,7 @@ impl RunLog {
 }
 
 pub fn default_run_dir(cfg: &Config) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "").replace('-', "");
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
     cfg.log.dir.join(format!("{}-{}", cfg.name, stamp.trim_end_matches('Z')))
 }
 
@@ -180,7 +180,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             win_correct += batch_correct;
             win_seen += n;
             state.global_step += 1;
-            if state.global_step % cfg.log.every_steps == 0 {
+            if state.global_step.is_multiple_of(cfg.log.every_steps) {
                 tb.add_scalar("train/loss", (win_loss / win_seen as f64) as f32, state.global_step);
                 tb.add_scalar("train/acc", (win_correct as f64 * 100.0 / win_seen as f64) as f32, state.global_step);
                 tb.add_scalar("train/lr", lr as f32, state.global_step);
