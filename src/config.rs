@@ -132,6 +132,8 @@ pub struct LogConfig {
     pub dir: PathBuf,
     pub tensorboard: bool,
     pub every_steps: usize,
+    /// CAM overlays (GT box green, predicted box red) of this many fixed validation
+    /// images written to TensorBoard each epoch (`val_cam/<k>`).
     pub cam_images: usize,
 }
 

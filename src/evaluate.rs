@@ -10,11 +10,12 @@ use rayon::prelude::*;
 
 use crate::cam::CamExtractor;
 use crate::config::Config;
-use crate::data::{epoch_batches, Dataset, LoaderConfig, TransformConfig};
-use crate::localize::{cam_thresholds, prepare_map, rescale_box, BBox};
+use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
+use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, rescale_box, BBox};
 use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome};
 use crate::models::WsolModel;
-use crate::report::Progress;
+use crate::report::overlay::overlay;
+use crate::report::{encode_png_rgb, Progress};
 use crate::scoremaps::{self, ScoreMap};
 pub use crate::results::EvalResult;
 
@@ -119,4 +120,48 @@ pub fn evaluate(
         loc: has_boxes.then(|| acc.finish()),
         pxap: None,
     })
+}
+
+/// PNG overlays (map, GT box, predicted box at `threshold`) of the first `count` images
+/// of `ds`, for TensorBoard: the same images every epoch, so the maps can be watched.
+pub fn cam_overlays(
+    model: &dyn WsolModel,
+    extractor: &dyn CamExtractor,
+    ds: &Dataset,
+    cfg: &Config,
+    device: &Device,
+    count: usize,
+    threshold: f64,
+) -> Result<Vec<Vec<u8>>> {
+    let count = count.min(ds.meta.samples.len());
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let subset = Arc::new(Dataset { image_root: ds.image_root.clone(), meta: SplitMetadata { split: ds.meta.split.clone(), samples: ds.meta.samples[..count].to_vec() } });
+    let loader = LoaderConfig { batch_size: count, shuffle: false, drop_last: false, workers: cfg.data.workers, seed: cfg.seed, epoch: 0, transform: eval_transform(cfg) };
+    let batch = epoch_batches(subset.clone(), loader).next().context("no overlay batch")??;
+    let size = cfg.data.image_size as usize;
+    let x = Tensor::from_vec(batch.images.clone(), (count, 3, size, size), device)?;
+    let labels = Tensor::from_vec(batch.labels.clone(), count, device)?;
+    let out = model.forward_t(&x, false)?;
+    let maps = extractor.extract(model, &out, &labels)?;
+    let (_, h, w) = maps.dims3()?;
+    let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
+    let plane = size * size;
+    let mut pngs = Vec::with_capacity(count);
+    for i in 0..count {
+        let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
+        // Undo the input normalization to get the pixels back.
+        let pixels = &batch.images[i * 3 * plane..(i + 1) * 3 * plane];
+        let rgb: Vec<u8> = (0..plane)
+            .flat_map(|p| (0..3).map(move |c| ((pixels[c * plane + p] * cfg.data.std[c] + cfg.data.mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8))
+            .collect();
+        let sample = &subset.meta.samples[batch.indices[i]];
+        let (iw, ih) = sample.size;
+        let gt: Vec<BBox> = sample.boxes.iter().map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64))).collect();
+        let pred = boxes_at_thresholds(&map, size, size, &[threshold]).first().map(|t| t.largest);
+        let img = overlay(&rgb, &map, size, size, 0.5, &gt, pred);
+        pngs.push(encode_png_rgb(&img, size as u32, size as u32)?);
+    }
+    Ok(pngs)
 }

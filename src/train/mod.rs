@@ -15,7 +15,7 @@ use candle_core::{DType, Tensor, D};
 use crate::cam;
 use crate::config::Config;
 use crate::data::{epoch_batches, num_batches, LoaderConfig, TransformConfig};
-use crate::evaluate::{evaluate, EvalResult};
+use crate::evaluate::{self, evaluate, EvalResult};
 use crate::pipeline;
 use crate::report::{metrics_table, Progress, TbWriter};
 use checkpoint::TrainState;
@@ -211,6 +211,18 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
                 }
             }
             line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));
+            if cfg.log.tensorboard && cfg.log.cam_images > 0 {
+                let threshold = r.loc.as_ref().map_or(cfg.eval.fixed_threshold, |l| l.best_threshold);
+                match evaluate::cam_overlays(model.net.as_ref(), extractor.as_ref(), val, cfg, &device, cfg.log.cam_images, threshold) {
+                    Ok(pngs) => {
+                        let s = cfg.data.image_size;
+                        for (k, png) in pngs.iter().enumerate() {
+                            tb.add_image_png(&format!("val_cam/{k}"), png, s, s, state.global_step);
+                        }
+                    }
+                    Err(e) => log.line(None, &format!("warning: no CAM overlays this epoch: {e:#}")),
+                }
+            }
             if let Some(l) = &r.loc {
                 line.push_str(&format!("  gt-known {:.2}  v2 {:.2}", l.gt_known_loc, l.maxboxacc_v2));
             }
