@@ -68,13 +68,6 @@ pub struct ModelConfig {
     pub pretrained: Option<PathBuf>,
     /// Channel width of the first stage of the `tiny` backbone.
     pub width: usize,
-    pub acol: AcolConfig,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AcolConfig {
-    pub erase_threshold: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,13 +175,7 @@ impl Default for SynthConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { backbone: "tiny".into(), head: "cam".into(), pretrained: None, width: 16, acol: AcolConfig::default() }
-    }
-}
-
-impl Default for AcolConfig {
-    fn default() -> Self {
-        AcolConfig { erase_threshold: 0.6 }
+        ModelConfig { backbone: "tiny".into(), head: "cam".into(), pretrained: None, width: 16 }
     }
 }
 
