@@ -45,10 +45,18 @@ fn main() {
     let pool: Vec<(Vec<f32>, BBox)> = (0..POOL.min(n)).map(|_| random_map(&mut rng)).collect();
     let threads = rayon::current_num_threads();
     println!("{n} maps ({} distinct), {SIZE}x{SIZE}, rayon threads: {threads}", pool.len());
-    println!("{:<8} {:<9} {:<8} {:>10} {:>9} {:>16}", "thresh", "contours", "threads", "maps/s", "ms/map", "vs official 1c");
+    println!(
+        "{:<8} {:<9} {:<8} {:>10} {:>9} {:>16}",
+        "thresh", "contours", "threads", "maps/s", "ms/map", "vs official 1c"
+    );
     for (interval, official_ms) in [(0.01, 2.5), (0.001, 25.0)] {
         for multi_contour in [false, true] {
-            let cfg = BoxEvalConfig { thresholds: cam_thresholds(interval), iou_thresholds: vec![30, 50, 70], multi_contour, fixed_threshold: 0.2 };
+            let cfg = BoxEvalConfig {
+                thresholds: cam_thresholds(interval),
+                iou_thresholds: vec![30, 50, 70],
+                multi_contour,
+                fixed_threshold: 0.2,
+            };
             let one = |acc: &mut BoxAccumulator, i: usize| {
                 let (raw, gt) = &pool[i % pool.len()];
                 let map = prepare_map(raw, SIZE, SIZE, SIZE);
@@ -57,13 +65,22 @@ fn main() {
             for parallel in [false, true] {
                 let t0 = Instant::now();
                 let acc = if parallel {
-                    (0..n).into_par_iter().fold(|| BoxAccumulator::new(&cfg), |mut a, i| {
-                        one(&mut a, i);
-                        a
-                    }).reduce(|| BoxAccumulator::new(&cfg), |mut a, b| {
-                        a.merge(&b);
-                        a
-                    })
+                    (0..n)
+                        .into_par_iter()
+                        .fold(
+                            || BoxAccumulator::new(&cfg),
+                            |mut a, i| {
+                                one(&mut a, i);
+                                a
+                            },
+                        )
+                        .reduce(
+                            || BoxAccumulator::new(&cfg),
+                            |mut a, b| {
+                                a.merge(&b);
+                                a
+                            },
+                        )
                 } else {
                     let mut a = BoxAccumulator::new(&cfg);
                     (0..n).for_each(|i| one(&mut a, i));
@@ -74,8 +91,12 @@ fn main() {
                 let ms = secs * 1e3 / n as f64;
                 println!(
                     "{:<8} {:<9} {:<8} {:>10.0} {:>9.3} {:>15.1}x",
-                    cfg.thresholds.len(), if multi_contour { "all" } else { "largest" }, if parallel { threads.to_string() } else { "1".into() },
-                    n as f64 / secs, ms, official_ms / ms
+                    cfg.thresholds.len(),
+                    if multi_contour { "all" } else { "largest" },
+                    if parallel { threads.to_string() } else { "1".into() },
+                    n as f64 / secs,
+                    ms,
+                    official_ms / ms
                 );
             }
         }
@@ -83,7 +104,10 @@ fn main() {
     // PxAP histograms for comparison (a random mask: the map above 0.5 shifted by 20 px).
     for interval in [0.01, 0.001] {
         let thresholds = cam_thresholds(interval);
-        let masks: Vec<Vec<u8>> = pool.iter().map(|(m, _)| (0..SIZE * SIZE).map(|i| (m[(i + 20) % (SIZE * SIZE)] > 0.5) as u8).collect()).collect();
+        let masks: Vec<Vec<u8>> = pool
+            .iter()
+            .map(|(m, _)| (0..SIZE * SIZE).map(|i| (m[(i + 20) % (SIZE * SIZE)] > 0.5) as u8).collect())
+            .collect();
         let t0 = Instant::now();
         let mut acc = PxapAccumulator::new(&thresholds);
         for i in 0..n {
@@ -92,6 +116,11 @@ fn main() {
         }
         let secs = t0.elapsed().as_secs_f64();
         std::hint::black_box(acc.finish().ok());
-        println!("pxap {:<4} thresholds, 1 thread: {:>8.0} maps/s {:>8.3} ms/map", thresholds.len(), n as f64 / secs, secs * 1e3 / n as f64);
+        println!(
+            "pxap {:<4} thresholds, 1 thread: {:>8.0} maps/s {:>8.3} ms/map",
+            thresholds.len(),
+            n as f64 / secs,
+            secs * 1e3 / n as f64
+        );
     }
 }

@@ -10,7 +10,11 @@ use crate::report::{metrics_table, Progress};
 use crate::{cam, data, evaluate, pipeline, train};
 
 #[derive(Parser)]
-#[command(name = "wsol", version, about = "Weakly supervised object localization: train, extract CAMs, score boxes (wsolevaluation protocol)")]
+#[command(
+    name = "wsol",
+    version,
+    about = "Weakly supervised object localization: train, extract CAMs, score boxes (wsolevaluation protocol)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -168,7 +172,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => {
             // Resuming a run without --config reuses the run's resolved config.
-            let fallback = a.resume.as_deref().map(|r| train::resolve_resume(r).map(|(dir, _)| dir.join("config.yaml"))).transpose()?;
+            let fallback = a
+                .resume
+                .as_deref()
+                .map(|r| train::resolve_resume(r).map(|(dir, _)| dir.join("config.yaml")))
+                .transpose()?;
             let cfg = load_config(&a.common, fallback.as_deref())?;
             let opts = train::TrainOptions { out: a.out, resume: a.resume, quiet: a.common.quiet };
             train::train(&cfg, &opts)?;
@@ -177,7 +185,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::EvalCams(a) => eval_cams(a),
         Command::Data(DataCommand::Synth(a)) => {
-            let opts = data::SynthOptions { num_classes: a.num_classes, train: a.train, val: a.val, test: a.test, size: a.size, seed: a.seed };
+            let opts = data::SynthOptions {
+                num_classes: a.num_classes,
+                train: a.train,
+                val: a.val,
+                test: a.test,
+                size: a.size,
+                seed: a.seed,
+            };
             data::synth::generate(&a.out, &a.out.join("metadata"), &opts)?;
             if !a.quiet {
                 eprintln!("wrote {} + {} + {} images and metadata to {}", a.train, a.val, a.test, a.out.display());
@@ -198,11 +213,23 @@ fn eval(a: EvalArgs) -> Result<()> {
     let extractor = cam::by_name(&cfg.eval.cam)?;
     let batches = data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
     let progress = Progress::new(batches, &format!("eval {split}"), a.common.quiet);
-    let result = evaluate::evaluate(model.net.as_ref(), extractor.as_ref(), ds, &cfg, &device, &progress, a.save_cams.as_deref())?;
+    let result = evaluate::evaluate(
+        model.net.as_ref(),
+        extractor.as_ref(),
+        ds,
+        &cfg,
+        &device,
+        &progress,
+        a.save_cams.as_deref(),
+    )?;
     progress.finish();
     let out = a.out.clone().unwrap_or_else(|| {
         let ckpt_dir = a.checkpoint.parent().unwrap_or(Path::new("."));
-        let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") { ckpt_dir.parent().unwrap_or(Path::new(".")) } else { ckpt_dir };
+        let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {
+            ckpt_dir.parent().unwrap_or(Path::new("."))
+        } else {
+            ckpt_dir
+        };
         run_dir.join(format!("eval-{split}"))
     });
     result
@@ -264,11 +291,23 @@ fn check(a: CheckArgs) -> Result<()> {
             boxes += s.boxes.len();
             let path = ds.image_root.join(&s.image_id);
             if !path.is_file() {
-                anyhow::bail!("{}: image `{}` listed in {} does not exist", path.display(), s.image_id, cfg.data.metadata_root.join(split).join("image_ids.txt").display());
+                anyhow::bail!(
+                    "{}: image `{}` listed in {} does not exist",
+                    path.display(),
+                    s.image_id,
+                    cfg.data.metadata_root.join(split).join("image_ids.txt").display()
+                );
             }
         }
         let empty = per_class.iter().filter(|&&c| c == 0).count();
-        rows.push((split.clone(), format!("{} images, {boxes} boxes, {} classes present, {empty} empty", ds.meta.samples.len(), cfg.data.num_classes - empty)));
+        rows.push((
+            split.clone(),
+            format!(
+                "{} images, {boxes} boxes, {} classes present, {empty} empty",
+                ds.meta.samples.len(),
+                cfg.data.num_classes - empty
+            ),
+        ));
     }
     println!("{}", metrics_table(&rows));
     Ok(())

@@ -193,7 +193,14 @@ impl Default for TrainConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        OptimizerConfig { name: "sgd".into(), lr: 0.01, momentum: 0.9, weight_decay: 1e-4, nesterov: false, new_layer_lr_mult: 1.0 }
+        OptimizerConfig {
+            name: "sgd".into(),
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+            new_layer_lr_mult: 1.0,
+        }
     }
 }
 
@@ -232,7 +239,8 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result
 impl Config {
     /// Reads `path`, applies `--set key=value` overrides in order, validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut cfg = Config::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let named: serde_yaml::Value = parse_yaml(&text).unwrap_or(serde_yaml::Value::Null);
         if named.get("name").is_none() {
@@ -282,11 +290,17 @@ impl Config {
                 errs.push(msg)
             }
         };
-        check(matches!(d.format.as_str(), "wsol" | "synthetic"), format!("data.format: expected `wsol` or `synthetic`, got `{}`", d.format));
+        check(
+            matches!(d.format.as_str(), "wsol" | "synthetic"),
+            format!("data.format: expected `wsol` or `synthetic`, got `{}`", d.format),
+        );
         check(d.num_classes >= 2, format!("data.num_classes: expected >= 2, got {}", d.num_classes));
         check(d.image_size >= 8, format!("data.image_size: expected >= 8 pixels, got {}", d.image_size));
         if let Some(r) = d.resize_size {
-            check(r >= d.image_size, format!("data.resize_size: expected >= data.image_size ({}), got {r}", d.image_size));
+            check(
+                r >= d.image_size,
+                format!("data.resize_size: expected >= data.image_size ({}), got {r}", d.image_size),
+            );
         }
         check(d.batch_size >= 1, "data.batch_size: expected >= 1".into());
         check(d.workers >= 1, "data.workers: expected >= 1".into());
@@ -294,37 +308,82 @@ impl Config {
         if d.format == "synthetic" {
             let s = &d.synthetic;
             check(s.train >= 1 && s.test >= 1, "data.synthetic: expected train >= 1 and test >= 1 images".into());
-            check(s.size >= crate::data::synth::MIN_SIZE, format!("data.synthetic.size: expected >= {} pixels, got {}", crate::data::synth::MIN_SIZE, s.size));
+            check(
+                s.size >= crate::data::synth::MIN_SIZE,
+                format!("data.synthetic.size: expected >= {} pixels, got {}", crate::data::synth::MIN_SIZE, s.size),
+            );
             let shapes = crate::data::synth::SHAPES.len();
-            check(d.num_classes <= shapes, format!("data.num_classes: the synthetic dataset has at most {shapes} shape classes, got {}", d.num_classes));
+            check(
+                d.num_classes <= shapes,
+                format!(
+                    "data.num_classes: the synthetic dataset has at most {shapes} shape classes, got {}",
+                    d.num_classes
+                ),
+            );
         }
         for (key, value, names) in [
             ("model.backbone", &self.model.backbone, crate::models::BACKBONES),
             ("model.head", &self.model.head, crate::models::HEADS),
             ("eval.cam", &self.eval.cam, crate::cam::METHODS),
         ] {
-            check(names.contains(&value.as_str()), format!("{key}: unknown name `{value}` (available: {})", names.join(", ")));
+            check(
+                names.contains(&value.as_str()),
+                format!("{key}: unknown name `{value}` (available: {})", names.join(", ")),
+            );
         }
         check(self.model.width >= 1, "model.width: expected >= 1".into());
-        check(self.device == "cpu" || self.device.starts_with("cuda"), format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device));
+        check(
+            self.device == "cpu" || self.device.starts_with("cuda"),
+            format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device),
+        );
         let t = &self.train;
         check(t.optimizer.name == "sgd", format!("train.optimizer.name: expected `sgd`, got `{}`", t.optimizer.name));
-        check(t.optimizer.lr > 0.0 && t.optimizer.lr.is_finite(), format!("train.optimizer.lr: expected > 0, got {}", t.optimizer.lr));
-        check((0.0..1.0).contains(&t.optimizer.momentum), format!("train.optimizer.momentum: expected in [0, 1), got {}", t.optimizer.momentum));
+        check(
+            t.optimizer.lr > 0.0 && t.optimizer.lr.is_finite(),
+            format!("train.optimizer.lr: expected > 0, got {}", t.optimizer.lr),
+        );
+        check(
+            (0.0..1.0).contains(&t.optimizer.momentum),
+            format!("train.optimizer.momentum: expected in [0, 1), got {}", t.optimizer.momentum),
+        );
         check(t.optimizer.weight_decay >= 0.0, "train.optimizer.weight_decay: expected >= 0".into());
         check(t.optimizer.new_layer_lr_mult > 0.0, "train.optimizer.new_layer_lr_mult: expected > 0".into());
-        check(matches!(t.schedule.name.as_str(), "constant" | "step" | "cosine"), format!("train.schedule.name: expected `constant`, `step` or `cosine`, got `{}`", t.schedule.name));
-        check(t.schedule.name != "step" || t.schedule.step_epochs >= 1, "train.schedule.step_epochs: expected >= 1".into());
+        check(
+            matches!(t.schedule.name.as_str(), "constant" | "step" | "cosine"),
+            format!("train.schedule.name: expected `constant`, `step` or `cosine`, got `{}`", t.schedule.name),
+        );
+        check(
+            t.schedule.name != "step" || t.schedule.step_epochs >= 1,
+            "train.schedule.step_epochs: expected >= 1".into(),
+        );
         check(
             matches!(t.select_by.as_str(), "gt_known_loc" | "maxboxacc" | "maxboxacc_v2" | "top1_loc" | "top1_cls"),
-            format!("train.select_by: expected one of gt_known_loc, maxboxacc, maxboxacc_v2, top1_loc, top1_cls; got `{}`", t.select_by),
+            format!(
+                "train.select_by: expected one of gt_known_loc, maxboxacc, maxboxacc_v2, top1_loc, top1_cls; got `{}`",
+                t.select_by
+            ),
         );
         let e = &self.eval;
-        check(e.cam_curve_interval > 0.0 && e.cam_curve_interval < 1.0, format!("eval.cam_curve_interval: expected in (0, 1), got {}", e.cam_curve_interval));
-        check(!e.iou_thresholds.is_empty() && e.iou_thresholds.iter().all(|&t| (1..=100).contains(&t)), "eval.iou_thresholds: expected percentages in 1..=100, e.g. [30, 50, 70]".into());
-        check(e.iou_thresholds.contains(&50), "eval.iou_thresholds: must contain 50 (MaxBoxAcc and GT-known Loc use IoU 0.5)".into());
-        check((0.0..1.0).contains(&e.fixed_threshold), format!("eval.fixed_threshold: expected in [0, 1), got {}", e.fixed_threshold));
-        check(matches!(e.checkpoint.as_str(), "last" | "best"), format!("eval.checkpoint: expected `last` or `best`, got `{}`", e.checkpoint));
+        check(
+            e.cam_curve_interval > 0.0 && e.cam_curve_interval < 1.0,
+            format!("eval.cam_curve_interval: expected in (0, 1), got {}", e.cam_curve_interval),
+        );
+        check(
+            !e.iou_thresholds.is_empty() && e.iou_thresholds.iter().all(|&t| (1..=100).contains(&t)),
+            "eval.iou_thresholds: expected percentages in 1..=100, e.g. [30, 50, 70]".into(),
+        );
+        check(
+            e.iou_thresholds.contains(&50),
+            "eval.iou_thresholds: must contain 50 (MaxBoxAcc and GT-known Loc use IoU 0.5)".into(),
+        );
+        check(
+            (0.0..1.0).contains(&e.fixed_threshold),
+            format!("eval.fixed_threshold: expected in [0, 1), got {}", e.fixed_threshold),
+        );
+        check(
+            matches!(e.checkpoint.as_str(), "last" | "best"),
+            format!("eval.checkpoint: expected `last` or `best`, got `{}`", e.checkpoint),
+        );
         check(self.log.every_steps >= 1, "log.every_steps: expected >= 1".into());
         if errs.is_empty() {
             Ok(())
@@ -373,7 +432,12 @@ mod tests {
     #[test]
     fn set_overrides_are_typed() {
         let mut c = Config::default();
-        c.apply_overrides(&["train.epochs=3".into(), "train.optimizer.lr=0.5".into(), "model.pretrained=w.safetensors".into()]).unwrap();
+        c.apply_overrides(&[
+            "train.epochs=3".into(),
+            "train.optimizer.lr=0.5".into(),
+            "model.pretrained=w.safetensors".into(),
+        ])
+        .unwrap();
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.train.optimizer.lr, 0.5);
         assert_eq!(c.model.pretrained.as_deref(), Some(Path::new("w.safetensors")));

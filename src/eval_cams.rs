@@ -32,23 +32,32 @@ pub struct EvalCamsOptions {
 pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
     let split_dir = opts.metadata.as_path();
     let (root, split) = match (split_dir.parent(), split_dir.file_name()) {
-        (Some(r), Some(s)) => (if r.as_os_str().is_empty() { Path::new(".") } else { r }, s.to_string_lossy().into_owned()),
+        (Some(r), Some(s)) => {
+            (if r.as_os_str().is_empty() { Path::new(".") } else { r }, s.to_string_lossy().into_owned())
+        }
         _ => bail!("--metadata {}: expected a split folder such as metadata/CUB/test", split_dir.display()),
     };
     if let Some(mask_root) = &opts.masks {
         return eval_masks(opts, root, split, mask_root);
     }
-    let meta = read_split(root, &split, usize::MAX).map_err(|e| match looks_like_masks(&split_dir.join("localization.txt")) {
-        true => e.context("localization.txt names mask files: score a mask split with --masks DIR (the mask root)"),
-        false => e,
+    let meta = read_split(root, &split, usize::MAX).map_err(|e| {
+        match looks_like_masks(&split_dir.join("localization.txt")) {
+            true => e.context("localization.txt names mask files: score a mask split with --masks DIR (the mask root)"),
+            false => e,
+        }
     })?;
     if meta.samples.is_empty() {
         bail!("{}: no images listed", split_dir.join("image_ids.txt").display());
     }
     if let Some(s) = meta.samples.iter().find(|s| s.boxes.is_empty()) {
-        bail!("{}: image `{}` has no box; eval-cams needs boxes for every image", split_dir.join("localization.txt").display(), s.image_id);
+        bail!(
+            "{}: image `{}` has no box; eval-cams needs boxes for every image",
+            split_dir.join("localization.txt").display(),
+            s.image_id
+        );
     }
-    let (paths, outcomes) = maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
+    let (paths, outcomes) =
+        maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
     let cfg = BoxEvalConfig {
         thresholds: cam_thresholds(opts.cam_curve_interval),
         iou_thresholds: opts.iou_thresholds.clone(),
@@ -66,15 +75,19 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
                 let map = scoremaps::read(&paths[i])?;
                 let prepared = prepare_map(&map.data, map.width, map.height, size);
                 let (w, h) = s.size;
-                let gt: Vec<BBox> = s.boxes.iter().map(|b| rescale_box(*b, (w as f64, h as f64), (size as f64, size as f64))).collect();
+                let gt: Vec<BBox> =
+                    s.boxes.iter().map(|b| rescale_box(*b, (w as f64, h as f64), (size as f64, size as f64))).collect();
                 acc.add(&prepared, size, size, &gt, outcomes.as_ref().map(|o| o[i]));
                 Ok(acc)
             },
         )
-        .try_reduce(|| BoxAccumulator::new(&cfg), |mut a, b| {
-            a.merge(&b);
-            Ok(a)
-        })?;
+        .try_reduce(
+            || BoxAccumulator::new(&cfg),
+            |mut a, b| {
+                a.merge(&b);
+                Ok(a)
+            },
+        )?;
     let n = meta.samples.len();
     let pct = |k: usize| k as f64 * 100.0 / n as f64;
     Ok(EvalResult {
@@ -90,7 +103,10 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
 
 /// Score map paths (all present, or an error listing the missing) and, with
 /// --predictions, each image's classification outcome.
-fn maps_and_outcomes(opts: &EvalCamsOptions, samples: &[(&str, usize)]) -> Result<(Vec<PathBuf>, Option<Vec<ClsOutcome>>)> {
+fn maps_and_outcomes(
+    opts: &EvalCamsOptions,
+    samples: &[(&str, usize)],
+) -> Result<(Vec<PathBuf>, Option<Vec<ClsOutcome>>)> {
     if !opts.cams.is_dir() {
         bail!("--cams {}: no such directory", opts.cams.display());
     }
@@ -126,7 +142,8 @@ fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Pa
         bail!("--masks {}: no such directory", mask_root.display());
     }
     let meta = read_mask_split(root, &split)?;
-    let (paths, outcomes) = maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
+    let (paths, outcomes) =
+        maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
     let thresholds = cam_thresholds(opts.cam_curve_interval);
     let size = opts.image_size;
     let acc = meta
@@ -143,11 +160,16 @@ fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Pa
                 Ok(acc)
             },
         )
-        .try_reduce(|| PxapAccumulator::new(&thresholds), |mut a, b| {
-            a.merge(&b);
-            Ok(a)
-        })?;
-    let pxap = acc.finish().with_context(|| format!("scoring {} against the masks under {}", meta.localization.display(), mask_root.display()))?;
+        .try_reduce(
+            || PxapAccumulator::new(&thresholds),
+            |mut a, b| {
+                a.merge(&b);
+                Ok(a)
+            },
+        )?;
+    let pxap = acc.finish().with_context(|| {
+        format!("scoring {} against the masks under {}", meta.localization.display(), mask_root.display())
+    })?;
     let n = meta.samples.len();
     let pct = |k: usize| k as f64 * 100.0 / n as f64;
     Ok(EvalResult {
@@ -161,7 +183,11 @@ fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Pa
     })
 }
 
-fn cls_outcomes(samples: &[(&str, usize)], predictions: &HashMap<String, Vec<usize>>, path: &Path) -> Result<Vec<ClsOutcome>> {
+fn cls_outcomes(
+    samples: &[(&str, usize)],
+    predictions: &HashMap<String, Vec<usize>>,
+    path: &Path,
+) -> Result<Vec<ClsOutcome>> {
     let mut out = Vec::with_capacity(samples.len());
     let mut missing = Vec::new();
     for (id, label) in samples {
@@ -171,7 +197,12 @@ fn cls_outcomes(samples: &[(&str, usize)], predictions: &HashMap<String, Vec<usi
         }
     }
     if !missing.is_empty() {
-        bail!("{}: no prediction for {} image(s) (first: {})", path.display(), missing.len(), missing.iter().take(5).cloned().collect::<Vec<_>>().join(", "));
+        bail!(
+            "{}: no prediction for {} image(s) (first: {})",
+            path.display(),
+            missing.len(),
+            missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(out)
 }
@@ -180,7 +211,8 @@ fn cls_outcomes(samples: &[(&str, usize)], predictions: &HashMap<String, Vec<usi
 pub fn parse_iou_list(text: &str) -> Result<Vec<u32>> {
     text.split(',')
         .map(|t| {
-            let v: u32 = t.trim().parse().with_context(|| format!("--iou {text}: `{t}` is not an integer percentage"))?;
+            let v: u32 =
+                t.trim().parse().with_context(|| format!("--iou {text}: `{t}` is not an integer percentage"))?;
             if !(1..=100).contains(&v) {
                 bail!("--iou {text}: {v} is not a percentage in 1..=100");
             }

@@ -16,8 +16,8 @@ use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome};
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
 use crate::report::{encode_png_rgb, Progress};
-use crate::scoremaps::{self, ScoreMap};
 pub use crate::results::EvalResult;
+use crate::scoremaps::{self, ScoreMap};
 
 pub fn box_eval_config(cfg: &Config) -> BoxEvalConfig {
     BoxEvalConfig {
@@ -76,7 +76,10 @@ pub fn evaluate(
         let outcomes: Vec<ClsOutcome> = logits
             .iter()
             .zip(&batch.labels)
-            .map(|(l, &y)| ClsOutcome { top1: topk_correct(l, y as usize, 1), top5: topk_correct(l, y as usize, 5.min(n_classes)) })
+            .map(|(l, &y)| ClsOutcome {
+                top1: topk_correct(l, y as usize, 1),
+                top5: topk_correct(l, y as usize, 5.min(n_classes)),
+            })
             .collect();
         top1 += outcomes.iter().filter(|o| o.top1).count();
         top5 += outcomes.iter().filter(|o| o.top5).count();
@@ -93,18 +96,28 @@ pub fn evaluate(
                         let sample = &ds.meta.samples[batch.indices[i]];
                         let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
                         let (iw, ih) = sample.size;
-                        let gt: Vec<BBox> = sample.boxes.iter().map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64))).collect();
+                        let gt: Vec<BBox> = sample
+                            .boxes
+                            .iter()
+                            .map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64)))
+                            .collect();
                         a.add(&map, size, size, &gt, Some(outcomes[i]));
                         if let Some(dir) = save_cams {
-                            scoremaps::write(&scoremaps::nested_path(dir, &sample.image_id), &ScoreMap { width: size, height: size, data: map })?;
+                            scoremaps::write(
+                                &scoremaps::nested_path(dir, &sample.image_id),
+                                &ScoreMap { width: size, height: size, data: map },
+                            )?;
                         }
                         Ok(a)
                     },
                 )
-                .try_reduce(|| BoxAccumulator::new(&box_cfg), |mut a, b| {
-                    a.merge(&b);
-                    Ok(a)
-                })?;
+                .try_reduce(
+                    || BoxAccumulator::new(&box_cfg),
+                    |mut a, b| {
+                        a.merge(&b);
+                        Ok(a)
+                    },
+                )?;
             acc.merge(&batch_acc);
         }
         progress.inc(1);
@@ -137,8 +150,19 @@ pub fn cam_overlays(
     if count == 0 {
         return Ok(Vec::new());
     }
-    let subset = Arc::new(Dataset { image_root: ds.image_root.clone(), meta: SplitMetadata { split: ds.meta.split.clone(), samples: ds.meta.samples[..count].to_vec() } });
-    let loader = LoaderConfig { batch_size: count, shuffle: false, drop_last: false, workers: cfg.data.workers, seed: cfg.seed, epoch: 0, transform: eval_transform(cfg) };
+    let subset = Arc::new(Dataset {
+        image_root: ds.image_root.clone(),
+        meta: SplitMetadata { split: ds.meta.split.clone(), samples: ds.meta.samples[..count].to_vec() },
+    });
+    let loader = LoaderConfig {
+        batch_size: count,
+        shuffle: false,
+        drop_last: false,
+        workers: cfg.data.workers,
+        seed: cfg.seed,
+        epoch: 0,
+        transform: eval_transform(cfg),
+    };
     let batch = epoch_batches(subset.clone(), loader).next().context("no overlay batch")??;
     let size = cfg.data.image_size as usize;
     let x = Tensor::from_vec(batch.images.clone(), (count, 3, size, size), device)?;
@@ -154,11 +178,17 @@ pub fn cam_overlays(
         // Undo the input normalization to get the pixels back.
         let pixels = &batch.images[i * 3 * plane..(i + 1) * 3 * plane];
         let rgb: Vec<u8> = (0..plane)
-            .flat_map(|p| (0..3).map(move |c| ((pixels[c * plane + p] * cfg.data.std[c] + cfg.data.mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8))
+            .flat_map(|p| {
+                (0..3).map(move |c| {
+                    ((pixels[c * plane + p] * cfg.data.std[c] + cfg.data.mean[c]) * 255.0).round().clamp(0.0, 255.0)
+                        as u8
+                })
+            })
             .collect();
         let sample = &subset.meta.samples[batch.indices[i]];
         let (iw, ih) = sample.size;
-        let gt: Vec<BBox> = sample.boxes.iter().map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64))).collect();
+        let gt: Vec<BBox> =
+            sample.boxes.iter().map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64))).collect();
         let pred = boxes_at_thresholds(&map, size, size, &[threshold]).first().map(|t| t.largest);
         let img = overlay(&rgb, &map, size, size, 0.5, &gt, pred);
         pngs.push(encode_png_rgb(&img, size as u32, size as u32)?);

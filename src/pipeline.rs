@@ -20,7 +20,8 @@ pub fn device(spec: &str) -> Result<Device> {
         .or_else(|| (spec == "cuda").then_some("0"))
         .and_then(|n| n.parse::<usize>().ok())
         .with_context(|| format!("device: expected `cpu` or `cuda:N`, got `{spec}`"))?;
-    Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("device {spec}: {e} (build with `--features cuda` on a machine with CUDA)"))
+    Device::new_cuda(ordinal)
+        .map_err(|e| anyhow::anyhow!("device {spec}: {e} (build with `--features cuda` on a machine with CUDA)"))
 }
 
 /// Makes sure the configured dataset exists: the synthetic one is generated on first use.
@@ -32,10 +33,22 @@ pub fn prepare_data(cfg: &Config, quiet: bool) -> Result<()> {
         if !quiet {
             eprintln!(
                 "generating the synthetic dataset ({} classes, {}/{}/{} images of {}px) in {}",
-                d.num_classes, s.train, s.val, s.test, s.size, d.image_root.display()
+                d.num_classes,
+                s.train,
+                s.val,
+                s.test,
+                s.size,
+                d.image_root.display()
             );
         }
-        let opts = data::SynthOptions { num_classes: d.num_classes, train: s.train, val: s.val, test: s.test, size: s.size, seed: s.seed };
+        let opts = data::SynthOptions {
+            num_classes: d.num_classes,
+            train: s.train,
+            val: s.val,
+            test: s.test,
+            size: s.size,
+            seed: s.seed,
+        };
         data::synth::generate(&d.image_root, &d.metadata_root, &opts)?;
     }
     Ok(())

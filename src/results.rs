@@ -43,7 +43,8 @@ impl EvalResult {
 
     /// Rows for the console table, most-read numbers first.
     pub fn table_rows(&self) -> Vec<(String, String)> {
-        let mut rows = vec![("split".to_string(), format!("{} ({} images, {})", self.split, self.num_images, self.cam))];
+        let mut rows =
+            vec![("split".to_string(), format!("{} ({} images, {})", self.split, self.num_images, self.cam))];
         let pct = |v: f64| format!("{v:.2}");
         let opt = |v: Option<f64>| v.map(pct).unwrap_or_else(|| "n/a".into());
         rows.push(("top1_cls".into(), opt(self.top1_cls)));

@@ -35,7 +35,8 @@ pub fn find(root: &Path, image_id: &str) -> Option<PathBuf> {
 /// Reads a 2-D float32 or float64 `.npy`; anything else is an error naming the file.
 pub fn read(path: &Path) -> Result<ScoreMap> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read score map {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| anyhow::anyhow!("{}: not a valid .npy file ({e})", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .map_err(|e| anyhow::anyhow!("{}: not a valid .npy file ({e})", path.display()))?;
     let shape: Vec<u64> = npy.shape().to_vec();
     if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
         bail!("{}: expected a 2-D map (height, width), got shape {shape:?}", path.display());
@@ -78,7 +79,8 @@ pub fn write(path: &Path, map: &ScoreMap) -> Result<()> {
 
 /// Class predictions: `image_id,top1[,top2,...]` per line.
 pub fn read_predictions(path: &Path) -> Result<HashMap<String, Vec<usize>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read predictions file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read predictions file {}", path.display()))?;
     let mut out = HashMap::new();
     for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -94,7 +96,11 @@ pub fn read_predictions(path: &Path) -> Result<HashMap<String, Vec<usize>>> {
                     bail!("{}:{}: duplicate image id `{id}`", path.display(), i + 1);
                 }
             }
-            _ => bail!("{}:{}: expected `image_id,top1[,top2..top5]` with class indices, got `{line}`", path.display(), i + 1),
+            _ => bail!(
+                "{}:{}: expected `image_id,top1[,top2..top5]` with class indices, got `{line}`",
+                path.display(),
+                i + 1
+            ),
         }
     }
     Ok(out)

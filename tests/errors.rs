@@ -53,7 +53,12 @@ fn malformed_metadata_line_and_corrupt_image() {
     assert!(err.contains("class_labels.txt") && err.contains(":3"), "{err}");
     std::fs::write(&labels, good).unwrap();
 
-    let first = std::fs::read_to_string(dir.join("synth/metadata/train/image_ids.txt")).unwrap().lines().next().unwrap().to_string();
+    let first = std::fs::read_to_string(dir.join("synth/metadata/train/image_ids.txt"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     std::fs::write(dir.join("synth").join(&first), b"not a png").unwrap();
     let err = wsol_err(&["train", "--config", c, "--quiet"], dir);
     assert!(err.contains(&first), "{err}");

@@ -36,7 +36,23 @@ fn scores_hand_made_maps_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     fixture(dir);
-    wsol_ok(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--predictions", "pred.txt", "--image-size", "20", "--out", "out", "--quiet"], dir);
+    wsol_ok(
+        &[
+            "eval-cams",
+            "--metadata",
+            "meta/test",
+            "--cams",
+            "cams",
+            "--predictions",
+            "pred.txt",
+            "--image-size",
+            "20",
+            "--out",
+            "out",
+            "--quiet",
+        ],
+        dir,
+    );
     let m = read_json(&dir.join("out/metrics.json"));
     assert_eq!(m["num_images"], 2);
     for key in ["maxboxacc", "maxboxacc_v2", "gt_known_loc", "top1_cls", "top1_loc", "gt_known_loc_fixed"] {
@@ -56,10 +72,17 @@ fn missing_and_bad_maps_are_reported() {
     let dir = tmp.path();
     fixture(dir);
     std::fs::remove_file(flat_path(&dir.join("cams"), "imgs/b.jpg")).unwrap();
-    let err = wsol_err(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "20", "--out", "out"], dir);
+    let err = wsol_err(
+        &["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "20", "--out", "out"],
+        dir,
+    );
     assert!(err.contains("1 of 2") && err.contains("imgs/b.jpg"), "{err}");
-    write(&nested_path(&dir.join("cams"), "imgs/b.jpg"), &ScoreMap { width: 2, height: 1, data: vec![0.0, f32::NAN] }).unwrap();
-    let err = wsol_err(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "20", "--out", "out"], dir);
+    write(&nested_path(&dir.join("cams"), "imgs/b.jpg"), &ScoreMap { width: 2, height: 1, data: vec![0.0, f32::NAN] })
+        .unwrap();
+    let err = wsol_err(
+        &["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "20", "--out", "out"],
+        dir,
+    );
     assert!(err.contains("b.jpg.npy") && err.contains("NaN"), "{err}");
     let err = wsol_err(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--iou", "30,x"], dir);
     assert!(err.contains("--iou"), "{err}");

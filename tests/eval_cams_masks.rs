@@ -25,7 +25,11 @@ fn fixture(dir: &Path) {
     std::fs::write(split.join("image_ids.txt"), "imgs/a.jpg\nimgs/b.jpg\n").unwrap();
     std::fs::write(split.join("class_labels.txt"), "imgs/a.jpg,1\nimgs/b.jpg,0\n").unwrap();
     std::fs::write(split.join("image_sizes.txt"), "imgs/a.jpg,40,40\nimgs/b.jpg,40,40\n").unwrap();
-    std::fs::write(split.join("localization.txt"), "imgs/a.jpg,a/1.png,a/ignore.png\nimgs/b.jpg,b/1.png,\nimgs/a.jpg,a/2.png,\n").unwrap();
+    std::fs::write(
+        split.join("localization.txt"),
+        "imgs/a.jpg,a/1.png,a/ignore.png\nimgs/b.jpg,b/1.png,\nimgs/a.jpg,a/2.png,\n",
+    )
+    .unwrap();
     let m = dir.join("masks");
     gray_png(&m.join("a/1.png"), 4, 4, |x, y| if x < 2 && y < 2 { 255 } else { 0 });
     gray_png(&m.join("a/2.png"), 4, 4, |x, y| if x < 2 && y >= 2 { 128 } else { 0 });
@@ -43,12 +47,16 @@ fn pxap_of_hand_made_masks() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     fixture(dir);
-    let base = ["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--masks", "masks", "--image-size", "8", "--quiet"];
+    let base =
+        ["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--masks", "masks", "--image-size", "8", "--quiet"];
     let table = wsol_ok(&[&base[..], &["--predictions", "pred.txt", "--out", "out"]].concat(), dir);
     let m = read_json(&dir.join("out/metrics.json"));
     let pxap = m["pxap"].as_f64().unwrap();
     assert!((pxap - 1100.0 / 14.0).abs() < 1e-9, "{m}");
-    assert_eq!((m["num_images"].as_u64(), m["top1_cls"].as_f64(), m["top5_cls"].as_f64()), (Some(2), Some(50.0), Some(100.0)));
+    assert_eq!(
+        (m["num_images"].as_u64(), m["top1_cls"].as_f64(), m["top5_cls"].as_f64()),
+        (Some(2), Some(50.0), Some(100.0))
+    );
     assert!(m.get("maxboxacc").is_none() && !dir.join("out/curve.csv").exists(), "{m}");
     assert!(table.contains("pxap") && table.contains("78.57") && !table.contains("unavailable"), "{table}");
     // The sweep resolution does not matter for maps with only the values 0 and 1.
@@ -61,13 +69,26 @@ fn mask_problems_are_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     fixture(dir);
-    let args = ["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--masks", "masks", "--image-size", "8", "--out", "out"];
+    let args = [
+        "eval-cams",
+        "--metadata",
+        "meta/test",
+        "--cams",
+        "cams",
+        "--masks",
+        "masks",
+        "--image-size",
+        "8",
+        "--out",
+        "out",
+    ];
     std::fs::remove_file(dir.join("masks/a/2.png")).unwrap();
     let err = wsol_err(&args, dir);
     assert!(err.contains("masks/a/2.png") && err.contains("localization.txt:3"), "{err}");
 
     // A mask split scored without --masks points at the option.
-    let err = wsol_err(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "8", "--out", "out"], dir);
+    let err =
+        wsol_err(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "8", "--out", "out"], dir);
     assert!(err.contains("--masks"), "{err}");
 
     // A box split given --masks names the line.

@@ -121,7 +121,10 @@ fn load_batch(ds: &Dataset, cfg: &LoaderConfig, chunk: &[usize]) -> Result<Batch
     })?;
     let labels = chunk
         .iter()
-        .map(|&i| u32::try_from(ds.meta.samples[i].label).map_err(|_| anyhow!("label of `{}` does not fit u32", ds.meta.samples[i].image_id)))
+        .map(|&i| {
+            u32::try_from(ds.meta.samples[i].label)
+                .map_err(|_| anyhow!("label of `{}` does not fit u32", ds.meta.samples[i].image_id))
+        })
         .collect::<Result<_>>()?;
     Ok(Batch { images, labels, indices: chunk.to_vec(), size: cfg.transform.image_size as usize })
 }
@@ -176,12 +179,20 @@ mod tests {
                 Sample { image_id: format!("{i}.png"), label: i % 4, size: (w, h), boxes: vec![] }
             })
             .collect();
-        let ds = Dataset { image_root: dir.path().to_path_buf(), meta: SplitMetadata { split: "train".into(), samples } };
+        let ds =
+            Dataset { image_root: dir.path().to_path_buf(), meta: SplitMetadata { split: "train".into(), samples } };
         (dir, Arc::new(ds))
     }
 
     fn cfg(workers: usize, batch_size: usize, drop_last: bool) -> LoaderConfig {
-        let transform = TransformConfig { image_size: 8, resize_size: 12, train: true, hflip: true, mean: IMAGENET_MEAN, std: IMAGENET_STD };
+        let transform = TransformConfig {
+            image_size: 8,
+            resize_size: 12,
+            train: true,
+            hflip: true,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        };
         LoaderConfig { batch_size, shuffle: true, drop_last, workers, seed: 5, epoch: 2, transform }
     }
 
@@ -207,7 +218,9 @@ mod tests {
         assert_ne!(seen, (0..23).collect::<Vec<_>>(), "shuffle kept the identity order");
         seen.sort();
         assert_eq!(seen, (0..23).collect::<Vec<_>>());
-        let next_epoch: Vec<usize> = epoch_batches(ds.clone(), LoaderConfig { epoch: 3, ..cfg(2, 5, false) }).flat_map(|b| b.unwrap().indices).collect();
+        let next_epoch: Vec<usize> = epoch_batches(ds.clone(), LoaderConfig { epoch: 3, ..cfg(2, 5, false) })
+            .flat_map(|b| b.unwrap().indices)
+            .collect();
         assert_ne!(next_epoch, one.iter().flat_map(|b| b.indices.clone()).collect::<Vec<_>>());
     }
 

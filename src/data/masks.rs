@@ -46,7 +46,12 @@ fn lines(path: &Path) -> Result<Vec<(usize, String)>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| anyhow!("{}: not UTF-8 text ({e})", path.display()))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    Ok(text.split('\n').enumerate().map(|(i, l)| (i + 1, l.trim().to_string())).filter(|(_, l)| !l.is_empty()).collect())
+    Ok(text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect())
 }
 
 /// Reads `image_ids.txt`, `class_labels.txt` and a mask `localization.txt` of
@@ -69,15 +74,22 @@ pub fn read_mask_split(metadata_root: &Path, split: &str) -> Result<MaskSplit> {
         bail!("{}: no images listed", ids_path.display());
     }
     let lookup = |path: &Path, no: usize, id: &str| {
-        index.get(id).copied().ok_or_else(|| anyhow!("{}:{no}: image `{id}` is not listed in {}", path.display(), ids_path.display()))
+        index
+            .get(id)
+            .copied()
+            .ok_or_else(|| anyhow!("{}:{no}: image `{id}` is not listed in {}", path.display(), ids_path.display()))
     };
 
     let labels_path = dir.join(super::metadata::CLASS_LABELS);
     let mut has_label = vec![false; samples.len()];
     for (no, line) in lines(&labels_path)? {
-        let (id, label) = line.rsplit_once(',').ok_or_else(|| anyhow!("{}:{no}: expected `image_id,label` (line: `{line}`)", labels_path.display()))?;
+        let (id, label) = line
+            .rsplit_once(',')
+            .ok_or_else(|| anyhow!("{}:{no}: expected `image_id,label` (line: `{line}`)", labels_path.display()))?;
         let i = lookup(&labels_path, no, id.trim())?;
-        let label: usize = label.trim().parse().map_err(|_| anyhow!("{}:{no}: label: expected a non-negative integer, got `{}`", labels_path.display(), label.trim()))?;
+        let label: usize = label.trim().parse().map_err(|_| {
+            anyhow!("{}:{no}: label: expected a non-negative integer, got `{}`", labels_path.display(), label.trim())
+        })?;
         if std::mem::replace(&mut has_label[i], true) {
             bail!("{}:{no}: second label for image `{}`", labels_path.display(), id.trim());
         }
@@ -89,7 +101,9 @@ pub fn read_mask_split(metadata_root: &Path, split: &str) -> Result<MaskSplit> {
         let err = |msg: String| anyhow!("{}:{no}: {msg} (line: `{line}`)", loc_path.display());
         let parts: Vec<&str> = line.rsplitn(3, ',').collect();
         if parts.len() != 3 {
-            return Err(err("expected `image_id,mask_path,ignore_path` (a mask split; box splits need no --masks)".into()));
+            return Err(err(
+                "expected `image_id,mask_path,ignore_path` (a mask split; box splits need no --masks)".into()
+            ));
         }
         let (id, mask, ignore) = (parts[2].trim(), parts[1].trim(), parts[0].trim());
         if mask.is_empty() {
@@ -110,10 +124,22 @@ pub fn read_mask_split(metadata_root: &Path, split: &str) -> Result<MaskSplit> {
 
     for (i, s) in samples.iter().enumerate() {
         if !has_label[i] {
-            bail!("{}: no label for image `{}` (listed at {}:{})", labels_path.display(), s.image_id, ids_path.display(), id_lines[i]);
+            bail!(
+                "{}: no label for image `{}` (listed at {}:{})",
+                labels_path.display(),
+                s.image_id,
+                ids_path.display(),
+                id_lines[i]
+            );
         }
         if s.masks.is_empty() {
-            bail!("{}: no mask for image `{}` (listed at {}:{})", loc_path.display(), s.image_id, ids_path.display(), id_lines[i]);
+            bail!(
+                "{}: no mask for image `{}` (listed at {}:{})",
+                loc_path.display(),
+                s.image_id,
+                ids_path.display(),
+                id_lines[i]
+            );
         }
     }
     Ok(MaskSplit { split: split.to_string(), localization: loc_path, samples })
@@ -195,7 +221,19 @@ pub fn load_mask(mask_root: &Path, sample: &MaskSample, localization: &Path, siz
         Some(r) => load_binary(mask_root, r, localization, size)?,
         None => vec![false; size * size],
     };
-    Ok(fg.iter().zip(&ignore).map(|(&f, &i)| if f { MASK_FG } else if i { MASK_IGNORE } else { MASK_BG }).collect())
+    Ok(fg
+        .iter()
+        .zip(&ignore)
+        .map(|(&f, &i)| {
+            if f {
+                MASK_FG
+            } else if i {
+                MASK_IGNORE
+            } else {
+                MASK_BG
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -222,7 +260,10 @@ mod tests {
     fn reads_instances_and_ignore_paths() {
         let s = read_with("a.jpg,m/a1.png,m/a_ig.png\r\nb.jpg,m/b.png,\na.jpg,m/a2.png,\n").unwrap();
         let a = &s.samples[0];
-        assert_eq!(a.masks.iter().map(|m| (m.path.as_str(), m.line)).collect::<Vec<_>>(), [("m/a1.png", 1), ("m/a2.png", 3)]);
+        assert_eq!(
+            a.masks.iter().map(|m| (m.path.as_str(), m.line)).collect::<Vec<_>>(),
+            [("m/a1.png", 1), ("m/a2.png", 3)]
+        );
         assert_eq!(a.ignore.as_ref().unwrap().path, "m/a_ig.png");
         assert_eq!((s.samples[1].label, s.samples[1].ignore.is_none()), (3, true));
     }
@@ -230,7 +271,10 @@ mod tests {
     #[test]
     fn bad_lines_name_file_and_line() {
         let cases = [
-            ("a.jpg,m/a.png,i.png\nb.jpg,1,2,3,4\n", "localization.txt:2: numbers where mask paths were expected; is this a box split?"),
+            (
+                "a.jpg,m/a.png,i.png\nb.jpg,1,2,3,4\n",
+                "localization.txt:2: numbers where mask paths were expected; is this a box split?",
+            ),
             ("a.jpg,m/a.png,i.png\nb.jpg,m/b.png\n", "localization.txt:2: expected `image_id,mask_path,ignore_path`"),
             ("a.jpg,m/a.png,i.png\nb.jpg,,\n", "localization.txt:2: empty mask path"),
             ("a.jpg,m/a.png,i.png\na.jpg,m/b.png,j.png\nb.jpg,m,\n", "localization.txt:2: a second ignore path"),
@@ -258,7 +302,9 @@ mod tests {
     #[test]
     fn mask_combines_instances_and_ignore() {
         let d = tempfile::tempdir().unwrap();
-        let save = |name: &str, px: [u8; 4]| image::GrayImage::from_raw(2, 2, px.to_vec()).unwrap().save(d.path().join(name)).unwrap();
+        let save = |name: &str, px: [u8; 4]| {
+            image::GrayImage::from_raw(2, 2, px.to_vec()).unwrap().save(d.path().join(name)).unwrap()
+        };
         save("a1.png", [255, 0, 0, 0]);
         save("a2.png", [0, 1, 0, 0]); // gray 1 > 0.5: foreground
         save("ig.png", [255, 255, 255, 0]);

@@ -57,10 +57,7 @@ impl MetaFile {
     /// that files edited by hand (trailing newline, Windows editors) read the same.
     fn lines(&self) -> impl Iterator<Item = Line<'_>> {
         let text = self.text.strip_prefix('\u{feff}').unwrap_or(&self.text);
-        text.split('\n')
-            .enumerate()
-            .map(|(i, l)| Line { no: i + 1, text: l.trim() })
-            .filter(|l| !l.text.is_empty())
+        text.split('\n').enumerate().map(|(i, l)| Line { no: i + 1, text: l.trim() }).filter(|l| !l.text.is_empty())
     }
 
     fn err(&self, line: &Line, msg: impl std::fmt::Display) -> anyhow::Error {
@@ -132,7 +129,9 @@ pub fn read_split(metadata_root: &Path, split: &str, num_classes: usize) -> Resu
         let i = labels_file.lookup(&line, &index, id)?;
         let label = labels_file.whole(&line, f[0], "label", u32::MAX as f64)? as usize;
         if label >= num_classes {
-            return Err(labels_file.err(&line, format!("label {label} out of range: expected < num_classes = {num_classes}")));
+            return Err(
+                labels_file.err(&line, format!("label {label} out of range: expected < num_classes = {num_classes}"))
+            );
         }
         if labels[i].replace(label).is_some() {
             return Err(labels_file.err(&line, format!("second label for image `{id}`")));
@@ -193,7 +192,11 @@ pub fn write_split(metadata_root: &Path, meta: &SplitMetadata) -> Result<()> {
     let with_boxes = meta.samples.iter().filter(|s| !s.boxes.is_empty()).count();
     if with_boxes != 0 && with_boxes != meta.samples.len() {
         let s = meta.samples.iter().find(|s| s.boxes.is_empty()).unwrap();
-        bail!("split `{}`: image `{}` has no box while others have; localization.txt needs boxes for all", meta.split, s.image_id);
+        bail!(
+            "split `{}`: image `{}` has no box while others have; localization.txt needs boxes for all",
+            meta.split,
+            s.image_id
+        );
     }
     let (mut ids, mut labels, mut sizes, mut loc) = (String::new(), String::new(), String::new(), String::new());
     for s in &meta.samples {
@@ -259,7 +262,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SplitMetadata {
             split: "test".into(),
-            samples: vec![sample("x/a.png", 1, vec![[1.0, 2.0, 3.5, 4.0], [0.0, 0.0, 99.0, 79.0]]), sample("x/b,c.png", 0, vec![[5.0; 4]])],
+            samples: vec![
+                sample("x/a.png", 1, vec![[1.0, 2.0, 3.5, 4.0], [0.0, 0.0, 99.0, 79.0]]),
+                sample("x/b,c.png", 0, vec![[5.0; 4]]),
+            ],
         };
         write_split(dir.path(), &meta).unwrap();
         assert_eq!(read_split(dir.path(), "test", 2).unwrap(), meta);
@@ -272,7 +278,11 @@ mod tests {
     #[test]
     fn reads_boxes_in_order_with_float_fields() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "val", &[(IMAGE_IDS, IDS), (CLASS_LABELS, LABELS), (IMAGE_SIZES, SIZES), (LOCALIZATION, LOC)]);
+        write(
+            dir.path(),
+            "val",
+            &[(IMAGE_IDS, IDS), (CLASS_LABELS, LABELS), (IMAGE_SIZES, SIZES), (LOCALIZATION, LOC)],
+        );
         let m = read_split(dir.path(), "val", 3).unwrap();
         assert_eq!(m.samples[0].boxes, vec![[1.0, 2.0, 30.0, 40.0], [60.0, 5.0, 70.0, 9.0]]);
         assert_eq!(m.samples[1].boxes, vec![[0.0, 0.0, 10.5, 20.0]]);
@@ -283,7 +293,12 @@ mod tests {
     fn accepts_crlf_bom_and_blank_lines() {
         let dir = tempfile::tempdir().unwrap();
         let crlf = |s: &str| format!("\u{feff}{}\r\n\r\n", s.trim_end().replace('\n', "\r\n"));
-        let files = [(IMAGE_IDS, crlf(IDS)), (CLASS_LABELS, crlf(LABELS)), (IMAGE_SIZES, crlf(SIZES)), (LOCALIZATION, crlf(LOC))];
+        let files = [
+            (IMAGE_IDS, crlf(IDS)),
+            (CLASS_LABELS, crlf(LABELS)),
+            (IMAGE_SIZES, crlf(SIZES)),
+            (LOCALIZATION, crlf(LOC)),
+        ];
         let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
         write(dir.path(), "test", &files);
         let m = read_split(dir.path(), "test", 3).unwrap();
@@ -306,10 +321,26 @@ mod tests {
             (LOCALIZATION, "a/1.jpg,1,2,30,40\na/2.jpg,20,0,10,20\n", "localization.txt:2: expected x0 <= x1"),
             (LOCALIZATION, "a/1.jpg,1,2,30,40\na/2.jpg,0,0,1x,20\n", "localization.txt:2: x1: expected a number"),
             (LOCALIZATION, "a/1.jpg,1,2,30,40\n", "no box for image `a/2.jpg`"),
-            (LOCALIZATION, "a/1.jpg,1,2,30,40\na/2.jpg,0,0,10\n", "localization.txt:2: expected `image_id,x0,y0,x1,y1`"),
-            (LOCALIZATION, "a/1.jpg,1,2,30,40\na/2.jpg,0,0,1,2\nb.jpg,0,0,1,2\n", "localization.txt:3: image `b.jpg` is not listed"),
-            (IMAGE_SIZES, "a/1.jpg,100,80\na/2.jpg,50,60\nb.jpg,1,1\n", "image_sizes.txt:3: image `b.jpg` is not listed"),
-            (IMAGE_SIZES, "a/1.jpg,100,80\na/2.jpg,50.5,60\n", "image_sizes.txt:2: width: expected a non-negative integer"),
+            (
+                LOCALIZATION,
+                "a/1.jpg,1,2,30,40\na/2.jpg,0,0,10\n",
+                "localization.txt:2: expected `image_id,x0,y0,x1,y1`",
+            ),
+            (
+                LOCALIZATION,
+                "a/1.jpg,1,2,30,40\na/2.jpg,0,0,1,2\nb.jpg,0,0,1,2\n",
+                "localization.txt:3: image `b.jpg` is not listed",
+            ),
+            (
+                IMAGE_SIZES,
+                "a/1.jpg,100,80\na/2.jpg,50,60\nb.jpg,1,1\n",
+                "image_sizes.txt:3: image `b.jpg` is not listed",
+            ),
+            (
+                IMAGE_SIZES,
+                "a/1.jpg,100,80\na/2.jpg,50.5,60\n",
+                "image_sizes.txt:2: width: expected a non-negative integer",
+            ),
         ];
         for (file, text, want) in cases {
             let msg = read_err(&[(file, text)]);

@@ -37,7 +37,8 @@ pub struct SynthOptions {
 /// Class k is the k-th shape; the most distinct shapes come first so small
 /// `num_classes` give an easy task.
 pub const SHAPES: [&str; 12] = [
-    "disk", "square", "triangle", "plus", "ring", "star", "ellipse", "l_shape", "arrow", "crescent", "hexagon", "rhombus",
+    "disk", "square", "triangle", "plus", "ring", "star", "ellipse", "l_shape", "arrow", "crescent", "hexagon",
+    "rhombus",
 ];
 
 /// Smallest side at which the thinnest shape parts (ring, L bars) stay a few pixels wide.
@@ -54,7 +55,12 @@ pub fn class_names(num_classes: usize) -> Vec<String> {
 /// missing images.
 pub fn generate(image_root: &Path, metadata_root: &Path, opts: &SynthOptions) -> Result<()> {
     if opts.num_classes == 0 || opts.num_classes > SHAPES.len() {
-        bail!("synthetic data: num_classes {} not supported: expected 1..={} (shapes: {})", opts.num_classes, SHAPES.len(), SHAPES.join(", "));
+        bail!(
+            "synthetic data: num_classes {} not supported: expected 1..={} (shapes: {})",
+            opts.num_classes,
+            SHAPES.len(),
+            SHAPES.join(", ")
+        );
     }
     if !(MIN_SIZE..=4096).contains(&opts.size) {
         bail!("synthetic data: size {} not supported: expected {MIN_SIZE}..=4096 pixels", opts.size);
@@ -186,7 +192,8 @@ impl Frame {
                 let mut k = 0;
                 for sy in 0..SS {
                     for sx in 0..SS {
-                        let (x, y) = (px as f64 + (sx as f64 + 0.5) / SS as f64, py as f64 + (sy as f64 + 0.5) / SS as f64);
+                        let (x, y) =
+                            (px as f64 + (sx as f64 + 0.5) / SS as f64, py as f64 + (sy as f64 + 0.5) / SS as f64);
                         let (u, v) = self.local(x, y);
                         k += inside(u, v) as u8;
                     }
@@ -222,7 +229,10 @@ fn area_scale(class: usize) -> f64 {
             .map(|c| {
                 let cells = (0..G * G)
                     .filter(|i| {
-                        let (u, v) = (((i % G) as f64 + 0.5) / G as f64 * 2.0 - 1.0, ((i / G) as f64 + 0.5) / G as f64 * 2.0 - 1.0);
+                        let (u, v) = (
+                            ((i % G) as f64 + 0.5) / G as f64 * 2.0 - 1.0,
+                            ((i / G) as f64 + 0.5) / G as f64 * 2.0 - 1.0,
+                        );
                         inside(c, u, v)
                     })
                     .count();
@@ -250,7 +260,18 @@ fn inside(class: usize, u: f64, v: f64) -> bool {
         7 => ((-0.65..=-0.2).contains(&u) && av <= 0.75) || (au <= 0.65 && (0.3..=0.75).contains(&v)),
         8 => ((-0.95..=0.1).contains(&u) && av <= 0.18) || in_polygon(&[(0.1, -0.55), (0.95, 0.0), (0.1, 0.55)], u, v),
         9 => r2 <= 0.95 * 0.95 && (u - 0.45).powi(2) + v * v > 0.75 * 0.75,
-        10 => in_polygon(&[(0.95, 0.0), (0.475, 0.95 * s3), (-0.475, 0.95 * s3), (-0.95, 0.0), (-0.475, -0.95 * s3), (0.475, -0.95 * s3)], u, v),
+        10 => in_polygon(
+            &[
+                (0.95, 0.0),
+                (0.475, 0.95 * s3),
+                (-0.475, 0.95 * s3),
+                (-0.95, 0.0),
+                (-0.475, -0.95 * s3),
+                (0.475, -0.95 * s3),
+            ],
+            u,
+            v,
+        ),
         _ => au / 0.95 + av / 0.55 <= 1.0,
     }
 }
@@ -358,7 +379,10 @@ fn distractor(img: &mut [[f64; 3]], size: u32, keep_out: [f64; 4], rng: &mut Cha
     };
     let spot = (0..20).find_map(|_| {
         let (x, y) = (rng.random_range(0.0..side), rng.random_range(0.0..side));
-        let clear = x + extent < keep_out[0] || x - extent > keep_out[2] || y + extent < keep_out[1] || y - extent > keep_out[3];
+        let clear = x + extent < keep_out[0]
+            || x - extent > keep_out[2]
+            || y + extent < keep_out[1]
+            || y - extent > keep_out[3];
         clear.then_some((x, y))
     });
     let Some((x, y)) = spot else { return };
@@ -465,7 +489,13 @@ mod tests {
         assert_ne!(labels, balanced_labels(7, 100, 4, "train"));
         // Same frame, different classes: the masks must differ clearly.
         let masks: Vec<Vec<bool>> = (0..SHAPES.len())
-            .map(|k| Frame { cx: 32.0, cy: 32.0, r: 20.0, cos: 1.0, sin: 0.0, mirror: false }.coverage(64, |u, v| inside(k, u, v)).iter().map(|&c| c >= HALF).collect())
+            .map(|k| {
+                Frame { cx: 32.0, cy: 32.0, r: 20.0, cos: 1.0, sin: 0.0, mirror: false }
+                    .coverage(64, |u, v| inside(k, u, v))
+                    .iter()
+                    .map(|&c| c >= HALF)
+                    .collect()
+            })
             .collect();
         for a in 0..masks.len() {
             for b in 0..a {

@@ -31,7 +31,11 @@ impl TransformConfig {
             bail!("transform: image_size must be positive");
         }
         if self.train && self.resize_size < self.image_size {
-            bail!("transform: resize_size {} is smaller than the crop image_size {}", self.resize_size, self.image_size);
+            bail!(
+                "transform: resize_size {} is smaller than the crop image_size {}",
+                self.resize_size,
+                self.image_size
+            );
         }
         if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             bail!("transform: std values must be positive, got {s}");

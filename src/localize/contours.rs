@@ -51,7 +51,14 @@ impl Tracer {
     /// As [`Tracer::find`], when every foreground pixel lies in `[x0, y0, x1, y1)`: only
     /// that window is scanned. Same contours, same order (the window keeps raster order
     /// and everything outside it is background), in full-image coordinates.
-    pub fn find_within(&mut self, q: &[u8], w: usize, h: usize, window: [usize; 4], fg: impl Fn(u8) -> bool) -> Vec<Contour> {
+    pub fn find_within(
+        &mut self,
+        q: &[u8],
+        w: usize,
+        h: usize,
+        window: [usize; 4],
+        fg: impl Fn(u8) -> bool,
+    ) -> Vec<Contour> {
         assert_eq!(q.len(), w * h);
         let [x0, y0, x1, y1] = window;
         assert!(x0 <= x1 && x1 <= w && y0 <= y1 && y1 <= h);

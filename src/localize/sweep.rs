@@ -63,7 +63,13 @@ pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) 
     let mut out = Vec::with_capacity(thresholds.len());
     for &t in thresholds {
         let c = cut(t, max_q);
-        let level = if c < 0 { next_level[0] } else if c >= 255 { None } else { next_level[c as usize + 1] };
+        let level = if c < 0 {
+            next_level[0]
+        } else if c >= 255 {
+            None
+        } else {
+            next_level[c as usize + 1]
+        };
         let Some(level) = level else {
             out.push(ThresholdBoxes::empty());
             continue;

@@ -197,7 +197,14 @@ impl BoxAccumulator {
             gt_known_loc_fixed: fixed(self.fixed[0]),
             top1_loc_fixed: with_cls.then(|| fixed(self.fixed[1])),
             top5_loc_fixed: with_cls.then(|| fixed(self.fixed[2])),
-            curves: Curves { thresholds: self.thresholds.clone(), iou_thresholds: self.ious.clone(), largest, all, top1_loc: top1, top5_loc: top5 },
+            curves: Curves {
+                thresholds: self.thresholds.clone(),
+                iou_thresholds: self.ious.clone(),
+                largest,
+                all,
+                top1_loc: top1,
+                top5_loc: top5,
+            },
         }
     }
 }
@@ -220,8 +227,15 @@ mod tests {
     /// Three 4x4 images, thresholds [0, 0.5], IoU [30, 50, 70], hand-checked.
     #[test]
     fn three_images_by_hand() {
-        let cfg = BoxEvalConfig { thresholds: vec![0.0, 0.5], iou_thresholds: vec![30, 50, 70], multi_contour: true, fixed_threshold: 0.5 };
-        let grid = |rows: [&str; 4]| -> Vec<f32> { rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f32 / 9.0)).collect() };
+        let cfg = BoxEvalConfig {
+            thresholds: vec![0.0, 0.5],
+            iou_thresholds: vec![30, 50, 70],
+            multi_contour: true,
+            fixed_threshold: 0.5,
+        };
+        let grid = |rows: [&str; 4]| -> Vec<f32> {
+            rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f32 / 9.0)).collect()
+        };
         let mut acc = BoxAccumulator::new(&cfg);
         // Image A: one 2x2 blob at level 9, rest 0. Box (1,1,3,3) at both thresholds.
         // GT (1,1,2,2): IoU 4/9 = 0.444 -> correct at 30 only.
@@ -260,8 +274,14 @@ mod tests {
 
     #[test]
     fn merge_equals_sequential_and_no_cls_gives_none() {
-        let cfg = BoxEvalConfig { thresholds: vec![0.0, 0.3, 0.6], iou_thresholds: vec![50], multi_contour: false, fixed_threshold: 0.2 };
-        let maps: Vec<Vec<f32>> = (0..4).map(|k| (0..25).map(|i| ((i * 7 + k * 3) % 11) as f32 / 10.0).collect()).collect();
+        let cfg = BoxEvalConfig {
+            thresholds: vec![0.0, 0.3, 0.6],
+            iou_thresholds: vec![50],
+            multi_contour: false,
+            fixed_threshold: 0.2,
+        };
+        let maps: Vec<Vec<f32>> =
+            (0..4).map(|k| (0..25).map(|i| ((i * 7 + k * 3) % 11) as f32 / 10.0).collect()).collect();
         let gt = [BBox::new(0, 0, 3, 3)];
         let mut seq = BoxAccumulator::new(&cfg);
         maps.iter().for_each(|m| seq.add(m, 5, 5, &gt, None));

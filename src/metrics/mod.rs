@@ -5,9 +5,9 @@
 
 mod box_acc;
 mod classification;
-mod pxap;
 #[cfg(test)]
 mod opencv_parity;
+mod pxap;
 
 pub use box_acc::{BoxAccumulator, BoxEvalConfig, ClsOutcome, Curves, LocalizationMetrics};
 pub use classification::{topk_correct, ClsAccumulator};

@@ -6,7 +6,10 @@
 use serde_json::Value;
 
 use super::{BoxAccumulator, BoxEvalConfig};
-use crate::localize::{boxes_at_thresholds, boxes_at_thresholds_reference, cam_thresholds, quantize, resize_bicubic, normalize_minmax, BBox};
+use crate::localize::{
+    boxes_at_thresholds, boxes_at_thresholds_reference, cam_thresholds, normalize_minmax, quantize, resize_bicubic,
+    BBox,
+};
 
 fn fixture() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/eval_parity/opencv_boxes.json");
@@ -69,7 +72,12 @@ fn resize_matches_opencv() {
 fn accuracies_match_official_arithmetic() {
     let f = fixture();
     let ious: Vec<u32> = f["iou_thresholds"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let cfg = BoxEvalConfig { thresholds: cam_thresholds(f["interval"].as_f64().unwrap()), iou_thresholds: ious.clone(), multi_contour: true, fixed_threshold: 0.5 };
+    let cfg = BoxEvalConfig {
+        thresholds: cam_thresholds(f["interval"].as_f64().unwrap()),
+        iou_thresholds: ious.clone(),
+        multi_contour: true,
+        fixed_threshold: 0.5,
+    };
     let mut acc = BoxAccumulator::new(&cfg);
     for case in f["cases"].as_array().unwrap() {
         let (map, w, h) = case_map(case);
@@ -80,7 +88,9 @@ fn accuracies_match_official_arithmetic() {
     let a = &f["accuracy"];
     for (k, d) in ious.iter().enumerate() {
         let key = |mode: &str| format!("{mode}_{d}");
-        let curve = |mode: &str| a[key(mode)]["curve"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+        let curve = |mode: &str| {
+            a[key(mode)]["curve"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>()
+        };
         assert_eq!(m.curves.largest[k], curve("largest"), "largest contour, IoU {d}");
         assert_eq!(m.curves.all[k], curve("all"), "all contours, IoU {d}");
         assert_eq!(m.maxboxacc_by_iou[&d.to_string()], a[key("all")]["max"].as_f64().unwrap());

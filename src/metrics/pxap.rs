@@ -27,7 +27,10 @@ impl PxapAccumulator {
     /// `thresholds` as `cam_thresholds(interval)`: ascending, starting at 0, below 1.
     pub fn new(thresholds: &[f64]) -> Self {
         assert!(!thresholds.is_empty(), "need at least one threshold");
-        assert!(thresholds.windows(2).all(|w| w[0] < w[1]) && *thresholds.last().unwrap() < 1.0, "thresholds must ascend strictly below 1");
+        assert!(
+            thresholds.windows(2).all(|w| w[0] < w[1]) && *thresholds.last().unwrap() < 1.0,
+            "thresholds must ascend strictly below 1"
+        );
         let mut edges = thresholds.to_vec();
         edges.extend([1.0, 2.0, 3.0]);
         let bins = edges.len() - 1;
@@ -98,10 +101,13 @@ impl PxapAccumulator {
         // (n-1-k)-th bin, so recall grows with k. f64 as numpy (exact below 2^53).
         let cum = |h: &[u64]| -> Vec<f64> {
             let mut acc = 0u64;
-            h.iter().rev().map(|&c| {
-                acc += c;
-                acc as f64
-            }).collect()
+            h.iter()
+                .rev()
+                .map(|&c| {
+                    acc += c;
+                    acc as f64
+                })
+                .collect()
         };
         let tp = cum(&self.fg);
         let fp = cum(&self.bg);
@@ -253,7 +259,8 @@ mod tests {
         for c in f["nearest"].as_array().unwrap() {
             let (sw, dw) = (u(&c["src"]), u(&c["dst"]));
             let src: Vec<u8> = (0..sw).map(|i| (i % 251) as u8).collect();
-            let want: Vec<u8> = c["idx"].as_array().unwrap().iter().map(|i| (i.as_u64().unwrap() % 251) as u8).collect();
+            let want: Vec<u8> =
+                c["idx"].as_array().unwrap().iter().map(|i| (i.as_u64().unwrap() % 251) as u8).collect();
             assert_eq!(resize_nearest(&src, sw, 1, dw, 1), want, "{sw} -> {dw}");
             // Same mapping along columns.
             assert_eq!(resize_nearest(&src, 1, sw, 1, dw), want, "{sw} -> {dw} (rows)");
@@ -265,16 +272,34 @@ mod tests {
                 let raw: Vec<f32> = c["raw"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
                 let map = prepare_map(&raw, u(&c["w"]), u(&c["h"]), size);
                 let (mw, mh) = (u(&c["mw"]), u(&c["mh"]));
-                let on = |g: &Value| resize_nearest(&bytes(g), mw, mh, size, size).into_iter().map(|v| v != 0).collect::<Vec<bool>>();
+                let on = |g: &Value| {
+                    resize_nearest(&bytes(g), mw, mh, size, size).into_iter().map(|v| v != 0).collect::<Vec<bool>>()
+                };
                 let mut fg = vec![false; size * size];
                 for m in c["masks"].as_array().unwrap() {
                     fg.iter_mut().zip(on(m)).for_each(|(a, b)| *a |= b);
                 }
                 let ignore = if c["ignore"].is_null() { vec![false; size * size] } else { on(&c["ignore"]) };
-                let mask: Vec<u8> = fg.iter().zip(&ignore).map(|(&f, &i)| if f { MASK_FG } else if i { MASK_IGNORE } else { MASK_BG }).collect();
+                let mask: Vec<u8> = fg
+                    .iter()
+                    .zip(&ignore)
+                    .map(|(&f, &i)| {
+                        if f {
+                            MASK_FG
+                        } else if i {
+                            MASK_IGNORE
+                        } else {
+                            MASK_BG
+                        }
+                    })
+                    .collect();
                 acc.add(&map, &mask);
             }
-            assert_eq!(acc.pixel_counts(), (want["fg"].as_u64().unwrap(), want["bg"].as_u64().unwrap()), "interval {iv}");
+            assert_eq!(
+                acc.pixel_counts(),
+                (want["fg"].as_u64().unwrap(), want["bg"].as_u64().unwrap()),
+                "interval {iv}"
+            );
             assert_eq!(acc.finish().unwrap(), want["pxap"].as_f64().unwrap(), "interval {iv}");
         }
     }

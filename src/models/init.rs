@@ -26,11 +26,7 @@ pub fn initialize(varmap: &VarMap, seed: u64, device: &Device) -> Result<()> {
         } else if dims.len() == 1 {
             vec![0.0; n] // biases, BN beta, running means
         } else {
-            let std = if dims.len() == 4 {
-                (2.0 / (dims[0] * dims[2] * dims[3]) as f64).sqrt()
-            } else {
-                0.01
-            };
+            let std = if dims.len() == 4 { (2.0 / (dims[0] * dims[2] * dims[3]) as f64).sqrt() } else { 0.01 };
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(name.as_bytes()));
             let normal = Normal::new(0.0, std).expect("valid std");
             (0..n).map(|_| normal.sample(&mut rng) as f32).collect()

@@ -12,7 +12,15 @@ pub fn jet(v: f32) -> [f32; 3] {
 
 /// Blends `map` (row-major, [0, 1], same size as the image) over `rgb` with `alpha`,
 /// then draws the boxes. Returns interleaved RGB bytes.
-pub fn overlay(rgb: &[u8], map: &[f32], width: usize, height: usize, alpha: f32, gt: &[BBox], pred: Option<BBox>) -> Vec<u8> {
+pub fn overlay(
+    rgb: &[u8],
+    map: &[f32],
+    width: usize,
+    height: usize,
+    alpha: f32,
+    gt: &[BBox],
+    pred: Option<BBox>,
+) -> Vec<u8> {
     assert_eq!(rgb.len(), 3 * width * height, "image is not {width}x{height} RGB");
     assert_eq!(map.len(), width * height, "map is not {width}x{height}");
     let mut out: Vec<u8> = rgb
@@ -56,7 +64,15 @@ mod tests {
         assert_eq!(jet(1.0), [0.5, 0.0, 0.0]);
         let rgb = vec![100u8; 3 * 4 * 3];
         let map = vec![0.5f32; 12];
-        let out = overlay(&rgb, &map, 4, 3, 0.0, &[BBox { x0: 1, y0: 0, x1: 2, y1: 1 }], Some(BBox { x0: 3, y0: 2, x1: 3, y1: 2 }));
+        let out = overlay(
+            &rgb,
+            &map,
+            4,
+            3,
+            0.0,
+            &[BBox { x0: 1, y0: 0, x1: 2, y1: 1 }],
+            Some(BBox { x0: 3, y0: 2, x1: 3, y1: 2 }),
+        );
         assert_eq!(&out[3..6], &[0, 255, 0]); // (1,0) on the GT box
         assert_eq!(&out[0..3], &[100, 100, 100]); // untouched, alpha 0
         assert_eq!(&out[3 * 11..], &[255, 0, 0]); // (3,2) the predicted box

@@ -24,7 +24,11 @@ pub struct TrainState {
 }
 
 pub fn paths(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
-    (dir.join(format!("{tag}.safetensors")), dir.join(format!("{tag}.optim.safetensors")), dir.join(format!("{tag}.json")))
+    (
+        dir.join(format!("{tag}.safetensors")),
+        dir.join(format!("{tag}.optim.safetensors")),
+        dir.join(format!("{tag}.json")),
+    )
 }
 
 pub fn save(dir: &Path, tag: &str, varmap: &VarMap, optim: &HashMap<String, Tensor>, state: &TrainState) -> Result<()> {
@@ -41,8 +45,12 @@ pub fn save(dir: &Path, tag: &str, varmap: &VarMap, optim: &HashMap<String, Tens
 
 /// Loads model weights into `varmap`, naming every missing or wrong-shaped tensor.
 pub fn load_weights(varmap: &VarMap, path: &Path) -> Result<()> {
-    let file = unsafe { MmapedSafetensors::new(path) }
-        .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e} (expected a .safetensors file written by `wsol train`)", path.display()))?;
+    let file = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read checkpoint {}: {e} (expected a .safetensors file written by `wsol train`)",
+            path.display()
+        )
+    })?;
     let data = varmap.data().lock().expect("varmap lock");
     let available: std::collections::HashSet<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
     let mut names: Vec<&String> = data.keys().collect();
@@ -53,9 +61,16 @@ pub fn load_weights(varmap: &VarMap, path: &Path) -> Result<()> {
     }
     for name in names {
         let var = &data[name];
-        let t = file.load(name, &Device::Cpu).with_context(|| format!("checkpoint {}: cannot load `{name}`", path.display()))?;
+        let t = file
+            .load(name, &Device::Cpu)
+            .with_context(|| format!("checkpoint {}: cannot load `{name}`", path.display()))?;
         if t.dims() != var.dims() {
-            bail!("checkpoint {}: tensor `{name}` has shape {:?}, the model expects {:?}", path.display(), t.dims(), var.dims());
+            bail!(
+                "checkpoint {}: tensor `{name}` has shape {:?}, the model expects {:?}",
+                path.display(),
+                t.dims(),
+                var.dims()
+            );
         }
         var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
     }
@@ -63,7 +78,8 @@ pub fn load_weights(varmap: &VarMap, path: &Path) -> Result<()> {
 }
 
 pub fn load_optim(path: &Path) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| anyhow::anyhow!("cannot read optimizer state {}: {e}", path.display()))
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| anyhow::anyhow!("cannot read optimizer state {}: {e}", path.display()))
 }
 
 pub fn load_state(path: &Path) -> Result<TrainState> {

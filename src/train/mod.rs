@@ -70,7 +70,11 @@ pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
     if !state.exists() {
         bail!("--resume {}: no complete checkpoint found (expected {})", path.display(), state.display());
     }
-    let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") { ckpt_dir.parent().unwrap().to_path_buf() } else { ckpt_dir.clone() };
+    let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {
+        ckpt_dir.parent().unwrap().to_path_buf()
+    } else {
+        ckpt_dir.clone()
+    };
     Ok((run_dir, state))
 }
 
@@ -78,7 +82,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
     let device = pipeline::device(&cfg.device)?;
     pipeline::prepare_data(cfg, opts.quiet)?;
     let train_ds = pipeline::load_split(cfg, &cfg.data.train_split)?;
-    let val_ds = if pipeline::split_exists(cfg, &cfg.data.val_split) { Some(pipeline::load_split(cfg, &cfg.data.val_split)?) } else { None };
+    let val_ds = if pipeline::split_exists(cfg, &cfg.data.val_split) {
+        Some(pipeline::load_split(cfg, &cfg.data.val_split)?)
+    } else {
+        None
+    };
     let test_ds = pipeline::load_split(cfg, &cfg.eval.split)?;
     let extractor = cam::by_name(&cfg.eval.cam)?;
     let model = pipeline::build_model(cfg, &device)?;
@@ -115,7 +123,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         let (model_path, optim_path, _) = checkpoint::paths(state_path.parent().unwrap(), &tag);
         checkpoint::load_weights(&model.varmap, &model_path)?;
         sgd.load_state(checkpoint::load_optim(&optim_path)?)?;
-        log.line(None, &format!("resuming {} after epoch {} (step {})", run_dir.display(), state.epochs_done, state.global_step));
+        log.line(
+            None,
+            &format!("resuming {} after epoch {} (step {})", run_dir.display(), state.epochs_done, state.global_step),
+        );
     } else {
         log.line(None, &format!("run directory: {}", run_dir.display()));
     }
@@ -156,15 +167,28 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             let loss = model.net.loss(&out, &y)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
-                let ids: Vec<&str> = batch.indices.iter().take(4).map(|&i| train_ds.meta.samples[i].image_id.as_str()).collect();
+                let ids: Vec<&str> =
+                    batch.indices.iter().take(4).map(|&i| train_ds.meta.samples[i].image_id.as_str()).collect();
                 if cfg.train.skip_nonfinite_loss {
                     skipped += 1;
-                    log.line(Some(&progress), &format!("warning: skipped batch with non-finite loss at epoch {} step {} (images {})", epoch + 1, state.global_step, ids.join(", ")));
+                    log.line(
+                        Some(&progress),
+                        &format!(
+                            "warning: skipped batch with non-finite loss at epoch {} step {} (images {})",
+                            epoch + 1,
+                            state.global_step,
+                            ids.join(", ")
+                        ),
+                    );
                     progress.inc(1);
                     continue;
                 }
                 let last = ckpt_dir.join("last.safetensors");
-                let kept = if last.exists() { format!("the last good checkpoint is kept at {}", last.display()) } else { "no checkpoint was written yet".into() };
+                let kept = if last.exists() {
+                    format!("the last good checkpoint is kept at {}", last.display())
+                } else {
+                    "no checkpoint was written yet".into()
+                };
                 bail!(
                     "loss became {loss_value} at epoch {} step {} ({kept}); hint: lower train.optimizer.lr, check the images of this batch ({}…), or set train.skip_nonfinite_loss: true",
                     epoch + 1, state.global_step, ids.join(", ")
@@ -172,7 +196,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             }
             let grads = loss.backward()?;
             sgd.step(&grads, lr)?;
-            let batch_correct = out.logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+            let batch_correct =
+                out.logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
             loss_sum += loss_value * n as f64;
             correct += batch_correct;
             seen += n;
@@ -186,7 +211,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
                 tb.add_scalar("train/lr", lr as f32, state.global_step);
                 (win_loss, win_correct, win_seen) = (0.0, 0, 0);
             }
-            progress.set_message(format!("loss {:.4} acc {:.1}%", loss_sum / seen as f64, correct as f64 * 100.0 / seen as f64));
+            progress.set_message(format!(
+                "loss {:.4} acc {:.1}%",
+                loss_sum / seen as f64,
+                correct as f64 * 100.0 / seen as f64
+            ));
             progress.inc(1);
         }
         progress.finish();
@@ -196,13 +225,18 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         tb.add_scalar("epoch/train_acc", train_acc as f32, state.global_step);
         tb.add_scalar("epoch/lr", lr as f32, state.global_step);
 
-        let mut line = format!("epoch {}/{epochs}  lr {lr:.2e}  loss {train_loss:.4}  train acc {train_acc:.2}", epoch + 1);
+        let mut line =
+            format!("epoch {}/{epochs}  lr {lr:.2e}  loss {train_loss:.4}  train acc {train_acc:.2}", epoch + 1);
         if skipped > 0 {
             line.push_str(&format!("  skipped {skipped} batches"));
         }
         state.epochs_done = epoch + 1;
         if let Some(val) = &val_ds {
-            let vp = Progress::new(num_batches(val.meta.samples.len(), cfg.data.batch_size, false) as u64, "validate", opts.quiet);
+            let vp = Progress::new(
+                num_batches(val.meta.samples.len(), cfg.data.batch_size, false) as u64,
+                "validate",
+                opts.quiet,
+            );
             let r = evaluate(model.net.as_ref(), extractor.as_ref(), val.clone(), cfg, &device, &vp, None)?;
             vp.finish();
             for (k, v) in r.to_json().as_object().unwrap() {
@@ -213,7 +247,15 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));
             if cfg.log.tensorboard && cfg.log.cam_images > 0 {
                 let threshold = r.loc.as_ref().map_or(cfg.eval.fixed_threshold, |l| l.best_threshold);
-                match evaluate::cam_overlays(model.net.as_ref(), extractor.as_ref(), val, cfg, &device, cfg.log.cam_images, threshold) {
+                match evaluate::cam_overlays(
+                    model.net.as_ref(),
+                    extractor.as_ref(),
+                    val,
+                    cfg,
+                    &device,
+                    cfg.log.cam_images,
+                    threshold,
+                ) {
                     Ok(pngs) => {
                         let s = cfg.data.image_size;
                         for (k, png) in pngs.iter().enumerate() {
@@ -250,7 +292,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
     if tag == "best" && ckpt.exists() {
         checkpoint::load_weights(&model.varmap, &ckpt)?;
     }
-    let tp = Progress::new(num_batches(test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64, "test", opts.quiet);
+    let tp =
+        Progress::new(num_batches(test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64, "test", opts.quiet);
     let result = evaluate(model.net.as_ref(), extractor.as_ref(), test_ds, cfg, &device, &tp, None)?;
     tp.finish();
     result.write(&run_dir, &[("checkpoint", serde_json::json!(ckpt.display().to_string()))])?;

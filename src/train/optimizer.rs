@@ -82,7 +82,14 @@ mod tests {
     fn matches_pytorch_rule() {
         let dev = Device::Cpu;
         let var = Var::from_vec(vec![1.0f32, -2.0], 2, &dev).unwrap();
-        let cfg = OptimizerConfig { name: "sgd".into(), lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov: false, new_layer_lr_mult: 1.0 };
+        let cfg = OptimizerConfig {
+            name: "sgd".into(),
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            nesterov: false,
+            new_layer_lr_mult: 1.0,
+        };
         let mut sgd = Sgd::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 2.0 }], &cfg);
         // loss = sum(p^2) -> grad = 2p
         let mut p = [1.0f64, -2.0];

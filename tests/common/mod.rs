@@ -42,7 +42,25 @@ pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
 
 pub fn synth(dir: &Path, train: usize, val: usize, test: usize) {
     wsol_ok(
-        &["data", "synth", "--out", "synth", "--num-classes", "4", "--train", &train.to_string(), "--val", &val.to_string(), "--test", &test.to_string(), "--size", "48", "--seed", "3", "--quiet"],
+        &[
+            "data",
+            "synth",
+            "--out",
+            "synth",
+            "--num-classes",
+            "4",
+            "--train",
+            &train.to_string(),
+            "--val",
+            &val.to_string(),
+            "--test",
+            &test.to_string(),
+            "--size",
+            "48",
+            "--seed",
+            "3",
+            "--quiet",
+        ],
         dir,
     );
 }
