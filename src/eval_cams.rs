@@ -10,8 +10,8 @@ use rayon::prelude::*;
 
 use crate::data::masks::{load_mask, read_mask_split};
 use crate::data::read_split;
-use crate::localize::{cam_thresholds, prepare_map, rescale_box, BBox};
-use crate::metrics::{BoxAccumulator, BoxEvalConfig, ClsOutcome, PxapAccumulator};
+use crate::localize::{cam_thresholds, prepare_map, rescale_boxes};
+use crate::metrics::{BoxAccumulator, BoxEvalConfig, ClsOutcome, LocalizationMetrics, PxapAccumulator};
 use crate::results::EvalResult;
 use crate::scoremaps;
 
@@ -65,40 +65,64 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
         fixed_threshold: opts.fixed_threshold,
     };
     let size = opts.image_size;
-    let acc = meta
-        .samples
+    let acc = fold_maps(
+        &paths,
+        size,
+        || BoxAccumulator::new(&cfg),
+        |acc, i, map| {
+            let s = &meta.samples[i];
+            acc.add(map, size, size, &rescale_boxes(&s.boxes, s.size, size), outcomes.as_ref().map(|o| o[i]));
+            Ok(())
+        },
+        BoxAccumulator::merge,
+    )?;
+    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), Some(acc.finish()), None))
+}
+
+/// Reads and prepares (resize, min-max) every map in parallel and folds them into one
+/// accumulator per thread, then merges: the shared loop of box and mask scoring.
+fn fold_maps<A: Send>(
+    paths: &[PathBuf],
+    size: usize,
+    empty: impl Fn() -> A + Sync + Send,
+    add: impl Fn(&mut A, usize, &[f32]) -> Result<()> + Sync + Send,
+    merge: impl Fn(&mut A, &A) + Sync + Send,
+) -> Result<A> {
+    paths
         .par_iter()
         .enumerate()
-        .try_fold(
-            || BoxAccumulator::new(&cfg),
-            |mut acc, (i, s)| -> Result<BoxAccumulator> {
-                let map = scoremaps::read(&paths[i])?;
-                let prepared = prepare_map(&map.data, map.width, map.height, size);
-                let (w, h) = s.size;
-                let gt: Vec<BBox> =
-                    s.boxes.iter().map(|b| rescale_box(*b, (w as f64, h as f64), (size as f64, size as f64))).collect();
-                acc.add(&prepared, size, size, &gt, outcomes.as_ref().map(|o| o[i]));
-                Ok(acc)
-            },
-        )
-        .try_reduce(
-            || BoxAccumulator::new(&cfg),
-            |mut a, b| {
-                a.merge(&b);
-                Ok(a)
-            },
-        )?;
-    let n = meta.samples.len();
-    let pct = |k: usize| k as f64 * 100.0 / n as f64;
-    Ok(EvalResult {
+        .try_fold(&empty, |mut acc, (i, path)| -> Result<A> {
+            let map = scoremaps::read(path)?;
+            add(&mut acc, i, &prepare_map(&map.data, map.width, map.height, size))?;
+            Ok(acc)
+        })
+        .try_reduce(&empty, |mut a, b| {
+            merge(&mut a, &b);
+            Ok(a)
+        })
+}
+
+/// The result of an eval-cams run; classification numbers only with --predictions.
+fn result(
+    opts: &EvalCamsOptions,
+    split: String,
+    num_images: usize,
+    outcomes: Option<&[ClsOutcome]>,
+    loc: Option<LocalizationMetrics>,
+    pxap: Option<f64>,
+) -> EvalResult {
+    let pct = |o: &[ClsOutcome], top: fn(&ClsOutcome) -> bool| {
+        o.iter().filter(|c| top(c)).count() as f64 * 100.0 / o.len() as f64
+    };
+    EvalResult {
         split,
         cam: format!("npy:{}", opts.cams.display()),
-        num_images: n,
-        top1_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top1).count())),
-        top5_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top5).count())),
-        loc: Some(acc.finish()),
-        pxap: None,
-    })
+        num_images,
+        top1_cls: outcomes.map(|o| pct(o, |c| c.top1)),
+        top5_cls: outcomes.map(|o| pct(o, |c| c.top5)),
+        loc,
+        pxap,
+    }
 }
 
 /// Score map paths (all present, or an error listing the missing) and, with
@@ -146,41 +170,20 @@ fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Pa
         maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
     let thresholds = cam_thresholds(opts.cam_curve_interval);
     let size = opts.image_size;
-    let acc = meta
-        .samples
-        .par_iter()
-        .enumerate()
-        .try_fold(
-            || PxapAccumulator::new(&thresholds),
-            |mut acc, (i, s)| -> Result<PxapAccumulator> {
-                let map = scoremaps::read(&paths[i])?;
-                let prepared = prepare_map(&map.data, map.width, map.height, size);
-                let mask = load_mask(mask_root, s, &meta.localization, size)?;
-                acc.add(&prepared, &mask);
-                Ok(acc)
-            },
-        )
-        .try_reduce(
-            || PxapAccumulator::new(&thresholds),
-            |mut a, b| {
-                a.merge(&b);
-                Ok(a)
-            },
-        )?;
+    let acc = fold_maps(
+        &paths,
+        size,
+        || PxapAccumulator::new(&thresholds),
+        |acc, i, map| {
+            acc.add(map, &load_mask(mask_root, &meta.samples[i], &meta.localization, size)?);
+            Ok(())
+        },
+        PxapAccumulator::merge,
+    )?;
     let pxap = acc.finish().with_context(|| {
         format!("scoring {} against the masks under {}", meta.localization.display(), mask_root.display())
     })?;
-    let n = meta.samples.len();
-    let pct = |k: usize| k as f64 * 100.0 / n as f64;
-    Ok(EvalResult {
-        split,
-        cam: format!("npy:{}", opts.cams.display()),
-        num_images: n,
-        top1_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top1).count())),
-        top5_cls: outcomes.as_ref().map(|o| pct(o.iter().filter(|c| c.top5).count())),
-        loc: None,
-        pxap: Some(pxap),
-    })
+    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), None, Some(pxap)))
 }
 
 fn cls_outcomes(

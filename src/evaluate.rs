@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::cam::CamExtractor;
 use crate::config::Config;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
-use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, rescale_box, BBox};
+use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, rescale_boxes};
 use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome};
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
@@ -95,12 +95,7 @@ pub fn evaluate(
                     |mut a, i| -> Result<BoxAccumulator> {
                         let sample = &ds.meta.samples[batch.indices[i]];
                         let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
-                        let (iw, ih) = sample.size;
-                        let gt: Vec<BBox> = sample
-                            .boxes
-                            .iter()
-                            .map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64)))
-                            .collect();
+                        let gt = rescale_boxes(&sample.boxes, sample.size, size);
                         a.add(&map, size, size, &gt, Some(outcomes[i]));
                         if let Some(dir) = save_cams {
                             scoremaps::write(
@@ -186,9 +181,7 @@ pub fn cam_overlays(
             })
             .collect();
         let sample = &subset.meta.samples[batch.indices[i]];
-        let (iw, ih) = sample.size;
-        let gt: Vec<BBox> =
-            sample.boxes.iter().map(|b| rescale_box(*b, (iw as f64, ih as f64), (size as f64, size as f64))).collect();
+        let gt = rescale_boxes(&sample.boxes, sample.size, size);
         let pred = boxes_at_thresholds(&map, size, size, &[threshold]).first().map(|t| t.largest);
         let img = overlay(&rgb, &map, size, size, 0.5, &gt, pred);
         pngs.push(encode_png_rgb(&img, size as u32, size as u32)?);

@@ -19,16 +19,10 @@ fn square_map(size: usize, x0: usize, y0: usize, x1: usize, y1: usize) -> ScoreM
 
 /// Two 40x40 images scored at 20x20: `a` has its map on the GT box, `b` beside it.
 fn fixture(dir: &Path) {
-    let split = dir.join("meta/test");
-    std::fs::create_dir_all(&split).unwrap();
-    std::fs::write(split.join("image_ids.txt"), "imgs/a.jpg\nimgs/b.jpg\n").unwrap();
-    std::fs::write(split.join("class_labels.txt"), "imgs/a.jpg,1\nimgs/b.jpg,0\n").unwrap();
-    std::fs::write(split.join("image_sizes.txt"), "imgs/a.jpg,40,40\nimgs/b.jpg,40,40\n").unwrap();
     // In 20x20 coordinates: a -> (5,5,14,14); b -> (0,0,9,9).
-    std::fs::write(split.join("localization.txt"), "imgs/a.jpg,10,10,28,28\nimgs/b.jpg,0,0,19,19\n").unwrap();
+    two_image_split(dir, "imgs/a.jpg,10,10,28,28\nimgs/b.jpg,0,0,19,19\n");
     write(&nested_path(&dir.join("cams"), "imgs/a.jpg"), &square_map(20, 5, 5, 14, 14)).unwrap();
     write(&flat_path(&dir.join("cams"), "imgs/b.jpg"), &square_map(20, 10, 10, 19, 19)).unwrap();
-    std::fs::write(dir.join("pred.txt"), "imgs/a.jpg,1,0\nimgs/b.jpg,1,0\n").unwrap();
 }
 
 #[test]

@@ -20,16 +20,7 @@ fn gray_png(path: &Path, w: u32, h: u32, on: impl Fn(u32, u32) -> u8) {
 /// From the top bin: scores >= 1 give precision 1, recall 1/2; scores >= 0 give precision
 /// 64/112, recall 1. AP = 1 * 1/2 + 4/7 * 1/2 = 11/14.
 fn fixture(dir: &Path) {
-    let split = dir.join("meta/test");
-    std::fs::create_dir_all(&split).unwrap();
-    std::fs::write(split.join("image_ids.txt"), "imgs/a.jpg\nimgs/b.jpg\n").unwrap();
-    std::fs::write(split.join("class_labels.txt"), "imgs/a.jpg,1\nimgs/b.jpg,0\n").unwrap();
-    std::fs::write(split.join("image_sizes.txt"), "imgs/a.jpg,40,40\nimgs/b.jpg,40,40\n").unwrap();
-    std::fs::write(
-        split.join("localization.txt"),
-        "imgs/a.jpg,a/1.png,a/ignore.png\nimgs/b.jpg,b/1.png,\nimgs/a.jpg,a/2.png,\n",
-    )
-    .unwrap();
+    two_image_split(dir, "imgs/a.jpg,a/1.png,a/ignore.png\nimgs/b.jpg,b/1.png,\nimgs/a.jpg,a/2.png,\n");
     let m = dir.join("masks");
     gray_png(&m.join("a/1.png"), 4, 4, |x, y| if x < 2 && y < 2 { 255 } else { 0 });
     gray_png(&m.join("a/2.png"), 4, 4, |x, y| if x < 2 && y >= 2 { 128 } else { 0 });
@@ -39,7 +30,6 @@ fn fixture(dir: &Path) {
     let left: Vec<f32> = (0..64).map(|i| if i % 8 < 4 { 1.0 } else { 0.0 }).collect();
     write(&nested_path(&cams, "imgs/a.jpg"), &ScoreMap { width: 8, height: 8, data: left }).unwrap();
     write(&nested_path(&cams, "imgs/b.jpg"), &ScoreMap { width: 8, height: 8, data: vec![0.3; 64] }).unwrap();
-    std::fs::write(dir.join("pred.txt"), "imgs/a.jpg,1,0\nimgs/b.jpg,1,0\n").unwrap();
 }
 
 #[test]

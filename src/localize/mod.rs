@@ -9,7 +9,7 @@ mod sweep;
 
 pub use contours::{Contour, Tracer};
 pub use resize::resize_bicubic;
-pub use sweep::{boxes_at_thresholds, boxes_at_thresholds_reference, quantize, ThresholdBoxes};
+pub use sweep::{boxes_at_thresholds, boxes_at_thresholds_reference, quantize, sweep, Sweep, ThresholdBoxes};
 
 /// A box in pixel coordinates, corners inclusive (x0y0x1y1, as the metadata stores it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -54,6 +54,13 @@ pub fn rescale_box(b: [f64; 4], orig_wh: (f64, f64), new_wh: (f64, f64)) -> BBox
         x1: (b[2] * nw / ow) as i32,
         y1: (b[3] * nh / oh) as i32,
     }
+}
+
+/// [`rescale_box`] for all GT boxes of an image of `orig_wh` pixels onto a square
+/// `size` x `size` evaluation grid.
+pub fn rescale_boxes(boxes: &[[f64; 4]], orig_wh: (u32, u32), size: usize) -> Vec<BBox> {
+    let (w, h) = (orig_wh.0 as f64, orig_wh.1 as f64);
+    boxes.iter().map(|b| rescale_box(*b, (w, h), (size as f64, size as f64))).collect()
 }
 
 /// `list(np.arange(0, 1, interval))`: ceil(1 / interval) values `i * interval`.

@@ -29,13 +29,27 @@ fn cut(t: f64, max_q: u8) -> i64 {
     (t * max_q as f64) as i64
 }
 
+/// The distinct box sets a sweep meets, and which one each threshold gets.
+pub struct Sweep {
+    pub groups: Vec<ThresholdBoxes>,
+    /// `groups[index[t]]` are the boxes at `thresholds[t]`.
+    pub index: Vec<usize>,
+}
+
 /// Boxes per threshold for a map already normalized to [0, 1] (row-major, `w` x `h`).
+pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
+    let s = sweep(map, w, h, thresholds);
+    s.index.iter().map(|&g| s.groups[g].clone()).collect()
+}
+
+/// The sweep behind [`boxes_at_thresholds`], without copying a group per threshold, so
+/// callers can score each distinct box set once.
 ///
 /// Exact and faster than running each threshold: the binary map `q > cut` only changes
 /// when `cut` passes a quantized level the map actually has, so thresholds are grouped
 /// by the lowest present level above their cut and each group is traced once
 /// (at most 256 tracings per map, however fine the sweep).
-pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
+pub fn sweep(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Sweep {
     assert_eq!(map.len(), w * h, "map is not {w}x{h}");
     let q = quantize(map);
     let max_q = q.iter().copied().max().unwrap_or(0);
@@ -58,9 +72,10 @@ pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) 
         next_level[c] = if present[c] { Some(c as u8) } else { next_level[c + 1] };
     }
     let mut tracer = Tracer::default();
-    let mut cache: [Option<usize>; 256] = [None; 256];
+    // Group slot per level; slot 256 is "no foreground".
+    let mut slots: [Option<usize>; 257] = [None; 257];
     let mut groups: Vec<ThresholdBoxes> = Vec::new();
-    let mut out = Vec::with_capacity(thresholds.len());
+    let mut index = Vec::with_capacity(thresholds.len());
     for &t in thresholds {
         let c = cut(t, max_q);
         let level = if c < 0 {
@@ -70,17 +85,17 @@ pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) 
         } else {
             next_level[c as usize + 1]
         };
-        let Some(level) = level else {
-            out.push(ThresholdBoxes::empty());
-            continue;
-        };
-        let slot = *cache[level as usize].get_or_insert_with(|| {
-            groups.push(boxes_of(&tracer.find_within(&q, w, h, within[level as usize], |v| v >= level), w, h));
+        let slot = level.map_or(256, usize::from);
+        let g = *slots[slot].get_or_insert_with(|| {
+            groups.push(match level {
+                Some(l) => boxes_of(&tracer.find_within(&q, w, h, within[l as usize], |v| v >= l), w, h),
+                None => ThresholdBoxes::empty(),
+            });
             groups.len() - 1
         });
-        out.push(groups[slot].clone());
+        index.push(g);
     }
-    out
+    Sweep { groups, index }
 }
 
 /// One tracing per threshold, literally as the official loop does; the reference the

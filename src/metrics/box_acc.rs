@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::percent;
-use crate::localize::{boxes_at_thresholds, iou, BBox};
+use crate::localize::{iou, sweep, BBox};
 
 /// The IoU (percent) of MaxBoxAcc and of GT-known / top-k localization.
 const IOU_LOC: u32 = 50;
@@ -64,12 +64,12 @@ pub struct LocalizationMetrics {
 /// Correct-image counts per (mode, IoU, threshold); merge to combine image shards.
 #[derive(Clone, Debug)]
 pub struct BoxAccumulator {
-    thresholds: Vec<f64>,
+    /// The sweep's thresholds, then the fixed threshold: one pass per image scores both.
+    sweep_thresholds: Vec<f64>,
     /// Tracked IoUs: the configured ones, plus 50 if absent (needed for MaxBoxAcc).
     ious: Vec<u32>,
     n_cfg_ious: usize,
     multi_contour: bool,
-    fixed_threshold: f64,
     cnt: u64,
     /// Images that came with a classification outcome.
     cls_cnt: u64,
@@ -90,13 +90,12 @@ impl BoxAccumulator {
         }
         let n = cfg.thresholds.len();
         BoxAccumulator {
-            thresholds: cfg.thresholds.clone(),
+            sweep_thresholds: cfg.thresholds.iter().copied().chain([cfg.fixed_threshold]).collect(),
             n_cfg_ious: cfg.iou_thresholds.len(),
             largest: vec![0; ious.len() * n],
             all: vec![0; ious.len() * n],
             ious,
             multi_contour: cfg.multi_contour,
-            fixed_threshold: cfg.fixed_threshold,
             cnt: 0,
             cls_cnt: 0,
             top1: vec![0; n],
@@ -109,7 +108,7 @@ impl BoxAccumulator {
     /// already rescaled to w x h. An image without GT boxes counts, but is never correct
     /// (the official code would fail on it).
     pub fn add(&mut self, map: &[f32], w: usize, h: usize, gt: &[BBox], cls: Option<ClsOutcome>) {
-        let n = self.thresholds.len();
+        let n = self.thresholds().len();
         let best_iou = |boxes: &[BBox]| {
             let mut best = f64::NEG_INFINITY;
             for b in boxes {
@@ -121,9 +120,12 @@ impl BoxAccumulator {
         };
         // Official test: `iou >= threshold / 100` in f64.
         let hit = |v: f64, d: u32| v >= d as f64 / 100.0;
-        for (t, tb) in boxes_at_thresholds(map, w, h, &self.thresholds).iter().enumerate() {
-            let best_largest = best_iou(std::slice::from_ref(&tb.largest));
-            let best_all = best_iou(&tb.all);
+        // Many thresholds share one binary map: score each distinct box set once.
+        let sweep = sweep(map, w, h, &self.sweep_thresholds);
+        let best: Vec<(f64, f64)> =
+            sweep.groups.iter().map(|g| (best_iou(std::slice::from_ref(&g.largest)), best_iou(&g.all))).collect();
+        for (t, &g) in sweep.index[..n].iter().enumerate() {
+            let (best_largest, best_all) = best[g];
             for (k, &d) in self.ious.iter().enumerate() {
                 self.largest[k * n + t] += hit(best_largest, d) as u64;
                 self.all[k * n + t] += hit(best_all, d) as u64;
@@ -134,8 +136,7 @@ impl BoxAccumulator {
                 self.top5[t] += (ok && c.top5) as u64;
             }
         }
-        let fixed = &boxes_at_thresholds(map, w, h, &[self.fixed_threshold])[0];
-        let ok = hit(best_iou(std::slice::from_ref(&fixed.largest)), IOU_LOC);
+        let ok = hit(best[sweep.index[n]].0, IOU_LOC);
         self.fixed[0] += ok as u64;
         if let Some(c) = cls {
             self.fixed[1] += (ok && c.top1) as u64;
@@ -145,9 +146,13 @@ impl BoxAccumulator {
         self.cnt += 1;
     }
 
+    fn thresholds(&self) -> &[f64] {
+        &self.sweep_thresholds[..self.sweep_thresholds.len() - 1]
+    }
+
     pub fn merge(&mut self, other: &BoxAccumulator) {
         assert!(
-            self.thresholds == other.thresholds && self.ious == other.ious,
+            self.sweep_thresholds == other.sweep_thresholds && self.ious == other.ious,
             "merging box accumulators of different configurations"
         );
         let add = |a: &mut Vec<u64>, b: &Vec<u64>| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
@@ -162,7 +167,8 @@ impl BoxAccumulator {
 
     /// Top-k numbers are `None` unless every image came with a classification outcome.
     pub fn finish(&self) -> LocalizationMetrics {
-        let n = self.thresholds.len();
+        let thresholds = self.thresholds();
+        let n = thresholds.len();
         let pct = |counts: &[u64]| counts.iter().map(|&c| percent(c, self.cnt)).collect::<Vec<f64>>();
         let rows = |counts: &[u64]| counts.chunks(n).map(pct).collect::<Vec<_>>();
         let largest = rows(&self.largest);
@@ -180,7 +186,7 @@ impl BoxAccumulator {
         for (k, d) in self.ious[..self.n_cfg_ious].iter().enumerate() {
             let i = argmax(&v2_rows[k]);
             by_iou.insert(d.to_string(), v2_rows[k][i]);
-            thr_by_iou.insert(d.to_string(), self.thresholds[i]);
+            thr_by_iou.insert(d.to_string(), thresholds[i]);
             sum += v2_rows[k][i];
         }
         let fixed = |c: u64| percent(c, self.cnt);
@@ -189,7 +195,7 @@ impl BoxAccumulator {
             maxboxacc: largest[loc][best],
             maxboxacc_v2: sum / self.n_cfg_ious as f64,
             maxboxacc_by_iou: by_iou,
-            best_threshold: self.thresholds[best],
+            best_threshold: thresholds[best],
             best_threshold_by_iou: thr_by_iou,
             gt_known_loc: largest[loc][best],
             top1_loc: top1.as_ref().map(|c| c[best]),
@@ -198,7 +204,7 @@ impl BoxAccumulator {
             top1_loc_fixed: with_cls.then(|| fixed(self.fixed[1])),
             top5_loc_fixed: with_cls.then(|| fixed(self.fixed[2])),
             curves: Curves {
-                thresholds: self.thresholds.clone(),
+                thresholds: thresholds.to_vec(),
                 iou_thresholds: self.ious.clone(),
                 largest,
                 all,

@@ -69,3 +69,16 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
+
+/// A two-image split in `dir/meta/test` (`imgs/a.jpg` class 1, `imgs/b.jpg` class 0,
+/// both 40x40) with the given `localization.txt`, plus `dir/pred.txt` predicting class 1
+/// then 0 for both images.
+pub fn two_image_split(dir: &Path, localization: &str) {
+    let split = dir.join("meta/test");
+    std::fs::create_dir_all(&split).unwrap();
+    std::fs::write(split.join("image_ids.txt"), "imgs/a.jpg\nimgs/b.jpg\n").unwrap();
+    std::fs::write(split.join("class_labels.txt"), "imgs/a.jpg,1\nimgs/b.jpg,0\n").unwrap();
+    std::fs::write(split.join("image_sizes.txt"), "imgs/a.jpg,40,40\nimgs/b.jpg,40,40\n").unwrap();
+    std::fs::write(split.join("localization.txt"), localization).unwrap();
+    std::fs::write(dir.join("pred.txt"), "imgs/a.jpg,1,0\nimgs/b.jpg,1,0\n").unwrap();
+}
