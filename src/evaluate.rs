@@ -39,6 +39,19 @@ pub fn eval_transform(cfg: &Config) -> TransformConfig {
     }
 }
 
+/// Every image once, in metadata order, with the evaluation transform.
+fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
+    LoaderConfig {
+        batch_size,
+        shuffle: false,
+        drop_last: false,
+        workers: cfg.data.workers,
+        seed: cfg.seed,
+        epoch: 0,
+        transform: eval_transform(cfg),
+    }
+}
+
 /// Evaluates `model` on `ds` with the GT-class maps of `extractor`. With `save_cams`,
 /// every scored map (resized, normalized) is also written as `<dir>/<image_id>.npy`, the
 /// layout the official evaluator reads, so the numbers can be re-checked elsewhere.
@@ -57,15 +70,7 @@ pub fn evaluate(
     let box_cfg = box_eval_config(cfg);
     let mut acc = BoxAccumulator::new(&box_cfg);
     let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
-    let loader = LoaderConfig {
-        batch_size: cfg.data.batch_size,
-        shuffle: false,
-        drop_last: false,
-        workers: cfg.data.workers,
-        seed: cfg.seed,
-        epoch: 0,
-        transform: eval_transform(cfg),
-    };
+    let loader = eval_loader(cfg, cfg.data.batch_size);
     for batch in epoch_batches(ds.clone(), loader) {
         let batch = batch?;
         let n = batch.labels.len();
@@ -149,15 +154,7 @@ pub fn cam_overlays(
         image_root: ds.image_root.clone(),
         meta: SplitMetadata { split: ds.meta.split.clone(), samples: ds.meta.samples[..count].to_vec() },
     });
-    let loader = LoaderConfig {
-        batch_size: count,
-        shuffle: false,
-        drop_last: false,
-        workers: cfg.data.workers,
-        seed: cfg.seed,
-        epoch: 0,
-        transform: eval_transform(cfg),
-    };
+    let loader = eval_loader(cfg, count);
     let batch = epoch_batches(subset.clone(), loader).next().context("no overlay batch")??;
     let size = cfg.data.image_size as usize;
     let x = Tensor::from_vec(batch.images.clone(), (count, 3, size, size), device)?;

@@ -221,9 +221,14 @@ pub fn load_mask(mask_root: &Path, sample: &MaskSample, localization: &Path, siz
         Some(r) => load_binary(mask_root, r, localization, size)?,
         None => vec![false; size * size],
     };
-    Ok(fg
-        .iter()
-        .zip(&ignore)
+    Ok(combine_mask(&fg, &ignore))
+}
+
+/// Per pixel: foreground wins over ignore (the ignore region is the ignore box minus the
+/// instances, as in the official `get_mask`), everything else is background.
+pub fn combine_mask(fg: &[bool], ignore: &[bool]) -> Vec<u8> {
+    fg.iter()
+        .zip(ignore)
         .map(|(&f, &i)| {
             if f {
                 MASK_FG
@@ -233,7 +238,7 @@ pub fn load_mask(mask_root: &Path, sample: &MaskSample, localization: &Path, siz
                 MASK_BG
             }
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

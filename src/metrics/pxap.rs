@@ -280,19 +280,7 @@ mod tests {
                     fg.iter_mut().zip(on(m)).for_each(|(a, b)| *a |= b);
                 }
                 let ignore = if c["ignore"].is_null() { vec![false; size * size] } else { on(&c["ignore"]) };
-                let mask: Vec<u8> = fg
-                    .iter()
-                    .zip(&ignore)
-                    .map(|(&f, &i)| {
-                        if f {
-                            MASK_FG
-                        } else if i {
-                            MASK_IGNORE
-                        } else {
-                            MASK_BG
-                        }
-                    })
-                    .collect();
+                let mask = crate::data::masks::combine_mask(&fg, &ignore);
                 acc.add(&map, &mask);
             }
             assert_eq!(
