@@ -85,7 +85,7 @@ fn fold_maps<A: Send>(
     paths: &[PathBuf],
     size: usize,
     empty: impl Fn() -> A + Sync + Send,
-    add: impl Fn(&mut A, usize, &[f32]) -> Result<()> + Sync + Send,
+    add: impl Fn(&mut A, usize, &[f64]) -> Result<()> + Sync + Send,
     merge: impl Fn(&mut A, &A) + Sync + Send,
 ) -> Result<A> {
     paths

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use npyz::WriterBuilder;
 
-/// A 2-D map, row-major.
+/// A 2-D map, row-major, in float64 as the official evaluator holds maps (`t2n`).
 #[derive(Debug)]
 pub struct ScoreMap {
     pub width: usize,
     pub height: usize,
-    pub data: Vec<f32>,
+    pub data: Vec<f64>,
 }
 
 pub fn nested_path(root: &Path, image_id: &str) -> PathBuf {
@@ -46,9 +46,9 @@ pub fn read(path: &Path) -> Result<ScoreMap> {
     }
     let (height, width) = (shape[0] as usize, shape[1] as usize);
     let type_str = npy.dtype().descr();
-    let data: Vec<f32> = match type_str.trim_matches('\'') {
-        "<f4" | ">f4" => npy.into_vec::<f32>()?,
-        "<f8" | ">f8" => npy.into_vec::<f64>()?.into_iter().map(|v| v as f32).collect(),
+    let data: Vec<f64> = match type_str.trim_matches('\'') {
+        "<f4" | ">f4" => npy.into_vec::<f32>()?.into_iter().map(f64::from).collect(),
+        "<f8" | ">f8" => npy.into_vec::<f64>()?,
         other => bail!("{}: expected dtype float32 or float64, got `{other}`", path.display()),
     };
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
@@ -57,7 +57,7 @@ pub fn read(path: &Path) -> Result<ScoreMap> {
     Ok(ScoreMap { width, height, data })
 }
 
-/// Writes a float32 map atomically.
+/// Writes a float64 map atomically.
 pub fn write(path: &Path, map: &ScoreMap) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -133,7 +133,7 @@ mod tests {
         w.finish().unwrap();
         std::fs::write(&p, &buf).unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("2-D"));
-        write(&p, &ScoreMap { width: 2, height: 1, data: vec![0.0, f32::NAN] }).unwrap();
+        write(&p, &ScoreMap { width: 2, height: 1, data: vec![0.0, f64::NAN] }).unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("NaN"));
         let mut buf = vec![];
         let mut w = npyz::WriteOptions::new().default_dtype().shape(&[1, 2]).writer(&mut buf).begin_nd().unwrap();

@@ -8,7 +8,7 @@ use common::*;
 use wsol::scoremaps::{flat_path, nested_path, write, ScoreMap};
 
 fn square_map(size: usize, x0: usize, y0: usize, x1: usize, y1: usize) -> ScoreMap {
-    let mut data = vec![0.0f32; size * size];
+    let mut data = vec![0.0f64; size * size];
     for y in y0..=y1 {
         for x in x0..=x1 {
             data[y * size + x] = 1.0;
@@ -71,7 +71,7 @@ fn missing_and_bad_maps_are_reported() {
         dir,
     );
     assert!(err.contains("1 of 2") && err.contains("imgs/b.jpg"), "{err}");
-    write(&nested_path(&dir.join("cams"), "imgs/b.jpg"), &ScoreMap { width: 2, height: 1, data: vec![0.0, f32::NAN] })
+    write(&nested_path(&dir.join("cams"), "imgs/b.jpg"), &ScoreMap { width: 2, height: 1, data: vec![0.0, f64::NAN] })
         .unwrap();
     let err = wsol_err(
         &["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "20", "--out", "out"],

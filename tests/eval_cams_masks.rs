@@ -27,7 +27,7 @@ fn fixture(dir: &Path) {
     gray_png(&m.join("a/ignore.png"), 4, 4, |_, y| if y < 2 { 255 } else { 0 });
     gray_png(&m.join("b/1.png"), 8, 8, |_, y| if y < 4 { 1 } else { 0 });
     let cams = dir.join("cams");
-    let left: Vec<f32> = (0..64).map(|i| if i % 8 < 4 { 1.0 } else { 0.0 }).collect();
+    let left: Vec<f64> = (0..64).map(|i| if i % 8 < 4 { 1.0 } else { 0.0 }).collect();
     write(&nested_path(&cams, "imgs/a.jpg"), &ScoreMap { width: 8, height: 8, data: left }).unwrap();
     write(&nested_path(&cams, "imgs/b.jpg"), &ScoreMap { width: 8, height: 8, data: vec![0.3; 64] }).unwrap();
 }

@@ -4,6 +4,7 @@
 //! Where its conventions look odd we follow them anyway: published numbers depend on them.
 
 mod contours;
+pub mod level_sets;
 mod resize;
 mod sweep;
 
@@ -71,10 +72,10 @@ pub fn cam_thresholds(interval: f64) -> Vec<f64> {
     (0..n).map(|i| i as f64 * interval).collect()
 }
 
-/// The official `normalize_scoremap` on float32: a map with any NaN, or a constant map,
+/// The official `normalize_scoremap` (on float64): a map with any NaN, or a constant map,
 /// becomes all zeros; otherwise `map -= min; map /= max` (max of the shifted map, which
 /// can differ from max - min by rounding, so we compute it the same way).
-pub fn normalize_minmax(map: &mut [f32]) {
+pub fn normalize_minmax(map: &mut [f64]) {
     if map.is_empty() {
         return;
     }
@@ -82,21 +83,24 @@ pub fn normalize_minmax(map: &mut [f32]) {
         map.fill(0.0);
         return;
     }
-    let min = map.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let min = map.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = map.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if min == max {
         map.fill(0.0);
         return;
     }
     map.iter_mut().for_each(|v| *v -= min);
-    let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = map.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     map.iter_mut().for_each(|v| *v /= max);
 }
 
 /// Raw CAM (`w` x `h`) to the evaluation grid: bicubic resize to `size` x `size`, then
-/// min-max normalization (resize first, as the official `inference.py`).
-pub fn prepare_map(raw: &[f32], w: usize, h: usize, size: usize) -> Vec<f32> {
-    let mut m = resize_bicubic(raw, w, h, size, size);
+/// min-max normalization (resize first, as the official `inference.py`), in float64 as
+/// there: a float32 pipeline turns a constant map's resampling noise into a full-range
+/// map, and moves pixels tied at the maximum to level 254.
+pub fn prepare_map<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, size: usize) -> Vec<f64> {
+    let raw: Vec<f64> = raw.iter().map(|&v| v.into()).collect();
+    let mut m = resize_bicubic(&raw, w, h, size, size);
     normalize_minmax(&mut m);
     m
 }
@@ -148,10 +152,10 @@ mod tests {
 
     #[test]
     fn normalize_degenerate_maps_to_zero() {
-        let mut m = vec![3.0f32; 5];
+        let mut m = vec![3.0f64; 5];
         normalize_minmax(&mut m);
         assert_eq!(m, vec![0.0; 5]);
-        let mut m = vec![0.1, f32::NAN, 0.5];
+        let mut m = vec![0.1, f64::NAN, 0.5];
         normalize_minmax(&mut m);
         assert_eq!(m, vec![0.0; 3]);
         let mut m = vec![2.0, 4.0, 3.0];

@@ -1,7 +1,8 @@
 //! Bicubic resize as `cv2.resize(map, (out_w, out_h), interpolation=cv2.INTER_CUBIC)` on
-//! float32: the official pipeline resizes every CAM this way before thresholding, and
-//! the 8-bit quantization downstream turns small resampling differences into different
-//! boxes, so we follow OpenCV's arithmetic (f32 weights, separable, rows first).
+//! float64: the official pipeline turns every CAM into float64 (`t2n`) and resizes it
+//! this way before thresholding, and the 8-bit quantization downstream turns small
+//! resampling differences into different boxes, so we follow OpenCV's arithmetic
+//! (float32 weights, double sums, separable, rows first).
 
 /// OpenCV's cubic kernel (Keys, A = -0.75), evaluated in f32 like `interpolateCubic`.
 fn cubic_weights(x: f32) -> [f32; 4] {
@@ -30,15 +31,16 @@ fn taps(src_len: usize, out_len: usize) -> Vec<([usize; 4], [f32; 4])> {
 }
 
 /// Row-major `w` x `h` -> `out_w` x `out_h`.
-pub fn resize_bicubic(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<f32> {
+pub fn resize_bicubic(src: &[f64], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<f64> {
     assert_eq!(src.len(), w * h, "map is not {w}x{h}");
     if (w, h) == (out_w, out_h) {
         return src.to_vec(); // cv2.resize copies when the size is unchanged
     }
-    let xt = taps(w, out_w);
-    let yt = taps(h, out_h);
+    let widen = |(idx, a): ([usize; 4], [f32; 4])| (idx, a.map(f64::from));
+    let xt: Vec<_> = taps(w, out_w).into_iter().map(widen).collect();
+    let yt: Vec<_> = taps(h, out_h).into_iter().map(widen).collect();
     // Horizontal pass on every source row, then vertical.
-    let mut rows = vec![0f32; h * out_w];
+    let mut rows = vec![0f64; h * out_w];
     for y in 0..h {
         let s = &src[y * w..(y + 1) * w];
         let r = &mut rows[y * out_w..(y + 1) * out_w];
@@ -46,7 +48,7 @@ pub fn resize_bicubic(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usiz
             r[dx] = s[idx[0]] * a[0] + s[idx[1]] * a[1] + s[idx[2]] * a[2] + s[idx[3]] * a[3];
         }
     }
-    let mut out = vec![0f32; out_w * out_h];
+    let mut out = vec![0f64; out_w * out_h];
     for (dy, (idx, b)) in yt.iter().enumerate() {
         let r = |k: usize| &rows[idx[k] * out_w..(idx[k] + 1) * out_w];
         let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));

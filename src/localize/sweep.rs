@@ -1,7 +1,10 @@
 //! The threshold sweep of `compute_bboxes_from_scoremaps`, for the largest-contour
 //! (MaxBoxAcc) and all-contours (MaxBoxAccV2) modes at once.
 
+use std::cell::RefCell;
+
 use super::contours::{Contour, Tracer};
+use super::level_sets::{Component, LevelSets};
 use super::BBox;
 
 /// Boxes of one threshold: the contour of largest polygon area, and every contour.
@@ -18,8 +21,8 @@ impl ThresholdBoxes {
     }
 }
 
-/// `(map * 255).astype(np.uint8)`: f32 product, truncated (saturating outside [0, 255]).
-pub fn quantize(map: &[f32]) -> Vec<u8> {
+/// `(map * 255).astype(np.uint8)`: f64 product, truncated (saturating outside [0, 255]).
+pub fn quantize(map: &[f64]) -> Vec<u8> {
     map.iter().map(|&v| (v * 255.0) as u8).collect()
 }
 
@@ -37,7 +40,7 @@ pub struct Sweep {
 }
 
 /// Boxes per threshold for a map already normalized to [0, 1] (row-major, `w` x `h`).
-pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
+pub fn boxes_at_thresholds(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
     let s = sweep(map, w, h, thresholds);
     s.index.iter().map(|&g| s.groups[g].clone()).collect()
 }
@@ -45,62 +48,99 @@ pub fn boxes_at_thresholds(map: &[f32], w: usize, h: usize, thresholds: &[f64]) 
 /// The sweep behind [`boxes_at_thresholds`], without copying a group per threshold, so
 /// callers can score each distinct box set once.
 ///
-/// Exact and faster than running each threshold: the binary map `q > cut` only changes
-/// when `cut` passes a quantized level the map actually has, so thresholds are grouped
-/// by the lowest present level above their cut and each group is traced once
-/// (at most 256 tracings per map, however fine the sweep).
-pub fn sweep(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Sweep {
+/// Exact and much faster than running each threshold: the binary map `q > cut` only
+/// changes when `cut` passes a quantized level the map actually has, so thresholds are
+/// grouped by the lowest present level above their cut, and all levels' regions come
+/// from one incremental pass ([`LevelSets`]); only levels whose region has holes are
+/// traced.
+pub fn sweep(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Sweep {
     assert_eq!(map.len(), w * h, "map is not {w}x{h}");
     let q = quantize(map);
-    let max_q = q.iter().copied().max().unwrap_or(0);
-    // Per level, the extent of the pixels at or above it: each tracing scans only there.
-    let mut within = [[usize::MAX, usize::MAX, 0, 0]; 256]; // x0, y0, x1, y1 (exclusive)
-    for (y, row) in q.chunks_exact(w.max(1)).enumerate() {
-        for (x, &v) in row.iter().enumerate() {
-            let r = &mut within[v as usize];
-            *r = [r[0].min(x), r[1].min(y), r[2].max(x + 1), r[3].max(y + 1)];
-        }
-    }
-    let present: Vec<bool> = within.iter().map(|r| r[2] > 0).collect();
-    for v in (0..255).rev() {
-        let (hi, lo) = (within[v + 1], within[v]);
-        within[v] = [lo[0].min(hi[0]), lo[1].min(hi[1]), lo[2].max(hi[2]), lo[3].max(hi[3])];
-    }
+    let mut present = [false; 256];
+    q.iter().for_each(|&v| present[v as usize] = true);
+    let max_q = present.iter().rposition(|&p| p).unwrap_or(0) as u8;
     // next_level[c + 1] = lowest present level > c, for c in -1..=255.
     let mut next_level = [None::<u8>; 257];
     for c in (0..256usize).rev() {
         next_level[c] = if present[c] { Some(c as u8) } else { next_level[c + 1] };
     }
-    let mut tracer = Tracer::default();
+    let levels: Vec<Option<u8>> = thresholds
+        .iter()
+        .map(|&t| {
+            let c = cut(t, max_q);
+            if c < 0 {
+                next_level[0]
+            } else if c >= 255 {
+                None
+            } else {
+                next_level[c as usize + 1]
+            }
+        })
+        .collect();
+    let mut wanted = [false; 256];
+    levels.iter().flatten().for_each(|&l| wanted[l as usize] = true);
+
+    let mut at_level: Vec<Option<ThresholdBoxes>> = vec![None; 256];
+    SCRATCH.with_borrow_mut(|(sets, tracer)| {
+        sets.sweep(&q, w, h, &wanted, |l, sets| {
+            at_level[l as usize] = Some(if sets.holes() == 0 {
+                boxes_of_components(sets, w, h)
+            } else {
+                boxes_of(&tracer.find_within(&q, w, h, sets.extent(), |v| v >= l), w, h)
+            });
+        })
+    });
     // Group slot per level; slot 256 is "no foreground".
     let mut slots: [Option<usize>; 257] = [None; 257];
     let mut groups: Vec<ThresholdBoxes> = Vec::new();
-    let mut index = Vec::with_capacity(thresholds.len());
-    for &t in thresholds {
-        let c = cut(t, max_q);
-        let level = if c < 0 {
-            next_level[0]
-        } else if c >= 255 {
-            None
-        } else {
-            next_level[c as usize + 1]
-        };
-        let slot = level.map_or(256, usize::from);
-        let g = *slots[slot].get_or_insert_with(|| {
-            groups.push(match level {
-                Some(l) => boxes_of(&tracer.find_within(&q, w, h, within[l as usize], |v| v >= l), w, h),
-                None => ThresholdBoxes::empty(),
-            });
-            groups.len() - 1
-        });
-        index.push(g);
-    }
+    let index = levels
+        .iter()
+        .map(|&level| {
+            let slot = level.map_or(256, usize::from);
+            *slots[slot].get_or_insert_with(|| {
+                groups.push(match level {
+                    Some(l) => at_level[l as usize].take().expect("every wanted level is visited"),
+                    None => ThresholdBoxes::empty(),
+                });
+                groups.len() - 1
+            })
+        })
+        .collect();
     Sweep { groups, index }
+}
+
+thread_local! {
+    /// Buffers reused across the maps a thread scores.
+    static SCRATCH: RefCell<(LevelSets, Tracer)> = RefCell::default();
+}
+
+/// The boxes of a hole-free level straight from its components (see [`LevelSets`]):
+/// OpenCV lists them last-discovered first.
+fn boxes_of_components(sets: &LevelSets, w: usize, h: usize) -> ThresholdBoxes {
+    let mut comps: Vec<&Component> = sets.components().collect();
+    if comps.is_empty() {
+        return ThresholdBoxes::empty();
+    }
+    comps.sort_unstable_by_key(|c| std::cmp::Reverse(c.first));
+    let mut best = 0;
+    for (i, c) in comps.iter().enumerate() {
+        if c.area2 > comps[best].area2 {
+            best = i;
+        }
+    }
+    let to_box = |c: &&Component| clipped_box(c.x0, c.y0, c.x1, c.y1, w, h);
+    ThresholdBoxes { largest: to_box(&comps[best]), all: comps.iter().map(to_box).collect() }
+}
+
+/// `cv2.boundingRect` of a border with inclusive extent as (x, y, x + w, y + h), the far
+/// corner clipped to the last pixel.
+fn clipped_box(x_min: i32, y_min: i32, x_max: i32, y_max: i32, w: usize, h: usize) -> BBox {
+    BBox { x0: x_min, y0: y_min, x1: (x_max + 1).min(w as i32 - 1), y1: (y_max + 1).min(h as i32 - 1) }
 }
 
 /// One tracing per threshold, literally as the official loop does; the reference the
 /// grouped sweep is tested against.
-pub fn boxes_at_thresholds_reference(map: &[f32], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
+pub fn boxes_at_thresholds_reference(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Vec<ThresholdBoxes> {
     let q = quantize(map);
     let max_q = q.iter().copied().max().unwrap_or(0);
     let mut tracer = Tracer::default();
@@ -113,18 +153,13 @@ pub fn boxes_at_thresholds_reference(map: &[f32], w: usize, h: usize, thresholds
         .collect()
 }
 
-/// `cv2.boundingRect` as (x, y, x + w, y + h), the far corner clipped to the last pixel;
-/// largest = first contour of maximal area in OpenCV's order (Python's `max`).
+/// Boxes of traced contours ([`clipped_box`]); largest = first contour of maximal area in
+/// OpenCV's order (Python's `max`).
 fn boxes_of(contours: &[Contour], w: usize, h: usize) -> ThresholdBoxes {
     if contours.is_empty() {
         return ThresholdBoxes::empty();
     }
-    let to_box = |c: &Contour| BBox {
-        x0: c.x_min,
-        y0: c.y_min,
-        x1: (c.x_max + 1).min(w as i32 - 1),
-        y1: (c.y_max + 1).min(h as i32 - 1),
-    };
+    let to_box = |c: &Contour| clipped_box(c.x_min, c.y_min, c.x_max, c.y_max, w, h);
     let mut best = 0;
     for (i, c) in contours.iter().enumerate() {
         if c.area2 > contours[best].area2 {
@@ -138,19 +173,20 @@ fn boxes_of(contours: &[Contour], w: usize, h: usize) -> ThresholdBoxes {
 mod tests {
     use super::*;
 
-    fn map(rows: &[&str]) -> (Vec<f32>, usize, usize) {
+    fn map(rows: &[&str]) -> (Vec<f64>, usize, usize) {
         // Digits 0-9 as levels of a map whose maximum is 1.
         let h = rows.len();
         let w = rows[0].len();
-        let m = rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f32 / 9.0)).collect();
+        let m = rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f64 / 9.0)).collect();
         (m, w, h)
     }
 
     #[test]
     fn quantization_truncates() {
         assert_eq!(quantize(&[0.0, 1.0, 0.5, 0.999, 1.0 / 255.0 - 1e-7, 1.0 / 255.0]), vec![0, 255, 127, 254, 0, 1]);
-        // f32 product, not f64: 0.2 * 255 in f32 is 51.0 exactly, truncates to 51.
-        assert_eq!(quantize(&[0.2]), vec![51]);
+        // f64 product: 0.7f32 widened is 0.69999998..., 178.4999 -> 178; a value 1e-12
+        // below 1 is level 254, where float32 would have rounded it up to 1.
+        assert_eq!(quantize(&[0.7f32 as f64, 1.0 - 1e-12]), vec![178, 254]);
     }
 
     #[test]
@@ -214,11 +250,11 @@ mod tests {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            (s % 1000) as f32 / 999.0
+            (s % 1000) as f64 / 999.0
         };
         for _ in 0..20 {
             let (w, h) = (13, 9);
-            let mut m: Vec<f32> = (0..w * h).map(|_| rnd()).collect();
+            let mut m: Vec<f64> = (0..w * h).map(|_| rnd()).collect();
             super::super::normalize_minmax(&mut m);
             let t = super::super::cam_thresholds(0.01);
             assert_eq!(boxes_at_thresholds(&m, w, h, &t), boxes_at_thresholds_reference(&m, w, h, &t));

@@ -107,7 +107,7 @@ impl BoxAccumulator {
     /// map: already prepared (resized to w x h and min-max normalized); gt: GT boxes
     /// already rescaled to w x h. An image without GT boxes counts, but is never correct
     /// (the official code would fail on it).
-    pub fn add(&mut self, map: &[f32], w: usize, h: usize, gt: &[BBox], cls: Option<ClsOutcome>) {
+    pub fn add(&mut self, map: &[f64], w: usize, h: usize, gt: &[BBox], cls: Option<ClsOutcome>) {
         let n = self.thresholds().len();
         let best_iou = |boxes: &[BBox]| {
             let mut best = f64::NEG_INFINITY;
@@ -239,8 +239,8 @@ mod tests {
             multi_contour: true,
             fixed_threshold: 0.5,
         };
-        let grid = |rows: [&str; 4]| -> Vec<f32> {
-            rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f32 / 9.0)).collect()
+        let grid = |rows: [&str; 4]| -> Vec<f64> {
+            rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f64 / 9.0)).collect()
         };
         let mut acc = BoxAccumulator::new(&cfg);
         // Image A: one 2x2 blob at level 9, rest 0. Box (1,1,3,3) at both thresholds.
@@ -286,8 +286,8 @@ mod tests {
             multi_contour: false,
             fixed_threshold: 0.2,
         };
-        let maps: Vec<Vec<f32>> =
-            (0..4).map(|k| (0..25).map(|i| ((i * 7 + k * 3) % 11) as f32 / 10.0).collect()).collect();
+        let maps: Vec<Vec<f64>> =
+            (0..4).map(|k| (0..25).map(|i| ((i * 7 + k * 3) % 11) as f64 / 10.0).collect()).collect();
         let gt = [BBox::new(0, 0, 3, 3)];
         let mut seq = BoxAccumulator::new(&cfg);
         maps.iter().for_each(|m| seq.add(m, 5, 5, &gt, None));

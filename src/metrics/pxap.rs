@@ -39,9 +39,7 @@ impl PxapAccumulator {
 
     /// The `np.histogram` bin of `v`: `[e_i, e_i+1)`, the last bin closed; None outside
     /// `[e_0, e_last]` and for NaN, which numpy drops silently.
-    fn bin(&self, v: f32) -> Option<usize> {
-        // numpy compares a float32 map with float64 edges in float64.
-        let v = v as f64;
+    fn bin(&self, v: f64) -> Option<usize> {
         let last = *self.edges.last().unwrap();
         if !(v >= self.edges[0] && v <= last) {
             return None;
@@ -67,7 +65,7 @@ impl PxapAccumulator {
 
     /// `map`: prepared (resized and min-max normalized); `mask`: same length, 1 for
     /// foreground, 0 for background, 255 (any other value) for ignored pixels.
-    pub fn add(&mut self, map: &[f32], mask: &[u8]) {
+    pub fn add(&mut self, map: &[f64], mask: &[u8]) {
         assert_eq!(map.len(), mask.len(), "map and mask sizes differ");
         for (&v, &m) in map.iter().zip(mask) {
             if m != MASK_FG && m != MASK_BG {
@@ -165,7 +163,7 @@ mod tests {
     use super::*;
     use crate::localize::cam_thresholds;
 
-    fn pxap(thresholds: &[f64], map: &[f32], mask: &[u8]) -> f64 {
+    fn pxap(thresholds: &[f64], map: &[f64], mask: &[u8]) -> f64 {
         let mut acc = PxapAccumulator::new(thresholds);
         acc.add(map, mask);
         acc.finish().unwrap()
@@ -182,11 +180,11 @@ mod tests {
         assert_eq!(acc.bin(3.0), Some(3));
         assert_eq!(acc.bin(-0.1), None);
         assert_eq!(acc.bin(3.5), None);
-        assert_eq!(acc.bin(f32::NAN), None);
-        // Compared in f64: 0.3f32 is 0.30000001192..., above 0.3f64.
+        assert_eq!(acc.bin(f64::NAN), None);
+        // A float32 CAM widened: 0.3f32 is 0.30000001192..., above 0.3f64.
         let acc = PxapAccumulator::new(&cam_thresholds(0.1));
-        assert_eq!(acc.bin(0.3f32), Some(3));
-        assert_eq!(acc.bin(0.7f32), Some(6)); // 0.699999988 < 7 * 0.1
+        assert_eq!(acc.bin(0.3f32 as f64), Some(3));
+        assert_eq!(acc.bin(0.7f32 as f64), Some(6)); // 0.699999988 < 7 * 0.1
     }
 
     /// Worked on paper. Thresholds 0, 0.5 -> edges 0, .5, 1, 2, 3.
@@ -220,7 +218,7 @@ mod tests {
     #[test]
     fn merge_equals_one_pass() {
         let t = cam_thresholds(0.1);
-        let map: Vec<f32> = (0..40).map(|i| ((i * 37) % 41) as f32 / 40.0).collect();
+        let map: Vec<f64> = (0..40).map(|i| ((i * 37) % 41) as f64 / 40.0).collect();
         let mask: Vec<u8> = (0..40).map(|i| [0, 1, 255, 1, 0][i % 5]).collect();
         let mut whole = PxapAccumulator::new(&t);
         whole.add(&map, &mask);

@@ -14,7 +14,7 @@ pub fn jet(v: f32) -> [f32; 3] {
 /// then draws the boxes. Returns interleaved RGB bytes.
 pub fn overlay(
     rgb: &[u8],
-    map: &[f32],
+    map: &[f64],
     width: usize,
     height: usize,
     alpha: f32,
@@ -27,7 +27,7 @@ pub fn overlay(
         .chunks(3)
         .zip(map)
         .flat_map(|(px, &m)| {
-            let c = jet(m);
+            let c = jet(m as f32);
             [0, 1, 2].map(|k| ((1.0 - alpha) * px[k] as f32 + alpha * 255.0 * c[k]).round().clamp(0.0, 255.0) as u8)
         })
         .collect();
@@ -63,7 +63,7 @@ mod tests {
         assert_eq!(jet(0.0), [0.0, 0.0, 0.5]);
         assert_eq!(jet(1.0), [0.5, 0.0, 0.0]);
         let rgb = vec![100u8; 3 * 4 * 3];
-        let map = vec![0.5f32; 12];
+        let map = vec![0.5f64; 12];
         let out = overlay(
             &rgb,
             &map,
