@@ -101,6 +101,13 @@ fn main() {
             }
         }
     }
+    // The shared first step alone (f64 conversion, resize, min-max), for where time goes.
+    let t0 = Instant::now();
+    for i in 0..n {
+        std::hint::black_box(prepare_map(&pool[i % pool.len()].0, SIZE, SIZE, SIZE));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!("prepare_map only, 1 thread: {:>8.0} maps/s {:>8.3} ms/map", n as f64 / secs, secs * 1e3 / n as f64);
     // PxAP histograms for comparison (a random mask: the map above 0.5 shifted by 20 px).
     for interval in [0.01, 0.001] {
         let thresholds = cam_thresholds(interval);

@@ -26,8 +26,6 @@ pub struct Component {
     /// Twice its border's polygon area, as [`super::contours::Contour::area2`].
     pub area2: u32,
     size: u32,
-    /// First pixel of its member list (`NONE` when empty).
-    head: u32,
     /// Index in `live`.
     pos: u32,
 }
@@ -42,8 +40,6 @@ struct Step {
     reps: [u8; 4],
     n_reps: u8,
 }
-
-const NONE: u32 = u32::MAX;
 
 /// Neighbour bits: 0 NW, 1 N, 2 NE, 3 W, 4 E, 5 SW, 6 S, 7 SE.
 const RING: [u8; 8] = [0, 1, 2, 4, 7, 6, 5, 3];
@@ -151,21 +147,27 @@ static STEPS: [Step; 256] = {
 
 /// Reusable buffers for [`LevelSets::sweep`].
 ///
-/// Each pixel of the current set carries its component's label directly (merges relabel
-/// the smaller component), so adding a pixel is a few loads from three nearby rows and
-/// no pointer chasing: union-find's `find` chains were most of the time here.
+/// Which neighbours are already in the set when a pixel is added depends only on `q`
+/// (higher level, or same level and earlier in raster order), so a raster pre-pass
+/// computes every pixel's neighbour mask, the Euler number per level and the extents,
+/// and the pass in level order only labels. Pixels carry a component label; merged
+/// components point to their survivor in a small alias table, so a merge touches no
+/// pixels. Both choices keep the level-order pass's random accesses to one label array:
+/// cache misses, not arithmetic, are its cost.
 #[derive(Default)]
 pub struct LevelSets {
     stride: usize,
-    /// Padded (w+2) x (h+2): 0 outside the current set, else 1 + component index.
+    /// Padded (w+2) x (h+2) copy of `q + 1`, 0 on the frame.
+    padded: Vec<u16>,
+    /// Padded: 1 + component index (possibly merged since), valid where in the set.
     label: Vec<u32>,
-    /// Member lists per component (`Component::head`), linked through pixels.
-    next: Vec<u32>,
     components: Vec<Component>,
+    /// Per component: itself, or a component it was merged into.
+    alias: Vec<u32>,
     /// Components not merged into another.
     live: Vec<u32>,
-    /// (padded index, x, y) sorted by level, highest first.
-    order: Vec<(u32, u16, u16)>,
+    /// (x, y, neighbour mask) sorted by level, highest first.
+    order: Vec<(u16, u16, u8)>,
     euler4: i64,
     /// Extent of the current set: x0, y0, x1, y1 (exclusive).
     extent: [usize; 4],
@@ -179,15 +181,19 @@ impl LevelSets {
         assert!(w < u16::MAX as usize && h < u16::MAX as usize && (w + 2) * (h + 2) < u32::MAX as usize);
         let stride = w + 2;
         self.stride = stride;
-        self.label.clear();
-        self.label.resize(stride * (h + 2), 0);
-        self.next.resize(stride * (h + 2), 0);
+        let n = stride * (h + 2);
+        self.padded.clear();
+        self.padded.resize(n, 0);
+        for (src, dst) in q.chunks_exact(w.max(1)).zip(self.padded[stride..].chunks_exact_mut(stride)) {
+            dst[1..=w].iter_mut().zip(src).for_each(|(d, &v)| *d = v as u16 + 1);
+        }
+        self.label.resize(n, 0);
         self.components.clear();
+        self.alias.clear();
         self.live.clear();
         self.euler4 = 0;
-        self.extent = [usize::MAX, usize::MAX, 0, 0];
 
-        // Counting sort by level, highest first, keeping raster order within a level.
+        // Level histogram, then bucket starts, highest level first.
         let mut start = [0usize; 257];
         for &v in q {
             start[255 - v as usize + 1] += 1;
@@ -195,42 +201,60 @@ impl LevelSets {
         for k in 1..257 {
             start[k] += start[k - 1];
         }
+        // Raster pre-pass: masks (placed in level order, raster order within a level) and
+        // Euler change per level; four partial sums so runs of one level do not chain
+        // read-modify-writes on one counter.
+        let mut euler4_at = [[0i32; 4]; 256];
         self.order.clear();
         self.order.resize(q.len(), (0, 0, 0));
-        for (y, row) in q.chunks_exact(w.max(1)).enumerate() {
-            for (x, &v) in row.iter().enumerate() {
-                let slot = &mut start[255 - v as usize];
-                self.order[*slot] = (((y + 1) * stride + x + 1) as u32, x as u16, y as u16);
+        for y in 1..=h {
+            let up = &self.padded[(y - 1) * stride..y * stride];
+            let row = &self.padded[y * stride..(y + 1) * stride];
+            let down = &self.padded[(y + 1) * stride..(y + 2) * stride];
+            for x in 1..=w {
+                let c = row[x];
+                // Earlier in raster order: in the set from the same level on; later: only above it.
+                let m = (up[x - 1] >= c) as u8
+                    | ((up[x] >= c) as u8) << 1
+                    | ((up[x + 1] >= c) as u8) << 2
+                    | ((row[x - 1] >= c) as u8) << 3
+                    | ((row[x + 1] > c) as u8) << 4
+                    | ((down[x - 1] > c) as u8) << 5
+                    | ((down[x] > c) as u8) << 6
+                    | ((down[x + 1] > c) as u8) << 7;
+                let v = c as usize - 1;
+                euler4_at[v][x & 3] += STEPS[m as usize].euler4 as i32;
+                let slot = &mut start[255 - v];
+                self.order[*slot] = ((x - 1) as u16, (y - 1) as u16, m);
                 *slot += 1;
             }
         }
 
+        let extent_at = level_extents(q, w, h);
+        // `start[255 - l]` is now the end of level l's bucket.
         let mut next = 0;
+        self.extent = [usize::MAX, usize::MAX, 0, 0];
         for level in (0..256usize).rev() {
             let end = start[255 - level];
             for k in next..end {
-                let (i, x, y) = self.order[k];
-                self.add(i as usize, x as i32, y as i32);
+                let (x, y, m) = self.order[k];
+                self.add(x as i32, y as i32, m);
             }
             next = end;
+            self.euler4 += euler4_at[level].iter().map(|&e| e as i64).sum::<i64>();
+            let (e, a) = (&mut self.extent, extent_at[level]);
+            *e = [e[0].min(a[0]), e[1].min(a[1]), e[2].max(a[2]), e[3].max(a[3])];
             if wanted[level] {
                 at_level(level as u8, self);
             }
         }
     }
 
-    fn add(&mut self, i: usize, x: i32, y: i32) {
+    fn add(&mut self, x: i32, y: i32, mask: u8) {
         let s = self.stride;
+        let i = (y as usize + 1) * s + x as usize + 1;
         let offsets = [i - s - 1, i - s, i - s + 1, i - 1, i + 1, i + s - 1, i + s, i + s + 1];
-        let mut mask = 0u8;
-        for (k, &o) in offsets.iter().enumerate() {
-            mask |= ((self.label[o] != 0) as u8) << k;
-        }
         let st = &STEPS[mask as usize];
-        self.euler4 += st.euler4 as i64;
-        let e = &mut self.extent;
-        *e = [e[0].min(x as usize), e[1].min(y as usize), e[2].max(x as usize + 1), e[3].max(y as usize + 1)];
-
         let c = if st.n_reps == 0 {
             let c = self.components.len() as u32;
             self.components.push(Component {
@@ -241,16 +265,15 @@ impl LevelSets {
                 y1: y,
                 area2: 0,
                 size: 0,
-                head: NONE,
                 pos: self.live.len() as u32,
             });
+            self.alias.push(c);
             self.live.push(c);
             c
         } else {
-            let mut c = self.label[offsets[st.reps[0] as usize]] - 1;
+            let mut c = self.resolve(self.label[offsets[st.reps[0] as usize]] - 1);
             for &rep in &st.reps[1..st.n_reps as usize] {
-                // Read again: an earlier merge may have relabelled this neighbour.
-                let c2 = self.label[offsets[rep as usize]] - 1;
+                let c2 = self.resolve(self.label[offsets[rep as usize]] - 1);
                 if c2 != c {
                     c = self.merge(c, c2);
                 }
@@ -259,8 +282,6 @@ impl LevelSets {
         };
         self.label[i] = c + 1;
         let comp = &mut self.components[c as usize];
-        self.next[i] = comp.head;
-        comp.head = i as u32;
         comp.first = comp.first.min(i as u32);
         comp.x0 = comp.x0.min(x);
         comp.y0 = comp.y0.min(y);
@@ -270,24 +291,23 @@ impl LevelSets {
         comp.area2 += st.area2 as u32;
     }
 
-    /// Merges two components (the smaller into the larger) and returns the survivor.
+    /// The live component `c` was merged into (halving the alias path).
+    fn resolve(&mut self, mut c: u32) -> u32 {
+        while self.alias[c as usize] != c {
+            let up = self.alias[self.alias[c as usize] as usize];
+            self.alias[c as usize] = up;
+            c = up;
+        }
+        c
+    }
+
+    /// Merges two live components (the smaller into the larger); returns the survivor.
     fn merge(&mut self, a: u32, b: u32) -> u32 {
         let (keep, gone) =
             if self.components[a as usize].size >= self.components[b as usize].size { (a, b) } else { (b, a) };
+        self.alias[gone as usize] = keep;
         let g = self.components[gone as usize];
-        // Relabel the smaller one's pixels and splice its member list in front.
-        let mut p = g.head;
-        let mut tail = NONE;
-        while p != NONE {
-            self.label[p as usize] = keep + 1;
-            tail = p;
-            p = self.next[p as usize];
-        }
         let k = &mut self.components[keep as usize];
-        if tail != NONE {
-            self.next[tail as usize] = k.head;
-            k.head = g.head;
-        }
         k.first = k.first.min(g.first);
         k.x0 = k.x0.min(g.x0);
         k.y0 = k.y0.min(g.y0);
@@ -319,6 +339,25 @@ impl LevelSets {
     pub fn extent(&self) -> [usize; 4] {
         self.extent
     }
+}
+
+/// Per level `l`, the extent [x0, y0, x1, y1) of the pixels at exactly `l`, from row and
+/// column maxima (elementwise, so it vectorizes) instead of per-pixel min/max updates.
+fn level_extents(q: &[u8], w: usize, h: usize) -> [[usize; 4]; 256] {
+    let mut col_max = vec![0u8; w];
+    let mut extent = [[usize::MAX, usize::MAX, 0, 0]; 256];
+    for (y, row) in q.chunks_exact(w.max(1)).enumerate() {
+        col_max.iter_mut().zip(row).for_each(|(c, &v)| *c = (*c).max(v));
+        let m = row.iter().copied().max().unwrap_or(0) as usize;
+        extent[m][1] = extent[m][1].min(y);
+        extent[m][3] = extent[m][3].max(y + 1);
+    }
+    for (x, &m) in col_max.iter().enumerate() {
+        let e = &mut extent[m as usize];
+        e[0] = e[0].min(x);
+        e[2] = e[2].max(x + 1);
+    }
+    extent
 }
 
 #[cfg(test)]

@@ -73,25 +73,22 @@ pub fn cam_thresholds(interval: f64) -> Vec<f64> {
 }
 
 /// The official `normalize_scoremap` (on float64): a map with any NaN, or a constant map,
-/// becomes all zeros; otherwise `map -= min; map /= max` (max of the shifted map, which
-/// can differ from max - min by rounding, so we compute it the same way).
+/// becomes all zeros; otherwise `map -= min; map /= map.max()`.
 pub fn normalize_minmax(map: &mut [f64]) {
-    if map.is_empty() {
-        return;
+    // One pass for NaN, min and max; the shifted map's max is `max - min` exactly, since
+    // rounded subtraction is monotonic.
+    let (mut nan, mut min, mut max) = (false, f64::INFINITY, f64::NEG_INFINITY);
+    for &v in map.iter() {
+        nan |= v.is_nan();
+        min = if v < min { v } else { min };
+        max = if v > max { v } else { max };
     }
-    if map.iter().any(|v| v.is_nan()) {
+    if map.is_empty() || nan || min == max {
         map.fill(0.0);
         return;
     }
-    let min = map.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = map.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if min == max {
-        map.fill(0.0);
-        return;
-    }
-    map.iter_mut().for_each(|v| *v -= min);
-    let max = map.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    map.iter_mut().for_each(|v| *v /= max);
+    let range = max - min;
+    map.iter_mut().for_each(|v| *v = (*v - min) / range);
 }
 
 /// Raw CAM (`w` x `h`) to the evaluation grid: bicubic resize to `size` x `size`, then
@@ -100,7 +97,7 @@ pub fn normalize_minmax(map: &mut [f64]) {
 /// map, and moves pixels tied at the maximum to level 254.
 pub fn prepare_map<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, size: usize) -> Vec<f64> {
     let raw: Vec<f64> = raw.iter().map(|&v| v.into()).collect();
-    let mut m = resize_bicubic(&raw, w, h, size, size);
+    let mut m = if (w, h) == (size, size) { raw } else { resize_bicubic(&raw, w, h, size, size) };
     normalize_minmax(&mut m);
     m
 }
@@ -161,5 +158,24 @@ mod tests {
         let mut m = vec![2.0, 4.0, 3.0];
         normalize_minmax(&mut m);
         assert_eq!(m, vec![0.0, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn normalize_equals_two_step_official_form() {
+        let mut s = 3u64;
+        for _ in 0..200 {
+            let raw: Vec<f64> = (0..50)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.3) * 1e3f64.powi((s % 7) as i32 - 3)
+                })
+                .collect();
+            let mut ours = raw.clone();
+            normalize_minmax(&mut ours);
+            let min = raw.iter().copied().fold(f64::INFINITY, f64::min);
+            let shifted: Vec<f64> = raw.iter().map(|v| v - min).collect();
+            let max = shifted.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(ours, shifted.iter().map(|v| v / max).collect::<Vec<_>>());
+        }
     }
 }
