@@ -230,7 +230,7 @@ impl LevelSets {
             }
         }
 
-        let extent_at = level_extents(q, w, h);
+        let extent_at = level_extents(q, w);
         // `start[255 - l]` is now the end of level l's bucket.
         let mut next = 0;
         self.extent = [usize::MAX, usize::MAX, 0, 0];
@@ -343,7 +343,7 @@ impl LevelSets {
 
 /// Per level `l`, the extent [x0, y0, x1, y1) of the pixels at exactly `l`, from row and
 /// column maxima (elementwise, so it vectorizes) instead of per-pixel min/max updates.
-fn level_extents(q: &[u8], w: usize, h: usize) -> [[usize; 4]; 256] {
+fn level_extents(q: &[u8], w: usize) -> [[usize; 4]; 256] {
     let mut col_max = vec![0u8; w];
     let mut extent = [[usize::MAX, usize::MAX, 0, 0]; 256];
     for (y, row) in q.chunks_exact(w.max(1)).enumerate() {
