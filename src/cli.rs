@@ -210,7 +210,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let ds = pipeline::load_split(&cfg, &split)?;
     let model = pipeline::build_model(&cfg, &device)?;
     pipeline::load_checkpoint(&model, &a.checkpoint)?;
-    let extractor = cam::by_name(&cfg.eval.cam)?;
+    let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
     let batches = data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
     let progress = Progress::new(batches, &format!("eval {split}"), a.common.quiet);
     let result = evaluate::evaluate(

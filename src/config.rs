@@ -107,7 +107,10 @@ pub struct ScheduleConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
+    /// CAM method (`cam::METHODS`), for localization metrics and pictures.
     pub cam: String,
+    /// Backbone layer the CAM reads (its torchvision name); unset: the last feature map.
+    pub cam_layer: Option<String>,
     pub cam_curve_interval: f64,
     pub iou_thresholds: Vec<u32>,
     /// MaxBoxAccV2 counts every contour (true, the official V2) or only the largest.
@@ -214,6 +217,7 @@ impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             cam: "cam".into(),
+            cam_layer: None,
             cam_curve_interval: 0.01,
             iou_thresholds: vec![30, 50, 70],
             multi_contour: true,

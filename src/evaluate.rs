@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use crate::cam::CamExtractor;
+use crate::cam::{CamExtractor, CamInput};
 use crate::config::Config;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
 use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, rescale_boxes};
@@ -90,7 +90,8 @@ pub fn evaluate(
         top5 += outcomes.iter().filter(|o| o.top5).count();
         count += n;
         if has_boxes {
-            let maps = extractor.extract(model, &out, &labels).context("computing class activation maps")?;
+            let input = CamInput { model, images: &x, out: &out, targets: &labels };
+            let maps = extractor.extract(&input).context("computing class activation maps")?;
             let (_, h, w) = maps.dims3()?;
             let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
             let batch_acc = (0..n)
@@ -160,7 +161,7 @@ pub fn cam_overlays(
     let x = Tensor::from_vec(batch.images.clone(), (count, 3, size, size), device)?;
     let labels = Tensor::from_vec(batch.labels.clone(), count, device)?;
     let out = model.forward_t(&x, false)?;
-    let maps = extractor.extract(model, &out, &labels)?;
+    let maps = extractor.extract(&CamInput { model, images: &x, out: &out, targets: &labels })?;
     let (_, h, w) = maps.dims3()?;
     let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
     let plane = size * size;

@@ -3,8 +3,7 @@
 
 use candle_core::Tensor;
 
-use super::CamExtractor;
-use crate::models::{Output, WsolModel};
+use super::{CamExtractor, CamInput};
 
 pub struct Cam;
 
@@ -13,7 +12,7 @@ impl CamExtractor for Cam {
         "cam"
     }
 
-    fn extract(&self, model: &dyn WsolModel, out: &Output, targets: &Tensor) -> candle_core::Result<Tensor> {
-        model.cam(out, targets)
+    fn extract(&self, input: &CamInput) -> candle_core::Result<Tensor> {
+        input.model.cam(input.out, input.targets)
     }
 }

@@ -1,27 +1,138 @@
-//! Class activation map extractors. Each method only says how its map is formed from a
-//! forward pass; everything after (resize, normalize, threshold, score) is shared.
+//! Class activation map extractors, pytorch-grad-cam's shape: one base pass collects what
+//! a method needs (activations of a layer and, for gradient methods, d score / d
+//! activation), and each method only says how channel weights or the map are formed.
+//! Everything after (resize, normalize, threshold, score) is shared by the evaluator.
 
 mod classifier;
+mod eigencam;
+mod gradcam;
+mod gradcam_pp;
+mod layercam;
+mod scorecam;
+mod xgradcam;
 
 use anyhow::{bail, Result};
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 
 use crate::models::{Output, WsolModel};
 
 pub use classifier::Cam;
+pub use eigencam::EigenCam;
+pub use gradcam::GradCam;
+pub use gradcam_pp::GradCamPlusPlus;
+pub use layercam::LayerCam;
+pub use scorecam::ScoreCam;
+pub use xgradcam::XGradCam;
+
+/// What a method may read for one batch (all in eval mode).
+pub struct CamInput<'a> {
+    pub model: &'a dyn WsolModel,
+    /// [B, 3, H, W] as fed to the model.
+    pub images: &'a Tensor,
+    pub out: &'a Output,
+    /// u32 [B]: the class whose map is wanted, per image.
+    pub targets: &'a Tensor,
+}
 
 pub trait CamExtractor: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Raw (unnormalized) maps [B, h, w] for class `targets[b]` of each image.
-    fn extract(&self, model: &dyn WsolModel, out: &Output, targets: &Tensor) -> candle_core::Result<Tensor>;
+    /// Raw (unnormalized) maps [B, h, w], one per image for its target class.
+    fn extract(&self, input: &CamInput) -> candle_core::Result<Tensor>;
 }
 
 /// Names accepted by [`by_name`].
-pub const METHODS: &[&str] = &["cam"];
+pub const METHODS: &[&str] = &["cam", "gradcam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam"];
 
-pub fn by_name(name: &str) -> Result<Box<dyn CamExtractor>> {
-    match name {
-        "cam" => Ok(Box::new(Cam)),
-        other => bail!("eval.cam: unknown CAM method `{other}` (available: cam)"),
+/// The extractor `name` reading layer `layer` (a name from the backbone's `layers()`;
+/// None: the last feature map).
+pub fn by_name(name: &str, layer: Option<&str>, model: &dyn WsolModel) -> Result<Box<dyn CamExtractor>> {
+    let layers = model.backbone().layers();
+    let layer = match layer {
+        None => layers.len() - 1,
+        Some(l) => match layers.iter().position(|n| n == l) {
+            Some(k) => k,
+            None => bail!("eval.cam_layer: unknown layer `{l}` (this backbone has: {})", layers.join(", ")),
+        },
+    };
+    let at = Layer { index: layer, last: layer + 1 == layers.len() };
+    Ok(match name {
+        "cam" if at.last => Box::new(Cam),
+        "cam" => bail!("eval.cam_layer: `cam` reads the classifier's own maps; use a gradient method for other layers"),
+        "gradcam" => Box::new(Gradient { layer: at, method: GradCam }),
+        "gradcam++" => Box::new(Gradient { layer: at, method: GradCamPlusPlus }),
+        "xgradcam" => Box::new(Gradient { layer: at, method: XGradCam }),
+        "layercam" => Box::new(Gradient { layer: at, method: LayerCam }),
+        "scorecam" => Box::new(ScoreCam { layer: at, batch: 32 }),
+        "eigencam" => Box::new(EigenCam { layer: at }),
+        other => bail!("eval.cam: unknown CAM method `{other}` (available: {})", METHODS.join(", ")),
+    })
+}
+
+/// A backbone layer, by index in `Backbone::layers()`.
+#[derive(Clone, Copy)]
+pub struct Layer {
+    index: usize,
+    last: bool,
+}
+
+impl Layer {
+    /// The layer's activations [B, C, h, w] (reused from the forward pass when last).
+    fn activations(&self, input: &CamInput) -> candle_core::Result<Tensor> {
+        if self.last {
+            Ok(input.out.features.detach())
+        } else {
+            Ok(input.model.backbone().forward_to(input.images, self.index)?.detach())
+        }
+    }
+
+    /// Logits from this layer's activations.
+    fn logits_from(&self, input: &CamInput, a: &Tensor) -> candle_core::Result<Tensor> {
+        let features = if self.last { a.clone() } else { input.model.backbone().forward_from(a, self.index)? };
+        input.model.logits_from_features(&features)
+    }
+
+    /// Activations and d(target score)/d(activations), batch-wise: eval-mode images do not
+    /// interact, so the gradient of the summed scores is each image's own. The graph is
+    /// dropped on return, so memory does not grow over a test set.
+    fn activations_and_grads(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor)> {
+        let a = Var::from_tensor(&self.activations(input)?)?;
+        let logits = self.logits_from(input, a.as_tensor())?;
+        let score = logits.gather(&input.targets.unsqueeze(1)?, 1)?.sum_all()?;
+        let grads = score.backward()?;
+        let g = grads.get(a.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
+        Ok((a.as_tensor().detach(), g))
     }
 }
+
+/// How a gradient method weighs the activations: [B, C, 1, 1] per channel, or
+/// [B, C, h, w] per position.
+pub trait GradientWeights: Send + Sync {
+    const NAME: &'static str;
+    fn weights(a: &Tensor, g: &Tensor) -> candle_core::Result<Tensor>;
+}
+
+/// The shared gradient-method map: ReLU(sum_c weights * A_c).
+pub struct Gradient<M> {
+    layer: Layer,
+    #[allow(dead_code)]
+    method: M,
+}
+
+impl<M: GradientWeights> CamExtractor for Gradient<M> {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+
+    fn extract(&self, input: &CamInput) -> candle_core::Result<Tensor> {
+        let (a, g) = self.layer.activations_and_grads(input)?;
+        a.broadcast_mul(&M::weights(&a, &g)?)?.sum(1)?.relu()
+    }
+}
+
+/// Sum over the spatial dims, kept: [B, C, h, w] -> [B, C, 1, 1].
+fn spatial_sum(t: &Tensor) -> candle_core::Result<Tensor> {
+    t.sum_keepdim(3)?.sum_keepdim(2)
+}
+
+#[cfg(test)]
+mod tests;

@@ -21,8 +21,7 @@ impl CamHead {
 impl WsolModel for CamHead {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
         let features = self.backbone.forward_t(x, train)?;
-        let pooled = features.mean(D::Minus1)?.mean(D::Minus1)?;
-        let logits = self.fc.forward(&pooled)?;
+        let logits = self.logits_from_features(&features)?;
         Ok(Output { logits, features })
     }
 
@@ -40,5 +39,13 @@ impl WsolModel for CamHead {
 
     fn is_new_layer(&self, var_name: &str) -> bool {
         var_name.starts_with("fc.")
+    }
+
+    fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+
+    fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        self.fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 }

@@ -27,6 +27,13 @@ pub struct Output {
 pub trait Backbone: Send + Sync {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
     fn out_channels(&self) -> usize;
+    /// Layers a CAM can be read from, in forward order, by their torchvision names; the
+    /// last one is the output of [`Backbone::forward_t`].
+    fn layers(&self) -> Vec<String>;
+    /// The output of layer `k` of [`Backbone::layers`] (eval mode).
+    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor>;
+    /// The rest of the forward pass from layer `k`'s output (eval mode).
+    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor>;
 }
 
 /// A trainable WSOL model: the method decides the loss and how class maps are read.
@@ -39,6 +46,10 @@ pub trait WsolModel: Send + Sync {
     /// Variables that are new to the task (not from pretrained weights) get
     /// `new_layer_lr_mult`, as in the wsolevaluation recipes.
     fn is_new_layer(&self, var_name: &str) -> bool;
+    fn backbone(&self) -> &dyn Backbone;
+    /// Logits from the backbone's output (eval mode): the part of the forward pass that
+    /// gradient-based CAMs differentiate through.
+    fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor>;
 }
 
 /// Names accepted by [`build`], for config validation and messages.

@@ -88,8 +88,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         None
     };
     let test_ds = pipeline::load_split(cfg, &cfg.eval.split)?;
-    let extractor = cam::by_name(&cfg.eval.cam)?;
     let model = pipeline::build_model(cfg, &device)?;
+    let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
 
     // Run directory, resolved config, log.
     let (run_dir, resume_state) = match &opts.resume {
