@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::report::{metrics_table, Progress};
-use crate::{cam, data, evaluate, pipeline, train};
+use crate::{cam, data, evaluate, picture, pipeline, train};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Score class activation maps from anywhere (.npy files) against a metadata split.
     EvalCams(EvalCamsArgs),
+    /// Picture of one image's class maps: overlay, predicted box (red), GT boxes (green).
+    Cam(CamArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -118,6 +120,36 @@ pub struct EvalArgs {
     pub save_cams: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct CamArgs {
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Model weights (.safetensors written by `wsol train`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Image file (PNG / JPEG); GT boxes are drawn when it is in the eval split.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// CAM method(s), comma-separated: one column each (default: eval.cam).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Class index(es), comma-separated: one row each.
+    #[arg(long, conflicts_with = "top")]
+    pub class: Option<String>,
+    /// Rows for the model's top-K classes (default 1).
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Threshold of the drawn box (default: eval.fixed_threshold).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Opacity of the map over the image.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum DataCommand {
     /// Write the built-in synthetic dataset (wsolevaluation metadata format).
@@ -184,6 +216,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(a) => eval(a),
         Command::EvalCams(a) => eval_cams(a),
+        Command::Cam(a) => cam_picture(a),
         Command::Data(DataCommand::Synth(a)) => {
             let opts = data::SynthOptions {
                 num_classes: a.num_classes,
@@ -310,5 +343,37 @@ fn check(a: CheckArgs) -> Result<()> {
         ));
     }
     println!("{}", metrics_table(&rows));
+    Ok(())
+}
+
+fn cam_picture(a: CamArgs) -> Result<()> {
+    let cfg = load_config(&a.common, None)?;
+    let device = pipeline::device(&cfg.device)?;
+    let model = pipeline::build_model(&cfg, &device)?;
+    pipeline::load_checkpoint(&model, &a.checkpoint)?;
+    let list = |s: &str| s.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect::<Vec<_>>();
+    let methods = a.method.as_deref().map(list).unwrap_or_else(|| vec![cfg.eval.cam.clone()]);
+    let classes = match &a.class {
+        Some(c) => picture::Classes::Given(
+            list(c)
+                .iter()
+                .map(|v| v.parse().with_context(|| format!("--class: `{v}` is not a class index")))
+                .collect::<Result<_>>()?,
+        ),
+        None => picture::Classes::Top(a.top.unwrap_or(1)),
+    };
+    let threshold = a.threshold.unwrap_or(cfg.eval.fixed_threshold);
+    anyhow::ensure!((0.0..1.0).contains(&threshold), "--threshold: expected in [0, 1), got {threshold}");
+    let req = picture::Request { image: a.image, methods, classes, threshold, alpha: a.alpha };
+    let (png, panels) = picture::render(model.net.as_ref(), &cfg, &device, &req)?;
+    crate::util::atomic_write(&a.out, &png)?;
+    for p in panels {
+        let b = p.pred;
+        println!(
+            "{:<10} class {:>4}  p={:.4}  box ({}, {}, {}, {}) at threshold {threshold}",
+            p.method, p.class, p.score, b.x0, b.y0, b.x1, b.y1
+        );
+    }
+    println!("wrote {}", a.out.display());
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod evaluate;
 pub mod localize;
 pub mod metrics;
 pub mod models;
+pub mod picture;
 pub mod pipeline;
 pub mod report;
 pub mod results;

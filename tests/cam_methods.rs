@@ -51,4 +51,27 @@ fn every_cam_method_scores_through_eval() {
         dir,
     );
     assert!(err.contains("eval.cam_layer") && err.contains("features.12"), "{err}");
+
+    // A picture of one test image: 2 methods x top-2 classes, GT box drawn (it is in the split).
+    let image = "synth/test/00000.png";
+    let stdout = wsol_ok(
+        &["cam", "--config", c, "--checkpoint", ckpt, "--image", image, "--method", "gradcam,eigencam"]
+            .into_iter()
+            .chain(["--top", "2", "--out", "grid.png"])
+            .collect::<Vec<_>>(),
+        dir,
+    );
+    assert_eq!(stdout.lines().filter(|l| l.contains(" class ")).count(), 4, "{stdout}");
+    let png = image::open(dir.join("grid.png")).unwrap().to_rgb8();
+    // 48px panels shown 5x (240 px) with a 4 px gap.
+    assert_eq!(png.dimensions(), (484, 484));
+    let colour = |c: [u8; 3]| png.pixels().filter(|p| p.0 == c).count();
+    assert!(colour([0, 255, 0]) > 0 && colour([255, 0, 0]) > 0, "GT (green) and predicted (red) boxes are drawn");
+    let err = wsol_err(
+        &["cam", "--config", c, "--checkpoint", ckpt, "--image", image, "--class", "9", "--out", "x.png"],
+        dir,
+    );
+    assert!(err.contains("--class 9"), "{err}");
+    let err = wsol_err(&["cam", "--config", c, "--checkpoint", ckpt, "--image", "nope.png", "--out", "x.png"], dir);
+    assert!(err.contains("nope.png"), "{err}");
 }
