@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cam::{self, CamInput};
 use crate::config::Config;
+use crate::data::metadata::Sample;
 use crate::data::transforms::{self, load_rgb};
 use crate::evaluate::eval_transform;
 use crate::localize::{boxes_at_thresholds, prepare_map, rescale_boxes, BBox};
@@ -86,7 +87,7 @@ pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Reques
             order
         }
     };
-    let gt = gt_boxes(cfg, &req.image).map(|(b, wh)| rescale_boxes(&b, wh, size)).unwrap_or_default();
+    let gt = find_sample(cfg, &req.image).map(|s| rescale_boxes(&s.boxes, s.size, size)).unwrap_or_default();
 
     let scale = MIN_PANEL.div_ceil(size).max(1);
     let side = size * scale;
@@ -112,14 +113,13 @@ pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Reques
     Ok((encode_png_rgb(&grid, grid_w as u32, grid_h as u32)?, panels))
 }
 
-/// GT boxes and original size of `image` when it is an image of the evaluation split.
-fn gt_boxes(cfg: &Config, image: &Path) -> Option<(Vec<[f64; 4]>, (u32, u32))> {
+/// The evaluation split's record of `image`, when it has one.
+fn find_sample(cfg: &Config, image: &Path) -> Option<Sample> {
     let root = cfg.data.image_root.canonicalize().ok()?;
     let rel = image.canonicalize().ok()?.strip_prefix(&root).ok()?.to_string_lossy().replace('\\', "/");
     let meta =
         crate::data::metadata::read_split(&cfg.data.metadata_root, &cfg.eval.split, cfg.data.num_classes).ok()?;
-    let s = meta.samples.into_iter().find(|s| s.image_id == rel)?;
-    Some((s.boxes, s.size))
+    meta.samples.into_iter().find(|s| s.image_id == rel)
 }
 
 /// Copies an RGB `size`-square cell into the grid at (x0, y0), each pixel `scale`-fold.
