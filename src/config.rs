@@ -68,6 +68,24 @@ pub struct ModelConfig {
     pub pretrained: Option<PathBuf>,
     /// Channel width of the first stage of the `tiny` backbone.
     pub width: usize,
+    /// `head: acol` settings.
+    pub acol: AcolConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcolConfig {
+    /// Branch A's GT-class map, min-max normalized, is erased from branch B's input where
+    /// >= this (0.6 in the ACoL paper's code, 0.7 in wsolevaluation's runs).
+    pub erase_threshold: f64,
+    /// Channels of the two 3x3 convs of each branch (1024 in the papers).
+    pub width: usize,
+}
+
+impl Default for AcolConfig {
+    fn default() -> Self {
+        AcolConfig { erase_threshold: 0.6, width: 1024 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,7 +196,13 @@ impl Default for SynthConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { backbone: "tiny".into(), head: "cam".into(), pretrained: None, width: 16 }
+        ModelConfig {
+            backbone: "tiny".into(),
+            head: "cam".into(),
+            pretrained: None,
+            width: 16,
+            acol: AcolConfig::default(),
+        }
     }
 }
 
@@ -336,6 +360,12 @@ impl Config {
             );
         }
         check(self.model.width >= 1, "model.width: expected >= 1".into());
+        let acol = &self.model.acol;
+        check(
+            acol.erase_threshold > 0.0 && acol.erase_threshold <= 1.0,
+            format!("model.acol.erase_threshold: expected in (0, 1], got {}", acol.erase_threshold),
+        );
+        check(acol.width >= 1, "model.acol.width: expected >= 1".into());
         check(
             self.device == "cpu" || self.device.starts_with("cuda"),
             format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device),

@@ -22,7 +22,7 @@ impl WsolModel for CamHead {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
         let features = self.backbone.forward_t(x, train)?;
         let logits = self.logits_from_features(&features)?;
-        Ok(Output { logits, features })
+        Ok(Output { logits, features, class_maps: None })
     }
 
     fn loss(&self, out: &Output, labels: &Tensor) -> candle_core::Result<Tensor> {

@@ -2,6 +2,7 @@
 //!
 //! Adding a backbone or a head is one file plus one line in [`build`].
 
+mod acol_head;
 mod cam_head;
 pub mod init;
 mod tiny;
@@ -12,6 +13,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::ModelConfig;
 
+pub use acol_head::AcolHead;
 pub use cam_head::CamHead;
 pub use tiny::Tiny;
 
@@ -21,6 +23,8 @@ pub struct Output {
     pub logits: Tensor,
     /// [B, C, h, w] the last feature maps (the CAM's input).
     pub features: Tensor,
+    /// [B, K, h, w] class maps, for heads that make them directly (ACoL's branch A).
+    pub class_maps: Option<Tensor>,
 }
 
 /// A feature extractor ending in a spatial map.
@@ -54,7 +58,7 @@ pub trait WsolModel: Send + Sync {
 
 /// Names accepted by [`build`], for config validation and messages.
 pub const BACKBONES: &[&str] = &["tiny"];
-pub const HEADS: &[&str] = &["cam"];
+pub const HEADS: &[&str] = &["cam", "acol"];
 
 /// Builds the model named by the config under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
@@ -64,7 +68,8 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
     };
     let model: Box<dyn WsolModel> = match cfg.head.as_str() {
         "cam" => Box::new(CamHead::new(backbone, num_classes, vb.pp("fc"))?),
-        other => bail!("model.head: unknown WSOL method `{other}` (available: cam)"),
+        "acol" => Box::new(AcolHead::new(backbone, num_classes, &cfg.acol, &vb)?),
+        other => bail!("model.head: unknown WSOL method `{other}` (available: {})", HEADS.join(", ")),
     };
     Ok(model)
 }

@@ -1,0 +1,205 @@
+//! ACoL (Zhang et al., CVPR 2018), as wsolevaluation builds it: two classifier branches
+//! (conv3x3 -> ReLU -> conv3x3 -> ReLU -> conv1x1 to classes) whose outputs are class
+//! maps, logits = their spatial mean. Branch A's GT-class map, min-max normalized, marks
+//! where it is most confident (>= `erase_threshold`); those positions are zeroed in the
+//! features branch B sees, so B must find the rest of the object. Loss CE(A) + CE(B);
+//! classification from A; localization map = max of the two normalized maps.
+//! Weight names `classifier_A.{0,2,4}` / `classifier_B.*` follow wsolevaluation.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+
+use super::{Backbone, Output, WsolModel};
+use crate::config::AcolConfig;
+
+struct Branch {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    classes: Conv2d,
+}
+
+impl Branch {
+    fn new(c_in: usize, width: usize, num_classes: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
+        Ok(Branch {
+            conv1: conv2d(c_in, width, 3, pad1, vb.pp("0"))?,
+            conv2: conv2d(width, width, 3, pad1, vb.pp("2"))?,
+            classes: conv2d(width, num_classes, 1, Default::default(), vb.pp("4"))?,
+        })
+    }
+
+    /// Class maps [B, K, h, w].
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.classes.forward(&self.conv2.forward(&self.conv1.forward(x)?.relu()?)?.relu()?)
+    }
+}
+
+pub struct AcolHead {
+    backbone: Box<dyn Backbone>,
+    branch_a: Branch,
+    branch_b: Branch,
+    erase_threshold: f64,
+}
+
+impl AcolHead {
+    pub fn new(
+        backbone: Box<dyn Backbone>,
+        num_classes: usize,
+        cfg: &AcolConfig,
+        vb: &VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let c = backbone.out_channels();
+        Ok(AcolHead {
+            branch_a: Branch::new(c, cfg.width, num_classes, vb.pp("classifier_A"))?,
+            branch_b: Branch::new(c, cfg.width, num_classes, vb.pp("classifier_B"))?,
+            backbone,
+            erase_threshold: cfg.erase_threshold,
+        })
+    }
+
+    /// Branch B's class maps on the features with A's confident region (for each
+    /// image's `targets` class) erased.
+    fn branch_b_maps(&self, features: &Tensor, maps_a: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+        let attention = normalize_maps(&class_map(maps_a, targets)?.detach())?;
+        let keep = attention.lt(self.erase_threshold)?.to_dtype(features.dtype())?.unsqueeze(1)?;
+        self.branch_b.forward(&features.broadcast_mul(&keep)?)
+    }
+}
+
+/// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].
+fn class_map(maps: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, _, h, w) = maps.dims4()?;
+    let index = targets.to_dtype(DType::U32)?.reshape((b, 1, 1, 1))?.broadcast_as((b, 1, h, w))?.contiguous()?;
+    maps.gather(&index, 1)?.squeeze(1)
+}
+
+/// Min-max normalization of each [h, w] map of [B, h, w]; a constant map becomes 0
+/// (wsolevaluation divides by zero there, giving NaN, which is never erased either).
+fn normalize_maps(maps: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, w) = maps.dims3()?;
+    let flat = maps.reshape((b, h * w))?;
+    let (lo, hi) = (flat.min_keepdim(1)?, flat.max_keepdim(1)?);
+    let range = (&hi - &lo)?;
+    let range = range.gt(0f64)?.where_cond(&range, &range.ones_like()?)?;
+    flat.broadcast_sub(&lo)?.broadcast_div(&range)?.reshape((b, h, w))
+}
+
+fn spatial_mean(maps: &Tensor) -> candle_core::Result<Tensor> {
+    maps.mean(D::Minus1)?.mean(D::Minus1)
+}
+
+impl WsolModel for AcolHead {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
+        let features = self.backbone.forward_t(x, train)?;
+        let maps_a = self.branch_a.forward(&features)?;
+        Ok(Output { logits: spatial_mean(&maps_a)?, features, class_maps: Some(maps_a) })
+    }
+
+    fn loss(&self, out: &Output, labels: &Tensor) -> candle_core::Result<Tensor> {
+        let maps_a = out.class_maps.as_ref().expect("ACoL outputs carry branch A's maps");
+        let logits_b = spatial_mean(&self.branch_b_maps(&out.features, maps_a, labels)?)?;
+        candle_nn::loss::cross_entropy(&out.logits, labels)? + candle_nn::loss::cross_entropy(&logits_b, labels)?
+    }
+
+    fn cam(&self, out: &Output, targets: &Tensor) -> candle_core::Result<Tensor> {
+        let maps_a = out.class_maps.as_ref().expect("ACoL outputs carry branch A's maps");
+        let maps_b = self.branch_b_maps(&out.features, maps_a, targets)?;
+        normalize_maps(&class_map(maps_a, targets)?)?.maximum(&normalize_maps(&class_map(&maps_b, targets)?)?)
+    }
+
+    fn is_new_layer(&self, var_name: &str) -> bool {
+        var_name.starts_with("classifier_")
+    }
+
+    fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+
+    fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        spatial_mean(&self.branch_a.forward(features)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    use super::*;
+    use crate::config::ModelConfig;
+
+    fn acol(threshold: f64) -> (VarMap, AcolHead) {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let cfg = ModelConfig { width: 4, ..Default::default() };
+        let backbone = Box::new(super::super::Tiny::new(cfg.width, vb.pp("features")).unwrap());
+        let head = AcolHead::new(backbone, 3, &AcolConfig { erase_threshold: threshold, width: 8 }, &vb).unwrap();
+        super::super::init::initialize(&varmap, 5, &Device::Cpu).unwrap();
+        (varmap, head)
+    }
+
+    #[test]
+    fn normalize_and_gather_by_hand() {
+        let maps = Tensor::new(&[[[1f32, 3.], [2., 5.]], [[4., 4.], [4., 4.]]], &Device::Cpu).unwrap();
+        let n: Vec<Vec<Vec<f32>>> = normalize_maps(&maps).unwrap().to_vec3().unwrap();
+        assert_eq!(n, vec![vec![vec![0.0, 0.5], vec![0.25, 1.0]], vec![vec![0.0; 2]; 2]]);
+        let k = Tensor::new(&[[[[0f32]], [[1.]]], [[[2.]], [[3.]]]], &Device::Cpu).unwrap(); // [2, 2, 1, 1]
+        let t = Tensor::new(&[1u32, 0], &Device::Cpu).unwrap();
+        let picked: Vec<f32> = class_map(&k, &t).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(picked, vec![1.0, 2.0]);
+    }
+
+    /// Branch B sees exactly the features A is not confident about: compare with B run
+    /// on features erased by hand from A's normalized map.
+    #[test]
+    fn erases_where_branch_a_is_confident() {
+        let (_vm, head) = acol(0.5);
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let out = head.forward_t(&x, false).unwrap();
+        let t = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
+        let maps_a = out.class_maps.as_ref().unwrap();
+        let got = head.branch_b_maps(&out.features, maps_a, &t).unwrap();
+
+        let a: Vec<Vec<Vec<f32>>> = normalize_maps(&class_map(maps_a, &t).unwrap()).unwrap().to_vec3().unwrap();
+        let (b, c, h, w) = out.features.dims4().unwrap();
+        let mut f: Vec<f32> = out.features.flatten_all().unwrap().to_vec1().unwrap();
+        let mut erased = 0;
+        for i in 0..b {
+            for y in 0..h {
+                for x in 0..w {
+                    if a[i][y][x] >= 0.5 {
+                        erased += 1;
+                        (0..c).for_each(|k| f[((i * c + k) * h + y) * w + x] = 0.0);
+                    }
+                }
+            }
+        }
+        assert!(erased > 0 && erased < b * h * w, "some but not all positions erased: {erased}");
+        let want = head.branch_b.forward(&Tensor::from_vec(f, (b, c, h, w), &Device::Cpu).unwrap()).unwrap();
+        let diff: f32 =
+            (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn loss_is_both_branches_and_cam_is_their_max() {
+        let (_vm, head) = acol(0.6);
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+        let out = head.forward_t(&x, false).unwrap();
+        let maps_b = head.branch_b_maps(&out.features, out.class_maps.as_ref().unwrap(), &labels).unwrap();
+        let ce = |l: &Tensor| candle_nn::loss::cross_entropy(l, &labels).unwrap().to_scalar::<f32>().unwrap();
+        let want = ce(&out.logits) + ce(&spatial_mean(&maps_b).unwrap());
+        let got: f32 = head.loss(&out, &labels).unwrap().to_scalar().unwrap();
+        assert!((got - want).abs() < 1e-5);
+        let cam = head.cam(&out, &labels).unwrap();
+        let na = normalize_maps(&class_map(out.class_maps.as_ref().unwrap(), &labels).unwrap()).unwrap();
+        let nb = normalize_maps(&class_map(&maps_b, &labels).unwrap()).unwrap();
+        let ge = |p: &Tensor, q: &Tensor| -> bool {
+            let d: Vec<f32> = (p - q).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            d.iter().all(|&v| v >= 0.0)
+        };
+        assert!(ge(&cam, &na) && ge(&cam, &nb));
+        assert_eq!(cam.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap(), 1.0);
+    }
+}
