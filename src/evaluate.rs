@@ -49,6 +49,7 @@ fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
         seed: cfg.seed,
         epoch: 0,
         transform: eval_transform(cfg),
+        skip_batches: 0,
     }
 }
 

@@ -43,6 +43,9 @@ pub struct LoaderConfig {
     pub seed: u64,
     pub epoch: u64,
     pub transform: TransformConfig,
+    /// Batches of the epoch to leave out at its start (resuming an interrupted epoch);
+    /// the rest are the same batches, with the same augmentation, as without.
+    pub skip_batches: usize,
 }
 
 /// Batches decoded ahead of the consumer.
@@ -80,7 +83,7 @@ pub fn epoch_batches(ds: Arc<Dataset>, cfg: LoaderConfig) -> impl Iterator<Item 
         };
         let order = epoch_order(ds.meta.samples.len(), cfg.shuffle, cfg.seed, cfg.epoch);
         let count = num_batches(order.len(), cfg.batch_size, cfg.drop_last);
-        for chunk in order.chunks(cfg.batch_size).take(count) {
+        for chunk in order.chunks(cfg.batch_size).take(count).skip(cfg.skip_batches) {
             let batch = pool.install(|| load_batch(&ds, &cfg, chunk));
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
@@ -193,7 +196,7 @@ mod tests {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
         };
-        LoaderConfig { batch_size, shuffle: true, drop_last, workers, seed: 5, epoch: 2, transform }
+        LoaderConfig { batch_size, shuffle: true, drop_last, workers, seed: 5, epoch: 2, transform, skip_batches: 0 }
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Checkpoints: `<tag>.safetensors` (model, with BN running statistics),
-//! `<tag>.optim.safetensors` (momentum buffers) and `<tag>.json` (counters). Each file
-//! is written to a temp file, fsynced and renamed; the JSON goes last and carries the
-//! epoch, so a run killed mid-write resumes from the previous complete checkpoint.
+//! `<tag>.optim.safetensors` (momentum buffers) and `<tag>.json` (counters).
+//!
+//! Three files cannot be replaced atomically together, so each save writes its tensors
+//! under step-stamped names (`<tag>-s<step>.*`, temp file + fsync + rename), then commits
+//! `<tag>.json` naming them, and only then points the public names at them (hard links,
+//! atomically renamed) and deletes older stamped files. A run killed at any moment
+//! leaves a JSON whose files all exist and belong to it; `--resume` reads those.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +25,28 @@ pub struct TrainState {
     pub best_score: Option<f64>,
     pub best_epoch: Option<usize>,
     pub seed: u64,
+    /// Batches of epoch `epochs_done` already trained (an interrupted epoch), and the
+    /// running sums of its log line.
+    #[serde(default)]
+    pub partial_epoch: Option<PartialEpoch>,
+    /// The tensor files of this checkpoint (stamped names); absent in older checkpoints,
+    /// which used the public names.
+    #[serde(default)]
+    pub model_file: Option<String>,
+    #[serde(default)]
+    pub optim_file: Option<String>,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PartialEpoch {
+    pub batches_done: usize,
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
+    pub skipped: usize,
+}
+
+/// Public names: (model, optim, state).
 pub fn paths(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     (
         dir.join(format!("{tag}.safetensors")),
@@ -31,16 +55,51 @@ pub fn paths(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// The (model, optim) files a loaded state belongs to.
+pub fn files_of(dir: &Path, tag: &str, state: &TrainState) -> (PathBuf, PathBuf) {
+    let (model, optim, _) = paths(dir, tag);
+    (state.model_file.as_ref().map_or(model, |f| dir.join(f)), state.optim_file.as_ref().map_or(optim, |f| dir.join(f)))
+}
+
 pub fn save(dir: &Path, tag: &str, varmap: &VarMap, optim: &HashMap<String, Tensor>, state: &TrainState) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (model_path, optim_path, state_path) = paths(dir, tag);
-    let tmp = tmp_path(&model_path);
+    let stamp = format!("{tag}-s{:09}", state.global_step);
+    let (model_file, optim_file) = (format!("{stamp}.safetensors"), format!("{stamp}.optim.safetensors"));
+    let tmp = tmp_path(&dir.join(&model_file));
     varmap.save(&tmp).with_context(|| format!("cannot write checkpoint {}", tmp.display()))?;
-    commit_tmp(&tmp, &model_path)?;
-    let tmp = tmp_path(&optim_path);
+    commit_tmp(&tmp, &dir.join(&model_file))?;
+    let tmp = tmp_path(&dir.join(&optim_file));
     candle_core::safetensors::save(optim, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    commit_tmp(&tmp, &optim_path)?;
-    atomic_write(&state_path, serde_json::to_string_pretty(state)?.as_bytes())
+    commit_tmp(&tmp, &dir.join(&optim_file))?;
+
+    let state =
+        TrainState { model_file: Some(model_file.clone()), optim_file: Some(optim_file.clone()), ..state.clone() };
+    let (model_path, optim_path, state_path) = paths(dir, tag);
+    atomic_write(&state_path, serde_json::to_string_pretty(&state)?.as_bytes())?;
+
+    publish(&dir.join(&model_file), &model_path)?;
+    publish(&dir.join(&optim_file), &optim_path)?;
+    // Older stamped files of this tag are no longer named by any JSON.
+    let prefix = format!("{tag}-s");
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let stamped = name.starts_with(&prefix) && name.ends_with(".safetensors");
+        if stamped && name != model_file && name != optim_file {
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+    Ok(())
+}
+
+/// Makes `public` name the same file as `stamped` (hard link, or a copy where links are
+/// not supported), replacing it atomically.
+fn publish(stamped: &Path, public: &Path) -> Result<()> {
+    let tmp = tmp_path(public);
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(stamped, &tmp).is_err() {
+        std::fs::copy(stamped, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, public).with_context(|| format!("cannot rename {} to {}", tmp.display(), public.display()))
 }
 
 /// Loads model weights into `varmap`, naming every missing or wrong-shaped tensor.
@@ -85,4 +144,66 @@ pub fn load_optim(path: &Path) -> Result<HashMap<String, Tensor>> {
 pub fn load_state(path: &Path) -> Result<TrainState> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a wsol training state", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::DType;
+    use candle_nn::VarBuilder;
+
+    use super::*;
+
+    fn state(step: usize) -> TrainState {
+        TrainState {
+            epochs_done: step,
+            global_step: step,
+            best_score: None,
+            best_epoch: None,
+            seed: 0,
+            partial_epoch: None,
+            model_file: None,
+            optim_file: None,
+        }
+    }
+
+    fn weights(varmap: &VarMap) -> Vec<f32> {
+        varmap.all_vars()[0].as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn a_save_interrupted_before_its_json_leaves_the_previous_checkpoint_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let w = vb.get((2, 2), "w").unwrap();
+        let optim = HashMap::new();
+        varmap.all_vars()[0].set(&Tensor::full(1f32, (2, 2), &Device::Cpu).unwrap()).unwrap();
+        save(d, "last", &varmap, &optim, &state(1)).unwrap();
+        varmap.all_vars()[0].set(&Tensor::full(2f32, (2, 2), &Device::Cpu).unwrap()).unwrap();
+        save(d, "last", &varmap, &optim, &state(2)).unwrap();
+        // Only the current stamped set remains, and the public name is the same data.
+        let mut names: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "last-s000000002.optim.safetensors",
+                "last-s000000002.safetensors",
+                "last.json",
+                "last.optim.safetensors",
+                "last.safetensors"
+            ]
+        );
+        // A third save killed after writing its model file: step-2 JSON and files still agree.
+        varmap.all_vars()[0].set(&Tensor::full(3f32, (2, 2), &Device::Cpu).unwrap()).unwrap();
+        varmap.save(d.join("last-s000000003.safetensors")).unwrap();
+        let st = load_state(&d.join("last.json")).unwrap();
+        assert_eq!(st.global_step, 2);
+        let (model, _) = files_of(d, "last", &st);
+        load_weights(&varmap, &model).unwrap();
+        assert_eq!(weights(&varmap), vec![2.0; 4]);
+        drop(w);
+    }
 }

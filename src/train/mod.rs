@@ -2,6 +2,7 @@
 //! validation, checkpoints, TensorBoard, and the final evaluation into `metrics.json`.
 
 pub mod checkpoint;
+pub mod interrupt;
 pub mod optimizer;
 pub mod schedule;
 
@@ -18,7 +19,7 @@ use crate::data::{epoch_batches, num_batches, LoaderConfig, TransformConfig};
 use crate::evaluate::{self, evaluate, EvalResult};
 use crate::pipeline;
 use crate::report::{metrics_table, Progress, TbWriter};
-use checkpoint::TrainState;
+use checkpoint::{PartialEpoch, TrainState};
 use optimizer::{Param, Sgd};
 
 pub struct TrainOptions {
@@ -79,6 +80,7 @@ pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
 }
 
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)> {
+    interrupt::install();
     let device = pipeline::device(&cfg.device)?;
     pipeline::prepare_data(cfg, opts.quiet)?;
     let train_ds = pipeline::load_split(cfg, &cfg.data.train_split)?;
@@ -116,16 +118,39 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             .collect()
     };
     let mut sgd = Sgd::new(params, &cfg.train.optimizer);
-    let mut state = TrainState { epochs_done: 0, global_step: 0, best_score: None, best_epoch: None, seed: cfg.seed };
+    let mut state = TrainState {
+        epochs_done: 0,
+        global_step: 0,
+        best_score: None,
+        best_epoch: None,
+        seed: cfg.seed,
+        partial_epoch: None,
+        model_file: None,
+        optim_file: None,
+    };
     if let Some(state_path) = &resume_state {
         state = checkpoint::load_state(state_path)?;
         let tag = state_path.file_stem().unwrap().to_string_lossy().into_owned();
-        let (model_path, optim_path, _) = checkpoint::paths(state_path.parent().unwrap(), &tag);
+        let (model_path, optim_path) = checkpoint::files_of(state_path.parent().unwrap(), &tag, &state);
         checkpoint::load_weights(&model.varmap, &model_path)?;
         sgd.load_state(checkpoint::load_optim(&optim_path)?)?;
         log.line(
             None,
-            &format!("resuming {} after epoch {} (step {})", run_dir.display(), state.epochs_done, state.global_step),
+            &match &state.partial_epoch {
+                Some(p) => format!(
+                    "resuming {} in epoch {} after batch {} (step {})",
+                    run_dir.display(),
+                    state.epochs_done + 1,
+                    p.batches_done,
+                    state.global_step
+                ),
+                None => format!(
+                    "resuming {} after epoch {} (step {})",
+                    run_dir.display(),
+                    state.epochs_done,
+                    state.global_step
+                ),
+            },
         );
     } else {
         log.line(None, &format!("run directory: {}", run_dir.display()));
@@ -155,11 +180,32 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             seed: cfg.seed,
             epoch: epoch as u64,
             transform: transform.clone(),
+            skip_batches: 0,
         };
-        let (mut loss_sum, mut correct, mut seen, mut skipped) = (0f64, 0usize, 0usize, 0usize);
+        // An interrupted epoch continues after its last trained batch.
+        let partial = if epoch == state.epochs_done { state.partial_epoch.take() } else { None }.unwrap_or_default();
+        let loader = LoaderConfig { skip_batches: partial.batches_done, ..loader };
+        progress.inc(partial.batches_done as u64);
+        let PartialEpoch { mut batches_done, mut loss_sum, mut correct, mut seen, mut skipped } = partial;
         let (mut win_loss, mut win_correct, mut win_seen) = (0f64, 0usize, 0usize);
         for batch in epoch_batches(train_ds.clone(), loader) {
+            if interrupt::requested() {
+                progress.finish();
+                state.partial_epoch = Some(PartialEpoch { batches_done, loss_sum, correct, seen, skipped });
+                checkpoint::save(&ckpt_dir, "last", &model.varmap, sgd.state(), &state)?;
+                tb.flush();
+                let msg = format!(
+                    "interrupted in epoch {} after step {}; checkpoint written to {} — continue with `wsol train --config ... --resume {}`",
+                    epoch + 1,
+                    state.global_step,
+                    ckpt_dir.join("last.safetensors").display(),
+                    run_dir.display()
+                );
+                log.line(None, &msg);
+                return Err(interrupt::Interrupted(msg).into());
+            }
             let batch = batch?;
+            batches_done += 1;
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, (n, 3, size, size), &device)?;
             let y = Tensor::from_vec(batch.labels, n, &device)?;
