@@ -167,6 +167,14 @@ pub fn read_split(metadata_root: &Path, split: &str, num_classes: usize) -> Resu
             if b[2] < b[0] || b[3] < b[1] {
                 return Err(loc.err(&line, "expected x0 <= x1 and y0 <= y1"));
             }
+            if let Some((w, h)) = sizes[i] {
+                if b[0] < 0.0 || b[1] < 0.0 || b[2] > w as f64 || b[3] > h as f64 {
+                    return Err(loc.err(
+                        &line,
+                        format!("box lies outside the {w}x{h} image (size from {IMAGE_SIZES}); expected 0 <= x0 <= x1 <= {w}, 0 <= y0 <= y1 <= {h}"),
+                    ));
+                }
+            }
             boxes[i].push(b);
         }
     }

@@ -52,12 +52,24 @@ impl TransformConfig {
 /// Decodes PNG / JPEG by content (not extension) and converts gray, alpha and 16-bit
 /// images to 8-bit RGB, as PIL's `.convert('RGB')` does in the reference loaders.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        bail!("cannot decode image {}: truncated JPEG (no end-of-image marker after the scan data)", path.display());
+    }
     let img = reader.decode().with_context(|| format!("cannot decode image {}", path.display()))?;
     Ok(img.to_rgb8())
+}
+
+/// The JPEG decoder fills a cut-off scan with grey instead of failing (PIL raises
+/// "image file is truncated"), so we check for the end-of-image marker after the last
+/// start-of-scan: inside scan data 0xFF is always followed by 0x00 or a restart marker,
+/// and an EXIF thumbnail's own marker comes before the main scan.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w == [0xFF, m]);
+    matches!((last(0xDA), last(0xD9)), (Some(sos), Some(eoi)) if eoi > sos)
 }
 
 /// Writes the transformed image into `out` (length 3*S*S, CHW). Randomness is drawn in
