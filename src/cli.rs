@@ -156,6 +156,22 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Read every split of a configured dataset and report counts and problems.
     Check(CheckArgs),
+    /// Convert a dataset's native files to wsolevaluation metadata (`cub`: CUB-200-2011).
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Source format: `cub`.
+    pub format: String,
+    /// Dataset root (for CUB: the folder with images.txt and images/).
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Metadata root to write (<out>/train, <out>/test).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 200)]
+    pub num_classes: usize,
 }
 
 #[derive(Args)]
@@ -233,6 +249,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Data(DataCommand::Check(a)) => check(a),
+        Command::Data(DataCommand::Convert(a)) => convert(a),
     }
 }
 
@@ -375,5 +392,21 @@ fn cam_picture(a: CamArgs) -> Result<()> {
         );
     }
     println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    anyhow::ensure!(a.format == "cub", "data convert: unknown format `{}` (available: cub)", a.format);
+    anyhow::ensure!(
+        data::cub::is_cub_root(&a.root),
+        "{}: not a CUB-200-2011 root (expected images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt)",
+        a.root.display()
+    );
+    for split in ["train", "test"] {
+        let meta = data::cub::read_cub_split(&a.root, split, a.num_classes)?;
+        data::write_split(&a.out, &meta)?;
+        println!("{split}: {} images -> {}", meta.samples.len(), a.out.join(split).display());
+    }
+    println!("image ids are relative to {}: set data.image_root to it", a.root.join("images").display());
     Ok(())
 }

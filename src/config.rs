@@ -26,7 +26,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `wsol` (wsolevaluation metadata) or `synthetic` (wsol format, generated on first use).
+    /// `wsol` (wsolevaluation metadata), `synthetic` (wsol format, generated on first use)
+    /// or `cub` (CUB-200-2011's own files; `metadata_root` is the dataset root).
     pub format: String,
     pub metadata_root: PathBuf,
     pub image_root: PathBuf,
@@ -319,8 +320,8 @@ impl Config {
             }
         };
         check(
-            matches!(d.format.as_str(), "wsol" | "synthetic"),
-            format!("data.format: expected `wsol` or `synthetic`, got `{}`", d.format),
+            matches!(d.format.as_str(), "wsol" | "synthetic" | "cub"),
+            format!("data.format: expected `wsol`, `synthetic` or `cub`, got `{}`", d.format),
         );
         check(d.num_classes >= 2, format!("data.num_classes: expected >= 2, got {}", d.num_classes));
         check(d.image_size >= 8, format!("data.image_size: expected >= 8 pixels, got {}", d.image_size));

@@ -55,11 +55,21 @@ pub fn prepare_data(cfg: &Config, quiet: bool) -> Result<()> {
 }
 
 pub fn split_exists(cfg: &Config, split: &str) -> bool {
+    if cfg.data.format == "cub" {
+        return matches!(split, "train" | "test") && data::cub::is_cub_root(&cfg.data.metadata_root);
+    }
     cfg.data.metadata_root.join(split).join("image_ids.txt").exists()
 }
 
 pub fn load_split(cfg: &Config, split: &str) -> Result<Arc<Dataset>> {
     let root = &cfg.data.metadata_root;
+    if cfg.data.format == "cub" {
+        let meta = data::cub::read_cub_split(root, split, cfg.data.num_classes)?;
+        if meta.samples.is_empty() {
+            bail!("{}: CUB split `{split}` has no images", root.display());
+        }
+        return Ok(Arc::new(Dataset { image_root: cfg.data.image_root.clone(), meta }));
+    }
     if !root.join(split).is_dir() {
         bail!("split `{split}` not found: expected directory {} with image_ids.txt, class_labels.txt, image_sizes.txt (data.metadata_root = {})", root.join(split).display(), root.display());
     }

@@ -1,6 +1,7 @@
 //! Datasets: the wsolevaluation metadata format, a synthetic WSOL generator, the
 //! per-image transforms and the parallel, deterministic batch loader.
 
+pub mod cub;
 pub mod loader;
 pub mod masks;
 pub mod metadata;
