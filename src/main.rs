@@ -7,7 +7,7 @@ fn main() {
             eprintln!("{stop}");
             std::process::exit(wsol::train::interrupt::EXIT_CODE);
         }
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", wsol::cli::error_message(&err));
         std::process::exit(1);
     }
 }

@@ -92,7 +92,7 @@ pub fn build_model(cfg: &Config, device: &Device) -> Result<Model> {
     let net = models::build(&cfg.model, cfg.data.num_classes, vb)?;
     models::init::initialize(&varmap, cfg.seed, device)?;
     if let Some(p) = &cfg.model.pretrained {
-        bail!("model.pretrained: loading {} is not supported by backbone `{}` yet", p.display(), cfg.model.backbone);
+        models::pretrained::load(&varmap, net.as_ref(), p)?;
     }
     Ok(Model { varmap, net })
 }

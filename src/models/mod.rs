@@ -5,6 +5,8 @@
 mod acol_head;
 mod cam_head;
 pub mod init;
+pub mod pretrained;
+mod resnet;
 mod tiny;
 
 use anyhow::{bail, Result};
@@ -15,6 +17,7 @@ use crate::config::ModelConfig;
 
 pub use acol_head::AcolHead;
 pub use cam_head::CamHead;
+pub use resnet::ResNet18;
 pub use tiny::Tiny;
 
 /// What one forward pass gives the trainer and the evaluator.
@@ -57,14 +60,15 @@ pub trait WsolModel: Send + Sync {
 }
 
 /// Names accepted by [`build`], for config validation and messages.
-pub const BACKBONES: &[&str] = &["tiny"];
+pub const BACKBONES: &[&str] = &["tiny", "resnet18"];
 pub const HEADS: &[&str] = &["cam", "acol"];
 
 /// Builds the model named by the config under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
     let backbone: Box<dyn Backbone> = match cfg.backbone.as_str() {
         "tiny" => Box::new(Tiny::new(cfg.width, vb.pp("features"))?),
-        other => bail!("model.backbone: unknown backbone `{other}` (available: tiny)"),
+        "resnet18" => Box::new(ResNet18::new(vb.clone())?),
+        other => bail!("model.backbone: unknown backbone `{other}` (available: {})", BACKBONES.join(", ")),
     };
     let model: Box<dyn WsolModel> = match cfg.head.as_str() {
         "cam" => Box::new(CamHead::new(backbone, num_classes, vb.pp("fc"))?),

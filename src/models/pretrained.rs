@@ -1,0 +1,173 @@
+//! `model.pretrained`: ImageNet (or any) weights under torchvision names, from
+//! `.safetensors` or a PyTorch `.pth` (as far as candle's pickle reader goes), loaded
+//! over the seeded initialization. Every tensor of the backbone must be there with its
+//! shape; the task's new layers (the head) keep their initialization, and the file's own
+//! classifier is expected to be left over. Anything else is an error that names the
+//! tensors, because a silently half-loaded backbone trains but reproduces nothing.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+
+use super::WsolModel;
+
+/// torchvision's ImageNet classifiers (ResNet / Inception `fc`, VGG `classifier`, the
+/// Inception auxiliary head): replaced by the WSOL head, so expected to be left over.
+const IMAGENET_HEADS: [&str; 3] = ["fc.", "classifier.", "AuxLogits."];
+
+pub fn load(varmap: &VarMap, model: &dyn WsolModel, path: &Path) -> Result<()> {
+    let file = read(path)?;
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+    for name in names {
+        if model.is_new_layer(name) {
+            continue;
+        }
+        let var = &data[name];
+        match file.get(name.as_str()) {
+            None => missing.push(name.clone()),
+            Some(t) if t.dims() != var.dims() => wrong.push(format!("{name} {:?} (model: {:?})", t.dims(), var.dims())),
+            Some(t) => var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?,
+        }
+    }
+    let leftover = |k: &str| k.ends_with("num_batches_tracked") || IMAGENET_HEADS.iter().any(|p| k.starts_with(p));
+    let mut unexpected: Vec<&String> =
+        file.keys().filter(|k| !data.contains_key(*k) && !leftover(k) && !model.is_new_layer(k)).collect();
+    unexpected.sort();
+    let list = |v: &[String]| {
+        v.iter().take(8).cloned().collect::<Vec<_>>().join(", ") + if v.len() > 8 { ", ..." } else { "" }
+    };
+    if !missing.is_empty() || !wrong.is_empty() || !unexpected.is_empty() {
+        let mut msg = format!("model.pretrained {} does not fit this model:", path.display());
+        if !missing.is_empty() {
+            msg += &format!(" {} missing ({})", missing.len(), list(&missing));
+        }
+        if !wrong.is_empty() {
+            msg += &format!(" {} of another shape ({})", wrong.len(), list(&wrong));
+        }
+        if !unexpected.is_empty() {
+            let u: Vec<String> = unexpected.iter().map(|s| s.to_string()).collect();
+            msg += &format!(" {} unexpected ({})", u.len(), list(&u));
+        }
+        bail!("{msg}; expected torchvision names for this backbone (is it the right model.backbone?)");
+    }
+    Ok(())
+}
+
+/// Name -> tensor from `.safetensors`, or a `.pth` state dict (plain, or under
+/// `state_dict`; a DataParallel `module.` prefix is dropped).
+fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    let tensors: Vec<(String, Tensor)> = if is_safetensors {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| {
+                anyhow::anyhow!("model.pretrained {}: not a readable .safetensors file ({e})", path.display())
+            })?
+            .into_iter()
+            .collect()
+    } else {
+        let plain = candle_core::pickle::read_all(path);
+        match plain {
+            Ok(t) if !t.is_empty() => t,
+            _ => candle_core::pickle::read_all_with_key(path, Some("state_dict")).with_context(|| {
+                format!("model.pretrained {}: not a readable PyTorch state dict (.pth)", path.display())
+            })?,
+        }
+    };
+    if tensors.is_empty() {
+        bail!("model.pretrained {}: the file holds no tensors", path.display());
+    }
+    Ok(tensors.into_iter().map(|(k, v)| (k.strip_prefix("module.").map(str::to_string).unwrap_or(k), v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::DType;
+    use candle_nn::VarBuilder;
+
+    use super::*;
+    use crate::config::ModelConfig;
+
+    fn resnet(seed: u64) -> (VarMap, Box<dyn WsolModel>) {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let cfg = ModelConfig { backbone: "resnet18".into(), ..Default::default() };
+        let net = crate::models::build(&cfg, 5, vb).unwrap();
+        crate::models::init::initialize(&varmap, seed, &Device::Cpu).unwrap();
+        (varmap, net)
+    }
+
+    /// A torchvision-style file from a model's weights: its own 1000-class `fc`, BN
+    /// `num_batches_tracked` buffers.
+    fn torchvision_file(
+        varmap: &VarMap,
+        dir: &Path,
+        edit: impl Fn(&mut HashMap<String, Tensor>),
+    ) -> std::path::PathBuf {
+        let mut t: HashMap<String, Tensor> =
+            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        t.insert("fc.weight".into(), Tensor::zeros((1000, 512), DType::F32, &Device::Cpu).unwrap());
+        t.insert("fc.bias".into(), Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap());
+        t.insert("layer1.0.bn1.num_batches_tracked".into(), Tensor::new(&[7i64], &Device::Cpu).unwrap());
+        edit(&mut t);
+        let path = dir.join("resnet18.safetensors");
+        candle_core::safetensors::save(&t, &path).unwrap();
+        path
+    }
+
+    fn get(varmap: &VarMap, name: &str) -> Vec<f32> {
+        varmap.data().lock().unwrap()[name].as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn loads_the_backbone_and_keeps_the_new_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, _) = resnet(1);
+        let path = torchvision_file(&source, dir.path(), |_| {});
+        let (target, net) = resnet(2);
+        let head_before = get(&target, "fc.weight");
+        load(&target, net.as_ref(), &path).unwrap();
+        for name in ["conv1.weight", "layer3.0.downsample.0.weight", "layer4.1.bn2.running_var"] {
+            assert_eq!(get(&target, name), get(&source, name), "{name}");
+        }
+        assert_eq!(get(&target, "fc.weight"), head_before, "the 5-class head keeps its initialization");
+    }
+
+    #[test]
+    fn missing_reshaped_and_unexpected_tensors_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, _) = resnet(1);
+        let path = torchvision_file(&source, dir.path(), |t| {
+            t.remove("layer2.1.conv2.weight");
+            t.insert("bn1.weight".into(), Tensor::zeros(32, DType::F32, &Device::Cpu).unwrap());
+            t.insert("layer5.0.conv1.weight".into(), Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap());
+        });
+        let (target, net) = resnet(2);
+        let err = load(&target, net.as_ref(), &path).unwrap_err().to_string();
+        for part in [
+            "1 missing (layer2.1.conv2.weight)",
+            "bn1.weight [32] (model: [64])",
+            "1 unexpected (layer5.0.conv1.weight)",
+        ] {
+            assert!(err.contains(part), "{err}");
+        }
+        let junk = dir.path().join("junk.pth");
+        std::fs::write(&junk, b"not a pickle").unwrap();
+        assert!(load(&target, net.as_ref(), &junk).unwrap_err().to_string().contains("junk.pth"));
+    }
+
+    #[test]
+    fn resnet18_keeps_stride_16() {
+        let (_vm, net) = resnet(0);
+        let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+        let out = net.forward_t(&x, false).unwrap();
+        assert_eq!(out.features.dims(), [1, 512, 4, 4]);
+        assert_eq!(out.logits.dims(), [1, 5]);
+        assert_eq!(net.backbone().layers(), ["maxpool", "layer1", "layer2", "layer3", "layer4"]);
+    }
+}

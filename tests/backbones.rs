@@ -1,0 +1,38 @@
+//! ResNet-18 through the CLI: trains, scores a Grad-CAM of an inner layer, and starts a
+//! new run from the previous run's weights via `model.pretrained` (the head is new, so it
+//! is left at its initialization; everything else must load).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn resnet18_trains_scores_and_fine_tunes_from_pretrained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth(dir, 32, 0, 8);
+    let cfg = write_config(dir, "r18", "");
+    let c = cfg.to_str().unwrap();
+    let common = ["--set", "model.backbone=resnet18", "--set", "data.image_size=32", "--set", "train.epochs=1"];
+    let mut args = vec!["train", "--config", c, "--out", "a", "--quiet"];
+    args.extend(common);
+    wsol_ok(&args, dir);
+    let mut args =
+        vec!["eval", "--config", c, "--checkpoint", "a/checkpoints/last.safetensors", "--out", "ev", "--quiet"];
+    args.extend(common);
+    args.extend(["--set", "eval.cam=gradcam", "--set", "eval.cam_layer=layer3"]);
+    wsol_ok(&args, dir);
+    assert_eq!(read_json(&dir.join("ev/metrics.json"))["cam"], "gradcam");
+
+    let mut args = vec!["train", "--config", c, "--out", "b", "--quiet"];
+    args.extend(common);
+    args.extend(["--set", "model.pretrained=a/checkpoints/last.safetensors"]);
+    wsol_ok(&args, dir);
+    // A tiny checkpoint is not a ResNet-18: every missing tensor is a clear error.
+    wsol_ok(&["train", "--config", c, "--set", "train.epochs=1", "--out", "t", "--quiet"], dir);
+    let mut args = vec!["train", "--config", c, "--quiet"];
+    args.extend(common);
+    args.extend(["--set", "model.pretrained=t/checkpoints/last.safetensors"]);
+    let err = wsol_err(&args, dir);
+    assert!(err.contains("model.pretrained") && err.contains("missing") && err.contains("conv1.weight"), "{err}");
+}
