@@ -170,4 +170,29 @@ mod tests {
         assert_eq!(out.logits.dims(), [1, 5]);
         assert_eq!(net.backbone().layers(), ["maxpool", "layer1", "layer2", "layer3", "layer4"]);
     }
+
+    /// `tests/fixtures/pth` (scripts/make_pth_fixture.py): the same weights as torch.save
+    /// zip checkpoints (plain, and under `state_dict` with `module.` names) and as
+    /// safetensors; all three must load the same values.
+    #[test]
+    fn pth_and_safetensors_give_the_same_weights() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pth");
+        let loaded = |file: &str| -> Vec<(String, Vec<f32>)> {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+            let net = crate::models::build(&ModelConfig { width: 2, ..Default::default() }, 3, vb).unwrap();
+            crate::models::init::initialize(&varmap, 0, &Device::Cpu).unwrap();
+            load(&varmap, net.as_ref(), &dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+            names.sort();
+            names.into_iter().filter(|n| !n.starts_with("fc.")).map(|n| (n.clone(), get(&varmap, &n))).collect()
+        };
+        let reference = loaded("tiny_w2.safetensors");
+        assert_eq!(reference.len(), 20);
+        // features.0.weight[k] = 0.5 sin(0.7 k) in the generator.
+        let first = &reference.iter().find(|(n, _)| n == "features.0.weight").unwrap().1;
+        assert!((first[3] - 0.5 * (2.1f64).sin() as f32).abs() < 1e-7);
+        assert_eq!(loaded("tiny_w2.pth"), reference);
+        assert_eq!(loaded("tiny_w2_wrapped.pth"), reference);
+    }
 }
