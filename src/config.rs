@@ -27,7 +27,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// `wsol` (wsolevaluation metadata), `synthetic` (wsol format, generated on first use)
-    /// or `cub` (CUB-200-2011's own files; `metadata_root` is the dataset root).
+    /// `cub` (CUB-200-2011's own files; `metadata_root` is the dataset root) or `folder`
+    /// (`image_root/<split>/<class>/*.jpg`, classification only).
     pub format: String,
     pub metadata_root: PathBuf,
     pub image_root: PathBuf,
@@ -320,8 +321,8 @@ impl Config {
             }
         };
         check(
-            matches!(d.format.as_str(), "wsol" | "synthetic" | "cub"),
-            format!("data.format: expected `wsol`, `synthetic` or `cub`, got `{}`", d.format),
+            matches!(d.format.as_str(), "wsol" | "synthetic" | "cub" | "folder"),
+            format!("data.format: expected `wsol`, `synthetic`, `cub` or `folder`, got `{}`", d.format),
         );
         check(d.num_classes >= 2, format!("data.num_classes: expected >= 2, got {}", d.num_classes));
         check(d.image_size >= 8, format!("data.image_size: expected >= 8 pixels, got {}", d.image_size));

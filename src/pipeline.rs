@@ -58,11 +58,21 @@ pub fn split_exists(cfg: &Config, split: &str) -> bool {
     if cfg.data.format == "cub" {
         return matches!(split, "train" | "test") && data::cub::is_cub_root(&cfg.data.metadata_root);
     }
+    if cfg.data.format == "folder" {
+        return cfg.data.image_root.join(split).is_dir();
+    }
     cfg.data.metadata_root.join(split).join("image_ids.txt").exists()
 }
 
 pub fn load_split(cfg: &Config, split: &str) -> Result<Arc<Dataset>> {
     let root = &cfg.data.metadata_root;
+    if cfg.data.format == "folder" {
+        let meta = data::folder::read_folder_split(&cfg.data.image_root, split, cfg.data.num_classes)?;
+        if meta.samples.is_empty() {
+            bail!("{}: split `{split}` has no .jpg/.png images", cfg.data.image_root.join(split).display());
+        }
+        return Ok(Arc::new(Dataset { image_root: cfg.data.image_root.clone(), meta }));
+    }
     if cfg.data.format == "cub" {
         let meta = data::cub::read_cub_split(root, split, cfg.data.num_classes)?;
         if meta.samples.is_empty() {

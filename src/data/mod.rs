@@ -2,6 +2,7 @@
 //! per-image transforms and the parallel, deterministic batch loader.
 
 pub mod cub;
+pub mod folder;
 pub mod loader;
 pub mod masks;
 pub mod metadata;
