@@ -33,6 +33,9 @@ pub enum Command {
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Args)]
@@ -151,6 +154,35 @@ pub struct CamArgs {
 }
 
 #[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Training steps per second (forward + backward + SGD) on random input, and peak memory.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    #[arg(long, default_value = "resnet18")]
+    pub backbone: String,
+    #[arg(long, default_value = "cam")]
+    pub head: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    #[arg(long, default_value_t = 200)]
+    pub classes: usize,
+    /// Timed steps (after 2 warm-up steps); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// CPU threads for the tensor ops (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
 pub enum DataCommand {
     /// Write the built-in synthetic dataset (wsolevaluation metadata format).
     Synth(SynthArgs),
@@ -250,6 +282,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Data(DataCommand::Check(a)) => check(a),
         Command::Data(DataCommand::Convert(a)) => convert(a),
+        Command::Bench(BenchCommand::Train(a)) => bench_train(a),
     }
 }
 
@@ -434,6 +467,63 @@ pub fn error_message(err: &anyhow::Error) -> String {
         msg.truncate(i);
     }
     msg
+}
+
+fn bench_train(a: BenchTrainArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.batch >= 1 && a.size >= 8 && a.steps >= 1 && a.classes >= 2,
+        "bench train: batch, steps >= 1, size >= 8, classes >= 2"
+    );
+    anyhow::ensure!(
+        crate::models::BACKBONES.contains(&a.backbone.as_str()),
+        "--backbone: unknown `{}` (available: {})",
+        a.backbone,
+        crate::models::BACKBONES.join(", ")
+    );
+    anyhow::ensure!(
+        crate::models::HEADS.contains(&a.head.as_str()),
+        "--head: unknown `{}` (available: {})",
+        a.head,
+        crate::models::HEADS.join(", ")
+    );
+    if let Some(t) = a.threads {
+        // candle's CPU kernels use rayon's global pool.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("--threads: cannot size the thread pool")?;
+    }
+    let spec = crate::bench::TrainBench {
+        backbone: a.backbone.clone(),
+        head: a.head.clone(),
+        batch: a.batch,
+        size: a.size,
+        classes: a.classes,
+        warmup: 2,
+        steps: a.steps,
+    };
+    let r = crate::bench::train_step_speed(&spec)?;
+    let threads = rayon::current_num_threads();
+    if a.json {
+        let v = serde_json::json!({
+            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads,
+            "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} + {}: batch {} at {}x{}, {threads} threads: {:.2} images/s (median of {} steps), peak RSS {}",
+            a.backbone,
+            a.head,
+            a.batch,
+            a.size,
+            a.size,
+            r.images_per_s,
+            a.steps,
+            r.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

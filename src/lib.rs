@@ -3,6 +3,7 @@
 //! The evaluation engine (`localize`, `metrics`) depends on nothing but arrays and
 //! annotations, so maps from any source are scored the same way as our own.
 
+pub mod bench;
 pub mod cam;
 pub mod cli;
 pub mod config;

@@ -36,3 +36,31 @@ fn resnet18_trains_scores_and_fine_tunes_from_pretrained() {
     let err = wsol_err(&args, dir);
     assert!(err.contains("model.pretrained") && err.contains("missing") && err.contains("conv1.weight"), "{err}");
 }
+
+#[test]
+fn bench_train_prints_one_json_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = wsol_ok(
+        &[
+            "bench",
+            "train",
+            "--backbone",
+            "tiny",
+            "--batch",
+            "4",
+            "--size",
+            "32",
+            "--classes",
+            "3",
+            "--steps",
+            "2",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["step_ms"].as_array().unwrap().len(), 2);
+    let err = wsol_err(&["bench", "train", "--backbone", "vgg99"], tmp.path());
+    assert!(err.contains("vgg99"), "{err}");
+}
