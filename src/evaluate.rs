@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::cam::{CamExtractor, CamInput};
 use crate::config::Config;
+use crate::data::transforms::to_rgb8;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
 use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, rescale_boxes};
 use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome};
@@ -169,16 +170,7 @@ pub fn cam_overlays(
     let mut pngs = Vec::with_capacity(count);
     for i in 0..count {
         let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
-        // Undo the input normalization to get the pixels back.
-        let pixels = &batch.images[i * 3 * plane..(i + 1) * 3 * plane];
-        let rgb: Vec<u8> = (0..plane)
-            .flat_map(|p| {
-                (0..3).map(move |c| {
-                    ((pixels[c * plane + p] * cfg.data.std[c] + cfg.data.mean[c]) * 255.0).round().clamp(0.0, 255.0)
-                        as u8
-                })
-            })
-            .collect();
+        let rgb = to_rgb8(&batch.images[i * 3 * plane..(i + 1) * 3 * plane], cfg.data.mean, cfg.data.std);
         let sample = &subset.meta.samples[batch.indices[i]];
         let gt = rescale_boxes(&sample.boxes, sample.size, size);
         let pred = boxes_at_thresholds(&map, size, size, &[threshold]).first().map(|t| t.largest);

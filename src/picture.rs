@@ -58,18 +58,7 @@ pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Reques
     let tcfg = eval_transform(cfg);
     let mut input = vec![0f32; tcfg.output_len()];
     transforms::apply(&img, &tcfg, &mut ChaCha8Rng::seed_from_u64(0), &mut input);
-    let rgb: Vec<u8> = {
-        let plane = size * size;
-        (0..plane)
-            .flat_map(|p| {
-                let input = &input;
-                (0..3).map(move |c| {
-                    ((input[c * plane + p] * cfg.data.std[c] + cfg.data.mean[c]) * 255.0).round().clamp(0.0, 255.0)
-                        as u8
-                })
-            })
-            .collect()
-    };
+    let rgb = transforms::to_rgb8(&input, cfg.data.mean, cfg.data.std);
     let x = Tensor::from_vec(input, (1, 3, size, size), device)?;
     let out = model.forward_t(&x, false)?;
     let probs: Vec<f32> = candle_nn::ops::softmax(&out.logits, 1)?.squeeze(0)?.to_vec1()?;

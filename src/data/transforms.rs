@@ -103,6 +103,17 @@ pub fn apply(img: &RgbImage, cfg: &TransformConfig, rng: &mut impl Rng, out: &mu
     }
 }
 
+/// Back from a normalized CHW image (what [`apply`] writes) to interleaved 8-bit RGB,
+/// for pictures of what the network saw.
+pub fn to_rgb8(chw: &[f32], mean: [f32; 3], std: [f32; 3]) -> Vec<u8> {
+    let plane = chw.len() / 3;
+    (0..plane)
+        .flat_map(|p| {
+            (0..3).map(move |c| ((chw[c * plane + p] * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8)
+        })
+        .collect()
+}
+
 /// Bilinear resize to a square; downscaling widens the filter (antialiasing) like PIL,
 /// whose Resize the reference transforms use.
 fn resize(img: &RgbImage, side: u32) -> RgbImage {
