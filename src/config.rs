@@ -43,6 +43,9 @@ pub struct DataConfig {
     pub batch_size: usize,
     /// Decoding threads.
     pub workers: usize,
+    /// Training skips (and counts) images that fail to decode instead of stopping; off by
+    /// default, since a silently smaller training set changes results.
+    pub skip_bad_images: bool,
     pub train_split: String,
     pub val_split: String,
     pub test_split: String,
@@ -182,6 +185,7 @@ impl Default for DataConfig {
             std: [0.229, 0.224, 0.225],
             batch_size: 32,
             workers: 2,
+            skip_bad_images: false,
             train_split: "train".into(),
             val_split: "val".into(),
             test_split: "test".into(),

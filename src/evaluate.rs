@@ -51,6 +51,7 @@ fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
         epoch: 0,
         transform: eval_transform(cfg),
         skip_batches: 0,
+        skip_bad: false,
     }
 }
 

@@ -62,6 +62,15 @@ fn malformed_metadata_line_and_corrupt_image() {
     std::fs::write(dir.join("synth").join(&first), b"not a png").unwrap();
     let err = wsol_err(&["train", "--config", c, "--quiet"], dir);
     assert!(err.contains(&first), "{err}");
+
+    // Opted in: the bad image is left out and counted (in the epochs whose batches hold it;
+    // drop_last leaves 8 of the 40 out each epoch).
+    let args =
+        ["train", "--config", c, "--set", "data.skip_bad_images=true", "--set", "train.epochs=2", "--out", "skip"];
+    wsol_ok(&[&args[..], &["--quiet"]].concat(), dir);
+    let log = std::fs::read_to_string(dir.join("skip/train.log")).unwrap();
+    assert!(log.contains("skipped 1 bad images"), "{log}");
+    assert!(log.contains(&first), "{log}");
 }
 
 #[test]

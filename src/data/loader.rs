@@ -32,6 +32,8 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// Side S of each image.
     pub size: usize,
+    /// Images left out because they failed to decode (`skip_bad`): the errors.
+    pub skipped: Vec<String>,
 }
 
 pub struct LoaderConfig {
@@ -46,6 +48,9 @@ pub struct LoaderConfig {
     /// Batches of the epoch to leave out at its start (resuming an interrupted epoch);
     /// the rest are the same batches, with the same augmentation, as without.
     pub skip_batches: usize,
+    /// Leave out images that fail to decode (reported in `Batch::skipped`) instead of
+    /// ending the epoch with the error.
+    pub skip_bad: bool,
 }
 
 /// Batches decoded ahead of the consumer.
@@ -115,13 +120,40 @@ fn build_pool(workers: usize) -> Result<rayon::ThreadPool> {
 fn load_batch(ds: &Dataset, cfg: &LoaderConfig, chunk: &[usize]) -> Result<Batch> {
     let per = cfg.transform.output_len();
     let mut images = vec![0f32; chunk.len() * per];
-    images.par_chunks_mut(per).zip(chunk.par_iter()).try_for_each(|(out, &i)| -> Result<()> {
-        let sample = &ds.meta.samples[i];
-        let img = load_rgb(&ds.image_root.join(&sample.image_id))?;
-        let mut rng = rng_from(&[cfg.seed, cfg.epoch, i as u64, AUGMENT_STREAM]);
-        apply(&img, &cfg.transform, &mut rng, out);
-        Ok(())
-    })?;
+    let results: Vec<Result<()>> = images
+        .par_chunks_mut(per)
+        .zip(chunk.par_iter())
+        .map(|(out, &i)| -> Result<()> {
+            let sample = &ds.meta.samples[i];
+            let img = load_rgb(&ds.image_root.join(&sample.image_id))?;
+            let mut rng = rng_from(&[cfg.seed, cfg.epoch, i as u64, AUGMENT_STREAM]);
+            apply(&img, &cfg.transform, &mut rng, out);
+            Ok(())
+        })
+        .collect();
+    let mut skipped = Vec::new();
+    let mut kept = Vec::with_capacity(chunk.len());
+    for (r, &i) in results.into_iter().zip(chunk) {
+        match r {
+            Ok(()) => kept.push(i),
+            Err(e) if cfg.skip_bad => skipped.push(format!("{e:#}")),
+            Err(e) => return Err(e),
+        }
+    }
+    let chunk: &[usize] = if skipped.is_empty() {
+        chunk
+    } else {
+        // Compact the decoded images to the front, in order.
+        let mut w = 0;
+        for (slot, &i) in chunk.iter().enumerate() {
+            if kept.contains(&i) {
+                images.copy_within(slot * per..(slot + 1) * per, w * per);
+                w += 1;
+            }
+        }
+        images.truncate(w * per);
+        &kept
+    };
     let labels = chunk
         .iter()
         .map(|&i| {
@@ -129,7 +161,7 @@ fn load_batch(ds: &Dataset, cfg: &LoaderConfig, chunk: &[usize]) -> Result<Batch
                 .map_err(|_| anyhow!("label of `{}` does not fit u32", ds.meta.samples[i].image_id))
         })
         .collect::<Result<_>>()?;
-    Ok(Batch { images, labels, indices: chunk.to_vec(), size: cfg.transform.image_size as usize })
+    Ok(Batch { images, labels, indices: chunk.to_vec(), size: cfg.transform.image_size as usize, skipped })
 }
 
 struct Batches {
@@ -196,7 +228,17 @@ mod tests {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
         };
-        LoaderConfig { batch_size, shuffle: true, drop_last, workers, seed: 5, epoch: 2, transform, skip_batches: 0 }
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            drop_last,
+            workers,
+            seed: 5,
+            epoch: 2,
+            transform,
+            skip_batches: 0,
+            skip_bad: false,
+        }
     }
 
     #[test]

@@ -181,6 +181,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             epoch: epoch as u64,
             transform: transform.clone(),
             skip_batches: 0,
+            skip_bad: cfg.data.skip_bad_images,
         };
         // An interrupted epoch continues after its last trained batch.
         let partial = if epoch == state.epochs_done { state.partial_epoch.take() } else { None }.unwrap_or_default();
@@ -188,6 +189,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         progress.inc(partial.batches_done as u64);
         let PartialEpoch { mut batches_done, mut loss_sum, mut correct, mut seen, mut skipped } = partial;
         let (mut win_loss, mut win_correct, mut win_seen) = (0f64, 0usize, 0usize);
+        let mut bad_images = 0usize;
         for batch in epoch_batches(train_ds.clone(), loader) {
             if interrupt::requested() {
                 progress.finish();
@@ -206,6 +208,16 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             }
             let batch = batch?;
             batches_done += 1;
+            for e in &batch.skipped {
+                bad_images += 1;
+                if bad_images <= 5 {
+                    log.line(Some(&progress), &format!("warning: skipped a bad image (data.skip_bad_images): {e}"));
+                }
+            }
+            if batch.labels.is_empty() {
+                progress.inc(1);
+                continue;
+            }
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, (n, 3, size, size), &device)?;
             let y = Tensor::from_vec(batch.labels, n, &device)?;
@@ -275,6 +287,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             format!("epoch {}/{epochs}  lr {lr:.2e}  loss {train_loss:.4}  train acc {train_acc:.2}", epoch + 1);
         if skipped > 0 {
             line.push_str(&format!("  skipped {skipped} batches"));
+        }
+        if bad_images > 0 {
+            line.push_str(&format!("  skipped {bad_images} bad images"));
         }
         state.epochs_done = epoch + 1;
         if let Some(val) = &val_ds {
