@@ -30,6 +30,8 @@ pub enum Command {
     EvalCams(EvalCamsArgs),
     /// Picture of one image's class maps: overlay, predicted box (red), GT boxes (green).
     Cam(CamArgs),
+    /// A self-contained HTML page for a finished run: metrics, curves, best/worst overlays.
+    Report(ReportArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -153,6 +155,18 @@ pub struct CamArgs {
     pub out: PathBuf,
 }
 
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run directory (with config.yaml, metrics.json, curve.csv, checkpoints/).
+    pub run_dir: PathBuf,
+    /// Weights to draw the maps with (default: the checkpoint the run was evaluated with).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Images in each of the best and worst rows.
+    #[arg(long, default_value_t = 6)]
+    pub samples: usize,
+}
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Training steps per second (forward + backward + SGD) on random input, and peak memory.
@@ -265,6 +279,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::EvalCams(a) => eval_cams(a),
         Command::Cam(a) => cam_picture(a),
+        Command::Report(a) => {
+            let req =
+                crate::run_report::ReportRequest { run_dir: a.run_dir, checkpoint: a.checkpoint, samples: a.samples };
+            let path = crate::run_report::write(&req)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
         Command::Data(DataCommand::Synth(a)) => {
             let opts = data::SynthOptions {
                 num_classes: a.num_classes,

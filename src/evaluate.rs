@@ -41,7 +41,7 @@ pub fn eval_transform(cfg: &Config) -> TransformConfig {
 }
 
 /// Every image once, in metadata order, with the evaluation transform.
-fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
+pub fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
     LoaderConfig {
         batch_size,
         shuffle: false,

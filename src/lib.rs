@@ -17,6 +17,7 @@ pub mod picture;
 pub mod pipeline;
 pub mod report;
 pub mod results;
+pub mod run_report;
 pub mod scoremaps;
 pub mod train;
 pub mod util;

@@ -74,4 +74,13 @@ fn every_cam_method_scores_through_eval() {
     assert!(err.contains("--class 9"), "{err}");
     let err = wsol_err(&["cam", "--config", c, "--checkpoint", ckpt, "--image", "nope.png", "--out", "x.png"], dir);
     assert!(err.contains("nope.png"), "{err}");
+
+    // The run's HTML page: metrics, the curve chart, 3 best + 3 worst overlays inline.
+    let out = wsol_ok(&["report", "run", "--samples", "3"], dir);
+    assert!(out.contains("report.html"), "{out}");
+    let html = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("gt_known_loc") && html.contains("Worst localized"));
+    assert_eq!(html.matches("data:image/png;base64,").count(), 6);
+    let err = wsol_err(&["report", "nowhere"], dir);
+    assert!(err.contains("nowhere"), "{err}");
 }
