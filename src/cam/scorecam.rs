@@ -46,7 +46,9 @@ impl ScoreCam {
             let mut scores = Vec::with_capacity(c);
             for start in (0..c).step_by(self.batch.max(1)) {
                 let n = self.batch.max(1).min(c - start);
-                let logits = input.model.forward_t(&masked.narrow(0, start, n)?, false)?.logits;
+                // Detached: a kept score would otherwise hold its whole forward graph (the
+                // weights are variables), C forward passes per image (2.4 GB at batch 32).
+                let logits = input.model.forward_t(&masked.narrow(0, start, n)?, false)?.logits.detach();
                 scores.push(logits.narrow(1, t as usize, 1)?.squeeze(1)?);
             }
             rows.push(candle_nn::ops::softmax(&Tensor::cat(&scores, 0)?, D::Minus1)?);
