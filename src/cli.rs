@@ -208,11 +208,21 @@ pub enum DataCommand {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Source format: `cub`.
+    /// Source format: `cub` or `imagenet-xml`.
     pub format: String,
-    /// Dataset root (for CUB: the folder with images.txt and images/).
+    /// Dataset root (cub: the folder with images.txt and images/; imagenet-xml: the
+    /// folder of ILSVRC XML annotations of one split).
     #[arg(long)]
     pub root: PathBuf,
+    /// imagenet-xml: the synset mapping (`LOC_synset_mapping.txt`), whose line order is the class order.
+    #[arg(long)]
+    pub synsets: Option<PathBuf>,
+    /// imagenet-xml: the split to write.
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    /// imagenet-xml: prefix of the image ids (default `<split>/`).
+    #[arg(long)]
+    pub id_prefix: Option<String>,
     /// Metadata root to write (<out>/train, <out>/test).
     #[arg(long)]
     pub out: PathBuf,
@@ -450,7 +460,18 @@ fn cam_picture(a: CamArgs) -> Result<()> {
 }
 
 fn convert(a: ConvertArgs) -> Result<()> {
-    anyhow::ensure!(a.format == "cub", "data convert: unknown format `{}` (available: cub)", a.format);
+    if a.format == "imagenet-xml" {
+        let synsets =
+            a.synsets.as_ref().context("data convert imagenet-xml: --synsets LOC_synset_mapping.txt is required")?;
+        let synsets = data::imagenet::read_synsets(synsets)?;
+        let prefix = a.id_prefix.clone().unwrap_or_else(|| format!("{}/", a.split));
+        let meta = data::imagenet::read_xml_split(&a.root, &synsets, &a.split, &prefix)?;
+        anyhow::ensure!(!meta.samples.is_empty(), "{}: no .xml annotations", a.root.display());
+        data::write_split(&a.out, &meta)?;
+        println!("{}: {} images -> {}", a.split, meta.samples.len(), a.out.join(&a.split).display());
+        return Ok(());
+    }
+    anyhow::ensure!(a.format == "cub", "data convert: unknown format `{}` (available: cub, imagenet-xml)", a.format);
     anyhow::ensure!(
         data::cub::is_cub_root(&a.root),
         "{}: not a CUB-200-2011 root (expected images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt)",

@@ -90,3 +90,39 @@ fn broken_native_files_name_file_and_line() {
     let err = convert(tmp.path());
     assert!(err.contains("image_class_labels.txt") && err.contains("image id 6"), "{err}");
 }
+
+/// ILSVRC XML annotations (`tests/fixtures/imagenet_xml`: a 3-synset mapping, two val
+/// images, one with two boxes) to metadata; broken XML is named by file.
+#[test]
+fn imagenet_xml_converts_to_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet_xml");
+    let (xml, synsets) = (fx.join("val"), fx.join("LOC_synset_mapping.txt"));
+    let s = synsets.to_str().unwrap();
+    wsol_ok(
+        &["data", "convert", "imagenet-xml", "--root", xml.to_str().unwrap(), "--synsets", s, "--out", "meta"],
+        tmp.path(),
+    );
+    let read = |f: &str| std::fs::read_to_string(tmp.path().join("meta/val").join(f)).unwrap();
+    assert_eq!(read("class_labels.txt"), "val/ILSVRC2012_val_00000001.JPEG,2\nval/ILSVRC2012_val_00000002.JPEG,0\n");
+    assert_eq!(
+        read("localization.txt"),
+        "val/ILSVRC2012_val_00000001.JPEG,111,108,304,356\nval/ILSVRC2012_val_00000002.JPEG,10,20,200,300\nval/ILSVRC2012_val_00000002.JPEG,150,250,332,499\n"
+    );
+    assert_eq!(
+        read("image_sizes.txt"),
+        "val/ILSVRC2012_val_00000001.JPEG,500,375\nval/ILSVRC2012_val_00000002.JPEG,333,500\n"
+    );
+
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let text = std::fs::read_to_string(xml.join("ILSVRC2012_val_00000001.xml")).unwrap();
+    std::fs::write(broken.join("a.xml"), text.replace("n01484850", "n99999999")).unwrap();
+    let err =
+        wsol_err(&["data", "convert", "imagenet-xml", "--root", "broken", "--synsets", s, "--out", "m"], tmp.path());
+    assert!(err.contains("a.xml") && err.contains("n99999999"), "{err}");
+    std::fs::write(broken.join("a.xml"), "<annotation><filename>x</filename>").unwrap();
+    let err =
+        wsol_err(&["data", "convert", "imagenet-xml", "--root", "broken", "--synsets", s, "--out", "m"], tmp.path());
+    assert!(err.contains("a.xml") && err.contains("not valid XML"), "{err}");
+}

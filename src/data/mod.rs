@@ -3,6 +3,7 @@
 
 pub mod cub;
 pub mod folder;
+pub mod imagenet;
 pub mod loader;
 pub mod masks;
 pub mod metadata;
