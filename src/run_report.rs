@@ -80,7 +80,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
     if ds.meta.samples.iter().all(|s| s.boxes.is_empty()) {
         html += "<p>No boxes in this split: no localization overlays.</p>";
     } else {
-        let scores = per_image_iou(&cfg, &model, extractor.as_ref(), &ds, threshold)?;
+        let scores = per_image_iou(&cfg, &device, &model, extractor.as_ref(), &ds, threshold)?;
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         let k = req.samples.min(order.len());
@@ -116,19 +116,19 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
 /// Best IoU of the largest contour's box with any GT box, per image of `ds`.
 fn per_image_iou(
     cfg: &Config,
+    device: &candle_core::Device,
     model: &pipeline::Model,
     extractor: &dyn cam::CamExtractor,
     ds: &Arc<Dataset>,
     threshold: f64,
 ) -> Result<Vec<f64>> {
     let size = cfg.data.image_size as usize;
-    let device = pipeline::device(&cfg.device)?;
     let mut scores = Vec::with_capacity(ds.meta.samples.len());
     for batch in epoch_batches(ds.clone(), eval_loader(cfg, cfg.data.batch_size)) {
         let batch = batch?;
         let n = batch.labels.len();
-        let x = Tensor::from_vec(batch.images, (n, 3, size, size), &device)?;
-        let labels = Tensor::from_vec(batch.labels, n, &device)?;
+        let x = Tensor::from_vec(batch.images, (n, 3, size, size), device)?;
+        let labels = Tensor::from_vec(batch.labels, n, device)?;
         let out = model.net.forward_t(&x, false)?;
         let maps =
             extractor.extract(&CamInput { model: model.net.as_ref(), images: &x, out: &out, targets: &labels })?;

@@ -11,6 +11,8 @@ mod layercam;
 mod scorecam;
 mod xgradcam;
 
+use std::marker::PhantomData;
+
 use anyhow::{bail, Result};
 use candle_core::{Tensor, Var};
 
@@ -58,10 +60,10 @@ pub fn by_name(name: &str, layer: Option<&str>, model: &dyn WsolModel) -> Result
     Ok(match name {
         "cam" if at.last => Box::new(Cam),
         "cam" => bail!("eval.cam_layer: `cam` reads the classifier's own maps; use a gradient method for other layers"),
-        "gradcam" => Box::new(Gradient { layer: at, method: GradCam }),
-        "gradcam++" => Box::new(Gradient { layer: at, method: GradCamPlusPlus }),
-        "xgradcam" => Box::new(Gradient { layer: at, method: XGradCam }),
-        "layercam" => Box::new(Gradient { layer: at, method: LayerCam }),
+        "gradcam" => Box::new(Gradient::<GradCam> { layer: at, method: PhantomData }),
+        "gradcam++" => Box::new(Gradient::<GradCamPlusPlus> { layer: at, method: PhantomData }),
+        "xgradcam" => Box::new(Gradient::<XGradCam> { layer: at, method: PhantomData }),
+        "layercam" => Box::new(Gradient::<LayerCam> { layer: at, method: PhantomData }),
         "scorecam" => Box::new(ScoreCam { layer: at, batch: 32 }),
         "eigencam" => Box::new(EigenCam { layer: at }),
         other => bail!("eval.cam: unknown CAM method `{other}` (available: {})", METHODS.join(", ")),
@@ -114,8 +116,7 @@ pub trait GradientWeights: Send + Sync {
 /// The shared gradient-method map: ReLU(sum_c weights * A_c).
 pub struct Gradient<M> {
     layer: Layer,
-    #[allow(dead_code)]
-    method: M,
+    method: PhantomData<M>,
 }
 
 impl<M: GradientWeights> CamExtractor for Gradient<M> {

@@ -33,12 +33,8 @@ impl ScoreCam {
         let my = interpolation_matrix(big_h, h, dev)?; // [H, h]
         let mx = interpolation_matrix(big_w, w, dev)?.t()?; // [w, W]
         let up = my.broadcast_matmul(&a.reshape((b * c, h, w))?)?.broadcast_matmul(&mx)?; // [BC, H, W]
-        let flat = up.flatten_from(1)?;
-        let (lo, hi) = (flat.min_keepdim(1)?, flat.max_keepdim(1)?);
-        let range = (&hi - &lo)?;
-        // A constant channel masks everything out (its shifted values are all zero).
-        let range = range.gt(0f32)?.where_cond(&range, &range.ones_like()?)?;
-        let masks = flat.broadcast_sub(&lo)?.broadcast_div(&range)?.reshape((b, c, 1, big_h, big_w))?;
+                                                                                          // A constant channel masks everything out.
+        let masks = crate::models::minmax_rows(&up.flatten_from(1)?)?.reshape((b, c, 1, big_h, big_w))?;
         let targets: Vec<u32> = input.targets.to_vec1()?;
         let mut rows = Vec::with_capacity(b);
         for (i, &t) in targets.iter().enumerate() {

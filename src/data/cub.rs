@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::metadata::{Sample, SplitMetadata};
+use super::metadata::{box_within, Sample, SplitMetadata};
 
 pub const IMAGES: &str = "images.txt";
 pub const LABELS: &str = "image_class_labels.txt";
@@ -71,7 +71,7 @@ pub fn read_cub_split(root: &Path, split: &str, num_classes: usize) -> Result<Sp
         };
         let (x, y, bw, bh) = (num(0)?, num(1)?, num(2)?, num(3)?);
         let bbox = [x, y, x + bw, y + bh];
-        if bw < 0.0 || bh < 0.0 || x < 0.0 || y < 0.0 || bbox[2] > w as f64 || bbox[3] > h as f64 {
+        if !box_within(&bbox, (w, h)) {
             bail!(
                 "{}:{box_line}: box x={x} y={y} w={bw} h={bh} lies outside the {w}x{h} image {}",
                 root.join(BOXES).display(),

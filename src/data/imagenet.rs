@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::metadata::{Sample, SplitMetadata};
+use super::metadata::{box_within, Sample, SplitMetadata};
 
 /// Synset id -> class index, from the mapping file's line order.
 pub fn read_synsets(path: &Path) -> Result<HashMap<String, usize>> {
@@ -66,13 +66,7 @@ fn read_xml(path: &Path, synsets: &HashMap<String, usize>, prefix: &str) -> Resu
         let b = child(object, "bndbox").ok_or_else(|| anyhow!("{}: an <object> has no <bndbox>", path.display()))?;
         let bbox =
             [number(path, b, "xmin")?, number(path, b, "ymin")?, number(path, b, "xmax")?, number(path, b, "ymax")?];
-        if bbox[2] < bbox[0]
-            || bbox[3] < bbox[1]
-            || bbox[0] < 0.0
-            || bbox[1] < 0.0
-            || bbox[2] > w as f64
-            || bbox[3] > h as f64
-        {
+        if !box_within(&bbox, (w, h)) {
             bail!("{}: box {bbox:?} is inverted or outside the {w}x{h} image", path.display());
         }
         boxes.push(bbox);

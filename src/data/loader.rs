@@ -131,29 +131,22 @@ fn load_batch(ds: &Dataset, cfg: &LoaderConfig, chunk: &[usize]) -> Result<Batch
             Ok(())
         })
         .collect();
-    let mut skipped = Vec::new();
-    let mut kept = Vec::with_capacity(chunk.len());
-    for (r, &i) in results.into_iter().zip(chunk) {
+    // Keep the decoded images, moved to the front in order.
+    let (mut skipped, mut kept) = (Vec::new(), Vec::with_capacity(chunk.len()));
+    for (slot, (r, &i)) in results.into_iter().zip(chunk).enumerate() {
         match r {
-            Ok(()) => kept.push(i),
+            Ok(()) => {
+                if kept.len() != slot {
+                    images.copy_within(slot * per..(slot + 1) * per, kept.len() * per);
+                }
+                kept.push(i);
+            }
             Err(e) if cfg.skip_bad => skipped.push(format!("{e:#}")),
             Err(e) => return Err(e),
         }
     }
-    let chunk: &[usize] = if skipped.is_empty() {
-        chunk
-    } else {
-        // Compact the decoded images to the front, in order.
-        let mut w = 0;
-        for (slot, &i) in chunk.iter().enumerate() {
-            if kept.contains(&i) {
-                images.copy_within(slot * per..(slot + 1) * per, w * per);
-                w += 1;
-            }
-        }
-        images.truncate(w * per);
-        &kept
-    };
+    images.truncate(kept.len() * per);
+    let chunk = &kept[..];
     let labels = chunk
         .iter()
         .map(|&i| {

@@ -35,6 +35,12 @@ pub const CLASS_LABELS: &str = "class_labels.txt";
 pub const IMAGE_SIZES: &str = "image_sizes.txt";
 pub const LOCALIZATION: &str = "localization.txt";
 
+/// `0 <= x0 <= x1 <= width` and `0 <= y0 <= y1 <= height`: the box is a box, inside its
+/// image. Every annotation reader checks its boxes with this.
+pub fn box_within(b: &[f64; 4], (width, height): (u32, u32)) -> bool {
+    0.0 <= b[0] && b[0] <= b[2] && b[2] <= width as f64 && 0.0 <= b[1] && b[1] <= b[3] && b[3] <= height as f64
+}
+
 /// One non-blank line of a metadata file, with its 1-based line number for messages.
 struct Line<'a> {
     no: usize,
@@ -168,7 +174,7 @@ pub fn read_split(metadata_root: &Path, split: &str, num_classes: usize) -> Resu
                 return Err(loc.err(&line, "expected x0 <= x1 and y0 <= y1"));
             }
             if let Some((w, h)) = sizes[i] {
-                if b[0] < 0.0 || b[1] < 0.0 || b[2] > w as f64 || b[3] > h as f64 {
+                if !box_within(&b, (w, h)) {
                     return Err(loc.err(
                         &line,
                         format!("box lies outside the {w}x{h} image (size from {IMAGE_SIZES}); expected 0 <= x0 <= x1 <= {w}, 0 <= y0 <= y1 <= {h}"),

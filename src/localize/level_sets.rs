@@ -173,11 +173,28 @@ pub struct LevelSets {
     extent: [usize; 4],
 }
 
+/// Pixels per quantized level.
+pub fn level_counts(q: &[u8]) -> [usize; 256] {
+    let mut counts = [0usize; 256];
+    q.iter().for_each(|&v| counts[v as usize] += 1);
+    counts
+}
+
 impl LevelSets {
     /// Builds the superlevel sets of `q` (row-major `w` x `h`) from the top down and calls
     /// `at_level(l, self)` once the set `q >= l` is complete, for each `l` with `wanted[l]`.
-    pub fn sweep(&mut self, q: &[u8], w: usize, h: usize, wanted: &[bool; 256], mut at_level: impl FnMut(u8, &Self)) {
+    /// `counts` is [`level_counts`]`(q)`, which the caller needs anyway to choose `wanted`.
+    pub fn sweep(
+        &mut self,
+        q: &[u8],
+        w: usize,
+        h: usize,
+        counts: &[usize; 256],
+        wanted: &[bool; 256],
+        mut at_level: impl FnMut(u8, &Self),
+    ) {
         assert_eq!(q.len(), w * h);
+        debug_assert_eq!(counts, &level_counts(q));
         assert!(w < u16::MAX as usize && h < u16::MAX as usize && (w + 2) * (h + 2) < u32::MAX as usize);
         let stride = w + 2;
         self.stride = stride;
@@ -193,10 +210,10 @@ impl LevelSets {
         self.live.clear();
         self.euler4 = 0;
 
-        // Level histogram, then bucket starts, highest level first.
+        // Bucket starts, highest level first.
         let mut start = [0usize; 257];
-        for &v in q {
-            start[255 - v as usize + 1] += 1;
+        for v in 0..256 {
+            start[255 - v + 1] = counts[v];
         }
         for k in 1..257 {
             start[k] += start[k - 1];
@@ -389,7 +406,7 @@ mod tests {
             let levels = 2 + case % 5;
             let q: Vec<u8> = (0..w * h).map(|_| (r() % levels as u64) as u8 * 40).collect();
             let mut seen = Vec::new();
-            sets.sweep(&q, w, h, &[true; 256], |l, s| {
+            sets.sweep(&q, w, h, &level_counts(&q), &[true; 256], |l, s| {
                 let traced = tracer.find(&q, w, h, |v| v >= l);
                 let holes = traced.iter().filter(|c| c.is_hole).count() as i64;
                 assert_eq!(s.holes(), holes, "level {l} of {q:?} ({w}x{h})");
@@ -418,11 +435,11 @@ mod tests {
         let mut sets = LevelSets::default();
         let mut wanted = [false; 256];
         wanted[1] = true;
-        sets.sweep(&ring, 3, 3, &wanted, |_, s| {
+        sets.sweep(&ring, 3, 3, &level_counts(&ring), &wanted, |_, s| {
             assert_eq!(s.holes(), 1);
             assert_eq!(s.extent(), [0, 0, 3, 3]);
         });
-        sets.sweep(&[1; 9], 3, 3, &wanted, |_, s| {
+        sets.sweep(&[1; 9], 3, 3, &level_counts(&[1; 9]), &wanted, |_, s| {
             assert_eq!(s.holes(), 0);
             let c: Vec<_> = s.components().collect();
             assert_eq!((c.len(), c[0].area2), (1, 8));

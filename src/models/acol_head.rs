@@ -77,11 +77,7 @@ fn class_map(maps: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
 /// (wsolevaluation divides by zero there, giving NaN, which is never erased either).
 fn normalize_maps(maps: &Tensor) -> candle_core::Result<Tensor> {
     let (b, h, w) = maps.dims3()?;
-    let flat = maps.reshape((b, h * w))?;
-    let (lo, hi) = (flat.min_keepdim(1)?, flat.max_keepdim(1)?);
-    let range = (&hi - &lo)?;
-    let range = range.gt(0f64)?.where_cond(&range, &range.ones_like()?)?;
-    flat.broadcast_sub(&lo)?.broadcast_div(&range)?.reshape((b, h, w))
+    super::minmax_rows(&maps.reshape((b, h * w))?)?.reshape((b, h, w))
 }
 
 fn spatial_mean(maps: &Tensor) -> candle_core::Result<Tensor> {

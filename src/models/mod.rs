@@ -59,6 +59,15 @@ pub trait WsolModel: Send + Sync {
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor>;
 }
 
+/// Min-max normalization of each row of `[N, L]`; a constant row becomes 0 (the
+/// reference code divides by zero there). ACoL's attention and Score-CAM's masks use it.
+pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
+    let (lo, hi) = (flat.min_keepdim(1)?, flat.max_keepdim(1)?);
+    let range = (&hi - &lo)?;
+    let range = range.gt(0f64)?.where_cond(&range, &range.ones_like()?)?;
+    flat.broadcast_sub(&lo)?.broadcast_div(&range)
+}
+
 /// Names accepted by [`build`], for config validation and messages.
 pub const BACKBONES: &[&str] = &["tiny", "resnet18"];
 pub const HEADS: &[&str] = &["cam", "acol"];
