@@ -105,6 +105,9 @@ pub struct TrainArgs {
     /// Continue a run: its directory or a checkpoint file in it.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// With --resume: if the latest checkpoint is damaged, continue from the one before it.
+    #[arg(long, requires = "resume")]
+    pub use_previous_checkpoint: bool,
 }
 
 #[derive(Args)]
@@ -282,7 +285,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 .map(|r| train::resolve_resume(r).map(|(dir, _)| dir.join("config.yaml")))
                 .transpose()?;
             let cfg = load_config(&a.common, fallback.as_deref())?;
-            let opts = train::TrainOptions { out: a.out, resume: a.resume, quiet: a.common.quiet };
+            let opts = train::TrainOptions {
+                out: a.out,
+                resume: a.resume,
+                use_previous_checkpoint: a.use_previous_checkpoint,
+                quiet: a.common.quiet,
+            };
             train::train(&cfg, &opts)?;
             Ok(())
         }

@@ -1,6 +1,12 @@
 use clap::Parser;
 
 fn main() {
+    // A file over the size limit (`ulimit -f`) must fail the write with EFBIG, reported
+    // with its path like a full disk, instead of killing the process mid-checkpoint.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = wsol::cli::Cli::parse();
     if let Err(err) = wsol::cli::run(cli) {
         if let Some(stop) = err.downcast_ref::<wsol::train::interrupt::Interrupted>() {

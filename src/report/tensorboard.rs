@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use protobuf::{Message, RepeatedField};
-use tensorboard_proto::event::Event;
+use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
 use tensorboard_proto::summary::{Summary, Summary_Image, Summary_Value};
 use tensorboard_rs::record_writer::RecordWriter;
 
@@ -125,6 +125,21 @@ impl TbWriter {
         let mut summary = Summary::new();
         summary.set_value(RepeatedField::from_vec(vec![value]));
         self.write_summary(summary, step);
+    }
+
+    /// Marks a resumed run: TensorBoard's reader drops every event of this run directory
+    /// with a step >= `step` written before this marker (its purge of orphaned data after a
+    /// restart, as PyTorch's `SummaryWriter(purge_step=...)` uses), so steps logged after
+    /// the last checkpoint by a killed run do not appear twice.
+    pub fn restart_at(&mut self, step: usize) {
+        let mut log = SessionLog::new();
+        log.set_status(SessionLog_SessionStatus::START);
+        let mut event = Event::new();
+        event.set_wall_time(wall_time());
+        event.set_step(step as i64);
+        event.set_session_log(log);
+        self.write_event(&event);
+        self.flush();
     }
 
     pub fn flush(&mut self) {
@@ -358,6 +373,18 @@ mod tests {
             vec![("train/loss".into(), 0, 2.5), ("train/loss".into(), 10, 1.25), ("val/acc".into(), 10, 0.75)]
         );
         assert_eq!(images, vec![("cams/0".into(), 10, 3, 5, 3, png)]);
+    }
+
+    #[test]
+    fn restart_marker_is_a_session_start_at_its_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TbWriter::new(dir.path());
+        w.restart_at(42);
+        let records = read_records(&fs::read(w.path().unwrap()).unwrap());
+        let ev = fields(&records[1]);
+        assert!(matches!(get(&ev, 2), Some(Field::Varint(42))));
+        // Event.session_log (7) with status START (1).
+        assert!(matches!(get(&fields(bytes(&ev, 7)), 1), Some(Field::Varint(1))));
     }
 
     #[test]

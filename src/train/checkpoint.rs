@@ -4,8 +4,10 @@
 //! Three files cannot be replaced atomically together, so each save writes its tensors
 //! under step-stamped names (`<tag>-s<step>.*`, temp file + fsync + rename), then commits
 //! `<tag>.json` naming them, and only then points the public names at them (hard links,
-//! atomically renamed) and deletes older stamped files. A run killed at any moment
-//! leaves a JSON whose files all exist and belong to it; `--resume` reads those.
+//! atomically renamed). The JSON it replaces stays as `<tag>.prev.json` with its files, so
+//! a checkpoint damaged after it was written (a disk fault, a copy cut short) still has a
+//! good predecessor; older stamped files are deleted. A run killed at any moment leaves a
+//! JSON whose files all exist and belong to it; `--resume` reads those.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,11 @@ pub fn paths(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// The state file of the checkpoint saved before `<tag>.json`.
+pub fn previous_state_path(dir: &Path, tag: &str) -> PathBuf {
+    dir.join(format!("{tag}.prev.json"))
+}
+
 /// The (model, optim) files a loaded state belongs to.
 pub fn files_of(dir: &Path, tag: &str, state: &TrainState) -> (PathBuf, PathBuf) {
     let (model, optim, _) = paths(dir, tag);
@@ -65,30 +72,63 @@ pub fn save(dir: &Path, tag: &str, varmap: &VarMap, optim: &HashMap<String, Tens
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let stamp = format!("{tag}-s{:09}", state.global_step);
     let (model_file, optim_file) = (format!("{stamp}.safetensors"), format!("{stamp}.optim.safetensors"));
-    let tmp = tmp_path(&dir.join(&model_file));
-    varmap.save(&tmp).with_context(|| format!("cannot write checkpoint {}", tmp.display()))?;
-    commit_tmp(&tmp, &dir.join(&model_file))?;
-    let tmp = tmp_path(&dir.join(&optim_file));
-    candle_core::safetensors::save(optim, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    commit_tmp(&tmp, &dir.join(&optim_file))?;
+    write_tensors(&dir.join(&model_file), |tmp| varmap.save(tmp))?;
+    write_tensors(&dir.join(&optim_file), |tmp| candle_core::safetensors::save(optim, tmp))?;
 
     let state =
         TrainState { model_file: Some(model_file.clone()), optim_file: Some(optim_file.clone()), ..state.clone() };
     let (model_path, optim_path, state_path) = paths(dir, tag);
+    let previous = previous_state_path(dir, tag);
+    // Both JSONs are whole at every moment: the predecessor is copied, never moved.
+    let mut keep = vec![model_file.clone(), optim_file.clone()];
+    if let Ok(old) = load_state(&state_path) {
+        if old.global_step != state.global_step && old.model_file.is_some() {
+            atomic_write(&previous, serde_json::to_string_pretty(&old)?.as_bytes())?;
+        }
+    }
+    if let Ok(prev) = load_state(&previous) {
+        keep.extend(prev.model_file.into_iter().chain(prev.optim_file));
+    }
     atomic_write(&state_path, serde_json::to_string_pretty(&state)?.as_bytes())?;
 
     publish(&dir.join(&model_file), &model_path)?;
     publish(&dir.join(&optim_file), &optim_path)?;
-    // Older stamped files of this tag are no longer named by any JSON.
+    // Stamped files named by neither JSON are no longer needed.
     let prefix = format!("{tag}-s");
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        let stamped = name.starts_with(&prefix) && name.ends_with(".safetensors");
-        if stamped && name != model_file && name != optim_file {
+        if name.starts_with(&prefix) && name.ends_with(".safetensors") && !keep.contains(&name) {
             let _ = std::fs::remove_file(dir.join(&name));
         }
     }
     Ok(())
+}
+
+/// Writes a tensor file through a temp file; on failure (a full disk, say) the temp file
+/// is removed and the error names the file.
+fn write_tensors(path: &Path, write: impl FnOnce(&Path) -> candle_core::Result<()>) -> Result<()> {
+    let tmp = tmp_path(path);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("cannot write checkpoint {}: {e}", path.display());
+    }
+    commit_tmp(&tmp, path)
+}
+
+/// Loads a checkpoint's model weights and optimizer state; an error names the damaged file.
+pub fn load(
+    state_path: &Path,
+    varmap: &VarMap,
+    load_optim_state: impl FnOnce(HashMap<String, Tensor>) -> Result<()>,
+) -> Result<TrainState> {
+    let state = load_state(state_path)?;
+    let dir = state_path.parent().unwrap_or(Path::new("."));
+    let tag = state_path.file_name().unwrap_or_default().to_string_lossy();
+    let tag = tag.trim_end_matches(".json").trim_end_matches(".prev");
+    let (model_path, optim_path) = files_of(dir, tag, &state);
+    load_weights(varmap, &model_path)?;
+    load_optim_state(load_optim(&optim_path)?).with_context(|| format!("checkpoint {}", optim_path.display()))?;
+    Ok(state)
 }
 
 /// Makes `public` name the same file as `stamped` (hard link, or a copy where links are
@@ -182,20 +222,28 @@ mod tests {
         save(d, "last", &varmap, &optim, &state(1)).unwrap();
         varmap.all_vars()[0].set(&Tensor::full(2f32, (2, 2), &Device::Cpu).unwrap()).unwrap();
         save(d, "last", &varmap, &optim, &state(2)).unwrap();
-        // Only the current stamped set remains, and the public name is the same data.
-        let mut names: Vec<String> =
-            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
+        // The current and the previous stamped sets remain, each named by its JSON.
+        let names = || {
+            let mut v: Vec<String> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
         assert_eq!(
-            names,
+            names(),
             [
+                "last-s000000001.optim.safetensors",
+                "last-s000000001.safetensors",
                 "last-s000000002.optim.safetensors",
                 "last-s000000002.safetensors",
                 "last.json",
                 "last.optim.safetensors",
+                "last.prev.json",
                 "last.safetensors"
             ]
         );
+        let prev = load(&previous_state_path(d, "last"), &varmap, |_| Ok(())).unwrap();
+        assert_eq!((prev.global_step, weights(&varmap)), (1, vec![1.0; 4]));
         // A third save killed after writing its model file: step-2 JSON and files still agree.
         varmap.all_vars()[0].set(&Tensor::full(3f32, (2, 2), &Device::Cpu).unwrap()).unwrap();
         varmap.save(d.join("last-s000000003.safetensors")).unwrap();
@@ -204,6 +252,10 @@ mod tests {
         let (model, _) = files_of(d, "last", &st);
         load_weights(&varmap, &model).unwrap();
         assert_eq!(weights(&varmap), vec![2.0; 4]);
+        // A complete third save retires step 1.
+        save(d, "last", &varmap, &optim, &state(3)).unwrap();
+        assert!(!names().iter().any(|n| n.contains("-s000000001")), "{:?}", names());
+        assert_eq!(load_state(&previous_state_path(d, "last")).unwrap().global_step, 2);
         drop(w);
     }
 }

@@ -27,6 +27,8 @@ pub struct TrainOptions {
     pub out: Option<PathBuf>,
     /// Run directory or checkpoint to continue from.
     pub resume: Option<PathBuf>,
+    /// When the latest checkpoint cannot be loaded, resume from the one saved before it.
+    pub use_previous_checkpoint: bool,
     pub quiet: bool,
 }
 
@@ -79,6 +81,45 @@ pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((run_dir, state))
 }
 
+/// Loads the checkpoint named by `state_path`; if it is damaged, says so with its path and,
+/// when asked, falls back to the checkpoint saved before it.
+fn load_resume_checkpoint(
+    state_path: &Path,
+    varmap: &candle_nn::VarMap,
+    sgd: &mut Sgd,
+    use_previous: bool,
+    log: &mut RunLog,
+) -> Result<TrainState> {
+    let err = match checkpoint::load(state_path, varmap, |m| sgd.load_state(m)) {
+        Ok(state) => return Ok(state),
+        Err(e) => e,
+    };
+    let dir = state_path.parent().unwrap_or(Path::new("."));
+    let tag = state_path.file_stem().unwrap_or_default().to_string_lossy();
+    let previous = checkpoint::previous_state_path(dir, &tag);
+    let Ok(prev) = checkpoint::load_state(&previous) else {
+        return Err(err);
+    };
+    if !use_previous {
+        bail!(
+            "{}; `--use-previous-checkpoint` resumes from the one saved before it (step {}, {})",
+            crate::cli::error_message(&err),
+            prev.global_step,
+            previous.display()
+        );
+    }
+    log.line(
+        None,
+        &format!(
+            "{}; resuming from the previous checkpoint (step {})",
+            crate::cli::error_message(&err),
+            prev.global_step
+        ),
+    );
+    checkpoint::load(&previous, varmap, |m| sgd.load_state(m))
+        .with_context(|| format!("the previous checkpoint {} cannot be loaded either", previous.display()))
+}
+
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)> {
     interrupt::install();
     let device = pipeline::device(&cfg.device)?;
@@ -129,11 +170,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         optim_file: None,
     };
     if let Some(state_path) = &resume_state {
-        state = checkpoint::load_state(state_path)?;
-        let tag = state_path.file_stem().unwrap().to_string_lossy().into_owned();
-        let (model_path, optim_path) = checkpoint::files_of(state_path.parent().unwrap(), &tag, &state);
-        checkpoint::load_weights(&model.varmap, &model_path)?;
-        sgd.load_state(checkpoint::load_optim(&optim_path)?)?;
+        state = load_resume_checkpoint(state_path, &model.varmap, &mut sgd, opts.use_previous_checkpoint, &mut log)?;
+        // Whatever a killed run logged after this checkpoint is replaced by what follows.
+        tb.restart_at(state.global_step + 1);
         log.line(
             None,
             &match &state.partial_epoch {
