@@ -73,6 +73,11 @@ pub struct ModelConfig {
     pub pretrained: Option<PathBuf>,
     /// Channel width of the first stage of the `tiny` backbone.
     pub width: usize,
+    /// Keep one more stage at full resolution: 28x28 maps at 224 instead of 14x14
+    /// (ResNet layer3 at stride 1, VGG without pool4), as wsolevaluation's option.
+    pub large_feature_map: bool,
+    /// Batch norm always uses (and never updates) its running statistics.
+    pub freeze_bn: bool,
     /// `head: acol` settings.
     pub acol: AcolConfig,
 }
@@ -207,6 +212,8 @@ impl Default for ModelConfig {
             head: "cam".into(),
             pretrained: None,
             width: 16,
+            large_feature_map: false,
+            freeze_bn: false,
             acol: AcolConfig::default(),
         }
     }

@@ -104,7 +104,7 @@ impl WsolModel for AcolHead {
     }
 
     fn is_new_layer(&self, var_name: &str) -> bool {
-        var_name.starts_with("classifier_")
+        var_name.starts_with("classifier_") || self.backbone.is_new_layer(var_name)
     }
 
     fn backbone(&self) -> &dyn Backbone {

@@ -38,7 +38,7 @@ impl WsolModel for CamHead {
     }
 
     fn is_new_layer(&self, var_name: &str) -> bool {
-        var_name.starts_with("fc.")
+        var_name.starts_with("fc.") || self.backbone.is_new_layer(var_name)
     }
 
     fn backbone(&self) -> &dyn Backbone {

@@ -8,6 +8,7 @@ pub mod init;
 pub mod pretrained;
 mod resnet;
 mod tiny;
+mod vgg;
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -17,8 +18,9 @@ use crate::config::ModelConfig;
 
 pub use acol_head::AcolHead;
 pub use cam_head::CamHead;
-pub use resnet::ResNet18;
+pub use resnet::ResNet;
 pub use tiny::Tiny;
+pub use vgg::Vgg16;
 
 /// What one forward pass gives the trainer and the evaluator.
 pub struct Output {
@@ -41,6 +43,10 @@ pub trait Backbone: Send + Sync {
     fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor>;
     /// The rest of the forward pass from layer `k`'s output (eval mode).
     fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor>;
+    /// Layers of the backbone that pretrained weights do not have (VGG's `conv6`).
+    fn is_new_layer(&self, _var_name: &str) -> bool {
+        false
+    }
 }
 
 /// A trainable WSOL model: the method decides the loss and how class maps are read.
@@ -69,14 +75,16 @@ pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Names accepted by [`build`], for config validation and messages.
-pub const BACKBONES: &[&str] = &["tiny", "resnet18"];
+pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16"];
 pub const HEADS: &[&str] = &["cam", "acol"];
 
 /// Builds the model named by the config under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
     let backbone: Box<dyn Backbone> = match cfg.backbone.as_str() {
         "tiny" => Box::new(Tiny::new(cfg.width, vb.pp("features"))?),
-        "resnet18" => Box::new(ResNet18::new(vb.clone())?),
+        "resnet18" => Box::new(ResNet::new(18, cfg, vb.clone())?),
+        "resnet50" => Box::new(ResNet::new(50, cfg, vb.clone())?),
+        "vgg16" => Box::new(Vgg16::new(cfg, vb.clone())?),
         other => bail!("model.backbone: unknown backbone `{other}` (available: {})", BACKBONES.join(", ")),
     };
     let model: Box<dyn WsolModel> = match cfg.head.as_str() {

@@ -1,50 +1,106 @@
-//! ResNet-18 (He et al. 2016) with torchvision's layer and weight names (`conv1`, `bn1`,
-//! `layerN.M.conv1`, `...downsample.0/1`), so ImageNet weights load as they are. As in
-//! wsolevaluation's ResNet CAM models, layer4 keeps stride 1: a 224 input gives a 14x14
-//! map instead of 7x7, fine enough for boxes.
+//! ResNet-18 and ResNet-50 (He et al. 2016) with torchvision's layer and weight names
+//! (`conv1`, `bn1`, `layerN.M.conv1`, `...downsample.0/1`), so ImageNet weights load as
+//! they are. As in wsolevaluation's ResNet CAM models, layer4 keeps stride 1 (a 224 input
+//! gives a 14x14 map instead of 7x7, fine enough for boxes), and `large_feature_map`
+//! keeps layer3 at stride 1 too (28x28).
 
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
 use super::Backbone;
+use crate::config::ModelConfig;
 
 fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
     conv2d_no_bias(c_in, c_out, k, Conv2dConfig { padding: k / 2, stride, ..Default::default() }, vb)
 }
 
-fn bn(c: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
-    batch_norm(c, 1e-5, vb)
+/// Batch norm that can be frozen: then it always normalizes with its running statistics
+/// and never updates them (`model.freeze_bn`, for small batches on pretrained weights).
+pub(crate) struct Bn {
+    bn: BatchNorm,
+    frozen: bool,
 }
 
-struct BasicBlock {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    conv2: Conv2d,
-    bn2: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+impl Bn {
+    pub(crate) fn new(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
+        Ok(Bn { bn: batch_norm(c, 1e-5, vb)?, frozen })
+    }
+
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.bn.forward_t(x, train && !self.frozen)
+    }
 }
 
-impl BasicBlock {
-    fn new(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        let downsample = if stride != 1 || c_in != c_out {
-            Some((conv(c_in, c_out, 1, stride, vb.pp("downsample.0"))?, bn(c_out, vb.pp("downsample.1"))?))
-        } else {
-            None
-        };
-        Ok(BasicBlock {
-            conv1: conv(c_in, c_out, 3, stride, vb.pp("conv1"))?,
-            bn1: bn(c_out, vb.pp("bn1"))?,
-            conv2: conv(c_out, c_out, 3, 1, vb.pp("conv2"))?,
-            bn2: bn(c_out, vb.pp("bn2"))?,
-            downsample,
-        })
+/// conv -> bn, the unit every ResNet block is made of.
+struct ConvBn {
+    conv: Conv2d,
+    bn: Bn,
+}
+
+impl ConvBn {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        frozen: bool,
+        vb: VarBuilder,
+        names: (&str, &str),
+    ) -> candle_core::Result<Self> {
+        Ok(ConvBn { conv: conv(c_in, c_out, k, stride, vb.pp(names.0))?, bn: Bn::new(c_out, frozen, vb.pp(names.1))? })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+}
+
+/// ResNet-18's block (two 3x3 convs) or ResNet-50's bottleneck (1x1, 3x3 with the
+/// stride as in torchvision's v1.5, 1x1 to 4x the width); the shortcut is projected when
+/// the shape changes.
+struct Block {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Block {
+    fn new(
+        c_in: usize,
+        planes: usize,
+        stride: usize,
+        bottleneck: bool,
+        frozen: bool,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let plan: Vec<(usize, usize, usize, usize)> = if bottleneck {
+            vec![(c_in, planes, 1, 1), (planes, planes, 3, stride), (planes, planes * 4, 1, 1)]
+        } else {
+            vec![(c_in, planes, 3, stride), (planes, planes, 3, 1)]
+        };
+        let c_out = plan.last().unwrap().1;
+        let mut convs = Vec::new();
+        for (k, &(i, o, size, s)) in plan.iter().enumerate() {
+            let (c, b) = (format!("conv{}", k + 1), format!("bn{}", k + 1));
+            convs.push(ConvBn::new(i, o, size, s, frozen, vb.clone(), (&c, &b))?);
+        }
+        let downsample = if stride != 1 || c_in != c_out {
+            Some(ConvBn::new(c_in, c_out, 1, stride, frozen, vb.pp("downsample"), ("0", "1"))?)
+        } else {
+            None
+        };
+        Ok(Block { convs, downsample })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut y = x.clone();
+        for (k, c) in self.convs.iter().enumerate() {
+            y = c.forward_t(&y, train)?;
+            if k + 1 < self.convs.len() {
+                y = y.relu()?;
+            }
+        }
         let shortcut = match &self.downsample {
-            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -72,28 +128,41 @@ pub(crate) fn max_pool_3x3_s2_p1(x: &Tensor) -> candle_core::Result<Tensor> {
     Ok(y)
 }
 
-pub struct ResNet18 {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    /// layer1..layer4, two blocks each.
-    layers: Vec<Vec<BasicBlock>>,
+pub struct ResNet {
+    stem: ConvBn,
+    /// layer1..layer4.
+    layers: Vec<Vec<Block>>,
+    out_channels: usize,
 }
 
 /// Stage outputs a CAM can be read from.
 const LAYERS: [&str; 5] = ["maxpool", "layer1", "layer2", "layer3", "layer4"];
 
-impl ResNet18 {
-    pub fn new(vb: VarBuilder) -> candle_core::Result<Self> {
-        let plan = [(64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 1)];
+impl ResNet {
+    /// `depth` 18 or 50.
+    pub fn new(depth: usize, cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (blocks, bottleneck) = match depth {
+            18 => ([2, 2, 2, 2], false),
+            50 => ([3, 4, 6, 3], true),
+            _ => candle_core::bail!("no ResNet-{depth}"),
+        };
+        let expansion = if bottleneck { 4 } else { 1 };
+        let strides = [1, 2, if cfg.large_feature_map { 1 } else { 2 }, 1];
+        let frozen = cfg.freeze_bn;
         let mut layers = Vec::new();
-        for (k, &(c_in, c_out, stride)) in plan.iter().enumerate() {
+        let mut c_in = 64;
+        for (k, (&n, &stride)) in blocks.iter().zip(&strides).enumerate() {
+            let planes = 64 << k;
             let vb = vb.pp(format!("layer{}", k + 1));
-            layers.push(vec![
-                BasicBlock::new(c_in, c_out, stride, vb.pp("0"))?,
-                BasicBlock::new(c_out, c_out, 1, vb.pp("1"))?,
-            ]);
+            let mut stage = Vec::new();
+            for b in 0..n {
+                stage.push(Block::new(c_in, planes, if b == 0 { stride } else { 1 }, bottleneck, frozen, vb.pp(b))?);
+                c_in = planes * expansion;
+            }
+            layers.push(stage);
         }
-        Ok(ResNet18 { conv1: conv(3, 64, 7, 2, vb.pp("conv1"))?, bn1: bn(64, vb.pp("bn1"))?, layers })
+        let stem = ConvBn::new(3, 64, 7, 2, frozen, vb, ("conv1", "bn1"))?;
+        Ok(ResNet { stem, layers, out_channels: c_in })
     }
 
     /// Runs stages `from..to` of [`LAYERS`] (0 = stem through the max-pool).
@@ -101,8 +170,7 @@ impl ResNet18 {
         let mut x = x.clone();
         for stage in stages {
             x = if stage == 0 {
-                let y = self.bn1.forward_t(&self.conv1.forward(&x)?, train)?.relu()?;
-                max_pool_3x3_s2_p1(&y)?
+                max_pool_3x3_s2_p1(&self.stem.forward_t(&x, train)?.relu()?)?
             } else {
                 let mut y = x;
                 for block in &self.layers[stage - 1] {
@@ -115,13 +183,13 @@ impl ResNet18 {
     }
 }
 
-impl Backbone for ResNet18 {
+impl Backbone for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.run(x, 0..LAYERS.len(), train)
     }
 
     fn out_channels(&self) -> usize {
-        512
+        self.out_channels
     }
 
     fn layers(&self) -> Vec<String> {

@@ -1,0 +1,120 @@
+//! Our backbones against PyTorch: the same weights (a formula both sides compute, see
+//! scripts/make_backbone_parity_fixture.py), the same input, the same logits and feature
+//! maps, in eval mode and in train mode (batch statistics).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use wsol::config::ModelConfig;
+
+const FIXTURE: &str = "tests/fixtures/backbone_parity";
+
+/// The fixture script's weights: float64 formula, then float32.
+fn set_formula_weights(varmap: &VarMap) {
+    let data = varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (t, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let fan_in = (n / dims[0]) as f64;
+        let values: Vec<f32> = (0..n as i64)
+            .map(|i| {
+                let u = ((i * 7919 + t as i64 * 104729) % 2001) as f64 / 1000.0 - 1.0;
+                let w = if name.ends_with("running_mean") {
+                    0.1 * u
+                } else if name.ends_with("running_var") {
+                    1.0 + 0.25 * (u + 1.0)
+                } else if name.ends_with(".bias") {
+                    0.1 * u
+                } else if dims.len() == 1 {
+                    1.0 + 0.2 * u
+                } else {
+                    (6.0 / fan_in).sqrt() * u
+                };
+                w as f32
+            })
+            .collect();
+        var.set(&Tensor::from_vec(values, dims, &Device::Cpu).unwrap()).unwrap();
+    }
+}
+
+fn read(name: &str) -> Tensor {
+    Tensor::read_npy(Path::new(FIXTURE).join(name)).unwrap()
+}
+
+/// max |ours - theirs| relative to max |theirs|.
+fn rel_diff(ours: &Tensor, theirs: &Tensor) -> f32 {
+    assert_eq!(ours.dims(), theirs.dims());
+    let d: f32 = (ours - theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    let m: f32 = theirs.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    d / m.max(1e-12)
+}
+
+fn check(backbone: &str) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let cfg = ModelConfig { backbone: backbone.into(), ..Default::default() };
+    let model = wsol::models::build(&cfg, 10, vb).unwrap();
+    set_formula_weights(&varmap);
+    let x = read("input.npy");
+    let out = model.forward_t(&x, false).unwrap();
+    let (f, l) = (
+        rel_diff(&out.features, &read(&format!("{backbone}_features.npy"))),
+        rel_diff(&out.logits, &read(&format!("{backbone}_logits.npy"))),
+    );
+    assert!(f < 1e-4 && l < 1e-4, "{backbone} eval: features {f:e}, logits {l:e}");
+    let train = model.forward_t(&x, true).unwrap();
+    let t = rel_diff(&train.logits, &read(&format!("{backbone}_train_logits.npy")));
+    assert!(t < 1e-4, "{backbone} train mode: logits {t:e}");
+    eprintln!("{backbone}: relative max diff features {f:.1e}, logits {l:.1e}, train-mode logits {t:.1e}");
+}
+
+#[test]
+fn resnet18_matches_pytorch() {
+    check("resnet18");
+}
+
+#[test]
+fn resnet50_matches_pytorch() {
+    check("resnet50");
+}
+
+#[test]
+fn vgg16_matches_pytorch() {
+    check("vgg16");
+}
+
+fn build(cfg: &ModelConfig) -> (VarMap, Box<dyn wsol::models::WsolModel>) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = wsol::models::build(cfg, 10, vb).unwrap();
+    set_formula_weights(&varmap);
+    (varmap, model)
+}
+
+#[test]
+fn frozen_batch_norm_trains_with_running_statistics_and_keeps_them() {
+    let cfg = ModelConfig { backbone: "resnet18".into(), freeze_bn: true, ..Default::default() };
+    let (varmap, model) = build(&cfg);
+    let stat = |v: &VarMap| -> Vec<f32> { v.data().lock().unwrap()["bn1.running_mean"].as_tensor().to_vec1().unwrap() };
+    let before = stat(&varmap);
+    let x = read("input.npy");
+    let train = model.forward_t(&x, true).unwrap();
+    assert_eq!(stat(&varmap), before);
+    assert!(rel_diff(&train.logits, &read("resnet18_logits.npy")) < 1e-4, "frozen BN must act as in eval mode");
+}
+
+#[test]
+fn large_feature_map_doubles_the_map_size() {
+    for (backbone, size) in [("resnet18", 4), ("resnet50", 4), ("vgg16", 4)] {
+        for (large, side) in [(false, size), (true, 2 * size)] {
+            let cfg = ModelConfig { backbone: backbone.into(), large_feature_map: large, ..Default::default() };
+            let (_, model) = build(&cfg);
+            let out = model.forward_t(&read("input.npy"), false).unwrap();
+            assert_eq!(out.features.dims()[2..], [side, side], "{backbone} large_feature_map={large}");
+        }
+    }
+}
