@@ -6,6 +6,7 @@ mod acol_head;
 mod cam_head;
 pub mod init;
 pub mod pretrained;
+mod pth_legacy;
 mod resnet;
 mod tiny;
 mod vgg;

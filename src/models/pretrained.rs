@@ -70,6 +70,12 @@ fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
             })?
             .into_iter()
             .collect()
+    } else if super::pth_legacy::is_legacy(path) {
+        super::pth_legacy::read(path, None)
+            .and_then(|t| if t.is_empty() { super::pth_legacy::read(path, Some("state_dict")) } else { Ok(t) })
+            .map_err(|e| {
+                anyhow::anyhow!("model.pretrained {}: not a readable legacy PyTorch state dict ({e:#})", path.display())
+            })?
     } else {
         let plain = candle_core::pickle::read_all(path);
         match plain {
@@ -194,5 +200,7 @@ mod tests {
         assert!((first[3] - 0.5 * (2.1f64).sin() as f32).abs() < 1e-7);
         assert_eq!(loaded("tiny_w2.pth"), reference);
         assert_eq!(loaded("tiny_w2_wrapped.pth"), reference);
+        // torch.save(..., _use_new_zipfile_serialization=False) of the same dict (torch 2.15).
+        assert_eq!(loaded("tiny_w2_legacy.pth"), reference);
     }
 }
