@@ -3,7 +3,7 @@
 the CAM head, on a fixed input, with weights from a formula that tests/backbone_parity.rs
 computes the same way (so no weights are committed).
 
-    pip install torch torchvision numpy
+    pip install torch torchvision numpy efficientnet-lite-pytorch==0.1.0
     python3 scripts/make_backbone_parity_fixture.py tests/fixtures/backbone_parity
 
 Weights: every float tensor of the state dict, in sorted-name order t = 0, 1, ..., gets
@@ -47,6 +47,18 @@ class VggCam(nn.Module):
         return self.fc(self.feats(x).mean((2, 3)))
 
 
+def efficientnet_lite0():
+    """The package's EfficientNet-Lite0 with SAME padding from the input size, the stage
+    112 -> 192 at stride 1 (as wsol builds it for 14x14 maps), no drop-connect; features
+    end at the head's ReLU6, logits = fc(GAP) (the package's dropout left out)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    m = EfficientNet.from_name("efficientnet-lite0", image_size=None, num_classes=CLASSES, drop_connect_rate=0.0)
+    m._blocks[11]._depthwise_conv.stride = [1, 1]
+    m._blocks[11]._block_args = m._blocks[11]._block_args._replace(stride=1)
+    return m, m.extract_features, lambda x: m._fc(m.extract_features(x).mean((2, 3)))
+
+
 def formula_weights(model):
     sd = model.state_dict()
     names = sorted(k for k, v in sd.items() if v.is_floating_point())
@@ -76,15 +88,17 @@ def main(out):
     models = {"resnet18": resnet(18), "resnet50": resnet(50)}
     vgg = VggCam()
     models["vgg16"] = (vgg, vgg.feats)
+    models = {name: (m, feats, m) for name, (m, feats) in models.items()}
+    models["efficientnet_lite0"] = efficientnet_lite0()
     with torch.no_grad():
-        for name, (m, feats) in models.items():
+        for name, (m, feats, logits) in models.items():
             formula_weights(m)
             m.eval()
             np.save(os.path.join(out, f"{name}_features.npy"), feats(x).numpy())
-            np.save(os.path.join(out, f"{name}_logits.npy"), m(x).numpy())
+            np.save(os.path.join(out, f"{name}_logits.npy"), logits(x).numpy())
             # Train mode: batch statistics in every batch norm.
             m.train()
-            np.save(os.path.join(out, f"{name}_train_logits.npy"), m(x).numpy())
+            np.save(os.path.join(out, f"{name}_train_logits.npy"), logits(x).numpy())
             print(name, "ok")
 
 

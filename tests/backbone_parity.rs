@@ -87,6 +87,11 @@ fn vgg16_matches_pytorch() {
     check("vgg16");
 }
 
+#[test]
+fn efficientnet_lite0_matches_pytorch() {
+    check("efficientnet_lite0");
+}
+
 fn build(cfg: &ModelConfig) -> (VarMap, Box<dyn wsol::models::WsolModel>) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
@@ -109,7 +114,7 @@ fn frozen_batch_norm_trains_with_running_statistics_and_keeps_them() {
 
 #[test]
 fn large_feature_map_doubles_the_map_size() {
-    for (backbone, size) in [("resnet18", 4), ("resnet50", 4), ("vgg16", 4)] {
+    for (backbone, size) in [("resnet18", 4), ("resnet50", 4), ("vgg16", 4), ("efficientnet_lite0", 4)] {
         for (large, side) in [(false, size), (true, 2 * size)] {
             let cfg = ModelConfig { backbone: backbone.into(), large_feature_map: large, ..Default::default() };
             let (_, model) = build(&cfg);

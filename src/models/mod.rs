@@ -4,6 +4,7 @@
 
 mod acol_head;
 mod cam_head;
+mod efficientnet;
 pub mod init;
 pub mod pretrained;
 mod pth_legacy;
@@ -19,6 +20,7 @@ use crate::config::ModelConfig;
 
 pub use acol_head::AcolHead;
 pub use cam_head::CamHead;
+pub use efficientnet::EfficientNetLite0;
 pub use resnet::ResNet;
 pub use tiny::Tiny;
 pub use vgg::Vgg16;
@@ -76,7 +78,7 @@ pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Names accepted by [`build`], for config validation and messages.
-pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16"];
+pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16", "efficientnet_lite0"];
 pub const HEADS: &[&str] = &["cam", "acol"];
 
 /// Builds the model named by the config under the root of `vb`.
@@ -86,6 +88,7 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         "resnet18" => Box::new(ResNet::new(18, cfg, vb.clone())?),
         "resnet50" => Box::new(ResNet::new(50, cfg, vb.clone())?),
         "vgg16" => Box::new(Vgg16::new(cfg, vb.clone())?),
+        "efficientnet_lite0" => Box::new(EfficientNetLite0::new(cfg, vb.clone())?),
         other => bail!("model.backbone: unknown backbone `{other}` (available: {})", BACKBONES.join(", ")),
     };
     let model: Box<dyn WsolModel> = match cfg.head.as_str() {

@@ -16,7 +16,7 @@ use super::WsolModel;
 
 /// torchvision's ImageNet classifiers (ResNet / Inception `fc`, VGG `classifier`, the
 /// Inception auxiliary head): replaced by the WSOL head, so expected to be left over.
-const IMAGENET_HEADS: [&str; 3] = ["fc.", "classifier.", "AuxLogits."];
+const IMAGENET_HEADS: [&str; 4] = ["fc.", "_fc.", "classifier.", "AuxLogits."];
 
 pub fn load(varmap: &VarMap, model: &dyn WsolModel, path: &Path) -> Result<()> {
     let file = read(path)?;

