@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{ModelConfig, OptimizerConfig};
@@ -20,6 +20,8 @@ pub struct TrainBench {
     pub classes: usize,
     pub warmup: usize,
     pub steps: usize,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
 }
 
 pub struct TrainBenchResult {
@@ -30,7 +32,7 @@ pub struct TrainBenchResult {
 }
 
 pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
-    let dev = Device::Cpu;
+    let dev = crate::pipeline::device(&b.device)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let cfg = ModelConfig { backbone: b.backbone.clone(), head: b.head.clone(), ..Default::default() };

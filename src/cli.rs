@@ -194,6 +194,9 @@ pub struct BenchTrainArgs {
     /// CPU threads for the tensor ops (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// `cpu` or `cuda:N` (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -551,20 +554,22 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         classes: a.classes,
         warmup: 2,
         steps: a.steps,
+        device: a.device.clone(),
     };
     let r = crate::bench::train_step_speed(&spec)?;
     let threads = rayon::current_num_threads();
     if a.json {
         let v = serde_json::json!({
-            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads,
+            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device,
             "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
         });
         println!("{v}");
     } else {
         println!(
-            "{} + {}: batch {} at {}x{}, {threads} threads: {:.2} images/s (median of {} steps), peak RSS {}",
+            "{} + {} on {}: batch {} at {}x{}, {threads} threads: {:.2} images/s (median of {} steps), peak RSS {}",
             a.backbone,
             a.head,
+            a.device,
             a.batch,
             a.size,
             a.size,
