@@ -80,6 +80,40 @@ pub struct ModelConfig {
     pub freeze_bn: bool,
     /// `head: acol` settings.
     pub acol: AcolConfig,
+    /// `head: has` (Hide-and-Seek) settings.
+    pub has: HasConfig,
+    /// `head: cutmix` settings.
+    pub cutmix: CutMixConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HasConfig {
+    /// Side of the square patches, in pixels of the training crop.
+    pub grid_size: usize,
+    /// Probability that a patch is hidden.
+    pub drop_rate: f64,
+}
+
+impl Default for HasConfig {
+    fn default() -> Self {
+        HasConfig { grid_size: 4, drop_rate: 0.5 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CutMixConfig {
+    /// lambda ~ Beta(beta, beta); 0 turns CutMix off.
+    pub beta: f64,
+    /// Probability that a batch is mixed.
+    pub prob: f64,
+}
+
+impl Default for CutMixConfig {
+    fn default() -> Self {
+        CutMixConfig { beta: 1.0, prob: 1.0 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +249,8 @@ impl Default for ModelConfig {
             large_feature_map: false,
             freeze_bn: false,
             acol: AcolConfig::default(),
+            has: HasConfig::default(),
+            cutmix: CutMixConfig::default(),
         }
     }
 }

@@ -79,7 +79,7 @@ pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Names accepted by [`build`], for config validation and messages.
 pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16", "efficientnet_lite0"];
-pub const HEADS: &[&str] = &["cam", "acol"];
+pub const HEADS: &[&str] = &["cam", "acol", "has", "cutmix"];
 
 /// Builds the model named by the config under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
@@ -92,7 +92,8 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         other => bail!("model.backbone: unknown backbone `{other}` (available: {})", BACKBONES.join(", ")),
     };
     let model: Box<dyn WsolModel> = match cfg.head.as_str() {
-        "cam" => Box::new(CamHead::new(backbone, num_classes, vb.pp("fc"))?),
+        // HaS and CutMix train a CAM model on altered batches (train::batch_methods).
+        "cam" | "has" | "cutmix" => Box::new(CamHead::new(backbone, num_classes, vb.pp("fc"))?),
         "acol" => Box::new(AcolHead::new(backbone, num_classes, &cfg.acol, &vb)?),
         other => bail!("model.head: unknown WSOL method `{other}` (available: {})", HEADS.join(", ")),
     };

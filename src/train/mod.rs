@@ -1,6 +1,7 @@
 //! The training loop: batches -> forward -> method loss -> backward -> SGD, per-epoch
 //! validation, checkpoints, TensorBoard, and the final evaluation into `metrics.json`.
 
+mod batch_methods;
 pub mod checkpoint;
 pub mod interrupt;
 pub mod optimizer;
@@ -258,10 +259,19 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
                 continue;
             }
             let n = batch.labels.len();
-            let x = Tensor::from_vec(batch.images, (n, 3, size, size), &device)?;
+            let mut images = batch.images;
+            let mut rng = batch_methods::step_rng(cfg.seed, state.global_step);
+            let mix = batch_methods::apply(&cfg.model, &mut images, &batch.labels, size, &mut rng);
+            let x = Tensor::from_vec(images, (n, 3, size, size), &device)?;
             let y = Tensor::from_vec(batch.labels, n, &device)?;
             let out = model.net.forward_t(&x, true)?;
-            let loss = model.net.loss(&out, &y)?;
+            let loss = match &mix {
+                None => model.net.loss(&out, &y)?,
+                Some(m) => {
+                    let other = Tensor::from_vec(m.other_labels.clone(), n, &device)?;
+                    ((model.net.loss(&out, &y)? * m.lambda)? + (model.net.loss(&out, &other)? * (1.0 - m.lambda))?)?
+                }
+            };
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
                 let ids: Vec<&str> =
