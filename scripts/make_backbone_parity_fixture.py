@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 CLASSES = 10
@@ -42,6 +43,42 @@ class VggCam(nn.Module):
 
     def feats(self, x):
         return torch.relu(self.conv6(self.features(x)))
+
+    def forward(self, x):
+        return self.fc(self.feats(x).mean((2, 3)))
+
+
+class InceptionCam(nn.Module):
+    """wsolevaluation's InceptionCam from torchvision's modules: Conv2d_1a padded, ceil-mode
+    pools, Mixed_6a at stride 1 / padding 1 (its pool too), a pool after Mixed_5d, the
+    SPG_A3 conv head; its 1x1 SPG_A4 is written as the equal linear `fc` on the GAP;
+    dropout left out."""
+
+    def __init__(self):
+        super().__init__()
+        tv = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+        for name in ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                     "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"]:
+            setattr(self, name, getattr(tv, name))
+        self.Conv2d_1a_3x3.conv.padding = (1, 1)
+        b = self.Mixed_6a
+        b.branch3x3.conv.stride, b.branch3x3.conv.padding = (1, 1), (1, 1)
+        b.branch3x3dbl_3.conv.stride, b.branch3x3dbl_3.conv.padding = (1, 1), (1, 1)
+        b._forward = lambda x: [b.branch3x3(x), b.branch3x3dbl_3(b.branch3x3dbl_2(b.branch3x3dbl_1(x))),
+                                F.max_pool2d(x, kernel_size=3, stride=1, padding=1)]
+        self.SPG_A3_1b = nn.Sequential(nn.Conv2d(768, 1024, 3, padding=1), nn.ReLU())
+        self.SPG_A3_2b = nn.Sequential(nn.Conv2d(1024, 1024, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(1024, CLASSES)
+
+    def feats(self, x):
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, ceil_mode=True)
+        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(x)))))
+        return self.SPG_A3_2b(self.SPG_A3_1b(x))
 
     def forward(self, x):
         return self.fc(self.feats(x).mean((2, 3)))
@@ -88,6 +125,8 @@ def main(out):
     models = {"resnet18": resnet(18), "resnet50": resnet(50)}
     vgg = VggCam()
     models["vgg16"] = (vgg, vgg.feats)
+    inception = InceptionCam()
+    models["inception_v3"] = (inception, inception.feats)
     models = {name: (m, feats, m) for name, (m, feats) in models.items()}
     models["efficientnet_lite0"] = efficientnet_lite0()
     with torch.no_grad():

@@ -5,6 +5,7 @@
 mod acol_head;
 mod cam_head;
 mod efficientnet;
+mod inception;
 pub mod init;
 pub mod pretrained;
 mod pth_legacy;
@@ -21,6 +22,7 @@ use crate::config::ModelConfig;
 pub use acol_head::AcolHead;
 pub use cam_head::CamHead;
 pub use efficientnet::EfficientNetLite0;
+pub use inception::InceptionV3;
 pub use resnet::ResNet;
 pub use tiny::Tiny;
 pub use vgg::Vgg16;
@@ -78,7 +80,7 @@ pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Names accepted by [`build`], for config validation and messages.
-pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16", "efficientnet_lite0"];
+pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_lite0"];
 pub const HEADS: &[&str] = &["cam", "acol", "has", "cutmix"];
 
 /// Builds the model named by the config under the root of `vb`.
@@ -88,6 +90,7 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         "resnet18" => Box::new(ResNet::new(18, cfg, vb.clone())?),
         "resnet50" => Box::new(ResNet::new(50, cfg, vb.clone())?),
         "vgg16" => Box::new(Vgg16::new(cfg, vb.clone())?),
+        "inception_v3" => Box::new(InceptionV3::new(cfg, vb.clone())?),
         "efficientnet_lite0" => Box::new(EfficientNetLite0::new(cfg, vb.clone())?),
         other => bail!("model.backbone: unknown backbone `{other}` (available: {})", BACKBONES.join(", ")),
     };

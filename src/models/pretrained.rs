@@ -15,8 +15,9 @@ use candle_nn::VarMap;
 use super::WsolModel;
 
 /// torchvision's ImageNet classifiers (ResNet / Inception `fc`, VGG `classifier`, the
-/// Inception auxiliary head): replaced by the WSOL head, so expected to be left over.
-const IMAGENET_HEADS: [&str; 4] = ["fc.", "_fc.", "classifier.", "AuxLogits."];
+/// Inception auxiliary head) and the Inception blocks after Mixed_6e: replaced by the WSOL
+/// head, so expected to be left over.
+const IMAGENET_HEADS: [&str; 5] = ["fc.", "_fc.", "classifier.", "AuxLogits.", "Mixed_7"];
 
 pub fn load(varmap: &VarMap, model: &dyn WsolModel, path: &Path) -> Result<()> {
     let file = read(path)?;

@@ -1,0 +1,336 @@
+//! Inception-v3 (Szegedy et al. 2016) as wsolevaluation's CAM model builds it: the
+//! torchvision network up to Mixed_6e with the first conv padded, ceil-mode pools,
+//! Mixed_6a at stride 1 / padding 1 and one extra max-pool after Mixed_5d (none with
+//! `large_feature_map`), 768 channels at 1/16 of the input (14x14 at 224... 17x17 at 299);
+//! then the new conv head `SPG_A3_1b` (3x3 768->1024 + ReLU) and `SPG_A3_2b` (3x3
+//! 1024->1024 + ReLU). The CAM head's linear layer plays wsolevaluation's 1x1 `SPG_A4`:
+//! the mean of a 1x1 conv's map equals the linear layer on the mean, so logits and CAMs
+//! are the same. Weight names are torchvision's, so `inception_v3_google-1a9a5a14.pth`
+//! loads as it is. The head's dropout (0.5) is left out: runs here are deterministic.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{batch_norm, conv2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+
+use super::Backbone;
+use crate::config::ModelConfig;
+
+/// conv (no bias) -> batch norm (eps 1e-3) -> ReLU, with a rectangular kernel.
+struct BasicConv {
+    weight: Tensor,
+    bn: BatchNorm,
+    stride: usize,
+    /// (rows, cols) of zero padding on each side.
+    pad: (usize, usize),
+    frozen: bool,
+}
+
+impl BasicConv {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        k: (usize, usize),
+        stride: usize,
+        pad: (usize, usize),
+        frozen: bool,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let weight = vb.pp("conv").get((c_out, c_in, k.0, k.1), "weight")?;
+        let bn = batch_norm(c_out, BatchNormConfig { eps: 1e-3, ..Default::default() }, vb.pp("bn"))?;
+        Ok(BasicConv { weight, bn, stride, pad, frozen })
+    }
+
+    fn sq(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        frozen: bool,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        Self::new(c_in, c_out, (k, k), stride, (pad, pad), frozen, vb)
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = if self.pad.0 == self.pad.1 {
+            x.conv2d(&self.weight, self.pad.0, self.stride, 1, 1)?
+        } else {
+            x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?.conv2d(
+                &self.weight,
+                0,
+                self.stride,
+                1,
+                1,
+            )?
+        };
+        candle_core::ModuleT::forward_t(&self.bn, &y, train && !self.frozen)?.relu()
+    }
+}
+
+/// PyTorch's output length of a 3-wide pool.
+fn pool_len(n: usize, stride: usize, pad: usize, ceil: bool) -> usize {
+    let span = n + 2 * pad - 3;
+    if !ceil {
+        return span / stride + 1;
+    }
+    let out = span.div_ceil(stride) + 1;
+    // The last window must start inside the input or the left padding.
+    if (out - 1) * stride >= n + pad {
+        out - 1
+    } else {
+        out
+    }
+}
+
+/// 3x3 max-pool with PyTorch's padding and ceil mode, from differentiable ops: edges are
+/// replicated (every window holds the real pixel next to its padding, so the max is
+/// PyTorch's), the max of three shifted views per axis, then every `stride`-th.
+fn max_pool3(x: &Tensor, stride: usize, pad: usize, ceil: bool) -> candle_core::Result<Tensor> {
+    let mut y = x.clone();
+    for dim in [2, 3] {
+        let n = y.dim(dim)?;
+        let out = pool_len(n, stride, pad, ceil);
+        let needed = (out - 1) * stride + 3;
+        let p = y.pad_with_same(dim, pad, needed.saturating_sub(n + pad))?;
+        let len = (out - 1) * stride + 1;
+        let m = p.narrow(dim, 0, len)?.maximum(&p.narrow(dim, 1, len)?)?.maximum(&p.narrow(dim, 2, len)?)?;
+        y = every(&m, dim, stride, out)?;
+    }
+    Ok(y)
+}
+
+/// 3x3 average pool, stride 1, zero padding 1, dividing by 9 everywhere (PyTorch's
+/// `count_include_pad`).
+fn avg_pool3_s1(x: &Tensor) -> candle_core::Result<Tensor> {
+    let mut y = x.clone();
+    for dim in [2, 3] {
+        let n = y.dim(dim)?;
+        let p = y.pad_with_zeros(dim, 1, 1)?;
+        y = ((p.narrow(dim, 0, n)? + p.narrow(dim, 1, n)?)? + p.narrow(dim, 2, n)?)?;
+    }
+    y / 9.0
+}
+
+/// Elements 0, s, 2s, ... (`out` of them) along `dim`.
+fn every(x: &Tensor, dim: usize, s: usize, out: usize) -> candle_core::Result<Tensor> {
+    if s == 1 {
+        return x.narrow(dim, 0, out);
+    }
+    let n = x.dim(dim)?;
+    let x = x.pad_with_zeros(dim, 0, (out * s).saturating_sub(n))?.narrow(dim, 0, out * s)?;
+    let mut shape = x.dims().to_vec();
+    shape.splice(dim..dim + 1, [out, s]);
+    x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+/// Mixed_5b/c/d: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1.
+struct InceptionA {
+    convs: Vec<BasicConv>,
+}
+
+impl InceptionA {
+    fn new(c_in: usize, pool_features: usize, f: bool, vb: VarBuilder) -> candle_core::Result<Self> {
+        let convs = vec![
+            BasicConv::sq(c_in, 64, 1, 1, 0, f, vb.pp("branch1x1"))?,
+            BasicConv::sq(c_in, 48, 1, 1, 0, f, vb.pp("branch5x5_1"))?,
+            BasicConv::sq(48, 64, 5, 1, 2, f, vb.pp("branch5x5_2"))?,
+            BasicConv::sq(c_in, 64, 1, 1, 0, f, vb.pp("branch3x3dbl_1"))?,
+            BasicConv::sq(64, 96, 3, 1, 1, f, vb.pp("branch3x3dbl_2"))?,
+            BasicConv::sq(96, 96, 3, 1, 1, f, vb.pp("branch3x3dbl_3"))?,
+            BasicConv::sq(c_in, pool_features, 1, 1, 0, f, vb.pp("branch_pool"))?,
+        ];
+        Ok(InceptionA { convs })
+    }
+
+    fn forward_t(&self, x: &Tensor, t: bool) -> candle_core::Result<Tensor> {
+        let c = &self.convs;
+        let b1 = c[0].forward_t(x, t)?;
+        let b5 = c[2].forward_t(&c[1].forward_t(x, t)?, t)?;
+        let b3 = c[5].forward_t(&c[4].forward_t(&c[3].forward_t(x, t)?, t)?, t)?;
+        let bp = c[6].forward_t(&avg_pool3_s1(x)?, t)?;
+        Tensor::cat(&[b1, b5, b3, bp], 1)
+    }
+}
+
+/// Mixed_6a at stride 1, padding 1: 3x3 | 1x1-3x3-3x3 | maxpool.
+struct InceptionB {
+    convs: Vec<BasicConv>,
+}
+
+impl InceptionB {
+    fn new(c_in: usize, f: bool, vb: VarBuilder) -> candle_core::Result<Self> {
+        let convs = vec![
+            BasicConv::sq(c_in, 384, 3, 1, 1, f, vb.pp("branch3x3"))?,
+            BasicConv::sq(c_in, 64, 1, 1, 0, f, vb.pp("branch3x3dbl_1"))?,
+            BasicConv::sq(64, 96, 3, 1, 1, f, vb.pp("branch3x3dbl_2"))?,
+            BasicConv::sq(96, 96, 3, 1, 1, f, vb.pp("branch3x3dbl_3"))?,
+        ];
+        Ok(InceptionB { convs })
+    }
+
+    fn forward_t(&self, x: &Tensor, t: bool) -> candle_core::Result<Tensor> {
+        let c = &self.convs;
+        let b3 = c[0].forward_t(x, t)?;
+        let bd = c[3].forward_t(&c[2].forward_t(&c[1].forward_t(x, t)?, t)?, t)?;
+        Tensor::cat(&[b3, bd, max_pool3(x, 1, 1, false)?], 1)
+    }
+}
+
+/// Mixed_6b..e: factorized 7x7 convolutions.
+struct InceptionC {
+    convs: Vec<BasicConv>,
+}
+
+impl InceptionC {
+    fn new(c_in: usize, c7: usize, f: bool, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (row, col) = ((1, 7), (7, 1));
+        let (prow, pcol) = ((0, 3), (3, 0));
+        let convs = vec![
+            BasicConv::sq(c_in, 192, 1, 1, 0, f, vb.pp("branch1x1"))?,
+            BasicConv::sq(c_in, c7, 1, 1, 0, f, vb.pp("branch7x7_1"))?,
+            BasicConv::new(c7, c7, row, 1, prow, f, vb.pp("branch7x7_2"))?,
+            BasicConv::new(c7, 192, col, 1, pcol, f, vb.pp("branch7x7_3"))?,
+            BasicConv::sq(c_in, c7, 1, 1, 0, f, vb.pp("branch7x7dbl_1"))?,
+            BasicConv::new(c7, c7, col, 1, pcol, f, vb.pp("branch7x7dbl_2"))?,
+            BasicConv::new(c7, c7, row, 1, prow, f, vb.pp("branch7x7dbl_3"))?,
+            BasicConv::new(c7, c7, col, 1, pcol, f, vb.pp("branch7x7dbl_4"))?,
+            BasicConv::new(c7, 192, row, 1, prow, f, vb.pp("branch7x7dbl_5"))?,
+            BasicConv::sq(c_in, 192, 1, 1, 0, f, vb.pp("branch_pool"))?,
+        ];
+        Ok(InceptionC { convs })
+    }
+
+    fn forward_t(&self, x: &Tensor, t: bool) -> candle_core::Result<Tensor> {
+        let c = &self.convs;
+        let chain = |range: std::ops::Range<usize>| -> candle_core::Result<Tensor> {
+            let mut y = x.clone();
+            for k in range {
+                y = c[k].forward_t(&y, t)?;
+            }
+            Ok(y)
+        };
+        let bp = c[9].forward_t(&avg_pool3_s1(x)?, t)?;
+        Tensor::cat(&[chain(0..1)?, chain(1..4)?, chain(4..9)?, bp], 1)
+    }
+}
+
+enum Stage {
+    Stem(Vec<BasicConv>),
+    A(InceptionA),
+    B(InceptionB),
+    C(InceptionC),
+    Head(Conv2d),
+}
+
+pub struct InceptionV3 {
+    /// (CAM layer name, stage), in forward order.
+    stages: Vec<(String, Stage)>,
+    large_feature_map: bool,
+}
+
+impl InceptionV3 {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let f = cfg.freeze_bn;
+        let stem = vec![
+            BasicConv::sq(3, 32, 3, 2, 1, f, vb.pp("Conv2d_1a_3x3"))?,
+            BasicConv::sq(32, 32, 3, 1, 0, f, vb.pp("Conv2d_2a_3x3"))?,
+            BasicConv::sq(32, 64, 3, 1, 1, f, vb.pp("Conv2d_2b_3x3"))?,
+            BasicConv::sq(64, 80, 1, 1, 0, f, vb.pp("Conv2d_3b_1x1"))?,
+            BasicConv::sq(80, 192, 3, 1, 0, f, vb.pp("Conv2d_4a_3x3"))?,
+        ];
+        let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
+        let stages = vec![
+            ("Conv2d_4a_3x3".to_string(), Stage::Stem(stem)),
+            ("Mixed_5b".into(), Stage::A(InceptionA::new(192, 32, f, vb.pp("Mixed_5b"))?)),
+            ("Mixed_5c".into(), Stage::A(InceptionA::new(256, 64, f, vb.pp("Mixed_5c"))?)),
+            ("Mixed_5d".into(), Stage::A(InceptionA::new(288, 64, f, vb.pp("Mixed_5d"))?)),
+            ("Mixed_6a".into(), Stage::B(InceptionB::new(288, f, vb.pp("Mixed_6a"))?)),
+            ("Mixed_6b".into(), Stage::C(InceptionC::new(768, 128, f, vb.pp("Mixed_6b"))?)),
+            ("Mixed_6c".into(), Stage::C(InceptionC::new(768, 160, f, vb.pp("Mixed_6c"))?)),
+            ("Mixed_6d".into(), Stage::C(InceptionC::new(768, 160, f, vb.pp("Mixed_6d"))?)),
+            ("Mixed_6e".into(), Stage::C(InceptionC::new(768, 192, f, vb.pp("Mixed_6e"))?)),
+            ("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)),
+            ("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)),
+        ];
+        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map })
+    }
+
+    fn run(&self, x: &Tensor, range: std::ops::Range<usize>, t: bool) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (_, stage) in &self.stages[range] {
+            x = match stage {
+                Stage::Stem(c) => {
+                    let y = c[2].forward_t(&c[1].forward_t(&c[0].forward_t(&x, t)?, t)?, t)?;
+                    let y = max_pool3(&y, 2, 1, true)?;
+                    let y = c[4].forward_t(&c[3].forward_t(&y, t)?, t)?;
+                    max_pool3(&y, 2, 1, true)?
+                }
+                Stage::A(m) => m.forward_t(&x, t)?,
+                Stage::B(m) => {
+                    // The extra pool after Mixed_5d belongs to the input of Mixed_6a.
+                    let x = if self.large_feature_map { x } else { max_pool3(&x, 2, 0, true)? };
+                    m.forward_t(&x, t)?
+                }
+                Stage::C(m) => m.forward_t(&x, t)?,
+                Stage::Head(conv) => conv.forward(&x)?.relu()?,
+            };
+        }
+        Ok(x)
+    }
+}
+
+impl Backbone for InceptionV3 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, 0..self.stages.len(), train)
+    }
+
+    fn out_channels(&self) -> usize {
+        1024
+    }
+
+    fn layers(&self) -> Vec<String> {
+        self.stages.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        self.run(x, 0..k + 1, false)
+    }
+
+    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        self.run(a, k + 1..self.stages.len(), false)
+    }
+
+    fn is_new_layer(&self, var_name: &str) -> bool {
+        var_name.starts_with("SPG_")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn pool_lengths_follow_pytorch() {
+        // F.max_pool2d(k=3) output sizes, read off PyTorch.
+        assert_eq!(pool_len(112, 2, 1, true), 57);
+        assert_eq!(pool_len(111, 2, 1, true), 56);
+        assert_eq!(pool_len(28, 2, 0, true), 14);
+        assert_eq!(pool_len(27, 2, 0, true), 13);
+        assert_eq!(pool_len(8, 2, 0, false), 3);
+        assert_eq!(pool_len(7, 1, 1, false), 7);
+    }
+
+    /// Same values as candle's own pool on an explicitly padded input where shapes allow.
+    #[test]
+    fn max_pool_matches_padded_pool() {
+        let x = Tensor::rand(0f32, 1., (1, 2, 9, 9), &Device::Cpu).unwrap();
+        let ours = max_pool3(&x, 2, 0, true).unwrap();
+        let want = x.max_pool2d_with_stride(3, 2).unwrap(); // 9 -> 4 in both modes
+        let d: f32 =
+            (&ours - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert_eq!((ours.dims(), d), (want.dims(), 0.0));
+    }
+}
