@@ -85,14 +85,12 @@ class InceptionCam(nn.Module):
 
 
 def efficientnet_lite0():
-    """The package's EfficientNet-Lite0 with SAME padding from the input size, the stage
-    112 -> 192 at stride 1 (as wsol builds it for 14x14 maps), no drop-connect; features
-    end at the head's ReLU6, logits = fc(GAP) (the package's dropout left out)."""
+    """The package's EfficientNet-Lite0 with SAME padding from the input size, no
+    drop-connect; features end at the head's ReLU6, logits = fc(GAP) (the package's
+    dropout left out)."""
     from efficientnet_lite_pytorch import EfficientNet
 
     m = EfficientNet.from_name("efficientnet-lite0", image_size=None, num_classes=CLASSES, drop_connect_rate=0.0)
-    m._blocks[11]._depthwise_conv.stride = [1, 1]
-    m._blocks[11]._block_args = m._blocks[11]._block_args._replace(stride=1)
     return m, m.extract_features, lambda x: m._fc(m.extract_features(x).mean((2, 3)))
 
 

@@ -132,9 +132,10 @@ pub struct EvalArgs {
 pub struct CamArgs {
     #[command(flatten)]
     pub common: ConfigArgs,
-    /// Model weights (.safetensors written by `wsol train`).
+    /// Model weights (.safetensors written by `wsol train`); may be left out when the
+    /// config's model.pretrained (with model.pretrained_classifier) gives them.
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// Image file (PNG / JPEG); GT boxes are drawn when it is in the eval split.
     #[arg(long)]
     pub image: PathBuf,
@@ -442,7 +443,13 @@ fn cam_picture(a: CamArgs) -> Result<()> {
     let cfg = load_config(&a.common, None)?;
     let device = pipeline::device(&cfg.device)?;
     let model = pipeline::build_model(&cfg, &device)?;
-    pipeline::load_checkpoint(&model, &a.checkpoint)?;
+    match &a.checkpoint {
+        Some(c) => pipeline::load_checkpoint(&model, c)?,
+        None => anyhow::ensure!(
+            cfg.model.pretrained.is_some() && cfg.model.pretrained_classifier,
+            "--checkpoint: required unless the config sets model.pretrained and model.pretrained_classifier"
+        ),
+    }
     let list = |s: &str| s.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect::<Vec<_>>();
     let methods = a.method.as_deref().map(list).unwrap_or_else(|| vec![cfg.eval.cam.clone()]);
     let classes = match &a.class {

@@ -73,6 +73,9 @@ pub struct ModelConfig {
     pub pretrained: Option<PathBuf>,
     /// Channel width of the first stage of the `tiny` backbone.
     pub width: usize,
+    /// Also load the pretrained file's ImageNet classifier into the CAM head (needs
+    /// `data.num_classes` equal to its classes): the pretrained network's own CAMs.
+    pub pretrained_classifier: bool,
     /// Keep one more stage at full resolution: 28x28 maps at 224 instead of 14x14
     /// (ResNet layer3 at stride 1, VGG without pool4), as wsolevaluation's option.
     pub large_feature_map: bool,
@@ -246,6 +249,7 @@ impl Default for ModelConfig {
             head: "cam".into(),
             pretrained: None,
             width: 16,
+            pretrained_classifier: false,
             large_feature_map: false,
             freeze_bn: false,
             acol: AcolConfig::default(),

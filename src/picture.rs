@@ -1,7 +1,8 @@
 //! `wsol cam`: one image's class maps as a picture — the map over the image (jet), the
 //! box the evaluator would predict at a threshold (red) and, when the image belongs to
 //! the configured evaluation split, its GT boxes (green). Several methods and classes make
-//! a grid: one column per method, one row per class.
+//! a grid: one column per method, one row per class, each panel captioned with its
+//! method, class and softmax probability.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ use crate::localize::{boxes_at_thresholds, prepare_map, rescale_boxes, BBox};
 use crate::models::WsolModel;
 use crate::report::encode_png_rgb;
 use crate::report::overlay::overlay;
+use crate::report::text::draw_text;
 
 /// Which classes get a row.
 pub enum Classes {
@@ -50,6 +52,8 @@ pub struct Panel {
 /// Panels are shown at least this large (nearest-neighbour upscaling of small inputs).
 const MIN_PANEL: usize = 224;
 const GAP: usize = 4;
+/// Height of the caption line under each panel.
+const CAPTION: usize = 20;
 
 /// Renders the grid; returns the PNG bytes and what each panel shows.
 pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Request) -> Result<(Vec<u8>, Vec<Panel>)> {
@@ -81,7 +85,8 @@ pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Reques
     let scale = MIN_PANEL.div_ceil(size).max(1);
     let side = size * scale;
     let (cols, rows) = (req.methods.len(), classes.len());
-    let (grid_w, grid_h) = (cols * side + (cols - 1) * GAP, rows * side + (rows - 1) * GAP);
+    let cell_h = side + CAPTION;
+    let (grid_w, grid_h) = (cols * side + (cols - 1) * GAP, rows * cell_h + (rows - 1) * GAP);
     let mut grid = vec![255u8; grid_w * grid_h * 3];
     let mut panels = Vec::new();
     for (col, method) in req.methods.iter().enumerate() {
@@ -95,7 +100,10 @@ pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Reques
             let map = prepare_map(&maps.flatten_all()?.to_vec1::<f32>()?, w, h, size);
             let pred = boxes_at_thresholds(&map, size, size, &[req.threshold])[0].largest;
             let cell = overlay(&rgb, &map, size, size, req.alpha, &gt, Some(pred));
-            blit(&mut grid, grid_w, &cell, size, scale, col * (side + GAP), row * (side + GAP));
+            let (x0, y0) = (col * (side + GAP), row * (cell_h + GAP));
+            blit(&mut grid, grid_w, &cell, size, scale, x0, y0);
+            let caption = format!("{method}  class {class}  p={:.3}", probs[class]);
+            draw_text(&mut grid, grid_w, grid_h, x0 as i32 + 2, (y0 + side + 3) as i32, &caption, 14)?;
             panels.push(Panel { method: method.clone(), class, score: probs[class], pred });
         }
     }

@@ -102,7 +102,7 @@ pub fn build_model(cfg: &Config, device: &Device) -> Result<Model> {
     let net = models::build(&cfg.model, cfg.data.num_classes, vb)?;
     models::init::initialize(&varmap, cfg.seed, device)?;
     if let Some(p) = &cfg.model.pretrained {
-        models::pretrained::load(&varmap, net.as_ref(), p)?;
+        models::pretrained::load(&varmap, net.as_ref(), p, cfg.model.pretrained_classifier)?;
     }
     Ok(Model { varmap, net })
 }

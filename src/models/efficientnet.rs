@@ -6,10 +6,12 @@
 //! machine without internet.
 //!
 //! Convolutions pad like TensorFlow's SAME (more on the bottom/right when the total is
-//! odd), computed from the input size. For WSOL the stride-2 stage before the last two
-//! (112 -> 192 channels) runs at stride 1, giving 14x14 maps at 224 like the ResNets, and
-//! `large_feature_map` also keeps the 40 -> 80 stage at stride 1 (28x28). Drop-connect is
-//! not applied: the training recipes here are deterministic.
+//! odd), computed from the input size. The published strides give 7x7 maps at 224;
+//! `large_feature_map` runs the 112 -> 192 stage at stride 1 (14x14, like the WSOL
+//! ResNets). That is not the default because the ImageNet weights, used without
+//! fine-tuning, lose their calibration at stride 1 (chelsea.png: p(Egyptian cat) 0.80 ->
+//! 0.017 in the package's own model). Drop-connect is not applied: runs here are
+//! deterministic.
 
 use candle_core::{Module, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
@@ -186,11 +188,7 @@ impl EfficientNetLite0 {
         let mut stages = Vec::new();
         let mut index = 0;
         for (s, &(repeats, k, stride, expand, c_in, c_out)) in STAGES.iter().enumerate() {
-            let stride = match s {
-                5 => 1,
-                3 if cfg.large_feature_map => 1,
-                _ => stride,
-            };
+            let stride = if s == 5 && cfg.large_feature_map { 1 } else { stride };
             let mut blocks = Vec::new();
             for r in 0..repeats {
                 let (i, st) = if r == 0 { (c_in, stride) } else { (c_out, 1) };

@@ -19,13 +19,33 @@ use super::WsolModel;
 /// head, so expected to be left over.
 const IMAGENET_HEADS: [&str; 5] = ["fc.", "_fc.", "classifier.", "AuxLogits.", "Mixed_7"];
 
-pub fn load(varmap: &VarMap, model: &dyn WsolModel, path: &Path) -> Result<()> {
+/// With `classifier`, the file's ImageNet classifier (`fc.*`, or `_fc.*` in EfficientNet
+/// files) also goes into the CAM head's `fc.*`, so a pretrained classifier's own CAMs can
+/// be looked at and scored without training (`model.pretrained_classifier`).
+pub fn load(varmap: &VarMap, model: &dyn WsolModel, path: &Path, classifier: bool) -> Result<()> {
     let file = read(path)?;
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let (mut missing, mut wrong) = (Vec::new(), Vec::new());
     for name in names {
+        if classifier && name.starts_with("fc.") {
+            let var = &data[name];
+            let t = file.get(name.as_str()).or_else(|| file.get(&format!("_{name}"))).with_context(|| {
+                format!("model.pretrained_classifier: {} has no `{name}` (a GAP + linear classifier)", path.display())
+            })?;
+            if t.dims() != var.dims() {
+                bail!(
+                    "model.pretrained_classifier: the classifier in {} has shape {:?}, this head {:?} (set data.num_classes to its {} classes)",
+                    path.display(),
+                    t.dims(),
+                    var.dims(),
+                    t.dims()[0]
+                );
+            }
+            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+            continue;
+        }
         if model.is_new_layer(name) {
             continue;
         }
@@ -138,11 +158,27 @@ mod tests {
         let path = torchvision_file(&source, dir.path(), |_| {});
         let (target, net) = resnet(2);
         let head_before = get(&target, "fc.weight");
-        load(&target, net.as_ref(), &path).unwrap();
+        load(&target, net.as_ref(), &path, false).unwrap();
         for name in ["conv1.weight", "layer3.0.downsample.0.weight", "layer4.1.bn2.running_var"] {
             assert_eq!(get(&target, name), get(&source, name), "{name}");
         }
         assert_eq!(get(&target, "fc.weight"), head_before, "the 5-class head keeps its initialization");
+    }
+
+    #[test]
+    fn the_pretrained_classifier_is_loaded_when_asked_and_must_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, _) = resnet(1);
+        let (target, net) = resnet(2);
+        let err = load(&target, net.as_ref(), &torchvision_file(&source, dir.path(), |_| {}), true).unwrap_err();
+        assert!(err.to_string().contains("set data.num_classes to its 1000 classes"), "{err}");
+        let five = torchvision_file(&source, dir.path(), |t| {
+            t.insert("fc.weight".into(), Tensor::full(0.25f32, (5, 512), &Device::Cpu).unwrap());
+            t.insert("fc.bias".into(), Tensor::full(-1f32, 5, &Device::Cpu).unwrap());
+        });
+        load(&target, net.as_ref(), &five, true).unwrap();
+        assert_eq!(get(&target, "fc.weight"), vec![0.25; 5 * 512]);
+        assert_eq!(get(&target, "fc.bias"), vec![-1.0; 5]);
     }
 
     #[test]
@@ -155,7 +191,7 @@ mod tests {
             t.insert("layer5.0.conv1.weight".into(), Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap());
         });
         let (target, net) = resnet(2);
-        let err = load(&target, net.as_ref(), &path).unwrap_err().to_string();
+        let err = load(&target, net.as_ref(), &path, false).unwrap_err().to_string();
         for part in [
             "1 missing (layer2.1.conv2.weight)",
             "bn1.weight [32] (model: [64])",
@@ -165,7 +201,7 @@ mod tests {
         }
         let junk = dir.path().join("junk.pth");
         std::fs::write(&junk, b"not a pickle").unwrap();
-        assert!(load(&target, net.as_ref(), &junk).unwrap_err().to_string().contains("junk.pth"));
+        assert!(load(&target, net.as_ref(), &junk, false).unwrap_err().to_string().contains("junk.pth"));
     }
 
     #[test]
@@ -189,7 +225,7 @@ mod tests {
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
             let net = crate::models::build(&ModelConfig { width: 2, ..Default::default() }, 3, vb).unwrap();
             crate::models::init::initialize(&varmap, 0, &Device::Cpu).unwrap();
-            load(&varmap, net.as_ref(), &dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            load(&varmap, net.as_ref(), &dir.join(file), false).unwrap_or_else(|e| panic!("{file}: {e:#}"));
             let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
             names.sort();
             names.into_iter().filter(|n| !n.starts_with("fc.")).map(|n| (n.clone(), get(&varmap, &n))).collect()

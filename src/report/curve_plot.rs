@@ -1,20 +1,15 @@
 //! `curve.png`: box accuracy against the CAM threshold at each IoU, the curves that
 //! MaxBoxAcc (largest contour, solid) and MaxBoxAccV2 (all contours, dashed) maximize,
-//! with the best threshold of each IoU marked. Drawn with plotters into an RGB buffer;
-//! the font is embedded (DejaVu Sans Mono, see fonts/DejaVu-LICENSE) so no system fonts
-//! or libraries are needed.
-
-use std::sync::Once;
+//! with the best threshold of each IoU marked. Drawn with plotters into an RGB buffer
+//! (text in the embedded font of [`super::text`]).
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 use crate::metrics::Curves;
 
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 500;
-const FONT: &[u8] = include_bytes!("fonts/DejaVuSansMono.ttf");
 
 /// One color per IoU threshold, in order.
 const COLORS: [RGBColor; 6] = [
@@ -26,20 +21,10 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-fn register_font() -> Result<()> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-            .map_err(|_| anyhow!("the embedded plot font is invalid"));
-    });
-    result
-}
-
 /// PNG bytes of the chart. `best_by_iou[k]` is the best threshold at `curves.iou_thresholds[k]`
 /// (largest-contour rule), if known.
 pub fn curve_png(curves: &Curves, best_by_iou: &[Option<f64>]) -> Result<Vec<u8>> {
-    register_font()?;
+    super::text::register_font()?;
     let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     draw(&mut rgb, curves, best_by_iou).map_err(|e| anyhow!("cannot draw curve.png: {e}"))?;
     super::encode_png_rgb(&rgb, WIDTH, HEIGHT)

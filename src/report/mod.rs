@@ -5,6 +5,7 @@ pub mod overlay;
 pub mod progress;
 pub mod table;
 pub mod tensorboard;
+pub mod text;
 
 use std::path::Path;
 
