@@ -26,6 +26,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a checkpoint on a split.
     Eval(EvalArgs),
+    /// Random search over hyperparameter ranges, each trial scored on the val split.
+    Sweep(SweepArgs),
     /// Score class activation maps from anywhere (.npy files) against a metadata split.
     EvalCams(EvalCamsArgs),
     /// Picture of one image's class maps: overlay, predicted box (red), GT boxes (green).
@@ -108,6 +110,23 @@ pub struct TrainArgs {
     /// With --resume: if the latest checkpoint is damaged, continue from the one before it.
     #[arg(long, requires = "resume")]
     pub use_previous_checkpoint: bool,
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Number of trials.
+    #[arg(long)]
+    pub trials: usize,
+    /// YAML of ranges per config key (default: lr log-uniform in [1e-5, 1] plus the
+    /// method's own knob); see `wsol::sweep`.
+    #[arg(long)]
+    pub search: Option<PathBuf>,
+    /// Sweep directory: one run directory per trial and sweep.json
+    /// (default: <log.dir>/<name>-sweep-<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -281,6 +300,27 @@ fn load_config(args: &ConfigArgs, fallback: Option<&Path>) -> Result<Config> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Sweep(a) => {
+            let cfg = load_config(&a.common, None)?;
+            anyhow::ensure!(a.trials >= 1, "--trials: expected at least 1");
+            let space = match &a.search {
+                Some(p) => crate::sweep::read_space(p)?,
+                None => crate::sweep::default_space(&cfg),
+            };
+            let out = a.out.unwrap_or_else(|| {
+                let run = train::default_run_dir(&cfg);
+                run.with_file_name(run.file_name().unwrap().to_string_lossy().replacen(
+                    &cfg.name,
+                    &format!("{}-sweep", cfg.name),
+                    1,
+                ))
+            });
+            let opts = crate::sweep::SweepOptions { trials: a.trials, out: out.clone(), quiet: a.common.quiet };
+            let best = crate::sweep::sweep(&cfg, &space, &opts)?;
+            println!("best trial {best}: {}", out.join(format!("trial-{best:03}")).display());
+            println!("summary written to {}", out.join("sweep.json").display());
+            Ok(())
+        }
         Command::Train(a) => {
             // Resuming a run without --config reuses the run's resolved config.
             let fallback = a

@@ -19,5 +19,6 @@ pub mod report;
 pub mod results;
 pub mod run_report;
 pub mod scoremaps;
+pub mod sweep;
 pub mod train;
 pub mod util;

@@ -40,3 +40,53 @@ fn has_and_cutmix_train_and_evaluate_deterministically() {
     let (off, _) = run("has", "has_off", &["--set", "model.has.drop_rate=0"]);
     assert_eq!(epoch_losses(&off), epoch_losses(&cam_log));
 }
+
+/// `wsol sweep`: trials sampled from the search file, each a run scored on val; the best
+/// is the highest val score; the same seed samples the same trials.
+#[test]
+fn sweep_runs_trials_and_picks_the_best_on_val() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth(dir, 64, 16, 16);
+    let cfg = write_config(dir, "sw", "");
+    std::fs::write(
+        dir.join("search.yaml"),
+        "train.optimizer.lr: {log_uniform: [1.0e-3, 0.3]}\nmodel.head: {choice: [cam, has]}\n",
+    )
+    .unwrap();
+    let args = |out: &'static str| {
+        vec![
+            "sweep",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.epochs=1",
+            "--trials",
+            "3",
+            "--search",
+            "search.yaml",
+            "--out",
+            out,
+            "--quiet",
+        ]
+    };
+    let stdout = wsol_ok(&args("s1"), dir);
+    assert!(stdout.contains("best trial"), "{stdout}");
+    let s = read_json(&dir.join("s1/sweep.json"));
+    let trials = s["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    let best = s["best_trial"].as_u64().unwrap() as usize;
+    let max = trials.iter().map(|t| t["val_score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert_eq!(trials[best]["val_score"].as_f64().unwrap(), max);
+    for t in trials {
+        assert!(dir.join(t["run_dir"].as_str().unwrap()).join("metrics.json").exists());
+    }
+    wsol_ok(&args("s2"), dir);
+    let again = read_json(&dir.join("s2/sweep.json"));
+    let overrides = |v: &serde_json::Value| {
+        v["trials"].as_array().unwrap().iter().map(|t| t["overrides"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(overrides(&s), overrides(&again));
+    let err = wsol_err(&["sweep", "--config", cfg.to_str().unwrap(), "--trials", "1", "--search", "nope.yaml"], dir);
+    assert!(err.contains("nope.yaml"), "{err}");
+}
