@@ -14,9 +14,9 @@
 //! deterministic.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::Backbone;
+use super::{Backbone, Bn};
 use crate::config::ModelConfig;
 
 /// (repeats, kernel, stride, expand ratio, in, out) of the Lite0 stages.
@@ -44,21 +44,9 @@ fn pad_same(x: &Tensor, k: usize, stride: usize) -> candle_core::Result<Tensor> 
     x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)
 }
 
-struct Bn {
-    bn: BatchNorm,
-    frozen: bool,
-}
-
-impl Bn {
-    fn new(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
-        // TensorFlow's momentum 0.99 and epsilon 1e-3, as the package sets them.
-        let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
-        Ok(Bn { bn: batch_norm(c, cfg, vb)?, frozen })
-    }
-
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        candle_core::ModuleT::forward_t(&self.bn, x, train && !self.frozen)
-    }
+/// TensorFlow's batch-norm momentum 0.99 and epsilon 1e-3, as the package sets them.
+fn bn(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
+    Bn::new(c, 1e-3, 0.01, frozen, vb)
 }
 
 fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -138,20 +126,14 @@ impl MbConv {
         let mid = c_in * expand;
         let one = Conv2dConfig::default();
         let expand = if expand != 1 {
-            Some((conv2d_no_bias(c_in, mid, 1, one, vb.pp("_expand_conv"))?, Bn::new(mid, frozen, vb.pp("_bn0"))?))
+            Some((conv2d_no_bias(c_in, mid, 1, one, vb.pp("_expand_conv"))?, bn(mid, frozen, vb.pp("_bn0"))?))
         } else {
             None
         };
         Ok(MbConv {
             expand,
-            depthwise: (
-                Depthwise::new(mid, k, stride, vb.pp("_depthwise_conv"))?,
-                Bn::new(mid, frozen, vb.pp("_bn1"))?,
-            ),
-            project: (
-                conv2d_no_bias(mid, c_out, 1, one, vb.pp("_project_conv"))?,
-                Bn::new(c_out, frozen, vb.pp("_bn2"))?,
-            ),
+            depthwise: (Depthwise::new(mid, k, stride, vb.pp("_depthwise_conv"))?, bn(mid, frozen, vb.pp("_bn1"))?),
+            project: (conv2d_no_bias(mid, c_out, 1, one, vb.pp("_project_conv"))?, bn(c_out, frozen, vb.pp("_bn2"))?),
             skip: stride == 1 && c_in == c_out,
         })
     }
@@ -199,9 +181,9 @@ impl EfficientNetLite0 {
         }
         let head_conv = conv2d_no_bias(320, 1280, 1, Conv2dConfig::default(), vb.pp("_conv_head"))?;
         Ok(EfficientNetLite0 {
-            stem: (stem_conv, Bn::new(32, frozen, vb.pp("_bn0"))?),
+            stem: (stem_conv, bn(32, frozen, vb.pp("_bn0"))?),
             stages,
-            head: (head_conv, Bn::new(1280, frozen, vb.pp("_bn1"))?),
+            head: (head_conv, bn(1280, frozen, vb.pp("_bn1"))?),
         })
     }
 

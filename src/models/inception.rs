@@ -9,19 +9,18 @@
 //! loads as it is. The head's dropout (0.5) is left out: runs here are deterministic.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{batch_norm, conv2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::Backbone;
+use super::{Backbone, Bn};
 use crate::config::ModelConfig;
 
 /// conv (no bias) -> batch norm (eps 1e-3) -> ReLU, with a rectangular kernel.
 struct BasicConv {
     weight: Tensor,
-    bn: BatchNorm,
+    bn: Bn,
     stride: usize,
     /// (rows, cols) of zero padding on each side.
     pad: (usize, usize),
-    frozen: bool,
 }
 
 impl BasicConv {
@@ -36,8 +35,8 @@ impl BasicConv {
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let weight = vb.pp("conv").get((c_out, c_in, k.0, k.1), "weight")?;
-        let bn = batch_norm(c_out, BatchNormConfig { eps: 1e-3, ..Default::default() }, vb.pp("bn"))?;
-        Ok(BasicConv { weight, bn, stride, pad, frozen })
+        let bn = Bn::new(c_out, 1e-3, 0.1, frozen, vb.pp("bn"))?;
+        Ok(BasicConv { weight, bn, stride, pad })
     }
 
     fn sq(
@@ -64,7 +63,7 @@ impl BasicConv {
                 1,
             )?
         };
-        candle_core::ModuleT::forward_t(&self.bn, &y, train && !self.frozen)?.relu()
+        self.bn.forward_t(&y, train)?.relu()
     }
 }
 

@@ -70,6 +70,25 @@ pub trait WsolModel: Send + Sync {
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor>;
 }
 
+/// Batch norm that can be frozen (`model.freeze_bn`): then it always normalizes with its
+/// running statistics and never updates them, for small batches on pretrained weights.
+pub(crate) struct Bn {
+    bn: candle_nn::BatchNorm,
+    frozen: bool,
+}
+
+impl Bn {
+    /// `momentum` as PyTorch's (0.1 there by default; TensorFlow-trained nets use 0.01).
+    pub(crate) fn new(c: usize, eps: f64, momentum: f64, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
+        let cfg = candle_nn::BatchNormConfig { eps, momentum, ..Default::default() };
+        Ok(Bn { bn: candle_nn::batch_norm(c, cfg, vb)?, frozen })
+    }
+
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        candle_core::ModuleT::forward_t(&self.bn, x, train && !self.frozen)
+    }
+}
+
 /// Min-max normalization of each row of `[N, L]`; a constant row becomes 0 (the
 /// reference code divides by zero there). ACoL's attention and Score-CAM's masks use it.
 pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {

@@ -4,31 +4,14 @@
 //! gives a 14x14 map instead of 7x7, fine enough for boxes), and `large_feature_map`
 //! keeps layer3 at stride 1 too (28x28).
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::Backbone;
+use super::{Backbone, Bn};
 use crate::config::ModelConfig;
 
 fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
     conv2d_no_bias(c_in, c_out, k, Conv2dConfig { padding: k / 2, stride, ..Default::default() }, vb)
-}
-
-/// Batch norm that can be frozen: then it always normalizes with its running statistics
-/// and never updates them (`model.freeze_bn`, for small batches on pretrained weights).
-pub(crate) struct Bn {
-    bn: BatchNorm,
-    frozen: bool,
-}
-
-impl Bn {
-    pub(crate) fn new(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
-        Ok(Bn { bn: batch_norm(c, 1e-5, vb)?, frozen })
-    }
-
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(x, train && !self.frozen)
-    }
 }
 
 /// conv -> bn, the unit every ResNet block is made of.
@@ -47,7 +30,10 @@ impl ConvBn {
         vb: VarBuilder,
         names: (&str, &str),
     ) -> candle_core::Result<Self> {
-        Ok(ConvBn { conv: conv(c_in, c_out, k, stride, vb.pp(names.0))?, bn: Bn::new(c_out, frozen, vb.pp(names.1))? })
+        Ok(ConvBn {
+            conv: conv(c_in, c_out, k, stride, vb.pp(names.0))?,
+            bn: Bn::new(c_out, 1e-5, 0.1, frozen, vb.pp(names.1))?,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
