@@ -16,7 +16,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::{Backbone, Bn};
+use super::{Bn, Staged};
 use crate::config::ModelConfig;
 
 /// (repeats, kernel, stride, expand ratio, in, out) of the Lite0 stages.
@@ -206,25 +206,17 @@ impl EfficientNetLite0 {
     }
 }
 
-impl Backbone for EfficientNetLite0 {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.run(x, 0..LAYERS.len(), train)
-    }
-
-    fn out_channels(&self) -> usize {
-        1280
-    }
-
-    fn layers(&self) -> Vec<String> {
+impl Staged for EfficientNetLite0 {
+    fn stage_names(&self) -> Vec<String> {
         LAYERS.iter().map(|s| s.to_string()).collect()
     }
 
-    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(x, 0..k + 1, false)
+    fn channels(&self) -> usize {
+        1280
     }
 
-    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(a, k + 1..LAYERS.len(), false)
+    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, stages, train)
     }
 }
 

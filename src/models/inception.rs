@@ -11,7 +11,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::{Backbone, Bn};
+use super::{Bn, Staged};
 use crate::config::ModelConfig;
 
 /// conv (no bias) -> batch norm (eps 1e-3) -> ReLU, with a rectangular kernel.
@@ -279,28 +279,20 @@ impl InceptionV3 {
     }
 }
 
-impl Backbone for InceptionV3 {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.run(x, 0..self.stages.len(), train)
-    }
-
-    fn out_channels(&self) -> usize {
-        1024
-    }
-
-    fn layers(&self) -> Vec<String> {
+impl Staged for InceptionV3 {
+    fn stage_names(&self) -> Vec<String> {
         self.stages.iter().map(|(n, _)| n.clone()).collect()
     }
 
-    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(x, 0..k + 1, false)
+    fn channels(&self) -> usize {
+        1024
     }
 
-    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(a, k + 1..self.stages.len(), false)
+    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, stages, train)
     }
 
-    fn is_new_layer(&self, var_name: &str) -> bool {
+    fn new_layer(&self, var_name: &str) -> bool {
         var_name.starts_with("SPG_")
     }
 }

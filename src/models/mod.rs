@@ -54,6 +54,46 @@ pub trait Backbone: Send + Sync {
     }
 }
 
+/// A backbone made of named stages run in order (each a CAM layer); implementing it gives
+/// [`Backbone`], so a new backbone only says what its stages are and how to run them.
+pub(crate) trait Staged: Send + Sync {
+    /// Stage names, in forward order; the last stage's output is the feature map.
+    fn stage_names(&self) -> Vec<String>;
+    fn channels(&self) -> usize;
+    /// Runs `stages` (indices into [`Staged::stage_names`]) on `x`.
+    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor>;
+    /// See [`Backbone::is_new_layer`].
+    fn new_layer(&self, _var_name: &str) -> bool {
+        false
+    }
+}
+
+impl<T: Staged> Backbone for T {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.run_stages(x, 0..self.stage_names().len(), train)
+    }
+
+    fn out_channels(&self) -> usize {
+        self.channels()
+    }
+
+    fn layers(&self) -> Vec<String> {
+        self.stage_names()
+    }
+
+    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        self.run_stages(x, 0..k + 1, false)
+    }
+
+    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        self.run_stages(a, k + 1..self.stage_names().len(), false)
+    }
+
+    fn is_new_layer(&self, var_name: &str) -> bool {
+        self.new_layer(var_name)
+    }
+}
+
 /// A trainable WSOL model: the method decides the loss and how class maps are read.
 pub trait WsolModel: Send + Sync {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output>;

@@ -7,7 +7,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::{Backbone, Bn};
+use super::{Bn, Staged};
 use crate::config::ModelConfig;
 
 fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
@@ -169,25 +169,17 @@ impl ResNet {
     }
 }
 
-impl Backbone for ResNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.run(x, 0..LAYERS.len(), train)
-    }
-
-    fn out_channels(&self) -> usize {
-        self.out_channels
-    }
-
-    fn layers(&self) -> Vec<String> {
+impl Staged for ResNet {
+    fn stage_names(&self) -> Vec<String> {
         LAYERS.iter().map(|s| s.to_string()).collect()
     }
 
-    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(x, 0..k + 1, false)
+    fn channels(&self) -> usize {
+        self.out_channels
     }
 
-    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(a, k + 1..LAYERS.len(), false)
+    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, stages, train)
     }
 }
 

@@ -6,7 +6,7 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::Backbone;
+use super::Staged;
 
 struct ConvBnRelu {
     conv: Conv2d,
@@ -77,24 +77,16 @@ impl Tiny {
     }
 }
 
-impl Backbone for Tiny {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.run(x, 0..self.layers.len(), train)
-    }
-
-    fn layers(&self) -> Vec<String> {
+impl Staged for Tiny {
+    fn stage_names(&self) -> Vec<String> {
         self.names.clone()
     }
 
-    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(x, 0..k + 1, false)
-    }
-
-    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(a, k + 1..self.layers.len(), false)
-    }
-
-    fn out_channels(&self) -> usize {
+    fn channels(&self) -> usize {
         self.out_channels
+    }
+
+    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, stages, train)
     }
 }

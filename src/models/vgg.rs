@@ -7,7 +7,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::Backbone;
+use super::Staged;
 use crate::config::ModelConfig;
 
 enum Op {
@@ -66,29 +66,21 @@ impl Vgg16 {
     }
 }
 
-impl Backbone for Vgg16 {
-    /// No batch norm or dropout: train and eval are the same function.
-    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
-        self.run(x, 0..self.stages.len())
-    }
-
-    fn out_channels(&self) -> usize {
-        1024
-    }
-
-    fn layers(&self) -> Vec<String> {
+impl Staged for Vgg16 {
+    fn stage_names(&self) -> Vec<String> {
         self.stages.iter().map(|(n, _)| n.clone()).collect()
     }
 
-    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(x, 0..k + 1)
+    fn channels(&self) -> usize {
+        1024
     }
 
-    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        self.run(a, k + 1..self.stages.len())
+    /// No batch norm or dropout: train and eval are the same function.
+    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, _train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, stages)
     }
 
-    fn is_new_layer(&self, var_name: &str) -> bool {
+    fn new_layer(&self, var_name: &str) -> bool {
         var_name.starts_with("conv6.")
     }
 }
