@@ -16,6 +16,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
+use super::pool::every;
 use super::{Bn, Staged};
 use crate::config::ModelConfig;
 
@@ -75,8 +76,8 @@ impl Depthwise {
         for dy in 0..self.k {
             for dx in 0..self.k {
                 // Rows dy, dy+s, ..., dy+(oh-1)s; likewise columns.
-                let v = subsample(&p.narrow(2, dy, (oh - 1) * self.stride + 1)?, 2, self.stride)?;
-                let v = subsample(&v.narrow(3, dx, (ow - 1) * self.stride + 1)?, 3, self.stride)?;
+                let v = every(&p.narrow(2, dy, (oh - 1) * self.stride + 1)?, 2, self.stride, oh)?;
+                let v = every(&v.narrow(3, dx, (ow - 1) * self.stride + 1)?, 3, self.stride, ow)?;
                 let wk = self.weight.narrow(2, dy, 1)?.narrow(3, dx, 1)?.reshape((1, c, 1, 1))?;
                 let term = v.broadcast_mul(&wk)?;
                 acc = Some(match acc {
@@ -89,19 +90,6 @@ impl Depthwise {
         debug_assert_eq!(y.dims(), [b, c, oh, ow]);
         Ok(y)
     }
-}
-
-/// Every `s`-th element along `dim`, starting at 0 (length (n-1)/s + 1).
-fn subsample(x: &Tensor, dim: usize, s: usize) -> candle_core::Result<Tensor> {
-    if s == 1 {
-        return Ok(x.clone());
-    }
-    let n = x.dim(dim)?;
-    let out = (n - 1) / s + 1;
-    let x = x.pad_with_zeros(dim, 0, out * s - n)?;
-    let mut shape = x.dims().to_vec();
-    shape.splice(dim..dim + 1, [out, s]);
-    x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
 }
 
 /// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project (no activation),

@@ -7,6 +7,7 @@ mod cam_head;
 mod efficientnet;
 mod inception;
 pub mod init;
+mod pool;
 pub mod pretrained;
 mod pth_legacy;
 mod resnet;

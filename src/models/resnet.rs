@@ -7,6 +7,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
+use super::pool::max_pool3;
 use super::{Bn, Staged};
 use crate::config::ModelConfig;
 
@@ -93,27 +94,6 @@ impl Block {
     }
 }
 
-/// torchvision's stem pool, `MaxPool2d(3, stride 2, padding 1)`. candle's pool has no
-/// padding and no backward when kernel != stride, so it is built from differentiable
-/// ops: per axis, the max of three shifted views, then every second row. The edge is
-/// replicated for the padding: every window touching the pad also holds the pixel it
-/// copies, so the max equals PyTorch's (which pads with -inf).
-pub(crate) fn max_pool_3x3_s2_p1(x: &Tensor) -> candle_core::Result<Tensor> {
-    let mut y = x.clone();
-    for dim in [2, 3] {
-        let n = y.dim(dim)?;
-        let out = (n - 1) / 2 + 1;
-        let p = y.pad_with_same(dim, 1, 1)?;
-        let m = p.narrow(dim, 0, n)?.maximum(&p.narrow(dim, 1, n)?)?.maximum(&p.narrow(dim, 2, n)?)?;
-        // Windows start at 0, 2, 4, ...: pad to 2 * out, fold pairs, keep the first.
-        let m = if n < 2 * out { m.pad_with_same(dim, 0, 2 * out - n)? } else { m };
-        let mut shape = m.dims().to_vec();
-        shape.splice(dim..dim + 1, [out, 2]);
-        y = m.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)?;
-    }
-    Ok(y)
-}
-
 pub struct ResNet {
     stem: ConvBn,
     /// layer1..layer4.
@@ -156,7 +136,8 @@ impl ResNet {
         let mut x = x.clone();
         for stage in stages {
             x = if stage == 0 {
-                max_pool_3x3_s2_p1(&self.stem.forward_t(&x, train)?.relu()?)?
+                // torchvision's stem pool, MaxPool2d(3, stride 2, padding 1).
+                max_pool3(&self.stem.forward_t(&x, train)?.relu()?, 2, 1, false)?
             } else {
                 let mut y = x;
                 for block in &self.layers[stage - 1] {
@@ -180,33 +161,5 @@ impl Staged for ResNet {
 
     fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
         self.run(x, stages, train)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::{Device, Var};
-
-    use super::*;
-
-    /// Same values as candle's own (forward-only) pool on the padded input, and a gradient
-    /// that flows to each window's maximum.
-    #[test]
-    fn stem_pool_matches_padded_pool_and_has_a_gradient() {
-        for (h, w) in [(8, 8), (7, 9), (5, 6), (1, 3)] {
-            let x = Var::from_tensor(&Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap()).unwrap();
-            let ours = max_pool_3x3_s2_p1(x.as_tensor()).unwrap();
-            let padded = x.as_tensor().pad_with_same(2, 1, 1).unwrap().pad_with_same(3, 1, 1).unwrap();
-            let want = padded.max_pool2d_with_stride(3, 2).unwrap();
-            assert_eq!(ours.dims(), want.dims(), "{h}x{w}");
-            let d: f32 =
-                (&ours - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-            assert_eq!(d, 0.0, "{h}x{w}");
-            let g = ours.sum_all().unwrap().backward().unwrap();
-            let gx = g.get(x.as_tensor()).unwrap();
-            let total: f32 = gx.sum_all().unwrap().to_scalar().unwrap();
-            // One unit of gradient per output cell (random values: no ties).
-            assert_eq!(total, ours.elem_count() as f32, "{h}x{w}");
-        }
     }
 }

@@ -1,0 +1,110 @@
+//! Pools and strided picks for the backbones, from differentiable ops: candle's own
+//! pools have no padding, no ceil mode, and no backward when kernel != stride.
+
+use candle_core::Tensor;
+
+/// PyTorch's output length of a 3-wide pool.
+pub(crate) fn pool_len(n: usize, stride: usize, pad: usize, ceil: bool) -> usize {
+    let span = n + 2 * pad - 3;
+    if !ceil {
+        return span / stride + 1;
+    }
+    let out = span.div_ceil(stride) + 1;
+    // The last window must start inside the input or the left padding.
+    if (out - 1) * stride >= n + pad {
+        out - 1
+    } else {
+        out
+    }
+}
+
+/// 3x3 max-pool with PyTorch's padding and ceil mode, from differentiable ops: edges are
+/// replicated (every window holds the real pixel next to its padding, so the max is
+/// PyTorch's), the max of three shifted views per axis, then every `stride`-th.
+pub(crate) fn max_pool3(x: &Tensor, stride: usize, pad: usize, ceil: bool) -> candle_core::Result<Tensor> {
+    let mut y = x.clone();
+    for dim in [2, 3] {
+        let n = y.dim(dim)?;
+        let out = pool_len(n, stride, pad, ceil);
+        let needed = (out - 1) * stride + 3;
+        let p = y.pad_with_same(dim, pad, needed.saturating_sub(n + pad))?;
+        let len = (out - 1) * stride + 1;
+        let m = p.narrow(dim, 0, len)?.maximum(&p.narrow(dim, 1, len)?)?.maximum(&p.narrow(dim, 2, len)?)?;
+        y = every(&m, dim, stride, out)?;
+    }
+    Ok(y)
+}
+
+/// 3x3 average pool, stride 1, zero padding 1, dividing by 9 everywhere (PyTorch's
+/// `count_include_pad`).
+pub(crate) fn avg_pool3_s1(x: &Tensor) -> candle_core::Result<Tensor> {
+    let mut y = x.clone();
+    for dim in [2, 3] {
+        let n = y.dim(dim)?;
+        let p = y.pad_with_zeros(dim, 1, 1)?;
+        y = ((p.narrow(dim, 0, n)? + p.narrow(dim, 1, n)?)? + p.narrow(dim, 2, n)?)?;
+    }
+    y / 9.0
+}
+
+/// Elements 0, s, 2s, ... (`out` of them) along `dim`.
+pub(crate) fn every(x: &Tensor, dim: usize, s: usize, out: usize) -> candle_core::Result<Tensor> {
+    if s == 1 {
+        return x.narrow(dim, 0, out);
+    }
+    let n = x.dim(dim)?;
+    let x = x.pad_with_zeros(dim, 0, (out * s).saturating_sub(n))?.narrow(dim, 0, out * s)?;
+    let mut shape = x.dims().to_vec();
+    shape.splice(dim..dim + 1, [out, s]);
+    x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    #[test]
+    fn pool_lengths_follow_pytorch() {
+        // F.max_pool2d(k=3) output sizes, read off PyTorch.
+        assert_eq!(pool_len(112, 2, 1, true), 57);
+        assert_eq!(pool_len(111, 2, 1, true), 56);
+        assert_eq!(pool_len(28, 2, 0, true), 14);
+        assert_eq!(pool_len(27, 2, 0, true), 13);
+        assert_eq!(pool_len(8, 2, 0, false), 3);
+        assert_eq!(pool_len(7, 1, 1, false), 7);
+    }
+
+    /// Same values as candle's own pool on an explicitly padded input where shapes allow.
+    #[test]
+    fn max_pool_matches_padded_pool() {
+        let x = Tensor::rand(0f32, 1., (1, 2, 9, 9), &Device::Cpu).unwrap();
+        let ours = max_pool3(&x, 2, 0, true).unwrap();
+        let want = x.max_pool2d_with_stride(3, 2).unwrap(); // 9 -> 4 in both modes
+        let d: f32 =
+            (&ours - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert_eq!((ours.dims(), d), (want.dims(), 0.0));
+    }
+
+    /// Same values as candle's own (forward-only) pool on the padded input, and a gradient
+    /// that flows to each window's maximum.
+    #[test]
+    fn stem_pool_matches_padded_pool_and_has_a_gradient() {
+        for (h, w) in [(8, 8), (7, 9), (5, 6), (1, 3)] {
+            let x = Var::from_tensor(&Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap()).unwrap();
+            let ours = max_pool3(x.as_tensor(), 2, 1, false).unwrap();
+            let padded = x.as_tensor().pad_with_same(2, 1, 1).unwrap().pad_with_same(3, 1, 1).unwrap();
+            let want = padded.max_pool2d_with_stride(3, 2).unwrap();
+            assert_eq!(ours.dims(), want.dims(), "{h}x{w}");
+            let d: f32 =
+                (&ours - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            assert_eq!(d, 0.0, "{h}x{w}");
+            let g = ours.sum_all().unwrap().backward().unwrap();
+            let gx = g.get(x.as_tensor()).unwrap();
+            let total: f32 = gx.sum_all().unwrap().to_scalar().unwrap();
+            // One unit of gradient per output cell (random values: no ties).
+            assert_eq!(total, ours.elem_count() as f32, "{h}x{w}");
+        }
+    }
+}
