@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/backbone_parity/: PyTorch's outputs for each wsol backbone with
-the CAM head, on a fixed input, with weights from a formula that tests/backbone_parity.rs
-computes the same way (so no weights are committed).
+the CAM head, and for VGG16, ResNet-50 and Inception-v3 with the SPG head (logits, its
+three auxiliary maps, its loss), on a fixed input, with weights from a formula that
+tests/backbone_parity.rs computes the same way (so no weights are committed).
 
     pip install torch torchvision numpy efficientnet-lite-pytorch==0.1.0
     python3 scripts/make_backbone_parity_fixture.py tests/fixtures/backbone_parity
@@ -94,6 +95,86 @@ def efficientnet_lite0():
     return m, m.extract_features, lambda x: m._fc(m.extract_features(x).mean((2, 3)))
 
 
+SPG_LABELS = [3, 7]
+
+
+def add_spg_head(m, b1_channels, b2_channels, width, channels, c_width):
+    """SPG's branches (Zhang et al. 2018) with wsolevaluation's names."""
+    m.SPG_B_1a = nn.Sequential(nn.Conv2d(b1_channels, width, 3, padding=1), nn.ReLU())
+    m.SPG_B_2a = nn.Sequential(nn.Conv2d(b2_channels, width, 3, padding=1), nn.ReLU())
+    m.SPG_B_shared = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 1))
+    m.SPG_C = nn.Sequential(nn.Conv2d(channels, c_width, 3, padding=1), nn.ReLU(), nn.Conv2d(c_width, 1, 1))
+    m.SPG_A4 = nn.Conv2d(channels, CLASSES, 1)
+    return m
+
+
+def spg_outputs(m, taps, x):
+    """Logits, the three auxiliary maps at the input size and the loss for SPG_LABELS."""
+    f1, f2, feats = taps(x)
+    b1 = m.SPG_B_shared(m.SPG_B_1a(f1))
+    b2 = m.SPG_B_shared(m.SPG_B_2a(f2))
+    c = m.SPG_C(feats)
+    maps = m.SPG_A4(feats)
+    logits = maps.mean((2, 3))
+    size = x.shape[2:]
+    up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0]
+    b1, b2, c = up(b1), up(b2), up(c)
+    labels = torch.tensor(SPG_LABELS)
+    cam = up(maps[torch.arange(len(labels)), labels][:, None]).flatten(1)
+    lo, hi = cam.min(1, keepdim=True)[0], cam.max(1, keepdim=True)[0]
+    attention = (cam - lo) / (hi - lo)
+    b1p, b2p = torch.sigmoid(b1.flatten(1)), torch.sigmoid(b2.flatten(1))
+    loss = F.cross_entropy(logits, labels)
+    for z, source, (high, low) in [(b2, attention, (0.7, 0.01)), (b1, b2p, (0.5, 0.05)),
+                                   (c, (b1p + b2p) / 2, (0.7, 0.1))]:
+        fg = source > high
+        few = fg.sum(1, keepdim=True) < 30
+        fg = torch.where(few, source > source.max(1, keepdim=True)[0] * 0.7, fg)
+        bg = source < low
+        valid = fg | bg
+        target = (fg & ~bg).float()
+        loss = loss + F.binary_cross_entropy_with_logits(z.flatten(1)[valid], target[valid])
+    return logits, torch.stack([b1, b2, c]), loss
+
+
+def spg_models():
+    r = resnet(50)[0]
+    del r.fc
+    add_spg_head(r, 1024, 1024, 1024, 2048, 512)
+
+    def resnet_taps(x):
+        f1 = r.layer3[0](r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x)))))))
+        f2 = r.layer3[1:](f1)
+        return f1, f2, r.layer4(f2)
+
+    v = nn.Module()
+    v.features = torchvision.models.vgg16(weights=None).features[:30]
+    v.features[23] = nn.MaxPool2d(3, stride=2, padding=1)
+    v.SPG_A_3 = nn.Sequential(nn.Conv2d(512, 512, 3, padding=1), nn.ReLU(), nn.Conv2d(512, 512, 3, padding=1), nn.ReLU())
+    add_spg_head(v, 512, 512, 512, 512, 512)
+
+    def vgg_taps(x):
+        f1 = v.features[:24](x)
+        f2 = v.features[24:](f1)
+        return f1, f2, v.SPG_A_3(f2)
+
+    i = InceptionCam()
+    del i.fc
+    add_spg_head(i, 288, 768, 512, 1024, 512)
+
+    def inception_taps(x):
+        x = i.Conv2d_2b_3x3(i.Conv2d_2a_3x3(i.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = i.Conv2d_4a_3x3(i.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = i.Mixed_5d(i.Mixed_5c(i.Mixed_5b(x)))
+        f1 = F.max_pool2d(x, kernel_size=3, stride=2, ceil_mode=True)
+        f2 = i.Mixed_6d(i.Mixed_6c(i.Mixed_6b(i.Mixed_6a(f1))))
+        return f1, f2, i.SPG_A3_2b(i.SPG_A3_1b(i.Mixed_6e(f2)))
+
+    return {"resnet50": (r, resnet_taps), "vgg16": (v, vgg_taps), "inception_v3": (i, inception_taps)}
+
+
 def formula_weights(model):
     sd = model.state_dict()
     names = sorted(k for k, v in sd.items() if v.is_floating_point())
@@ -137,6 +218,14 @@ def main(out):
             m.train()
             np.save(os.path.join(out, f"{name}_train_logits.npy"), logits(x).numpy())
             print(name, "ok")
+        for name, (m, taps) in spg_models().items():
+            formula_weights(m)
+            m.eval()
+            logits, aux, loss = spg_outputs(m, taps, x)
+            np.save(os.path.join(out, f"{name}_spg_logits.npy"), logits.numpy())
+            np.save(os.path.join(out, f"{name}_spg_aux.npy"), aux.numpy())
+            np.save(os.path.join(out, f"{name}_spg_loss.npy"), loss.reshape(1).numpy())
+            print(name, "spg ok, loss", loss.item())
 
 
 if __name__ == "__main__":

@@ -87,6 +87,67 @@ pub struct ModelConfig {
     pub has: HasConfig,
     /// `head: cutmix` settings.
     pub cutmix: CutMixConfig,
+    /// `head: adl` settings.
+    pub adl: AdlConfig,
+    /// `head: spg` settings.
+    pub spg: SpgConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdlConfig {
+    /// Probability that a layer applies its drop mask (else its importance map).
+    pub drop_rate: f64,
+    /// Positions whose channel-mean is >= this times the image's maximum are dropped.
+    pub drop_threshold: f64,
+}
+
+impl Default for AdlConfig {
+    /// wsolevaluation's `--adl_drop_rate 0.75 --adl_threshold 0.9`.
+    fn default() -> Self {
+        AdlConfig { drop_rate: 0.75, drop_threshold: 0.9 }
+    }
+}
+
+/// SPG's (high, low) thresholds of its three self-produced masks, named as
+/// wsolevaluation's `--spg_threshold_{1,2,3}{h,l}`: positions above `h` are foreground,
+/// below `l` background, the rest ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpgConfig {
+    /// Mask from the classifier's GT-class map, supervising branch B2.
+    pub threshold_1h: f64,
+    pub threshold_1l: f64,
+    /// Mask from B2's output, supervising B1.
+    pub threshold_2h: f64,
+    pub threshold_2l: f64,
+    /// Mask from the fused B1 + B2 attention, supervising branch C.
+    pub threshold_3h: f64,
+    pub threshold_3l: f64,
+}
+
+impl Default for SpgConfig {
+    fn default() -> Self {
+        SpgConfig {
+            threshold_1h: 0.7,
+            threshold_1l: 0.01,
+            threshold_2h: 0.5,
+            threshold_2l: 0.05,
+            threshold_3h: 0.7,
+            threshold_3l: 0.1,
+        }
+    }
+}
+
+impl SpgConfig {
+    /// The three (high, low) pairs.
+    pub fn pairs(&self) -> [(f64, f64); 3] {
+        [
+            (self.threshold_1h, self.threshold_1l),
+            (self.threshold_2h, self.threshold_2l),
+            (self.threshold_3h, self.threshold_3l),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,6 +316,8 @@ impl Default for ModelConfig {
             acol: AcolConfig::default(),
             has: HasConfig::default(),
             cutmix: CutMixConfig::default(),
+            adl: AdlConfig::default(),
+            spg: SpgConfig::default(),
         }
     }
 }
@@ -419,6 +482,19 @@ impl Config {
             format!("model.acol.erase_threshold: expected in (0, 1], got {}", acol.erase_threshold),
         );
         check(acol.width >= 1, "model.acol.width: expected >= 1".into());
+        let adl = &self.model.adl;
+        for (key, v) in [("drop_rate", adl.drop_rate), ("drop_threshold", adl.drop_threshold)] {
+            check((0.0..=1.0).contains(&v), format!("model.adl.{key}: expected in [0, 1], got {v}"));
+        }
+        for (k, (h, l)) in self.model.spg.pairs().into_iter().enumerate() {
+            check(
+                (0.0..=1.0).contains(&h) && (0.0..=1.0).contains(&l) && l <= h,
+                format!(
+                    "model.spg.threshold_{0}h / threshold_{0}l: expected 0 <= low <= high <= 1, got high {h}, low {l}",
+                    k + 1
+                ),
+            );
+        }
         check(
             self.device == "cpu" || self.device.starts_with("cuda"),
             format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device),

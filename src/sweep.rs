@@ -84,6 +84,11 @@ pub fn default_space(cfg: &Config) -> SearchSpace {
         "acol" => space.insert("model.acol.erase_threshold".into(), Range::Uniform([0.0, 1.0])),
         "has" => space.insert("model.has.drop_rate".into(), Range::Uniform([0.0, 1.0])),
         "cutmix" => space.insert("model.cutmix.beta".into(), Range::Uniform([0.0, 2.0])),
+        "adl" => {
+            space.insert("model.adl.drop_threshold".into(), Range::Uniform([0.0, 1.0]));
+            space.insert("model.adl.drop_rate".into(), Range::Uniform([0.0, 1.0]))
+        }
+        "spg" => space.insert("model.spg.threshold_1h".into(), Range::Uniform([0.5, 1.0])),
         _ => None,
     };
     space

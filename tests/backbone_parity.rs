@@ -130,3 +130,64 @@ fn large_feature_map_doubles_the_map_size() {
         }
     }
 }
+
+/// SPG on VGG16, ResNet-50 and Inception-v3 (the layouts and taps of wsolevaluation):
+/// logits, the three auxiliary maps at the input size, and the loss for fixed labels,
+/// against the same network written in PyTorch.
+#[test]
+fn spg_matches_pytorch() {
+    for backbone in ["resnet50", "vgg16", "inception_v3"] {
+        let cfg = ModelConfig { backbone: backbone.into(), head: "spg".into(), ..Default::default() };
+        let (_, model) = build(&cfg);
+        let out = model.forward_t(&read("input.npy"), false).unwrap();
+        let l = rel_diff(&out.logits, &read(&format!("{backbone}_spg_logits.npy")));
+        let aux = Tensor::stack(&out.aux, 0).unwrap();
+        let a = rel_diff(&aux, &read(&format!("{backbone}_spg_aux.npy")));
+        let labels = Tensor::new(&[3u32, 7], &Device::Cpu).unwrap();
+        let loss = model.loss(&out, &labels).unwrap().reshape(1).unwrap();
+        let d = rel_diff(&loss, &read(&format!("{backbone}_spg_loss.npy")));
+        eprintln!("{backbone} spg: logits {l:.1e}, aux maps {a:.1e}, loss {d:.1e}");
+        assert!(l < 1e-4 && a < 1e-4 && d < 1e-4, "{backbone} spg: logits {l:e}, aux {a:e}, loss {d:e}");
+    }
+}
+
+/// ADL layers are the identity at evaluation (the CAM model's PyTorch logits, same
+/// weights) and change the training-mode forward pass.
+#[test]
+fn adl_is_identity_in_eval_and_acts_in_training() {
+    for backbone in ["resnet50", "vgg16", "inception_v3"] {
+        let cfg = ModelConfig { backbone: backbone.into(), head: "adl".into(), ..Default::default() };
+        let (_, model) = build(&cfg);
+        let x = read("input.npy");
+        let out = model.forward_t(&x, false).unwrap();
+        assert!(rel_diff(&out.logits, &read(&format!("{backbone}_logits.npy"))) < 1e-4, "{backbone}");
+        let cam = ModelConfig { backbone: backbone.into(), ..Default::default() };
+        let (_, plain) = build(&cam);
+        model.begin_step(1);
+        let d = rel_diff(&model.forward_t(&x, true).unwrap().logits, &plain.forward_t(&x, true).unwrap().logits);
+        assert!(d > 1e-3, "{backbone}: ADL changed nothing in training ({d:e})");
+    }
+}
+
+/// wsolevaluation's learning-rate groups: on ResNet only layer4 and fc train at the new
+/// layers' rate (ACoL's and SPG's branches at the base rate); on VGG and Inception every
+/// layer that is not pretrained does.
+#[test]
+fn new_layer_learning_rate_groups_follow_wsolevaluation() {
+    let group = |backbone: &str, head: &str, var: &str| {
+        let cfg = ModelConfig { backbone: backbone.into(), head: head.into(), ..Default::default() };
+        let (varmap, model) = build(&cfg);
+        assert!(varmap.data().lock().unwrap().contains_key(var), "{backbone}/{head} has no {var}");
+        model.has_new_layer_lr(var)
+    };
+    assert!(group("resnet50", "cam", "layer4.0.conv1.weight"));
+    assert!(group("resnet50", "cam", "fc.weight"));
+    assert!(!group("resnet50", "cam", "layer3.5.conv1.weight"));
+    assert!(!group("resnet50", "spg", "SPG_A4.weight"));
+    assert!(!group("resnet50", "acol", "classifier_A.0.weight"));
+    assert!(group("vgg16", "cam", "conv6.weight"));
+    assert!(!group("vgg16", "cam", "features.28.weight"));
+    assert!(group("vgg16", "spg", "SPG_A_3.0.weight"));
+    assert!(group("inception_v3", "acol", "classifier_B.4.weight"));
+    assert!(!group("inception_v3", "adl", "Mixed_6e.branch1x1.conv.weight"));
+}

@@ -1,5 +1,6 @@
-//! HaS and CutMix end to end: `model.head: has|cutmix` trains a CAM model on altered
-//! batches, deterministically, and evaluates like CAM.
+//! HaS, CutMix, ADL and SPG end to end: `model.head: has|cutmix|adl|spg` trains,
+//! deterministically, and evaluates (HaS and CutMix alter batches of a CAM model; ADL adds
+//! dropout layers inside it; SPG has its own head).
 
 mod common;
 
@@ -10,7 +11,7 @@ fn epoch_losses(log: &str) -> Vec<String> {
 }
 
 #[test]
-fn has_and_cutmix_train_and_evaluate_deterministically() {
+fn has_cutmix_adl_spg_train_and_evaluate_deterministically() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     synth(dir, 96, 16, 24);
@@ -28,7 +29,7 @@ fn has_and_cutmix_train_and_evaluate_deterministically() {
         )
     };
     let (cam_log, _) = run("cam", "cam", &[]);
-    for head in ["has", "cutmix"] {
+    for head in ["has", "cutmix", "adl", "spg"] {
         let (log, metrics) = run(head, head, &[]);
         assert!(metrics["maxboxacc_v2"].as_f64().is_some(), "{head}: {metrics}");
         assert_ne!(epoch_losses(&log), epoch_losses(&cam_log), "{head} must change what is trained");

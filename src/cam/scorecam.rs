@@ -3,7 +3,9 @@
 //! input, softmaxed over channels, weighs the channels. No gradients; C forward passes
 //! per image, run `batch` masked images at a time.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Tensor, D};
+
+use crate::models::upsample::bilinear;
 
 use super::{CamExtractor, CamInput, Layer};
 
@@ -29,11 +31,8 @@ impl ScoreCam {
     pub(super) fn weights(&self, input: &CamInput, a: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = a.dims4()?;
         let (_, _, big_h, big_w) = input.images.dims4()?;
-        let dev = a.device();
-        let my = interpolation_matrix(big_h, h, dev)?; // [H, h]
-        let mx = interpolation_matrix(big_w, w, dev)?.t()?; // [w, W]
-        let up = my.broadcast_matmul(&a.reshape((b * c, h, w))?)?.broadcast_matmul(&mx)?; // [BC, H, W]
-                                                                                          // A constant channel masks everything out.
+        let up = bilinear(&a.reshape((b * c, h, w))?, big_h, big_w, true)?; // [BC, H, W]
+                                                                            // A constant channel masks everything out.
         let masks = crate::models::minmax_rows(&up.flatten_from(1)?)?.reshape((b, c, 1, big_h, big_w))?;
         let targets: Vec<u32> = input.targets.to_vec1()?;
         let mut rows = Vec::with_capacity(b);
@@ -51,19 +50,4 @@ impl ScoreCam {
         }
         Tensor::stack(&rows, 0)
     }
-}
-
-/// Bilinear interpolation with aligned corners (PyTorch's `UpsamplingBilinear2d`) from
-/// `n` to `out` samples, as an [out, n] matrix.
-fn interpolation_matrix(out: usize, n: usize, dev: &Device) -> candle_core::Result<Tensor> {
-    let mut m = vec![0f32; out * n];
-    for o in 0..out {
-        let pos = if out > 1 { o as f64 * (n - 1) as f64 / (out - 1) as f64 } else { 0.0 };
-        let i0 = (pos.floor() as usize).min(n - 1);
-        let i1 = (i0 + 1).min(n - 1);
-        let f = (pos - i0 as f64) as f32;
-        m[o * n + i0] += 1.0 - f;
-        m[o * n + i1] += f;
-    }
-    Tensor::from_vec(m, (out, n), dev)?.to_dtype(DType::F32)
 }

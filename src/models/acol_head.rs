@@ -88,7 +88,7 @@ impl WsolModel for AcolHead {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
         let features = self.backbone.forward_t(x, train)?;
         let maps_a = self.branch_a.forward(&features)?;
-        Ok(Output { logits: spatial_mean(&maps_a)?, features, class_maps: Some(maps_a) })
+        Ok(Output { logits: spatial_mean(&maps_a)?, features, class_maps: Some(maps_a), aux: Vec::new() })
     }
 
     fn loss(&self, out: &Output, labels: &Tensor) -> candle_core::Result<Tensor> {
@@ -128,7 +128,7 @@ mod tests {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let cfg = ModelConfig { width: 4, ..Default::default() };
-        let backbone = Box::new(super::super::Tiny::new(cfg.width, vb.pp("features")).unwrap());
+        let backbone = Box::new(super::super::Tiny::new(&cfg, None, vb.pp("features")).unwrap());
         let head = AcolHead::new(backbone, 3, &AcolConfig { erase_threshold: threshold, width: 8 }, &vb).unwrap();
         super::super::init::initialize(&varmap, 5, &Device::Cpu).unwrap();
         (varmap, head)

@@ -1,20 +1,29 @@
 //! CAM (Zhou et al., CVPR 2016): global average pooling, then a linear classifier; the
 //! class map is the classifier-weighted sum of the last feature maps.
 
+use std::sync::Arc;
+
 use candle_core::{Module, Tensor, D};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use super::{Backbone, Output, WsolModel};
+use super::{Adl, Backbone, Output, WsolModel};
 
 pub struct CamHead {
     backbone: Box<dyn Backbone>,
     fc: Linear,
+    /// The ADL layers inside the backbone (`head: adl`), reseeded every step.
+    adl: Option<Arc<Adl>>,
 }
 
 impl CamHead {
-    pub fn new(backbone: Box<dyn Backbone>, num_classes: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(
+        backbone: Box<dyn Backbone>,
+        num_classes: usize,
+        adl: Option<Arc<Adl>>,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let fc = linear(backbone.out_channels(), num_classes, vb)?;
-        Ok(CamHead { backbone, fc })
+        Ok(CamHead { backbone, fc, adl })
     }
 }
 
@@ -22,7 +31,7 @@ impl WsolModel for CamHead {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
         let features = self.backbone.forward_t(x, train)?;
         let logits = self.logits_from_features(&features)?;
-        Ok(Output { logits, features, class_maps: None })
+        Ok(Output { logits, features, class_maps: None, aux: Vec::new() })
     }
 
     fn loss(&self, out: &Output, labels: &Tensor) -> candle_core::Result<Tensor> {
@@ -47,5 +56,11 @@ impl WsolModel for CamHead {
 
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor> {
         self.fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    fn begin_step(&self, seed: u64) {
+        if let Some(adl) = &self.adl {
+            adl.begin_step(seed);
+        }
     }
 }

@@ -7,12 +7,19 @@
 //! the mean of a 1x1 conv's map equals the linear layer on the mean, so logits and CAMs
 //! are the same. Weight names are torchvision's, so `inception_v3_google-1a9a5a14.pth`
 //! loads as it is. The head's dropout (0.5) is left out: runs here are deterministic.
+//!
+//! `head: adl` adds ADL after Mixed_5d, Mixed_6e and SPG_A3_2b, as wsolevaluation's
+//! InceptionAdl. `head: spg` taps B1 after Mixed_5d and its pool (288 channels), B2 after
+//! Mixed_6d (768; wsolevaluation reads Mixed_6d's output there, not Mixed_6e's).
+
+use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
+use super::adl::Adl;
 use super::pool::{avg_pool3_s1, max_pool3};
-use super::{Bn, Staged};
+use super::{Bn, SpgTaps, Staged};
 use crate::config::ModelConfig;
 
 /// conv (no bias) -> batch norm (eps 1e-3) -> ReLU, with a rectangular kernel.
@@ -171,10 +178,17 @@ pub struct InceptionV3 {
     /// (CAM layer name, stage), in forward order.
     stages: Vec<(String, Stage)>,
     large_feature_map: bool,
+    adl: Option<Arc<Adl>>,
+    spg: bool,
 }
 
+/// Stage indices: Mixed_5d (followed by the extra pool), Mixed_6d, Mixed_6e, SPG_A3_2b.
+const MIXED_5D: usize = 3;
+const MIXED_6D: usize = 7;
+const ADL_AFTER: [usize; 3] = [MIXED_5D, 8, 10];
+
 impl InceptionV3 {
-    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let f = cfg.freeze_bn;
         let stem = vec![
             BasicConv::sq(3, 32, 3, 2, 1, f, vb.pp("Conv2d_1a_3x3"))?,
@@ -197,13 +211,13 @@ impl InceptionV3 {
             ("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)),
             ("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)),
         ];
-        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map })
+        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map, adl, spg: cfg.head == "spg" })
     }
 
     fn run(&self, x: &Tensor, range: std::ops::Range<usize>, t: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
-        for (_, stage) in &self.stages[range] {
-            x = match stage {
+        for k in range {
+            x = match &self.stages[k].1 {
                 Stage::Stem(c) => {
                     let y = c[2].forward_t(&c[1].forward_t(&c[0].forward_t(&x, t)?, t)?, t)?;
                     let y = max_pool3(&y, 2, 1, true)?;
@@ -211,14 +225,16 @@ impl InceptionV3 {
                     max_pool3(&y, 2, 1, true)?
                 }
                 Stage::A(m) => m.forward_t(&x, t)?,
-                Stage::B(m) => {
-                    // The extra pool after Mixed_5d belongs to the input of Mixed_6a.
-                    let x = if self.large_feature_map { x } else { max_pool3(&x, 2, 0, true)? };
-                    m.forward_t(&x, t)?
-                }
+                Stage::B(m) => m.forward_t(&x, t)?,
                 Stage::C(m) => m.forward_t(&x, t)?,
                 Stage::Head(conv) => conv.forward(&x)?.relu()?,
             };
+            if let (Some(adl), true) = (&self.adl, ADL_AFTER.contains(&k)) {
+                x = adl.forward_t(&x, t)?;
+            }
+            if k == MIXED_5D && !self.large_feature_map {
+                x = max_pool3(&x, 2, 0, true)?; // wsolevaluation's extra pool
+            }
         }
         Ok(x)
     }
@@ -239,5 +255,16 @@ impl Staged for InceptionV3 {
 
     fn new_layer(&self, var_name: &str) -> bool {
         var_name.starts_with("SPG_")
+    }
+
+    fn spg_taps(&self) -> Option<SpgTaps> {
+        self.spg.then_some(SpgTaps {
+            b1: MIXED_5D,
+            b2: MIXED_6D,
+            b1_channels: 288,
+            b2_channels: 768,
+            width: 512,
+            c_width: 512,
+        })
     }
 }

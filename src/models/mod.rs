@@ -3,6 +3,7 @@
 //! Adding a backbone or a head is one file plus one line in [`build`].
 
 mod acol_head;
+pub mod adl;
 mod cam_head;
 mod efficientnet;
 mod inception;
@@ -11,8 +12,12 @@ mod pool;
 pub mod pretrained;
 mod pth_legacy;
 mod resnet;
+mod spg_head;
 mod tiny;
+pub(crate) mod upsample;
 mod vgg;
+
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -21,10 +26,12 @@ use candle_nn::VarBuilder;
 use crate::config::ModelConfig;
 
 pub use acol_head::AcolHead;
+pub use adl::Adl;
 pub use cam_head::CamHead;
 pub use efficientnet::EfficientNetLite0;
 pub use inception::InceptionV3;
 pub use resnet::ResNet;
+pub use spg_head::SpgHead;
 pub use tiny::Tiny;
 pub use vgg::Vgg16;
 
@@ -36,6 +43,22 @@ pub struct Output {
     pub features: Tensor,
     /// [B, K, h, w] class maps, for heads that make them directly (ACoL's branch A).
     pub class_maps: Option<Tensor>,
+    /// Further outputs the method's loss needs (SPG's auxiliary maps).
+    pub aux: Vec<Tensor>,
+}
+
+/// Where SPG's auxiliary branches read a backbone: the outputs of stages `b1` and `b2`
+/// (indices into the stage list), their channels, and the branches' widths.
+#[derive(Debug, Clone, Copy)]
+pub struct SpgTaps {
+    pub b1: usize,
+    pub b2: usize,
+    pub b1_channels: usize,
+    pub b2_channels: usize,
+    /// Width of B1, B2 and their shared layers.
+    pub width: usize,
+    /// Width of branch C.
+    pub c_width: usize,
 }
 
 /// A feature extractor ending in a spatial map.
@@ -53,6 +76,13 @@ pub trait Backbone: Send + Sync {
     fn is_new_layer(&self, _var_name: &str) -> bool {
         false
     }
+    /// Runs the stages `stages` of [`Backbone::layers`] on `x`.
+    fn forward_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor>;
+    /// Where SPG reads this backbone; `None` when it was not built for `head: spg`.
+    fn spg_taps(&self) -> Option<SpgTaps>;
+    /// Whether variable `var_name` of the whole model trains at `new_layer_lr_mult`, when
+    /// this backbone's wsolevaluation recipe groups by its own rule; `None`: the new layers do.
+    fn new_layer_lr(&self, var_name: &str) -> Option<bool>;
 }
 
 /// A backbone made of named stages run in order (each a CAM layer); implementing it gives
@@ -66,6 +96,14 @@ pub(crate) trait Staged: Send + Sync {
     /// See [`Backbone::is_new_layer`].
     fn new_layer(&self, _var_name: &str) -> bool {
         false
+    }
+    /// See [`Backbone::spg_taps`].
+    fn spg_taps(&self) -> Option<SpgTaps> {
+        None
+    }
+    /// See [`Backbone::new_layer_lr`].
+    fn lr_group(&self, _var_name: &str) -> Option<bool> {
+        None
     }
 }
 
@@ -93,6 +131,18 @@ impl<T: Staged> Backbone for T {
     fn is_new_layer(&self, var_name: &str) -> bool {
         self.new_layer(var_name)
     }
+
+    fn forward_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        self.run_stages(x, stages, train)
+    }
+
+    fn spg_taps(&self) -> Option<SpgTaps> {
+        Staged::spg_taps(self)
+    }
+
+    fn new_layer_lr(&self, var_name: &str) -> Option<bool> {
+        self.lr_group(var_name)
+    }
 }
 
 /// A trainable WSOL model: the method decides the loss and how class maps are read.
@@ -102,13 +152,20 @@ pub trait WsolModel: Send + Sync {
     fn loss(&self, out: &Output, labels: &Tensor) -> candle_core::Result<Tensor>;
     /// The method's own class activation map for class `targets[b]` of each image: [B, h, w].
     fn cam(&self, out: &Output, targets: &Tensor) -> candle_core::Result<Tensor>;
-    /// Variables that are new to the task (not from pretrained weights) get
-    /// `new_layer_lr_mult`, as in the wsolevaluation recipes.
+    /// Variables that are new to the task (not in pretrained weights).
     fn is_new_layer(&self, var_name: &str) -> bool;
+    /// Variables that train at `new_layer_lr_mult`: the new layers, unless the backbone's
+    /// wsolevaluation recipe groups otherwise ([`Backbone::new_layer_lr`]).
+    fn has_new_layer_lr(&self, var_name: &str) -> bool {
+        self.backbone().new_layer_lr(var_name).unwrap_or_else(|| self.is_new_layer(var_name))
+    }
     fn backbone(&self) -> &dyn Backbone;
     /// Logits from the backbone's output (eval mode): the part of the forward pass that
     /// gradient-based CAMs differentiate through.
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor>;
+    /// Called by the trainer before each step with a seed of that step, for methods that
+    /// draw inside the network (ADL).
+    fn begin_step(&self, _seed: u64) {}
 }
 
 /// Batch norm that can be frozen (`model.freeze_bn`): then it always normalizes with its
@@ -141,23 +198,30 @@ pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Names accepted by [`build`], for config validation and messages.
 pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_lite0"];
-pub const HEADS: &[&str] = &["cam", "acol", "has", "cutmix"];
+pub const HEADS: &[&str] = &["cam", "acol", "has", "cutmix", "adl", "spg"];
 
 /// Builds the model named by the config under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
+    let adl = (cfg.head == "adl").then(|| Arc::new(Adl::new(&cfg.adl)));
     let backbone: Box<dyn Backbone> = match cfg.backbone.as_str() {
-        "tiny" => Box::new(Tiny::new(cfg.width, vb.pp("features"))?),
-        "resnet18" => Box::new(ResNet::new(18, cfg, vb.clone())?),
-        "resnet50" => Box::new(ResNet::new(50, cfg, vb.clone())?),
-        "vgg16" => Box::new(Vgg16::new(cfg, vb.clone())?),
-        "inception_v3" => Box::new(InceptionV3::new(cfg, vb.clone())?),
+        "tiny" => Box::new(Tiny::new(cfg, adl.clone(), vb.pp("features"))?),
+        "resnet18" => Box::new(ResNet::new(18, cfg, adl.clone(), vb.clone())?),
+        "resnet50" => Box::new(ResNet::new(50, cfg, adl.clone(), vb.clone())?),
+        "vgg16" => Box::new(Vgg16::new(cfg, adl.clone(), vb.clone())?),
+        "inception_v3" => Box::new(InceptionV3::new(cfg, adl.clone(), vb.clone())?),
+        "efficientnet_lite0" if matches!(cfg.head.as_str(), "adl" | "spg") => bail!(
+            "model.head: `{}` has no published layout for efficientnet_lite0 (use tiny, resnet18, resnet50, vgg16 or inception_v3)",
+            cfg.head
+        ),
         "efficientnet_lite0" => Box::new(EfficientNetLite0::new(cfg, vb.clone())?),
         other => bail!("model.backbone: unknown backbone `{other}` (available: {})", BACKBONES.join(", ")),
     };
     let model: Box<dyn WsolModel> = match cfg.head.as_str() {
-        // HaS and CutMix train a CAM model on altered batches (train::batch_methods).
-        "cam" | "has" | "cutmix" => Box::new(CamHead::new(backbone, num_classes, vb.pp("fc"))?),
+        // HaS and CutMix train a CAM model on altered batches (train::batch_methods); ADL
+        // is a CAM model with ADL layers inside the backbone.
+        "cam" | "has" | "cutmix" | "adl" => Box::new(CamHead::new(backbone, num_classes, adl, vb.pp("fc"))?),
         "acol" => Box::new(AcolHead::new(backbone, num_classes, &cfg.acol, &vb)?),
+        "spg" => Box::new(SpgHead::new(backbone, num_classes, &cfg.spg, &vb)?),
         other => bail!("model.head: unknown WSOL method `{other}` (available: {})", HEADS.join(", ")),
     };
     Ok(model)

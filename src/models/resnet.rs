@@ -3,12 +3,19 @@
 //! they are. As in wsolevaluation's ResNet CAM models, layer4 keeps stride 1 (a 224 input
 //! gives a 14x14 map instead of 7x7, fine enough for boxes), and `large_feature_map`
 //! keeps layer3 at stride 1 too (28x28).
+//!
+//! ADL layers sit where wsolevaluation puts them in ResNet-50: after layer3's first
+//! block and after layer4's first and last blocks. For SPG, layer3's first block is a
+//! stage of its own (`layer3.0`, wsolevaluation's `SPG_A1`), the tap of branch B1.
+
+use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 
+use super::adl::Adl;
 use super::pool::max_pool3;
-use super::{Bn, Staged};
+use super::{Bn, SpgTaps, Staged};
 use crate::config::ModelConfig;
 
 fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
@@ -48,6 +55,8 @@ impl ConvBn {
 struct Block {
     convs: Vec<ConvBn>,
     downsample: Option<ConvBn>,
+    /// An ADL layer on the block's output.
+    adl: Option<Arc<Adl>>,
 }
 
 impl Block {
@@ -75,7 +84,7 @@ impl Block {
         } else {
             None
         };
-        Ok(Block { convs, downsample })
+        Ok(Block { convs, downsample, adl: None })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -90,23 +99,25 @@ impl Block {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        let y = (y + shortcut)?.relu()?;
+        match &self.adl {
+            Some(adl) => adl.forward_t(&y, train),
+            None => Ok(y),
+        }
     }
 }
 
 pub struct ResNet {
     stem: ConvBn,
-    /// layer1..layer4.
-    layers: Vec<Vec<Block>>,
+    /// (CAM layer name, blocks) after the stem: layer1..layer4, layer3 split for SPG.
+    stages: Vec<(String, Vec<Block>)>,
     out_channels: usize,
+    spg_taps: Option<SpgTaps>,
 }
 
-/// Stage outputs a CAM can be read from.
-const LAYERS: [&str; 5] = ["maxpool", "layer1", "layer2", "layer3", "layer4"];
-
 impl ResNet {
-    /// `depth` 18 or 50.
-    pub fn new(depth: usize, cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    /// `depth` 18 or 50; `adl` for `head: adl`.
+    pub fn new(depth: usize, cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let (blocks, bottleneck) = match depth {
             18 => ([2, 2, 2, 2], false),
             50 => ([3, 4, 6, 3], true),
@@ -115,23 +126,41 @@ impl ResNet {
         let expansion = if bottleneck { 4 } else { 1 };
         let strides = [1, 2, if cfg.large_feature_map { 1 } else { 2 }, 1];
         let frozen = cfg.freeze_bn;
-        let mut layers = Vec::new();
+        let spg = cfg.head == "spg";
+        let mut stages = Vec::new();
         let mut c_in = 64;
+        let mut spg_taps = None;
         for (k, (&n, &stride)) in blocks.iter().zip(&strides).enumerate() {
             let planes = 64 << k;
-            let vb = vb.pp(format!("layer{}", k + 1));
+            let name = format!("layer{}", k + 1);
+            let vb = vb.pp(&name);
             let mut stage = Vec::new();
             for b in 0..n {
-                stage.push(Block::new(c_in, planes, if b == 0 { stride } else { 1 }, bottleneck, frozen, vb.pp(b))?);
+                let mut block =
+                    Block::new(c_in, planes, if b == 0 { stride } else { 1 }, bottleneck, frozen, vb.pp(b))?;
                 c_in = planes * expansion;
+                if (k == 2 && b == 0) || (k == 3 && (b == 0 || b == n - 1)) {
+                    block.adl = adl.clone();
+                }
+                stage.push(block);
+                if spg && k == 2 && b == 0 {
+                    stages.push((format!("{name}.0"), std::mem::take(&mut stage)));
+                }
             }
-            layers.push(stage);
+            stages.push((name, stage));
+            if spg && k == 2 {
+                // B1 reads layer3.0, B2 layer3 (both 4x the width in ResNet-50).
+                // Stage indices count the stem as 0: layer3.0 is stages[len - 2], index len - 1.
+                let b1 = stages.len() - 1;
+                spg_taps =
+                    Some(SpgTaps { b1, b2: b1 + 1, b1_channels: c_in, b2_channels: c_in, width: c_in, c_width: 512 });
+            }
         }
         let stem = ConvBn::new(3, 64, 7, 2, frozen, vb, ("conv1", "bn1"))?;
-        Ok(ResNet { stem, layers, out_channels: c_in })
+        Ok(ResNet { stem, stages, out_channels: c_in, spg_taps })
     }
 
-    /// Runs stages `from..to` of [`LAYERS`] (0 = stem through the max-pool).
+    /// Runs stages `from..to` (0 = stem through the max-pool).
     fn run(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for stage in stages {
@@ -140,7 +169,7 @@ impl ResNet {
                 max_pool3(&self.stem.forward_t(&x, train)?.relu()?, 2, 1, false)?
             } else {
                 let mut y = x;
-                for block in &self.layers[stage - 1] {
+                for block in &self.stages[stage - 1].1 {
                     y = block.forward_t(&y, train)?;
                 }
                 y
@@ -152,7 +181,7 @@ impl ResNet {
 
 impl Staged for ResNet {
     fn stage_names(&self) -> Vec<String> {
-        LAYERS.iter().map(|s| s.to_string()).collect()
+        std::iter::once("maxpool".to_string()).chain(self.stages.iter().map(|(n, _)| n.clone())).collect()
     }
 
     fn channels(&self) -> usize {
@@ -161,5 +190,15 @@ impl Staged for ResNet {
 
     fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
         self.run(x, stages, train)
+    }
+
+    fn spg_taps(&self) -> Option<SpgTaps> {
+        self.spg_taps
+    }
+
+    /// wsolevaluation's ResNet recipe: layer4 and the CAM classifier `fc` at the new-layer
+    /// rate, everything else, ACoL's and SPG's branches included, at the base rate.
+    fn lr_group(&self, var_name: &str) -> Option<bool> {
+        Some(var_name.starts_with("layer4.") || var_name.starts_with("fc."))
     }
 }

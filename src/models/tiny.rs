@@ -2,11 +2,18 @@
 //! stem, one max-pool), so a 48x48 input gives a 12x12 map — fine enough for CAM boxes
 //! on small images. The strided stem instead of a full-resolution conv + pool roughly
 //! halves a CPU training step (measured: 36 -> 56 img/s at width 16, 64px, batch 32).
+//!
+//! Method layouts mirror VGG16's: ADL after the pool and after each later conv block;
+//! SPG's B1 reads the pool's output, B2 the next block's.
+
+use std::sync::Arc;
 
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::Staged;
+use super::adl::Adl;
+use super::{SpgTaps, Staged};
+use crate::config::ModelConfig;
 
 struct ConvBnRelu {
     conv: Conv2d,
@@ -37,11 +44,14 @@ pub struct Tiny {
     /// `features.N` of each layer's output (a conv block's ReLU, or the pool).
     names: Vec<String>,
     out_channels: usize,
+    /// ADL after the pool and after each later layer (`head: adl`).
+    adl: Option<Arc<Adl>>,
+    spg: bool,
 }
 
 impl Tiny {
-    pub fn new(width: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        let w = width;
+    pub fn new(cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
+        let w = cfg.width;
         // (in, out, stride) per conv; None is a 2x2 max-pool. Dilating the last convs
         // (for a larger receptive field) was tried: faster classification learning, but
         // gridded, less accurate CAMs (GT-known 70.2 -> 67.8 with dilation 2 at 48px).
@@ -62,16 +72,19 @@ impl Tiny {
                 }
             }
         }
-        Ok(Tiny { layers, names, out_channels: 4 * w })
+        Ok(Tiny { layers, names, out_channels: 4 * w, adl, spg: cfg.head == "spg" })
     }
 
     fn run(&self, x: &Tensor, layers: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
-        for layer in &self.layers[layers] {
-            x = match layer {
+        for k in layers {
+            x = match &self.layers[k] {
                 Layer::Conv(c) => c.forward_t(&x, train)?,
                 Layer::MaxPool2 => x.max_pool2d(2)?,
             };
+            if let (Some(adl), true) = (&self.adl, k >= 2) {
+                x = adl.forward_t(&x, train)?;
+            }
         }
         Ok(x)
     }
@@ -88,5 +101,17 @@ impl Staged for Tiny {
 
     fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
         self.run(x, stages, train)
+    }
+
+    fn spg_taps(&self) -> Option<SpgTaps> {
+        let w = self.out_channels / 4;
+        self.spg.then_some(SpgTaps {
+            b1: 2,
+            b2: 3,
+            b1_channels: 2 * w,
+            b2_channels: 4 * w,
+            width: 2 * w,
+            c_width: 2 * w,
+        })
     }
 }

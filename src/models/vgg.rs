@@ -1,13 +1,21 @@
-//! VGG16 as wsolevaluation's CAM model builds it (Simonyan & Zisserman 2015; Choe et al.
-//! 2020): torchvision's `features` without pool5 (and without pool4 with
-//! `large_feature_map`), then `conv6` 3x3 512->1024 + ReLU, a new layer; 14x14 maps at 224
-//! (28x28). Convs keep torchvision's `features.N` names in both layouts, so
-//! `vgg16-397923af.pth` loads as it is (wsolevaluation renumbers them for 28x28).
+//! VGG16 as wsolevaluation builds it (Simonyan & Zisserman 2015; Choe et al. 2020):
+//! torchvision's `features` without pool5 (and without pool4 with `large_feature_map`),
+//! then `conv6` 3x3 512->1024 + ReLU, a new layer; 14x14 maps at 224 (28x28). Convs keep
+//! torchvision's `features.N` names in every layout, so `vgg16-397923af.pth` loads as it
+//! is (wsolevaluation renumbers them).
+//!
+//! `head: adl` adds ADL after pool3, after conv4_3 and after conv5_3. `head: spg` uses
+//! wsolevaluation's SPG layout: pool4 becomes a 3x3 stride-2 max-pool (its B1 tap), conv5
+//! is the B2 tap, and two new 3x3 512-channel convs (`SPG_A_3`) replace conv6.
+
+use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::Staged;
+use super::adl::Adl;
+use super::pool::max_pool3;
+use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
 
 enum Op {
@@ -15,50 +23,74 @@ enum Op {
     Conv(Conv2d),
     /// 2x2 max-pool, stride 2.
     Pool,
+    /// 3x3 max-pool, stride 2, padding 1 (SPG's pool4).
+    Pool3,
+    Adl(Arc<Adl>),
 }
 
 pub struct Vgg16 {
     /// (name of the stage's output, its ops), in forward order.
     stages: Vec<(String, Vec<Op>)>,
+    channels: usize,
+    spg: bool,
 }
 
 /// torchvision's VGG16 plan: output channels of each conv, `0` = max-pool.
 const PLAN: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
 
 impl Vgg16 {
-    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
+        let spg = cfg.head == "spg";
         let (mut stages, mut ops) = (Vec::new(), Vec::new());
         let (mut index, mut c_in) = (0, 3);
         for (k, &c_out) in PLAN.iter().enumerate() {
             let pool = c_out == 0;
             if pool {
+                if let (Some(a), 13 | 17) = (&adl, k) {
+                    ops.push(Op::Adl(a.clone())); // after conv4_3 and conv5_3
+                }
                 // pool5 always goes; pool4 too for 28x28 maps.
                 let dropped = k == PLAN.len() - 1 || (k == 13 && cfg.large_feature_map);
                 if !dropped {
-                    ops.push(Op::Pool);
+                    ops.push(if k == 13 && spg { Op::Pool3 } else { Op::Pool });
                 }
                 // A dropped pool leaves the stage ending at the ReLU before it.
                 let name = format!("features.{}", if dropped { index - 1 } else { index });
                 stages.push((name, std::mem::take(&mut ops)));
                 index += 1;
+                if let (Some(a), 9) = (&adl, k) {
+                    ops.push(Op::Adl(a.clone())); // after pool3
+                }
             } else {
                 ops.push(Op::Conv(conv2d(c_in, c_out, 3, pad1, vb.pp(format!("features.{index}")))?));
                 c_in = c_out;
                 index += 2;
             }
         }
-        stages.push(("conv6".into(), vec![Op::Conv(conv2d(512, 1024, 3, pad1, vb.pp("conv6"))?)]));
-        Ok(Vgg16 { stages })
+        let channels = if spg {
+            let head = vec![
+                Op::Conv(conv2d(512, 512, 3, pad1, vb.pp("SPG_A_3.0"))?),
+                Op::Conv(conv2d(512, 512, 3, pad1, vb.pp("SPG_A_3.2"))?),
+            ];
+            stages.push(("SPG_A_3".into(), head));
+            512
+        } else {
+            stages.push(("conv6".into(), vec![Op::Conv(conv2d(512, 1024, 3, pad1, vb.pp("conv6"))?)]));
+            1024
+        };
+        Ok(Vgg16 { stages, channels, spg })
     }
 
-    fn run(&self, x: &Tensor, stages: std::ops::Range<usize>) -> candle_core::Result<Tensor> {
+    fn run(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for (_, ops) in &self.stages[stages] {
             for op in ops {
                 x = match op {
                     Op::Conv(c) => c.forward(&x)?.relu()?,
                     Op::Pool => x.max_pool2d(2)?,
+                    Op::Pool3 => max_pool3(&x, 2, 1, false)?,
+                    Op::Adl(a) => a.forward_t(&x, train)?,
                 };
             }
         }
@@ -72,15 +104,19 @@ impl Staged for Vgg16 {
     }
 
     fn channels(&self) -> usize {
-        1024
+        self.channels
     }
 
-    /// No batch norm or dropout: train and eval are the same function.
-    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, _train: bool) -> candle_core::Result<Tensor> {
-        self.run(x, stages)
+    fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, stages, train)
     }
 
     fn new_layer(&self, var_name: &str) -> bool {
-        var_name.starts_with("conv6.")
+        var_name.starts_with("conv6.") || var_name.starts_with("SPG_")
+    }
+
+    /// B1 reads conv4 after its pool, B2 conv5 (stages 3 and 4).
+    fn spg_taps(&self) -> Option<SpgTaps> {
+        self.spg.then_some(SpgTaps { b1: 3, b2: 4, b1_channels: 512, b2_channels: 512, width: 512, c_width: 512 })
     }
 }

@@ -154,7 +154,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         let data = model.varmap.data().lock().expect("varmap lock");
         data.iter()
             .map(|(name, var)| {
-                let lr_mult = if model.net.is_new_layer(name) { cfg.train.optimizer.new_layer_lr_mult } else { 1.0 };
+                let lr_mult =
+                    if model.net.has_new_layer_lr(name) { cfg.train.optimizer.new_layer_lr_mult } else { 1.0 };
                 Param { name: name.clone(), var: var.clone(), lr_mult }
             })
             .collect()
@@ -264,6 +265,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             let mix = batch_methods::apply(&cfg.model, &mut images, &batch.labels, size, &mut rng);
             let x = Tensor::from_vec(images, (n, 3, size, size), &device)?;
             let y = Tensor::from_vec(batch.labels, n, &device)?;
+            model.net.begin_step(crate::models::adl::step_seed(cfg.seed, state.global_step));
             let out = model.net.forward_t(&x, true)?;
             let loss = match &mix {
                 None => model.net.loss(&out, &y)?,

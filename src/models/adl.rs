@@ -1,0 +1,129 @@
+//! ADL, Attention-based Dropout Layer (Choe & Shim, CVPR 2019), as wsolevaluation places
+//! it. At training time each layer takes the channel mean of its input as a
+//! self-attention map and multiplies the input by one of two maps, chosen once per
+//! forward pass: with probability `drop_rate` the drop mask (0 where the attention is at
+//! least `drop_threshold` times the image's maximum, hiding the most discriminative part),
+//! otherwise the importance map (the attention's sigmoid, which rewards it). No weights;
+//! the identity at evaluation.
+//!
+//! One generator, reseeded by the trainer for every step ([`Adl::begin_step`]), serves
+//! every layer of the network in forward order, so a run and its resumption draw the same.
+
+use std::sync::Mutex;
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::AdlConfig;
+
+pub struct Adl {
+    drop_rate: f64,
+    drop_threshold: f64,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl Adl {
+    pub fn new(cfg: &AdlConfig) -> Adl {
+        Adl {
+            drop_rate: cfg.drop_rate,
+            drop_threshold: cfg.drop_threshold,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(0)),
+        }
+    }
+
+    pub fn begin_step(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    /// Whether this forward pass of a layer uses the drop mask: wsolevaluation's
+    /// `floor(U[0, 1) + drop_rate) == 1`.
+    fn draw_drop(&self) -> bool {
+        let u: f64 = self.rng.lock().unwrap_or_else(|e| e.into_inner()).random();
+        u + self.drop_rate >= 1.0
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if !train {
+            return Ok(x.clone());
+        }
+        let attention = x.mean_keepdim(1)?; // [B, 1, h, w]
+        let map =
+            if self.draw_drop() { drop_mask(&attention, self.drop_threshold)? } else { importance_map(&attention)? };
+        x.broadcast_mul(&map)
+    }
+}
+
+/// 1 where the attention is below `threshold` times its image's maximum, else 0 (no
+/// gradient flows through a mask).
+pub(crate) fn drop_mask(attention: &Tensor, threshold: f64) -> candle_core::Result<Tensor> {
+    let b = attention.dim(0)?;
+    let max = attention.detach().flatten_from(1)?.max_keepdim(1)?.reshape((b, 1, 1, 1))?;
+    attention.detach().broadcast_lt(&(max * threshold)?)?.to_dtype(attention.dtype())
+}
+
+/// sigmoid(attention), differentiable as in the reference.
+fn importance_map(attention: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::sigmoid(attention)
+}
+
+/// The seed of ADL's draws at training step `step`.
+pub fn step_seed(seed: u64, step: usize) -> u64 {
+    (seed ^ 0xAD1_AD1).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn adl(drop_rate: f64, drop_threshold: f64) -> Adl {
+        Adl::new(&AdlConfig { drop_rate, drop_threshold })
+    }
+
+    /// Image 0's channel means are [1, 2, 3, 4]: with threshold 0.75 of the max, 3 and 4
+    /// (>= 3) are dropped. Image 1's are [-1, -2, -1, -2]: 0.75 of a negative maximum is
+    /// above it, so nothing is dropped (as in the reference).
+    #[test]
+    fn drop_mask_by_hand() {
+        let x = Tensor::new(
+            &[[[[0f32, 2.], [2., 4.]], [[2., 2.], [4., 4.]]], [[[-1., -3.], [-1., -3.]], [[-1., -1.], [-1., -1.]]]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let attention = x.mean_keepdim(1).unwrap();
+        let m: Vec<f32> = drop_mask(&attention, 0.75).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(m, vec![1., 1., 0., 0., 1., 1., 1., 1.]);
+    }
+
+    #[test]
+    fn rate_one_always_drops_and_zero_never() {
+        let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu).unwrap();
+        let always: Vec<f32> = adl(1.0, 0.9).forward_t(&x, true).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(always, vec![1., 2., 3., 0.]);
+        let never: Vec<f32> = adl(0.0, 0.9).forward_t(&x, true).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let sig = |v: f32| v / (1.0 + (-v).exp());
+        for (g, v) in never.iter().zip([1f32, 2., 3., 4.]) {
+            assert!((g - sig(v)).abs() < 1e-6, "{g} vs {}", sig(v));
+        }
+        let eval: Vec<f32> = adl(1.0, 0.9).forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(eval, vec![1., 2., 3., 4.]);
+    }
+
+    /// Draws are a function of the step's seed and are used in about `drop_rate` of the
+    /// passes.
+    #[test]
+    fn draws_follow_the_step_seed() {
+        let layer = adl(0.75, 0.9);
+        let draws = |seed: u64| {
+            layer.begin_step(seed);
+            (0..400).map(|_| layer.draw_drop()).collect::<Vec<bool>>()
+        };
+        let (a, b) = (draws(step_seed(1, 7)), draws(step_seed(1, 7)));
+        assert_eq!(a, b);
+        assert_ne!(a, draws(step_seed(1, 8)));
+        let dropped = a.iter().filter(|&&d| d).count();
+        assert!((250..350).contains(&dropped), "{dropped} of 400");
+    }
+}
