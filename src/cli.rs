@@ -274,6 +274,10 @@ pub struct SynthArgs {
     pub size: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Annotate val and test with object and ignore masks (OpenImages-style, scored by
+    /// PxAP) instead of boxes.
+    #[arg(long)]
+    pub masks: bool,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -356,6 +360,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 test: a.test,
                 size: a.size,
                 seed: a.seed,
+                masks: a.masks,
             };
             data::synth::generate(&a.out, &a.out.join("metadata"), &opts)?;
             if !a.quiet {
@@ -440,10 +445,16 @@ fn eval_cams(a: EvalCamsArgs) -> Result<()> {
     Ok(())
 }
 
+/// `wsol data check`: every split's counts, then every problem found (missing or
+/// unreadable images, sizes that disagree with `image_sizes.txt`, missing masks), the
+/// first few of each split by name; non-zero exit when there is any. Metadata that does
+/// not parse (duplicate ids, boxes outside their image, ...) stops at its first bad line.
 fn check(a: CheckArgs) -> Result<()> {
+    use rayon::prelude::*;
     let cfg = load_config(&a.common, None)?;
     pipeline::prepare_data(&cfg, a.common.quiet)?;
     let mut rows = Vec::new();
+    let mut problems: Vec<(String, Vec<String>)> = Vec::new();
     for split in [&cfg.data.train_split, &cfg.data.val_split, &cfg.data.test_split] {
         if !pipeline::split_exists(&cfg, split) {
             rows.push((split.clone(), "absent".to_string()));
@@ -451,32 +462,79 @@ fn check(a: CheckArgs) -> Result<()> {
         }
         let ds = pipeline::load_split(&cfg, split)?;
         let mut per_class = vec![0usize; cfg.data.num_classes];
-        let mut boxes = 0;
-        for s in &ds.meta.samples {
-            per_class[s.label] += 1;
-            boxes += s.boxes.len();
-            let path = ds.image_root.join(&s.image_id);
-            if !path.is_file() {
-                anyhow::bail!(
-                    "{}: image `{}` listed in {} does not exist",
-                    path.display(),
-                    s.image_id,
-                    cfg.data.metadata_root.join(split).join("image_ids.txt").display()
-                );
-            }
-        }
+        let boxes: usize = ds.meta.samples.iter().map(|s| s.boxes.len()).sum();
+        ds.meta.samples.iter().for_each(|s| per_class[s.label] += 1);
+        let mut found: Vec<String> = ds
+            .meta
+            .samples
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(i, s)| {
+                let mut p = Vec::new();
+                let path = ds.image_root.join(&s.image_id);
+                match image::image_dimensions(&path) {
+                    Err(_) if !path.is_file() => p.push(format!("missing image {}", path.display())),
+                    Err(e) => p.push(format!("unreadable image {}: {e}", path.display())),
+                    Ok(wh) if s.size != (0, 0) && wh != s.size => p.push(format!(
+                        "{} is {}x{}, image_sizes.txt says {}x{} (its boxes would be rescaled wrongly)",
+                        path.display(),
+                        wh.0,
+                        wh.1,
+                        s.size.0,
+                        s.size.1
+                    )),
+                    Ok(_) => {}
+                }
+                if let Some(m) = &ds.masks {
+                    let ms = &m.split.samples[i];
+                    for r in ms.masks.iter().chain(&ms.ignore) {
+                        if !m.root.join(&r.path).is_file() {
+                            p.push(format!(
+                                "missing mask {} ({}:{})",
+                                m.root.join(&r.path).display(),
+                                m.split.localization.display(),
+                                r.line
+                            ));
+                        }
+                    }
+                }
+                p
+            })
+            .collect();
+        let masks = ds.masks.as_ref().map_or(String::new(), |m| {
+            format!(", {} masks", m.split.samples.iter().map(|s| s.masks.len()).sum::<usize>())
+        });
         let empty = per_class.iter().filter(|&&c| c == 0).count();
+        let (lo, hi) = (per_class.iter().min().copied().unwrap_or(0), per_class.iter().max().copied().unwrap_or(0));
         rows.push((
             split.clone(),
             format!(
-                "{} images, {boxes} boxes, {} classes present, {empty} empty",
+                "{} images, {boxes} boxes{masks}, {} classes present ({lo}-{hi} images each), {empty} empty, {} problems",
                 ds.meta.samples.len(),
-                cfg.data.num_classes - empty
+                cfg.data.num_classes - empty,
+                found.len()
             ),
         ));
+        if !found.is_empty() {
+            found.sort();
+            problems.push((split.clone(), found));
+        }
     }
     println!("{}", metrics_table(&rows));
-    Ok(())
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let total: usize = problems.iter().map(|(_, p)| p.len()).sum();
+    // One line (errors are one line): per split, its count and first few problems.
+    let parts: Vec<String> = problems
+        .iter()
+        .map(|(split, found)| {
+            let first: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
+            format!("{split}: {} ({}{})", found.len(), first.join("; "), if found.len() > 5 { "; ..." } else { "" })
+        })
+        .collect();
+    let msg = format!("data check found {total} problem(s) — {}", parts.join(" | "));
+    anyhow::bail!(msg)
 }
 
 fn cam_picture(a: CamArgs) -> Result<()> {

@@ -32,6 +32,9 @@ pub struct DataConfig {
     pub format: String,
     pub metadata_root: PathBuf,
     pub image_root: PathBuf,
+    /// Folder the mask paths of a mask split (OpenImages) are relative to; null =
+    /// `image_root`.
+    pub mask_root: Option<PathBuf>,
     pub num_classes: usize,
     /// Evaluation resize and training crop, in pixels (224 in the papers).
     pub image_size: u32,
@@ -280,6 +283,7 @@ impl Default for DataConfig {
             format: "wsol".into(),
             metadata_root: "data/synth/metadata".into(),
             image_root: "data/synth".into(),
+            mask_root: None,
             num_classes: 5,
             image_size: 224,
             resize_size: None,
@@ -520,9 +524,9 @@ impl Config {
             "train.schedule.step_epochs: expected >= 1".into(),
         );
         check(
-            matches!(t.select_by.as_str(), "gt_known_loc" | "maxboxacc" | "maxboxacc_v2" | "top1_loc" | "top1_cls"),
+            matches!(t.select_by.as_str(), "gt_known_loc" | "maxboxacc" | "maxboxacc_v2" | "top1_loc" | "top1_cls" | "pxap"),
             format!(
-                "train.select_by: expected one of gt_known_loc, maxboxacc, maxboxacc_v2, top1_loc, top1_cls; got `{}`",
+                "train.select_by: expected one of gt_known_loc, maxboxacc, maxboxacc_v2, top1_loc, top1_cls, pxap; got `{}`",
                 t.select_by
             ),
         );

@@ -10,10 +10,11 @@ use rayon::prelude::*;
 
 use crate::cam::{CamExtractor, CamInput};
 use crate::config::Config;
+use crate::data::masks::load_mask;
 use crate::data::transforms::to_rgb8;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
 use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, rescale_boxes};
-use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome};
+use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, PxapAccumulator};
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
 use crate::report::{encode_png_rgb, Progress};
@@ -71,7 +72,12 @@ pub fn evaluate(
     let n_classes = cfg.data.num_classes;
     let has_boxes = ds.meta.samples.iter().any(|s| !s.boxes.is_empty());
     let box_cfg = box_eval_config(cfg);
-    let mut acc = BoxAccumulator::new(&box_cfg);
+    let thresholds = cam_thresholds(cfg.eval.cam_curve_interval);
+    let empty = || Scores {
+        boxes: BoxAccumulator::new(&box_cfg),
+        pxap: ds.masks.as_ref().map(|_| PxapAccumulator::new(&thresholds)),
+    };
+    let mut acc = empty();
     let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
     let loader = eval_loader(cfg, cfg.data.batch_size);
     for batch in epoch_batches(ds.clone(), loader) {
@@ -92,51 +98,73 @@ pub fn evaluate(
         top1 += outcomes.iter().filter(|o| o.top1).count();
         top5 += outcomes.iter().filter(|o| o.top5).count();
         count += n;
-        if has_boxes {
+        if has_boxes || ds.masks.is_some() {
             let input = CamInput { model, images: &x, out: &out, targets: &labels };
             let maps = extractor.extract(&input).context("computing class activation maps")?;
             let (_, h, w) = maps.dims3()?;
             let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
             let batch_acc = (0..n)
                 .into_par_iter()
-                .try_fold(
-                    || BoxAccumulator::new(&box_cfg),
-                    |mut a, i| -> Result<BoxAccumulator> {
-                        let sample = &ds.meta.samples[batch.indices[i]];
-                        let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
+                .try_fold(empty, |mut a, i| -> Result<Scores> {
+                    let index = batch.indices[i];
+                    let sample = &ds.meta.samples[index];
+                    let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
+                    if has_boxes {
                         let gt = rescale_boxes(&sample.boxes, sample.size, size);
-                        a.add(&map, size, size, &gt, Some(outcomes[i]));
-                        if let Some(dir) = save_cams {
-                            scoremaps::write(
-                                &scoremaps::nested_path(dir, &sample.image_id),
-                                &ScoreMap { width: size, height: size, data: map },
-                            )?;
-                        }
-                        Ok(a)
-                    },
-                )
-                .try_reduce(
-                    || BoxAccumulator::new(&box_cfg),
-                    |mut a, b| {
-                        a.merge(&b);
-                        Ok(a)
-                    },
-                )?;
+                        a.boxes.add(&map, size, size, &gt, Some(outcomes[i]));
+                    }
+                    if let (Some(m), Some(p)) = (&ds.masks, a.pxap.as_mut()) {
+                        let s = &m.split.samples[index];
+                        p.add(&map, &load_mask(&m.root, s, &m.split.localization, size)?);
+                    }
+                    if let Some(dir) = save_cams {
+                        scoremaps::write(
+                            &scoremaps::nested_path(dir, &sample.image_id),
+                            &ScoreMap { width: size, height: size, data: map },
+                        )?;
+                    }
+                    Ok(a)
+                })
+                .try_reduce(empty, |mut a, b| {
+                    a.merge(&b);
+                    Ok(a)
+                })?;
             acc.merge(&batch_acc);
         }
         progress.inc(1);
     }
     anyhow::ensure!(count > 0, "split `{}` has no images", ds.meta.split);
     let pct = |k: usize| k as f64 * 100.0 / count as f64;
+    let pxap = match (&acc.pxap, &ds.masks) {
+        (Some(p), Some(m)) => Some(p.finish().with_context(|| {
+            format!("scoring {} against the masks under {}", m.split.localization.display(), m.root.display())
+        })?),
+        _ => None,
+    };
     Ok(EvalResult {
         split: ds.meta.split.clone(),
         cam: extractor.name().to_string(),
         num_images: count,
         top1_cls: Some(pct(top1)),
         top5_cls: Some(pct(top5)),
-        loc: has_boxes.then(|| acc.finish()),
-        pxap: None,
+        loc: has_boxes.then(|| acc.boxes.finish()),
+        pxap,
     })
+}
+
+/// Localization accumulators of one pass: boxes always, PxAP on mask splits.
+struct Scores {
+    boxes: BoxAccumulator,
+    pxap: Option<PxapAccumulator>,
+}
+
+impl Scores {
+    fn merge(&mut self, other: &Scores) {
+        self.boxes.merge(&other.boxes);
+        if let (Some(a), Some(b)) = (self.pxap.as_mut(), other.pxap.as_ref()) {
+            a.merge(b);
+        }
+    }
 }
 
 /// PNG overlays (map, GT box, predicted box at `threshold`) of the first `count` images
@@ -157,6 +185,7 @@ pub fn cam_overlays(
     let subset = Arc::new(Dataset {
         image_root: ds.image_root.clone(),
         meta: SplitMetadata { split: ds.meta.split.clone(), samples: ds.meta.samples[..count].to_vec() },
+        masks: None,
     });
     let loader = eval_loader(cfg, count);
     let batch = epoch_batches(subset.clone(), loader).next().context("no overlay batch")??;

@@ -92,6 +92,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
                     split: ds.meta.split.clone(),
                     samples: picked.iter().map(|&i| ds.meta.samples[i].clone()).collect(),
                 },
+                masks: None,
             });
             let pngs =
                 cam_overlays(model.net.as_ref(), extractor.as_ref(), &subset, &cfg, &device, picked.len(), threshold)?;

@@ -22,6 +22,14 @@ use super::transforms::{apply, load_rgb, TransformConfig};
 pub struct Dataset {
     pub image_root: PathBuf,
     pub meta: SplitMetadata,
+    /// Mask annotations of a mask split (OpenImages), in the order of `meta.samples`.
+    pub masks: Option<MaskSet>,
+}
+
+/// A mask split's annotations and the folder their paths are relative to.
+pub struct MaskSet {
+    pub root: PathBuf,
+    pub split: super::masks::MaskSplit,
 }
 
 pub struct Batch {
@@ -207,8 +215,11 @@ mod tests {
                 Sample { image_id: format!("{i}.png"), label: i % 4, size: (w, h), boxes: vec![] }
             })
             .collect();
-        let ds =
-            Dataset { image_root: dir.path().to_path_buf(), meta: SplitMetadata { split: "train".into(), samples } };
+        let ds = Dataset {
+            image_root: dir.path().to_path_buf(),
+            meta: SplitMetadata { split: "train".into(), samples },
+            masks: None,
+        };
         (dir, Arc::new(ds))
     }
 

@@ -54,6 +54,20 @@ fn lines(path: &Path) -> Result<Vec<(usize, String)>> {
         .collect())
 }
 
+/// Whether `<metadata_root>/<split>/localization.txt` names masks (`id,mask,ignore`, the
+/// mask path not a number) rather than boxes; false without the file.
+pub fn is_mask_split(metadata_root: &Path, split: &str) -> Result<bool> {
+    let path = metadata_root.join(split).join(super::metadata::LOCALIZATION);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let first = lines(&path)?.into_iter().next();
+    Ok(first.is_some_and(|(_, line)| {
+        let parts: Vec<&str> = line.rsplitn(3, ',').collect();
+        parts.len() == 3 && parts[1].trim().parse::<f64>().is_err()
+    }))
+}
+
 /// Reads `image_ids.txt`, `class_labels.txt` and a mask `localization.txt` of
 /// `<metadata_root>/<split>/`. Every listed image needs a label and at least one mask.
 pub fn read_mask_split(metadata_root: &Path, split: &str) -> Result<MaskSplit> {

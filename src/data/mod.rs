@@ -10,7 +10,7 @@ pub mod metadata;
 pub mod synth;
 pub mod transforms;
 
-pub use loader::{epoch_batches, epoch_order, num_batches, Batch, Dataset, LoaderConfig};
+pub use loader::{epoch_batches, epoch_order, num_batches, Batch, Dataset, LoaderConfig, MaskSet};
 pub use metadata::{read_split, write_split, Sample, SplitMetadata};
 pub use synth::{class_names, SynthOptions};
 pub use transforms::{apply, load_rgb, TransformConfig, IMAGENET_MEAN, IMAGENET_STD};

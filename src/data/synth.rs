@@ -32,6 +32,10 @@ pub struct SynthOptions {
     /// Side of the square images in pixels.
     pub size: u32,
     pub seed: u64,
+    /// Annotate val and test with masks instead of boxes, as OpenImages30k: each image's
+    /// object mask `<split>/<index>_mask.png` and, as its ignore region, the pixels the
+    /// object only partly covers (`<split>/<index>_ignore.png`); train gets labels only.
+    pub masks: bool,
 }
 
 /// Class k is the k-th shape; the most distinct shapes come first so small
@@ -72,6 +76,7 @@ pub fn generate(image_root: &Path, metadata_root: &Path, opts: &SynthOptions) ->
         let dir = image_root.join(split);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let labels = balanced_labels(opts.num_classes, count, opts.seed, split);
+        let with_masks = opts.masks && split != "train";
         let samples = labels
             .par_iter()
             .enumerate()
@@ -85,14 +90,44 @@ pub fn generate(image_root: &Path, metadata_root: &Path, opts: &SynthOptions) ->
                     .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
                     .with_context(|| format!("encoding {}", path.display()))?;
                 std::fs::write(&path, png).with_context(|| format!("cannot write {}", path.display()))?;
-                let b = r.bbox.map(f64::from);
-                Ok(Sample { image_id: format!("{split}/{name}"), label, size: (opts.size, opts.size), boxes: vec![b] })
+                // As OpenImages30k, a mask dataset's train split has labels only.
+                let boxes = if with_masks {
+                    write_masks(&dir, i, &r.coverage, opts.size)?;
+                    Vec::new()
+                } else if opts.masks {
+                    Vec::new()
+                } else {
+                    vec![r.bbox.map(f64::from)]
+                };
+                Ok(Sample { image_id: format!("{split}/{name}"), label, size: (opts.size, opts.size), boxes })
             })
             .collect::<Result<Vec<_>>>()?;
+        // A split without boxes gets no localization.txt from write_split; the mask one
+        // follows.
+        let ids: Vec<String> = samples.iter().map(|s| s.image_id.clone()).collect();
         write_split(metadata_root, &SplitMetadata { split: split.to_string(), samples })?;
+        if with_masks {
+            let mut loc = String::new();
+            for (i, id) in ids.iter().enumerate() {
+                loc += &format!("{},{split}/{i:05}_mask.png,{split}/{i:05}_ignore.png\n", id);
+            }
+            atomic_write(&metadata_root.join(split).join(super::metadata::LOCALIZATION), loc.as_bytes())?;
+        }
     }
     let names = class_names(opts.num_classes).join("\n") + "\n";
     atomic_write(&metadata_root.join("class_names.txt"), names.as_bytes())
+}
+
+/// The object mask (coverage >= half) and the ignore mask (partly covered pixels) as
+/// 8-bit gray PNGs, 255 inside.
+fn write_masks(dir: &Path, index: usize, coverage: &[u8], size: u32) -> Result<()> {
+    for (suffix, inside) in [("mask", (HALF..=u8::MAX)), ("ignore", (1..=HALF - 1))] {
+        let pixels: Vec<u8> = coverage.iter().map(|c| if inside.contains(c) { 255 } else { 0 }).collect();
+        let img = image::GrayImage::from_raw(size, size, pixels).expect("size x size coverage");
+        let path = dir.join(format!("{index:05}_{suffix}.png"));
+        img.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Exactly balanced classes (counts differ by at most one), in a seeded random order.
@@ -424,7 +459,7 @@ mod tests {
     use super::*;
 
     fn opts(seed: u64) -> SynthOptions {
-        SynthOptions { num_classes: 10, train: 12, val: 0, test: 5, size: 64, seed }
+        SynthOptions { num_classes: 10, train: 12, val: 0, test: 5, size: 64, seed, masks: false }
     }
 
     fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
