@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/backbone_parity/: PyTorch's outputs for each wsol backbone with
 the CAM head, and for VGG16, ResNet-50 and Inception-v3 with the SPG head (logits, its
-three auxiliary maps, its loss), on a fixed input, with weights from a formula that
+three auxiliary maps, its loss) and the ACoL head (logits, fused map, loss) in
+wsolevaluation's layouts, on a fixed input, with weights from a formula that
 tests/backbone_parity.rs computes the same way (so no weights are committed).
 
     pip install torch torchvision numpy efficientnet-lite-pytorch==0.1.0
@@ -175,6 +176,65 @@ def spg_models():
     return {"resnet50": (r, resnet_taps), "vgg16": (v, vgg_taps), "inception_v3": (i, inception_taps)}
 
 
+def add_acol_head(m, channels, width=1024):
+    for name in ["classifier_A", "classifier_B"]:
+        setattr(m, name, nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
+                                       nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                       nn.Conv2d(width, CLASSES, 1)))
+    return m
+
+
+def acol_outputs(m, feats, x, erase_threshold=0.6):
+    """ACoL (Zhang et al. 2018): logits of branch A, the fused map max(norm A, norm B) of
+    the labels' class, CE(A) + CE(B) with B on features erased where norm A >= threshold."""
+    labels = torch.tensor(SPG_LABELS)
+    f = feats(x)
+    a = m.classifier_A(f)
+    rows = torch.arange(len(labels))
+
+    def norm(t):
+        flat = t.flatten(1)
+        lo, hi = flat.min(1, keepdim=True)[0], flat.max(1, keepdim=True)[0]
+        return ((flat - lo) / (hi - lo)).reshape(t.shape)
+
+    att = norm(a[rows, labels])
+    b = m.classifier_B(f * (att < erase_threshold).float()[:, None])
+    logits = a.mean((2, 3))
+    loss = F.cross_entropy(logits, labels) + F.cross_entropy(b.mean((2, 3)), labels)
+    cam = torch.maximum(att, norm(b[rows, labels]))
+    return logits, cam, loss
+
+
+def acol_models():
+    r = resnet(50)[0]
+    del r.fc
+    add_acol_head(r, 2048)
+    resnet_feats = lambda x: r.layer4(r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x))))))))
+
+    v = nn.Module()
+    v.features = torchvision.models.vgg16(weights=None).features
+    for k in [4, 9, 16, 23]:
+        v.features[k] = nn.MaxPool2d(3, stride=2, padding=1)
+    v.features[30] = nn.MaxPool2d(3, stride=1, padding=1)
+    add_acol_head(v, 512)
+    vgg_feats = lambda x: F.avg_pool2d(v.features(x), kernel_size=3, stride=1, padding=1)
+
+    i = InceptionCam()
+    del i.fc, i.SPG_A3_1b, i.SPG_A3_2b
+    add_acol_head(i, 768)
+
+    def inception_feats(x):
+        x = i.Conv2d_2b_3x3(i.Conv2d_2a_3x3(i.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = i.Conv2d_4a_3x3(i.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = i.Mixed_5d(i.Mixed_5c(i.Mixed_5b(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, ceil_mode=True)
+        return i.Mixed_6e(i.Mixed_6d(i.Mixed_6c(i.Mixed_6b(i.Mixed_6a(x)))))
+
+    return {"resnet50": (r, resnet_feats), "vgg16": (v, vgg_feats), "inception_v3": (i, inception_feats)}
+
+
 def formula_weights(model):
     sd = model.state_dict()
     names = sorted(k for k, v in sd.items() if v.is_floating_point())
@@ -226,6 +286,14 @@ def main(out):
             np.save(os.path.join(out, f"{name}_spg_aux.npy"), aux.numpy())
             np.save(os.path.join(out, f"{name}_spg_loss.npy"), loss.reshape(1).numpy())
             print(name, "spg ok, loss", loss.item())
+        for name, (m, feats) in acol_models().items():
+            formula_weights(m)
+            m.eval()
+            logits, cam, loss = acol_outputs(m, feats, x)
+            np.save(os.path.join(out, f"{name}_acol_logits.npy"), logits.numpy())
+            np.save(os.path.join(out, f"{name}_acol_cam.npy"), cam.numpy())
+            np.save(os.path.join(out, f"{name}_acol_loss.npy"), loss.reshape(1).numpy())
+            print(name, "acol ok, loss", loss.item())
 
 
 if __name__ == "__main__":

@@ -191,3 +191,22 @@ fn new_layer_learning_rate_groups_follow_wsolevaluation() {
     assert!(group("inception_v3", "acol", "classifier_B.4.weight"));
     assert!(!group("inception_v3", "adl", "Mixed_6e.branch1x1.conv.weight"));
 }
+
+/// ACoL in wsolevaluation's layouts (VGG16: 3x3 pools, pool5 at stride 1, average pool,
+/// no conv6; Inception-v3: up to Mixed_6e; ResNet-50: layer4): logits, the fused map of
+/// the labels' class and the two-branch loss, against PyTorch (erase threshold 0.6).
+#[test]
+fn acol_matches_pytorch() {
+    for backbone in ["resnet50", "vgg16", "inception_v3"] {
+        let cfg = ModelConfig { backbone: backbone.into(), head: "acol".into(), ..Default::default() };
+        let (_, model) = build(&cfg);
+        let out = model.forward_t(&read("input.npy"), false).unwrap();
+        let labels = Tensor::new(&[3u32, 7], &Device::Cpu).unwrap();
+        let l = rel_diff(&out.logits, &read(&format!("{backbone}_acol_logits.npy")));
+        let c = rel_diff(&model.cam(&out, &labels).unwrap(), &read(&format!("{backbone}_acol_cam.npy")));
+        let loss = model.loss(&out, &labels).unwrap().reshape(1).unwrap();
+        let d = rel_diff(&loss, &read(&format!("{backbone}_acol_loss.npy")));
+        eprintln!("{backbone} acol: logits {l:.1e}, fused map {c:.1e}, loss {d:.1e}");
+        assert!(l < 1e-4 && c < 1e-4 && d < 1e-4, "{backbone} acol: logits {l:e}, map {c:e}, loss {d:e}");
+    }
+}

@@ -8,6 +8,7 @@
 //! are the same. Weight names are torchvision's, so `inception_v3_google-1a9a5a14.pth`
 //! loads as it is. The head's dropout (0.5) is left out: runs here are deterministic.
 //!
+//! `head: acol` ends at Mixed_6e (768 channels), as wsolevaluation's InceptionAcol.
 //! `head: adl` adds ADL after Mixed_5d, Mixed_6e and SPG_A3_2b, as wsolevaluation's
 //! InceptionAdl. `head: spg` taps B1 after Mixed_5d and its pool (288 channels), B2 after
 //! Mixed_6d (768; wsolevaluation reads Mixed_6d's output there, not Mixed_6e's).
@@ -198,7 +199,7 @@ impl InceptionV3 {
             BasicConv::sq(80, 192, 3, 1, 0, f, vb.pp("Conv2d_4a_3x3"))?,
         ];
         let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
-        let stages = vec![
+        let mut stages = vec![
             ("Conv2d_4a_3x3".to_string(), Stage::Stem(stem)),
             ("Mixed_5b".into(), Stage::A(InceptionA::new(192, 32, f, vb.pp("Mixed_5b"))?)),
             ("Mixed_5c".into(), Stage::A(InceptionA::new(256, 64, f, vb.pp("Mixed_5c"))?)),
@@ -208,9 +209,11 @@ impl InceptionV3 {
             ("Mixed_6c".into(), Stage::C(InceptionC::new(768, 160, f, vb.pp("Mixed_6c"))?)),
             ("Mixed_6d".into(), Stage::C(InceptionC::new(768, 160, f, vb.pp("Mixed_6d"))?)),
             ("Mixed_6e".into(), Stage::C(InceptionC::new(768, 192, f, vb.pp("Mixed_6e"))?)),
-            ("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)),
-            ("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)),
         ];
+        if cfg.head != "acol" {
+            stages.push(("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)));
+            stages.push(("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)));
+        }
         Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map, adl, spg: cfg.head == "spg" })
     }
 
@@ -246,7 +249,11 @@ impl Staged for InceptionV3 {
     }
 
     fn channels(&self) -> usize {
-        1024
+        if self.stages.len() == 9 {
+            768
+        } else {
+            1024
+        }
     }
 
     fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {

@@ -7,6 +7,9 @@
 //! `head: adl` adds ADL after pool3, after conv4_3 and after conv5_3. `head: spg` uses
 //! wsolevaluation's SPG layout: pool4 becomes a 3x3 stride-2 max-pool (its B1 tap), conv5
 //! is the B2 tap, and two new 3x3 512-channel convs (`SPG_A_3`) replace conv6.
+//! `head: acol` uses its ACoL layout: every pool 3x3 with padding 1 (stride 2; stride 1
+//! for pool5, and for pool4 with `large_feature_map`), then a 3x3 stride-1 average pool,
+//! no conv6: the branches read 512 channels.
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
 use super::adl::Adl;
-use super::pool::max_pool3;
+use super::pool::{avg_pool3_s1, max_pool3};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
 
@@ -23,8 +26,10 @@ enum Op {
     Conv(Conv2d),
     /// 2x2 max-pool, stride 2.
     Pool,
-    /// 3x3 max-pool, stride 2, padding 1 (SPG's pool4).
-    Pool3,
+    /// 3x3 max-pool, padding 1, with this stride (SPG's pool4, ACoL's pools).
+    Pool3(usize),
+    /// 3x3 average pool, stride 1, padding 1 (ACoL's smoothing before its branches).
+    Avg3,
     Adl(Arc<Adl>),
 }
 
@@ -41,7 +46,7 @@ const PLAN: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 5
 impl Vgg16 {
     pub fn new(cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
-        let spg = cfg.head == "spg";
+        let (spg, acol) = (cfg.head == "spg", cfg.head == "acol");
         let (mut stages, mut ops) = (Vec::new(), Vec::new());
         let (mut index, mut c_in) = (0, 3);
         for (k, &c_out) in PLAN.iter().enumerate() {
@@ -50,10 +55,17 @@ impl Vgg16 {
                 if let (Some(a), 13 | 17) = (&adl, k) {
                     ops.push(Op::Adl(a.clone())); // after conv4_3 and conv5_3
                 }
-                // pool5 always goes; pool4 too for 28x28 maps.
-                let dropped = k == PLAN.len() - 1 || (k == 13 && cfg.large_feature_map);
-                if !dropped {
-                    ops.push(if k == 13 && spg { Op::Pool3 } else { Op::Pool });
+                let last = k == PLAN.len() - 1;
+                // pool5 goes (ACoL keeps it at stride 1); pool4 too for 28x28 maps.
+                let dropped = !acol && (last || (k == 13 && cfg.large_feature_map));
+                if acol {
+                    let stride1 = last || (k == 13 && cfg.large_feature_map);
+                    ops.push(Op::Pool3(if stride1 { 1 } else { 2 }));
+                    if last {
+                        ops.push(Op::Avg3);
+                    }
+                } else if !dropped {
+                    ops.push(if k == 13 && spg { Op::Pool3(2) } else { Op::Pool });
                 }
                 // A dropped pool leaves the stage ending at the ReLU before it.
                 let name = format!("features.{}", if dropped { index - 1 } else { index });
@@ -68,7 +80,9 @@ impl Vgg16 {
                 index += 2;
             }
         }
-        let channels = if spg {
+        let channels = if acol {
+            512
+        } else if spg {
             let head = vec![
                 Op::Conv(conv2d(512, 512, 3, pad1, vb.pp("SPG_A_3.0"))?),
                 Op::Conv(conv2d(512, 512, 3, pad1, vb.pp("SPG_A_3.2"))?),
@@ -89,7 +103,8 @@ impl Vgg16 {
                 x = match op {
                     Op::Conv(c) => c.forward(&x)?.relu()?,
                     Op::Pool => x.max_pool2d(2)?,
-                    Op::Pool3 => max_pool3(&x, 2, 1, false)?,
+                    Op::Pool3(stride) => max_pool3(&x, *stride, 1, false)?,
+                    Op::Avg3 => avg_pool3_s1(&x)?,
                     Op::Adl(a) => a.forward_t(&x, train)?,
                 };
             }
