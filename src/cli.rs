@@ -48,8 +48,12 @@ pub struct EvalCamsArgs {
     #[arg(long)]
     pub metadata: PathBuf,
     /// Folder of maps: <cams>/<image_id>.npy (or <image_id with / as __>.npy), 2-D float32/float64, any size.
-    #[arg(long)]
-    pub cams: PathBuf,
+    #[arg(long, required_unless_present = "centre_baseline")]
+    pub cams: Option<PathBuf>,
+    /// Score the centre-Gaussian baseline (the same centred Gaussian map for every image)
+    /// instead of --cams: the floor a WSOL method has to beat.
+    #[arg(long, conflicts_with = "cams")]
+    pub centre_baseline: bool,
     /// Class predictions `image_id,top1[,top2..top5]` per line, for top-1/top-5 cls and loc.
     #[arg(long)]
     pub predictions: Option<PathBuf>,

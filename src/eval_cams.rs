@@ -18,7 +18,9 @@ use crate::scoremaps;
 pub struct EvalCamsOptions {
     /// A split folder of the metadata (`.../test` holding image_ids.txt etc.).
     pub metadata: PathBuf,
-    pub cams: PathBuf,
+    /// Folder of maps; `None`: the centre-Gaussian baseline of Choe et al. 2020 (every
+    /// image gets the same isotropic Gaussian centred on it).
+    pub cams: Option<PathBuf>,
     pub predictions: Option<PathBuf>,
     pub image_size: usize,
     pub iou_thresholds: Vec<u32>,
@@ -67,6 +69,7 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
     let size = opts.image_size;
     let acc = fold_maps(
         &paths,
+        meta.samples.len(),
         size,
         || BoxAccumulator::new(&cfg),
         |acc, i, map| {
@@ -79,21 +82,46 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
     Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), Some(acc.finish()), None))
 }
 
+/// The maps to score: one file per image, or the centre baseline's one map for all.
+enum Maps {
+    Files(Vec<PathBuf>),
+    Centre(Vec<f64>),
+}
+
+/// The centre-Gaussian baseline's map (Choe et al. 2020): an isotropic Gaussian centred
+/// on the image, sigma = size / 4, so the threshold sweep draws centred discs from a few
+/// pixels to beyond the corners (the sweep picks the best size; sigma only spaces them).
+pub fn centre_gaussian(size: usize) -> Vec<f32> {
+    let c = (size as f64 - 1.0) / 2.0;
+    let s2 = 2.0 * (size as f64 / 4.0).powi(2);
+    (0..size * size)
+        .map(|i| {
+            let (x, y) = ((i % size) as f64 - c, (i / size) as f64 - c);
+            (-(x * x + y * y) / s2).exp() as f32
+        })
+        .collect()
+}
+
 /// Reads and prepares (resize, min-max) every map in parallel and folds them into one
 /// accumulator per thread, then merges: the shared loop of box and mask scoring.
 fn fold_maps<A: Send>(
-    paths: &[PathBuf],
+    maps: &Maps,
+    n: usize,
     size: usize,
     empty: impl Fn() -> A + Sync + Send,
     add: impl Fn(&mut A, usize, &[f64]) -> Result<()> + Sync + Send,
     merge: impl Fn(&mut A, &A) + Sync + Send,
 ) -> Result<A> {
-    paths
-        .par_iter()
-        .enumerate()
-        .try_fold(&empty, |mut acc, (i, path)| -> Result<A> {
-            let map = scoremaps::read(path)?;
-            add(&mut acc, i, &prepare_map(&map.data, map.width, map.height, size))?;
+    (0..n)
+        .into_par_iter()
+        .try_fold(&empty, |mut acc, i| -> Result<A> {
+            match maps {
+                Maps::Files(paths) => {
+                    let map = scoremaps::read(&paths[i])?;
+                    add(&mut acc, i, &prepare_map(&map.data, map.width, map.height, size))?;
+                }
+                Maps::Centre(map) => add(&mut acc, i, map)?,
+            }
             Ok(acc)
         })
         .try_reduce(&empty, |mut a, b| {
@@ -116,7 +144,7 @@ fn result(
     };
     EvalResult {
         split,
-        cam: format!("npy:{}", opts.cams.display()),
+        cam: opts.cams.as_ref().map_or_else(|| "centre-gaussian".to_string(), |c| format!("npy:{}", c.display())),
         num_images,
         top1_cls: outcomes.map(|o| pct(o, |c| c.top1)),
         top5_cls: outcomes.map(|o| pct(o, |c| c.top5)),
@@ -127,27 +155,28 @@ fn result(
 
 /// Score map paths (all present, or an error listing the missing) and, with
 /// --predictions, each image's classification outcome.
-fn maps_and_outcomes(
-    opts: &EvalCamsOptions,
-    samples: &[(&str, usize)],
-) -> Result<(Vec<PathBuf>, Option<Vec<ClsOutcome>>)> {
-    if !opts.cams.is_dir() {
-        bail!("--cams {}: no such directory", opts.cams.display());
-    }
+fn maps_and_outcomes(opts: &EvalCamsOptions, samples: &[(&str, usize)]) -> Result<(Maps, Option<Vec<ClsOutcome>>)> {
     let predictions = opts.predictions.as_deref().map(scoremaps::read_predictions).transpose()?;
-    let paths: Vec<Option<PathBuf>> = samples.iter().map(|(id, _)| scoremaps::find(&opts.cams, id)).collect();
-    let missing: Vec<&str> = samples.iter().zip(&paths).filter(|(_, p)| p.is_none()).map(|((id, _), _)| *id).collect();
-    if !missing.is_empty() {
-        bail!(
-            "{} of {} score maps are missing under {} (first: {}); expected <cams>/<image_id>.npy or <cams>/<image_id with / as __>.npy",
-            missing.len(), samples.len(), opts.cams.display(), missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
     let outcomes = match &predictions {
         Some(p) => Some(cls_outcomes(samples, p, opts.predictions.as_deref().unwrap())?),
         None => None,
     };
-    Ok((paths.into_iter().map(Option::unwrap).collect(), outcomes))
+    let Some(cams) = &opts.cams else {
+        let size = opts.image_size;
+        return Ok((Maps::Centre(prepare_map(&centre_gaussian(size), size, size, size)), outcomes));
+    };
+    if !cams.is_dir() {
+        bail!("--cams {}: no such directory", cams.display());
+    }
+    let paths: Vec<Option<PathBuf>> = samples.iter().map(|(id, _)| scoremaps::find(cams, id)).collect();
+    let missing: Vec<&str> = samples.iter().zip(&paths).filter(|(_, p)| p.is_none()).map(|((id, _), _)| *id).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} of {} score maps are missing under {} (first: {}); expected <cams>/<image_id>.npy or <cams>/<image_id with / as __>.npy",
+            missing.len(), samples.len(), cams.display(), missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok((Maps::Files(paths.into_iter().map(Option::unwrap).collect()), outcomes))
 }
 
 /// Whether the first line of a localization file has the mask layout
@@ -172,6 +201,7 @@ fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Pa
     let size = opts.image_size;
     let acc = fold_maps(
         &paths,
+        meta.samples.len(),
         size,
         || PxapAccumulator::new(&thresholds),
         |acc, i, map| {

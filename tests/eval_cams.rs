@@ -81,3 +81,25 @@ fn missing_and_bad_maps_are_reported() {
     let err = wsol_err(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--iou", "30,x"], dir);
     assert!(err.contains("--iou"), "{err}");
 }
+
+/// `--centre-baseline`: the same centred Gaussian for every image. A GT box centred on its
+/// image is found at some threshold (a centred square box around a centred disc), one in
+/// a corner never: MaxBoxAcc 50 at IoU 0.5, 50 at 0.7 too (the centred square is matched
+/// tightly), so MaxBoxAccV2 is 50.
+#[test]
+fn centre_baseline_finds_centred_boxes_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // At 40x40: a -> centred (10..29), b -> top-left corner (0..12).
+    two_image_split(dir, "imgs/a.jpg,10,10,30,30\nimgs/b.jpg,0,0,12,12\n");
+    wsol_ok(
+        &["eval-cams", "--metadata", "meta/test", "--centre-baseline", "--image-size", "40", "--out", "out", "--quiet"],
+        dir,
+    );
+    let m = read_json(&dir.join("out/metrics.json"));
+    assert_eq!(m["cam"], "centre-gaussian");
+    assert_eq!(m["maxboxacc"].as_f64(), Some(50.0), "{m}");
+    assert_eq!(m["maxboxacc_v2"].as_f64(), Some(50.0), "{m}");
+    let err = wsol_err(&["eval-cams", "--metadata", "meta/test", "--image-size", "40"], dir);
+    assert!(err.contains("--cams"), "{err}");
+}
