@@ -22,6 +22,10 @@ pub struct TrainBench {
     pub steps: usize,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Feed the steps from the training loader on this folder of JPEGs (written when
+    /// empty, as `wsol bench data`) with this many decode threads, instead of one random
+    /// batch: then the wait for each batch is measured too.
+    pub data: Option<(std::path::PathBuf, usize)>,
 }
 
 pub struct TrainBenchResult {
@@ -29,6 +33,8 @@ pub struct TrainBenchResult {
     pub images_per_s: f64,
     pub step_ms: Vec<f64>,
     pub peak_rss_mb: Option<f64>,
+    /// Per timed step, the time spent waiting for the loader (with `data`).
+    pub data_wait_ms: Option<Vec<f64>>,
 }
 
 pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
@@ -46,12 +52,27 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         .map(|(name, var)| Param { name: name.clone(), var: var.clone(), lr_mult: 1.0 })
         .collect();
     let mut sgd = Sgd::new(params, &OptimizerConfig::default());
-    let x = Tensor::randn(0f32, 1., (b.batch, 3, b.size, b.size), &dev)?;
+    let random = Tensor::randn(0f32, 1., (b.batch, 3, b.size, b.size), &dev)?;
     let labels: Vec<u32> = (0..b.batch).map(|i| (i % b.classes) as u32).collect();
     let y = Tensor::from_vec(labels, b.batch, &dev)?;
+    let mut batches = match &b.data {
+        Some((dir, workers)) => Some(jpeg_batches(dir, b.batch, b.size as u32, *workers)?),
+        None => None,
+    };
     let mut step_ms = Vec::with_capacity(b.steps);
+    let mut wait_ms = Vec::with_capacity(b.steps);
     for k in 0..b.warmup + b.steps {
         let t0 = Instant::now();
+        let x = match batches.as_mut() {
+            Some(it) => {
+                let images = it.next().context("loader ended")??.images;
+                if k >= b.warmup {
+                    wait_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                Tensor::from_vec(images, (b.batch, 3, b.size, b.size), &dev)?
+            }
+            None => random.clone(),
+        };
         let out = net.forward_t(&x, true)?;
         let loss = net.loss(&out, &y)?;
         sgd.step(&loss.backward()?, 0.01)?;
@@ -63,7 +84,71 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
     let mut sorted = step_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
-    Ok(TrainBenchResult { images_per_s: b.batch as f64 / (median / 1e3), step_ms, peak_rss_mb: peak_rss_mb() })
+    Ok(TrainBenchResult {
+        images_per_s: b.batch as f64 / (median / 1e3),
+        step_ms,
+        peak_rss_mb: peak_rss_mb(),
+        data_wait_ms: b.data.as_ref().map(|_| wait_ms),
+    })
+}
+
+/// Endless training batches (epoch after epoch) from a folder of JPEGs.
+fn jpeg_batches(
+    dir: &std::path::Path,
+    batch: usize,
+    size: u32,
+    workers: usize,
+) -> Result<impl Iterator<Item = Result<crate::data::Batch>>> {
+    let ds = jpeg_dataset(dir, 512, 500, 375)?;
+    anyhow::ensure!(ds.meta.samples.len() >= batch, "{}: fewer JPEGs than one batch", dir.display());
+    let transform = crate::data::TransformConfig {
+        image_size: size,
+        resize_size: size * 256 / 224,
+        train: true,
+        hflip: true,
+        mean: crate::data::IMAGENET_MEAN,
+        std: crate::data::IMAGENET_STD,
+    };
+    Ok((0u64..).flat_map(move |epoch| {
+        let loader = crate::data::LoaderConfig {
+            batch_size: batch,
+            shuffle: true,
+            drop_last: true,
+            workers,
+            seed: 0,
+            epoch,
+            transform: transform.clone(),
+            skip_batches: 0,
+            skip_bad: false,
+        };
+        crate::data::epoch_batches(ds.clone(), loader)
+    }))
+}
+
+/// The JPEGs of `dir` as an unlabelled training split; `n` of `w` x `h` are written first
+/// when it holds none.
+fn jpeg_dataset(dir: &std::path::Path, n: usize, w: u32, h: u32) -> Result<std::sync::Arc<crate::data::Dataset>> {
+    use crate::data::{Dataset, Sample, SplitMetadata};
+    let list = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.ends_with(".jpg")).collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let mut names = list(dir);
+    if names.is_empty() {
+        write_jpegs(dir, n, w, h)?;
+        names = list(dir);
+    }
+    let samples = names.into_iter().map(|image_id| Sample { image_id, label: 0, size: (w, h), boxes: Vec::new() });
+    Ok(std::sync::Arc::new(Dataset {
+        image_root: dir.to_path_buf(),
+        meta: SplitMetadata { split: "train".into(), samples: samples.collect() },
+        masks: None,
+    }))
 }
 
 /// VmHWM from /proc (Linux); None elsewhere.
@@ -72,4 +157,102 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// `wsol bench data`: decoded + augmented training images per second, as the trainer
+/// loads them (parallel JPEG decode, resize, random crop, flip, normalize, batches), on a
+/// folder of JPEGs (written first when it has none): the number to compare with
+/// `scripts/bench_data_pil.py` on the same folder, batch and worker count.
+pub struct DataBench {
+    pub dir: std::path::PathBuf,
+    pub images: usize,
+    pub width: u32,
+    pub height: u32,
+    pub batch: usize,
+    pub workers: usize,
+    pub size: u32,
+    pub resize: u32,
+    pub epochs: usize,
+}
+
+pub struct DataBenchResult {
+    /// Median over the epochs.
+    pub images_per_s: f64,
+    pub epoch_s: Vec<f64>,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Writes `n` JPEGs (quality 90) of `w` x `h` into `dir`: smooth colour fields with an
+/// ellipse and noise, so they compress like photos rather than like flat colour.
+pub fn write_jpegs(dir: &std::path::Path, n: usize, w: u32, h: u32) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    use rayon::prelude::*;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    (0..n).into_par_iter().try_for_each(|i| -> Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
+        let base: [f32; 3] = std::array::from_fn(|_| rng.random_range(40.0..200.0));
+        let (cx, cy, r) =
+            (rng.random_range(0.2..0.8) * w as f32, rng.random_range(0.2..0.8) * h as f32, h as f32 / 4.0);
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let inside = ((x as f32 - cx) / (1.5 * r)).powi(2) + ((y as f32 - cy) / r).powi(2) < 1.0;
+            image::Rgb(std::array::from_fn(|c| {
+                let wave = 30.0 * ((x as f32 * 0.02 + c as f32).sin() + (y as f32 * 0.03).cos());
+                let v = base[c] + wave + if inside { 60.0 - 40.0 * c as f32 } else { 0.0 };
+                (v + rng_noise(x, y, c)).clamp(0.0, 255.0) as u8
+            }))
+        });
+        let path = dir.join(format!("{i:05}.jpg"));
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?,
+        );
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&img)
+            .with_context(|| format!("encoding {}", path.display()))
+    })
+}
+
+/// Cheap deterministic pixel noise in [-8, 8).
+fn rng_noise(x: u32, y: u32, c: usize) -> f32 {
+    let h = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ (c as u32).wrapping_mul(83_492_791)) % 16;
+    h as f32 - 8.0
+}
+
+pub fn data_speed(b: &DataBench) -> Result<DataBenchResult> {
+    use crate::data::{epoch_batches, LoaderConfig, TransformConfig};
+    let ds = jpeg_dataset(&b.dir, b.images, b.width, b.height)?;
+    let n = ds.meta.samples.len();
+    let transform = TransformConfig {
+        image_size: b.size,
+        resize_size: b.resize,
+        train: true,
+        hflip: true,
+        mean: crate::data::IMAGENET_MEAN,
+        std: crate::data::IMAGENET_STD,
+    };
+    transform.validate()?;
+    let mut epoch_s = Vec::with_capacity(b.epochs);
+    for epoch in 0..b.epochs {
+        let loader = LoaderConfig {
+            batch_size: b.batch,
+            shuffle: true,
+            drop_last: false,
+            workers: b.workers,
+            seed: 0,
+            epoch: epoch as u64,
+            transform: transform.clone(),
+            skip_batches: 0,
+            skip_bad: false,
+        };
+        let t0 = Instant::now();
+        let mut seen = 0;
+        for batch in epoch_batches(ds.clone(), loader) {
+            seen += batch?.labels.len();
+        }
+        anyhow::ensure!(seen == n, "loaded {seen} of {n} images");
+        epoch_s.push(t0.elapsed().as_secs_f64());
+    }
+    let mut sorted = epoch_s.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    Ok(DataBenchResult { images_per_s: n as f64 / median, epoch_s, peak_rss_mb: peak_rss_mb() })
 }

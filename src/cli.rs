@@ -198,6 +198,39 @@ pub struct ReportArgs {
 pub enum BenchCommand {
     /// Training steps per second (forward + backward + SGD) on random input, and peak memory.
     Train(BenchTrainArgs),
+    /// Decoded + augmented training images per second on a folder of JPEGs.
+    Data(BenchDataArgs),
+}
+
+#[derive(Args)]
+pub struct BenchDataArgs {
+    /// Folder of .jpg files; when it has none, `--images` JPEGs of `--width` x `--height`
+    /// are written there first (CUB-like sizes by default).
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    pub images: usize,
+    #[arg(long, default_value_t = 500)]
+    pub width: u32,
+    #[arg(long, default_value_t = 375)]
+    pub height: u32,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Decode threads (data.workers).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Crop side.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Side the images are resized to before the crop.
+    #[arg(long, default_value_t = 256)]
+    pub resize: u32,
+    /// Passes over the folder; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -221,6 +254,13 @@ pub struct BenchTrainArgs {
     /// `cpu` or `cuda:N` (a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Feed the steps from the training loader on this folder of JPEGs (512 CUB-sized
+    /// ones are written when it has none) and measure each step's wait for its batch.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Decode threads of the loader with --data.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -375,6 +415,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Check(a)) => check(a),
         Command::Data(DataCommand::Convert(a)) => convert(a),
         Command::Bench(BenchCommand::Train(a)) => bench_train(a),
+        Command::Bench(BenchCommand::Data(a)) => bench_data(a),
     }
 }
 
@@ -631,6 +672,42 @@ pub fn error_message(err: &anyhow::Error) -> String {
     msg
 }
 
+fn bench_data(a: BenchDataArgs) -> Result<()> {
+    anyhow::ensure!(a.batch >= 1 && a.epochs >= 1 && a.images >= 1, "--batch, --epochs and --images: expected >= 1");
+    let b = crate::bench::DataBench {
+        dir: a.dir.clone(),
+        images: a.images,
+        width: a.width,
+        height: a.height,
+        batch: a.batch,
+        workers: a.workers,
+        size: a.size,
+        resize: a.resize,
+        epochs: a.epochs,
+    };
+    let r = crate::bench::data_speed(&b)?;
+    if a.json {
+        let j = serde_json::json!({
+            "dir": a.dir.display().to_string(), "batch": a.batch, "workers": a.workers, "size": a.size,
+            "resize": a.resize, "images_per_s": r.images_per_s, "epoch_s": r.epoch_s, "peak_rss_mb": r.peak_rss_mb,
+        });
+        println!("{j}");
+    } else {
+        println!(
+            "data: {:.1} images/s (median of {} epochs: {:?} s), {} workers, batch {}, resize {} crop {}, peak RSS {}",
+            r.images_per_s,
+            r.epoch_s.len(),
+            r.epoch_s.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>(),
+            a.workers,
+            a.batch,
+            a.resize,
+            a.size,
+            r.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
+        );
+    }
+    Ok(())
+}
+
 fn bench_train(a: BenchTrainArgs) -> Result<()> {
     anyhow::ensure!(
         a.batch >= 1 && a.size >= 8 && a.steps >= 1 && a.classes >= 2,
@@ -664,13 +741,21 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         warmup: 2,
         steps: a.steps,
         device: a.device.clone(),
+        data: a.data.clone().map(|d| (d, a.workers)),
     };
     let r = crate::bench::train_step_speed(&spec)?;
+    let median_wait = r.data_wait_ms.as_ref().map(|w| {
+        let mut w = w.clone();
+        w.sort_by(f64::total_cmp);
+        w[w.len() / 2]
+    });
     let threads = rayon::current_num_threads();
     if a.json {
         let v = serde_json::json!({
             "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device,
             "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
+            "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
+            "workers": a.data.as_ref().map(|_| a.workers),
         });
         println!("{v}");
     } else {
@@ -686,6 +771,9 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
             a.steps,
             r.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
         );
+        if let Some(w) = median_wait {
+            println!("data wait per step: median {w:.1} ms ({} decode workers)", a.workers);
+        }
     }
     Ok(())
 }

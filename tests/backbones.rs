@@ -64,3 +64,60 @@ fn bench_train_prints_one_json_object() {
     let err = wsol_err(&["bench", "train", "--backbone", "vgg99"], tmp.path());
     assert!(err.contains("vgg99"), "{err}");
 }
+
+/// `wsol bench data` writes its JPEGs when the folder is empty and times the training
+/// loader over them; `wsol bench train --data` feeds the steps from that loader and
+/// reports each step's wait for its batch.
+#[test]
+fn bench_data_and_train_with_data_report_speed_and_wait() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "data",
+        "--dir",
+        "jpgs",
+        "--images",
+        "8",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--batch",
+        "4",
+        "--size",
+        "32",
+        "--resize",
+        "36",
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--json",
+    ];
+    let out = wsol_ok(&args, tmp.path());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["epoch_s"].as_array().unwrap().len(), 2);
+    assert_eq!(std::fs::read_dir(tmp.path().join("jpgs")).unwrap().count(), 8);
+    let args = [
+        "bench",
+        "train",
+        "--backbone",
+        "tiny",
+        "--batch",
+        "4",
+        "--size",
+        "32",
+        "--classes",
+        "3",
+        "--steps",
+        "3",
+        "--data",
+        "jpgs",
+        "--json",
+    ];
+    let out = wsol_ok(&args, tmp.path());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["data_wait_ms"].as_array().unwrap().len(), 3, "{v}");
+    assert!(v["median_data_wait_ms"].as_f64().unwrap() >= 0.0);
+}

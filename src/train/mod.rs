@@ -231,7 +231,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         let PartialEpoch { mut batches_done, mut loss_sum, mut correct, mut seen, mut skipped } = partial;
         let (mut win_loss, mut win_correct, mut win_seen) = (0f64, 0usize, 0usize);
         let mut bad_images = 0usize;
-        for batch in epoch_batches(train_ds.clone(), loader) {
+        // Time the step spends waiting for its batch: zero when decoding keeps up.
+        let (mut data_wait, mut steps_timed) = (std::time::Duration::ZERO, 0u32);
+        let mut batches = epoch_batches(train_ds.clone(), loader);
+        loop {
+            let waited = std::time::Instant::now();
+            let Some(batch) = batches.next() else { break };
+            data_wait += waited.elapsed();
+            steps_timed += 1;
             if interrupt::requested() {
                 progress.finish();
                 state.partial_epoch = Some(PartialEpoch { batches_done, loss_sum, correct, seen, skipped });
@@ -333,9 +340,12 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         tb.add_scalar("epoch/train_loss", train_loss as f32, state.global_step);
         tb.add_scalar("epoch/train_acc", train_acc as f32, state.global_step);
         tb.add_scalar("epoch/lr", lr as f32, state.global_step);
+        let wait_ms = data_wait.as_secs_f64() * 1e3 / steps_timed.max(1) as f64;
+        tb.add_scalar("epoch/data_wait_ms_per_step", wait_ms as f32, state.global_step);
 
         let mut line =
             format!("epoch {}/{epochs}  lr {lr:.2e}  loss {train_loss:.4}  train acc {train_acc:.2}", epoch + 1);
+        line.push_str(&format!("  data wait {wait_ms:.1} ms/step"));
         if skipped > 0 {
             line.push_str(&format!("  skipped {skipped} batches"));
         }
