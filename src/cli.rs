@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::report::{metrics_table, Progress};
-use crate::{cam, data, evaluate, picture, pipeline, train};
+use crate::report::metrics_table;
+use crate::{data, evaluate, picture, pipeline, train};
 
 #[derive(Parser)]
 #[command(
@@ -422,23 +422,7 @@ pub fn run(cli: Cli) -> Result<()> {
 fn eval(a: EvalArgs) -> Result<()> {
     let cfg = load_config(&a.common, None)?;
     let split = a.split.clone().unwrap_or_else(|| cfg.eval.split.clone());
-    let device = pipeline::device(&cfg.device)?;
-    let ds = pipeline::load_split(&cfg, &split)?;
-    let model = pipeline::build_model(&cfg, &device)?;
-    pipeline::load_checkpoint(&model, &a.checkpoint)?;
-    let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
-    let batches = data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
-    let progress = Progress::new(batches, &format!("eval {split}"), a.common.quiet);
-    let result = evaluate::evaluate(
-        model.net.as_ref(),
-        extractor.as_ref(),
-        ds,
-        &cfg,
-        &device,
-        &progress,
-        a.save_cams.as_deref(),
-    )?;
-    progress.finish();
+    let result = evaluate::evaluate_checkpoint(&cfg, &a.checkpoint, &split, a.save_cams.as_deref(), a.common.quiet)?;
     let out = a.out.clone().unwrap_or_else(|| {
         let ckpt_dir = a.checkpoint.parent().unwrap_or(Path::new("."));
         let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {

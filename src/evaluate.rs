@@ -56,6 +56,27 @@ pub fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
     }
 }
 
+/// Builds the configured model, loads `checkpoint` and evaluates it on `split`: what
+/// `wsol eval` and the sweep's final test do.
+pub fn evaluate_checkpoint(
+    cfg: &Config,
+    checkpoint: &Path,
+    split: &str,
+    save_cams: Option<&Path>,
+    quiet: bool,
+) -> Result<EvalResult> {
+    let device = crate::pipeline::device(&cfg.device)?;
+    let ds = crate::pipeline::load_split(cfg, split)?;
+    let model = crate::pipeline::build_model(cfg, &device)?;
+    crate::pipeline::load_checkpoint(&model, checkpoint)?;
+    let extractor = crate::cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
+    let batches = crate::data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
+    let progress = Progress::new(batches, &format!("eval {split}"), quiet);
+    let result = evaluate(model.net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, save_cams)?;
+    progress.finish();
+    Ok(result)
+}
+
 /// Evaluates `model` on `ds` with the GT-class maps of `extractor`. With `save_cams`,
 /// every scored map (resized, normalized) is also written as `<dir>/<image_id>.npy`, the
 /// layout the official evaluator reads, so the numbers can be re-checked elsewhere.

@@ -2,8 +2,12 @@
 //! Every trial samples the declared ranges (a learning rate log-uniformly, a method's
 //! own knobs uniformly or from a list), trains a full run in its own directory, and is
 //! scored on the validation split (`train.select_by` of its best epoch — their
-//! train-fullsup split, never the test split). `sweep.json` lists every trial; the best
-//! one is named with its test metrics.
+//! train-fullsup split; trials never see the test split). Then the best trial's
+//! checkpoint (`eval.checkpoint`) is evaluated once on test. `sweep.json` and `sweep.csv`
+//! list every trial; the console gets the table.
+//!
+//! Interrupted sweeps resume: rerun the same command with the same `--out`. Finished
+//! trials are kept, an unfinished one continues from its last checkpoint.
 //!
 //! Search file (YAML), one entry per config key:
 //!
@@ -130,45 +134,127 @@ pub struct SweepOptions {
     pub quiet: bool,
 }
 
-/// Runs the trials; returns the index of the best one.
+/// One finished trial.
+struct Trial {
+    run_dir: PathBuf,
+    overrides: Vec<String>,
+    val: f64,
+    best_epoch: Option<usize>,
+}
+
+/// Runs (or resumes) the trials, evaluates the best on test; returns its index.
 pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<usize> {
-    let mut trials = Vec::new();
-    let mut best: Option<(usize, f64)> = None;
+    let mut trials: Vec<Trial> = Vec::new();
     for t in 0..opts.trials {
         let overrides = sample_trial(space, base.seed, t);
         let mut cfg = base.clone();
         cfg.apply_overrides(&overrides).with_context(|| format!("trial {t}"))?;
         cfg.validate().with_context(|| format!("trial {t}: sampled {}", overrides.join(" ")))?;
+        // Trials are scored on val only; test is for the chosen one.
+        cfg.eval.split = cfg.data.val_split.clone();
         let run_dir = opts.out.join(format!("trial-{t:03}"));
+        let record = run_dir.join("trial.json");
+        let resume = match std::fs::read_to_string(&record) {
+            Ok(text) => {
+                let before: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{}: not a trial record", record.display()))?;
+                if before["overrides"] != json!(overrides) {
+                    bail!(
+                        "{} was sampled as {} but this sweep samples {}: a different sweep lives in {} (use another --out)",
+                        run_dir.display(),
+                        before["overrides"],
+                        json!(overrides),
+                        opts.out.display()
+                    );
+                }
+                run_dir.join("checkpoints/last.json").exists()
+            }
+            Err(_) => {
+                std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+                crate::report::write_json(&record, &json!({ "trial": t, "overrides": overrides }))?;
+                false
+            }
+        };
+        let done = run_dir.join("metrics.json").exists();
         if !opts.quiet {
-            eprintln!("trial {}/{}: {}", t + 1, opts.trials, overrides.join(" "));
+            let what = if done {
+                "done"
+            } else if resume {
+                "resuming"
+            } else {
+                "training"
+            };
+            eprintln!("trial {}/{} ({what}): {}", t + 1, opts.trials, overrides.join(" "));
         }
-        let topts =
-            TrainOptions { out: Some(run_dir.clone()), resume: None, use_previous_checkpoint: false, quiet: true };
-        let (_, test) = train::train(&cfg, &topts)?;
+        if !done {
+            let topts = TrainOptions {
+                out: Some(run_dir.clone()),
+                resume: resume.then(|| run_dir.clone()),
+                use_previous_checkpoint: false,
+                quiet: true,
+            };
+            train::train(&cfg, &topts)?;
+        }
         let state = train::checkpoint::load_state(&run_dir.join("checkpoints/best.json"))?;
         let Some(val) = state.best_score else {
-            bail!("trial {t}: no validation score (a sweep needs the `{}` split with boxes)", cfg.data.val_split);
+            bail!("trial {t}: no validation score (a sweep needs the `{}` split with annotations)", cfg.data.val_split);
         };
-        if best.is_none_or(|(_, b)| val > b) {
-            best = Some((t, val));
-        }
         if !opts.quiet {
             eprintln!("trial {}/{}: val {} = {val:.2}", t + 1, opts.trials, cfg.train.select_by);
         }
-        trials.push(json!({
-            "trial": t, "run_dir": run_dir, "overrides": overrides, "val_score": val, "best_epoch": state.best_epoch,
-            "test": test.to_json(),
-        }));
-        // Written after every trial, so an interrupted sweep keeps what it found.
-        let (b, score) = best.expect("a trial ran");
-        let summary = json!({
-            "select_by": base.train.select_by, "trials": trials, "best_trial": b, "best_val_score": score,
-            "best_test": trials[b]["test"],
-        });
-        crate::report::write_json(&opts.out.join("sweep.json"), &summary)?;
+        trials.push(Trial { run_dir, overrides, val, best_epoch: state.best_epoch });
+        write_summary(base, &trials, None, opts)?;
     }
-    best.map(|(b, _)| b).context("--trials must be at least 1")
+    let best = (0..trials.len()).fold(0, |b, t| if trials[t].val > trials[b].val { t } else { b });
+    let mut cfg = base.clone();
+    cfg.apply_overrides(&trials[best].overrides)?;
+    let ckpt = trials[best].run_dir.join("checkpoints").join(format!("{}.safetensors", cfg.eval.checkpoint));
+    let test = crate::evaluate::evaluate_checkpoint(&cfg, &ckpt, &cfg.eval.split, None, opts.quiet)?;
+    test.write(&opts.out.join("best-test"), &[("checkpoint", json!(ckpt.display().to_string()))])?;
+    write_summary(base, &trials, Some((best, test.to_json())), opts)?;
+    let rows: Vec<(String, String)> = trials
+        .iter()
+        .enumerate()
+        .map(|(t, r)| {
+            let mark = if t == best { "  <- best" } else { "" };
+            (format!("trial-{t:03}"), format!("val {:.2}  {}{mark}", r.val, r.overrides.join(" ")))
+        })
+        .collect();
+    println!("{}", crate::report::metrics_table(&rows));
+    println!("best trial on {}: {}", cfg.eval.split, crate::report::metrics_table(&test.table_rows()));
+    Ok(best)
+}
+
+/// `sweep.json` (every trial; the best and its test metrics once known) and `sweep.csv`,
+/// rewritten after every trial so an interrupted sweep keeps what it found.
+fn write_summary(
+    base: &Config,
+    trials: &[Trial],
+    best: Option<(usize, serde_json::Value)>,
+    opts: &SweepOptions,
+) -> Result<()> {
+    let list: Vec<serde_json::Value> = trials
+        .iter()
+        .enumerate()
+        .map(|(t, r)| {
+            json!({ "trial": t, "run_dir": r.run_dir, "overrides": r.overrides, "val_score": r.val,
+                    "best_epoch": r.best_epoch })
+        })
+        .collect();
+    let leader = (0..trials.len()).fold(0, |b, t| if trials[t].val > trials[b].val { t } else { b });
+    let mut summary = json!({
+        "select_by": base.train.select_by, "trials": list, "best_trial": leader,
+        "best_val_score": trials[leader].val,
+    });
+    if let Some((_, test)) = &best {
+        summary["best_test"] = test.clone();
+    }
+    crate::report::write_json(&opts.out.join("sweep.json"), &summary)?;
+    let mut csv = String::from("trial,val_score,run_dir,overrides\n");
+    for (t, r) in trials.iter().enumerate() {
+        csv += &format!("{t},{},{},\"{}\"\n", r.val, r.run_dir.display(), r.overrides.join(" "));
+    }
+    crate::util::atomic_write(&opts.out.join("sweep.csv"), csv.as_bytes())
 }
 
 #[cfg(test)]

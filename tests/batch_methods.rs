@@ -90,4 +90,28 @@ fn sweep_runs_trials_and_picks_the_best_on_val() {
     assert_eq!(overrides(&s), overrides(&again));
     let err = wsol_err(&["sweep", "--config", cfg.to_str().unwrap(), "--trials", "1", "--search", "nope.yaml"], dir);
     assert!(err.contains("nope.yaml"), "{err}");
+
+    // The best trial is evaluated once on test; trials only on val.
+    let test = read_json(&dir.join("s1/best-test/metrics.json"));
+    assert_eq!(test["split"], "test");
+    let mut without_ckpt = test.clone();
+    without_ckpt.as_object_mut().unwrap().remove("checkpoint");
+    assert_eq!(s["best_test"], without_ckpt);
+    assert_eq!(read_json(&dir.join(trials[0]["run_dir"].as_str().unwrap()).join("metrics.json"))["split"], "val");
+    assert_eq!(std::fs::read_to_string(dir.join("s1/sweep.csv")).unwrap().lines().count(), 4);
+
+    // Resuming: a longer sweep in the same folder keeps the finished trials.
+    let kept = std::fs::metadata(dir.join("s1/trial-000/metrics.json")).unwrap().modified().unwrap();
+    let mut more = args("s1");
+    more[6] = "4";
+    let stdout = wsol_ok(&more, dir);
+    assert!(stdout.contains("trial-003"), "{stdout}");
+    assert_eq!(std::fs::metadata(dir.join("s1/trial-000/metrics.json")).unwrap().modified().unwrap(), kept);
+    assert_eq!(read_json(&dir.join("s1/sweep.json"))["trials"].as_array().unwrap().len(), 4);
+    // Another search in the same folder is refused.
+    std::fs::write(dir.join("other.yaml"), "train.optimizer.lr: {log_uniform: [1.0e-2, 0.5]}\n").unwrap();
+    let mut other = args("s1");
+    other[8] = "other.yaml";
+    let err = wsol_err(&other, dir);
+    assert!(err.contains("different sweep"), "{err}");
 }
