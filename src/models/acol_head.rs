@@ -7,7 +7,9 @@
 //! Weight names `classifier_A.{0,2,4}` / `classifier_B.*` follow wsolevaluation.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::{Backbone, Output, WsolModel};
 use crate::config::AcolConfig;

@@ -14,7 +14,9 @@
 //! deterministic.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d_no_bias, Conv2d};
 
 use super::pool::every;
 use super::{Bn, Staged};

@@ -16,7 +16,9 @@
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::adl::Adl;
 use super::pool::{avg_pool3_s1, max_pool3};
@@ -61,17 +63,7 @@ impl BasicConv {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = if self.pad.0 == self.pad.1 {
-            x.conv2d(&self.weight, self.pad.0, self.stride, 1, 1)?
-        } else {
-            x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?.conv2d(
-                &self.weight,
-                0,
-                self.stride,
-                1,
-                1,
-            )?
-        };
+        let y = super::conv::conv2d(x, &self.weight, self.pad, self.stride, 1)?;
         self.bn.forward_t(&y, train)?.relu()
     }
 }

@@ -5,6 +5,7 @@
 mod acol_head;
 pub mod adl;
 mod cam_head;
+pub mod conv;
 mod efficientnet;
 mod inception;
 pub mod init;

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d_no_bias, Conv2d};
 
 use super::adl::Adl;
 use super::pool::max_pool3;

@@ -16,7 +16,9 @@
 //! CE + the three. Weight names follow wsolevaluation.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::upsample::bilinear;
 use super::{minmax_rows, Backbone, Output, SpgTaps, WsolModel};

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{batch_norm, BatchNorm, Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d_no_bias, Conv2d};
 
 use super::adl::Adl;
 use super::{SpgTaps, Staged};

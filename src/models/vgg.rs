@@ -14,7 +14,9 @@
 use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::adl::Adl;
 use super::pool::{avg_pool3_s1, max_pool3};

@@ -1,0 +1,510 @@
+//! 2-D convolution whose CPU forward and both backward passes are im2col + GEMM (the
+//! `gemm` crate, which candle's own matmul uses), as candle custom ops. Why: candle's CPU
+//! backward computes the input gradient with `conv_transpose2d` (a direct loop) and the
+//! weight gradient as a convolution whose kernel is the whole output map; together they
+//! were most of a training step. Here each pass is one GEMM per tile of output positions:
+//!
+//! - forward: `y = W · col(x)`,
+//! - input gradient: `dx = col⁻¹(Wᵀ · dy)` (col2im adds the overlapping windows back),
+//! - weight gradient: `dW = Σ dy · col(x)ᵀ` (col recomputed, not kept, to save memory).
+//!
+//! Tiles keep the im2col buffer near 8 MB, so VGG's 224x224 layers need no 100 MB copies.
+//! Images run in parallel (one GEMM thread each) when the batch has at least as many
+//! images as threads, otherwise one image at a time with a parallel GEMM. Grouped
+//! convolutions (EfficientNet's depthwise ones) and non-CPU devices use candle's op.
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Size of an im2col tile in floats (8 MB); tests shrink it to cross tile borders.
+static COL_FLOATS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2_000_000);
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    /// Zero padding (rows, columns) on each side.
+    pub pad: (usize, usize),
+    pub dilation: usize,
+}
+
+impl Geometry {
+    fn out_hw(&self) -> (usize, usize) {
+        let span = |n: usize, k: usize, p: usize| (n + 2 * p - self.dilation * (k - 1) - 1) / self.stride + 1;
+        (span(self.h, self.kh, self.pad.0), span(self.w, self.kw, self.pad.1))
+    }
+
+    /// Rows of the im2col matrix.
+    fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    /// A 1x1, stride-1, unpadded convolution: the image is its own im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == (0, 0)
+    }
+
+    /// Output positions per tile, so that a tile's im2col buffer holds about
+    /// [`COL_FLOATS`] floats.
+    fn tile(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        let budget = COL_FLOATS.load(std::sync::atomic::Ordering::Relaxed);
+        (budget / self.k().max(1)).max(16).min(ho * wo).max(1)
+    }
+}
+
+/// `col[r, l - l0]` for output positions `l0..l1` of one image `x` [c_in, h, w]; row
+/// `r = (c * kh + i) * kw + j`.
+fn im2col(g: &Geometry, x: &[f32], l0: usize, l1: usize, col: &mut [f32]) {
+    let (_, wo) = g.out_hw();
+    let n = l1 - l0;
+    for c in 0..g.c_in {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = &mut col[((c * g.kh + i) * g.kw + j) * n..][..n];
+                for (t, v) in row.iter_mut().enumerate() {
+                    let l = l0 + t;
+                    let (oy, ox) = (l / wo, l % wo);
+                    let iy = (oy * g.stride + i * g.dilation) as isize - g.pad.0 as isize;
+                    let ix = (ox * g.stride + j * g.dilation) as isize - g.pad.1 as isize;
+                    *v = if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
+                        plane[iy as usize * g.w + ix as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds `col` back into the image gradient `dx`.
+fn col2im(g: &Geometry, col: &[f32], l0: usize, l1: usize, dx: &mut [f32]) {
+    let (_, wo) = g.out_hw();
+    let n = l1 - l0;
+    for c in 0..g.c_in {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = &col[((c * g.kh + i) * g.kw + j) * n..][..n];
+                for (t, v) in row.iter().enumerate() {
+                    let l = l0 + t;
+                    let (oy, ox) = (l / wo, l % wo);
+                    let iy = (oy * g.stride + i * g.dilation) as isize - g.pad.0 as isize;
+                    let ix = (ox * g.stride + j * g.dilation) as isize - g.pad.1 as isize;
+                    if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
+                        plane[iy as usize * g.w + ix as usize] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m, n] (row stride dst_rs) = (acc ? dst : 0) + A · B` with A [m, k] and B [k, n]
+/// given by (column stride, row stride).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    a: (&[f32], isize, isize),
+    b: (&[f32], isize, isize),
+    par: Parallelism,
+) {
+    // SAFETY: the callers size every slice for the strides and extents passed here.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            acc,
+            a.0.as_ptr(),
+            a.1,
+            a.2,
+            b.0.as_ptr(),
+            b.1,
+            b.2,
+            if acc { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// How the batch is split over threads: images in parallel, or one image at a time with
+/// a parallel GEMM.
+fn plan(batch: usize) -> (bool, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if batch >= threads {
+        (true, Parallelism::None)
+    } else {
+        (false, Parallelism::Rayon(threads))
+    }
+}
+
+fn for_each_image(batch: usize, f: impl Fn(usize, Parallelism) + Sync + Send) {
+    let (images_in_parallel, par) = plan(batch);
+    if images_in_parallel {
+        (0..batch).into_par_iter().for_each(|b| f(b, par));
+    } else {
+        (0..batch).for_each(|b| f(b, par));
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) => match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&v[a..b]),
+            None => candle_core::bail!("conv: expected a contiguous tensor"),
+        },
+        _ => candle_core::bail!("conv: only f32 tensors on the CPU"),
+    }
+}
+
+/// y = conv(x, w) for x [B, c_in, h, w] and w [c_out, c_in, kh, kw].
+struct Forward(Geometry);
+
+impl CustomOp2 for Forward {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let batch = xl.dims()[0];
+        let (ho, wo) = g.out_hw();
+        let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
+        let mut y = vec![0f32; batch * g.c_out * l_all];
+        let chunks: Vec<&mut [f32]> = y.chunks_mut(g.c_out * l_all).collect();
+        let chunks: Vec<std::sync::Mutex<&mut [f32]>> = chunks.into_iter().map(std::sync::Mutex::new).collect();
+        for_each_image(batch, |b, par| {
+            let xb = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+            let mut yb = chunks[b].lock().unwrap();
+            let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * tile] };
+            for l0 in (0..l_all).step_by(tile) {
+                let l1 = (l0 + tile).min(l_all);
+                let n = l1 - l0;
+                let rhs: (&[f32], isize, isize) = if g.pointwise() {
+                    (&xb[l0..], 1, l_all as isize)
+                } else {
+                    im2col(&g, xb, l0, l1, &mut col);
+                    (&col, 1, n as isize)
+                };
+                matmul((g.c_out, n, k), &mut yb[l0..], l_all, false, (w, 1, k as isize), rhs, par);
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((batch, g.c_out, ho, wo))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(w, &GradInput(self.0))?;
+        let dw = x.apply_op2_no_bwd(&dy, &GradWeight(self.0))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// dx from (dy, w).
+struct GradInput(Geometry);
+
+impl CustomOp2 for GradInput {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm-grad-input"
+    }
+
+    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (dy, w) = (f32_slice(ds, dl)?, f32_slice(ws, wl)?);
+        let batch = dl.dims()[0];
+        let (ho, wo) = g.out_hw();
+        let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
+        let image = g.c_in * g.h * g.w;
+        let mut dx = vec![0f32; batch * image];
+        let chunks: Vec<std::sync::Mutex<&mut [f32]>> = dx.chunks_mut(image).map(std::sync::Mutex::new).collect();
+        for_each_image(batch, |b, par| {
+            let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
+            let mut dxb = chunks[b].lock().unwrap();
+            let mut col = vec![0f32; k * tile];
+            for l0 in (0..l_all).step_by(tile) {
+                let l1 = (l0 + tile).min(l_all);
+                let n = l1 - l0;
+                // Wᵀ [k, c_out]: element (r, c) is w[c * k + r].
+                let wt = (w, k as isize, 1);
+                if g.pointwise() {
+                    matmul((k, n, g.c_out), &mut dxb[l0..], l_all, false, wt, (&dyb[l0..], 1, l_all as isize), par);
+                } else {
+                    matmul((k, n, g.c_out), &mut col, n, false, wt, (&dyb[l0..], 1, l_all as isize), par);
+                    col2im(&g, &col[..k * n], l0, l1, &mut dxb);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), Shape::from((batch, g.c_in, g.h, g.w))))
+    }
+}
+
+/// dW from (x, dy), summed over the batch.
+struct GradWeight(Geometry);
+
+impl CustomOp2 for GradWeight {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm-grad-weight"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let (x, dy) = (f32_slice(xs, xl)?, f32_slice(ds, dl)?);
+        let batch = xl.dims()[0];
+        let (ho, wo) = g.out_hw();
+        let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
+        let one_image = |b: usize, dw: &mut [f32], col: &mut Vec<f32>, par: Parallelism| {
+            let xb = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+            let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
+            for l0 in (0..l_all).step_by(tile) {
+                let l1 = (l0 + tile).min(l_all);
+                let n = l1 - l0;
+                // col(x)ᵀ [n, k]: element (t, r) is col[r * n + t] (or x[r * l_all + l0 + t]).
+                let colt: (&[f32], isize, isize) = if g.pointwise() {
+                    (&xb[l0..], l_all as isize, 1)
+                } else {
+                    im2col(&g, xb, l0, l1, col);
+                    (&col[..], n as isize, 1)
+                };
+                matmul((g.c_out, k, n), dw, k, true, (&dyb[l0..], 1, l_all as isize), colt, par);
+            }
+        };
+        let size = g.c_out * k;
+        let (images_in_parallel, par) = plan(batch);
+        let dw = if images_in_parallel {
+            (0..batch)
+                .into_par_iter()
+                .fold(
+                    || (vec![0f32; size], vec![0f32; if g.pointwise() { 0 } else { k * tile }]),
+                    |(mut dw, mut col), b| {
+                        one_image(b, &mut dw, &mut col, par);
+                        (dw, col)
+                    },
+                )
+                .map(|(dw, _)| dw)
+                .reduce(
+                    || vec![0f32; size],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+                        a
+                    },
+                )
+        } else {
+            let (mut dw, mut col) = (vec![0f32; size], vec![0f32; k * tile]);
+            (0..batch).for_each(|b| one_image(b, &mut dw, &mut col, par));
+            dw
+        };
+        Ok((CpuStorage::F32(dw), Shape::from((g.c_out, g.c_in, g.kh, g.kw))))
+    }
+}
+
+/// `WSOL_CANDLE_CONV=1` runs candle's own convolution instead (for A/B benchmarks).
+fn candle_conv_requested() -> bool {
+    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| std::env::var_os("WSOL_CANDLE_CONV").is_some_and(|v| v == "1"))
+}
+
+/// `conv2d` of `x` [B, c_in, h, w] with `w` [c_out, c_in, kh, kw], zero padding `pad`
+/// (rows, columns), no groups: the GEMM ops on CPU f32, candle's op elsewhere.
+pub fn conv2d(x: &Tensor, w: &Tensor, pad: (usize, usize), stride: usize, dilation: usize) -> Result<Tensor> {
+    let (_, c_in, h, wd) = x.dims4()?;
+    let (c_out, wc_in, kh, kw) = w.dims4()?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 && wc_in == c_in && !candle_conv_requested() {
+        let g = Geometry { c_in, h, w: wd, c_out, kh, kw, stride, pad, dilation };
+        return x.contiguous()?.apply_op2(&w.contiguous()?, Forward(g));
+    }
+    if pad.0 == pad.1 {
+        return x.conv2d(w, pad.0, stride, dilation, 1);
+    }
+    x.pad_with_zeros(2, pad.0, pad.0)?.pad_with_zeros(3, pad.1, pad.1)?.conv2d(w, 0, stride, dilation, 1)
+}
+
+/// A convolution layer (`weight`, optional `bias`, torchvision's names) running
+/// [`conv2d`]; grouped convolutions go to candle's op.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    pad: (usize, usize),
+    stride: usize,
+    dilation: usize,
+    groups: usize,
+}
+
+impl Conv2d {
+    /// Square kernel, candle_nn's config and initialization (so weights and seeded runs
+    /// are as with `candle_nn::conv2d`).
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        cfg: candle_nn::Conv2dConfig,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::rect(c_in, c_out, (k, k), (cfg.padding, cfg.padding), cfg.stride, cfg.dilation, cfg.groups, bias, vb)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn rect(
+        c_in: usize,
+        c_out: usize,
+        k: (usize, usize),
+        pad: (usize, usize),
+        stride: usize,
+        dilation: usize,
+        groups: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+        let weight = vb.get_with_hints((c_out, c_in / groups, k.0, k.1), "weight", init)?;
+        let bias = if bias {
+            let bound = 1. / (c_in as f64).sqrt(); // as candle_nn::conv2d
+            Some(vb.get_with_hints(c_out, "bias", Init::Uniform { lo: -bound, up: bound })?)
+        } else {
+            None
+        };
+        Ok(Conv2d { weight, bias, pad, stride, dilation, groups })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = if self.groups == 1 {
+            conv2d(x, &self.weight, self.pad, self.stride, self.dilation)?
+        } else {
+            let x = if self.pad.0 == self.pad.1 {
+                x.clone()
+            } else {
+                x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?
+            };
+            let p = if self.pad.0 == self.pad.1 { self.pad.0 } else { 0 };
+            x.conv2d(&self.weight, p, self.stride, self.dilation, self.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `candle_nn::conv2d`'s signature, for the model files.
+pub fn conv2d_layer(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    cfg: candle_nn::Conv2dConfig,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    Conv2d::new(c_in, c_out, k, cfg, true, vb)
+}
+
+/// `candle_nn::conv2d_no_bias`'s signature.
+pub fn conv2d_no_bias(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    cfg: candle_nn::Conv2dConfig,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    Conv2d::new(c_in, c_out, k, cfg, false, vb)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// max |a - b| / max |b|.
+    fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let m: f32 = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        d / m.max(1e-12)
+    }
+
+    /// Forward, input gradient and weight gradient against candle's own conv2d, for every
+    /// shape class the backbones use (1x1, 3x3, strided, 7x7 stem, rectangular kernels
+    /// with rectangular padding, dilation), batch 1 (parallel GEMM) and 3.
+    #[test]
+    fn matches_candle_forward_and_both_gradients() {
+        let dev = Device::Cpu;
+        // Tiles of a few dozen positions, so every case crosses tile borders too.
+        COL_FLOATS.store(1000, std::sync::atomic::Ordering::Relaxed);
+        // (c_in, c_out, h, w, kh, kw, stride, pad, dilation)
+        let cases = [
+            (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
+            (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
+            (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
+            (3, 8, 20, 20, 7, 7, 2, (3, 3), 1),
+            (5, 7, 12, 12, 1, 7, 1, (0, 3), 1),
+            (5, 7, 12, 12, 7, 1, 1, (3, 0), 1),
+            (4, 6, 12, 12, 3, 3, 1, (2, 2), 2),
+            (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
+            (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
+        ];
+        for (c_in, c_out, h, w, kh, kw, stride, pad, dil) in cases {
+            for batch in [1usize, 3] {
+                let x = Var::from_tensor(&Tensor::randn(0f32, 1., (batch, c_in, h, w), &dev).unwrap()).unwrap();
+                let k = Var::from_tensor(&Tensor::randn(0f32, 1., (c_out, c_in, kh, kw), &dev).unwrap()).unwrap();
+                let ours = conv2d(x.as_tensor(), k.as_tensor(), pad, stride, dil).unwrap();
+                let xp =
+                    x.as_tensor().pad_with_zeros(2, pad.0, pad.0).unwrap().pad_with_zeros(3, pad.1, pad.1).unwrap();
+                let theirs = xp.conv2d(k.as_tensor(), 0, stride, dil, 1).unwrap();
+                let what = format!("{c_in}->{c_out} {h}x{w} k{kh}x{kw} s{stride} p{pad:?} d{dil} b{batch}");
+                assert!(rel(&ours, &theirs) < 1e-5, "forward {what}");
+                // A loss that weights every output differently.
+                let wts = Tensor::randn(0f32, 1., theirs.shape(), &dev).unwrap();
+                let g1 = (ours * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = (theirs * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, v) in [("input", &x), ("weight", &k)] {
+                    let (a, b) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                    assert!(rel(a, b) < 1e-5, "{name} gradient {what}: {}", rel(a, b));
+                }
+            }
+        }
+    }
+
+    /// The layer adds its bias and routes grouped convolutions to candle.
+    #[test]
+    fn layer_with_bias_and_groups() {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let cfg = candle_nn::Conv2dConfig { padding: 1, groups: 4, ..Default::default() };
+        let ours = Conv2d::new(8, 8, 3, cfg, true, vb.pp("a")).unwrap();
+        let theirs = candle_nn::Conv2d::new(ours.weight.clone(), ours.bias.clone(), cfg);
+        let x = Tensor::randn(0f32, 1., (2, 8, 6, 6), &dev).unwrap();
+        assert!(rel(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap()) < 1e-6);
+        let cfg = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
+        let ours = Conv2d::new(8, 4, 3, cfg, true, vb.pp("b")).unwrap();
+        let theirs = candle_nn::Conv2d::new(ours.weight.clone(), ours.bias.clone(), cfg);
+        assert!(rel(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap()) < 1e-5);
+    }
+}
