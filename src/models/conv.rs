@@ -61,53 +61,82 @@ impl Geometry {
     }
 }
 
-/// `col[r, l - l0]` for output positions `l0..l1` of one image `x` [c_in, h, w]; row
-/// `r = (c * kh + i) * kw + j`.
-fn im2col(g: &Geometry, x: &[f32], l0: usize, l1: usize, col: &mut [f32]) {
-    let (_, wo) = g.out_hw();
-    let n = l1 - l0;
+/// For kernel offset `off` (= tap index x dilation) along an axis of `n` inputs padded
+/// by `pad`, the outputs `o` whose input `o * stride + off - pad` lies inside: `lo..hi`.
+fn inside(n: usize, pad: usize, off: usize, stride: usize, out: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(off).div_ceil(stride);
+    let hi = if n + pad > off { (n + pad - off - 1) / stride + 1 } else { 0 };
+    (lo.min(out), hi.min(out).max(lo.min(out)))
+}
+
+/// Visits the im2col matrix of output positions `l0..l1` row segment by row segment:
+/// `f(r, t, len, src)` for `len` entries of row `r` starting at column `t`, reading the
+/// image at `src, src + stride, ...` (`None`: padding, zeros).
+fn segments(g: &Geometry, l0: usize, l1: usize, mut f: impl FnMut(usize, usize, usize, Option<usize>)) {
+    let (ho, wo) = g.out_hw();
+    let (oy0, oy1) = (l0 / wo, (l1 - 1) / wo);
     for c in 0..g.c_in {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
+            let (y_lo, y_hi) = inside(g.h, g.pad.0, i * g.dilation, g.stride, ho);
             for j in 0..g.kw {
-                let row = &mut col[((c * g.kh + i) * g.kw + j) * n..][..n];
-                for (t, v) in row.iter_mut().enumerate() {
-                    let l = l0 + t;
-                    let (oy, ox) = (l / wo, l % wo);
-                    let iy = (oy * g.stride + i * g.dilation) as isize - g.pad.0 as isize;
-                    let ix = (ox * g.stride + j * g.dilation) as isize - g.pad.1 as isize;
-                    *v = if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
-                        plane[iy as usize * g.w + ix as usize]
-                    } else {
-                        0.0
-                    };
+                let r = (c * g.kh + i) * g.kw + j;
+                let (x_lo, x_hi) = inside(g.w, g.pad.1, j * g.dilation, g.stride, wo);
+                for oy in oy0..=oy1 {
+                    // This output row's part of the tile.
+                    let a = if oy == oy0 { l0 % wo } else { 0 };
+                    let b = if oy == oy1 { (l1 - 1) % wo + 1 } else { wo };
+                    let t = oy * wo + a - l0;
+                    if oy < y_lo || oy >= y_hi {
+                        f(r, t, b - a, None);
+                        continue;
+                    }
+                    let iy = oy * g.stride + i * g.dilation - g.pad.0;
+                    let (xa, xb) = (x_lo.clamp(a, b), x_hi.clamp(a, b).max(x_lo.clamp(a, b)));
+                    if xa > a {
+                        f(r, t, xa - a, None);
+                    }
+                    if xb > xa {
+                        let ix = xa * g.stride + j * g.dilation - g.pad.1;
+                        f(r, t + xa - a, xb - xa, Some((c * g.h + iy) * g.w + ix));
+                    }
+                    if b > xb {
+                        f(r, t + xb - a, b - xb, None);
+                    }
                 }
             }
         }
     }
 }
 
+/// `col[r, l - l0]` for output positions `l0..l1` of one image `x` [c_in, h, w]; row
+/// `r = (c * kh + i) * kw + j`.
+fn im2col(g: &Geometry, x: &[f32], l0: usize, l1: usize, col: &mut [f32]) {
+    let n = l1 - l0;
+    let s = g.stride;
+    segments(g, l0, l1, |r, t, len, src| {
+        let dst = &mut col[r * n + t..][..len];
+        match src {
+            None => dst.fill(0.0),
+            Some(p) if s == 1 => dst.copy_from_slice(&x[p..p + len]),
+            Some(p) => dst.iter_mut().enumerate().for_each(|(k, v)| *v = x[p + k * s]),
+        }
+    });
+}
+
 /// The adjoint of [`im2col`]: adds `col` back into the image gradient `dx`.
 fn col2im(g: &Geometry, col: &[f32], l0: usize, l1: usize, dx: &mut [f32]) {
-    let (_, wo) = g.out_hw();
     let n = l1 - l0;
-    for c in 0..g.c_in {
-        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &col[((c * g.kh + i) * g.kw + j) * n..][..n];
-                for (t, v) in row.iter().enumerate() {
-                    let l = l0 + t;
-                    let (oy, ox) = (l / wo, l % wo);
-                    let iy = (oy * g.stride + i * g.dilation) as isize - g.pad.0 as isize;
-                    let ix = (ox * g.stride + j * g.dilation) as isize - g.pad.1 as isize;
-                    if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
-                        plane[iy as usize * g.w + ix as usize] += v;
-                    }
-                }
+    let s = g.stride;
+    segments(g, l0, l1, |r, t, len, src| {
+        if let Some(p) = src {
+            let from = &col[r * n + t..][..len];
+            if s == 1 {
+                dx[p..p + len].iter_mut().zip(from).for_each(|(d, v)| *d += v);
+            } else {
+                from.iter().enumerate().for_each(|(k, v)| dx[p + k * s] += v);
             }
         }
-    }
+    });
 }
 
 /// `dst[m, n] (row stride dst_rs) = (acc ? dst : 0) + A · B` with A [m, k] and B [k, n]
