@@ -35,6 +35,9 @@ pub struct TrainBenchResult {
     pub peak_rss_mb: Option<f64>,
     /// Per timed step, the time spent waiting for the loader (with `data`).
     pub data_wait_ms: Option<Vec<f64>>,
+    /// Medians of the forward pass with the loss, and of the backward pass, per step.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
 }
 
 pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
@@ -61,6 +64,7 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
     };
     let mut step_ms = Vec::with_capacity(b.steps);
     let mut wait_ms = Vec::with_capacity(b.steps);
+    let (mut fwd_ms, mut bwd_ms) = (Vec::new(), Vec::new());
     for k in 0..b.warmup + b.steps {
         let t0 = Instant::now();
         let x = match batches.as_mut() {
@@ -73,12 +77,18 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
             }
             None => random.clone(),
         };
+        let t1 = Instant::now();
         let out = net.forward_t(&x, true)?;
         let loss = net.loss(&out, &y)?;
-        sgd.step(&loss.backward()?, 0.01)?;
         loss.to_scalar::<f32>().context("loss")?;
+        let t2 = Instant::now();
+        let grads = loss.backward()?;
+        let t3 = Instant::now();
+        sgd.step(&grads, 0.01)?;
         if k >= b.warmup {
             step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            fwd_ms.push((t2 - t1).as_secs_f64() * 1e3);
+            bwd_ms.push((t3 - t2).as_secs_f64() * 1e3);
         }
     }
     let mut sorted = step_ms.clone();
@@ -89,7 +99,14 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         step_ms,
         peak_rss_mb: peak_rss_mb(),
         data_wait_ms: b.data.as_ref().map(|_| wait_ms),
+        forward_ms: median_of(fwd_ms),
+        backward_ms: median_of(bwd_ms),
     })
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Endless training batches (epoch after epoch) from a folder of JPEGs.

@@ -4,6 +4,7 @@
 
 mod acol_head;
 pub mod adl;
+mod batch_norm;
 mod cam_head;
 pub mod conv;
 mod efficientnet;
@@ -28,6 +29,7 @@ use crate::config::ModelConfig;
 
 pub use acol_head::AcolHead;
 pub use adl::Adl;
+pub(crate) use batch_norm::Bn;
 pub use cam_head::CamHead;
 pub use efficientnet::EfficientNetLite0;
 pub use inception::InceptionV3;
@@ -167,25 +169,6 @@ pub trait WsolModel: Send + Sync {
     /// Called by the trainer before each step with a seed of that step, for methods that
     /// draw inside the network (ADL).
     fn begin_step(&self, _seed: u64) {}
-}
-
-/// Batch norm that can be frozen (`model.freeze_bn`): then it always normalizes with its
-/// running statistics and never updates them, for small batches on pretrained weights.
-pub(crate) struct Bn {
-    bn: candle_nn::BatchNorm,
-    frozen: bool,
-}
-
-impl Bn {
-    /// `momentum` as PyTorch's (0.1 there by default; TensorFlow-trained nets use 0.01).
-    pub(crate) fn new(c: usize, eps: f64, momentum: f64, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
-        let cfg = candle_nn::BatchNormConfig { eps, momentum, ..Default::default() };
-        Ok(Bn { bn: candle_nn::batch_norm(c, cfg, vb)?, frozen })
-    }
-
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        candle_core::ModuleT::forward_t(&self.bn, x, train && !self.frozen)
-    }
 }
 
 /// Min-max normalization of each row of `[N, L]`; a constant row becomes 0 (the

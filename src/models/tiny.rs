@@ -8,18 +8,18 @@
 
 use std::sync::Arc;
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{batch_norm, BatchNorm, Conv2dConfig, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
 
 use super::adl::Adl;
-use super::{SpgTaps, Staged};
+use super::{Bn, SpgTaps, Staged};
 use crate::config::ModelConfig;
 
 struct ConvBnRelu {
     conv: Conv2d,
-    bn: BatchNorm,
+    bn: Bn,
 }
 
 impl ConvBnRelu {
@@ -27,7 +27,7 @@ impl ConvBnRelu {
     fn new(c_in: usize, c_out: usize, stride: usize, index: usize, vb: &VarBuilder) -> candle_core::Result<Self> {
         let cfg = Conv2dConfig { padding: 1, stride, ..Default::default() };
         let conv = conv2d_no_bias(c_in, c_out, 3, cfg, vb.pp(index.to_string()))?;
-        let bn = batch_norm(c_out, 1e-5, vb.pp((index + 1).to_string()))?;
+        let bn = Bn::new(c_out, 1e-5, 0.1, false, vb.pp((index + 1).to_string()))?;
         Ok(ConvBnRelu { conv, bn })
     }
 

@@ -1,0 +1,298 @@
+//! Batch norm in training mode as fused CPU custom ops. Why: candle_nn's version is a
+//! chain of generic tensor ops (transpose + copy, two means, subtract, square, divide,
+//! scale, shift, transpose back) whose backward walks the chain again, about a dozen
+//! passes over every activation; here the forward is two passes (statistics, normalize)
+//! and the backward two (sums, input gradient), with the textbook gradient
+//!
+//!   dx = gamma / sigma / N * (N dy - sum(dy) - x_hat * sum(dy x_hat)),
+//!   dgamma = sum(dy x_hat),  dbeta = sum(dy)   (sums per channel over N = B*H*W).
+//!
+//! Evaluation mode, frozen statistics and non-CPU devices use candle_nn's batch norm,
+//! which reads and updates the same running statistics.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor, Var};
+use candle_nn::{BatchNormConfig, Init, VarBuilder};
+use rayon::prelude::*;
+
+/// Freezable batch norm (`model.freeze_bn`): frozen, it always normalizes with its
+/// running statistics and never updates them, for small batches on pretrained weights.
+pub(crate) struct Bn {
+    running_mean: Var,
+    running_var: Var,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+    momentum: f64,
+    frozen: bool,
+    /// candle_nn's layer on the same tensors, for the paths not fused here.
+    fallback: candle_nn::BatchNorm,
+}
+
+impl Bn {
+    /// `momentum` as PyTorch's (0.1 there by default; TensorFlow-trained nets use 0.01).
+    pub(crate) fn new(c: usize, eps: f64, momentum: f64, frozen: bool, vb: VarBuilder) -> Result<Bn> {
+        let running_mean = vb.get_with_hints(c, "running_mean", Init::Const(0.))?;
+        let running_var = vb.get_with_hints(c, "running_var", Init::Const(1.))?;
+        let weight = vb.get_with_hints(c, "weight", Init::Const(1.))?;
+        let bias = vb.get_with_hints(c, "bias", Init::Const(0.))?;
+        let cfg = BatchNormConfig { eps, momentum, ..Default::default() };
+        let fallback = candle_nn::batch_norm(c, cfg, vb)?;
+        Ok(Bn {
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            weight,
+            bias,
+            eps,
+            momentum,
+            frozen,
+            fallback,
+        })
+    }
+
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let fused = train && !self.frozen && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4;
+        if !fused || std::env::var_os("WSOL_CANDLE_BN").is_some_and(|v| v == "1") {
+            return self.fallback.forward_t(x, train && !self.frozen);
+        }
+        let x = x.contiguous()?;
+        let (b, c, h, w) = x.dims4()?;
+        let n = (b * h * w) as f64;
+        let (mean, var) = channel_stats(&x)?;
+        let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (v + self.eps).sqrt()) as f32).collect();
+        // Running statistics as PyTorch (and candle_nn) keep them: the unbiased variance.
+        let m = self.momentum;
+        let dev = x.device();
+        let mean_t = Tensor::from_vec(mean.iter().map(|&v| v as f32).collect::<Vec<_>>(), c, dev)?;
+        let var_t =
+            Tensor::from_vec(var.iter().map(|&v| (v * n / (n - 1.0).max(1.0)) as f32).collect::<Vec<_>>(), c, dev)?;
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean_t * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var_t * m)?)?)?;
+        let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
+        x.apply_op3(&self.weight, &self.bias, Normalize { mean, invstd })
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("batch norm: expected a contiguous f32 tensor on the CPU"),
+    }
+}
+
+/// Per channel of `x` [B, C, H, W]: mean and biased variance, accumulated in f64.
+fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (b, c, h, w) = x.dims4()?;
+    let plane = h * w;
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let stats: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut s, mut s2) = (0f64, 0f64);
+            for img in 0..b {
+                let p = &data[(img * c + ch) * plane..][..plane];
+                // f32 partial sums per plane keep the inner loop vectorizable.
+                let (ps, ps2) = p.iter().fold((0f32, 0f32), |(a, q), &v| (a + v, q + v * v));
+                s += ps as f64;
+                s2 += ps2 as f64;
+            }
+            let n = (b * plane) as f64;
+            let mean = s / n;
+            (mean, (s2 / n - mean * mean).max(0.0))
+        })
+        .collect();
+    Ok(stats.into_iter().unzip())
+}
+
+/// y = (x - mean) * invstd * gamma + beta, per channel.
+struct Normalize {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+}
+
+impl CustomOp3 for Normalize {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (f32_slice(xs, xl)?, f32_slice(gs, gl)?, f32_slice(bs, bl)?);
+        let (_, c, h, w) = xl.shape().dims4()?;
+        let plane = h * w;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(k, (yp, xp))| {
+            let ch = k % c;
+            let scale = self.invstd[ch] * gamma[ch];
+            let shift = beta[ch] - self.mean[ch] * scale;
+            yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
+        });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let stats = Stats { mean: self.mean.clone(), invstd: self.invstd.clone() };
+        let sums = dy.apply_op2_no_bwd(x, &GradSums(stats.clone()))?; // [2, C]: sum dy, sum dy x_hat
+        let s: Vec<Vec<f32>> = sums.to_vec2()?;
+        let dx =
+            dy.apply_op3_no_bwd(x, gamma, &GradInput { stats, sum_dy: s[0].clone(), sum_dy_xhat: s[1].clone() })?;
+        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+    }
+}
+
+#[derive(Clone)]
+struct Stats {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+}
+
+/// Per channel: sum(dy) and sum(dy * x_hat), from (dy, x).
+struct GradSums(Stats);
+
+impl CustomOp2 for GradSums {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (dy, x) = (f32_slice(ds, dl)?, f32_slice(xs, xl)?);
+        let (b, c, h, w) = xl.shape().dims4()?;
+        let plane = h * w;
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, s) = (self.0.mean[ch], self.0.invstd[ch]);
+                let (mut a, mut q) = (0f64, 0f64);
+                for img in 0..b {
+                    let at = (img * c + ch) * plane;
+                    let (pa, pq) = dy[at..at + plane]
+                        .iter()
+                        .zip(&x[at..at + plane])
+                        .fold((0f32, 0f32), |(a, q), (&g, &v)| (a + g, q + g * (v - m)));
+                    a += pa as f64;
+                    q += pq as f64;
+                }
+                (a as f32, (q * s as f64) as f32)
+            })
+            .collect();
+        let (a, q): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+        Ok((CpuStorage::F32([a, q].concat()), Shape::from((2, c))))
+    }
+}
+
+/// dx from (dy, x, gamma) and the per-channel sums.
+struct GradInput {
+    stats: Stats,
+    sum_dy: Vec<f32>,
+    sum_dy_xhat: Vec<f32>,
+}
+
+impl CustomOp3 for GradInput {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ds: &CpuStorage,
+        dl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (dy, x, gamma) = (f32_slice(ds, dl)?, f32_slice(xs, xl)?, f32_slice(gs, gl)?);
+        let (b, c, h, w) = xl.shape().dims4()?;
+        let plane = h * w;
+        let n = (b * plane) as f32;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(plane).enumerate().for_each(|(k, out)| {
+            let ch = k % c;
+            let (m, s) = (self.stats.mean[ch], self.stats.invstd[ch]);
+            let scale = gamma[ch] * s / n;
+            let (a, q) = (self.sum_dy[ch], self.sum_dy_xhat[ch]);
+            let at = k * plane;
+            for ((o, &g), &v) in out.iter_mut().zip(&dy[at..at + plane]).zip(&x[at..at + plane]) {
+                *o = scale * (n * g - a - (v - m) * s * q);
+            }
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    use super::*;
+
+    fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let m: f32 = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        d / m.max(1e-12)
+    }
+
+    /// Output, running statistics and the gradients of input, weight and bias against
+    /// candle_nn's batch norm on the same random tensors.
+    #[test]
+    fn matches_candle_batch_norm_in_training() {
+        let dev = Device::Cpu;
+        for (b, c, h, w) in [(4, 3, 5, 7), (1, 6, 4, 4), (2, 5, 1, 1)] {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+            let ours = Bn::new(c, 1e-5, 0.1, false, vb.pp("a")).unwrap();
+            let w0 = Tensor::randn(1f32, 0.3, c, &dev).unwrap();
+            let b0 = Tensor::randn(0f32, 0.3, c, &dev).unwrap();
+            let rm = Tensor::randn(0f32, 0.1, c, &dev).unwrap();
+            let rv = (Tensor::randn(0f32, 0.1, c, &dev).unwrap().abs().unwrap() + 1.0).unwrap();
+            {
+                let data = vm.data().lock().unwrap();
+                data["a.weight"].set(&w0).unwrap();
+                data["a.bias"].set(&b0).unwrap();
+                data["a.running_mean"].set(&rm).unwrap();
+                data["a.running_var"].set(&rv).unwrap();
+            }
+            let (tw, tb) = (Var::from_tensor(&w0).unwrap(), Var::from_tensor(&b0).unwrap());
+            let (trm, trv) = (Var::from_tensor(&rm).unwrap(), Var::from_tensor(&rv).unwrap());
+            let theirs = candle_nn::BatchNorm::new(
+                c,
+                trm.as_tensor().clone(),
+                trv.as_tensor().clone(),
+                tw.as_tensor().clone(),
+                tb.as_tensor().clone(),
+                1e-5,
+            )
+            .unwrap();
+            let x = Var::from_tensor(&(Tensor::randn(0.5f32, 2.0, (b, c, h, w), &dev).unwrap())).unwrap();
+            let y1 = ours.forward_t(x.as_tensor(), true).unwrap();
+            let y2 = theirs.forward_t(x.as_tensor(), true).unwrap();
+            assert!(rel(&y1, &y2) < 1e-5, "output {b}x{c}x{h}x{w}");
+            let data = vm.data().lock().unwrap();
+            assert!(rel(data["a.running_mean"].as_tensor(), theirs.running_mean()) < 1e-5);
+            assert!(rel(data["a.running_var"].as_tensor(), theirs.running_var()) < 1e-5);
+            let wts = Tensor::randn(0f32, 1., (b, c, h, w), &dev).unwrap();
+            let g1 = (y1 * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (y2 * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = rel(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+            assert!(gx < 1e-4, "input gradient {b}x{c}x{h}x{w}: {gx}");
+            let gw = rel(g1.get(&data["a.weight"]).unwrap(), g2.get(tw.as_tensor()).unwrap());
+            let gb = rel(g1.get(&data["a.bias"]).unwrap(), g2.get(tb.as_tensor()).unwrap());
+            assert!(gw < 1e-5 && gb < 1e-5, "weight {gw}, bias {gb}");
+        }
+    }
+}
