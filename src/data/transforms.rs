@@ -115,12 +115,21 @@ pub fn to_rgb8(chw: &[f32], mean: [f32; 3], std: [f32; 3]) -> Vec<u8> {
 }
 
 /// Bilinear resize to a square; downscaling widens the filter (antialiasing) like PIL,
-/// whose Resize the reference transforms use.
+/// whose Resize the reference transforms use. fast_image_resize's SIMD convolution
+/// instead of `image::imageops` (within one gray level of it): resizing was two thirds of
+/// the loader's time per image.
 fn resize(img: &RgbImage, side: u32) -> RgbImage {
     if img.dimensions() == (side, side) {
         return img.clone();
     }
-    imageops::resize(img, side, side, FilterType::Triangle)
+    use fast_image_resize as fr;
+    let mut dst = RgbImage::new(side, side);
+    let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    match fr::Resizer::new().resize(img, &mut dst, &opts) {
+        Ok(()) => dst,
+        // Only an unsupported pixel layout fails, which an RgbImage is not.
+        Err(_) => imageops::resize(img, side, side, FilterType::Triangle),
+    }
 }
 
 #[cfg(test)]

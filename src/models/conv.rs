@@ -537,3 +537,41 @@ mod tests {
         assert!(rel(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap()) < 1e-5);
     }
 }
+
+/// Time of each pass on one VGG-sized layer (`cargo test --release --lib conv_pass_times
+/// -- --ignored --nocapture`): where a training step's convolution time goes.
+#[cfg(test)]
+mod timing {
+    use std::time::Instant;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn conv_pass_times() {
+        let dev = Device::Cpu;
+        for (c, hw) in [(64usize, 224usize), (128, 112), (256, 56), (512, 28)] {
+            let x = Tensor::randn(0f32, 1., (8, c, hw, hw), &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.05, (c, c, 3, 3), &dev).unwrap();
+            let g = Geometry { c_in: c, h: hw, w: hw, c_out: c, kh: 3, kw: 3, stride: 1, pad: (1, 1), dilation: 1 };
+            let t = Instant::now();
+            let y = x.apply_op2_no_bwd(&w, &Forward(g)).unwrap();
+            let fwd = t.elapsed();
+            let t = Instant::now();
+            let _dx = y.apply_op2_no_bwd(&w, &GradInput(g)).unwrap();
+            let gi = t.elapsed();
+            let t = Instant::now();
+            let _dw = x.apply_op2_no_bwd(&y, &GradWeight(g)).unwrap();
+            let gw = t.elapsed();
+            let t = Instant::now();
+            let r = y.relu().unwrap();
+            let relu = t.elapsed();
+            let t = Instant::now();
+            let _m = r.ge(0f64).unwrap().to_dtype(DType::F32).unwrap().mul(&y).unwrap();
+            let relu_bwd = t.elapsed();
+            eprintln!("{c}ch {hw}x{hw} b8: forward {fwd:.2?}, grad input {gi:.2?}, grad weight {gw:.2?}, relu {relu:.2?}, relu-backward-like {relu_bwd:.2?}");
+        }
+    }
+}
