@@ -11,29 +11,7 @@ use common::*;
 fn mask_split_trains_scores_pxap_and_reproduces_with_eval_cams() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    wsol_ok(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "synth",
-            "--num-classes",
-            "4",
-            "--train",
-            "96",
-            "--val",
-            "16",
-            "--test",
-            "24",
-            "--size",
-            "48",
-            "--seed",
-            "3",
-            "--masks",
-            "--quiet",
-        ],
-        dir,
-    );
+    synth_with(dir, 96, 16, 24, &["--masks"]);
     let loc = std::fs::read_to_string(dir.join("synth/metadata/test/localization.txt")).unwrap();
     assert!(loc.starts_with("test/00000.png,test/00000_mask.png,test/00000_ignore.png\n"), "{loc}");
     assert!(!dir.join("synth/metadata/train/localization.txt").exists());
@@ -96,25 +74,7 @@ fn mask_split_trains_scores_pxap_and_reproduces_with_eval_cams() {
 fn data_check_reports_missing_and_unreadable_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    wsol_ok(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "synth",
-            "--num-classes",
-            "4",
-            "--train",
-            "8",
-            "--val",
-            "8",
-            "--test",
-            "8",
-            "--masks",
-            "--quiet",
-        ],
-        dir,
-    );
+    synth_with(dir, 8, 8, 8, &["--masks"]);
     let cfg = write_config(dir, "oi", "");
     let c = cfg.to_str().unwrap();
     let report = wsol_ok(&["data", "check", "--config", c], dir);

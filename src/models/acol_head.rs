@@ -6,12 +6,12 @@
 //! classification from A; localization map = max of the two normalized maps.
 //! Weight names `classifier_A.{0,2,4}` / `classifier_B.*` follow wsolevaluation.
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{Module, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_layer as conv2d, Conv2d};
 
-use super::{Backbone, Output, WsolModel};
+use super::{class_map, Backbone, Output, WsolModel};
 use crate::config::AcolConfig;
 
 struct Branch {
@@ -68,13 +68,6 @@ impl AcolHead {
     }
 }
 
-/// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].
-fn class_map(maps: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, _, h, w) = maps.dims4()?;
-    let index = targets.to_dtype(DType::U32)?.reshape((b, 1, 1, 1))?.broadcast_as((b, 1, h, w))?.contiguous()?;
-    maps.gather(&index, 1)?.squeeze(1)
-}
-
 /// Min-max normalization of each [h, w] map of [B, h, w]; a constant map becomes 0
 /// (wsolevaluation divides by zero there, giving NaN, which is never erased either).
 fn normalize_maps(maps: &Tensor) -> candle_core::Result<Tensor> {
@@ -120,7 +113,7 @@ impl WsolModel for AcolHead {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Device;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     use super::*;

@@ -79,25 +79,23 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
-/// Per channel of `x` [B, C, H, W]: mean and biased variance, accumulated in f64.
+/// Per channel of `x` [B, C, H, W]: mean and biased variance, in two passes (the mean,
+/// then squares about it; E[x^2] - E[x]^2 loses the variance of a channel whose mean
+/// dwarfs its spread), accumulated in f64 across planes.
 fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let (b, c, h, w) = x.dims4()?;
     let plane = h * w;
     let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let n = (b * plane) as f64;
     let stats: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mut s, mut s2) = (0f64, 0f64);
-            for img in 0..b {
-                let p = &data[(img * c + ch) * plane..][..plane];
-                // f32 partial sums per plane keep the inner loop vectorizable.
-                let (ps, ps2) = p.iter().fold((0f32, 0f32), |(a, q), &v| (a + v, q + v * v));
-                s += ps as f64;
-                s2 += ps2 as f64;
-            }
-            let n = (b * plane) as f64;
-            let mean = s / n;
-            (mean, (s2 / n - mean * mean).max(0.0))
+            let planes = || (0..b).map(|img| &data[(img * c + ch) * plane..][..plane]);
+            // f32 sums per plane keep the inner loops vectorizable.
+            let mean = planes().map(|p| p.iter().sum::<f32>() as f64).sum::<f64>() / n;
+            let m = mean as f32;
+            let var = planes().map(|p| p.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() as f64).sum::<f64>() / n;
+            (mean, var)
         })
         .collect();
     Ok(stats.into_iter().unzip())
@@ -240,19 +238,16 @@ mod tests {
     use candle_nn::VarMap;
 
     use super::*;
-
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        let m: f32 = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        d / m.max(1e-12)
-    }
+    use crate::models::rel_diff as rel;
 
     /// Output, running statistics and the gradients of input, weight and bias against
-    /// candle_nn's batch norm on the same random tensors.
+    /// candle_nn's batch norm on the same random tensors, run in f64 as the reference.
+    /// (With two values per channel the input gradient is almost all cancellation, about
+    /// eps / var of dy, and ours in f32 was off by up to 1e-2 relative: not a useful case.)
     #[test]
     fn matches_candle_batch_norm_in_training() {
         let dev = Device::Cpu;
-        for (b, c, h, w) in [(4, 3, 5, 7), (1, 6, 4, 4), (2, 5, 1, 1)] {
+        for (b, c, h, w) in [(4, 3, 5, 7), (1, 6, 4, 4), (2, 5, 2, 2)] {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
             let ours = Bn::new(c, 1e-5, 0.1, false, vb.pp("a")).unwrap();
@@ -267,8 +262,8 @@ mod tests {
                 data["a.running_mean"].set(&rm).unwrap();
                 data["a.running_var"].set(&rv).unwrap();
             }
-            let (tw, tb) = (Var::from_tensor(&w0).unwrap(), Var::from_tensor(&b0).unwrap());
-            let (trm, trv) = (Var::from_tensor(&rm).unwrap(), Var::from_tensor(&rv).unwrap());
+            let f64v = |t: &Tensor| Var::from_tensor(&t.to_dtype(DType::F64).unwrap()).unwrap();
+            let (tw, tb, trm, trv) = (f64v(&w0), f64v(&b0), f64v(&rm), f64v(&rv));
             let theirs = candle_nn::BatchNorm::new(
                 c,
                 trm.as_tensor().clone(),
@@ -280,18 +275,20 @@ mod tests {
             .unwrap();
             let x = Var::from_tensor(&(Tensor::randn(0.5f32, 2.0, (b, c, h, w), &dev).unwrap())).unwrap();
             let y1 = ours.forward_t(x.as_tensor(), true).unwrap();
-            let y2 = theirs.forward_t(x.as_tensor(), true).unwrap();
-            assert!(rel(&y1, &y2) < 1e-5, "output {b}x{c}x{h}x{w}");
+            let x64 = Var::from_tensor(&x.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+            let y2 = theirs.forward_t(x64.as_tensor(), true).unwrap();
+            let f32t = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            assert!(rel(&y1, &f32t(&y2)) < 1e-5, "output {b}x{c}x{h}x{w}");
             let data = vm.data().lock().unwrap();
-            assert!(rel(data["a.running_mean"].as_tensor(), theirs.running_mean()) < 1e-5);
-            assert!(rel(data["a.running_var"].as_tensor(), theirs.running_var()) < 1e-5);
+            assert!(rel(data["a.running_mean"].as_tensor(), &f32t(theirs.running_mean())) < 1e-5);
+            assert!(rel(data["a.running_var"].as_tensor(), &f32t(theirs.running_var())) < 1e-5);
             let wts = Tensor::randn(0f32, 1., (b, c, h, w), &dev).unwrap();
             let g1 = (y1 * &wts).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (y2 * &wts).unwrap().sum_all().unwrap().backward().unwrap();
-            let gx = rel(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+            let g2 = (y2 * wts.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = rel(g1.get(x.as_tensor()).unwrap(), &f32t(g2.get(x64.as_tensor()).unwrap()));
             assert!(gx < 1e-4, "input gradient {b}x{c}x{h}x{w}: {gx}");
-            let gw = rel(g1.get(&data["a.weight"]).unwrap(), g2.get(tw.as_tensor()).unwrap());
-            let gb = rel(g1.get(&data["a.bias"]).unwrap(), g2.get(tb.as_tensor()).unwrap());
+            let gw = rel(g1.get(&data["a.weight"]).unwrap(), &f32t(g2.get(tw.as_tensor()).unwrap()));
+            let gb = rel(g1.get(&data["a.bias"]).unwrap(), &f32t(g2.get(tb.as_tensor()).unwrap()));
             assert!(gw < 1e-5 && gb < 1e-5, "weight {gw}, bias {gb}");
         }
     }

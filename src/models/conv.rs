@@ -188,13 +188,22 @@ fn plan(batch: usize) -> (bool, Parallelism) {
     }
 }
 
-fn for_each_image(batch: usize, f: impl Fn(usize, Parallelism) + Sync + Send) {
+/// A zeroed output of `batch` images of `len` values each, image `b` filled by
+/// `f(b, its slice, GEMM parallelism)`, images in parallel or in turn (see [`plan`]).
+fn per_image(batch: usize, len: usize, f: impl Fn(usize, &mut [f32], Parallelism) + Sync + Send) -> Vec<f32> {
+    let mut out = vec![0f32; batch * len];
     let (images_in_parallel, par) = plan(batch);
     if images_in_parallel {
-        (0..batch).into_par_iter().for_each(|b| f(b, par));
+        out.par_chunks_mut(len.max(1)).enumerate().for_each(|(b, o)| f(b, o, par));
     } else {
-        (0..batch).for_each(|b| f(b, par));
+        out.chunks_mut(len.max(1)).enumerate().for_each(|(b, o)| f(b, o, par));
     }
+    out
+}
+
+/// Tiles `(l0, l1)` of `tile` output positions out of `l_all`.
+fn tiles(l_all: usize, tile: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..l_all).step_by(tile).map(move |l0| (l0, (l0 + tile).min(l_all)))
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -221,15 +230,10 @@ impl CustomOp2 for Forward {
         let batch = xl.dims()[0];
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
-        let mut y = vec![0f32; batch * g.c_out * l_all];
-        let chunks: Vec<&mut [f32]> = y.chunks_mut(g.c_out * l_all).collect();
-        let chunks: Vec<std::sync::Mutex<&mut [f32]>> = chunks.into_iter().map(std::sync::Mutex::new).collect();
-        for_each_image(batch, |b, par| {
+        let y = per_image(batch, g.c_out * l_all, |b, yb, par| {
             let xb = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
-            let mut yb = chunks[b].lock().unwrap();
             let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * tile] };
-            for l0 in (0..l_all).step_by(tile) {
-                let l1 = (l0 + tile).min(l_all);
+            for (l0, l1) in tiles(l_all, tile) {
                 let n = l1 - l0;
                 let rhs: (&[f32], isize, isize) = if g.pointwise() {
                     (&xb[l0..], 1, l_all as isize)
@@ -265,15 +269,10 @@ impl CustomOp2 for GradInput {
         let batch = dl.dims()[0];
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
-        let image = g.c_in * g.h * g.w;
-        let mut dx = vec![0f32; batch * image];
-        let chunks: Vec<std::sync::Mutex<&mut [f32]>> = dx.chunks_mut(image).map(std::sync::Mutex::new).collect();
-        for_each_image(batch, |b, par| {
+        let dx = per_image(batch, g.c_in * g.h * g.w, |b, dxb, par| {
             let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
-            let mut dxb = chunks[b].lock().unwrap();
             let mut col = vec![0f32; k * tile];
-            for l0 in (0..l_all).step_by(tile) {
-                let l1 = (l0 + tile).min(l_all);
+            for (l0, l1) in tiles(l_all, tile) {
                 let n = l1 - l0;
                 // Wᵀ [k, c_out]: element (r, c) is w[c * k + r].
                 let wt = (w, k as isize, 1);
@@ -281,7 +280,7 @@ impl CustomOp2 for GradInput {
                     matmul((k, n, g.c_out), &mut dxb[l0..], l_all, false, wt, (&dyb[l0..], 1, l_all as isize), par);
                 } else {
                     matmul((k, n, g.c_out), &mut col, n, false, wt, (&dyb[l0..], 1, l_all as isize), par);
-                    col2im(&g, &col[..k * n], l0, l1, &mut dxb);
+                    col2im(&g, &col[..k * n], l0, l1, dxb);
                 }
             }
         });
@@ -306,8 +305,7 @@ impl CustomOp2 for GradWeight {
         let one_image = |b: usize, dw: &mut [f32], col: &mut Vec<f32>, par: Parallelism| {
             let xb = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
             let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
-            for l0 in (0..l_all).step_by(tile) {
-                let l1 = (l0 + tile).min(l_all);
+            for (l0, l1) in tiles(l_all, tile) {
                 let n = l1 - l0;
                 // col(x)ᵀ [n, k]: element (t, r) is col[r * n + t] (or x[r * l_all + l0 + t]).
                 let colt: (&[f32], isize, isize) = if g.pointwise() {
@@ -470,13 +468,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-
-    /// max |a - b| / max |b|.
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        let m: f32 = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        d / m.max(1e-12)
-    }
+    use crate::models::rel_diff as rel;
 
     /// Forward, input gradient and weight gradient against candle's own conv2d, for every
     /// shape class the backbones use (1x1, 3x3, strided, 7x7 stem, rectangular kernels

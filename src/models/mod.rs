@@ -171,6 +171,22 @@ pub trait WsolModel: Send + Sync {
     fn begin_step(&self, _seed: u64) {}
 }
 
+/// max |a - b| / max |b|: how the custom ops are checked against candle's.
+#[cfg(test)]
+pub(crate) fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let d: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    let m: f32 = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    d / m.max(1e-12)
+}
+
+/// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].
+pub(crate) fn class_map(maps: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, _, h, w) = maps.dims4()?;
+    let index =
+        targets.to_dtype(candle_core::DType::U32)?.reshape((b, 1, 1, 1))?.broadcast_as((b, 1, h, w))?.contiguous()?;
+    maps.gather(&index, 1)?.squeeze(1)
+}
+
 /// Min-max normalization of each row of `[N, L]`; a constant row becomes 0 (the
 /// reference code divides by zero there). ACoL's attention and Score-CAM's masks use it.
 pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {

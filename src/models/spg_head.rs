@@ -21,7 +21,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use super::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::upsample::bilinear;
-use super::{minmax_rows, Backbone, Output, SpgTaps, WsolModel};
+use super::{class_map, minmax_rows, Backbone, Output, SpgTaps, WsolModel};
 use crate::config::SpgConfig;
 
 /// A mask with fewer foreground pixels than this falls back to 0.7 of the map's maximum.
@@ -74,13 +74,6 @@ impl SpgHead {
     fn branch_b(&self, first: &Conv2d, x: &Tensor) -> candle_core::Result<Tensor> {
         self.shared[1].forward(&self.shared[0].forward(&first.forward(x)?.relu()?)?.relu()?)
     }
-}
-
-/// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].
-fn class_map(maps: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, _, h, w) = maps.dims4()?;
-    let index = targets.to_dtype(DType::U32)?.reshape((b, 1, 1, 1))?.broadcast_as((b, 1, h, w))?.contiguous()?;
-    maps.gather(&index, 1)?.squeeze(1)
 }
 
 /// The self-produced mask of `attention` [B, L] (values in [0, 1]): (target, valid), both

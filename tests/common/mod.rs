@@ -41,28 +41,16 @@ pub fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
 }
 
 pub fn synth(dir: &Path, train: usize, val: usize, test: usize) {
-    wsol_ok(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "synth",
-            "--num-classes",
-            "4",
-            "--train",
-            &train.to_string(),
-            "--val",
-            &val.to_string(),
-            "--test",
-            &test.to_string(),
-            "--size",
-            "48",
-            "--seed",
-            "3",
-            "--quiet",
-        ],
-        dir,
-    );
+    synth_with(dir, train, val, test, &[]);
+}
+
+/// `wsol data synth` into `dir/synth` (4 classes, 48 px, seed 3) with extra arguments.
+pub fn synth_with(dir: &Path, train: usize, val: usize, test: usize, extra: &[&str]) {
+    let (train, val, test) = (train.to_string(), val.to_string(), test.to_string());
+    let mut args = vec!["data", "synth", "--out", "synth", "--num-classes", "4", "--train", &train, "--val", &val];
+    args.extend(["--test", &test, "--size", "48", "--seed", "3", "--quiet"]);
+    args.extend(extra);
+    wsol_ok(&args, dir);
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
