@@ -19,6 +19,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_layer as conv2d, Conv2d};
+use super::relu::relu;
 
 use super::adl::Adl;
 use super::pool::{avg_pool3_s1, max_pool3};
@@ -64,7 +65,7 @@ impl BasicConv {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = super::conv::conv2d(x, &self.weight, self.pad, self.stride, 1)?;
-        self.bn.forward_t(&y, train)?.relu()
+        relu(&self.bn.forward_t(&y, train)?)
     }
 }
 
@@ -222,7 +223,7 @@ impl InceptionV3 {
                 Stage::A(m) => m.forward_t(&x, t)?,
                 Stage::B(m) => m.forward_t(&x, t)?,
                 Stage::C(m) => m.forward_t(&x, t)?,
-                Stage::Head(conv) => conv.forward(&x)?.relu()?,
+                Stage::Head(conv) => relu(&conv.forward(&x)?)?,
             };
             if let (Some(adl), true) = (&self.adl, ADL_AFTER.contains(&k)) {
                 x = adl.forward_t(&x, t)?;

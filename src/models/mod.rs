@@ -13,6 +13,7 @@ pub mod init;
 mod pool;
 pub mod pretrained;
 mod pth_legacy;
+pub(crate) mod relu;
 mod resnet;
 mod spg_head;
 mod tiny;

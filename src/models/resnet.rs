@@ -14,6 +14,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
+use super::relu::relu;
 
 use super::adl::Adl;
 use super::pool::max_pool3;
@@ -94,14 +95,14 @@ impl Block {
         for (k, c) in self.convs.iter().enumerate() {
             y = c.forward_t(&y, train)?;
             if k + 1 < self.convs.len() {
-                y = y.relu()?;
+                y = relu(&y)?;
             }
         }
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        let y = (y + shortcut)?.relu()?;
+        let y = relu(&(y + shortcut)?)?;
         match &self.adl {
             Some(adl) => adl.forward_t(&y, train),
             None => Ok(y),
@@ -168,7 +169,7 @@ impl ResNet {
         for stage in stages {
             x = if stage == 0 {
                 // torchvision's stem pool, MaxPool2d(3, stride 2, padding 1).
-                max_pool3(&self.stem.forward_t(&x, train)?.relu()?, 2, 1, false)?
+                max_pool3(&relu(&self.stem.forward_t(&x, train)?)?, 2, 1, false)?
             } else {
                 let mut y = x;
                 for block in &self.stages[stage - 1].1 {

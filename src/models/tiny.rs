@@ -12,6 +12,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
+use super::relu::relu;
 
 use super::adl::Adl;
 use super::{Bn, SpgTaps, Staged};
@@ -32,7 +33,7 @@ impl ConvBnRelu {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+        relu(&self.bn.forward_t(&self.conv.forward(x)?, train)?)
     }
 }
 

@@ -17,6 +17,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_layer as conv2d, Conv2d};
+use super::relu::relu;
 
 use super::adl::Adl;
 use super::pool::{avg_pool3_s1, max_pool3};
@@ -103,7 +104,7 @@ impl Vgg16 {
         for (_, ops) in &self.stages[stages] {
             for op in ops {
                 x = match op {
-                    Op::Conv(c) => c.forward(&x)?.relu()?,
+                    Op::Conv(c) => relu(&c.forward(&x)?)?,
                     Op::Pool => x.max_pool2d(2)?,
                     Op::Pool3(stride) => max_pool3(&x, *stride, 1, false)?,
                     Op::Avg3 => avg_pool3_s1(&x)?,
