@@ -1,7 +1,19 @@
 //! Pools and strided picks for the backbones, from differentiable ops: candle's own
-//! pools have no padding, no ceil mode, and no backward when kernel != stride.
+//! pools have no padding, no ceil mode, no backward when kernel != stride, and a wrong
+//! one when kernel == stride (candle 0.11's `max_pool2d` passes a quarter of the gradient
+//! to a unique maximum of a 2x2 window: measured [0, 0, 0, 0.25] for [[1, 2], [3, 4]]).
 
 use candle_core::Tensor;
+
+/// 2x2 max-pool, stride 2 (PyTorch's `MaxPool2d(2)`, odd edges dropped), as a max over
+/// each window's four values: the gradient goes whole to the window's maximum (to every
+/// tied maximum, where PyTorch picks the first).
+pub(crate) fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h / 2, w / 2);
+    let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)? } else { x.clone() };
+    x.contiguous()?.reshape((b, c, ho, 2, wo, 2))?.max(5)?.max(3)
+}
 
 /// PyTorch's output length of a 3-wide pool.
 pub(crate) fn pool_len(n: usize, stride: usize, pad: usize, ceil: bool) -> usize {
@@ -64,6 +76,25 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
+
+    /// Same values as candle's pool; the whole gradient to the maximum, unlike candle's.
+    #[test]
+    fn max_pool2_values_and_gradient() {
+        let dev = Device::Cpu;
+        let x =
+            Var::from_tensor(&Tensor::new(&[[[[1f32, 2., 0.], [3., 4., 9.], [5., 5., 5.]]]], &dev).unwrap()).unwrap();
+        let y = max_pool2(x.as_tensor()).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![4.0]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gx: Vec<f32> = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(gx, vec![0., 0., 0., 0., 1., 0., 0., 0., 0.]);
+        let r = Tensor::randn(0f32, 1., (2, 3, 8, 6), &dev).unwrap();
+        let (a, b) = (max_pool2(&r).unwrap(), r.max_pool2d(2).unwrap());
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
 
     #[test]
     fn pool_lengths_follow_pytorch() {

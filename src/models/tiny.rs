@@ -83,7 +83,7 @@ impl Tiny {
         for k in layers {
             x = match &self.layers[k] {
                 Layer::Conv(c) => c.forward_t(&x, train)?,
-                Layer::MaxPool2 => x.max_pool2d(2)?,
+                Layer::MaxPool2 => super::pool::max_pool2(&x)?,
             };
             if let (Some(adl), true) = (&self.adl, k >= 2) {
                 x = adl.forward_t(&x, train)?;

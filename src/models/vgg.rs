@@ -20,7 +20,7 @@ use super::conv::{conv2d_layer as conv2d, Conv2d};
 use super::relu::relu;
 
 use super::adl::Adl;
-use super::pool::{avg_pool3_s1, max_pool3};
+use super::pool::{avg_pool3_s1, max_pool2, max_pool3};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
 
@@ -105,7 +105,7 @@ impl Vgg16 {
             for op in ops {
                 x = match op {
                     Op::Conv(c) => relu(&c.forward(&x)?)?,
-                    Op::Pool => x.max_pool2d(2)?,
+                    Op::Pool => max_pool2(&x)?,
                     Op::Pool3(stride) => max_pool3(&x, *stride, 1, false)?,
                     Op::Avg3 => avg_pool3_s1(&x)?,
                     Op::Adl(a) => a.forward_t(&x, train)?,
