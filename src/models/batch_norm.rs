@@ -14,6 +14,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, ModuleT, Resu
 use candle_nn::{BatchNormConfig, Init, VarBuilder};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+
 /// Freezable batch norm (`model.freeze_bn`): frozen, it always normalizes with its
 /// running statistics and never updates them, for small batches on pretrained weights.
 pub(crate) struct Bn {
@@ -72,13 +74,6 @@ impl Bn {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("batch norm: expected a contiguous f32 tensor on the CPU"),
-    }
-}
-
 /// Per channel of `x` [B, C, H, W]: mean and biased variance, in two passes (the mean,
 /// then squares about it; E[x^2] - E[x]^2 loses the variance of a channel whose mean
 /// dwarfs its spread), accumulated in f64 across planes.
@@ -121,7 +116,8 @@ impl CustomOp3 for Normalize {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, gamma, beta) = (f32_slice(xs, xl)?, f32_slice(gs, gl)?, f32_slice(bs, bl)?);
+        let (x, gamma, beta) =
+            (cpu_f32(xs, xl, "batch norm")?, cpu_f32(gs, gl, "batch norm")?, cpu_f32(bs, bl, "batch norm")?);
         let (_, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
         let mut y = vec![0f32; x.len()];
@@ -167,7 +163,7 @@ impl CustomOp2 for GradSums {
     }
 
     fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (dy, x) = (f32_slice(ds, dl)?, f32_slice(xs, xl)?);
+        let (dy, x) = (cpu_f32(ds, dl, "batch norm")?, cpu_f32(xs, xl, "batch norm")?);
         let (b, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
         let sums: Vec<(f32, f32)> = (0..c)
@@ -213,7 +209,8 @@ impl CustomOp3 for GradInput {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (dy, x, gamma) = (f32_slice(ds, dl)?, f32_slice(xs, xl)?, f32_slice(gs, gl)?);
+        let (dy, x, gamma) =
+            (cpu_f32(ds, dl, "batch norm")?, cpu_f32(xs, xl, "batch norm")?, cpu_f32(gs, gl, "batch norm")?);
         let (b, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
         let n = (b * plane) as f32;

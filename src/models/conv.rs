@@ -16,6 +16,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use gemm::Parallelism;
+
+use super::cpu_f32;
 use rayon::prelude::*;
 
 /// Size of an im2col tile in floats (8 MB); tests shrink it to cross tile borders.
@@ -206,16 +208,6 @@ fn tiles(l_all: usize, tile: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..l_all).step_by(tile).map(move |l0| (l0, (l0 + tile).min(l_all)))
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match s {
-        CpuStorage::F32(v) => match l.contiguous_offsets() {
-            Some((a, b)) => Ok(&v[a..b]),
-            None => candle_core::bail!("conv: expected a contiguous tensor"),
-        },
-        _ => candle_core::bail!("conv: only f32 tensors on the CPU"),
-    }
-}
-
 /// y = conv(x, w) for x [B, c_in, h, w] and w [c_out, c_in, kh, kw].
 struct Forward(Geometry);
 
@@ -226,7 +218,7 @@ impl CustomOp2 for Forward {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let (x, w) = (cpu_f32(xs, xl, "conv")?, cpu_f32(ws, wl, "conv")?);
         let batch = xl.dims()[0];
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
@@ -265,7 +257,7 @@ impl CustomOp2 for GradInput {
 
     fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (dy, w) = (f32_slice(ds, dl)?, f32_slice(ws, wl)?);
+        let (dy, w) = (cpu_f32(ds, dl, "conv")?, cpu_f32(ws, wl, "conv")?);
         let batch = dl.dims()[0];
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
@@ -298,7 +290,7 @@ impl CustomOp2 for GradWeight {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (x, dy) = (f32_slice(xs, xl)?, f32_slice(ds, dl)?);
+        let (x, dy) = (cpu_f32(xs, xl, "conv")?, cpu_f32(ds, dl, "conv")?);
         let batch = xl.dims()[0];
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());

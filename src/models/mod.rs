@@ -172,6 +172,18 @@ pub trait WsolModel: Send + Sync {
     fn begin_step(&self, _seed: u64) {}
 }
 
+/// The contiguous f32 data of a custom op's CPU argument.
+pub(crate) fn cpu_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{op}: expected a contiguous f32 tensor on the CPU"),
+    }
+}
+
 /// max |a - b| / max |b|: how the custom ops are checked against candle's.
 #[cfg(test)]
 pub(crate) fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -6,19 +6,14 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+
 /// max(x, 0); the fused op on CPU f32, candle's elsewhere.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         x.contiguous()?.apply_op1(Relu)
     } else {
         x.relu()
-    }
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("relu: expected a contiguous f32 tensor on the CPU"),
     }
 }
 
@@ -33,7 +28,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l)?;
+        let x = cpu_f32(s, l, "relu")?;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
             o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0));
@@ -55,7 +50,7 @@ impl CustomOp2 for ReluGrad {
     }
 
     fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (dy, x) = (f32_slice(ds, dl)?, f32_slice(xs, xl)?);
+        let (dy, x) = (cpu_f32(ds, dl, "relu")?, cpu_f32(xs, xl, "relu")?);
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(o, (g, v))| {
             o.iter_mut().zip(g.iter().zip(v)).for_each(|(o, (&g, &v))| *o = if v >= 0.0 { g } else { 0.0 });
