@@ -312,23 +312,21 @@ impl CustomOp2 for GradWeight {
         let size = g.c_out * k;
         let (images_in_parallel, par) = plan(batch);
         let dw = if images_in_parallel {
-            (0..batch)
-                .into_par_iter()
-                .fold(
-                    || (vec![0f32; size], vec![0f32; if g.pointwise() { 0 } else { k * tile }]),
-                    |(mut dw, mut col), b| {
-                        one_image(b, &mut dw, &mut col, par);
-                        (dw, col)
-                    },
-                )
-                .map(|(dw, _)| dw)
-                .reduce(
-                    || vec![0f32; size],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-                        a
-                    },
-                )
+            // Each image's gradient alone (in parallel, a wave of one image per thread),
+            // then added in image order: the same sum whatever the scheduling, so runs
+            // stay deterministic (a parallel fold would add in a varying order).
+            let mut dw = vec![0f32; size];
+            let wave = rayon::current_num_threads().max(1);
+            for first in (0..batch).step_by(wave) {
+                let parts = per_image(wave.min(batch - first), size, |i, part, par| {
+                    let mut col = vec![0f32; if g.pointwise() { 0 } else { k * tile }];
+                    one_image(first + i, part, &mut col, par);
+                });
+                for part in parts.chunks(size) {
+                    dw.iter_mut().zip(part).for_each(|(p, q)| *p += q);
+                }
+            }
+            dw
         } else {
             let (mut dw, mut col) = (vec![0f32; size], vec![0f32; k * tile]);
             (0..batch).for_each(|b| one_image(b, &mut dw, &mut col, par));
