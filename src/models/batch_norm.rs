@@ -53,7 +53,7 @@ impl Bn {
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let fused = train && !self.frozen && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4;
-        if !fused || std::env::var_os("WSOL_CANDLE_BN").is_some_and(|v| v == "1") {
+        if !fused || candle_bn_requested() {
             return self.fallback.forward_t(x, train && !self.frozen);
         }
         let x = x.contiguous()?;
@@ -72,6 +72,12 @@ impl Bn {
         let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
         x.apply_op3(&self.weight, &self.bias, Normalize { mean, invstd })
     }
+}
+
+/// `WSOL_CANDLE_BN=1` runs candle_nn's batch norm instead (for A/B benchmarks); read once.
+fn candle_bn_requested() -> bool {
+    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| std::env::var_os("WSOL_CANDLE_BN").is_some_and(|v| v == "1"))
 }
 
 /// Per channel of `x` [B, C, H, W]: mean and biased variance, in two passes (the mean,
