@@ -1,4 +1,5 @@
-//! Throughput of the box evaluation engine (`prepare_map` + `BoxAccumulator::add`) on
+//! Throughput of the box evaluation engine (`prepare_quantized` +
+//! `BoxAccumulator::add_quantized`, the path of `wsol eval` and `wsol eval-cams`) on
 //! random smooth 224x224 maps, against the official evaluator's cost from
 //! STACK-NOTES.md (numpy + OpenCV, one core): about 2.5 ms/map at 100 thresholds and
 //! ten times that at 1000. Run: `cargo bench --bench eval` (WSOL_BENCH_MAPS=N, default
@@ -10,7 +11,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use wsol::localize::{cam_thresholds, prepare_map, BBox};
+use wsol::localize::{cam_thresholds, prepare_map, prepare_quantized, BBox};
 use wsol::metrics::{BoxAccumulator, BoxEvalConfig, PxapAccumulator};
 
 const SIZE: usize = 224;
@@ -59,8 +60,8 @@ fn main() {
             };
             let one = |acc: &mut BoxAccumulator, i: usize| {
                 let (raw, gt) = &pool[i % pool.len()];
-                let map = prepare_map(raw, SIZE, SIZE, SIZE);
-                acc.add(&map, SIZE, SIZE, std::slice::from_ref(gt), None);
+                let q = prepare_quantized(raw, SIZE, SIZE, SIZE);
+                acc.add_quantized(&q, SIZE, SIZE, std::slice::from_ref(gt), None);
             };
             for parallel in [false, true] {
                 let t0 = Instant::now();
@@ -101,13 +102,13 @@ fn main() {
             }
         }
     }
-    // The shared first step alone (f64 conversion, resize, min-max), for where time goes.
+    // The shared first step alone (min-max and quantization), for where time goes.
     let t0 = Instant::now();
     for i in 0..n {
-        std::hint::black_box(prepare_map(&pool[i % pool.len()].0, SIZE, SIZE, SIZE));
+        std::hint::black_box(prepare_quantized(&pool[i % pool.len()].0, SIZE, SIZE, SIZE));
     }
     let secs = t0.elapsed().as_secs_f64();
-    println!("prepare_map only, 1 thread: {:>8.0} maps/s {:>8.3} ms/map", n as f64 / secs, secs * 1e3 / n as f64);
+    println!("prepare_quantized only, 1 thread: {:>8.0} maps/s {:>8.3} ms/map", n as f64 / secs, secs * 1e3 / n as f64);
     // PxAP histograms for comparison (a random mask: the map above 0.5 shifted by 20 px).
     for interval in [0.01, 0.001] {
         let thresholds = cam_thresholds(interval);

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::data::masks::{load_mask, read_mask_split};
 use crate::data::read_split;
-use crate::localize::{cam_thresholds, prepare_map, rescale_boxes};
+use crate::localize::{cam_thresholds, prepare_map, prepare_quantized, rescale_boxes};
 use crate::metrics::{BoxAccumulator, BoxEvalConfig, ClsOutcome, LocalizationMetrics, PxapAccumulator};
 use crate::results::EvalResult;
 use crate::scoremaps;
@@ -71,10 +71,11 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
         &paths,
         meta.samples.len(),
         size,
+        prepare_quantized,
         || BoxAccumulator::new(&cfg),
-        |acc, i, map| {
+        |acc, i, q: &Vec<u8>| {
             let s = &meta.samples[i];
-            acc.add(map, size, size, &rescale_boxes(&s.boxes, s.size, size), outcomes.as_ref().map(|o| o[i]));
+            acc.add_quantized(q, size, size, &rescale_boxes(&s.boxes, s.size, size), outcomes.as_ref().map(|o| o[i]));
             Ok(())
         },
         BoxAccumulator::merge,
@@ -85,7 +86,7 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
 /// The maps to score: one file per image, or the centre baseline's one map for all.
 enum Maps {
     Files(Vec<PathBuf>),
-    Centre(Vec<f64>),
+    Centre(Vec<f32>),
 }
 
 /// The centre-Gaussian baseline's map (Choe et al. 2020): an isotropic Gaussian centred
@@ -102,14 +103,17 @@ pub fn centre_gaussian(size: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Reads and prepares (resize, min-max) every map in parallel and folds them into one
-/// accumulator per thread, then merges: the shared loop of box and mask scoring.
-fn fold_maps<A: Send>(
+/// Reads and prepares every map in parallel (`prepare_map` for pixel scores,
+/// `prepare_quantized` for boxes) and folds them into one accumulator per thread, then
+/// merges: the shared loop of box and mask scoring.
+#[allow(clippy::too_many_arguments)]
+fn fold_maps<A: Send, P>(
     maps: &Maps,
     n: usize,
     size: usize,
+    prepare: fn(&[f64], usize, usize, usize) -> P,
     empty: impl Fn() -> A + Sync + Send,
-    add: impl Fn(&mut A, usize, &[f64]) -> Result<()> + Sync + Send,
+    add: impl Fn(&mut A, usize, &P) -> Result<()> + Sync + Send,
     merge: impl Fn(&mut A, &A) + Sync + Send,
 ) -> Result<A> {
     (0..n)
@@ -118,9 +122,11 @@ fn fold_maps<A: Send>(
             match maps {
                 Maps::Files(paths) => {
                     let map = scoremaps::read(&paths[i])?;
-                    add(&mut acc, i, &prepare_map(&map.data, map.width, map.height, size))?;
+                    add(&mut acc, i, &prepare(&map.data, map.width, map.height, size))?;
                 }
-                Maps::Centre(map) => add(&mut acc, i, map)?,
+                Maps::Centre(map) => {
+                    add(&mut acc, i, &prepare(&map.iter().map(|&v| v as f64).collect::<Vec<_>>(), size, size, size))?
+                }
             }
             Ok(acc)
         })
@@ -163,7 +169,7 @@ fn maps_and_outcomes(opts: &EvalCamsOptions, samples: &[(&str, usize)]) -> Resul
     };
     let Some(cams) = &opts.cams else {
         let size = opts.image_size;
-        return Ok((Maps::Centre(prepare_map(&centre_gaussian(size), size, size, size)), outcomes));
+        return Ok((Maps::Centre(centre_gaussian(size)), outcomes));
     };
     if !cams.is_dir() {
         bail!("--cams {}: no such directory", cams.display());
@@ -203,8 +209,9 @@ fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Pa
         &paths,
         meta.samples.len(),
         size,
+        prepare_map,
         || PxapAccumulator::new(&thresholds),
-        |acc, i, map| {
+        |acc, i, map: &Vec<f64>| {
             acc.add(map, &load_mask(mask_root, &meta.samples[i], &meta.localization, size)?);
             Ok(())
         },

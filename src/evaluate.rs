@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::data::masks::load_mask;
 use crate::data::transforms::to_rgb8;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
-use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, rescale_boxes};
+use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, prepare_quantized, quantize, rescale_boxes};
 use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, PxapAccumulator};
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
@@ -129,16 +129,20 @@ pub fn evaluate(
                 .try_fold(empty, |mut a, i| -> Result<Scores> {
                     let index = batch.indices[i];
                     let sample = &ds.meta.samples[index];
-                    let map = prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size);
+                    let raw = &maps[i * h * w..(i + 1) * h * w];
+                    // The float map only where pixel scores or exported maps need it.
+                    let pixels = ds.masks.is_some() && a.pxap.is_some();
+                    let map = (pixels || save_cams.is_some()).then(|| prepare_map(raw, w, h, size));
                     if has_boxes {
                         let gt = rescale_boxes(&sample.boxes, sample.size, size);
-                        a.boxes.add(&map, size, size, &gt, Some(outcomes[i]));
+                        let q = map.as_deref().map_or_else(|| prepare_quantized(raw, w, h, size), quantize);
+                        a.boxes.add_quantized(&q, size, size, &gt, Some(outcomes[i]));
                     }
-                    if let (Some(m), Some(p)) = (&ds.masks, a.pxap.as_mut()) {
+                    if let (Some(m), Some(p), Some(map)) = (&ds.masks, a.pxap.as_mut(), &map) {
                         let s = &m.split.samples[index];
-                        p.add(&map, &load_mask(&m.root, s, &m.split.localization, size)?);
+                        p.add(map, &load_mask(&m.root, s, &m.split.localization, size)?);
                     }
-                    if let Some(dir) = save_cams {
+                    if let (Some(dir), Some(map)) = (save_cams, map) {
                         scoremaps::write(
                             &scoremaps::nested_path(dir, &sample.image_id),
                             &ScoreMap { width: size, height: size, data: map },

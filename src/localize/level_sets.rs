@@ -1,361 +1,345 @@
-//! The connected components of every superlevel set `q >= l` of a quantized map, for all
-//! 256 levels in one pass: pixels are added from the highest level down and merged with
-//! union-find, instead of scanning and tracing the whole image once per level.
+//! The connected components of the superlevel sets `q >= l` of a quantized map, level
+//! by level from the top, kept as row runs rather than pixels. A run is born at a row's
+//! peak (a plateau with lower neighbours) and only grows and merges with its neighbours
+//! as the level falls, so each row keeps its runs from one level to the next and extends
+//! them by a few pixels; the runs of consecutive rows are then labelled with union-find.
+//! Smooth maps have about one run per row, so a level costs about its number of rows. (A
+//! pixel-by-pixel union-find over all levels cost ~20 ns per pixel, mostly cache misses;
+//! packing every row of every level into bit masks ~50 ns per row.)
 //!
-//! For a set without holes, everything the evaluator reads from OpenCV's contours follows
-//! from the components alone (each has exactly one border, its outer one):
+//! For a set without holes (each component has exactly one border, its outer one):
 //! - the border's bounding rectangle is the component's pixel extent;
 //! - its `contourArea` (polygon through pixel centres, 8-connected) is the sum over the
-//!   2x2 pixel windows of the component of 1 (4 pixels set) or 1/2 (3 set);
+//!   2x2 pixel windows of the component of 1 (4 pixels set) or 1/2 (3 set), each window
+//!   counted at a run of its lower row ([`LevelSets::label`]);
 //! - OpenCV lists sibling borders in reverse order of discovery, i.e. by the raster index
 //!   of each component's first pixel, descending.
 //!
-//! Whether a set has holes comes from its Euler number (components - holes), kept with
-//! Gray's 2x2 window counts for 8-connected foreground. Levels with holes are traced.
+//! Holes come from the Euler number of the run graph: runs are contractible, two runs of
+//! consecutive rows that touch (8-connected) meet in a segment or a corner, and no three
+//! runs meet, so components - holes = runs - touching pairs. Levels with holes are traced.
 
 /// One component of a superlevel set.
 #[derive(Clone, Copy, Debug)]
 pub struct Component {
-    /// Raster index (in the padded image) of its first pixel: OpenCV's discovery order.
+    /// Raster index (`y * w + x`) of its first pixel: OpenCV's discovery order.
     pub first: u32,
     /// Inclusive pixel extent.
     pub x0: i32,
     pub y0: i32,
     pub x1: i32,
     pub y1: i32,
-    /// Twice its border's polygon area, as [`super::contours::Contour::area2`].
-    pub area2: u32,
-    size: u32,
-    /// Index in `live`.
-    pos: u32,
+    /// Twice its border's polygon area, as [`super::contours::Contour::area2`]; not
+    /// computed (`None`) when the component is the whole set.
+    pub area2: Option<u32>,
 }
 
-/// Per 8-neighbour mask of an added pixel: the change of 4x the Euler number, the change
-/// of twice the area, and one neighbour per group of mutually adjacent set neighbours
-/// (the only ones worth a union).
+/// A maximal run of set pixels in one row; columns inclusive.
 #[derive(Clone, Copy)]
-struct Step {
-    euler4: i8,
-    area2: u8,
-    reps: [u8; 4],
-    n_reps: u8,
+struct Run {
+    y: u16,
+    s: u16,
+    e: u16,
 }
 
-/// Neighbour bits: 0 NW, 1 N, 2 NE, 3 W, 4 E, 5 SW, 6 S, 7 SE.
-const RING: [u8; 8] = [0, 1, 2, 4, 7, 6, 5, 3];
-
-/// Gray's 8-connectivity window term (x4): one pixel +1, three -1, a diagonal pair -2.
-const fn window_euler4(tl: bool, tr: bool, bl: bool, br: bool) -> i8 {
-    let n = tl as u8 + tr as u8 + bl as u8 + br as u8;
-    if n == 1 {
-        1
-    } else if n == 3 {
-        -1
-    } else if n == 2 && tl == br {
-        -2
-    } else {
-        0
-    }
+/// A row's local maximum: the plateau `a..=b` of row `y` at level `v`, whose neighbours
+/// are lower (or the row's end). Every run is born at one.
+#[derive(Clone, Copy)]
+struct Peak {
+    v: u8,
+    y: u16,
+    a: u16,
+    b: u16,
 }
-
-const fn window_area2(n: u8) -> u8 {
-    match n {
-        4 => 2,
-        3 => 1,
-        _ => 0,
-    }
-}
-
-const fn bit(mask: u8, k: u8) -> bool {
-    mask >> k & 1 == 1
-}
-
-const fn step(mask: u8) -> Step {
-    // The four windows around p, as (tl, tr, bl, br) with p's own slot set or not.
-    let windows: [[bool; 3]; 4] = [
-        [bit(mask, 0), bit(mask, 1), bit(mask, 3)],
-        [bit(mask, 1), bit(mask, 2), bit(mask, 4)],
-        [bit(mask, 3), bit(mask, 5), bit(mask, 6)],
-        [bit(mask, 4), bit(mask, 6), bit(mask, 7)],
-    ];
-    let mut euler4 = 0i8;
-    let mut area2 = 0u8;
-    let mut k = 0;
-    while k < 4 {
-        let [a, c, d] = windows[k];
-        let (before, after) = match k {
-            0 => (window_euler4(a, c, d, false), window_euler4(a, c, d, true)),
-            1 => (window_euler4(a, c, false, d), window_euler4(a, c, true, d)),
-            2 => (window_euler4(a, false, c, d), window_euler4(a, true, c, d)),
-            _ => (window_euler4(false, a, c, d), window_euler4(true, a, c, d)),
-        };
-        euler4 += after - before;
-        let n = a as u8 + c as u8 + d as u8;
-        area2 += window_area2(n + 1) - window_area2(n);
-        k += 1;
-    }
-    // Group set neighbours around the ring: consecutive ring cells touch (4-adjacent),
-    // and so do two edge cells around a corner (N and E are diagonal neighbours).
-    let mut group = [0u8; 8];
-    let mut j = 0;
-    while j < 8 {
-        group[j] = j as u8;
-        j += 1;
-    }
-    let mut changed = true;
-    while changed {
-        changed = false;
-        let mut j = 0;
-        while j < 8 {
-            let mut d = 1;
-            while d <= 2 {
-                let o = (j + d) % 8;
-                let linked = bit(mask, RING[j]) && bit(mask, RING[o]) && (d == 1 || j % 2 == 1);
-                if linked && group[o] != group[j] {
-                    let g = if group[o] < group[j] { group[o] } else { group[j] };
-                    group[o] = g;
-                    group[j] = g;
-                    changed = true;
-                }
-                d += 1;
-            }
-            j += 1;
-        }
-    }
-    let mut reps = [0u8; 4];
-    let mut n_reps = 0u8;
-    let mut j = 0;
-    while j < 8 {
-        if bit(mask, RING[j]) && group[j] == j as u8 {
-            reps[n_reps as usize] = RING[j];
-            n_reps += 1;
-        }
-        j += 1;
-    }
-    Step { euler4, area2, reps, n_reps }
-}
-
-static STEPS: [Step; 256] = {
-    let mut t = [Step { euler4: 0, area2: 0, reps: [0; 4], n_reps: 0 }; 256];
-    let mut m = 0;
-    while m < 256 {
-        t[m] = step(m as u8);
-        m += 1;
-    }
-    t
-};
 
 /// Reusable buffers for [`LevelSets::sweep`].
-///
-/// Which neighbours are already in the set when a pixel is added depends only on `q`
-/// (higher level, or same level and earlier in raster order), so a raster pre-pass
-/// computes every pixel's neighbour mask, the Euler number per level and the extents,
-/// and the pass in level order only labels. Pixels carry a component label; merged
-/// components point to their survivor in a small alias table, so a merge touches no
-/// pixels. Both choices keep the level-order pass's random accesses to one label array:
-/// cache misses, not arithmetic, are its cost.
 #[derive(Default)]
 pub struct LevelSets {
-    stride: usize,
-    /// Padded (w+2) x (h+2) copy of `q + 1`, 0 on the frame.
-    padded: Vec<u16>,
-    /// Padded: 1 + component index (possibly merged since), valid where in the set.
-    label: Vec<u32>,
+    /// Per row, its runs (first, last column) at the current level, left to right.
+    rows: Vec<Vec<(u16, u16)>>,
+    peaks: Vec<Peak>,
+    /// The current level's runs in raster order.
+    runs: Vec<Run>,
+    /// Union-find over `runs`; a parent always has a smaller index (the earlier run).
+    parent: Vec<u32>,
+    /// Per run: its share of its component's twice-area.
+    area2: Vec<u32>,
+    /// Per run: the index of its component in `components`.
+    component_of: Vec<u32>,
     components: Vec<Component>,
-    /// Per component: itself, or a component it was merged into.
-    alias: Vec<u32>,
-    /// Components not merged into another.
-    live: Vec<u32>,
-    /// (x, y, neighbour mask) sorted by level, highest first.
-    order: Vec<(u16, u16, u8)>,
-    euler4: i64,
+    /// One row with a zero byte before and padding after, for the peak masks.
+    row_buf: Vec<u8>,
+    /// Holes of the current set.
+    holes: i64,
+    /// Label every level, even single components (tests check the areas this way).
+    always_label: bool,
     /// Extent of the current set: x0, y0, x1, y1 (exclusive).
     extent: [usize; 4],
 }
 
-/// Pixels per quantized level.
-pub fn level_counts(q: &[u8]) -> [usize; 256] {
-    let mut counts = [0usize; 256];
-    q.iter().for_each(|&v| counts[v as usize] += 1);
-    counts
-}
-
 impl LevelSets {
-    /// Builds the superlevel sets of `q` (row-major `w` x `h`) from the top down and calls
-    /// `at_level(l, self)` once the set `q >= l` is complete, for each `l` with `wanted[l]`.
-    /// `counts` is [`level_counts`]`(q)`, which the caller needs anyway to choose `wanted`.
-    pub fn sweep(
-        &mut self,
-        q: &[u8],
-        w: usize,
-        h: usize,
-        counts: &[usize; 256],
-        wanted: &[bool; 256],
-        mut at_level: impl FnMut(u8, &Self),
-    ) {
+    /// Labels the superlevel sets of `q` (row-major `w` x `h`) and calls `at_level(l, self)`
+    /// for each `l` with `wanted[l]`, from the highest level down.
+    pub fn sweep(&mut self, q: &[u8], w: usize, h: usize, wanted: &[bool; 256], mut at_level: impl FnMut(u8, &Self)) {
         assert_eq!(q.len(), w * h);
-        debug_assert_eq!(counts, &level_counts(q));
-        assert!(w < u16::MAX as usize && h < u16::MAX as usize && (w + 2) * (h + 2) < u32::MAX as usize);
-        let stride = w + 2;
-        self.stride = stride;
-        let n = stride * (h + 2);
-        self.padded.clear();
-        self.padded.resize(n, 0);
-        for (src, dst) in q.chunks_exact(w.max(1)).zip(self.padded[stride..].chunks_exact_mut(stride)) {
-            dst[1..=w].iter_mut().zip(src).for_each(|(d, &v)| *d = v as u16 + 1);
-        }
-        self.label.resize(n, 0);
-        self.components.clear();
-        self.alias.clear();
-        self.live.clear();
-        self.euler4 = 0;
-
-        // Bucket starts, highest level first.
-        let mut start = [0usize; 257];
-        for v in 0..256 {
-            start[255 - v + 1] = counts[v];
-        }
-        for k in 1..257 {
-            start[k] += start[k - 1];
-        }
-        // Raster pre-pass: masks (placed in level order, raster order within a level) and
-        // Euler change per level; four partial sums so runs of one level do not chain
-        // read-modify-writes on one counter.
-        let mut euler4_at = [[0i32; 4]; 256];
-        self.order.clear();
-        self.order.resize(q.len(), (0, 0, 0));
-        for y in 1..=h {
-            let up = &self.padded[(y - 1) * stride..y * stride];
-            let row = &self.padded[y * stride..(y + 1) * stride];
-            let down = &self.padded[(y + 1) * stride..(y + 2) * stride];
-            for x in 1..=w {
-                let c = row[x];
-                // Earlier in raster order: in the set from the same level on; later: only above it.
-                let m = (up[x - 1] >= c) as u8
-                    | ((up[x] >= c) as u8) << 1
-                    | ((up[x + 1] >= c) as u8) << 2
-                    | ((row[x - 1] >= c) as u8) << 3
-                    | ((row[x + 1] > c) as u8) << 4
-                    | ((down[x - 1] > c) as u8) << 5
-                    | ((down[x] > c) as u8) << 6
-                    | ((down[x + 1] > c) as u8) << 7;
-                let v = c as usize - 1;
-                euler4_at[v][x & 3] += STEPS[m as usize].euler4 as i32;
-                let slot = &mut start[255 - v];
-                self.order[*slot] = ((x - 1) as u16, (y - 1) as u16, m);
-                *slot += 1;
-            }
-        }
-
+        assert!(w < u16::MAX as usize && h < u16::MAX as usize && w * h < u32::MAX as usize);
+        self.find_peaks(q, w, h);
+        self.rows.resize_with(h, Vec::new);
+        self.rows.iter_mut().for_each(Vec::clear);
         let extent_at = level_extents(q, w);
-        // `start[255 - l]` is now the end of level l's bucket.
-        let mut next = 0;
-        self.extent = [usize::MAX, usize::MAX, 0, 0];
+        let mut e = [usize::MAX, usize::MAX, 0, 0];
+        let mut born = 0;
         for level in (0..256usize).rev() {
-            let end = start[255 - level];
-            for k in next..end {
-                let (x, y, m) = self.order[k];
-                self.add(x as i32, y as i32, m);
+            let a = extent_at[level];
+            e = [e[0].min(a[0]), e[1].min(a[1]), e[2].max(a[2]), e[3].max(a[3])];
+            if !wanted[level] {
+                continue;
             }
-            next = end;
-            self.euler4 += euler4_at[level].iter().map(|&e| e as i64).sum::<i64>();
-            let (e, a) = (&mut self.extent, extent_at[level]);
-            *e = [e[0].min(a[0]), e[1].min(a[1]), e[2].max(a[2]), e[3].max(a[3])];
-            if wanted[level] {
-                at_level(level as u8, self);
+            // Runs born since the last wanted level. A peak lower than that level lies
+            // outside every run and one pixel clear of it (its neighbours are lower still).
+            while let Some(p) = self.peaks.get(born).filter(|p| p.v as usize >= level) {
+                let runs = &mut self.rows[p.y as usize];
+                let at = runs.partition_point(|r| r.0 < p.a);
+                runs.insert(at, (p.a, p.b));
+                born += 1;
             }
+            self.extent = e;
+            if self.grow(q, w, level as u8) && !self.always_label {
+                self.single(w);
+            } else {
+                self.label(w);
+            }
+            at_level(level as u8, self);
         }
     }
 
-    fn add(&mut self, x: i32, y: i32, mask: u8) {
-        let s = self.stride;
-        let i = (y as usize + 1) * s + x as usize + 1;
-        let offsets = [i - s - 1, i - s, i - s + 1, i - 1, i + 1, i + s - 1, i + s, i + s + 1];
-        let st = &STEPS[mask as usize];
-        let c = if st.n_reps == 0 {
-            let c = self.components.len() as u32;
-            self.components.push(Component {
-                first: i as u32,
-                x0: x,
-                y0: y,
-                x1: x,
-                y1: y,
-                area2: 0,
-                size: 0,
-                pos: self.live.len() as u32,
-            });
-            self.alias.push(c);
-            self.live.push(c);
-            c
-        } else {
-            let mut c = self.resolve(self.label[offsets[st.reps[0] as usize]] - 1);
-            for &rep in &st.reps[1..st.n_reps as usize] {
-                let c2 = self.resolve(self.label[offsets[rep as usize]] - 1);
-                if c2 != c {
-                    c = self.merge(c, c2);
+    /// Grows every row's runs to level `l`. Returns whether each row of the extent holds
+    /// one run touching the one above: then the set is one component without holes.
+    fn grow(&mut self, q: &[u8], w: usize, l: u8) -> bool {
+        let [_, y0, _, y1] = self.extent;
+        let (mut simple, mut above) = (true, None);
+        for y in y0..y1.max(y0) {
+            let runs = &mut self.rows[y];
+            grow_runs(runs, &q[y * w..(y + 1) * w], l);
+            simple &=
+                runs.len() == 1 && above.is_none_or(|(s, e): (u16, u16)| s <= runs[0].1 + 1 && runs[0].0 <= e + 1);
+            above = runs.first().copied();
+        }
+        simple && above.is_some()
+    }
+
+    /// The set as its one component; its area is not needed (nothing to compare it with).
+    fn single(&mut self, w: usize) {
+        let [x0, y0, x1, y1] = self.extent;
+        let first = (y0 * w + self.rows[y0][0].0 as usize) as u32;
+        let (x0, y0, x1, y1) = (x0 as i32, y0 as i32, x1 as i32 - 1, y1 as i32 - 1);
+        self.components.clear();
+        self.components.push(Component { first, x0, y0, x1, y1, area2: None });
+        self.holes = 0;
+    }
+
+    /// Labels the components of `q >= l` from the grown runs of the extent's rows.
+    fn label(&mut self, w: usize) {
+        let [_, y0, _, y1] = self.extent;
+        self.runs.clear();
+        self.parent.clear();
+        self.area2.clear();
+        self.components.clear();
+        let mut touching = 0;
+        let mut above = 0..0;
+        for y in y0..y1.max(y0) {
+            let row_runs = std::mem::take(&mut self.rows[y]);
+            let start = self.runs.len();
+            // First run of the row above that can still touch the current run.
+            let mut j = above.start;
+            for &(s, e) in row_runs.iter() {
+                let (s, e) = (s as i32, e as i32);
+                let r = self.runs.len() as u32;
+                self.parent.push(r);
+                while j < above.end && (self.runs[j].e as i32) + 1 < s {
+                    j += 1;
+                }
+                // The 2x2 windows whose lower pixels lie in the run: one across the run's
+                // interior adds its upper pixels (2 for 4 set, 1 for 3), one over a run end
+                // adds 1 when both upper pixels are set. Sum: twice the upper pixels over
+                // the run, minus those over its ends, plus the two end windows.
+                let (mut over, mut up) = (0i32, [false; 4]);
+                let mut k = j;
+                while k < above.end && (self.runs[k].s as i32) <= e + 1 {
+                    let (ps, pe) = (self.runs[k].s as i32, self.runs[k].e as i32);
+                    over += (pe.min(e) - ps.max(s) + 1).max(0);
+                    for (u, x) in up.iter_mut().zip([s - 1, s, e, e + 1]) {
+                        *u |= ps <= x && x <= pe;
+                    }
+                    touching += 1;
+                    self.union(r, k as u32);
+                    k += 1;
+                }
+                let [left, first, last, right] = up.map(i32::from);
+                self.area2.push((2 * over - first - last + (left & first) + (last & right)) as u32);
+                self.runs.push(Run { y: y as u16, s: s as u16, e: e as u16 });
+            }
+            self.rows[y] = row_runs;
+            above = start..self.runs.len();
+        }
+
+        // Parents precede children, so one forward pass finds every run's component.
+        self.component_of.clear();
+        self.component_of.resize(self.runs.len(), 0);
+        for (r, run) in self.runs.iter().enumerate() {
+            let p = self.parent[r] as usize;
+            let (x, x_end, y) = (run.s as i32, run.e as i32, run.y as i32);
+            if p == r {
+                self.component_of[r] = self.components.len() as u32;
+                let first = (y as usize * w + x as usize) as u32;
+                self.components.push(Component { first, x0: x, y0: y, x1: x_end, y1: y, area2: Some(self.area2[r]) });
+            } else {
+                let c = self.component_of[p];
+                self.component_of[r] = c;
+                let comp = &mut self.components[c as usize];
+                comp.x0 = comp.x0.min(x);
+                comp.x1 = comp.x1.max(x_end);
+                comp.y1 = y;
+                comp.area2 = comp.area2.map(|a| a + self.area2[r]);
+            }
+        }
+        self.holes = self.components.len() as i64 - self.runs.len() as i64 + touching as i64;
+    }
+
+    fn find(&mut self, mut r: u32) -> u32 {
+        while self.parent[r as usize] != r {
+            let up = self.parent[self.parent[r as usize] as usize];
+            self.parent[r as usize] = up;
+            r = up;
+        }
+        r
+    }
+
+    /// Joins two runs' components under the earlier root.
+    fn union(&mut self, a: u32, b: u32) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[ra.max(rb) as usize] = ra.min(rb);
+        }
+    }
+
+    /// Every row's peaks, highest first.
+    fn find_peaks(&mut self, q: &[u8], w: usize, h: usize) {
+        self.peaks.clear();
+        self.row_buf.clear();
+        self.row_buf.resize(w + 2 + 64, 0);
+        for y in 0..h {
+            let row = &q[y * w..(y + 1) * w];
+            self.row_buf[1..=w].copy_from_slice(row);
+            for block in (0..w).step_by(64) {
+                let [mut rises, mut falls, mut flat] = step_masks(&self.row_buf[block..block + 66]);
+                let n = (w - block).min(64);
+                let valid = if n == 64 { !0 } else { (1u64 << n) - 1 };
+                // The row's ends border "minus infinity".
+                if block == 0 {
+                    rises |= 1;
+                }
+                if n < 64 || block + 64 == w {
+                    falls |= 1 << (n - 1);
+                    flat &= !(1 << (n - 1));
+                }
+                // Single-pixel peaks, then plateaus entered by a rise (followed to their end).
+                let mut single = rises & falls & valid;
+                while single != 0 {
+                    let x = block + single.trailing_zeros() as usize;
+                    single &= single - 1;
+                    self.peaks.push(Peak { v: row[x], y: y as u16, a: x as u16, b: x as u16 });
+                }
+                let mut plateau = rises & flat & valid;
+                while plateau != 0 {
+                    let a = block + plateau.trailing_zeros() as usize;
+                    plateau &= plateau - 1;
+                    let v = row[a];
+                    let b = a + row[a..].iter().take_while(|&&u| u == v).count() - 1;
+                    if b + 1 == w || row[b + 1] < v {
+                        self.peaks.push(Peak { v, y: y as u16, a: a as u16, b: b as u16 });
+                    }
                 }
             }
-            c
-        };
-        self.label[i] = c + 1;
-        let comp = &mut self.components[c as usize];
-        comp.first = comp.first.min(i as u32);
-        comp.x0 = comp.x0.min(x);
-        comp.y0 = comp.y0.min(y);
-        comp.x1 = comp.x1.max(x);
-        comp.y1 = comp.y1.max(y);
-        comp.size += 1;
-        comp.area2 += st.area2 as u32;
-    }
-
-    /// The live component `c` was merged into (halving the alias path).
-    fn resolve(&mut self, mut c: u32) -> u32 {
-        while self.alias[c as usize] != c {
-            let up = self.alias[self.alias[c as usize] as usize];
-            self.alias[c as usize] = up;
-            c = up;
         }
-        c
-    }
-
-    /// Merges two live components (the smaller into the larger); returns the survivor.
-    fn merge(&mut self, a: u32, b: u32) -> u32 {
-        let (keep, gone) =
-            if self.components[a as usize].size >= self.components[b as usize].size { (a, b) } else { (b, a) };
-        self.alias[gone as usize] = keep;
-        let g = self.components[gone as usize];
-        let k = &mut self.components[keep as usize];
-        k.first = k.first.min(g.first);
-        k.x0 = k.x0.min(g.x0);
-        k.y0 = k.y0.min(g.y0);
-        k.x1 = k.x1.max(g.x1);
-        k.y1 = k.y1.max(g.y1);
-        k.area2 += g.area2;
-        k.size += g.size;
-        // Drop the merged component from `live`.
-        let pos = g.pos as usize;
-        self.live.swap_remove(pos);
-        if let Some(&moved) = self.live.get(pos) {
-            self.components[moved as usize].pos = pos as u32;
-        }
-        keep
+        self.peaks.sort_unstable_by_key(|p| std::cmp::Reverse(p.v));
     }
 
     /// Holes of the current set (4-connected background not reaching the image edge).
     pub fn holes(&self) -> i64 {
-        debug_assert_eq!(self.euler4 % 4, 0);
-        self.live.len() as i64 - self.euler4 / 4
+        self.holes
     }
 
-    /// The current set's components, in no particular order.
+    /// The current set's components, in order of their first pixel.
     pub fn components(&self) -> impl Iterator<Item = &Component> + '_ {
-        self.live.iter().map(|&c| &self.components[c as usize])
+        self.components.iter()
     }
 
     /// Extent of the current set: x0, y0, x1, y1 (exclusive).
     pub fn extent(&self) -> [usize; 4] {
         self.extent
     }
+}
+
+/// Extends a row's runs over the neighbours at `>= l`, merging runs that meet. A run's
+/// left end cannot reach the run before it (that one grew right first and stopped at a
+/// pixel below `l`), so only right ends merge.
+fn grow_runs(runs: &mut Vec<(u16, u16)>, row: &[u8], l: u8) {
+    let (mut kept, mut i) = (0, 0);
+    while i < runs.len() {
+        let (mut s, mut e) = (runs[i].0 as usize, runs[i].1 as usize);
+        while s > 0 && row[s - 1] >= l {
+            s -= 1;
+        }
+        i += 1;
+        while e + 1 < row.len() && row[e + 1] >= l {
+            e += 1;
+            if i < runs.len() && runs[i].0 as usize == e {
+                e = runs[i].1 as usize;
+                i += 1;
+            }
+        }
+        runs[kept] = (s as u16, e as u16);
+        kept += 1;
+    }
+    runs.truncate(kept);
+}
+
+/// For the 64 pixels `p[1..65]` (`p[0]` and `p[65]` their outer neighbours): bit masks of
+/// the pixels above their left neighbour, above their right neighbour, and equal to their
+/// right neighbour.
+#[cfg(target_arch = "x86_64")]
+fn step_masks(p: &[u8]) -> [u64; 3] {
+    use std::arch::x86_64::*;
+    assert!(p.len() >= 66);
+    let mut m = [0u64; 3];
+    // SAFETY: SSE2 is always available on x86-64, and every unaligned 16-byte load below
+    // ends at or before `p[66]` (checked above).
+    unsafe {
+        let zero = _mm_setzero_si128();
+        let load = |at: usize| _mm_loadu_si128(p.as_ptr().add(at) as *const __m128i);
+        let bits = |v: __m128i| _mm_movemask_epi8(v) as u16 as u64;
+        for i in 0..4 {
+            let (left, cur, right) = (load(16 * i), load(16 * i + 1), load(16 * i + 2));
+            // Unsigned a > b  <=>  saturating a - b != 0.
+            m[0] |= (!bits(_mm_cmpeq_epi8(_mm_subs_epu8(cur, left), zero)) & 0xffff) << (16 * i);
+            m[1] |= (!bits(_mm_cmpeq_epi8(_mm_subs_epu8(cur, right), zero)) & 0xffff) << (16 * i);
+            m[2] |= bits(_mm_cmpeq_epi8(cur, right)) << (16 * i);
+        }
+    }
+    m
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn step_masks(p: &[u8]) -> [u64; 3] {
+    let mut m = [0u64; 3];
+    for i in 0..64 {
+        let (left, cur, right) = (p[i], p[i + 1], p[i + 2]);
+        m[0] |= ((cur > left) as u64) << i;
+        m[1] |= ((cur > right) as u64) << i;
+        m[2] |= ((cur == right) as u64) << i;
+    }
+    m
 }
 
 /// Per level `l`, the extent [x0, y0, x1, y1) of the pixels at exactly `l`, from row and
@@ -397,36 +381,75 @@ mod tests {
     /// extents, areas and order, equal what tracing the level finds.
     #[test]
     fn matches_traced_contours_at_every_level() {
-        let mut r = rng(7);
-        let mut tracer = Tracer::default();
-        let mut sets = LevelSets::default();
-        let (mut with_holes, mut without) = (0, 0);
-        for case in 0..400 {
-            let (w, h) = (1 + (r() % 12) as usize, 1 + (r() % 10) as usize);
-            let levels = 2 + case % 5;
-            let q: Vec<u8> = (0..w * h).map(|_| (r() % levels as u64) as u8 * 40).collect();
-            let mut seen = Vec::new();
-            sets.sweep(&q, w, h, &level_counts(&q), &[true; 256], |l, s| {
-                let traced = tracer.find(&q, w, h, |v| v >= l);
-                let holes = traced.iter().filter(|c| c.is_hole).count() as i64;
-                assert_eq!(s.holes(), holes, "level {l} of {q:?} ({w}x{h})");
-                assert_eq!(s.components().count(), traced.len() - holes as usize);
-                if holes == 0 {
-                    let mut comps: Vec<&Component> = s.components().collect();
-                    comps.sort_by_key(|c| std::cmp::Reverse(c.first));
-                    let got: Vec<_> = comps.iter().map(|c| (c.x0, c.y0, c.x1, c.y1, c.area2 as i64)).collect();
-                    let want: Vec<_> = traced.iter().map(|c| (c.x_min, c.y_min, c.x_max, c.y_max, c.area2)).collect();
-                    assert_eq!(got, want, "level {l} of {q:?} ({w}x{h})");
-                    without += 1;
-                } else {
-                    with_holes += 1;
-                }
-                seen.push(l);
-            });
-            assert_eq!(seen, (0..=255).rev().collect::<Vec<u8>>());
+        for always_label in [false, true] {
+            let mut r = rng(7);
+            let mut tracer = Tracer::default();
+            let mut sets = LevelSets { always_label, ..LevelSets::default() };
+            let (mut with_holes, mut without) = (0, 0);
+            for case in 0..400 {
+                let q = random_map(&mut r, case);
+                let (w, h) = (q[0].len(), q.len());
+                let q: Vec<u8> = q.concat();
+                let mut seen = Vec::new();
+                sets.sweep(&q, w, h, &[true; 256], |l, s| {
+                    let traced = tracer.find(&q, w, h, |v| v >= l);
+                    let holes = traced.iter().filter(|c| c.is_hole).count() as i64;
+                    assert_eq!(s.holes(), holes, "level {l} of {q:?} ({w}x{h})");
+                    assert_eq!(s.components().count(), traced.len() - holes as usize);
+                    if holes == 0 {
+                        let mut comps: Vec<&Component> = s.components().collect();
+                        comps.sort_by_key(|c| std::cmp::Reverse(c.first));
+                        if always_label || comps.len() > 1 {
+                            assert!(comps.iter().all(|c| c.area2.is_some()));
+                        }
+                        let got: Vec<_> =
+                            comps.iter().map(|c| (c.x0, c.y0, c.x1, c.y1, c.area2.map(i64::from))).collect();
+                        let want: Vec<_> = (traced.iter().zip(&got))
+                            .map(|(c, g)| (c.x_min, c.y_min, c.x_max, c.y_max, g.4.and(Some(c.area2))))
+                            .collect();
+                        assert_eq!(got, want, "level {l} of {q:?} ({w}x{h})");
+                        without += 1;
+                    } else {
+                        with_holes += 1;
+                    }
+                    seen.push(l);
+                });
+                assert_eq!(seen, (0..=255).rev().collect::<Vec<u8>>());
+            }
+            // Both paths were exercised.
+            assert!(with_holes > 100 && without > 1000, "{with_holes} {without}");
         }
-        // Both paths were exercised.
-        assert!(with_holes > 100 && without > 1000, "{with_holes} {without}");
+    }
+
+    /// Rows of a random map: few-valued noise of assorted sizes (some rows span several
+    /// 64-bit words), or a quantized sum of two Gaussian blobs (rows of single runs).
+    fn random_map(r: &mut impl FnMut() -> u64, case: usize) -> Vec<Vec<u8>> {
+        let (w, h) = match case % 8 {
+            0 => (60 + (r() % 110) as usize, 1 + (r() % 6) as usize),
+            1 => (20 + (r() % 50) as usize, 10 + (r() % 30) as usize),
+            _ => (1 + (r() % 12) as usize, 1 + (r() % 10) as usize),
+        };
+        if case % 8 == 1 {
+            let blobs: Vec<[f64; 3]> =
+                (0..2).map(|_| [(r() % w as u64) as f64, (r() % h as u64) as f64, 2.0 + (r() % 8) as f64]).collect();
+            return (0..h)
+                .map(|y| {
+                    (0..w)
+                        .map(|x| {
+                            let v: f64 = blobs
+                                .iter()
+                                .map(|[cx, cy, s]| {
+                                    (-((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)) / (2.0 * s * s)).exp()
+                                })
+                                .sum();
+                            (v * 127.0) as u8
+                        })
+                        .collect()
+                })
+                .collect();
+        }
+        let levels = 2 + case as u64 % 5;
+        (0..h).map(|_| (0..w).map(|_| (r() % levels) as u8 * 40).collect()).collect()
     }
 
     #[test]
@@ -435,14 +458,14 @@ mod tests {
         let mut sets = LevelSets::default();
         let mut wanted = [false; 256];
         wanted[1] = true;
-        sets.sweep(&ring, 3, 3, &level_counts(&ring), &wanted, |_, s| {
+        sets.sweep(&ring, 3, 3, &wanted, |_, s| {
             assert_eq!(s.holes(), 1);
             assert_eq!(s.extent(), [0, 0, 3, 3]);
         });
-        sets.sweep(&[1; 9], 3, 3, &level_counts(&[1; 9]), &wanted, |_, s| {
+        sets.sweep(&[1; 9], 3, 3, &wanted, |_, s| {
             assert_eq!(s.holes(), 0);
             let c: Vec<_> = s.components().collect();
-            assert_eq!((c.len(), c[0].area2), (1, 8));
+            assert_eq!((c.len(), c[0].area2), (1, None));
         });
     }
 }

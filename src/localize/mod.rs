@@ -10,7 +10,9 @@ mod sweep;
 
 pub use contours::{Contour, Tracer};
 pub use resize::resize_bicubic;
-pub use sweep::{boxes_at_thresholds, boxes_at_thresholds_reference, quantize, sweep, Sweep, ThresholdBoxes};
+pub use sweep::{
+    boxes_at_thresholds, boxes_at_thresholds_reference, quantize, sweep, sweep_quantized, Sweep, ThresholdBoxes,
+};
 
 /// A box in pixel coordinates, corners inclusive (x0y0x1y1, as the metadata stores it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -102,6 +104,28 @@ pub fn prepare_map<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, size: usi
     m
 }
 
+/// `quantize(&prepare_map(raw, w, h, size))`, for callers that only need boxes: a map
+/// already at the evaluation size goes from its raw values to levels in one pass, with
+/// no float64 copy of the map (a third of the cost of the two-step form).
+pub fn prepare_quantized<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, size: usize) -> Vec<u8> {
+    if (w, h) != (size, size) {
+        return quantize(&prepare_map(raw, w, h, size));
+    }
+    let (mut nan, mut min, mut max) = (false, f64::INFINITY, f64::NEG_INFINITY);
+    for &v in raw {
+        let v: f64 = v.into();
+        nan |= v.is_nan();
+        min = if v < min { v } else { min };
+        max = if v > max { v } else { max };
+    }
+    if raw.is_empty() || nan || min == max {
+        return vec![0; raw.len()];
+    }
+    // The same operations as `normalize_minmax` then `quantize`, in the same order.
+    let range = max - min;
+    raw.iter().map(|&v| ((v.into() - min) / range * 255.0) as u8).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +169,39 @@ mod tests {
         assert_eq!(t.len(), 20);
         assert_eq!(t[0], 0.0);
         assert_eq!(t[19], 19.0 * 0.05);
+    }
+
+    #[test]
+    fn prepare_quantized_equals_prepare_then_quantize() {
+        let mut s = 11u64;
+        let mut rnd = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..300 {
+            let (w, h) = (1 + case % 17, 1 + case % 13);
+            let raw: Vec<f64> = (0..w * h)
+                .map(|_| match case % 4 {
+                    // Values on the level grid: products land on integers exactly.
+                    0 => (rnd() * 10.0).floor() / 9.0,
+                    1 => (rnd() * 256.0).floor(),
+                    2 => (rnd() - 0.5) * 1e-3,
+                    _ => rnd() * 1e6,
+                })
+                .collect();
+            for size in [w, 9] {
+                let want = quantize(&prepare_map(&raw, w, h, size));
+                assert_eq!(prepare_quantized(&raw, w, h, size), want, "case {case}");
+                if size == w && h == w {
+                    let raw32: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+                    assert_eq!(prepare_quantized(&raw32, w, h, size), quantize(&prepare_map(&raw32, w, h, size)));
+                }
+            }
+        }
+        assert_eq!(prepare_quantized(&[1.0, f64::NAN, 2.0, 3.0], 2, 2, 2), vec![0; 4]);
+        assert_eq!(prepare_quantized(&[3.0f32; 4], 2, 2, 2), vec![0; 4]);
+        let inf = [0.0, f64::INFINITY, 1.0, 2.0];
+        assert_eq!(prepare_quantized(&inf, 2, 2, 2), quantize(&prepare_map(&inf, 2, 2, 2)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use super::contours::{Contour, Tracer};
-use super::level_sets::{level_counts, Component, LevelSets};
+use super::level_sets::{Component, LevelSets};
 use super::BBox;
 
 /// Boxes of one threshold: the contour of largest polygon area, and every contour.
@@ -55,9 +55,17 @@ pub fn boxes_at_thresholds(map: &[f64], w: usize, h: usize, thresholds: &[f64]) 
 /// traced.
 pub fn sweep(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Sweep {
     assert_eq!(map.len(), w * h, "map is not {w}x{h}");
-    let q = quantize(map);
-    let counts = level_counts(&q);
-    let present = counts.map(|n| n > 0);
+    sweep_quantized(&quantize(map), w, h, thresholds)
+}
+
+/// [`sweep`] of a map already quantized ([`quantize`], or
+/// [`super::prepare_quantized`] straight from a raw map).
+pub fn sweep_quantized(q: &[u8], w: usize, h: usize, thresholds: &[f64]) -> Sweep {
+    assert_eq!(q.len(), w * h, "map is not {w}x{h}");
+    // Plain stores, not counts: a histogram's read-modify-write chains stall on the long
+    // runs of one level that smooth maps have.
+    let mut present = [false; 256];
+    q.iter().for_each(|&v| present[v as usize] = true);
     let max_q = present.iter().rposition(|&p| p).unwrap_or(0) as u8;
     // next_level[c + 1] = lowest present level > c, for c in -1..=255.
     let mut next_level = [None::<u8>; 257];
@@ -82,11 +90,11 @@ pub fn sweep(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Sweep {
 
     let mut at_level: Vec<Option<ThresholdBoxes>> = vec![None; 256];
     SCRATCH.with_borrow_mut(|(sets, tracer)| {
-        sets.sweep(&q, w, h, &counts, &wanted, |l, sets| {
+        sets.sweep(q, w, h, &wanted, |l, sets| {
             at_level[l as usize] = Some(if sets.holes() == 0 {
                 boxes_of_components(sets, w, h)
             } else {
-                boxes_of(&tracer.find_within(&q, w, h, sets.extent(), |v| v >= l), w, h)
+                boxes_of(&tracer.find_within(q, w, h, sets.extent(), |v| v >= l), w, h)
             });
         })
     });

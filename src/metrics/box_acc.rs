@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::percent;
-use crate::localize::{iou, sweep, BBox};
+use crate::localize::{iou, quantize, sweep_quantized, BBox};
 
 /// The IoU (percent) of MaxBoxAcc and of GT-known / top-k localization.
 const IOU_LOC: u32 = 50;
@@ -108,6 +108,12 @@ impl BoxAccumulator {
     /// already rescaled to w x h. An image without GT boxes counts, but is never correct
     /// (the official code would fail on it).
     pub fn add(&mut self, map: &[f64], w: usize, h: usize, gt: &[BBox], cls: Option<ClsOutcome>) {
+        self.add_quantized(&quantize(map), w, h, gt, cls)
+    }
+
+    /// [`BoxAccumulator::add`] for a map already quantized (`quantize(prepared)`, or
+    /// `prepare_quantized(raw)`).
+    pub fn add_quantized(&mut self, q: &[u8], w: usize, h: usize, gt: &[BBox], cls: Option<ClsOutcome>) {
         let n = self.thresholds().len();
         let best_iou = |boxes: &[BBox]| {
             let mut best = f64::NEG_INFINITY;
@@ -121,7 +127,7 @@ impl BoxAccumulator {
         // Official test: `iou >= threshold / 100` in f64.
         let hit = |v: f64, d: u32| v >= d as f64 / 100.0;
         // Many thresholds share one binary map: score each distinct box set once.
-        let sweep = sweep(map, w, h, &self.sweep_thresholds);
+        let sweep = sweep_quantized(q, w, h, &self.sweep_thresholds);
         let best: Vec<(f64, f64)> =
             sweep.groups.iter().map(|g| (best_iou(std::slice::from_ref(&g.largest)), best_iou(&g.all))).collect();
         for (t, &g) in sweep.index[..n].iter().enumerate() {
