@@ -120,7 +120,7 @@ impl LevelSets {
         let (mut simple, mut above) = (true, None);
         for y in y0..y1.max(y0) {
             let runs = &mut self.rows[y];
-            grow_runs(runs, &q[y * w..(y + 1) * w], l);
+            grow_runs(runs, q, w, y, l);
             simple &=
                 runs.len() == 1 && above.is_none_or(|(s, e): (u16, u16)| s <= runs[0].1 + 1 && runs[0].0 <= e + 1);
             above = runs.first().copied();
@@ -281,28 +281,71 @@ impl LevelSets {
     }
 }
 
-/// Extends a row's runs over the neighbours at `>= l`, merging runs that meet. A run's
-/// left end cannot reach the run before it (that one grew right first and stopped at a
-/// pixel below `l`), so only right ends merge.
-fn grow_runs(runs: &mut Vec<(u16, u16)>, row: &[u8], l: u8) {
+/// Extends the runs of row `y` (`q` is the whole map, `w` wide) over the neighbours at
+/// `>= l`, merging runs that meet. A run's left end cannot reach the run before it (that
+/// one grew right first and stopped at a pixel below `l`), so only right ends merge.
+/// Ends move sixteen pixels per compare ([`ge_mask16`]): a pixel-by-pixel loop
+/// mispredicted its exit at nearly every run end.
+fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
+    let row = y * w;
     let (mut kept, mut i) = (0, 0);
     while i < runs.len() {
         let (mut s, mut e) = (runs[i].0 as usize, runs[i].1 as usize);
-        while s > 0 && row[s - 1] >= l {
-            s -= 1;
+        // Left: the set pixels just before `s`, sixteen at a time.
+        while s > 0 {
+            let n = match row + s {
+                at if at >= 16 => (ge_mask16(&q[at - 16..at], l) as u16).leading_ones() as usize,
+                _ => q[row..row + s].iter().rev().take_while(|&&v| v >= l).count(),
+            };
+            let n = n.min(s);
+            s -= n;
+            if n < 16 {
+                break;
+            }
         }
         i += 1;
-        while e + 1 < row.len() && row[e + 1] >= l {
-            e += 1;
-            if i < runs.len() && runs[i].0 as usize == e {
-                e = runs[i].1 as usize;
+        loop {
+            while e + 1 < w {
+                let at = row + e + 1;
+                let n = match q.get(at..at + 16) {
+                    Some(block) => (ge_mask16(block, l) as u16).trailing_ones() as usize,
+                    None => q[at..row + w].iter().take_while(|&&v| v >= l).count(),
+                };
+                let n = n.min(w - 1 - e);
+                e += n;
+                if n < 16 {
+                    break;
+                }
+            }
+            // Grown into the next run: take it over and keep growing from its end.
+            if i < runs.len() && runs[i].0 as usize <= e {
+                e = e.max(runs[i].1 as usize);
                 i += 1;
+            } else {
+                break;
             }
         }
         runs[kept] = (s as u16, e as u16);
         kept += 1;
     }
     runs.truncate(kept);
+}
+
+/// Bit `i` set when `block[i] >= l`, for the first 16 bytes of `block`.
+#[cfg(target_arch = "x86_64")]
+fn ge_mask16(block: &[u8], l: u8) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(block.len() >= 16);
+    // SAFETY: SSE2 is always available on x86-64; the unaligned load reads `block[..16]`.
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr() as *const __m128i);
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(l as i8)), v)) as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn ge_mask16(block: &[u8], l: u8) -> u32 {
+    block[..16].iter().enumerate().fold(0, |m, (i, &v)| m | ((v >= l) as u32) << i)
 }
 
 /// For the 64 pixels `p[1..65]` (`p[0]` and `p[65]` their outer neighbours): bit masks of
