@@ -107,7 +107,7 @@ pub fn centre_gaussian(size: usize) -> Vec<f32> {
 /// `prepare_quantized` for boxes) and folds them into one accumulator per thread, then
 /// merges: the shared loop of box and mask scoring.
 #[allow(clippy::too_many_arguments)]
-fn fold_maps<A: Send, P>(
+fn fold_maps<A: Send, P: Sync>(
     maps: &Maps,
     n: usize,
     size: usize,
@@ -116,17 +116,26 @@ fn fold_maps<A: Send, P>(
     add: impl Fn(&mut A, usize, &P) -> Result<()> + Sync + Send,
     merge: impl Fn(&mut A, &A) + Sync + Send,
 ) -> Result<A> {
+    // The baseline's one map is prepared once for all images.
+    enum Source<'a, P> {
+        Files(&'a [PathBuf]),
+        Centre(P),
+    }
+    let source = match maps {
+        Maps::Files(paths) => Source::Files(paths),
+        Maps::Centre(map) => {
+            Source::Centre(prepare(&map.iter().map(|&v| v as f64).collect::<Vec<_>>(), size, size, size))
+        }
+    };
     (0..n)
         .into_par_iter()
         .try_fold(&empty, |mut acc, i| -> Result<A> {
-            match maps {
-                Maps::Files(paths) => {
+            match &source {
+                Source::Files(paths) => {
                     let map = scoremaps::read(&paths[i])?;
                     add(&mut acc, i, &prepare(&map.data, map.width, map.height, size))?;
                 }
-                Maps::Centre(map) => {
-                    add(&mut acc, i, &prepare(&map.iter().map(|&v| v as f64).collect::<Vec<_>>(), size, size, size))?
-                }
+                Source::Centre(map) => add(&mut acc, i, map)?,
             }
             Ok(acc)
         })

@@ -50,9 +50,9 @@ pub fn boxes_at_thresholds(map: &[f64], w: usize, h: usize, thresholds: &[f64]) 
 ///
 /// Exact and much faster than running each threshold: the binary map `q > cut` only
 /// changes when `cut` passes a quantized level the map actually has, so thresholds are
-/// grouped by the lowest present level above their cut, and all levels' regions come
-/// from one incremental pass ([`LevelSets`]); only levels whose region has holes are
-/// traced.
+/// grouped by the lowest present level above their cut, and the wanted levels' regions
+/// come from one top-down pass over row runs ([`LevelSets`]); only levels whose region
+/// has holes are traced.
 pub fn sweep(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Sweep {
     assert_eq!(map.len(), w * h, "map is not {w}x{h}");
     sweep_quantized(&quantize(map), w, h, thresholds)
