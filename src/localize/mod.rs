@@ -77,20 +77,26 @@ pub fn cam_thresholds(interval: f64) -> Vec<f64> {
 /// The official `normalize_scoremap` (on float64): a map with any NaN, or a constant map,
 /// becomes all zeros; otherwise `map -= min; map /= map.max()`.
 pub fn normalize_minmax(map: &mut [f64]) {
-    // One pass for NaN, min and max; the shifted map's max is `max - min` exactly, since
-    // rounded subtraction is monotonic.
+    // The shifted map's max is `max - min` exactly, since rounded subtraction is monotonic.
+    let Some((min, max)) = min_max(map) else {
+        map.fill(0.0);
+        return;
+    };
+    let range = max - min;
+    map.iter_mut().for_each(|v| *v = (*v - min) / range);
+}
+
+/// Minimum and maximum in one pass; `None` for the maps normalization zeroes (empty,
+/// constant, or holding a NaN).
+fn min_max<T: Copy + Into<f64>>(map: &[T]) -> Option<(f64, f64)> {
     let (mut nan, mut min, mut max) = (false, f64::INFINITY, f64::NEG_INFINITY);
-    for &v in map.iter() {
+    for &v in map {
+        let v: f64 = v.into();
         nan |= v.is_nan();
         min = if v < min { v } else { min };
         max = if v > max { v } else { max };
     }
-    if map.is_empty() || nan || min == max {
-        map.fill(0.0);
-        return;
-    }
-    let range = max - min;
-    map.iter_mut().for_each(|v| *v = (*v - min) / range);
+    (!map.is_empty() && !nan && min != max).then_some((min, max))
 }
 
 /// Raw CAM (`w` x `h`) to the evaluation grid: bicubic resize to `size` x `size`, then
@@ -111,16 +117,7 @@ pub fn prepare_quantized<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, siz
     if (w, h) != (size, size) {
         return quantize(&prepare_map(raw, w, h, size));
     }
-    let (mut nan, mut min, mut max) = (false, f64::INFINITY, f64::NEG_INFINITY);
-    for &v in raw {
-        let v: f64 = v.into();
-        nan |= v.is_nan();
-        min = if v < min { v } else { min };
-        max = if v > max { v } else { max };
-    }
-    if raw.is_empty() || nan || min == max {
-        return vec![0; raw.len()];
-    }
+    let Some((min, max)) = min_max(raw) else { return vec![0; raw.len()] };
     // The same operations as `normalize_minmax` then `quantize`, in the same order.
     let range = max - min;
     raw.iter().map(|&v| ((v.into() - min) / range * 255.0) as u8).collect()
