@@ -1,10 +1,14 @@
 //! Throughput of the box evaluation engine (`prepare_quantized` +
 //! `BoxAccumulator::add_quantized`, the path of `wsol eval` and `wsol eval-cams`) on
-//! random smooth 224x224 maps, against the official evaluator's cost from
-//! STACK-NOTES.md (numpy + OpenCV, one core): about 2.5 ms/map at 100 thresholds and
-//! ten times that at 1000. Run: `cargo bench --bench eval` (WSOL_BENCH_MAPS=N, default
-//! 5000). Maps come from a pool of at most 256 distinct ones so memory stays small;
-//! their contents, not their number, set the cost per map.
+//! random smooth 224x224 maps. Run: `cargo bench --bench eval` (WSOL_BENCH_MAPS=N,
+//! default 5000). Maps come from a pool of at most 256 distinct ones so memory stays
+//! small; their contents, not their number, set the cost per map.
+//!
+//! Side by side with the official evaluator on the same maps: `WSOL_BENCH_DUMP=DIR`
+//! writes the pool to `DIR/maps.npy` and `DIR/boxes.npy`, which
+//! `scripts/bench_official_eval.py` scores with wsolevaluation's own code; pass its
+//! ms/map as `WSOL_BENCH_OFFICIAL_MS=<100 thr>,<1000 thr>` for the ratio column
+//! (default: 6.6,58, measured on our 2-core dev box, see experiments/README.md).
 
 use std::time::Instant;
 
@@ -46,11 +50,21 @@ fn main() {
     let pool: Vec<(Vec<f32>, BBox)> = (0..POOL.min(n)).map(|_| random_map(&mut rng)).collect();
     let threads = rayon::current_num_threads();
     println!("{n} maps ({} distinct), {SIZE}x{SIZE}, rayon threads: {threads}", pool.len());
+    if let Ok(dir) = std::env::var("WSOL_BENCH_DUMP") {
+        dump(&pool, std::path::Path::new(&dir));
+    }
+    let official: Vec<f64> = std::env::var("WSOL_BENCH_OFFICIAL_MS")
+        .ok()
+        .map(|v| {
+            v.split(',').map(|x| x.trim().parse().expect("WSOL_BENCH_OFFICIAL_MS: two numbers, e.g. 6.6,58")).collect()
+        })
+        .unwrap_or_else(|| vec![6.6, 58.0]);
+    assert_eq!(official.len(), 2, "WSOL_BENCH_OFFICIAL_MS: ms/map at 100 and at 1000 thresholds");
     println!(
         "{:<8} {:<9} {:<8} {:>10} {:>9} {:>16}",
-        "thresh", "contours", "threads", "maps/s", "ms/map", "vs official 1c"
+        "thresh", "contours", "threads", "maps/s", "ms/map", "x official (1c)"
     );
-    for (interval, official_ms) in [(0.01, 2.5), (0.001, 25.0)] {
+    for (interval, official_ms) in [(0.01, official[0]), (0.001, official[1])] {
         for multi_contour in [false, true] {
             let cfg = BoxEvalConfig {
                 thresholds: cam_thresholds(interval),
@@ -131,4 +145,21 @@ fn main() {
             secs * 1e3 / n as f64
         );
     }
+}
+
+/// The pool as `maps.npy` (float32, [n, 224, 224]) and `boxes.npy` (int32, [n, 4]: x0, y0,
+/// x1, y1) for `scripts/bench_official_eval.py`.
+fn dump(pool: &[(Vec<f32>, BBox)], dir: &std::path::Path) {
+    use npyz::WriterBuilder;
+    fn write<T: npyz::AutoSerialize>(path: std::path::PathBuf, shape: &[u64], data: impl Iterator<Item = T>) {
+        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(file).begin_nd().unwrap();
+        w.extend(data).unwrap();
+        w.finish().unwrap();
+    }
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let n = pool.len() as u64;
+    write(dir.join("maps.npy"), &[n, SIZE as u64, SIZE as u64], pool.iter().flat_map(|(m, _)| m.iter().copied()));
+    write(dir.join("boxes.npy"), &[n, 4], pool.iter().flat_map(|(_, b)| [b.x0, b.y0, b.x1, b.y1]));
+    println!("wrote {n} maps to {}", dir.display());
 }
