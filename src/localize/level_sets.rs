@@ -34,12 +34,15 @@ pub struct Component {
     pub area2: Option<u32>,
 }
 
-/// A maximal run of set pixels in one row; columns inclusive.
+/// A component's statistics while it is labelled, kept at its root run.
 #[derive(Clone, Copy)]
-struct Run {
-    y: u16,
-    s: u16,
-    e: u16,
+struct Stats {
+    first: u32,
+    x0: u16,
+    y0: u16,
+    x1: u16,
+    y1: u16,
+    area2: u32,
 }
 
 /// A row's local maximum: the plateau `a..=b` of row `y` at level `v`, whose neighbours
@@ -52,27 +55,54 @@ struct Peak {
     b: u16,
 }
 
+/// Union-find over the current level's runs in raster order.
+#[derive(Default)]
+struct Forest {
+    /// A parent always has a smaller index, so a root is its component's first run.
+    parent: Vec<u32>,
+    /// Per root run: its component's statistics.
+    stats: Vec<Stats>,
+}
+
+impl Forest {
+    fn find(&mut self, mut r: u32) -> u32 {
+        while self.parent[r as usize] != r {
+            let up = self.parent[self.parent[r as usize] as usize];
+            self.parent[r as usize] = up;
+            r = up;
+        }
+        r
+    }
+
+    /// Joins two roots under the earlier one, which takes the other's statistics.
+    fn union_roots(&mut self, a: u32, b: u32) -> u32 {
+        if a == b {
+            return a;
+        }
+        let (lo, hi) = (a.min(b), a.max(b));
+        self.parent[hi as usize] = lo;
+        let from = self.stats[hi as usize];
+        let into = &mut self.stats[lo as usize];
+        into.x0 = into.x0.min(from.x0);
+        into.x1 = into.x1.max(from.x1);
+        into.y1 = into.y1.max(from.y1);
+        into.area2 += from.area2;
+        lo
+    }
+}
+
 /// Reusable buffers for [`LevelSets::sweep`].
 #[derive(Default)]
 pub struct LevelSets {
     /// Per row, its runs (first, last column) at the current level, left to right.
     rows: Vec<Vec<(u16, u16)>>,
     peaks: Vec<Peak>,
-    /// The current level's runs in raster order.
-    runs: Vec<Run>,
-    /// Union-find over `runs`; a parent always has a smaller index (the earlier run).
-    parent: Vec<u32>,
-    /// Per run: its share of its component's twice-area.
-    area2: Vec<u32>,
-    /// Per run: the index of its component in `components`.
-    component_of: Vec<u32>,
+    forest: Forest,
     components: Vec<Component>,
     /// One row with a zero byte before and padding after, for the peak masks.
     row_buf: Vec<u8>,
     /// Holes of the current set.
     holes: i64,
-    /// Label every level, even single components (tests check the areas this way).
-    always_label: bool,
     /// Extent of the current set: x0, y0, x1, y1 (exclusive).
     extent: [usize; 4],
 }
@@ -104,7 +134,7 @@ impl LevelSets {
                 born += 1;
             }
             self.extent = e;
-            if self.grow(q, w, level as u8) && !self.always_label {
+            if self.grow(q, w, level as u8) {
                 self.single(w);
             } else {
                 self.label(w);
@@ -128,7 +158,8 @@ impl LevelSets {
         simple && above.is_some()
     }
 
-    /// The set as its one component; its area is not needed (nothing to compare it with).
+    /// The set as its one component, whose area is not needed (there is nothing to
+    /// compare it with).
     fn single(&mut self, w: usize) {
         let [x0, y0, x1, y1] = self.extent;
         let first = (y0 * w + self.rows[y0][0].0 as usize) as u32;
@@ -138,89 +169,65 @@ impl LevelSets {
         self.holes = 0;
     }
 
-    /// Labels the components of `q >= l` from the grown runs of the extent's rows.
+    /// Labels the grown runs top-down (row `y` against row `y - 1`) with union-find,
+    /// keeping each component's statistics at its root run.
     fn label(&mut self, w: usize) {
         let [_, y0, _, y1] = self.extent;
-        self.runs.clear();
-        self.parent.clear();
-        self.area2.clear();
-        self.components.clear();
+        let f = &mut self.forest;
+        f.parent.clear();
+        f.stats.clear();
         let mut touching = 0;
-        let mut above = 0..0;
+        // Index of the first run of the row above.
+        let mut above_base = 0;
         for y in y0..y1.max(y0) {
-            let row_runs = std::mem::take(&mut self.rows[y]);
-            let start = self.runs.len();
-            // First run of the row above that can still touch the current run.
-            let mut j = above.start;
-            for &(s, e) in row_runs.iter() {
-                let (s, e) = (s as i32, e as i32);
-                let r = self.runs.len() as u32;
-                self.parent.push(r);
-                while j < above.end && (self.runs[j].e as i32) + 1 < s {
+            let (done, rest) = self.rows.split_at(y);
+            // Rows above the extent hold no runs.
+            let above: &[(u16, u16)] = done.last().map_or(&[], Vec::as_slice);
+            let base = f.parent.len();
+            let mut j = 0;
+            for &(s, e) in &rest[0] {
+                let r = f.parent.len() as u32;
+                // Runs of the row above that end left of this one's 8-neighbourhood are
+                // done with; the first left may also touch the next run of this row.
+                while j < above.len() && above[j].1 + 1 < s {
                     j += 1;
                 }
-                // The 2x2 windows whose lower pixels lie in the run: one across the run's
-                // interior adds its upper pixels (2 for 4 set, 1 for 3), one over a run end
-                // adds 1 when both upper pixels are set. Sum: twice the upper pixels over
-                // the run, minus those over its ends, plus the two end windows.
-                let (mut over, mut up) = (0i32, [false; 4]);
                 let mut k = j;
-                while k < above.end && (self.runs[k].s as i32) <= e + 1 {
-                    let (ps, pe) = (self.runs[k].s as i32, self.runs[k].e as i32);
-                    over += (pe.min(e) - ps.max(s) + 1).max(0);
-                    for (u, x) in up.iter_mut().zip([s - 1, s, e, e + 1]) {
-                        *u |= ps <= x && x <= pe;
-                    }
-                    touching += 1;
-                    self.union(r, k as u32);
+                let mut root = None;
+                while k < above.len() && above[k].0 <= e + 1 {
+                    let other = f.find((above_base + k) as u32);
+                    root = Some(root.map_or(other, |a| f.union_roots(a, other)));
                     k += 1;
                 }
-                let [left, first, last, right] = up.map(i32::from);
-                self.area2.push((2 * over - first - last + (left & first) + (last & right)) as u32);
-                self.runs.push(Run { y: y as u16, s: s as u16, e: e as u16 });
+                let run =
+                    Stats { first: (y * w) as u32 + s as u32, x0: s, y0: y as u16, x1: e, y1: y as u16, area2: 0 };
+                // The run joins its component at the root, from registers: merging its
+                // just-pushed entry back out of memory stalled on store forwarding.
+                f.stats.push(run);
+                match root {
+                    None => f.parent.push(r),
+                    Some(root) => {
+                        f.parent.push(root);
+                        touching += k - j;
+                        let c = &mut f.stats[root as usize];
+                        c.x0 = c.x0.min(s);
+                        c.x1 = c.x1.max(e);
+                        c.y1 = y as u16;
+                        c.area2 += area2_under(&above[j..k], s, e);
+                    }
+                }
             }
-            self.rows[y] = row_runs;
-            above = start..self.runs.len();
+            above_base = base;
         }
-
-        // Parents precede children, so one forward pass finds every run's component.
-        self.component_of.clear();
-        self.component_of.resize(self.runs.len(), 0);
-        for (r, run) in self.runs.iter().enumerate() {
-            let p = self.parent[r] as usize;
-            let (x, x_end, y) = (run.s as i32, run.e as i32, run.y as i32);
-            if p == r {
-                self.component_of[r] = self.components.len() as u32;
-                let first = (y as usize * w + x as usize) as u32;
-                self.components.push(Component { first, x0: x, y0: y, x1: x_end, y1: y, area2: Some(self.area2[r]) });
-            } else {
-                let c = self.component_of[p];
-                self.component_of[r] = c;
-                let comp = &mut self.components[c as usize];
-                comp.x0 = comp.x0.min(x);
-                comp.x1 = comp.x1.max(x_end);
-                comp.y1 = y;
-                comp.area2 = comp.area2.map(|a| a + self.area2[r]);
+        self.components.clear();
+        for (r, &p) in f.parent.iter().enumerate() {
+            if p as usize == r {
+                let c = &f.stats[r];
+                let (x0, y0, x1, y1) = (c.x0 as i32, c.y0 as i32, c.x1 as i32, c.y1 as i32);
+                self.components.push(Component { first: c.first, x0, y0, x1, y1, area2: Some(c.area2) });
             }
         }
-        self.holes = self.components.len() as i64 - self.runs.len() as i64 + touching as i64;
-    }
-
-    fn find(&mut self, mut r: u32) -> u32 {
-        while self.parent[r as usize] != r {
-            let up = self.parent[self.parent[r as usize] as usize];
-            self.parent[r as usize] = up;
-            r = up;
-        }
-        r
-    }
-
-    /// Joins two runs' components under the earlier root.
-    fn union(&mut self, a: u32, b: u32) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            self.parent[ra.max(rb) as usize] = ra.min(rb);
-        }
+        self.holes = self.components.len() as i64 - f.parent.len() as i64 + touching as i64;
     }
 
     /// Every row's peaks, highest first.
@@ -279,6 +286,20 @@ impl LevelSets {
     pub fn extent(&self) -> [usize; 4] {
         self.extent
     }
+}
+
+/// Twice the polygon area that run `s..=e` adds under the runs `above` it touches (sorted,
+/// disjoint, at least one): the 2x2 windows whose lower pixels lie in the run. One across
+/// the run's interior adds its upper pixels (2 for 4 set, 1 for 3); one over a run end
+/// adds 1 when both upper pixels are set. Sum: twice the upper pixels over the run, minus
+/// those over its ends, plus the two end windows. Only the first touching run can cover
+/// columns `s - 1` and `s`, only the last `e` and `e + 1`.
+fn area2_under(above: &[(u16, u16)], s: u16, e: u16) -> u32 {
+    let over: i32 = above.iter().map(|&(ps, pe)| (pe.min(e) as i32 - ps.max(s) as i32 + 1).max(0)).sum();
+    let ((fs, fe), (ls, le)) = (above[0], above[above.len() - 1]);
+    let (left, first) = ((fs < s) as i32, (fs <= s && s <= fe) as i32);
+    let (last, right) = ((ls <= e && e <= le) as i32, (le > e) as i32);
+    (2 * over - first - last + (left & first) + (last & right)) as u32
 }
 
 /// Extends the runs of row `y` (`q` is the whole map, `w` wide) over the neighbours at
@@ -424,10 +445,10 @@ mod tests {
     /// extents, areas and order, equal what tracing the level finds.
     #[test]
     fn matches_traced_contours_at_every_level() {
-        for always_label in [false, true] {
+        {
             let mut r = rng(7);
             let mut tracer = Tracer::default();
-            let mut sets = LevelSets { always_label, ..LevelSets::default() };
+            let mut sets = LevelSets::default();
             let (mut with_holes, mut without) = (0, 0);
             for case in 0..400 {
                 let q = random_map(&mut r, case);
@@ -442,9 +463,8 @@ mod tests {
                     if holes == 0 {
                         let mut comps: Vec<&Component> = s.components().collect();
                         comps.sort_by_key(|c| std::cmp::Reverse(c.first));
-                        if always_label || comps.len() > 1 {
-                            assert!(comps.iter().all(|c| c.area2.is_some()));
-                        }
+                        // Areas are computed wherever there are several components.
+                        assert!(comps.len() == 1 || comps.iter().all(|c| c.area2.is_some()));
                         let got: Vec<_> =
                             comps.iter().map(|c| (c.x0, c.y0, c.x1, c.y1, c.area2.map(i64::from))).collect();
                         let want: Vec<_> = (traced.iter().zip(&got))
