@@ -7,6 +7,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    wsol::util::keep_freed_memory();
     let cli = wsol::cli::Cli::parse();
     if let Err(err) = wsol::cli::run(cli) {
         if let Some(stop) = err.downcast_ref::<wsol::train::interrupt::Interrupted>() {
