@@ -147,15 +147,22 @@ impl LevelSets {
     /// one run touching the one above: then the set is one component without holes.
     fn grow(&mut self, q: &[u8], w: usize, l: u8) -> bool {
         let [_, y0, _, y1] = self.extent;
-        let (mut simple, mut above) = (true, None);
+        // The run of the row above; the first row's "above" touches anything.
+        let (mut simple, mut above) = (true, (0u16, u16::MAX - 1));
         for y in y0..y1.max(y0) {
             let runs = &mut self.rows[y];
-            grow_runs(runs, q, w, y, l);
-            simple &=
-                runs.len() == 1 && above.is_none_or(|(s, e): (u16, u16)| s <= runs[0].1 + 1 && runs[0].0 <= e + 1);
-            above = runs.first().copied();
+            if let [(s, e)] = runs.as_mut_slice() {
+                // One run, the common case: nothing can merge.
+                *s = grow_left(q, y * w, *s as usize, l) as u16;
+                *e = grow_right(q, y * w, w, *e as usize, l) as u16;
+                simple &= (*s <= above.1 + 1) & (above.0 <= *e + 1);
+                above = (*s, *e);
+            } else {
+                grow_runs(runs, q, w, y, l);
+                simple = false;
+            }
         }
-        simple && above.is_some()
+        simple && y1 > y0
     }
 
     /// The set as its one component, whose area is not needed (there is nothing to
@@ -311,33 +318,11 @@ fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
     let row = y * w;
     let (mut kept, mut i) = (0, 0);
     while i < runs.len() {
-        let (mut s, mut e) = (runs[i].0 as usize, runs[i].1 as usize);
-        // Left: the set pixels just before `s`, sixteen at a time.
-        while s > 0 {
-            let n = match row + s {
-                at if at >= 16 => (ge_mask16(&q[at - 16..at], l) as u16).leading_ones() as usize,
-                _ => q[row..row + s].iter().rev().take_while(|&&v| v >= l).count(),
-            };
-            let n = n.min(s);
-            s -= n;
-            if n < 16 {
-                break;
-            }
-        }
+        let s = grow_left(q, row, runs[i].0 as usize, l);
+        let mut e = runs[i].1 as usize;
         i += 1;
         loop {
-            while e + 1 < w {
-                let at = row + e + 1;
-                let n = match q.get(at..at + 16) {
-                    Some(block) => (ge_mask16(block, l) as u16).trailing_ones() as usize,
-                    None => q[at..row + w].iter().take_while(|&&v| v >= l).count(),
-                };
-                let n = n.min(w - 1 - e);
-                e += n;
-                if n < 16 {
-                    break;
-                }
-            }
+            e = grow_right(q, row, w, e, l);
             // Grown into the next run: take it over and keep growing from its end.
             if i < runs.len() && runs[i].0 as usize <= e {
                 e = e.max(runs[i].1 as usize);
@@ -350,6 +335,41 @@ fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
         kept += 1;
     }
     runs.truncate(kept);
+}
+
+/// The new first column of a run starting at column `s` of the row at `q[row..]`.
+#[inline(always)]
+fn grow_left(q: &[u8], row: usize, mut s: usize, l: u8) -> usize {
+    while s > 0 {
+        let n = match row + s {
+            at if at >= 16 => (ge_mask16(&q[at - 16..at], l) as u16).leading_ones() as usize,
+            _ => q[row..row + s].iter().rev().take_while(|&&v| v >= l).count(),
+        };
+        let n = n.min(s);
+        s -= n;
+        if n < 16 {
+            break;
+        }
+    }
+    s
+}
+
+/// The new last column of a run ending at column `e` of the `w`-wide row at `q[row..]`.
+#[inline(always)]
+fn grow_right(q: &[u8], row: usize, w: usize, mut e: usize, l: u8) -> usize {
+    while e + 1 < w {
+        let at = row + e + 1;
+        let n = match q.get(at..at + 16) {
+            Some(block) => (ge_mask16(block, l) as u16).trailing_ones() as usize,
+            None => q[at..row + w].iter().take_while(|&&v| v >= l).count(),
+        };
+        let n = n.min(w - 1 - e);
+        e += n;
+        if n < 16 {
+            break;
+        }
+    }
+    e
 }
 
 /// Bit `i` set when `block[i] >= l`, for the first 16 bytes of `block`.
