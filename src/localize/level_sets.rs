@@ -34,12 +34,12 @@ pub struct Component {
     pub area2: Option<u32>,
 }
 
-/// A component's statistics while it is labelled, kept at its root run.
+/// A component's statistics while it is labelled, kept at its root run (whose first
+/// pixel, and so row, is the component's first).
 #[derive(Clone, Copy)]
 struct Stats {
     first: u32,
     x0: u16,
-    y0: u16,
     x1: u16,
     y1: u16,
     area2: u32,
@@ -206,8 +206,7 @@ impl LevelSets {
                     root = Some(root.map_or(other, |a| f.union_roots(a, other)));
                     k += 1;
                 }
-                let run =
-                    Stats { first: (y * w) as u32 + s as u32, x0: s, y0: y as u16, x1: e, y1: y as u16, area2: 0 };
+                let run = Stats { first: (y * w) as u32 + s as u32, x0: s, x1: e, y1: y as u16, area2: 0 };
                 // The run joins its component at the root, from registers: merging its
                 // just-pushed entry back out of memory stalled on store forwarding.
                 f.stats.push(run);
@@ -230,7 +229,7 @@ impl LevelSets {
         for (r, &p) in f.parent.iter().enumerate() {
             if p as usize == r {
                 let c = &f.stats[r];
-                let (x0, y0, x1, y1) = (c.x0 as i32, c.y0 as i32, c.x1 as i32, c.y1 as i32);
+                let (x0, y0, x1, y1) = (c.x0 as i32, (c.first as usize / w) as i32, c.x1 as i32, c.y1 as i32);
                 self.components.push(Component { first: c.first, x0, y0, x1, y1, area2: Some(c.area2) });
             }
         }
@@ -312,8 +311,8 @@ fn area2_under(above: &[(u16, u16)], s: u16, e: u16) -> u32 {
 /// Extends the runs of row `y` (`q` is the whole map, `w` wide) over the neighbours at
 /// `>= l`, merging runs that meet. A run's left end cannot reach the run before it (that
 /// one grew right first and stopped at a pixel below `l`), so only right ends merge.
-/// Ends move sixteen pixels per compare ([`ge_mask16`]): a pixel-by-pixel loop
-/// mispredicted its exit at nearly every run end.
+/// Ends move sixteen pixels per compare ([`grow_left`], [`grow_right`] with
+/// [`ge_mask16`]): a pixel-by-pixel loop mispredicted its exit at nearly every run end.
 fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
     let row = y * w;
     let (mut kept, mut i) = (0, 0);
