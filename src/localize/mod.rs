@@ -112,41 +112,98 @@ pub fn prepare_map<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, size: usi
 
 /// `quantize(&prepare_map(raw, w, h, size))`, for callers that only need boxes: a map
 /// already at the evaluation size goes from its raw values to levels in one pass, with
-/// no float64 copy of the map (a third of the cost of the two-step form).
-pub fn prepare_quantized<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, size: usize) -> Vec<u8> {
+/// no float64 copy of the map.
+pub fn prepare_quantized<T: Copy + Into<f64> + PartialOrd>(raw: &[T], w: usize, h: usize, size: usize) -> Vec<u8> {
     if (w, h) != (size, size) {
         return quantize(&prepare_map(raw, w, h, size));
     }
-    let Some((min, max)) = min_max(raw) else { return vec![0; raw.len()] };
-    // The same operations as `normalize_minmax` then `quantize`, in the same order.
-    let range = max - min;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { quantize_range_avx2(raw, min, range) };
+        return unsafe { prepare_quantized_avx2(raw) };
     }
-    quantize_range(raw, min, range)
+    prepare_quantized_same_size(raw)
 }
 
-/// [`quantize_range`] compiled for AVX2: the same IEEE operations (so the same levels),
-/// four divisions per instruction instead of two (60 against 80 µs per 224x224 map).
+/// [`prepare_quantized_same_size`] compiled for AVX2: the same IEEE operations, so the
+/// same levels, on four lanes per instruction.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn quantize_range_avx2<T: Copy + Into<f64>>(raw: &[T], min: f64, range: f64) -> Vec<u8> {
-    quantize_range(raw, min, range)
+unsafe fn prepare_quantized_avx2<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> Vec<u8> {
+    prepare_quantized_same_size(raw)
 }
 
 #[inline(always)]
-fn quantize_range<T: Copy + Into<f64>>(raw: &[T], min: f64, range: f64) -> Vec<u8> {
-    raw.iter()
-        .map(|&v| {
-            let t = (v.into() - min) / range * 255.0;
-            // `t as u8` spelled so that it vectorizes: NaN and below 0 give 0, above 255 255.
-            let t = if t >= 0.0 { t.min(255.0) } else { 0.0 };
-            // SAFETY: `t` is finite and within [0, 255].
-            unsafe { t.to_int_unchecked::<i32>() as u8 }
-        })
-        .collect()
+fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> Vec<u8> {
+    let Some((min, max)) = min_max_lanes(raw) else { return vec![0; raw.len()] };
+    let range = max - min;
+    let mut q = vec![0u8; raw.len()];
+    // The official levels are `((v - min) / range * 255) as u8`, two roundings and a
+    // division per pixel. `(v - min) * (255 / range)` is within 4 ulps of that product
+    // (under 1.2e-13 below 256), so it truncates to the same level unless it lies that
+    // close to an integer; blocks holding such a value (the minimum and maximum among
+    // them) are redone the official way. A division per pixel was half the cost here.
+    let scale = 255.0 / range;
+    if !scale.is_finite() || scale == 0.0 {
+        quantize_range(raw, min, range, &mut q);
+        return q;
+    }
+    const NEAR: f64 = 1e-9;
+    for (block, out) in raw.chunks(16).zip(q.chunks_mut(16)) {
+        let mut near = false;
+        for (&v, o) in block.iter().zip(out.iter_mut()) {
+            // In [0, 255 + 1e-13]: `v - min` lies in [0, range] (rounding is monotonic).
+            let t = (v.into() - min) * scale;
+            // SAFETY: `t` is finite and within [0, 256).
+            let level = unsafe { t.to_int_unchecked::<i32>() };
+            let frac = t - level as f64;
+            near |= (frac < NEAR) | (frac > 1.0 - NEAR);
+            *o = level as u8;
+        }
+        if near {
+            quantize_range(block, min, range, out);
+        }
+    }
+    q
+}
+
+/// [`min_max`] in the map's own type on eight independent lanes, so it vectorizes (the
+/// same result: widening to f64 keeps the order, and lanes only regroup comparisons).
+#[inline(always)]
+fn min_max_lanes<T: Copy + Into<f64> + PartialOrd>(map: &[T]) -> Option<(f64, f64)> {
+    let &first = map.first()?;
+    let (mut nan, mut min, mut max) = ([false; 8], [first; 8], [first; 8]);
+    let mut blocks = map.chunks_exact(8);
+    for block in &mut blocks {
+        for i in 0..8 {
+            let v = block[i];
+            #[allow(clippy::eq_op)] // NaN is the one value unequal to itself.
+            let is_nan = v != v;
+            nan[i] |= is_nan;
+            min[i] = if v < min[i] { v } else { min[i] };
+            max[i] = if v > max[i] { v } else { max[i] };
+        }
+    }
+    let (mut any_nan, mut lo, mut hi) = (nan.contains(&true), first.into(), first.into());
+    for v in min.into_iter().chain(max).chain(blocks.remainder().iter().copied()) {
+        let v: f64 = v.into();
+        any_nan |= v.is_nan();
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+    }
+    (!any_nan && lo != hi).then_some((lo, hi))
+}
+
+/// `((v - min) / range * 255) as u8` per value, as `normalize_minmax` then `quantize`.
+#[inline(always)]
+fn quantize_range<T: Copy + Into<f64>>(raw: &[T], min: f64, range: f64, out: &mut [u8]) {
+    for (&v, o) in raw.iter().zip(out) {
+        let t = (v.into() - min) / range * 255.0;
+        // `t as u8` spelled so that it vectorizes: NaN and below 0 give 0, above 255 255.
+        let t = if t >= 0.0 { t.min(255.0) } else { 0.0 };
+        // SAFETY: `t` is finite and within [0, 255].
+        *o = unsafe { t.to_int_unchecked::<i32>() as u8 };
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +282,28 @@ mod tests {
         assert_eq!(prepare_quantized(&[3.0f32; 4], 2, 2, 2), vec![0; 4]);
         let inf = [0.0, f64::INFINITY, 1.0, 2.0];
         assert_eq!(prepare_quantized(&inf, 2, 2, 2), quantize(&prepare_map(&inf, 2, 2, 2)));
+    }
+
+    /// Values a few ulps either side of every level edge, where the multiply-by-scale
+    /// fast path can truncate differently from the official division: all must come out
+    /// as the division gives them.
+    #[test]
+    fn prepare_quantized_exact_at_level_edges() {
+        let up = |v: f64, n: i64| f64::from_bits((v.to_bits() as i64 + n) as u64);
+        for (min, max) in [(-0.37, 1.9), (0.0, 1.0), (3.0e-7, 0.002), (-1e4, 7.0), (0.1, 0.3)] {
+            let range: f64 = max - min;
+            let mut raw = vec![min, max];
+            for k in 1..255 {
+                let edge = min + range * (k as f64 / 255.0);
+                raw.extend((-6..=6).map(|n| up(edge, n)).filter(|v| (min..=max).contains(v)));
+            }
+            let n = (raw.len() as f64).sqrt().floor() as usize;
+            raw.truncate(n * n);
+            let want = quantize(&prepare_map(&raw, n, n, n));
+            assert_eq!(prepare_quantized(&raw, n, n, n), want, "{min}..{max}");
+            let raw32: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+            assert_eq!(prepare_quantized(&raw32, n, n, n), quantize(&prepare_map(&raw32, n, n, n)));
+        }
     }
 
     #[test]
