@@ -157,7 +157,7 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> V
             // SAFETY: `t` is finite and within [0, 256).
             let level = unsafe { t.to_int_unchecked::<i32>() };
             let frac = t - level as f64;
-            near |= (frac < NEAR) | (frac > 1.0 - NEAR);
+            near |= !(NEAR..=1.0 - NEAR).contains(&frac);
             *o = level as u8;
         }
         if near {
