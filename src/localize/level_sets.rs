@@ -2,7 +2,8 @@
 //! by level from the top, kept as row runs rather than pixels. A run is born at a row's
 //! peak (a plateau with lower neighbours) and only grows and merges with its neighbours
 //! as the level falls, so each row keeps its runs from one level to the next and extends
-//! them by a few pixels; the runs of consecutive rows are then labelled with union-find.
+//! them by a few pixels; the runs of consecutive rows are then labelled with union-find
+//! over components (a run under a lone run it touches joins it without a search).
 //! Smooth maps have about one run per row, so a level costs about its number of rows. (A
 //! pixel-by-pixel union-find over all levels cost ~20 ns per pixel, mostly cache misses;
 //! packing every row of every level into bit masks ~50 ns per row.)
@@ -34,8 +35,8 @@ pub struct Component {
     pub area2: Option<u32>,
 }
 
-/// A component's statistics while it is labelled, kept at its root run (whose first
-/// pixel, and so row, is the component's first).
+/// A component's statistics while it is labelled, kept at its root (born with the
+/// component's first pixel, and so its first row).
 #[derive(Clone, Copy)]
 struct Stats {
     first: u32,
@@ -55,13 +56,27 @@ struct Peak {
     b: u16,
 }
 
-/// Union-find over the current level's runs in raster order.
+/// Union-find over the current level's components, and the component of each run of
+/// the rows being labelled: per-run entries were most of labelling's stores.
 #[derive(Default)]
 struct Forest {
-    /// A parent always has a smaller index, so a root is its component's first run.
+    /// Components in order of birth, i.e. of their first pixel; a parent always has a
+    /// smaller index, so a root is its merged set's first-born.
     parent: Vec<u32>,
-    /// Per root run: its component's statistics.
+    /// Per root: its component's statistics.
     stats: Vec<Stats>,
+    /// Component of each run labelled so far, in raster order.
+    of_run: Vec<u32>,
+}
+
+impl Stats {
+    /// Takes in run `s..=e` of row `y`, below its first row, adding `area2` under it.
+    fn add_run(&mut self, s: u16, e: u16, y: usize, area2: u32) {
+        self.x0 = self.x0.min(s);
+        self.x1 = self.x1.max(e);
+        self.y1 = y as u16;
+        self.area2 += area2;
+    }
 }
 
 impl Forest {
@@ -176,24 +191,35 @@ impl LevelSets {
         self.holes = 0;
     }
 
-    /// Labels the grown runs top-down (row `y` against row `y - 1`) with union-find,
-    /// keeping each component's statistics at its root run.
+    /// Labels the grown runs top-down (row `y` against row `y - 1`) with union-find over
+    /// components, keeping each component's statistics at its root.
     fn label(&mut self, w: usize) {
         let [_, y0, _, y1] = self.extent;
         let f = &mut self.forest;
         f.parent.clear();
         f.stats.clear();
+        f.of_run.clear();
         let mut touching = 0;
         // Index of the first run of the row above.
         let mut above_base = 0;
         for y in y0..y1.max(y0) {
-            let (done, rest) = self.rows.split_at(y);
-            // Rows above the extent hold no runs.
-            let above: &[(u16, u16)] = done.last().map_or(&[], Vec::as_slice);
-            let base = f.parent.len();
+            // The row above the extent holds no runs.
+            let above: &[(u16, u16)] = if y > y0 { &self.rows[y - 1] } else { &[] };
+            let base = f.of_run.len();
+            // A row of one run under a row of one run it touches, the common case:
+            // it joins that run's component.
+            if let ([(s, e)], &[(ps, pe)]) = (self.rows[y].as_slice(), above) {
+                if ps <= e + 1 && *s <= pe + 1 {
+                    let root = f.find(f.of_run[above_base]);
+                    f.stats[root as usize].add_run(*s, *e, y, area2_under(&[(ps, pe)], *s, *e));
+                    f.of_run.push(root);
+                    touching += 1;
+                    above_base = base;
+                    continue;
+                }
+            }
             let mut j = 0;
-            for &(s, e) in &rest[0] {
-                let r = f.parent.len() as u32;
+            for &(s, e) in &self.rows[y] {
                 // Runs of the row above that end left of this one's 8-neighbourhood are
                 // done with; the first left may also touch the next run of this row.
                 while j < above.len() && above[j].1 + 1 < s {
@@ -202,26 +228,24 @@ impl LevelSets {
                 let mut k = j;
                 let mut root = None;
                 while k < above.len() && above[k].0 <= e + 1 {
-                    let other = f.find((above_base + k) as u32);
+                    let other = f.find(f.of_run[above_base + k]);
                     root = Some(root.map_or(other, |a| f.union_roots(a, other)));
                     k += 1;
                 }
-                let run = Stats { first: (y * w) as u32 + s as u32, x0: s, x1: e, y1: y as u16, area2: 0 };
-                // The run joins its component at the root, from registers: merging its
-                // just-pushed entry back out of memory stalled on store forwarding.
-                f.stats.push(run);
-                match root {
-                    None => f.parent.push(r),
-                    Some(root) => {
-                        f.parent.push(root);
-                        touching += k - j;
-                        let c = &mut f.stats[root as usize];
-                        c.x0 = c.x0.min(s);
-                        c.x1 = c.x1.max(e);
-                        c.y1 = y as u16;
-                        c.area2 += area2_under(&above[j..k], s, e);
+                let id = match root {
+                    None => {
+                        let id = f.parent.len() as u32;
+                        f.parent.push(id);
+                        f.stats.push(Stats { first: (y * w) as u32 + s as u32, x0: s, x1: e, y1: y as u16, area2: 0 });
+                        id
                     }
-                }
+                    Some(root) => {
+                        touching += k - j;
+                        f.stats[root as usize].add_run(s, e, y, area2_under(&above[j..k], s, e));
+                        root
+                    }
+                };
+                f.of_run.push(id);
             }
             above_base = base;
         }
@@ -233,7 +257,7 @@ impl LevelSets {
                 self.components.push(Component { first: c.first, x0, y0, x1, y1, area2: Some(c.area2) });
             }
         }
-        self.holes = self.components.len() as i64 - f.parent.len() as i64 + touching as i64;
+        self.holes = self.components.len() as i64 - f.of_run.len() as i64 + touching as i64;
     }
 
     /// Every row's peaks, highest first.
