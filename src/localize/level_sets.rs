@@ -287,10 +287,22 @@ impl LevelSets {
                     single &= single - 1;
                     self.peaks.push(Peak { v: row[x], y: y as u16, a: x as u16, b: x as u16 });
                 }
-                let mut plateau = rises & flat & valid;
-                while plateau != 0 {
-                    let a = block + plateau.trailing_zeros() as usize;
-                    plateau &= plateau - 1;
+                // A plateau is a run of `flat` bits and its end; adding its first bit
+                // carries through the run onto that end. Plateaus ending in a fall peak.
+                let starts = rises & flat & valid;
+                let (sum, past_block) = flat.overflowing_add(starts);
+                let mut peak_ends = sum & !flat & falls;
+                while peak_ends != 0 {
+                    let b = peak_ends.trailing_zeros();
+                    peak_ends &= peak_ends - 1;
+                    // The plateau's start: the last start before its end.
+                    let a = block + 63 - (starts & ((1u64 << b) - 1)).leading_zeros() as usize;
+                    let b = block + b as usize;
+                    self.peaks.push(Peak { v: row[a], y: y as u16, a: a as u16, b: b as u16 });
+                }
+                if past_block {
+                    // The last plateau goes on into the next block: follow it there.
+                    let a = block + 63 - starts.leading_zeros() as usize;
                     let v = row[a];
                     let b = a + row[a..].iter().take_while(|&&u| u == v).count() - 1;
                     if b + 1 == w || row[b + 1] < v {
