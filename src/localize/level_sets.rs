@@ -199,21 +199,37 @@ impl LevelSets {
         f.parent.clear();
         f.stats.clear();
         f.of_run.clear();
-        let mut touching = 0;
+        // Runs not listed in `of_run` (inside chains), and touching pairs.
+        let (mut unlisted, mut touching) = (0, 0);
         // Index of the first run of the row above.
         let mut above_base = 0;
-        for y in y0..y1.max(y0) {
+        let mut y = y0;
+        while y < y1 {
             // The row above the extent holds no runs.
             let above: &[(u16, u16)] = if y > y0 { &self.rows[y - 1] } else { &[] };
             let base = f.of_run.len();
-            // A row of one run under a row of one run it touches, the common case:
-            // it joins that run's component.
-            if let ([(s, e)], &[(ps, pe)]) = (self.rows[y].as_slice(), above) {
-                if ps <= e + 1 && *s <= pe + 1 {
+            // A chain, the common case: rows of one run, each touching the one above.
+            // They all join the component of the run above the first, which is updated
+            // in registers and written back once (a store per row made a dependency
+            // chain through memory).
+            if let (&[run], &[above_run]) = (self.rows[y].as_slice(), above) {
+                if touches(above_run, run) {
                     let root = f.find(f.of_run[above_base]);
-                    f.stats[root as usize].add_run(*s, *e, y, area2_under(&[(ps, pe)], *s, *e));
+                    let mut c = f.stats[root as usize];
+                    let (mut prev, mut length) = (above_run, 0);
+                    while y < y1 {
+                        let &[run] = self.rows[y].as_slice() else { break };
+                        if !touches(prev, run) {
+                            break;
+                        }
+                        c.add_run(run.0, run.1, y, area2_under(&[prev], run.0, run.1));
+                        (prev, length, y) = (run, length + 1, y + 1);
+                    }
+                    f.stats[root as usize] = c;
+                    // Only the chain's last run is listed, for the row below.
                     f.of_run.push(root);
-                    touching += 1;
+                    unlisted += length - 1;
+                    touching += length;
                     above_base = base;
                     continue;
                 }
@@ -248,6 +264,7 @@ impl LevelSets {
                 f.of_run.push(id);
             }
             above_base = base;
+            y += 1;
         }
         self.components.clear();
         for (r, &p) in f.parent.iter().enumerate() {
@@ -257,7 +274,8 @@ impl LevelSets {
                 self.components.push(Component { first: c.first, x0, y0, x1, y1, area2: Some(c.area2) });
             }
         }
-        self.holes = self.components.len() as i64 - f.of_run.len() as i64 + touching as i64;
+        let runs = f.of_run.len() + unlisted;
+        self.holes = self.components.len() as i64 - runs as i64 + touching as i64;
     }
 
     /// Every row's peaks, highest first.
@@ -328,6 +346,12 @@ impl LevelSets {
     pub fn extent(&self) -> [usize; 4] {
         self.extent
     }
+}
+
+/// Whether runs of consecutive rows touch (8-connected).
+#[inline(always)]
+fn touches(above: (u16, u16), run: (u16, u16)) -> bool {
+    above.0 <= run.1 + 1 && run.0 <= above.1 + 1
 }
 
 /// Twice the polygon area that run `s..=e` adds under the runs `above` it touches (sorted,
