@@ -363,8 +363,8 @@ fn touches(above: (u16, u16), run: (u16, u16)) -> bool {
 fn area2_under(above: &[(u16, u16)], s: u16, e: u16) -> u32 {
     let over: i32 = above.iter().map(|&(ps, pe)| (pe.min(e) as i32 - ps.max(s) as i32 + 1).max(0)).sum();
     let ((fs, fe), (ls, le)) = (above[0], above[above.len() - 1]);
-    let (left, first) = ((fs < s) as i32, (fs <= s && s <= fe) as i32);
-    let (last, right) = ((ls <= e && e <= le) as i32, (le > e) as i32);
+    let (left, first) = ((fs < s) as i32, ((fs <= s) & (s <= fe)) as i32);
+    let (last, right) = (((ls <= e) & (e <= le)) as i32, (le > e) as i32);
     (2 * over - first - last + (left & first) + (last & right)) as u32
 }
 
