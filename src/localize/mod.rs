@@ -86,19 +86,6 @@ pub fn normalize_minmax(map: &mut [f64]) {
     map.iter_mut().for_each(|v| *v = (*v - min) / range);
 }
 
-/// Minimum and maximum in one pass; `None` for the maps normalization zeroes (empty,
-/// constant, or holding a NaN).
-fn min_max<T: Copy + Into<f64>>(map: &[T]) -> Option<(f64, f64)> {
-    let (mut nan, mut min, mut max) = (false, f64::INFINITY, f64::NEG_INFINITY);
-    for &v in map {
-        let v: f64 = v.into();
-        nan |= v.is_nan();
-        min = if v < min { v } else { min };
-        max = if v > max { v } else { max };
-    }
-    (!map.is_empty() && !nan && min != max).then_some((min, max))
-}
-
 /// Raw CAM (`w` x `h`) to the evaluation grid: bicubic resize to `size` x `size`, then
 /// min-max normalization (resize first, as the official `inference.py`), in float64 as
 /// there: a float32 pipeline turns a constant map's resampling noise into a full-range
@@ -135,7 +122,7 @@ unsafe fn prepare_quantized_avx2<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) ->
 
 #[inline(always)]
 fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> Vec<u8> {
-    let Some((min, max)) = min_max_lanes(raw) else { return vec![0; raw.len()] };
+    let Some((min, max)) = min_max(raw) else { return vec![0; raw.len()] };
     let range = max - min;
     let mut q = vec![0u8; raw.len()];
     // The official levels are `((v - min) / range * 255) as u8`, two roundings and a
@@ -167,10 +154,11 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> V
     q
 }
 
-/// [`min_max`] in the map's own type on eight independent lanes, so it vectorizes (the
-/// same result: widening to f64 keeps the order, and lanes only regroup comparisons).
+/// Minimum and maximum; `None` for the maps normalization zeroes (empty, constant, or
+/// holding a NaN). Compared in the map's own type on eight independent lanes, so it
+/// vectorizes: widening to f64 keeps the order, and lanes only regroup comparisons.
 #[inline(always)]
-fn min_max_lanes<T: Copy + Into<f64> + PartialOrd>(map: &[T]) -> Option<(f64, f64)> {
+fn min_max<T: Copy + Into<f64> + PartialOrd>(map: &[T]) -> Option<(f64, f64)> {
     let &first = map.first()?;
     let (mut nan, mut min, mut max) = ([false; 8], [first; 8], [first; 8]);
     let mut blocks = map.chunks_exact(8);
