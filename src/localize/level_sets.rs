@@ -116,6 +116,8 @@ pub struct LevelSets {
     components: Vec<Component>,
     /// One row with a zero byte before and padding after, for the peak masks.
     row_buf: Vec<u8>,
+    /// The map with [`PAD`] zero bytes either side, for growth.
+    padded: Vec<u8>,
     /// Holes of the current set.
     holes: i64,
     /// Extent of the current set: x0, y0, x1, y1 (exclusive).
@@ -132,6 +134,11 @@ impl LevelSets {
         self.rows.resize_with(h, Vec::new);
         self.rows.iter_mut().for_each(Vec::clear);
         let extent_at = level_extents(q, w);
+        let mut padded = std::mem::take(&mut self.padded);
+        padded.clear();
+        padded.extend_from_slice(&[0; PAD]);
+        padded.extend_from_slice(q);
+        padded.extend_from_slice(&[0; PAD]);
         let mut e = [usize::MAX, usize::MAX, 0, 0];
         let mut born = 0;
         for level in (0..256usize).rev() {
@@ -149,16 +156,18 @@ impl LevelSets {
                 born += 1;
             }
             self.extent = e;
-            if self.grow(q, w, level as u8) {
+            if self.grow(&padded, w, level as u8) {
                 self.single(w);
             } else {
                 self.label(w);
             }
             at_level(level as u8, self);
         }
+        self.padded = padded;
     }
 
-    /// Grows every row's runs to level `l`. Returns whether each row of the extent holds
+    /// Grows every row's runs to level `l` (`q` is the map with [`PAD`] bytes either side).
+    /// Returns whether each row of the extent holds
     /// one run touching the one above: then the set is one component without holes.
     fn grow(&mut self, q: &[u8], w: usize, l: u8) -> bool {
         let [_, y0, _, y1] = self.extent;
@@ -168,8 +177,8 @@ impl LevelSets {
             let runs = &mut self.rows[y];
             if let [(s, e)] = runs.as_mut_slice() {
                 // One run, the common case: nothing can merge.
-                *s = grow_left(q, y * w, *s as usize, l) as u16;
-                *e = grow_right(q, y * w, w, *e as usize, l) as u16;
+                *s = grow_left(q, PAD + y * w, *s as usize, l) as u16;
+                *e = grow_right(q, PAD + y * w, w, *e as usize, l) as u16;
                 simple &= (*s <= above.1 + 1) & (above.0 <= *e + 1);
                 above = (*s, *e);
             } else {
@@ -374,7 +383,7 @@ fn area2_under(above: &[(u16, u16)], s: u16, e: u16) -> u32 {
 /// Ends move sixteen pixels per compare ([`grow_left`], [`grow_right`] with
 /// [`ge_mask16`]): a pixel-by-pixel loop mispredicted its exit at nearly every run end.
 fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
-    let row = y * w;
+    let row = PAD + y * w;
     let (mut kept, mut i) = (0, 0);
     while i < runs.len() {
         let s = grow_left(q, row, runs[i].0 as usize, l);
@@ -396,15 +405,13 @@ fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
     runs.truncate(kept);
 }
 
-/// The new first column of a run starting at column `s` of the row at `q[row..]`.
+/// The new first column of a run starting at column `s` of the row at `q[row..]`, in a
+/// map with [`PAD`] bytes before it (so the 16 bytes left of any pixel exist).
 #[inline(always)]
 fn grow_left(q: &[u8], row: usize, mut s: usize, l: u8) -> usize {
     while s > 0 {
-        let n = match row + s {
-            at if at >= 16 => (ge_mask16(&q[at - 16..at], l) as u16).leading_ones() as usize,
-            _ => q[row..row + s].iter().rev().take_while(|&&v| v >= l).count(),
-        };
-        let n = n.min(s);
+        let at = row + s;
+        let n = ((ge_mask16(&q[at - 16..at], l) as u16).leading_ones() as usize).min(s);
         s -= n;
         if n < 16 {
             break;
@@ -413,16 +420,13 @@ fn grow_left(q: &[u8], row: usize, mut s: usize, l: u8) -> usize {
     s
 }
 
-/// The new last column of a run ending at column `e` of the `w`-wide row at `q[row..]`.
+/// The new last column of a run ending at column `e` of the `w`-wide row at `q[row..]`,
+/// in a map with [`PAD`] bytes after it (so the 16 bytes right of any pixel exist).
 #[inline(always)]
 fn grow_right(q: &[u8], row: usize, w: usize, mut e: usize, l: u8) -> usize {
     while e + 1 < w {
         let at = row + e + 1;
-        let n = match q.get(at..at + 16) {
-            Some(block) => (ge_mask16(block, l) as u16).trailing_ones() as usize,
-            None => q[at..row + w].iter().take_while(|&&v| v >= l).count(),
-        };
-        let n = n.min(w - 1 - e);
+        let n = ((ge_mask16(&q[at..at + 16], l) as u16).trailing_ones() as usize).min(w - 1 - e);
         e += n;
         if n < 16 {
             break;
@@ -430,6 +434,9 @@ fn grow_right(q: &[u8], row: usize, w: usize, mut e: usize, l: u8) -> usize {
     }
     e
 }
+
+/// Bytes around the map copy that growth reads, so its 16-byte loads need no edge cases.
+const PAD: usize = 16;
 
 /// Bit `i` set when `block[i] >= l`, for the first 16 bytes of `block`.
 #[cfg(target_arch = "x86_64")]
