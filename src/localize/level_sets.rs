@@ -377,10 +377,10 @@ fn area2_under(above: &[(u16, u16)], s: u16, e: u16) -> u32 {
     (2 * over - first - last + (left & first) + (last & right)) as u32
 }
 
-/// Extends the runs of row `y` (`q` is the whole map, `w` wide) over the neighbours at
-/// `>= l`, merging runs that meet. A run's left end cannot reach the run before it (that
-/// one grew right first and stopped at a pixel below `l`), so only right ends merge.
-/// Ends move sixteen pixels per compare ([`grow_left`], [`grow_right`] with
+/// Extends the runs of row `y` (`q` is the `w`-wide map padded by [`PAD`]) over the
+/// neighbours at `>= l`, merging runs that meet. A run's left end cannot reach the run
+/// before it (that one grew right first and stopped at a pixel below `l`), so only right
+/// ends merge. Ends move sixteen pixels per compare ([`grow_left`], [`grow_right`] with
 /// [`ge_mask16`]): a pixel-by-pixel loop mispredicted its exit at nearly every run end.
 fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
     let row = PAD + y * w;
