@@ -166,9 +166,9 @@ impl LevelSets {
         self.padded = padded;
     }
 
-    /// Grows every row's runs to level `l` (`q` is the map with [`PAD`] bytes either side).
-    /// Returns whether each row of the extent holds
-    /// one run touching the one above: then the set is one component without holes.
+    /// Grows every row's runs to level `l` (`q` is the map with [`PAD`] bytes either
+    /// side). Returns whether each row of the extent holds one run touching the one
+    /// above: then the set is one component without holes.
     fn grow(&mut self, q: &[u8], w: usize, l: u8) -> bool {
         let [_, y0, _, y1] = self.extent;
         // The run of the row above; the first row's "above" touches anything.
@@ -179,7 +179,7 @@ impl LevelSets {
                 // One run, the common case: nothing can merge.
                 *s = grow_left(q, PAD + y * w, *s as usize, l) as u16;
                 *e = grow_right(q, PAD + y * w, w, *e as usize, l) as u16;
-                simple &= (*s <= above.1 + 1) & (above.0 <= *e + 1);
+                simple &= touches(above, (*s, *e));
                 above = (*s, *e);
             } else {
                 grow_runs(runs, q, w, y, l);
@@ -360,7 +360,7 @@ impl LevelSets {
 /// Whether runs of consecutive rows touch (8-connected).
 #[inline(always)]
 fn touches(above: (u16, u16), run: (u16, u16)) -> bool {
-    above.0 <= run.1 + 1 && run.0 <= above.1 + 1
+    (above.0 <= run.1 + 1) & (run.0 <= above.1 + 1)
 }
 
 /// Twice the polygon area that run `s..=e` adds under the runs `above` it touches (sorted,

@@ -120,6 +120,7 @@ unsafe fn prepare_quantized_avx2<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) ->
     prepare_quantized_same_size(raw)
 }
 
+/// Min-max normalization and quantization of a map already at the evaluation size.
 #[inline(always)]
 fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> Vec<u8> {
     let Some((min, max)) = min_max(raw) else { return vec![0; raw.len()] };
@@ -131,6 +132,7 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> V
     // close to an integer; blocks holding such a value (the minimum and maximum among
     // them) are redone the official way. A division per pixel was half the cost here.
     let scale = 255.0 / range;
+    // An infinite range (scale 0) or a tiny one (scale infinite): the official way.
     if !scale.is_finite() || scale == 0.0 {
         quantize_range(raw, min, range, &mut q);
         return q;
