@@ -100,7 +100,12 @@ pub fn prepare_map<T: Copy + Into<f64>>(raw: &[T], w: usize, h: usize, size: usi
 /// `quantize(&prepare_map(raw, w, h, size))`, for callers that only need boxes: a map
 /// already at the evaluation size goes from its raw values to levels in one pass, with
 /// no float64 copy of the map.
-pub fn prepare_quantized<T: Copy + Into<f64> + PartialOrd>(raw: &[T], w: usize, h: usize, size: usize) -> Vec<u8> {
+pub fn prepare_quantized<T: Copy + Into<f64> + PartialOrd + 'static>(
+    raw: &[T],
+    w: usize,
+    h: usize,
+    size: usize,
+) -> Vec<u8> {
     if (w, h) != (size, size) {
         return quantize(&prepare_map(raw, w, h, size));
     }
@@ -116,15 +121,22 @@ pub fn prepare_quantized<T: Copy + Into<f64> + PartialOrd>(raw: &[T], w: usize, 
 /// same levels, on four lanes per instruction.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn prepare_quantized_avx2<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> Vec<u8> {
+unsafe fn prepare_quantized_avx2<T: Copy + Into<f64> + PartialOrd + 'static>(raw: &[T]) -> Vec<u8> {
     prepare_quantized_same_size(raw)
 }
 
 /// Min-max normalization and quantization of a map already at the evaluation size.
 #[inline(always)]
-fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> Vec<u8> {
+fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: &[T]) -> Vec<u8> {
     let Some((min, max)) = min_max(raw) else { return vec![0; raw.len()] };
     let range = max - min;
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: `T` is `f32`, checked just above.
+        let raw32 = unsafe { std::slice::from_raw_parts(raw.as_ptr() as *const f32, raw.len()) };
+        if let Some(q) = quantize_f32(raw32, min, range) {
+            return q;
+        }
+    }
     let mut q = vec![0u8; raw.len()];
     // The official levels are `((v - min) / range * 255) as u8`, two roundings and a
     // division per pixel. `(v - min) * (255 / range)` is within 4 ulps of that product
@@ -154,6 +166,37 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd>(raw: &[T]) -> V
         }
     }
     q
+}
+
+/// The levels of a float32 map from float32 arithmetic, eight lanes per instruction
+/// (twice float64's): `(v - min) * (255 / range)` in float32 is within 4.6e-5 of the exact
+/// level value (three roundings of 2^-24 at values under 256), so it truncates to the
+/// official level unless it lies within 1e-4 of an integer; blocks holding such a value
+/// are redone the official way. `None` where the bound does not hold: ranges so tiny or
+/// so large that float32 underflows or overflows.
+#[inline(always)]
+fn quantize_f32(raw: &[f32], min: f64, range: f64) -> Option<Vec<u8>> {
+    if !(1e-30..1e38).contains(&range) {
+        return None;
+    }
+    let (min32, scale) = (min as f32, (255.0 / range) as f32);
+    const NEAR: f32 = 1e-4;
+    let mut q = vec![0u8; raw.len()];
+    for (block, out) in raw.chunks(16).zip(q.chunks_mut(16)) {
+        let mut near = false;
+        for (&v, o) in block.iter().zip(out.iter_mut()) {
+            let t = (v - min32) * scale;
+            // SAFETY: `t` is finite and within [0, 256): `v - min` lies in [0, range].
+            let level = unsafe { t.to_int_unchecked::<i32>() };
+            let frac = t - level as f32;
+            near |= !(NEAR..=1.0 - NEAR).contains(&frac);
+            *o = level as u8;
+        }
+        if near {
+            quantize_range(block, min, range, out);
+        }
+    }
+    Some(q)
 }
 
 /// Minimum and maximum; `None` for the maps normalization zeroes (empty, constant, or
@@ -293,6 +336,25 @@ mod tests {
             assert_eq!(prepare_quantized(&raw, n, n, n), want, "{min}..{max}");
             let raw32: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
             assert_eq!(prepare_quantized(&raw32, n, n, n), quantize(&prepare_map(&raw32, n, n, n)));
+        }
+    }
+
+    /// float32 maps take levels from float32 arithmetic: values 1-6 float32 ulps either
+    /// side of every level edge (and on it), for ranges from tiny to large, give the
+    /// official levels.
+    #[test]
+    fn prepare_quantized_f32_exact_at_level_edges() {
+        let up = |v: f32, n: i32| f32::from_bits((v.to_bits() as i32 + n) as u32);
+        for (min, max) in [(-0.37f32, 1.9f32), (0.0, 1.0), (3.0e-7, 0.002), (-1e4, 7.0), (0.1, 0.3), (1e-20, 3e-20)] {
+            let range = max as f64 - min as f64;
+            let mut raw = vec![min, max];
+            for k in 1..255 {
+                let edge = (min as f64 + range * (k as f64 / 255.0)) as f32;
+                raw.extend((-6..=6).map(|n| up(edge, n)).filter(|v| (min..=max).contains(v)));
+            }
+            let n = (raw.len() as f64).sqrt().floor() as usize;
+            raw.truncate(n * n);
+            assert_eq!(prepare_quantized(&raw, n, n, n), quantize(&prepare_map(&raw, n, n, n)), "{min}..{max}");
         }
     }
 
