@@ -270,9 +270,11 @@ impl CustomOp2 for Forward {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &GradInput(self.0))?;
-        let dw = x.apply_op2_no_bwd(&dy, &GradWeight(self.0))?;
-        Ok((Some(dx), Some(dw)))
+        // An operand outside the graph needs no gradient: the image batch at the stem
+        // (its input gradient was a whole GEMM pass per step), or frozen weights.
+        let dx = x.track_op().then(|| dy.apply_op2_no_bwd(w, &GradInput(self.0))).transpose()?;
+        let dw = w.track_op().then(|| x.apply_op2_no_bwd(&dy, &GradWeight(self.0))).transpose()?;
+        Ok((dx, dw))
     }
 }
 
@@ -530,6 +532,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Only operands in the graph get a gradient: a plain input tensor (the image batch)
+    /// none, and a plain weight tensor (frozen) none, while the other one still does.
+    #[test]
+    fn gradients_only_for_tracked_operands() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 8, 8), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (4, 3, 3, 3), &dev).unwrap();
+        let (xv, kv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&k).unwrap());
+        let g = conv2d(&x, kv.as_tensor(), (1, 1), 1, 1).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_none() && g.get(kv.as_tensor()).is_some());
+        let g = conv2d(xv.as_tensor(), &k, (1, 1), 1, 1).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(xv.as_tensor()).is_some() && g.get(&k).is_none());
     }
 
     /// The layer adds its bias and routes grouped convolutions to candle.
