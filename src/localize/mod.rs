@@ -158,7 +158,9 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: 
             // SAFETY: `t` is finite and within [0, 256).
             let level = unsafe { t.to_int_unchecked::<i32>() };
             let frac = t - level as f64;
-            near |= !(NEAR..=1.0 - NEAR).contains(&frac);
+            // Level 0's lower edge needs no check: both values are at least 0. (A map's
+            // background, most of a CAM, lies just above its minimum.)
+            near |= ((frac < NEAR) & (level > 0)) | (frac > 1.0 - NEAR);
             *o = level as u8;
         }
         if near {
@@ -171,8 +173,8 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: 
 /// The levels of a float32 map from float32 arithmetic, eight lanes per instruction
 /// (twice float64's): `(v - min) * (255 / range)` in float32 is within 4.6e-5 of the exact
 /// level value (three roundings of 2^-24 at values under 256), so it truncates to the
-/// official level unless it lies within 1e-4 of an integer; blocks holding such a value
-/// are redone the official way. `None` where the bound does not hold: ranges so tiny or
+/// official level unless it lies within 1e-4 of an integer from 1 up; blocks holding
+/// such a value are redone the official way. `None` where the bound does not hold: ranges so tiny or
 /// so large that float32 underflows or overflows.
 #[inline(always)]
 fn quantize_f32(raw: &[f32], min: f64, range: f64) -> Option<Vec<u8>> {
@@ -189,7 +191,7 @@ fn quantize_f32(raw: &[f32], min: f64, range: f64) -> Option<Vec<u8>> {
             // SAFETY: `t` is finite and within [0, 256): `v - min` lies in [0, range].
             let level = unsafe { t.to_int_unchecked::<i32>() };
             let frac = t - level as f32;
-            near |= !(NEAR..=1.0 - NEAR).contains(&frac);
+            near |= ((frac < NEAR) & (level > 0)) | (frac > 1.0 - NEAR);
             *o = level as u8;
         }
         if near {
