@@ -174,8 +174,8 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: 
 /// (twice float64's): `(v - min) * (255 / range)` in float32 is within 4.6e-5 of the exact
 /// level value (three roundings of 2^-24 at values under 256), so it truncates to the
 /// official level unless it lies within 1e-4 of an integer from 1 up; blocks holding
-/// such a value are redone the official way. `None` where the bound does not hold: ranges so tiny or
-/// so large that float32 underflows or overflows.
+/// such a value are redone the official way. `None` where the bound does not hold:
+/// ranges so tiny or so large that float32 underflows or overflows.
 #[inline(always)]
 fn quantize_f32(raw: &[f32], min: f64, range: f64) -> Option<Vec<u8>> {
     if !(1e-30..1e38).contains(&range) {
