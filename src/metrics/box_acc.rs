@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::percent;
-use crate::localize::{iou, quantize, sweep_quantized, BBox};
+use crate::localize::{iou, quantize, sweep_quantized_with, BBox};
 
 /// The IoU (percent) of MaxBoxAcc and of GT-known / top-k localization.
 const IOU_LOC: u32 = 50;
@@ -127,9 +127,10 @@ impl BoxAccumulator {
         // Official test: `iou >= threshold / 100` in f64.
         let hit = |v: f64, d: u32| v >= d as f64 / 100.0;
         // Many thresholds share one binary map: score each distinct box set once.
-        let sweep = sweep_quantized(q, w, h, &self.sweep_thresholds);
-        let best: Vec<(f64, f64)> =
-            sweep.groups.iter().map(|g| (best_iou(std::slice::from_ref(&g.largest)), best_iou(&g.all))).collect();
+        let sweep = sweep_quantized_with(q, w, h, &self.sweep_thresholds, |largest, all| {
+            (best_iou(std::slice::from_ref(&largest)), best_iou(all))
+        });
+        let best = &sweep.groups;
         for (t, &g) in sweep.index[..n].iter().enumerate() {
             let (best_largest, best_all) = best[g];
             for (k, &d) in self.ious.iter().enumerate() {
