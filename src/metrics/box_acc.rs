@@ -126,7 +126,7 @@ impl BoxAccumulator {
         };
         // Official test: `iou >= threshold / 100` in f64.
         let hit = |v: f64, d: u32| v >= d as f64 / 100.0;
-        // Many thresholds share one binary map: score each distinct box set once.
+        // Many thresholds share one level (binary map): score each level's boxes once.
         let sweep = sweep_quantized_with(q, w, h, &self.sweep_thresholds, |largest, all| {
             (best_iou(std::slice::from_ref(&largest)), best_iou(all))
         });
