@@ -171,7 +171,7 @@ impl LevelSets {
             } else {
                 self.label(w);
             }
-            at_level(level as u8, self);
+            at_level(l, self);
         }
         self.padded = padded;
     }

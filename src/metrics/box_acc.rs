@@ -130,9 +130,8 @@ impl BoxAccumulator {
         let sweep = sweep_quantized_with(q, w, h, &self.sweep_thresholds, |largest, all| {
             (best_iou(std::slice::from_ref(&largest)), best_iou(all))
         });
-        let best = &sweep.groups;
         for (t, &g) in sweep.index[..n].iter().enumerate() {
-            let (best_largest, best_all) = best[g];
+            let (best_largest, best_all) = sweep.groups[g];
             for (k, &d) in self.ious.iter().enumerate() {
                 self.largest[k * n + t] += hit(best_largest, d) as u64;
                 self.all[k * n + t] += hit(best_all, d) as u64;
@@ -143,7 +142,7 @@ impl BoxAccumulator {
                 self.top5[t] += (ok && c.top5) as u64;
             }
         }
-        let ok = hit(best[sweep.index[n]].0, IOU_LOC);
+        let ok = hit(sweep.groups[sweep.index[n]].0, IOU_LOC);
         self.fixed[0] += ok as u64;
         if let Some(c) = cls {
             self.fixed[1] += (ok && c.top1) as u64;
