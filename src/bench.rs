@@ -22,6 +22,8 @@ pub struct TrainBench {
     pub steps: usize,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// TF32 GEMMs on the GPU (the config's `tf32`).
+    pub tf32: bool,
     /// Feed the steps from the training loader on this folder of JPEGs (written when
     /// empty, as `wsol bench data`) with this many decode threads, instead of one random
     /// batch: then the wait for each batch is measured too.
@@ -41,7 +43,7 @@ pub struct TrainBenchResult {
 }
 
 pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
-    let dev = crate::pipeline::device(&b.device)?;
+    let dev = crate::pipeline::device(&b.device, b.tf32)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let cfg = ModelConfig { backbone: b.backbone.clone(), head: b.head.clone(), ..Default::default() };
@@ -83,8 +85,10 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         loss.to_scalar::<f32>().context("loss")?;
         let t2 = Instant::now();
         let grads = loss.backward()?;
+        dev.synchronize()?; // GPU work is asynchronous: time it, not its launch
         let t3 = Instant::now();
         sgd.step(&grads, 0.01)?;
+        dev.synchronize()?;
         if k >= b.warmup {
             step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
             fwd_ms.push((t2 - t1).as_secs_f64() * 1e3);

@@ -254,6 +254,9 @@ pub struct BenchTrainArgs {
     /// `cpu` or `cuda:N` (a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// TF32 matrix products on the GPU (PyTorch's default for convolutions).
+    #[arg(long)]
+    pub tf32: bool,
     /// Feed the steps from the training loader on this folder of JPEGs (512 CUB-sized
     /// ones are written when it has none) and measure each step's wait for its batch.
     #[arg(long)]
@@ -568,7 +571,7 @@ fn check(a: CheckArgs) -> Result<()> {
 
 fn cam_picture(a: CamArgs) -> Result<()> {
     let cfg = load_config(&a.common, None)?;
-    let device = pipeline::device(&cfg.device)?;
+    let device = pipeline::device(&cfg.device, cfg.tf32)?;
     let model = pipeline::build_model(&cfg, &device)?;
     match &a.checkpoint {
         Some(c) => pipeline::load_checkpoint(&model, c)?,
@@ -725,6 +728,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         warmup: 2,
         steps: a.steps,
         device: a.device.clone(),
+        tf32: a.tf32,
         data: a.data.clone().map(|d| (d, a.workers)),
     };
     let r = crate::bench::train_step_speed(&spec)?;
@@ -736,7 +740,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     if a.json {
         let v = serde_json::json!({
-            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device,
+            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32,
             "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
             "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
             "forward_ms": r.forward_ms, "backward_ms": r.backward_ms,

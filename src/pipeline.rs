@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::models::{self, WsolModel};
 
-pub fn device(spec: &str) -> Result<Device> {
+/// The device named by `spec`; `tf32` switches candle's f32 GEMMs on the GPU to TF32.
+pub fn device(spec: &str, tf32: bool) -> Result<Device> {
+    candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
     if spec == "cpu" {
         return Ok(Device::Cpu);
     }

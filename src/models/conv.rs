@@ -11,7 +11,8 @@
 //! Tiles keep the im2col buffer near 8 MB, so VGG's 224x224 layers need no 100 MB copies.
 //! Images run in parallel (one GEMM thread each) when the batch has at least as many
 //! images as threads, otherwise one image at a time with a parallel GEMM. Grouped
-//! convolutions (EfficientNet's depthwise ones) and non-CPU devices use candle's op.
+//! convolutions (EfficientNet's depthwise ones) use candle's op; other devices use
+//! candle's forward with the backward of [`super::conv_gpu`].
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -375,7 +376,8 @@ fn candle_conv_requested() -> bool {
 }
 
 /// `conv2d` of `x` [B, c_in, h, w] with `w` [c_out, c_in, kh, kw], zero padding `pad`
-/// (rows, columns), no groups: the GEMM ops on CPU f32, candle's op elsewhere.
+/// (rows, columns), no groups: the GEMM ops on CPU f32, cuDNN for f32 on CUDA in a
+/// `cudnn` build, elsewhere candle's op with [`super::conv_gpu`]'s backward.
 pub fn conv2d(x: &Tensor, w: &Tensor, pad: (usize, usize), stride: usize, dilation: usize) -> Result<Tensor> {
     let (_, c_in, h, wd) = x.dims4()?;
     let (c_out, wc_in, kh, kw) = w.dims4()?;
@@ -383,10 +385,14 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: (usize, usize), stride: usize, dilati
         let g = Geometry { c_in, h, w: wd, c_out, kh, kw, stride, pad, dilation };
         return x.contiguous()?.apply_op2(&w.contiguous()?, Forward(g));
     }
-    if pad.0 == pad.1 {
-        return x.conv2d(w, pad.0, stride, dilation, 1);
+    if candle_conv_requested() || wc_in != c_in {
+        return super::conv_gpu::candle_conv2d(x, w, pad, stride, dilation);
     }
-    x.pad_with_zeros(2, pad.0, pad.0)?.pad_with_zeros(3, pad.1, pad.1)?.conv2d(w, 0, stride, dilation, 1)
+    #[cfg(feature = "cudnn")]
+    if x.device().is_cuda() && x.dtype() == DType::F32 {
+        return super::conv_cudnn::conv2d(x, w, pad, stride, dilation);
+    }
+    super::conv_gpu::conv2d(x, w, pad, stride, dilation)
 }
 
 /// A convolution layer (`weight`, optional `bias`, torchvision's names) running
@@ -457,6 +463,10 @@ impl Module for Conv2d {
             x.conv2d(&self.weight, p, self.stride, self.dilation, self.groups)?
         };
         match &self.bias {
+            #[cfg(feature = "cuda")]
+            Some(b) if y.device().is_cuda() && y.dtype() == DType::F32 && y.rank() == 4 => {
+                super::channel_ops_cuda::add_channel_bias(&y, b)
+            }
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
         }

@@ -6,7 +6,12 @@ mod acol_head;
 pub mod adl;
 mod batch_norm;
 mod cam_head;
+#[cfg(feature = "cuda")]
+mod channel_ops_cuda;
 pub mod conv;
+#[cfg(feature = "cudnn")]
+mod conv_cudnn;
+mod conv_gpu;
 mod efficientnet;
 mod inception;
 pub mod init;

@@ -11,6 +11,10 @@ use candle_core::Tensor;
 pub(crate) fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let (ho, wo) = (h / 2, w / 2);
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
+        return super::channel_ops_cuda::max_pool(x, 2, 2, 0, (ho, wo));
+    }
     let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)? } else { x.clone() };
     x.contiguous()?.reshape((b, c, ho, 2, wo, 2))?.max(5)?.max(3)
 }
@@ -34,6 +38,12 @@ pub(crate) fn pool_len(n: usize, stride: usize, pad: usize, ceil: bool) -> usize
 /// replicated (every window holds the real pixel next to its padding, so the max is
 /// PyTorch's), the max of three shifted views per axis, then every `stride`-th.
 pub(crate) fn max_pool3(x: &Tensor, stride: usize, pad: usize, ceil: bool) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
+        let (_, _, h, w) = x.dims4()?;
+        let out = (pool_len(h, stride, pad, ceil), pool_len(w, stride, pad, ceil));
+        return super::channel_ops_cuda::max_pool(x, 3, stride, pad, out);
+    }
     let mut y = x.clone();
     for dim in [2, 3] {
         let n = y.dim(dim)?;
@@ -94,6 +104,37 @@ mod tests {
             a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         );
+    }
+
+    /// The CUDA kernels against the CPU pools (random inputs, so no ties): values and the
+    /// gradient of a weighted sum, for the 2x2 pool and the 3x3 ones of every backbone.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_pools_match_cpu() {
+        let gpu = Device::new_cuda(0).unwrap();
+        let cases =
+            [(8, 8, 2, 1, false), (7, 9, 2, 1, false), (9, 9, 2, 0, true), (28, 27, 2, 0, true), (7, 7, 1, 1, false)];
+        for (h, w, stride, pad, ceil) in cases {
+            let x = Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
+            type Pool = Box<dyn Fn(&Tensor) -> Tensor>;
+            let pools: [(&str, Pool); 2] = [
+                ("3x3", Box::new(move |t: &Tensor| max_pool3(t, stride, pad, ceil).unwrap())),
+                ("2x2", Box::new(|t: &Tensor| max_pool2(t).unwrap())),
+            ];
+            for (name, pool) in pools {
+                let run = |dev: &Device| {
+                    let v = Var::from_tensor(&x.to_device(dev).unwrap()).unwrap();
+                    let y = pool(v.as_tensor());
+                    let wts = Tensor::arange(0f32, y.elem_count() as f32, dev).unwrap().reshape(y.shape()).unwrap();
+                    let g = (&y * wts).unwrap().sum_all().unwrap().backward().unwrap();
+                    let flat = |t: &Tensor| {
+                        t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap()
+                    };
+                    (y.dims().to_vec(), flat(&y), flat(g.get(v.as_tensor()).unwrap()))
+                };
+                assert_eq!(run(&gpu), run(&Device::Cpu), "{name} pool, {h}x{w} s{stride} p{pad} ceil {ceil}");
+            }
+        }
     }
 
     #[test]

@@ -8,9 +8,10 @@ use rayon::prelude::*;
 
 use super::cpu_f32;
 
-/// max(x, 0); the fused op on CPU f32, candle's elsewhere.
+/// max(x, 0); the fused op on CPU f32 (and CUDA f32 in a `cuda` build), candle's elsewhere.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    let ours = x.device().is_cpu() || cfg!(feature = "cuda") && x.device().is_cuda();
+    if ours && x.dtype() == DType::F32 {
         x.contiguous()?.apply_op1(Relu)
     } else {
         x.relu()
@@ -36,6 +37,11 @@ impl CustomOp1 for Relu {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::channel_ops_cuda::relu_fwd(s, l)
+    }
+
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(dy.contiguous()?.apply_op2_no_bwd(x, &ReluGrad)?))
     }
@@ -57,6 +63,17 @@ impl CustomOp2 for ReluGrad {
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ds: &candle_core::CudaStorage,
+        dl: &Layout,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::channel_ops_cuda::relu_bwd(ds, dl, xs, xl)
+    }
 }
 
 #[cfg(test)]
@@ -68,8 +85,18 @@ mod tests {
     /// Values and gradients equal candle's exactly, zeros included.
     #[test]
     fn equals_candle_relu_and_its_gradient() {
-        let dev = Device::Cpu;
-        let mut v: Vec<f32> = Tensor::randn(0f32, 1., 1000, &dev).unwrap().to_vec1().unwrap();
+        check_against_candle(&Device::Cpu);
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn equals_candle_relu_on_cuda() {
+        check_against_candle(&Device::new_cuda(0).unwrap());
+    }
+
+    fn check_against_candle(dev: &Device) {
+        let dev = dev.clone();
+        let mut v: Vec<f32> = Tensor::randn(0f32, 1., 1000, &Device::Cpu).unwrap().to_vec1().unwrap();
         v[3] = 0.0;
         v[7] = -0.0;
         let x = Var::from_tensor(&Tensor::from_vec(v, (2, 5, 10, 10), &dev).unwrap()).unwrap();

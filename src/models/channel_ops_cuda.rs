@@ -1,0 +1,655 @@
+//! Training batch norm and per-channel bias on CUDA as our own kernels, compiled with
+//! NVRTC at first use. Why: candle_nn's batch norm and `broadcast_add` chain candle's
+//! strided kernels (a transpose copy, means, broadcast subtract/divide/scale/shift, and
+//! as many again backward), each spending 64-bit divisions per element and dimension.
+//! Here, as the CPU ops of `batch_norm.rs`, the forward is statistics + normalize and the
+//! backward per-channel sums + input gradient, one pass each, the channel taken from the
+//! grid. Sums are in f64, reduced in a fixed order: runs repeat exactly.
+
+use std::sync::OnceLock;
+
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{cudarc, CudaDevice};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Error, Layout, Result, Shape, Storage, Tensor,
+};
+
+const SRC: &str = r#"
+__device__ double block_sum(double v, double* sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    int warps = (blockDim.x + 31) >> 5;
+    v = (int)threadIdx.x < warps ? sh[threadIdx.x] : 0.0;
+    if (warp == 0) {
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+        if (lane == 0) sh[32] = v;
+    }
+    __syncthreads();
+    double total = sh[32];
+    __syncthreads();
+    return total;
+}
+
+// One block per channel: out = [mean; 1/sqrt(var + eps); var] (biased var), two passes.
+extern "C" __global__ void bn_stats(const float* x, float* out, int n, int c, int hw, float eps) {
+    __shared__ double sh[33];
+    int ch = blockIdx.x;
+    double s = 0.0;
+    for (int img = 0; img < n; ++img) {
+        const float* p = x + ((long long)img * c + ch) * hw;
+        for (int i = threadIdx.x; i < hw; i += blockDim.x) s += (double)p[i];
+    }
+    double count = (double)n * (double)hw;
+    double mean = block_sum(s, sh) / count;
+    double q = 0.0;
+    for (int img = 0; img < n; ++img) {
+        const float* p = x + ((long long)img * c + ch) * hw;
+        for (int i = threadIdx.x; i < hw; i += blockDim.x) {
+            double d = (double)p[i] - mean;
+            q += d * d;
+        }
+    }
+    double var = block_sum(q, sh) / count;
+    if (threadIdx.x == 0) {
+        out[ch] = (float)mean;
+        out[c + ch] = (float)(1.0 / sqrt(var + (double)eps));
+        out[2 * c + ch] = (float)var;
+    }
+}
+
+// Grid: x over a plane's pixels, y over planes (image * c + channel).
+extern "C" __global__ void bn_normalize(const float* x, const float* stats, const float* gamma,
+                                        const float* beta, float* y, int c, int hw, int planes) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= hw) return;
+    for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        int ch = plane % c;
+        long long k = (long long)plane * hw + i;
+        y[k] = (x[k] - stats[ch]) * stats[c + ch] * gamma[ch] + beta[ch];
+    }
+}
+
+// One block per channel: out = [sum dy; sum dy * x_hat].
+extern "C" __global__ void bn_grad_sums(const float* dy, const float* x, const float* stats, float* out,
+                                        int n, int c, int hw) {
+    __shared__ double sh[33];
+    int ch = blockIdx.x;
+    float m = stats[ch], is = stats[c + ch];
+    double a = 0.0, q = 0.0;
+    for (int img = 0; img < n; ++img) {
+        long long off = ((long long)img * c + ch) * hw;
+        for (int i = threadIdx.x; i < hw; i += blockDim.x) {
+            float g = dy[off + i];
+            a += (double)g;
+            q += (double)(g * ((x[off + i] - m) * is));
+        }
+    }
+    double sa = block_sum(a, sh);
+    double sq = block_sum(q, sh);
+    if (threadIdx.x == 0) {
+        out[ch] = (float)sa;
+        out[c + ch] = (float)sq;
+    }
+}
+
+// dx = gamma * invstd / N * (N dy - sum dy - x_hat * sum dy x_hat)
+extern "C" __global__ void bn_grad_input(const float* dy, const float* x, const float* gamma,
+                                         const float* stats, const float* sums, float* dx,
+                                         int c, int hw, int planes, float count) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= hw) return;
+    for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        int ch = plane % c;
+        long long k = (long long)plane * hw + i;
+        float is = stats[c + ch];
+        float xh = (x[k] - stats[ch]) * is;
+        dx[k] = gamma[ch] * is / count * (count * dy[k] - sums[ch] - xh * sums[c + ch]);
+    }
+}
+
+extern "C" __global__ void add_channel(const float* x, const float* b, float* y, int c, int hw, int planes) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= hw) return;
+    for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        long long k = (long long)plane * hw + i;
+        y[k] = x[k] + b[plane % c];
+    }
+}
+
+// One block per channel: out[ch] = sum over images and pixels.
+extern "C" __global__ void channel_sum(const float* x, float* out, int n, int c, int hw) {
+    __shared__ double sh[33];
+    int ch = blockIdx.x;
+    double s = 0.0;
+    for (int img = 0; img < n; ++img) {
+        const float* p = x + ((long long)img * c + ch) * hw;
+        for (int i = threadIdx.x; i < hw; i += blockDim.x) s += (double)p[i];
+    }
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) out[ch] = (float)s;
+}
+
+extern "C" __global__ void relu_fwd(const float* x, float* y, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
+        y[i] = fmaxf(x[i], 0.0f);
+}
+
+// As candle's: the gradient passes where x >= 0.
+extern "C" __global__ void relu_bwd(const float* dy, const float* x, float* dx, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
+        dx[i] = x[i] >= 0.0f ? dy[i] : 0.0f;
+}
+
+// Index of the first maximum (PyTorch's: a NaN wins) of window (oy, ox) in plane xp, or -1.
+__device__ int window_argmax(const float* xp, int h, int w, int oy, int ox, int k, int s, int p) {
+    float m = -INFINITY;
+    int best = -1;
+    for (int i = 0; i < k; ++i) {
+        int iy = oy * s - p + i;
+        if (iy < 0 || iy >= h) continue;
+        for (int j = 0; j < k; ++j) {
+            int ix = ox * s - p + j;
+            if (ix < 0 || ix >= w) continue;
+            float v = xp[iy * w + ix];
+            if (best < 0 || v > m || isnan(v)) {
+                m = v;
+                best = iy * w + ix;
+                if (isnan(v)) return best;
+            }
+        }
+    }
+    return best;
+}
+
+// Max pool, window k, stride s, padding p (never the maximum); grid x over outputs of a plane.
+extern "C" __global__ void max_pool_fwd(const float* x, float* y, int h, int w, int ho, int wo, int k, int s, int p,
+                                        int planes) {
+    int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= ho * wo) return;
+    for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float* xp = x + (long long)plane * h * w;
+        int a = window_argmax(xp, h, w, o / wo, o % wo, k, s, p);
+        y[(long long)plane * ho * wo + o] = a < 0 ? -INFINITY : xp[a];
+    }
+}
+
+// Each input pixel gathers the gradient of the windows whose first maximum it is (no atomics:
+// the same sums every run).
+extern "C" __global__ void max_pool_bwd(const float* x, const float* dy, float* dx, int h, int w, int ho, int wo, int k,
+                                        int s, int p, int planes) {
+    int q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= h * w) return;
+    int iy = q / w, ix = q % w;
+    int ty = iy + p - k + 1, tx = ix + p - k + 1;
+    int oy0 = ty <= 0 ? 0 : (ty + s - 1) / s, ox0 = tx <= 0 ? 0 : (tx + s - 1) / s;
+    int oy1 = min(ho - 1, (iy + p) / s), ox1 = min(wo - 1, (ix + p) / s);
+    for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float* xp = x + (long long)plane * h * w;
+        const float* gp = dy + (long long)plane * ho * wo;
+        float g = 0.0f;
+        for (int oy = oy0; oy <= oy1; ++oy)
+            for (int ox = ox0; ox <= ox1; ++ox)
+                if (window_argmax(xp, h, w, oy, ox, k, s, p) == q) g += gp[oy * wo + ox];
+        dx[(long long)plane * h * w + q] = g;
+    }
+}
+"#;
+
+/// Threads of the per-channel reductions.
+const REDUCE_THREADS: u32 = 1024;
+/// Threads along a plane of the elementwise kernels.
+const MAP_THREADS: u32 = 256;
+
+fn kernel(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
+    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    let ptx = PTX.get_or_init(|| cudarc::nvrtc::compile_ptx(SRC).map(|p| p.to_src()).map_err(|e| e.to_string()));
+    let ptx = ptx.as_ref().map_err(|e| Error::Msg(format!("compiling the channel kernels with NVRTC: {e}")))?;
+    Ok(dev.get_or_load_custom_func(name, "wsol_channel_ops", ptx)?.into_cuda_function())
+}
+
+fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+    if !l.is_contiguous() {
+        candle_core::bail!("channel op: operand not contiguous");
+    }
+    Ok(s.as_cuda_slice::<f32>()?.slice(l.start_offset()..l.start_offset() + l.shape().elem_count()))
+}
+
+/// (images, channels, pixels per plane) of a [B, C, H, W] layout, as kernel ints.
+fn nchw(l: &Layout) -> Result<(i32, i32, i32)> {
+    let (b, c, h, w) = l.shape().dims4()?;
+    if b * c * h * w >= i32::MAX as usize {
+        candle_core::bail!("channel op: tensor of {} elements is too large", b * c * h * w);
+    }
+    Ok((b as i32, c as i32, (h * w) as i32))
+}
+
+fn per_channel(c: i32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (c as u32, 1, 1), block_dim: (REDUCE_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn per_pixel(planes: i32, hw: i32) -> LaunchConfig {
+    let x = (hw as u32).div_ceil(MAP_THREADS);
+    LaunchConfig { grid_dim: (x, (planes as u32).min(65_535), 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn launched(
+    r: std::result::Result<Option<(cudarc::driver::CudaEvent, cudarc::driver::CudaEvent)>, cudarc::driver::DriverError>,
+) -> Result<()> {
+    r.map(|_| ()).map_err(Error::wrap)
+}
+
+/// A tensor held by an op (statistics, sums), read on the device.
+fn held(t: &Tensor, f: impl FnOnce(CudaView<'_, f32>) -> Result<(CudaStorage, Shape)>) -> Result<(CudaStorage, Shape)> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cuda(s) => f(view(s, l)?),
+        _ => candle_core::bail!("channel op: statistics not on the GPU"),
+    }
+}
+
+fn done(out: CudaSlice<f32>, dev: &CudaDevice, shape: Shape) -> Result<(CudaStorage, Shape)> {
+    Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape))
+}
+
+fn no_cpu() -> Result<(CpuStorage, Shape)> {
+    candle_core::bail!("CUDA channel op on CPU tensors")
+}
+
+/// Batch norm in training mode on CUDA f32 `x` [B, C, H, W] with `gamma`, `beta` [C]:
+/// the output and the batch's mean and biased variance [C].
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let x = x.contiguous()?;
+    let stats = x.apply_op1_no_bwd(&Stats { eps: eps as f32 })?;
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Normalize { stats: stats.clone() })?;
+    Ok((y, stats.get(0)?, stats.get(2)?))
+}
+
+/// `x` [B, C, H, W] + `b` [C] per channel, on CUDA f32.
+pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&b.contiguous()?, ChannelBias)
+}
+
+/// ReLU forward (`relu.rs`'s op on the GPU).
+pub(crate) fn relu_fwd(s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+    elementwise("relu_fwd", s, l, None)
+}
+
+/// ReLU backward: `dy` where `x >= 0`.
+pub(crate) fn relu_bwd(ds: &CudaStorage, dl: &Layout, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+    elementwise("relu_bwd", ds, dl, Some((xs, xl)))
+}
+
+/// A one-pass kernel over `n` elements: (a[, b]) -> out.
+fn elementwise(
+    name: &str,
+    s: &CudaStorage,
+    l: &Layout,
+    b: Option<(&CudaStorage, &Layout)>,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = &s.device;
+    let n = l.shape().elem_count();
+    let a = view(s, l)?;
+    let b = b.map(|(s, l)| view(s, l)).transpose()?;
+    let mut out = unsafe { dev.alloc::<f32>(n)? };
+    let f = kernel(dev, name)?;
+    let stream = dev.cuda_stream();
+    let mut args = stream.launch_builder(&f);
+    args.arg(&a);
+    if let Some(b) = &b {
+        args.arg(b);
+    }
+    let n64 = n as i64;
+    args.arg(&mut out).arg(&n64);
+    let blocks = (n as u64).div_ceil(MAP_THREADS as u64).min(65_535 * 8) as u32;
+    let cfg = LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 };
+    launched(unsafe { args.launch(cfg) })?;
+    done(out, dev, l.shape().clone())
+}
+
+/// Max pool on CUDA f32 `x` [B, C, H, W], PyTorch's: window `k`, stride `s`, padding `p`
+/// never taken as the maximum, `out` (rows, columns) as the caller's ceil mode gives; the
+/// gradient goes to each window's first maximum.
+pub fn max_pool(x: &Tensor, k: usize, s: usize, p: usize, out: (usize, usize)) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(MaxPool { k: k as i32, s: s as i32, p: p as i32, out: (out.0 as i32, out.1 as i32) })
+}
+
+#[derive(Clone, Copy)]
+struct MaxPool {
+    k: i32,
+    s: i32,
+    p: i32,
+    out: (i32, i32),
+}
+
+impl MaxPool {
+    /// Launches `name` over the pixels of `over` (rows, cols) per plane.
+    fn launch(
+        &self,
+        name: &str,
+        xs: &CudaStorage,
+        xl: &Layout,
+        g: Option<&CudaView<'_, f32>>,
+        n_out: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let dev = &xs.device;
+        let (n, c, _) = nchw(xl)?;
+        let (_, _, h, w) = xl.shape().dims4()?;
+        let (h, w) = (h as i32, w as i32);
+        let x = view(xs, xl)?;
+        let mut out = unsafe { dev.alloc::<f32>(n_out)? };
+        let f = kernel(dev, name)?;
+        let stream = dev.cuda_stream();
+        let planes = n * c;
+        let mut args = stream.launch_builder(&f);
+        args.arg(&x);
+        if let Some(g) = g {
+            args.arg(g);
+        }
+        let (ho, wo) = self.out;
+        args.arg(&mut out).arg(&h).arg(&w).arg(&ho).arg(&wo).arg(&self.k).arg(&self.s).arg(&self.p).arg(&planes);
+        let pixels = if g.is_some() { h * w } else { ho * wo };
+        launched(unsafe { args.launch(per_pixel(planes, pixels)) })?;
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max-pool-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (b, c, _, _) = l.shape().dims4()?;
+        let shape = Shape::from((b, c, self.out.0 as usize, self.out.1 as usize));
+        let y = self.launch("max_pool_fwd", s, l, None, shape.elem_count())?;
+        done(y, &s.device, shape)
+    }
+
+    fn bwd(&self, x: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &MaxPoolGrad(*self))?))
+    }
+}
+
+/// (x, dy) -> dx of [`MaxPool`].
+struct MaxPoolGrad(MaxPool);
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "max-pool-grad-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ds: &CudaStorage, dl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dy = view(ds, dl)?;
+        let dx = self.0.launch("max_pool_bwd", xs, xl, Some(&dy), xl.shape().elem_count())?;
+        done(dx, &xs.device, xl.shape().clone())
+    }
+}
+
+/// x [B, C, H, W] -> [3, C]: mean, 1/sqrt(var + eps), biased var.
+struct Stats {
+    eps: f32,
+}
+
+impl CustomOp1 for Stats {
+    fn name(&self) -> &'static str {
+        "batch-norm-stats-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = &s.device;
+        let (n, c, hw) = nchw(l)?;
+        let x = view(s, l)?;
+        let mut out = unsafe { dev.alloc::<f32>(3 * c as usize)? };
+        let f = kernel(dev, "bn_stats")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x).arg(&mut out).arg(&n).arg(&c).arg(&hw).arg(&self.eps);
+        launched(unsafe { b.launch(per_channel(c)) })?;
+        done(out, dev, Shape::from((3, c as usize)))
+    }
+}
+
+/// (x, gamma, beta) -> (x - mean) * invstd * gamma + beta.
+struct Normalize {
+    stats: Tensor,
+}
+
+impl CustomOp3 for Normalize {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = &xs.device;
+        let (n, c, hw) = nchw(xl)?;
+        let (x, gamma, beta) = (view(xs, xl)?, view(gs, gl)?, view(bs, bl)?);
+        held(&self.stats, |stats| {
+            let mut y = unsafe { dev.alloc::<f32>(xl.shape().elem_count())? };
+            let f = kernel(dev, "bn_normalize")?;
+            let planes = n * c;
+            let stream = dev.cuda_stream();
+            let mut b = stream.launch_builder(&f);
+            b.arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&mut y).arg(&c).arg(&hw).arg(&planes);
+            launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
+            done(y, dev, xl.shape().clone())
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let sums = dy.apply_op2_no_bwd(x, &GradSums { stats: self.stats.clone() })?;
+        let dx = dy.apply_op3_no_bwd(x, gamma, &GradInput { stats: self.stats.clone(), sums: sums.clone() })?;
+        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+    }
+}
+
+/// (dy, x) -> [2, C]: sum dy, sum dy * x_hat.
+struct GradSums {
+    stats: Tensor,
+}
+
+impl CustomOp2 for GradSums {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-sums-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(&self, ds: &CudaStorage, dl: &Layout, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = &ds.device;
+        let (n, c, hw) = nchw(xl)?;
+        let (dy, x) = (view(ds, dl)?, view(xs, xl)?);
+        held(&self.stats, |stats| {
+            let mut out = unsafe { dev.alloc::<f32>(2 * c as usize)? };
+            let f = kernel(dev, "bn_grad_sums")?;
+            let stream = dev.cuda_stream();
+            let mut b = stream.launch_builder(&f);
+            b.arg(&dy).arg(&x).arg(&stats).arg(&mut out).arg(&n).arg(&c).arg(&hw);
+            launched(unsafe { b.launch(per_channel(c)) })?;
+            done(out, dev, Shape::from((2, c as usize)))
+        })
+    }
+}
+
+/// (dy, x, gamma) -> dx.
+struct GradInput {
+    stats: Tensor,
+    sums: Tensor,
+}
+
+impl CustomOp3 for GradInput {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-input-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(
+        &self,
+        ds: &CudaStorage,
+        dl: &Layout,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = &ds.device;
+        let (n, c, hw) = nchw(xl)?;
+        let (dy, x, gamma) = (view(ds, dl)?, view(xs, xl)?, view(gs, gl)?);
+        let count = (n as f64 * hw as f64) as f32;
+        held(&self.stats, |stats| {
+            held(&self.sums, |sums| {
+                let mut dx = unsafe { dev.alloc::<f32>(xl.shape().elem_count())? };
+                let f = kernel(dev, "bn_grad_input")?;
+                let planes = n * c;
+                let stream = dev.cuda_stream();
+                let mut b = stream.launch_builder(&f);
+                b.arg(&dy).arg(&x).arg(&gamma).arg(&stats).arg(&sums).arg(&mut dx);
+                b.arg(&c).arg(&hw).arg(&planes).arg(&count);
+                launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
+                done(dx, dev, xl.shape().clone())
+            })
+        })
+    }
+}
+
+/// (x, b) -> x + b per channel; gradients dy and its per-channel sums.
+struct ChannelBias;
+
+impl CustomOp2 for ChannelBias {
+    fn name(&self) -> &'static str {
+        "channel-bias-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, bs: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = &xs.device;
+        let (n, c, hw) = nchw(xl)?;
+        let (x, bias) = (view(xs, xl)?, view(bs, bl)?);
+        let mut y = unsafe { dev.alloc::<f32>(xl.shape().elem_count())? };
+        let f = kernel(dev, "add_channel")?;
+        let planes = n * c;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x).arg(&bias).arg(&mut y).arg(&c).arg(&hw).arg(&planes);
+        launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
+        done(y, dev, xl.shape().clone())
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let db = dy.contiguous()?.apply_op1_no_bwd(&ChannelSum)?;
+        Ok((Some(dy.clone()), Some(db)))
+    }
+}
+
+/// x [B, C, H, W] -> [C], summed over images and pixels.
+struct ChannelSum;
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "channel-sum-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        no_cpu()
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = &s.device;
+        let (n, c, hw) = nchw(l)?;
+        let x = view(s, l)?;
+        let mut out = unsafe { dev.alloc::<f32>(c as usize)? };
+        let f = kernel(dev, "channel_sum")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x).arg(&mut out).arg(&n).arg(&c).arg(&hw);
+        launched(unsafe { b.launch(per_channel(c)) })?;
+        done(out, dev, Shape::from(c as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+    use crate::models::rel_diff as rel;
+
+    /// The bias op and both its gradients against `broadcast_add` on the same GPU (batch
+    /// norm is checked through its layer, in `batch_norm.rs`).
+    #[test]
+    fn channel_bias_matches_broadcast_add_on_cuda() {
+        let dev = Device::new_cuda(0).unwrap();
+        for (b, c, h, w) in [(2usize, 3usize, 5usize, 7usize), (4, 16, 9, 9), (3, 8, 1, 1)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (b, c, h, w), &dev).unwrap()).unwrap();
+            let bias = Var::from_tensor(&Tensor::randn(0f32, 1., c, &dev).unwrap()).unwrap();
+            let ours = add_channel_bias(x.as_tensor(), bias.as_tensor()).unwrap();
+            let theirs = x.as_tensor().broadcast_add(&bias.as_tensor().reshape((1, c, 1, 1)).unwrap()).unwrap();
+            let what = format!("{b}x{c}x{h}x{w}");
+            assert!(rel(&ours, &theirs) < 1e-6, "bias {what}");
+            let wts = Tensor::randn(0f32, 1., theirs.shape(), &dev).unwrap();
+            let g1 = (ours * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("bias", &bias)] {
+                let (a, e) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                assert!(rel(a, e) < 1e-5, "{name} gradient {what}: {}", rel(a, e));
+            }
+        }
+    }
+}
