@@ -5,7 +5,7 @@
 #
 #   WSOL=target/release/wsol scripts/bench_gpu.sh [OUT_DIR]
 #
-# with a binary from `cargo build --release --features cuda` (see README, "CUDA").
+# with a binary from `cargo build --release --features cudnn` (see README, "CUDA").
 # Prints one JSON line per benchmark; logs go to OUT_DIR (default bench-gpu/).
 set -u
 WSOL=${WSOL:-target/release/wsol}
@@ -15,8 +15,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 for spec in "resnet18 32" "resnet50 32" "vgg16 32"; do
     set -- $spec
-    "$WSOL" bench train --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda:0 --json 2>>"$OUT/wsol_err.txt" \
-        || echo "{\"backbone\": \"$1\", \"wsol_failed\": true}"
+    for tf32 in "" --tf32; do  # f32, then TF32 (PyTorch's default for convolutions)
+        "$WSOL" bench train --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda:0 $tf32 --json 2>>"$OUT/wsol_err.txt" \
+            || echo "{\"backbone\": \"$1\", \"wsol_failed\": true}"
+    done
     python3 scripts/bench_pytorch.py --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda 2>>"$OUT/torch_err.txt" \
         || echo "{\"backbone\": \"$1\", \"torch_failed\": true}"
 done | tee "$OUT/bench.jsonl"

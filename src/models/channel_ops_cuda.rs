@@ -15,6 +15,9 @@ use candle_core::{
 };
 
 const SRC: &str = r#"
+// NVRTC has no math.h.
+#define NEG_INF __int_as_float(0xff800000)
+
 __device__ double block_sum(double v, double* sh) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -144,7 +147,7 @@ extern "C" __global__ void relu_bwd(const float* dy, const float* x, float* dx, 
 
 // Index of the first maximum (PyTorch's: a NaN wins) of window (oy, ox) in plane xp, or -1.
 __device__ int window_argmax(const float* xp, int h, int w, int oy, int ox, int k, int s, int p) {
-    float m = -INFINITY;
+    float m = NEG_INF;
     int best = -1;
     for (int i = 0; i < k; ++i) {
         int iy = oy * s - p + i;
@@ -171,7 +174,7 @@ extern "C" __global__ void max_pool_fwd(const float* x, float* y, int h, int w, 
     for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         const float* xp = x + (long long)plane * h * w;
         int a = window_argmax(xp, h, w, o / wo, o % wo, k, s, p);
-        y[(long long)plane * ho * wo + o] = a < 0 ? -INFINITY : xp[a];
+        y[(long long)plane * ho * wo + o] = a < 0 ? NEG_INF : xp[a];
     }
 }
 
@@ -630,6 +633,12 @@ mod tests {
 
     use super::*;
     use crate::models::rel_diff as rel;
+
+    /// The kernels compile (NVRTC needs no GPU).
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        cudarc::nvrtc::compile_ptx(SRC).unwrap();
+    }
 
     /// The bias op and both its gradients against `broadcast_add` on the same GPU (batch
     /// norm is checked through its layer, in `batch_norm.rs`).
