@@ -544,18 +544,9 @@ mod tests {
         }
     }
 
-    /// Only operands in the graph get a gradient: a plain input tensor (the image batch)
-    /// none, and a plain weight tensor (frozen) none, while the other one still does.
     #[test]
     fn gradients_only_for_tracked_operands() {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (2, 3, 8, 8), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1., (4, 3, 3, 3), &dev).unwrap();
-        let (xv, kv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&k).unwrap());
-        let g = conv2d(&x, kv.as_tensor(), (1, 1), 1, 1).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(g.get(&x).is_none() && g.get(kv.as_tensor()).is_some());
-        let g = conv2d(xv.as_tensor(), &k, (1, 1), 1, 1).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(g.get(xv.as_tensor()).is_some() && g.get(&k).is_none());
+        super::super::conv_gpu::tests::check_tracked_only(conv2d);
     }
 
     /// The layer adds its bias and routes grouped convolutions to candle.

@@ -206,6 +206,12 @@ pub(super) mod tests {
 
     #[test]
     fn gradients_only_for_tracked_operands() {
+        check_tracked_only(conv2d);
+    }
+
+    /// Only operands in the graph get a gradient: a plain input tensor (the image batch)
+    /// none, and a plain weight tensor (frozen) none, while the other one still does.
+    pub(crate) fn check_tracked_only(conv2d: Conv) {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (2, 3, 8, 8), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (4, 3, 3, 3), &dev).unwrap();
