@@ -40,6 +40,8 @@ pub struct TrainBenchResult {
     /// Medians of the forward pass with the loss, and of the backward pass, per step.
     pub forward_ms: f64,
     pub backward_ms: f64,
+    /// Median of the optimizer update per step.
+    pub optimizer_ms: f64,
 }
 
 pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
@@ -66,7 +68,7 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
     };
     let mut step_ms = Vec::with_capacity(b.steps);
     let mut wait_ms = Vec::with_capacity(b.steps);
-    let (mut fwd_ms, mut bwd_ms) = (Vec::new(), Vec::new());
+    let (mut fwd_ms, mut bwd_ms, mut opt_ms) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..b.warmup + b.steps {
         let t0 = Instant::now();
         let x = match batches.as_mut() {
@@ -93,6 +95,7 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
             step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
             fwd_ms.push((t2 - t1).as_secs_f64() * 1e3);
             bwd_ms.push((t3 - t2).as_secs_f64() * 1e3);
+            opt_ms.push(t3.elapsed().as_secs_f64() * 1e3);
         }
     }
     let mut sorted = step_ms.clone();
@@ -105,6 +108,7 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         data_wait_ms: b.data.as_ref().map(|_| wait_ms),
         forward_ms: median_of(fwd_ms),
         backward_ms: median_of(bwd_ms),
+        optimizer_ms: median_of(opt_ms),
     })
 }
 

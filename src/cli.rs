@@ -743,7 +743,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
             "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32,
             "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
             "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
-            "forward_ms": r.forward_ms, "backward_ms": r.backward_ms,
+            "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
             "workers": a.data.as_ref().map(|_| a.workers),
         });
         println!("{v}");
@@ -760,7 +760,10 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
             a.steps,
             r.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
         );
-        println!("  forward + loss {:.0} ms, backward {:.0} ms (medians)", r.forward_ms, r.backward_ms);
+        println!(
+            "  forward + loss {:.0} ms, backward {:.0} ms, optimizer {:.1} ms (medians)",
+            r.forward_ms, r.backward_ms, r.optimizer_ms
+        );
         if let Some(w) = median_wait {
             println!("data wait per step: median {w:.1} ms ({} decode workers)", a.workers);
         }

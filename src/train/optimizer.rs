@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use candle_core::{backprop::GradStore, Tensor, Var};
+use candle_core::{backprop::GradStore, CpuStorage, DType, InplaceOp3, Layout, Tensor, Var};
 
 use crate::config::OptimizerConfig;
 
@@ -34,6 +34,13 @@ impl Sgd {
         for p in &self.params {
             // Variables outside the loss graph (BN running statistics) have no gradient.
             let Some(grad) = grads.get(&p.var) else { continue };
+            let lr = lr * p.lr_mult;
+            if let Some(buf) = self.momentum.get(&p.name).filter(|b| fusable(&[p.var.as_tensor(), grad, b])) {
+                let update = Update { lr: lr as f32, momentum: c.momentum as f32, weight_decay: c.weight_decay as f32 };
+                buf.inplace_op3(grad, p.var.as_tensor(), &Momentum(update))?;
+                p.var.as_tensor().inplace_op3(grad, buf, &Step { update, nesterov: c.nesterov })?;
+                continue;
+            }
             let value = p.var.as_detached_tensor();
             let mut d = grad.detach();
             if c.weight_decay != 0.0 {
@@ -48,7 +55,7 @@ impl Sgd {
                 d = if c.nesterov { (d + (&buf * c.momentum)?)? } else { buf.clone() };
                 self.momentum.insert(p.name.clone(), buf);
             }
-            p.var.set(&(value - (d * (lr * p.lr_mult))?)?)?;
+            p.var.set(&(value - (d * lr)?)?)?;
         }
         Ok(())
     }
@@ -72,10 +79,149 @@ impl Sgd {
     }
 }
 
+/// The in-place passes below run on contiguous CPU f32 tensors (the first step, which
+/// creates the momentum buffer, and other devices take the candle ops above).
+fn fusable(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
+}
+
+/// The scalars of one update. Each product is `x * s + 0.0`, as candle's affine op
+/// computes `tensor * scalar`, so the fused passes give the candle ops' bits exactly.
+#[derive(Clone, Copy)]
+struct Update {
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+}
+
+impl Update {
+    /// d = g + wd * p
+    fn d(&self, g: f32, p: f32) -> f32 {
+        if self.weight_decay != 0.0 {
+            g + (p * self.weight_decay + 0.0)
+        } else {
+            g
+        }
+    }
+}
+
+/// buf = m * buf + d, in place on the buffer (one pass instead of four candle ops, each
+/// allocating a parameter-sized tensor).
+struct Momentum(Update);
+
+/// p -= lr * (nesterov ? d + m * buf : buf), in place on the parameter, after [`Momentum`].
+struct Step {
+    update: Update,
+    nesterov: bool,
+}
+
+fn slices<'a>(
+    dst: &'a mut CpuStorage,
+    dl: &Layout,
+    a: &'a CpuStorage,
+    al: &Layout,
+    b: &'a CpuStorage,
+    bl: &Layout,
+) -> candle_core::Result<(&'a mut [f32], &'a [f32], &'a [f32])> {
+    let (a, b) = (crate::models::cpu_f32(a, al, "sgd")?, crate::models::cpu_f32(b, bl, "sgd")?);
+    match (dst, dl.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((s, e))) if e - s == a.len() && a.len() == b.len() => Ok((&mut v[s..e], a, b)),
+        _ => candle_core::bail!("sgd: expected contiguous f32 tensors of one size on the CPU"),
+    }
+}
+
+impl InplaceOp3 for Momentum {
+    fn name(&self) -> &'static str {
+        "sgd-momentum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        b: &mut CpuStorage,
+        bl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+        p: &CpuStorage,
+        pl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (buf, g, p) = slices(b, bl, g, gl, p, pl)?;
+        let u = self.0;
+        for ((b, &g), &p) in buf.iter_mut().zip(g).zip(p) {
+            *b = (*b * u.momentum + 0.0) + u.d(g, p);
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp3 for Step {
+    fn name(&self) -> &'static str {
+        "sgd-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        p: &mut CpuStorage,
+        pl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (p, g, buf) = slices(p, pl, g, gl, b, bl)?;
+        let u = self.update;
+        for ((p, &g), &b) in p.iter_mut().zip(g).zip(buf) {
+            let step = if self.nesterov { u.d(g, *p) + (b * u.momentum + 0.0) } else { b };
+            *p -= step * u.lr + 0.0;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// From the second step on, the in-place passes run: they must give the bits of the
+    /// candle ops they replace (the first step's path), with and without weight decay
+    /// and Nesterov.
+    #[test]
+    fn fused_passes_equal_the_candle_ops_bit_for_bit() {
+        let dev = Device::Cpu;
+        for (nesterov, wd) in [(false, 0.0), (false, 1e-4), (true, 1e-4)] {
+            let p0 = Tensor::randn(0f32, 1., 1000, &dev).unwrap();
+            let var = Var::from_tensor(&p0).unwrap();
+            let cfg = OptimizerConfig {
+                name: "sgd".into(),
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: wd,
+                nesterov,
+                new_layer_lr_mult: 1.0,
+            };
+            let mut sgd = Sgd::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 10.0 }], &cfg);
+            let (mut p, mut buf) = (p0.clone(), None::<Tensor>);
+            for step in 0..4 {
+                let g = Tensor::randn(0f32, 1., 1000, &dev).unwrap();
+                // d(sum(p * g))/dp = g exactly.
+                let grads = (var.as_tensor() * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                sgd.step(&grads, 0.05).unwrap();
+                let mut d = g.clone();
+                if wd != 0.0 {
+                    d = (d + (&p * wd).unwrap()).unwrap();
+                }
+                let b = match &buf {
+                    Some(b) => ((b * 0.9).unwrap() + &d).unwrap(),
+                    None => d.clone(),
+                };
+                d = if nesterov { (d + (&b * 0.9).unwrap()).unwrap() } else { b.clone() };
+                buf = Some(b);
+                p = (&p - (d * (0.05 * 10.0)).unwrap()).unwrap();
+                let bits = |t: &Tensor| t.to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(var.as_tensor()), bits(&p), "step {step}, nesterov {nesterov}, wd {wd}");
+            }
+        }
+    }
 
     /// Two steps checked against PyTorch's rule computed by hand.
     #[test]
