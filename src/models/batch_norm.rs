@@ -78,9 +78,7 @@ impl Bn {
         let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
         x.apply_op3(&self.weight, &self.bias, Normalize { mean, invstd })
     }
-}
 
-impl Bn {
     /// Running statistics as PyTorch (and candle_nn) keep them, from the batch's mean and
     /// unbiased variance.
     fn update_running(&self, mean: &Tensor, unbiased_var: &Tensor) -> Result<()> {

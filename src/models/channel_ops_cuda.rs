@@ -212,9 +212,10 @@ fn kernel(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
     Ok(dev.get_or_load_custom_func(name, "wsol_channel_ops", ptx)?.into_cuda_function())
 }
 
-fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+/// The f32 elements of a contiguous operand.
+pub(crate) fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
     if !l.is_contiguous() {
-        candle_core::bail!("channel op: operand not contiguous");
+        candle_core::bail!("CUDA op: operand not contiguous");
     }
     Ok(s.as_cuda_slice::<f32>()?.slice(l.start_offset()..l.start_offset() + l.shape().elem_count()))
 }
@@ -327,7 +328,8 @@ struct MaxPool {
 }
 
 impl MaxPool {
-    /// Launches `name` over the pixels of `over` (rows, cols) per plane.
+    /// Launches `name` per plane over the output pixels (forward) or, given the output
+    /// gradient `g`, over the input pixels (backward), into `n_out` new floats.
     fn launch(
         &self,
         name: &str,

@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::cudnn::{sys, ConvBackwardData, ConvBackwardFilter, ConvForward, Cudnn};
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, Error, Layout, Result, Shape, Tensor};
+
+use super::channel_ops_cuda::view;
 
 /// `conv2d` of `x` [B, c_in, h, w] with `w` [c_out, c_in, kh, kw] (f32, on a CUDA device),
 /// zero padding `pad` (rows, columns), no groups.
@@ -67,13 +69,6 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
         h.borrow_mut().insert(dev.id(), c.clone());
         Ok(c)
     })
-}
-
-fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
-    if !l.is_contiguous() {
-        candle_core::bail!("cuDNN conv2d: operand not contiguous");
-    }
-    Ok(s.as_cuda_slice::<f32>()?.slice(l.start_offset()..l.start_offset() + l.shape().elem_count()))
 }
 
 fn dims4(l: &Layout) -> Result<[usize; 4]> {
