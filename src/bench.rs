@@ -28,6 +28,8 @@ pub struct TrainBench {
     /// empty, as `wsol bench data`) with this many decode threads, instead of one random
     /// batch: then the wait for each batch is measured too.
     pub data: Option<(std::path::PathBuf, usize)>,
+    /// Time our CPU ops per shape over the timed steps ([`crate::profile`]).
+    pub profile: bool,
 }
 
 pub struct TrainBenchResult {
@@ -42,6 +44,8 @@ pub struct TrainBenchResult {
     pub backward_ms: f64,
     /// Median of the optimizer update per step.
     pub optimizer_ms: f64,
+    /// With `profile`: our ops' time per timed step (ms and flops divided by the steps).
+    pub profile: Vec<crate::profile::Row>,
 }
 
 pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
@@ -70,6 +74,9 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
     let mut wait_ms = Vec::with_capacity(b.steps);
     let (mut fwd_ms, mut bwd_ms, mut opt_ms) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..b.warmup + b.steps {
+        if b.profile && k == b.warmup {
+            crate::profile::record(true);
+        }
         let t0 = Instant::now();
         let x = match batches.as_mut() {
             Some(it) => {
@@ -98,6 +105,16 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
             opt_ms.push(t3.elapsed().as_secs_f64() * 1e3);
         }
     }
+    let mut profile = Vec::new();
+    if b.profile {
+        profile = crate::profile::rows();
+        crate::profile::record(false);
+        for r in &mut profile {
+            r.ms /= b.steps as f64;
+            r.flops /= b.steps as f64;
+            r.calls /= b.steps as u64;
+        }
+    }
     let mut sorted = step_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
@@ -109,6 +126,7 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         forward_ms: median_of(fwd_ms),
         backward_ms: median_of(bwd_ms),
         optimizer_ms: median_of(opt_ms),
+        profile,
     })
 }
 

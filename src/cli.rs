@@ -267,6 +267,10 @@ pub struct BenchTrainArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also time each of our CPU ops per shape (convolution passes with their GFLOP/s,
+    /// batch norm, ReLU) and print where a step's time goes.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -730,6 +734,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         device: a.device.clone(),
         tf32: a.tf32,
         data: a.data.clone().map(|d| (d, a.workers)),
+        profile: a.profile,
     };
     let r = crate::bench::train_step_speed(&spec)?;
     let median_wait = r.data_wait_ms.as_ref().map(|w| {
@@ -745,6 +750,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
             "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
             "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
             "workers": a.data.as_ref().map(|_| a.workers),
+            "profile": a.profile.then_some(&r.profile),
         });
         println!("{v}");
     } else {
@@ -767,8 +773,28 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         if let Some(w) = median_wait {
             println!("data wait per step: median {w:.1} ms ({} decode workers)", a.workers);
         }
+        if a.profile {
+            print_profile(&r.profile, r.step_ms.iter().sum::<f64>() / r.step_ms.len() as f64);
+        }
     }
     Ok(())
+}
+
+/// Per op, ms per step and share of the mean step, slowest first; what our ops leave of
+/// the step is candle's own ops.
+fn print_profile(rows: &[crate::profile::Row], step_ms: f64) {
+    println!("  per step (mean of the timed steps), our CPU ops:");
+    println!("  {:>9} {:>6} {:>8}  op", "ms", "share", "GFLOP/s");
+    for r in rows {
+        let rate = r.gflops_per_s().map_or(String::new(), |g| format!("{g:.1}"));
+        println!("  {:>9.1} {:>5.1}% {:>8}  {} (x{})", r.ms, 100.0 * r.ms / step_ms, rate, r.op, r.calls);
+    }
+    let ours: f64 = rows.iter().map(|r| r.ms).sum();
+    println!(
+        "  {:>9.1} {:>5.1}%           everything else (candle's ops)",
+        step_ms - ours,
+        100.0 * (step_ms - ours) / step_ms
+    );
 }
 
 #[cfg(test)]

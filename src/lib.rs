@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod picture;
 pub mod pipeline;
+pub mod profile;
 pub mod report;
 pub mod results;
 pub mod run_report;

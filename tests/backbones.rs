@@ -65,6 +65,30 @@ fn bench_train_prints_one_json_object() {
     assert!(err.contains("vgg99"), "{err}");
 }
 
+/// `--profile` times our ops per shape: the stem convolution's row carries its flops
+/// (batch 4, 16x16 outputs, 27 taps), and the text table ends with the rest of the step.
+#[test]
+fn bench_train_profile_lists_ops_with_their_flops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args =
+        vec!["bench", "train", "--backbone", "tiny", "--batch", "4", "--size", "32", "--classes", "3", "--steps", "2"];
+    args.push("--profile");
+    let text = wsol_ok(&args, tmp.path());
+    for op in ["conv forward", "conv grad input", "conv grad weight", "batch norm", "relu grad", "max pool grad"] {
+        assert!(text.contains(op), "{op}: {text}");
+    }
+    assert!(text.contains("everything else (candle's ops)"), "{text}");
+    args.push("--json");
+    let v: serde_json::Value = serde_json::from_str(wsol_ok(&args, tmp.path()).trim()).unwrap();
+    let rows = v["profile"].as_array().unwrap();
+    let stem = rows.iter().find(|r| r["op"].as_str().unwrap().starts_with("conv forward 3x32x32 -> ")).unwrap();
+    let c_out: f64 =
+        stem["op"].as_str().unwrap().split(" -> ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(stem["flops"].as_f64().unwrap(), 2.0 * 4.0 * c_out * 256.0 * 27.0, "{stem}");
+    assert_eq!(stem["calls"].as_u64().unwrap(), 1);
+    assert!(rows.iter().all(|r| r["ms"].as_f64().unwrap() >= 0.0));
+}
+
 /// `wsol bench data` writes its JPEGs when the folder is empty and times the training
 /// loader over them; `wsol bench train --data` feeds the steps from that loader and
 /// reports each step's wait for its batch.

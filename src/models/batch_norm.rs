@@ -68,7 +68,9 @@ impl Bn {
         let x = x.contiguous()?;
         let (b, c, h, w) = x.dims4()?;
         let n = (b * h * w) as f64;
+        let span = crate::profile::span(|| format!("batch norm statistics {c}x{h}x{w}"), 0.0);
         let (mean, var) = channel_stats(&x)?;
+        drop(span);
         let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (v + self.eps).sqrt()) as f32).collect();
         let dev = x.device();
         let mean_t = Tensor::from_vec(mean.iter().map(|&v| v as f32).collect::<Vec<_>>(), c, dev)?;
@@ -140,6 +142,7 @@ impl CustomOp3 for Normalize {
             (cpu_f32(xs, xl, "batch norm")?, cpu_f32(gs, gl, "batch norm")?, cpu_f32(bs, bl, "batch norm")?);
         let (_, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
+        let _span = crate::profile::span(|| format!("batch norm normalize {c}x{h}x{w}"), 0.0);
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(k, (yp, xp))| {
             let ch = k % c;
@@ -186,6 +189,7 @@ impl CustomOp2 for GradSums {
         let (dy, x) = (cpu_f32(ds, dl, "batch norm")?, cpu_f32(xs, xl, "batch norm")?);
         let (b, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
+        let _span = crate::profile::span(|| format!("batch norm grad sums {c}x{h}x{w}"), 0.0);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
@@ -233,6 +237,7 @@ impl CustomOp3 for GradInput {
             (cpu_f32(ds, dl, "batch norm")?, cpu_f32(xs, xl, "batch norm")?, cpu_f32(gs, gl, "batch norm")?);
         let (b, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
+        let _span = crate::profile::span(|| format!("batch norm grad input {c}x{h}x{w}"), 0.0);
         let n = (b * plane) as f32;
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(plane).enumerate().for_each(|(k, out)| {

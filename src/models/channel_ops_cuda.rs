@@ -8,6 +8,8 @@
 
 use std::sync::OnceLock;
 
+use super::pool::Window;
+
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{cudarc, CudaDevice};
 use candle_core::{
@@ -312,92 +314,58 @@ fn elementwise(
     done(out, dev, l.shape().clone())
 }
 
-/// Max pool on CUDA f32 `x` [B, C, H, W], PyTorch's: window `k`, stride `s`, padding `p`
-/// never taken as the maximum, `out` (rows, columns) as the caller's ceil mode gives; the
-/// gradient goes to each window's first maximum.
-pub fn max_pool(x: &Tensor, k: usize, s: usize, p: usize, out: (usize, usize)) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(MaxPool { k: k as i32, s: s as i32, p: p as i32, out: (out.0 as i32, out.1 as i32) })
+/// Forward of [`super::pool`]'s max pool: PyTorch's, window, stride and padding (never
+/// the maximum) from `win`.
+pub(crate) fn max_pool_fwd(win: Window, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+    let (b, c, _, _) = l.shape().dims4()?;
+    let shape = Shape::from((b, c, win.out.0, win.out.1));
+    let y = launch_max_pool(win, "max_pool_fwd", s, l, None, shape.elem_count())?;
+    done(y, &s.device, shape)
 }
 
-#[derive(Clone, Copy)]
-struct MaxPool {
-    k: i32,
-    s: i32,
-    p: i32,
-    out: (i32, i32),
+/// Its input gradient from (x, dy): each window's gradient to its first maximum.
+pub(crate) fn max_pool_bwd(
+    win: Window,
+    xs: &CudaStorage,
+    xl: &Layout,
+    ds: &CudaStorage,
+    dl: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dy = view(ds, dl)?;
+    let dx = launch_max_pool(win, "max_pool_bwd", xs, xl, Some(&dy), xl.shape().elem_count())?;
+    done(dx, &xs.device, xl.shape().clone())
 }
 
-impl MaxPool {
-    /// Launches `name` per plane over the output pixels (forward) or, given the output
-    /// gradient `g`, over the input pixels (backward), into `n_out` new floats.
-    fn launch(
-        &self,
-        name: &str,
-        xs: &CudaStorage,
-        xl: &Layout,
-        g: Option<&CudaView<'_, f32>>,
-        n_out: usize,
-    ) -> Result<CudaSlice<f32>> {
-        let dev = &xs.device;
-        let (n, c, _) = nchw(xl)?;
-        let (_, _, h, w) = xl.shape().dims4()?;
-        let (h, w) = (h as i32, w as i32);
-        let x = view(xs, xl)?;
-        let mut out = unsafe { dev.alloc::<f32>(n_out)? };
-        let f = kernel(dev, name)?;
-        let stream = dev.cuda_stream();
-        let planes = n * c;
-        let mut args = stream.launch_builder(&f);
-        args.arg(&x);
-        if let Some(g) = g {
-            args.arg(g);
-        }
-        let (ho, wo) = self.out;
-        args.arg(&mut out).arg(&h).arg(&w).arg(&ho).arg(&wo).arg(&self.k).arg(&self.s).arg(&self.p).arg(&planes);
-        let pixels = if g.is_some() { h * w } else { ho * wo };
-        launched(unsafe { args.launch(per_pixel(planes, pixels)) })?;
-        Ok(out)
+/// Launches `name` per plane over the output pixels (forward) or, given the output
+/// gradient `g`, over the input pixels (backward), into `n_out` new floats.
+fn launch_max_pool(
+    win: Window,
+    name: &str,
+    xs: &CudaStorage,
+    xl: &Layout,
+    g: Option<&CudaView<'_, f32>>,
+    n_out: usize,
+) -> Result<CudaSlice<f32>> {
+    let dev = &xs.device;
+    let (n, c, _) = nchw(xl)?;
+    let (_, _, h, w) = xl.shape().dims4()?;
+    let (h, w) = (h as i32, w as i32);
+    let (k, s, p) = (win.k as i32, win.s as i32, win.p as i32);
+    let (ho, wo) = (win.out.0 as i32, win.out.1 as i32);
+    let x = view(xs, xl)?;
+    let mut out = unsafe { dev.alloc::<f32>(n_out)? };
+    let f = kernel(dev, name)?;
+    let stream = dev.cuda_stream();
+    let planes = n * c;
+    let mut args = stream.launch_builder(&f);
+    args.arg(&x);
+    if let Some(g) = g {
+        args.arg(g);
     }
-}
-
-impl CustomOp1 for MaxPool {
-    fn name(&self) -> &'static str {
-        "max-pool-cuda"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        no_cpu()
-    }
-
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let (b, c, _, _) = l.shape().dims4()?;
-        let shape = Shape::from((b, c, self.out.0 as usize, self.out.1 as usize));
-        let y = self.launch("max_pool_fwd", s, l, None, shape.elem_count())?;
-        done(y, &s.device, shape)
-    }
-
-    fn bwd(&self, x: &Tensor, _: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &MaxPoolGrad(*self))?))
-    }
-}
-
-/// (x, dy) -> dx of [`MaxPool`].
-struct MaxPoolGrad(MaxPool);
-
-impl CustomOp2 for MaxPoolGrad {
-    fn name(&self) -> &'static str {
-        "max-pool-grad-cuda"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        no_cpu()
-    }
-
-    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ds: &CudaStorage, dl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let dy = view(ds, dl)?;
-        let dx = self.0.launch("max_pool_bwd", xs, xl, Some(&dy), xl.shape().elem_count())?;
-        done(dx, &xs.device, xl.shape().clone())
-    }
+    args.arg(&mut out).arg(&h).arg(&w).arg(&ho).arg(&wo).arg(&k).arg(&s).arg(&p).arg(&planes);
+    let pixels = if g.is_some() { h * w } else { ho * wo };
+    launched(unsafe { args.launch(per_pixel(planes, pixels)) })?;
+    Ok(out)
 }
 
 /// x [B, C, H, W] -> [3, C]: mean, 1/sqrt(var + eps), biased var.

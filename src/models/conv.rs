@@ -40,6 +40,17 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// `op c_in x h x w -> c_out kK sS` for the profile, with the flops of `batch` images.
+    fn span(&self, op: &str, batch: usize) -> crate::profile::Span {
+        let (ho, wo) = self.out_hw();
+        let flops = 2.0 * (batch * self.c_out * ho * wo * self.k()) as f64;
+        let (g, op) = (*self, op.to_string());
+        crate::profile::span(
+            move || format!("conv {op} {}x{}x{} -> {} k{} s{}", g.c_in, g.h, g.w, g.c_out, g.kh, g.stride),
+            flops,
+        )
+    }
+
     fn out_hw(&self) -> (usize, usize) {
         let span = |n: usize, k: usize, p: usize| (n + 2 * p - self.dilation * (k - 1) - 1) / self.stride + 1;
         (span(self.h, self.kh, self.pad.0), span(self.w, self.kw, self.pad.1))
@@ -249,6 +260,7 @@ impl CustomOp2 for Forward {
         let g = self.0;
         let (x, w) = (cpu_f32(xs, xl, "conv")?, cpu_f32(ws, wl, "conv")?);
         let batch = xl.dims()[0];
+        let _span = g.span("forward", batch);
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
         let y = per_image(batch, g.c_out * l_all, |b, yb, par| {
@@ -291,6 +303,7 @@ impl CustomOp2 for GradInput {
         let g = self.0;
         let (dy, w) = (cpu_f32(ds, dl, "conv")?, cpu_f32(ws, wl, "conv")?);
         let batch = dl.dims()[0];
+        let _span = g.span("grad input", batch);
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
         let dx = per_image(batch, g.c_in * g.h * g.w, |b, dxb, par| {
@@ -326,6 +339,7 @@ impl CustomOp2 for GradWeight {
         let g = self.0;
         let (x, dy) = (cpu_f32(xs, xl, "conv")?, cpu_f32(ds, dl, "conv")?);
         let batch = xl.dims()[0];
+        let _span = g.span("grad weight", batch);
         let (ho, wo) = g.out_hw();
         let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
         let one_image = |b: usize, dw: &mut [f32], par: Parallelism| {

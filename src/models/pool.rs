@@ -1,19 +1,146 @@
-//! Pools and strided picks for the backbones, from differentiable ops: candle's own
-//! pools have no padding, no ceil mode, no backward when kernel != stride, and a wrong
-//! one when kernel == stride (candle 0.11's `max_pool2d` passes a quarter of the gradient
-//! to a unique maximum of a 2x2 window: measured [0, 0, 0, 0.25] for [[1, 2], [3, 4]]).
+//! Pools and strided picks for the backbones: candle's own pools have no padding, no
+//! ceil mode, no backward when kernel != stride, and a wrong one when kernel == stride
+//! (candle 0.11's `max_pool2d` passes a quarter of the gradient to a unique maximum of a
+//! 2x2 window: measured [0, 0, 0, 0.25] for [[1, 2], [3, 4]]). Max pools in f32 are one
+//! op of ours with PyTorch's semantics (CPU here, CUDA in `channel_ops_cuda`); other
+//! dtypes compose candle ops. The composed 3x3 pool was about 15 candle ops forward and
+//! more backward (masks, divisions, padding copies), each a pass over the stem's maps.
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
-/// 2x2 max-pool, stride 2 (PyTorch's `MaxPool2d(2)`, odd edges dropped), as a max over
-/// each window's four values: the gradient goes whole to the window's maximum (to every
-/// tied maximum, where PyTorch picks the first).
+use super::cpu_f32;
+
+/// A max pool's window: `k` x `k`, stride `s`, padding `p` (never the maximum), `out`
+/// (rows, columns) as the caller's ceil mode gives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Window {
+    pub k: usize,
+    pub s: usize,
+    pub p: usize,
+    pub out: (usize, usize),
+}
+
+impl Window {
+    /// Index into the `w`-wide plane `x` of the first maximum of output `(oy, ox)`'s
+    /// window in row-major order (a NaN wins, as in PyTorch); `None` if all padding.
+    fn argmax(&self, x: &[f32], w: usize, oy: usize, ox: usize) -> Option<usize> {
+        let h = x.len() / w;
+        let rows = (oy * self.s).saturating_sub(self.p)..(oy * self.s + self.k).saturating_sub(self.p).min(h);
+        let cols = (ox * self.s).saturating_sub(self.p)..(ox * self.s + self.k).saturating_sub(self.p).min(w);
+        let mut best: Option<(usize, f32)> = None;
+        for iy in rows {
+            for ix in cols.clone() {
+                let v = x[iy * w + ix];
+                if best.is_none_or(|(_, m)| v > m) || v.is_nan() {
+                    best = Some((iy * w + ix, v));
+                    if v.is_nan() {
+                        return Some(iy * w + ix);
+                    }
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+/// PyTorch's max pool of f32 `x` [B, C, H, W]: the gradient goes to each window's first
+/// maximum.
+fn max_pool(x: &Tensor, win: Window) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(MaxPool(win))
+}
+
+struct MaxPool(Window);
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max-pool"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s, l, "max pool")?;
+        let (b, c, h, w) = l.shape().dims4()?;
+        let (ho, wo) = self.0.out;
+        let _span = crate::profile::span(|| format!("max pool {}x{h}x{w} k{} s{}", c, self.0.k, self.0.s), 0.0);
+        let mut y = vec![0f32; b * c * ho * wo];
+        y.par_chunks_mut((ho * wo).max(1)).zip(x.par_chunks((h * w).max(1))).for_each(|(yp, xp)| {
+            for (o, v) in yp.iter_mut().enumerate() {
+                *v = self.0.argmax(xp, w, o / wo, o % wo).map_or(f32::NEG_INFINITY, |a| xp[a]);
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((b, c, ho, wo))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::channel_ops_cuda::max_pool_fwd(self.0, s, l)
+    }
+
+    fn bwd(&self, x: &Tensor, _: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &MaxPoolGrad(self.0))?))
+    }
+}
+
+/// (x, dy) -> dx of [`MaxPool`]: each output's gradient added to its window's first
+/// maximum, outputs in order (the CUDA kernel gathers in the same order: same sums).
+struct MaxPoolGrad(Window);
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "max-pool-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dy) = (cpu_f32(xs, xl, "max pool")?, cpu_f32(ds, dl, "max pool")?);
+        let (_, c, h, w) = xl.shape().dims4()?;
+        let (ho, wo) = self.0.out;
+        let _span = crate::profile::span(|| format!("max pool grad {}x{h}x{w} k{} s{}", c, self.0.k, self.0.s), 0.0);
+        let mut dx = vec![0f32; x.len()];
+        let planes = dx.par_chunks_mut((h * w).max(1)).zip(x.par_chunks((h * w).max(1)));
+        planes.zip(dy.par_chunks((ho * wo).max(1))).for_each(|((dxp, xp), gp)| {
+            for (o, &g) in gp.iter().enumerate() {
+                if let Some(a) = self.0.argmax(xp, w, o / wo, o % wo) {
+                    dxp[a] += g;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ds: &candle_core::CudaStorage,
+        dl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::channel_ops_cuda::max_pool_bwd(self.0, xs, xl, ds, dl)
+    }
+}
+
+/// Whether [`MaxPool`] runs `x`: f32 on the CPU, or on CUDA in a `cuda` build.
+fn ours(x: &Tensor) -> bool {
+    x.dtype() == DType::F32 && (x.device().is_cpu() || cfg!(feature = "cuda") && x.device().is_cuda())
+}
+
+/// 2x2 max-pool, stride 2 (PyTorch's `MaxPool2d(2)`, odd edges dropped). Composed of
+/// candle ops (dtypes other than f32), the gradient goes to every tied maximum.
 pub(crate) fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let (ho, wo) = (h / 2, w / 2);
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
-        return super::channel_ops_cuda::max_pool(x, 2, 2, 0, (ho, wo));
+    if ours(x) {
+        return max_pool(x, Window { k: 2, s: 2, p: 0, out: (ho, wo) });
     }
     let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)? } else { x.clone() };
     x.contiguous()?.reshape((b, c, ho, 2, wo, 2))?.max(5)?.max(3)
@@ -34,15 +161,15 @@ pub(crate) fn pool_len(n: usize, stride: usize, pad: usize, ceil: bool) -> usize
     }
 }
 
-/// 3x3 max-pool with PyTorch's padding and ceil mode, from differentiable ops: edges are
-/// replicated (every window holds the real pixel next to its padding, so the max is
-/// PyTorch's), the max of three shifted views per axis, then every `stride`-th.
+/// 3x3 max-pool with PyTorch's padding and ceil mode. Composed of candle ops (dtypes
+/// other than f32): edges are replicated (every window holds the real pixel next to its
+/// padding, so the max is PyTorch's), the max of three shifted views per axis, then
+/// every `stride`-th.
 pub(crate) fn max_pool3(x: &Tensor, stride: usize, pad: usize, ceil: bool) -> candle_core::Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
+    if ours(x) {
         let (_, _, h, w) = x.dims4()?;
         let out = (pool_len(h, stride, pad, ceil), pool_len(w, stride, pad, ceil));
-        return super::channel_ops_cuda::max_pool(x, 3, stride, pad, out);
+        return max_pool(x, Window { k: 3, s: stride, p: pad, out });
     }
     let mut y = x.clone();
     for dim in [2, 3] {
@@ -135,6 +262,57 @@ mod tests {
                 assert_eq!(run(&gpu), run(&Device::Cpu), "{name} pool, {h}x{w} s{stride} p{pad} ceil {ceil}");
             }
         }
+    }
+
+    /// Our f32 op against the pools composed of candle ops (run in f64, the dtype that
+    /// takes them) on random inputs, so no ties: same values, same gradient of a weighted
+    /// sum, for the 2x2 pool and the 3x3 ones of every backbone.
+    #[test]
+    fn fused_pools_match_composed_ones() {
+        let cases =
+            [(8, 8, 2, 1, false), (7, 9, 2, 1, false), (9, 9, 2, 0, true), (28, 27, 2, 0, true), (7, 7, 1, 1, false)];
+        for (h, w, stride, pad, ceil) in cases {
+            let x = Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
+            type Pool = Box<dyn Fn(&Tensor) -> Tensor>;
+            let pools: [(&str, Pool); 2] = [
+                ("3x3", Box::new(move |t: &Tensor| max_pool3(t, stride, pad, ceil).unwrap())),
+                ("2x2", Box::new(|t: &Tensor| max_pool2(t).unwrap())),
+            ];
+            for (name, pool) in pools {
+                let run = |dtype: DType| {
+                    let v = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+                    let y = pool(v.as_tensor());
+                    let n = y.elem_count() as f32;
+                    let wts = Tensor::arange(0f32, n, &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+                    let g = (&y * wts.reshape(y.shape()).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+                    let flat =
+                        |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+                    (y.dims().to_vec(), flat(&y), flat(g.get(v.as_tensor()).unwrap()))
+                };
+                assert_eq!(run(DType::F32), run(DType::F64), "{name} pool, {h}x{w} s{stride} p{pad} ceil {ceil}");
+            }
+        }
+    }
+
+    /// PyTorch's choices: a tie sends the whole gradient to the first maximum in row-major
+    /// order, a NaN is the maximum, and padding never is.
+    #[test]
+    fn ties_go_to_the_first_maximum_and_nan_wins() {
+        let grad_of = |v: Vec<f32>, h: usize, w: usize, pool: &dyn Fn(&Tensor) -> Tensor| {
+            let x = Var::from_tensor(&Tensor::from_vec(v, (1, 1, h, w), &Device::Cpu).unwrap()).unwrap();
+            let y = pool(x.as_tensor());
+            let g = y.sum_all().unwrap().backward().unwrap();
+            let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), gx)
+        };
+        let (y, g) = grad_of(vec![1., 1., 1., 1.], 2, 2, &|t| max_pool2(t).unwrap());
+        assert_eq!((y, g), (vec![1.], vec![1., 0., 0., 0.]));
+        // Stem pool on 2x2 of -1: each of the four padded windows holds the whole plane.
+        let (y, g) = grad_of(vec![-1.; 4], 2, 2, &|t| max_pool3(t, 1, 1, false).unwrap());
+        assert_eq!((y, g), (vec![-1.; 4], vec![4., 0., 0., 0.]));
+        let (y, g) = grad_of(vec![1., f32::NAN, 3., 2.], 2, 2, &|t| max_pool2(t).unwrap());
+        assert!(y[0].is_nan());
+        assert_eq!(g, vec![0., 1., 0., 0.]);
     }
 
     #[test]

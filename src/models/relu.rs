@@ -30,6 +30,7 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_f32(s, l, "relu")?;
+        let _span = crate::profile::span(|| format!("relu forward {:?}", &l.dims()[1..]), 0.0);
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
             o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0));
@@ -57,6 +58,7 @@ impl CustomOp2 for ReluGrad {
 
     fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (dy, x) = (cpu_f32(ds, dl, "relu")?, cpu_f32(xs, xl, "relu")?);
+        let _span = crate::profile::span(|| format!("relu grad {:?}", &xl.dims()[1..]), 0.0);
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(o, (g, v))| {
             o.iter_mut().zip(g.iter().zip(v)).for_each(|(o, (&g, &v))| *o = if v >= 0.0 { g } else { 0.0 });
