@@ -22,25 +22,26 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Index into the `w`-wide plane `x` of the first maximum of output `(oy, ox)`'s
+    /// Index into the `h` x `w` plane `x` of the first maximum of output `(oy, ox)`'s
     /// window in row-major order (a NaN wins, as in PyTorch); `None` if all padding.
-    fn argmax(&self, x: &[f32], w: usize, oy: usize, ox: usize) -> Option<usize> {
-        let h = x.len() / w;
-        let rows = (oy * self.s).saturating_sub(self.p)..(oy * self.s + self.k).saturating_sub(self.p).min(h);
-        let cols = (ox * self.s).saturating_sub(self.p)..(ox * self.s + self.k).saturating_sub(self.p).min(w);
-        let mut best: Option<(usize, f32)> = None;
-        for iy in rows {
-            for ix in cols.clone() {
-                let v = x[iy * w + ix];
-                if best.is_none_or(|(_, m)| v > m) || v.is_nan() {
-                    best = Some((iy * w + ix, v));
-                    if v.is_nan() {
-                        return Some(iy * w + ix);
-                    }
-                }
+    #[inline]
+    fn argmax(&self, x: &[f32], (h, w): (usize, usize), oy: usize, ox: usize) -> Option<usize> {
+        let (y0, y1) = ((oy * self.s).saturating_sub(self.p), (oy * self.s + self.k).saturating_sub(self.p).min(h));
+        let (x0, x1) = ((ox * self.s).saturating_sub(self.p), (ox * self.s + self.k).saturating_sub(self.p).min(w));
+        if y0 >= y1 || x0 >= x1 {
+            return None;
+        }
+        let (mut best, mut m) = (y0 * w + x0, x[y0 * w + x0]);
+        for iy in y0..y1 {
+            for (i, &v) in (iy * w + x0..).zip(&x[iy * w + x0..iy * w + x1]) {
+                // Larger, or the first NaN; as selects, not branches (random maps make a
+                // branch on `v > m` mispredict about twice per window).
+                let take = v > m || (v.is_nan() && !m.is_nan());
+                best = if take { i } else { best };
+                m = if take { v } else { m };
             }
         }
-        best.map(|(i, _)| i)
+        Some(best)
     }
 }
 
@@ -64,8 +65,10 @@ impl CustomOp1 for MaxPool {
         let _span = crate::profile::span(|| format!("max pool {}x{h}x{w} k{} s{}", c, self.0.k, self.0.s), 0.0);
         let mut y = vec![0f32; b * c * ho * wo];
         y.par_chunks_mut((ho * wo).max(1)).zip(x.par_chunks((h * w).max(1))).for_each(|(yp, xp)| {
-            for (o, v) in yp.iter_mut().enumerate() {
-                *v = self.0.argmax(xp, w, o / wo, o % wo).map_or(f32::NEG_INFINITY, |a| xp[a]);
+            for (oy, row) in yp.chunks_mut(wo.max(1)).enumerate() {
+                for (ox, v) in row.iter_mut().enumerate() {
+                    *v = self.0.argmax(xp, (h, w), oy, ox).map_or(f32::NEG_INFINITY, |a| xp[a]);
+                }
             }
         });
         Ok((CpuStorage::F32(y), Shape::from((b, c, ho, wo))))
@@ -108,9 +111,11 @@ impl CustomOp2 for MaxPoolGrad {
         let mut dx = vec![0f32; x.len()];
         let planes = dx.par_chunks_mut((h * w).max(1)).zip(x.par_chunks((h * w).max(1)));
         planes.zip(dy.par_chunks((ho * wo).max(1))).for_each(|((dxp, xp), gp)| {
-            for (o, &g) in gp.iter().enumerate() {
-                if let Some(a) = self.0.argmax(xp, w, o / wo, o % wo) {
-                    dxp[a] += g;
+            for (oy, row) in gp.chunks(wo.max(1)).enumerate() {
+                for (ox, &g) in row.iter().enumerate() {
+                    if let Some(a) = self.0.argmax(xp, (h, w), oy, ox) {
+                        dxp[a] += g;
+                    }
                 }
             }
         });
@@ -310,9 +315,13 @@ mod tests {
         // Stem pool on 2x2 of -1: each of the four padded windows holds the whole plane.
         let (y, g) = grad_of(vec![-1.; 4], 2, 2, &|t| max_pool3(t, 1, 1, false).unwrap());
         assert_eq!((y, g), (vec![-1.; 4], vec![4., 0., 0., 0.]));
-        let (y, g) = grad_of(vec![1., f32::NAN, 3., 2.], 2, 2, &|t| max_pool2(t).unwrap());
-        assert!(y[0].is_nan());
-        assert_eq!(g, vec![0., 1., 0., 0.]);
+        for nan_at in 0..4 {
+            let mut v = vec![1., 5., 3., 2.];
+            v[nan_at] = f32::NAN;
+            let (y, g) = grad_of(v, 2, 2, &|t| max_pool2(t).unwrap());
+            assert!(y[0].is_nan());
+            assert_eq!(g, (0..4).map(|i| f32::from(i == nan_at)).collect::<Vec<_>>());
+        }
     }
 
     #[test]
