@@ -31,6 +31,11 @@ impl Window {
         if y0 >= y1 || x0 >= x1 {
             return None;
         }
+        match (self.k, y1 - y0 == self.k && x1 - x0 == self.k) {
+            (2, true) => return Some(first_max::<2>(x, w, y0 * w + x0)),
+            (3, true) => return Some(first_max::<3>(x, w, y0 * w + x0)),
+            _ => {}
+        }
         let (mut best, mut m) = (y0 * w + x0, x[y0 * w + x0]);
         for iy in y0..y1 {
             for (i, &v) in (iy * w + x0..).zip(&x[iy * w + x0..iy * w + x1]) {
@@ -43,6 +48,22 @@ impl Window {
         }
         Some(best)
     }
+}
+
+/// [`Window::argmax`] of a whole `K` x `K` window at `start` (unrolled: the pools' common
+/// case).
+#[inline(always)]
+fn first_max<const K: usize>(x: &[f32], w: usize, start: usize) -> usize {
+    let (mut best, mut m) = (start, x[start]);
+    for i in 0..K {
+        for j in 0..K {
+            let (at, v) = (start + i * w + j, x[start + i * w + j]);
+            let take = v > m || (v.is_nan() && !m.is_nan());
+            best = if take { at } else { best };
+            m = if take { v } else { m };
+        }
+    }
+    best
 }
 
 /// PyTorch's max pool of f32 `x` [B, C, H, W]: the gradient goes to each window's first
