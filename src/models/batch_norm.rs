@@ -53,6 +53,17 @@ impl Bn {
     }
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(x, train, false)
+    }
+
+    /// relu(bn(x)): in training on the CPU one op, the ReLU's mask applied inside the
+    /// backward passes (a ReLU op of its own costs two passes over the activation and a
+    /// gradient candle accumulates into a zeroed copy).
+    pub(crate) fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(x, train, true)
+    }
+
+    fn forward_maybe_relu(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let fused = train && !self.frozen && x.dtype() == DType::F32 && x.rank() == 4 && !candle_bn_requested();
         #[cfg(feature = "cuda")]
         if fused && x.device().is_cuda() {
@@ -60,10 +71,11 @@ impl Bn {
             let (y, mean, var) = super::channel_ops_cuda::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
             let n = (b * h * w) as f64;
             self.update_running(&mean, &(var * (n / (n - 1.0).max(1.0)))?)?;
-            return Ok(y);
+            return if relu { super::relu::relu(&y) } else { Ok(y) };
         }
         if !fused || !x.device().is_cpu() {
-            return self.fallback.forward_t(x, train && !self.frozen);
+            let y = self.fallback.forward_t(x, train && !self.frozen)?;
+            return if relu { super::relu::relu(&y) } else { Ok(y) };
         }
         let x = x.contiguous()?;
         let (b, c, h, w) = x.dims4()?;
@@ -78,7 +90,7 @@ impl Bn {
             Tensor::from_vec(var.iter().map(|&v| (v * n / (n - 1.0).max(1.0)) as f32).collect::<Vec<_>>(), c, dev)?;
         self.update_running(&mean_t, &var_t)?;
         let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-        x.apply_op3(&self.weight, &self.bias, Normalize { mean, invstd })
+        x.apply_op3(&self.weight, &self.bias, Normalize { stats: Stats { mean, invstd, relu: None }, relu })
     }
 
     /// Running statistics as PyTorch (and candle_nn) keep them, from the batch's mean and
@@ -102,7 +114,10 @@ fn candle_bn_requested() -> bool {
 fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let (b, c, h, w) = x.dims4()?;
     let plane = h * w;
-    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    // Read in place (a copy of the activation cost as much as the statistics).
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("batch norm: expected a CPU tensor") };
+    let data = cpu_f32(cpu, layout, "batch norm")?;
     let n = (b * plane) as f64;
     let stats: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
@@ -118,10 +133,10 @@ fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     Ok(stats.into_iter().unzip())
 }
 
-/// y = (x - mean) * invstd * gamma + beta, per channel.
+/// y = (x - mean) * invstd * gamma + beta per channel, then max(y, 0) with `relu`.
 struct Normalize {
-    mean: Vec<f32>,
-    invstd: Vec<f32>,
+    stats: Stats,
+    relu: bool,
 }
 
 impl CustomOp3 for Normalize {
@@ -144,11 +159,14 @@ impl CustomOp3 for Normalize {
         let plane = h * w;
         let _span = crate::profile::span(|| format!("batch norm normalize {c}x{h}x{w}"), 0.0);
         let mut y = vec![0f32; x.len()];
+        let (scale, shift) = self.stats.affine(gamma, beta);
         y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(k, (yp, xp))| {
-            let ch = k % c;
-            let scale = self.invstd[ch] * gamma[ch];
-            let shift = beta[ch] - self.mean[ch] * scale;
-            yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
+            let (a, b) = (scale[k % c], shift[k % c]);
+            if self.relu {
+                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = (v * a + b).max(0.0));
+            } else {
+                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * a + b);
+            }
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -157,12 +175,16 @@ impl CustomOp3 for Normalize {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let stats = Stats { mean: self.mean.clone(), invstd: self.invstd.clone() };
+        let mut stats = self.stats.clone();
+        if self.relu {
+            let (g, b) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
+            stats.relu = Some(stats.affine(&g, &b));
+        }
         let sums = dy.apply_op2_no_bwd(x, &GradSums(stats.clone()))?; // [2, C]: sum dy, sum dy x_hat
         let s: Vec<Vec<f32>> = sums.to_vec2()?;
         let dx =
@@ -175,6 +197,34 @@ impl CustomOp3 for Normalize {
 struct Stats {
     mean: Vec<f32>,
     invstd: Vec<f32>,
+    /// After a fused ReLU: the forward's per-channel (scale, shift), to recompute the
+    /// pre-activation z and pass dy only where z >= 0 (candle's ReLU gradient).
+    relu: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Stats {
+    /// Per channel, y = x * scale + shift.
+    fn affine(&self, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = self.invstd.iter().zip(gamma).map(|(s, g)| s * g).collect();
+        let shift = beta.iter().zip(&self.mean).zip(&scale).map(|((b, m), a)| b - m * a).collect();
+        (scale, shift)
+    }
+
+    /// dy through the fused ReLU of channel `ch` (as is without one).
+    #[inline]
+    fn masked(&self, ch: usize) -> impl Fn(f32, f32) -> f32 + '_ {
+        let ab = self.relu.as_ref().map(|(a, b)| (a[ch], b[ch]));
+        move |g: f32, v: f32| match ab {
+            Some((a, b)) => {
+                if v * a + b >= 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            }
+            None => g,
+        }
+    }
 }
 
 /// Per channel: sum(dy) and sum(dy * x_hat), from (dy, x).
@@ -194,13 +244,15 @@ impl CustomOp2 for GradSums {
             .into_par_iter()
             .map(|ch| {
                 let (m, s) = (self.0.mean[ch], self.0.invstd[ch]);
+                let mask = self.0.masked(ch);
                 let (mut a, mut q) = (0f64, 0f64);
                 for img in 0..b {
                     let at = (img * c + ch) * plane;
-                    let (pa, pq) = dy[at..at + plane]
-                        .iter()
-                        .zip(&x[at..at + plane])
-                        .fold((0f32, 0f32), |(a, q), (&g, &v)| (a + g, q + g * (v - m)));
+                    let (pa, pq) =
+                        dy[at..at + plane].iter().zip(&x[at..at + plane]).fold((0f32, 0f32), |(a, q), (&g, &v)| {
+                            let g = mask(g, v);
+                            (a + g, q + g * (v - m))
+                        });
                     a += pa as f64;
                     q += pq as f64;
                 }
@@ -245,9 +297,10 @@ impl CustomOp3 for GradInput {
             let (m, s) = (self.stats.mean[ch], self.stats.invstd[ch]);
             let scale = gamma[ch] * s / n;
             let (a, q) = (self.sum_dy[ch], self.sum_dy_xhat[ch]);
+            let mask = self.stats.masked(ch);
             let at = k * plane;
             for ((o, &g), &v) in out.iter_mut().zip(&dy[at..at + plane]).zip(&x[at..at + plane]) {
-                *o = scale * (n * g - a - (v - m) * s * q);
+                *o = scale * (n * mask(g, v) - a - (v - m) * s * q);
             }
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
@@ -276,6 +329,38 @@ mod tests {
     #[test]
     fn matches_candle_batch_norm_on_cuda() {
         check_against_candle(&Device::new_cuda(0).unwrap());
+    }
+
+    /// The fused ReLU gives the bits of our batch norm followed by our ReLU op: output,
+    /// and the gradients of input, weight and bias (its mask recomputes the same z).
+    #[test]
+    fn fused_relu_equals_batch_norm_then_relu() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let bn = Bn::new(6, 1e-5, 0.1, false, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        {
+            let data = vm.data().lock().unwrap();
+            data["weight"].set(&Tensor::randn(1f32, 0.5, 6, &dev).unwrap()).unwrap();
+            data["bias"].set(&Tensor::randn(0f32, 0.5, 6, &dev).unwrap()).unwrap();
+        }
+        let x = Var::from_tensor(&Tensor::randn(0.3f32, 2.0, (3, 6, 5, 7), &dev).unwrap()).unwrap();
+        let wts = Tensor::randn(0f32, 1., (3, 6, 5, 7), &dev).unwrap();
+        let run = |fused: bool| {
+            let y = if fused {
+                bn.forward_relu_t(x.as_tensor(), true).unwrap()
+            } else {
+                crate::models::relu::relu(&bn.forward_t(x.as_tensor(), true).unwrap()).unwrap()
+            };
+            let g = (&y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let data = vm.data().lock().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let grads =
+                [x.as_tensor(), data["weight"].as_tensor(), data["bias"].as_tensor()].map(|t| flat(g.get(t).unwrap()));
+            (flat(&y), grads)
+        };
+        let (fused, plain) = (run(true), run(false));
+        assert!(fused.0.contains(&0.0) && fused.0.iter().any(|&v| v > 0.0));
+        assert_eq!(fused, plain);
     }
 
     fn check_against_candle(dev: &Device) {

@@ -65,7 +65,7 @@ impl BasicConv {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = super::conv::conv2d(x, &self.weight, self.pad, self.stride, 1)?;
-        relu(&self.bn.forward_t(&y, train)?)
+        self.bn.forward_relu_t(&y, train)
     }
 }
 

@@ -50,6 +50,11 @@ impl ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, train)
     }
+
+    /// relu(bn(conv(x))), the ReLU fused into the batch norm.
+    fn forward_relu_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.bn.forward_relu_t(&self.conv.forward(x)?, train)
+    }
 }
 
 /// ResNet-18's block (two 3x3 convs) or ResNet-50's bottleneck (1x1, 3x3 with the
@@ -93,10 +98,7 @@ impl Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut y = x.clone();
         for (k, c) in self.convs.iter().enumerate() {
-            y = c.forward_t(&y, train)?;
-            if k + 1 < self.convs.len() {
-                y = relu(&y)?;
-            }
+            y = if k + 1 < self.convs.len() { c.forward_relu_t(&y, train)? } else { c.forward_t(&y, train)? };
         }
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
@@ -169,7 +171,7 @@ impl ResNet {
         for stage in stages {
             x = if stage == 0 {
                 // torchvision's stem pool, MaxPool2d(3, stride 2, padding 1).
-                max_pool3(&relu(&self.stem.forward_t(&x, train)?)?, 2, 1, false)?
+                max_pool3(&self.stem.forward_relu_t(&x, train)?, 2, 1, false)?
             } else {
                 let mut y = x;
                 for block in &self.stages[stage - 1].1 {

@@ -12,7 +12,6 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
-use super::relu::relu;
 
 use super::adl::Adl;
 use super::{Bn, SpgTaps, Staged};
@@ -33,7 +32,7 @@ impl ConvBnRelu {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        relu(&self.bn.forward_t(&self.conv.forward(x)?, train)?)
+        self.bn.forward_relu_t(&self.conv.forward(x)?, train)
     }
 }
 
