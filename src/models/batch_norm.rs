@@ -7,6 +7,8 @@
 //!   dx = gamma / sigma / N * (N dy - sum(dy) - x_hat * sum(dy x_hat)),
 //!   dgamma = sum(dy x_hat),  dbeta = sum(dy)   (sums per channel over N = B*H*W).
 //!
+//! A following ReLU can be fused in on the CPU ([`Bn::forward_relu_t`]): max(., 0) in
+//! the normalize pass, its mask applied to dy inside both backward passes.
 //! On CUDA the same two passes each way are kernels of `channel_ops_cuda`. Evaluation
 //! mode, frozen statistics and other devices use candle_nn's batch norm,
 //! which reads and updates the same running statistics.

@@ -8,6 +8,7 @@
 //! - input gradient: `dx = col⁻¹(Wᵀ · dy)` (col2im adds the overlapping windows back),
 //! - weight gradient: `dW = Σ dy · col(x)ᵀ` (col recomputed, not kept, to save memory).
 //!
+//! A layer's bias is fused in: it seeds the output before the GEMM adds the product.
 //! Tiles keep the im2col buffer near 8 MB, so VGG's 224x224 layers need no 100 MB copies.
 //! Images run in parallel (one GEMM thread each) when the batch has at least as many
 //! images as threads, otherwise one image at a time with a parallel GEMM. Grouped
