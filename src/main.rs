@@ -3,9 +3,12 @@ use clap::Parser;
 fn main() {
     // A file over the size limit (`ulimit -f`) must fail the write with EFBIG, reported
     // with its path like a full disk, instead of killing the process mid-checkpoint.
+    // Output piped into a reader that quits (`wsol bench train --profile | head`) ends
+    // the process quietly, as for other command-line tools, instead of println!'s panic.
     #[cfg(unix)]
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     wsol::util::keep_freed_memory();
     let cli = wsol::cli::Cli::parse();

@@ -89,6 +89,26 @@ fn bench_train_profile_lists_ops_with_their_flops() {
     assert!(rows.iter().all(|r| r["ms"].as_f64().unwrap() >= 0.0));
 }
 
+/// Output into a pipe whose reader has quit ends the process without a panic message.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_pipe_is_no_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsol"))
+        .args(["bench", "train", "--backbone", "tiny", "--batch", "2", "--size", "16", "--steps", "1", "--profile"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader quits before the first line
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {err}", out.status);
+}
+
 /// `wsol bench data` writes its JPEGs when the folder is empty and times the training
 /// loader over them; `wsol bench train --data` feeds the steps from that loader and
 /// reports each step's wait for its batch.
