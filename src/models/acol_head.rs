@@ -10,7 +10,6 @@ use candle_core::{Module, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_layer as conv2d, Conv2d};
-use super::relu::relu;
 
 use super::{class_map, Backbone, Output, WsolModel};
 use crate::config::AcolConfig;
@@ -33,7 +32,7 @@ impl Branch {
 
     /// Class maps [B, K, h, w].
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.classes.forward(&relu(&self.conv2.forward(&relu(&self.conv1.forward(x)?)?)?)?)
+        self.classes.forward(&self.conv2.forward_relu(&self.conv1.forward_relu(x)?)?)
     }
 }
 

@@ -256,11 +256,18 @@ fn forward_cpu(
     (xs, xl): (&CpuStorage, &Layout),
     (ws, wl): (&CpuStorage, &Layout),
     bias: Option<(&CpuStorage, &Layout)>,
+    relu: bool,
 ) -> Result<(CpuStorage, Shape)> {
     let (x, w) = (cpu_f32(xs, xl, "conv")?, cpu_f32(ws, wl, "conv")?);
     let bias = bias.map(|(bs, bl)| cpu_f32(bs, bl, "conv bias")).transpose()?;
     let batch = xl.dims()[0];
-    let _span = g.span(if bias.is_some() { "forward + bias" } else { "forward" }, batch);
+    let what = match (bias.is_some(), relu) {
+        (false, false) => "forward",
+        (true, false) => "forward + bias",
+        (false, true) => "forward + relu",
+        (true, true) => "forward + bias + relu",
+    };
+    let _span = g.span(what, batch);
     let (ho, wo) = g.out_hw();
     let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
     let y = per_image(batch, g.c_out * l_all, |b, yb, par| {
@@ -279,13 +286,34 @@ fn forward_cpu(
                 };
                 matmul((g.c_out, n, k), &mut yb[l0..], l_all, bias.is_some(), (w, 1, k as isize), rhs, par);
             }
-        })
+        });
+        if relu {
+            yb.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
     });
     Ok((CpuStorage::F32(y), Shape::from((batch, g.c_out, ho, wo))))
 }
 
-/// y = conv(x, w) for x [B, c_in, h, w] and w [c_out, c_in, kh, kw].
-struct Forward(Geometry);
+/// y = conv(x, w) for x [B, c_in, h, w] and w [c_out, c_in, kh, kw]; then max(y, 0)
+/// with `relu`, whose gradient passes where y > 0 (PyTorch's; candle's ReLU also passes
+/// it where the input is exactly 0).
+#[derive(Clone, Copy)]
+struct Forward {
+    g: Geometry,
+    relu: bool,
+}
+
+impl Forward {
+    /// dy through the fused ReLU, if any.
+    fn through_relu(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let dy = dy.contiguous()?;
+        if self.relu {
+            dy.apply_op2_no_bwd(&y.contiguous()?, &ReluGradFromOutput)
+        } else {
+            Ok(dy)
+        }
+    }
+}
 
 impl CustomOp2 for Forward {
     fn name(&self) -> &'static str {
@@ -293,22 +321,46 @@ impl CustomOp2 for Forward {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        forward_cpu(self.0, (xs, xl), (ws, wl), None)
+        forward_cpu(self.g, (xs, xl), (ws, wl), None, self.relu)
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        // An operand outside the graph needs no gradient: the image batch at the stem
-        // (its input gradient was a whole GEMM pass per step), or frozen weights.
-        let dx = x.track_op().then(|| dy.apply_op2_no_bwd(w, &GradInput(self.0))).transpose()?;
-        let dw = w.track_op().then(|| x.apply_op2_no_bwd(&dy, &GradWeight(self.0))).transpose()?;
-        Ok((dx, dw))
+    fn bwd(&self, x: &Tensor, w: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = self.through_relu(y, dy)?;
+        grads_of_conv(self.g, x, w, &dy)
+    }
+}
+
+/// (dx, dw) from dy (after any fused ReLU). An operand outside the graph needs no
+/// gradient: the image batch at the stem (its input gradient was a whole GEMM pass per
+/// step), or frozen weights.
+fn grads_of_conv(g: Geometry, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = x.track_op().then(|| dy.apply_op2_no_bwd(w, &GradInput(g))).transpose()?;
+    let dw = w.track_op().then(|| x.apply_op2_no_bwd(dy, &GradWeight(g))).transpose()?;
+    Ok((dx, dw))
+}
+
+/// dy where y > 0, from (dy, y).
+struct ReluGradFromOutput;
+
+impl CustomOp2 for ReluGradFromOutput {
+    fn name(&self) -> &'static str {
+        "conv2d-relu-grad"
+    }
+
+    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ys: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (dy, y) = (cpu_f32(ds, dl, "conv relu")?, cpu_f32(ys, yl, "conv relu")?);
+        let _span = crate::profile::span(|| format!("conv relu grad {:?}", &yl.dims()[1..]), 0.0);
+        let mut out = vec![0f32; dy.len()];
+        out.par_chunks_mut(1 << 16).zip(dy.par_chunks(1 << 16).zip(y.par_chunks(1 << 16))).for_each(|(o, (g, y))| {
+            o.iter_mut().zip(g.iter().zip(y)).for_each(|(o, (&g, &y))| *o = if y > 0.0 { g } else { 0.0 });
+        });
+        Ok((CpuStorage::F32(out), yl.shape().clone()))
     }
 }
 
 /// conv(x, w) + bias in one op: the bias is where the GEMM's sum starts, and its gradient
 /// one pass over dy (candle's broadcast add and its backward were ~30% of a VGG16 step).
-struct ForwardBias(Geometry);
+struct ForwardBias(Forward);
 
 impl CustomOp3 for ForwardBias {
     fn name(&self) -> &'static str {
@@ -324,7 +376,7 @@ impl CustomOp3 for ForwardBias {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        forward_cpu(self.0, (xs, xl), (ws, wl), Some((bs, bl)))
+        forward_cpu(self.0.g, (xs, xl), (ws, wl), Some((bs, bl)), self.0.relu)
     }
 
     fn bwd(
@@ -335,8 +387,9 @@ impl CustomOp3 for ForwardBias {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Forward(self.0).bwd(x, w, y, dy)?;
-        let db = b.track_op().then(|| dy.contiguous()?.apply_op1_no_bwd(&BiasGrad)).transpose()?;
+        let dy = self.0.through_relu(y, dy)?;
+        let (dx, dw) = grads_of_conv(self.0.g, x, w, &dy)?;
+        let db = b.track_op().then(|| dy.apply_op1_no_bwd(&BiasGrad)).transpose()?;
         Ok((dx, dw, db))
     }
 }
@@ -487,7 +540,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: (usize, usize), stride: usize, dilati
     let (_, wc_in, _, _) = w.dims4()?;
     if cpu_f32_path(x, w) {
         let g = geometry(x, w, pad, stride, dilation)?;
-        return x.contiguous()?.apply_op2(&w.contiguous()?, Forward(g));
+        return x.contiguous()?.apply_op2(&w.contiguous()?, Forward { g, relu: false });
     }
     if candle_conv_requested() || wc_in != c_in {
         return super::conv_gpu::candle_conv2d(x, w, pad, stride, dilation);
@@ -551,13 +604,30 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+
+    /// relu(conv(x) + bias): on the CPU one op, the ReLU applied to each image's output
+    /// right after its GEMMs and its mask to dy before the gradients' (VGG's ReLU was two
+    /// more passes over every activation and a gradient candle accumulates into a zeroed
+    /// copy).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        if self.groups != 1 || !cpu_f32_path(x, &self.weight) {
+            return super::relu::relu(&self.forward(x)?);
+        }
+        let op = Forward { g: geometry(x, &self.weight, self.pad, self.stride, self.dilation)?, relu: true };
+        let (x, w) = (x.contiguous()?, self.weight.contiguous()?);
+        match &self.bias {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, ForwardBias(op)),
+            None => x.apply_op2(&w, op),
+        }
+    }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let (Some(b), 1, true) = (&self.bias, self.groups, cpu_f32_path(x, &self.weight)) {
             let g = geometry(x, &self.weight, self.pad, self.stride, self.dilation)?;
-            return x.contiguous()?.apply_op3(&self.weight.contiguous()?, &b.contiguous()?, ForwardBias(g));
+            let op = ForwardBias(Forward { g, relu: false });
+            return x.contiguous()?.apply_op3(&self.weight.contiguous()?, &b.contiguous()?, op);
         }
         let y = if self.groups == 1 {
             conv2d(x, &self.weight, self.pad, self.stride, self.dilation)?
@@ -683,6 +753,35 @@ mod tests {
         }
     }
 
+    /// The fused ReLU: the layer then our ReLU op, output and gradients of input, weight
+    /// and bias, with and without bias (random data: no pre-activation is exactly 0).
+    #[test]
+    fn fused_relu_matches_layer_then_relu() {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        for (i, bias, stride) in [(0, true, 1), (1, false, 1), (2, true, 2)] {
+            let cfg = candle_nn::Conv2dConfig { padding: 1, stride, ..Default::default() };
+            let layer = Conv2d::new(4, 6, 3, cfg, bias, vb.pp(i.to_string())).unwrap();
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, 9, 9), &dev).unwrap()).unwrap();
+            let (a, b) = (
+                layer.forward_relu(x.as_tensor()).unwrap(),
+                crate::models::relu::relu(&layer.forward(x.as_tensor()).unwrap()).unwrap(),
+            );
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&a), flat(&b), "forward {i}");
+            assert!(flat(&a).contains(&0.0) && flat(&a).iter().any(|&v| v > 0.0));
+            let wts = Tensor::randn(0f32, 1., b.shape(), &dev).unwrap();
+            let g1 = (a * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (b * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut operands = vec![x.as_tensor(), &layer.weight];
+            operands.extend(layer.bias.as_ref());
+            for t in operands {
+                assert_eq!(flat(g1.get(t).unwrap()), flat(g2.get(t).unwrap()), "gradient {i}");
+            }
+        }
+    }
+
     /// The layer adds its bias and routes grouped convolutions to candle.
     #[test]
     fn layer_with_bias_and_groups() {
@@ -720,7 +819,7 @@ mod timing {
             let w = Tensor::randn(0f32, 0.05, (c, c, 3, 3), &dev).unwrap();
             let g = Geometry { c_in: c, h: hw, w: hw, c_out: c, kh: 3, kw: 3, stride: 1, pad: (1, 1), dilation: 1 };
             let t = Instant::now();
-            let y = x.apply_op2_no_bwd(&w, &Forward(g)).unwrap();
+            let y = x.apply_op2_no_bwd(&w, &Forward { g, relu: false }).unwrap();
             let fwd = t.elapsed();
             let t = Instant::now();
             let _dx = y.apply_op2_no_bwd(&w, &GradInput(g)).unwrap();

@@ -19,7 +19,6 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_layer as conv2d, Conv2d};
-use super::relu::relu;
 
 use super::upsample::bilinear;
 use super::{class_map, minmax_rows, Backbone, Output, SpgTaps, WsolModel};
@@ -73,7 +72,7 @@ impl SpgHead {
     }
 
     fn branch_b(&self, first: &Conv2d, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.shared[1].forward(&relu(&self.shared[0].forward(&relu(&first.forward(x)?)?)?)?)
+        self.shared[1].forward(&self.shared[0].forward_relu(&first.forward_relu(x)?)?)
     }
 }
 
@@ -115,7 +114,7 @@ impl WsolModel for SpgHead {
         let f2 = self.backbone.forward_stages(&f1, t1..t2, train)?;
         let b2 = self.branch_b(&self.b2a, &f2)?;
         let features = self.backbone.forward_stages(&f2, t2..n, train)?;
-        let c = self.c[1].forward(&relu(&self.c[0].forward(&features)?)?)?;
+        let c = self.c[1].forward(&self.c[0].forward_relu(&features)?)?;
         let maps = self.classes.forward(&features)?;
         let logits = maps.mean(D::Minus1)?.mean(D::Minus1)?;
         // The self-produced masks live at the input size, as the reference's 224.

@@ -13,11 +13,10 @@
 
 use std::sync::Arc;
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_layer as conv2d, Conv2d};
-use super::relu::relu;
 
 use super::adl::Adl;
 use super::pool::{avg_pool3_s1, max_pool2, max_pool3};
@@ -104,7 +103,7 @@ impl Vgg16 {
         for (_, ops) in &self.stages[stages] {
             for op in ops {
                 x = match op {
-                    Op::Conv(c) => relu(&c.forward(&x)?)?,
+                    Op::Conv(c) => c.forward_relu(&x)?,
                     Op::Pool => max_pool2(&x)?,
                     Op::Pool3(stride) => max_pool3(&x, *stride, 1, false)?,
                     Op::Avg3 => avg_pool3_s1(&x)?,
