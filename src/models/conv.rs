@@ -306,11 +306,10 @@ struct Forward {
 impl Forward {
     /// dy through the fused ReLU, if any.
     fn through_relu(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        let dy = dy.contiguous()?;
         if self.relu {
-            dy.apply_op2_no_bwd(&y.contiguous()?, &ReluGradFromOutput)
+            super::relu::grad_from_output(dy, y)
         } else {
-            Ok(dy)
+            dy.contiguous()
         }
     }
 }
@@ -337,25 +336,6 @@ fn grads_of_conv(g: Geometry, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Op
     let dx = x.track_op().then(|| dy.apply_op2_no_bwd(w, &GradInput(g))).transpose()?;
     let dw = w.track_op().then(|| x.apply_op2_no_bwd(dy, &GradWeight(g))).transpose()?;
     Ok((dx, dw))
-}
-
-/// dy where y > 0, from (dy, y).
-struct ReluGradFromOutput;
-
-impl CustomOp2 for ReluGradFromOutput {
-    fn name(&self) -> &'static str {
-        "conv2d-relu-grad"
-    }
-
-    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ys: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (dy, y) = (cpu_f32(ds, dl, "conv relu")?, cpu_f32(ys, yl, "conv relu")?);
-        let _span = crate::profile::span(|| format!("conv relu grad {:?}", &yl.dims()[1..]), 0.0);
-        let mut out = vec![0f32; dy.len()];
-        out.par_chunks_mut(1 << 16).zip(dy.par_chunks(1 << 16).zip(y.par_chunks(1 << 16))).for_each(|(o, (g, y))| {
-            o.iter_mut().zip(g.iter().zip(y)).for_each(|(o, (&g, &y))| *o = if y > 0.0 { g } else { 0.0 });
-        });
-        Ok((CpuStorage::F32(out), yl.shape().clone()))
-    }
 }
 
 /// conv(x, w) + bias in one op: the bias is where the GEMM's sum starts, and its gradient

@@ -259,65 +259,51 @@ mod tests {
         );
     }
 
-    /// The CUDA kernels against the CPU pools (random inputs, so no ties): values and the
-    /// gradient of a weighted sum, for the 2x2 pool and the 3x3 ones of every backbone.
+    /// Calls `check(what, pool, x)` for the 2x2 pool and the 3x3 ones of every backbone,
+    /// on random inputs (so no ties).
+    fn for_each_pool_case(check: impl Fn(&str, &dyn Fn(&Tensor) -> Tensor, &Tensor)) {
+        let cases =
+            [(8, 8, 2, 1, false), (7, 9, 2, 1, false), (9, 9, 2, 0, true), (28, 27, 2, 0, true), (7, 7, 1, 1, false)];
+        for (h, w, stride, pad, ceil) in cases {
+            let x = Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
+            let pool3 = move |t: &Tensor| max_pool3(t, stride, pad, ceil).unwrap();
+            check(&format!("3x3 pool, {h}x{w} s{stride} p{pad} ceil {ceil}"), &pool3, &x);
+            check(&format!("2x2 pool, {h}x{w}"), &|t: &Tensor| max_pool2(t).unwrap(), &x);
+        }
+    }
+
+    /// Shape, values and the gradient of a weighted sum of `pool(x)`, as f32 on the CPU.
+    fn values_and_gradient(x: Tensor, pool: &dyn Fn(&Tensor) -> Tensor) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+        let v = Var::from_tensor(&x).unwrap();
+        let y = pool(v.as_tensor());
+        let wts = Tensor::arange(0f32, y.elem_count() as f32, x.device()).unwrap();
+        let wts = wts.to_dtype(x.dtype()).unwrap().reshape(y.shape()).unwrap();
+        let g = (&y * wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| {
+            t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+        };
+        (y.dims().to_vec(), flat(&y), flat(g.get(v.as_tensor()).unwrap()))
+    }
+
+    /// The CUDA kernels against the CPU op: same values and gradients.
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_pools_match_cpu() {
         let gpu = Device::new_cuda(0).unwrap();
-        let cases =
-            [(8, 8, 2, 1, false), (7, 9, 2, 1, false), (9, 9, 2, 0, true), (28, 27, 2, 0, true), (7, 7, 1, 1, false)];
-        for (h, w, stride, pad, ceil) in cases {
-            let x = Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
-            type Pool = Box<dyn Fn(&Tensor) -> Tensor>;
-            let pools: [(&str, Pool); 2] = [
-                ("3x3", Box::new(move |t: &Tensor| max_pool3(t, stride, pad, ceil).unwrap())),
-                ("2x2", Box::new(|t: &Tensor| max_pool2(t).unwrap())),
-            ];
-            for (name, pool) in pools {
-                let run = |dev: &Device| {
-                    let v = Var::from_tensor(&x.to_device(dev).unwrap()).unwrap();
-                    let y = pool(v.as_tensor());
-                    let wts = Tensor::arange(0f32, y.elem_count() as f32, dev).unwrap().reshape(y.shape()).unwrap();
-                    let g = (&y * wts).unwrap().sum_all().unwrap().backward().unwrap();
-                    let flat = |t: &Tensor| {
-                        t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap()
-                    };
-                    (y.dims().to_vec(), flat(&y), flat(g.get(v.as_tensor()).unwrap()))
-                };
-                assert_eq!(run(&gpu), run(&Device::Cpu), "{name} pool, {h}x{w} s{stride} p{pad} ceil {ceil}");
-            }
-        }
+        for_each_pool_case(|what, pool, x| {
+            let on_gpu = values_and_gradient(x.to_device(&gpu).unwrap(), pool);
+            assert_eq!(on_gpu, values_and_gradient(x.clone(), pool), "{what}");
+        });
     }
 
     /// Our f32 op against the pools composed of candle ops (run in f64, the dtype that
-    /// takes them) on random inputs, so no ties: same values, same gradient of a weighted
-    /// sum, for the 2x2 pool and the 3x3 ones of every backbone.
+    /// takes them): same values, same gradients.
     #[test]
     fn fused_pools_match_composed_ones() {
-        let cases =
-            [(8, 8, 2, 1, false), (7, 9, 2, 1, false), (9, 9, 2, 0, true), (28, 27, 2, 0, true), (7, 7, 1, 1, false)];
-        for (h, w, stride, pad, ceil) in cases {
-            let x = Tensor::rand(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
-            type Pool = Box<dyn Fn(&Tensor) -> Tensor>;
-            let pools: [(&str, Pool); 2] = [
-                ("3x3", Box::new(move |t: &Tensor| max_pool3(t, stride, pad, ceil).unwrap())),
-                ("2x2", Box::new(|t: &Tensor| max_pool2(t).unwrap())),
-            ];
-            for (name, pool) in pools {
-                let run = |dtype: DType| {
-                    let v = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
-                    let y = pool(v.as_tensor());
-                    let n = y.elem_count() as f32;
-                    let wts = Tensor::arange(0f32, n, &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
-                    let g = (&y * wts.reshape(y.shape()).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
-                    let flat =
-                        |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
-                    (y.dims().to_vec(), flat(&y), flat(g.get(v.as_tensor()).unwrap()))
-                };
-                assert_eq!(run(DType::F32), run(DType::F64), "{name} pool, {h}x{w} s{stride} p{pad} ceil {ceil}");
-            }
-        }
+        for_each_pool_case(|what, pool, x| {
+            let composed = values_and_gradient(x.to_dtype(DType::F64).unwrap(), pool);
+            assert_eq!(values_and_gradient(x.clone(), pool), composed, "{what}");
+        });
     }
 
     /// PyTorch's choices: a tie sends the whole gradient to the first maximum in row-major

@@ -44,12 +44,20 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(x, &ReluGrad)?))
+        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(x, &ReluGrad { from_output: false })?))
     }
 }
 
-/// dy where x >= 0, else 0.
-struct ReluGrad;
+/// The gradient of a ReLU fused into the op that made `y` (CPU f32): dy where y > 0
+/// (PyTorch's rule; from the input, candle's passes x == 0 too).
+pub(crate) fn grad_from_output(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+    dy.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &ReluGrad { from_output: true })
+}
+
+/// dy where x >= 0 (or, `from_output`, where y > 0), else 0.
+struct ReluGrad {
+    from_output: bool,
+}
 
 impl CustomOp2 for ReluGrad {
     fn name(&self) -> &'static str {
@@ -61,7 +69,12 @@ impl CustomOp2 for ReluGrad {
         let _span = crate::profile::span(|| format!("relu grad {:?}", &xl.dims()[1..]), 0.0);
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(o, (g, v))| {
-            o.iter_mut().zip(g.iter().zip(v)).for_each(|(o, (&g, &v))| *o = if v >= 0.0 { g } else { 0.0 });
+            let pairs = o.iter_mut().zip(g.iter().zip(v));
+            if self.from_output {
+                pairs.for_each(|(o, (&g, &v))| *o = if v > 0.0 { g } else { 0.0 });
+            } else {
+                pairs.for_each(|(o, (&g, &v))| *o = if v >= 0.0 { g } else { 0.0 });
+            }
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
@@ -74,6 +87,9 @@ impl CustomOp2 for ReluGrad {
         xs: &candle_core::CudaStorage,
         xl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
+        if self.from_output {
+            candle_core::bail!("relu: the gradient from the output is CPU-only");
+        }
         super::channel_ops_cuda::relu_bwd(ds, dl, xs, xl)
     }
 }
