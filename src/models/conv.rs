@@ -45,9 +45,9 @@ impl Geometry {
     fn span(&self, op: &str, batch: usize) -> crate::profile::Span {
         let (ho, wo) = self.out_hw();
         let flops = 2.0 * (batch * self.c_out * ho * wo * self.k()) as f64;
-        let (g, op) = (*self, op.to_string());
+        let g = self;
         crate::profile::span(
-            move || format!("conv {op} {}x{}x{} -> {} k{} s{}", g.c_in, g.h, g.w, g.c_out, g.kh, g.stride),
+            || format!("conv {op} {}x{}x{} -> {} k{} s{}", g.c_in, g.h, g.w, g.c_out, g.kh, g.stride),
             flops,
         )
     }
