@@ -36,17 +36,13 @@ impl Window {
             (3, true) => return Some(first_max::<3>(x, w, y0 * w + x0)),
             _ => {}
         }
-        let (mut best, mut m) = (y0 * w + x0, x[y0 * w + x0]);
+        let mut best = (y0 * w + x0, x[y0 * w + x0]);
         for iy in y0..y1 {
-            for (i, &v) in (iy * w + x0..).zip(&x[iy * w + x0..iy * w + x1]) {
-                // Larger, or the first NaN; as selects, not branches (random maps make a
-                // branch on `v > m` mispredict about twice per window).
-                let take = v > m || (v.is_nan() && !m.is_nan());
-                best = if take { i } else { best };
-                m = if take { v } else { m };
+            for (at, &v) in (iy * w + x0..).zip(&x[iy * w + x0..iy * w + x1]) {
+                best = keep_first_max(best, at, v);
             }
         }
-        Some(best)
+        Some(best.0)
     }
 }
 
@@ -54,16 +50,22 @@ impl Window {
 /// case).
 #[inline(always)]
 fn first_max<const K: usize>(x: &[f32], w: usize, start: usize) -> usize {
-    let (mut best, mut m) = (start, x[start]);
+    let mut best = (start, x[start]);
     for i in 0..K {
         for j in 0..K {
-            let (at, v) = (start + i * w + j, x[start + i * w + j]);
-            let take = v > m || (v.is_nan() && !m.is_nan());
-            best = if take { at } else { best };
-            m = if take { v } else { m };
+            best = keep_first_max(best, start + i * w + j, x[start + i * w + j]);
         }
     }
-    best
+    best.0
+}
+
+/// The running (index, value) of a window's first maximum after value `v` at `at`: it
+/// takes a larger value or the first NaN, as selects, not branches (random maps make a
+/// branch on `v > m` mispredict about twice per window).
+#[inline(always)]
+fn keep_first_max((best, m): (usize, f32), at: usize, v: f32) -> (usize, f32) {
+    let take = v > m || (v.is_nan() && !m.is_nan());
+    (if take { at } else { best }, if take { v } else { m })
 }
 
 /// PyTorch's max pool of f32 `x` [B, C, H, W]: the gradient goes to each window's first
