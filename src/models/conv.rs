@@ -19,6 +19,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Mo
 use candle_nn::{Init, VarBuilder};
 use gemm::Parallelism;
 
+use super::conv_packed::{self as packed, Isa};
 use super::cpu_f32;
 use rayon::prelude::*;
 
@@ -52,13 +53,13 @@ impl Geometry {
         )
     }
 
-    fn out_hw(&self) -> (usize, usize) {
+    pub(crate) fn out_hw(&self) -> (usize, usize) {
         let span = |n: usize, k: usize, p: usize| (n + 2 * p - self.dilation * (k - 1) - 1) / self.stride + 1;
         (span(self.h, self.kh, self.pad.0), span(self.w, self.kw, self.pad.1))
     }
 
     /// Rows of the im2col matrix.
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.c_in * self.kh * self.kw
     }
 
@@ -80,7 +81,12 @@ impl Geometry {
     /// [`COL_FLOATS`] floats.
     fn tile(&self) -> usize {
         let (ho, wo) = self.out_hw();
-        let budget = COL_FLOATS.load(std::sync::atomic::Ordering::Relaxed);
+        let mut budget = COL_FLOATS.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(v) = std::env::var("WSOL_TILE").ok().and_then(|v| v.parse::<usize>().ok()) {
+            if budget == 2_000_000 {
+                budget = v;
+            }
+        }
         (budget / self.k().max(1)).max(16).min(ho * wo).max(1)
     }
 }
@@ -269,8 +275,33 @@ fn forward_cpu(
     };
     let _span = g.span(what, batch);
     let (ho, wo) = g.out_hw();
+    let y = forward_slices(Isa::detect(), &g, x, w, bias, batch, relu);
+    Ok((CpuStorage::F32(y), Shape::from((batch, g.c_out, ho, wo))))
+}
+
+/// The forward pass on slices: the packed kernels when `isa` is given, else im2col +
+/// `gemm`.
+fn forward_slices(
+    isa: Option<Isa>,
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    batch: usize,
+    relu: bool,
+) -> Vec<f32> {
+    let (ho, wo) = g.out_hw();
     let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
-    let y = per_image(batch, g.c_out * l_all, |b, yb, par| {
+    if let Some(isa) = isa {
+        let mut y = vec![0f32; batch * g.c_out * l_all];
+        if let Some(bias) = bias {
+            y.chunks_mut(l_all).zip(bias.iter().cycle()).for_each(|(row, &v)| row.fill(v));
+        }
+        let packed = packed::pack_panels(isa, g.c_out, k, |m, r| w[m * k + r]);
+        packed::forward(isa, g, x, batch, &packed, relu, &mut y);
+        return y;
+    }
+    per_image(batch, g.c_out * l_all, |b, yb, par| {
         let xb = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
         if let Some(bias) = bias {
             yb.chunks_mut(l_all).zip(bias).for_each(|(row, &v)| row.fill(v));
@@ -281,7 +312,7 @@ fn forward_cpu(
                 let rhs: (&[f32], isize, isize) = if g.pointwise() {
                     (&xb[l0..], 1, l_all as isize)
                 } else {
-                    im2col(&g, xb, l0, l1, col);
+                    im2col(g, xb, l0, l1, col);
                     (col, 1, n as isize)
                 };
                 matmul((g.c_out, n, k), &mut yb[l0..], l_all, bias.is_some(), (w, 1, k as isize), rhs, par);
@@ -290,8 +321,7 @@ fn forward_cpu(
         if relu {
             yb.iter_mut().for_each(|v| *v = v.max(0.0));
         }
-    });
-    Ok((CpuStorage::F32(y), Shape::from((batch, g.c_out, ho, wo))))
+    })
 }
 
 /// y = conv(x, w) for x [B, c_in, h, w] and w [c_out, c_in, kh, kw]; then max(y, 0)
@@ -398,6 +428,35 @@ impl CustomOp1 for BiasGrad {
     }
 }
 
+/// dx on slices: a stride-1 convolution's as the packed forward pass over dy with the
+/// flipped kernel, otherwise `col⁻¹(Wᵀ · dy)` with `gemm`.
+fn grad_input_slices(isa: Option<Isa>, g: &Geometry, dy: &[f32], w: &[f32], batch: usize) -> Vec<f32> {
+    if let Some((isa, flipped)) = isa.zip(packed::grad_input_geometry(g)) {
+        let mut dx = vec![0f32; batch * g.c_in * g.h * g.w];
+        packed::forward(isa, &flipped, dy, batch, &packed::pack_flipped(isa, g, w), false, &mut dx);
+        return dx;
+    }
+    let (ho, wo) = g.out_hw();
+    let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
+    per_image(batch, g.c_in * g.h * g.w, |b, dxb, par| {
+        let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
+        with_col(g.col_len(), |col| {
+            for (l0, l1) in tiles(l_all, tile) {
+                let n = l1 - l0;
+                // Wᵀ [k, c_out]: element (r, c) is w[c * k + r].
+                let wt = (w, k as isize, 1);
+                let dy_tile = (&dyb[l0..], 1, l_all as isize);
+                if g.pointwise() {
+                    matmul((k, n, g.c_out), &mut dxb[l0..], l_all, false, wt, dy_tile, par);
+                } else {
+                    matmul((k, n, g.c_out), col, n, false, wt, dy_tile, par);
+                    col2im(g, &col[..k * n], l0, l1, dxb);
+                }
+            }
+        })
+    })
+}
+
 /// dx from (dy, w).
 struct GradInput(Geometry);
 
@@ -411,26 +470,59 @@ impl CustomOp2 for GradInput {
         let (dy, w) = (cpu_f32(ds, dl, "conv")?, cpu_f32(ws, wl, "conv")?);
         let batch = dl.dims()[0];
         let _span = g.span("grad input", batch);
-        let (ho, wo) = g.out_hw();
-        let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
-        let dx = per_image(batch, g.c_in * g.h * g.w, |b, dxb, par| {
-            let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
-            with_col(g.col_len(), |col| {
-                for (l0, l1) in tiles(l_all, tile) {
-                    let n = l1 - l0;
-                    // Wᵀ [k, c_out]: element (r, c) is w[c * k + r].
-                    let wt = (w, k as isize, 1);
-                    let dy_tile = (&dyb[l0..], 1, l_all as isize);
-                    if g.pointwise() {
-                        matmul((k, n, g.c_out), &mut dxb[l0..], l_all, false, wt, dy_tile, par);
-                    } else {
-                        matmul((k, n, g.c_out), col, n, false, wt, dy_tile, par);
-                        col2im(&g, &col[..k * n], l0, l1, dxb);
-                    }
-                }
-            })
-        });
+        let dx = grad_input_slices(Isa::detect(), &g, dy, w, batch);
         Ok((CpuStorage::F32(dx), Shape::from((batch, g.c_in, g.h, g.w))))
+    }
+}
+
+/// dW on slices: the packed kernels when `isa` is given, else `Σ dy · col(x)ᵀ` with
+/// `gemm`.
+fn grad_weight_slices(isa: Option<Isa>, g: &Geometry, x: &[f32], dy: &[f32], batch: usize) -> Vec<f32> {
+    if let Some(isa) = isa {
+        return packed::grad_weight(isa, g, x, dy, batch);
+    }
+    let (ho, wo) = g.out_hw();
+    let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
+    let one_image = |b: usize, dw: &mut [f32], par: Parallelism| {
+        let xb = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+        let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
+        with_col(g.col_len(), |col| {
+            for (l0, l1) in tiles(l_all, tile) {
+                let n = l1 - l0;
+                // col(x)ᵀ [n, k]: element (t, r) is col[r * n + t] (or x[r * l_all + l0 + t]).
+                let colt: (&[f32], isize, isize) = if g.pointwise() {
+                    (&xb[l0..], l_all as isize, 1)
+                } else {
+                    im2col(g, xb, l0, l1, col);
+                    (col, n as isize, 1)
+                };
+                matmul((g.c_out, k, n), dw, k, true, (&dyb[l0..], 1, l_all as isize), colt, par);
+            }
+        })
+    };
+    let size = g.c_out * k;
+    let (images_in_parallel, par) = plan(batch);
+    if images_in_parallel {
+        // One gradient per thread over a fixed, contiguous share of the images, then
+        // the shares added in order: the same sum whatever the scheduling (a parallel
+        // fold would add in a varying order). Per image instead, VGG's and layer4's
+        // 9 MB gradients were summed 8 times per step on one thread.
+        let shares = rayon::current_num_threads().min(batch);
+        let per = batch.div_ceil(shares);
+        let parts = per_image(shares, size, |i, part, par| {
+            (i * per..((i + 1) * per).min(batch)).for_each(|b| one_image(b, part, par))
+        });
+        let mut dw = vec![0f32; size];
+        dw.par_chunks_mut(1 << 16).enumerate().for_each(|(c, out)| {
+            for part in parts.chunks(size) {
+                out.iter_mut().zip(&part[c << 16..]).for_each(|(p, q)| *p += q);
+            }
+        });
+        dw
+    } else {
+        let mut dw = vec![0f32; size];
+        (0..batch).for_each(|b| one_image(b, &mut dw, par));
+        dw
     }
 }
 
@@ -447,49 +539,7 @@ impl CustomOp2 for GradWeight {
         let (x, dy) = (cpu_f32(xs, xl, "conv")?, cpu_f32(ds, dl, "conv")?);
         let batch = xl.dims()[0];
         let _span = g.span("grad weight", batch);
-        let (ho, wo) = g.out_hw();
-        let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
-        let one_image = |b: usize, dw: &mut [f32], par: Parallelism| {
-            let xb = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
-            let dyb = &dy[b * g.c_out * l_all..][..g.c_out * l_all];
-            with_col(g.col_len(), |col| {
-                for (l0, l1) in tiles(l_all, tile) {
-                    let n = l1 - l0;
-                    // col(x)ᵀ [n, k]: element (t, r) is col[r * n + t] (or x[r * l_all + l0 + t]).
-                    let colt: (&[f32], isize, isize) = if g.pointwise() {
-                        (&xb[l0..], l_all as isize, 1)
-                    } else {
-                        im2col(&g, xb, l0, l1, col);
-                        (col, n as isize, 1)
-                    };
-                    matmul((g.c_out, k, n), dw, k, true, (&dyb[l0..], 1, l_all as isize), colt, par);
-                }
-            })
-        };
-        let size = g.c_out * k;
-        let (images_in_parallel, par) = plan(batch);
-        let dw = if images_in_parallel {
-            // One gradient per thread over a fixed, contiguous share of the images, then
-            // the shares added in order: the same sum whatever the scheduling (a parallel
-            // fold would add in a varying order). Per image instead, VGG's and layer4's
-            // 9 MB gradients were summed 8 times per step on one thread.
-            let shares = rayon::current_num_threads().min(batch);
-            let per = batch.div_ceil(shares);
-            let parts = per_image(shares, size, |i, part, par| {
-                (i * per..((i + 1) * per).min(batch)).for_each(|b| one_image(b, part, par))
-            });
-            let mut dw = vec![0f32; size];
-            dw.par_chunks_mut(1 << 16).enumerate().for_each(|(c, out)| {
-                for part in parts.chunks(size) {
-                    out.iter_mut().zip(&part[c << 16..]).for_each(|(p, q)| *p += q);
-                }
-            });
-            dw
-        } else {
-            let mut dw = vec![0f32; size];
-            (0..batch).for_each(|b| one_image(b, &mut dw, par));
-            dw
-        };
+        let dw = grad_weight_slices(Isa::detect(), &g, x, dy, batch);
         Ok((CpuStorage::F32(dw), Shape::from((g.c_out, g.c_in, g.kh, g.kw))))
     }
 }
@@ -697,6 +747,73 @@ mod tests {
                 for (name, v) in [("input", &x), ("weight", &k)] {
                     let (a, b) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
                     assert!(rel(a, b) < 1e-5, "{name} gradient {what}: {}", rel(a, b));
+                }
+            }
+        }
+    }
+
+    /// The packed kernels of every ISA this CPU has against the im2col + `gemm` path, and
+    /// the same bits from every ISA and thread count (each sum has one fixed order).
+    #[test]
+    fn packed_kernels_match_gemm_path_bit_for_bit_across_isas_and_threads() {
+        let isas = Isa::available();
+        if isas.is_empty() {
+            eprintln!("no packed-GEMM kernel on this CPU: nothing to compare");
+            return;
+        }
+        // (c_in, c_out, h, w, kh, kw, stride, pad, dilation): every backbone's shape class,
+        // channel counts off the panel sizes, maps off the 16-position panels.
+        let cases = [
+            (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
+            (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
+            (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
+            (3, 8, 20, 20, 7, 7, 2, (3, 3), 1),
+            (5, 7, 12, 12, 1, 7, 1, (0, 3), 1),
+            (5, 7, 12, 12, 7, 1, 1, (3, 0), 1),
+            (4, 6, 12, 12, 3, 3, 1, (2, 2), 2),
+            (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
+            (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
+            (20, 33, 7, 7, 3, 3, 1, (1, 1), 1),
+            (3, 5, 40, 37, 3, 3, 1, (1, 1), 1),
+        ];
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    (rng >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect()
+        };
+        let rel = |a: &[f32], b: &[f32]| {
+            let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            d / b.iter().map(|v| v.abs()).fold(1e-12, f32::max)
+        };
+        for (c_in, c_out, h, w, kh, kw, stride, pad, dilation) in cases {
+            let g = Geometry { c_in, h, w, c_out, kh, kw, stride, pad, dilation };
+            let (ho, wo) = g.out_hw();
+            let batch = 3;
+            let (x, wt) = (random(batch * c_in * h * w), random(c_out * g.k()));
+            let (bias, dy) = (random(c_out), random(batch * c_out * ho * wo));
+            let run = |isa: Option<Isa>| {
+                (
+                    forward_slices(isa, &g, &x, &wt, Some(&bias), batch, true),
+                    grad_input_slices(isa, &g, &dy, &wt, batch),
+                    grad_weight_slices(isa, &g, &x, &dy, batch),
+                )
+            };
+            let reference = run(None);
+            let first = run(Some(isas[0]));
+            let what = format!("{c_in}->{c_out} {h}x{w} k{kh}x{kw} s{stride} p{pad:?} d{dilation}");
+            assert!(rel(&first.0, &reference.0) < 1e-5, "forward {what}");
+            assert!(rel(&first.1, &reference.1) < 1e-5, "grad input {what}");
+            assert!(rel(&first.2, &reference.2) < 1e-5, "grad weight {what}");
+            for &isa in &isas {
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    assert!(pool.install(|| run(Some(isa))) == first, "{isa:?} on {threads} threads: {what}");
                 }
             }
         }

@@ -12,6 +12,7 @@ pub mod conv;
 #[cfg(feature = "cudnn")]
 mod conv_cudnn;
 mod conv_gpu;
+mod conv_packed;
 mod efficientnet;
 mod inception;
 pub mod init;

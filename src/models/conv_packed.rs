@@ -1,0 +1,493 @@
+//! Convolution as a packed GEMM whose B panels are built by im2col itself, on x86-64
+//! with AVX-512 or AVX2+FMA. Why not im2col + the `gemm` crate (the fallback, in
+//! [`super::conv`])? That path writes the im2col matrix, then the crate packs it again
+//! and repacks the weights for every image; at ResNet's 56x56 layers the three passes
+//! over a 7 MB matrix cost as much as the arithmetic. Here:
+//!
+//! - the weights are packed once per op into MR-row panels `[k][MR]`, shared by threads;
+//! - im2col writes 16 output positions at a time straight into a B panel `[k][16]` that
+//!   stays in L2, and one microkernel (16x16 AVX-512, 6x16 AVX2) sweeps the weight panels
+//!   over it;
+//! - the input gradient of a stride-1 convolution is the same forward pass over dy with
+//!   the kernel flipped and transposed (no col2im);
+//! - the weight gradient runs the same microkernel with the contraction over output
+//!   positions: dy packed `[t][MR]` against x's transposed im2col `[t][16]`.
+//!
+//! Each output element is summed in one fixed order whatever the thread count and ISA
+//! (k ascending inside a register, then added to its seed), so results are the same
+//! bits on every machine that runs this path.
+
+use rayon::prelude::*;
+
+use super::conv::Geometry;
+
+/// Output positions (forward) or im2col rows (weight gradient) per B panel: one zmm, or
+/// two ymm.
+const NR: usize = 16;
+
+/// The microkernel this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// Rows of A per panel.
+    fn mr(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 6,
+        }
+    }
+
+    /// The best microkernel of this CPU, if any (`WSOL_CONV_KERNEL=gemm` turns the path
+    /// off, `=avx2` caps it, for A/B benchmarks).
+    pub(crate) fn detect() -> Option<Isa> {
+        static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let wanted = std::env::var("WSOL_CONV_KERNEL").unwrap_or_default();
+            Isa::available().into_iter().find(|&isa| match wanted.as_str() {
+                "gemm" => false,
+                "avx2" => isa == Isa::Avx2,
+                _ => true,
+            })
+        })
+    }
+
+    /// Every microkernel this CPU can run, best first.
+    pub(crate) fn available() -> Vec<Isa> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                out.push(Isa::Avx2);
+            }
+        }
+        out
+    }
+
+    /// `c[i * ldc + j] += Σ_p a[p * MR + i] * b[p * 16 + j]` for i < MR, j < 16.
+    ///
+    /// # Safety
+    /// `a` holds `k * MR` floats, `b` `k * 16`, and `c` MR rows of 16 at stride `ldc`;
+    /// the CPU has this ISA.
+    unsafe fn kernel(self, k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        #[cfg(target_arch = "x86_64")]
+        match self {
+            Isa::Avx512 => x86::kernel_16x16(k, a, b, c, ldc),
+            Isa::Avx2 => x86::kernel_6x16(k, a, b, c, ldc),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no packed-GEMM kernel on this architecture ({k} {a:?} {b:?} {c:?} {ldc})")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_16x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for p in 0..k {
+            let bv = _mm512_loadu_ps(b.add(p * 16));
+            let ap = a.add(p * 16);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(i)), bv, *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            let row = c.add(i * ldc);
+            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), *acc));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_6x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        let mut lo = [_mm256_setzero_ps(); 6];
+        let mut hi = [_mm256_setzero_ps(); 6];
+        for p in 0..k {
+            let (b0, b1) = (_mm256_loadu_ps(b.add(p * 16)), _mm256_loadu_ps(b.add(p * 16 + 8)));
+            let ap = a.add(p * 6);
+            for i in 0..6 {
+                let av = _mm256_broadcast_ss(&*ap.add(i));
+                lo[i] = _mm256_fmadd_ps(av, b0, lo[i]);
+                hi[i] = _mm256_fmadd_ps(av, b1, hi[i]);
+            }
+        }
+        for i in 0..6 {
+            let row = c.add(i * ldc);
+            _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), lo[i]));
+            _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), hi[i]));
+        }
+    }
+
+    /// `m` (16 rows) transposed in place.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_16x16(m: &mut [__m512; 16]) {
+        // Pairs of rows interleaved, then pairs of pairs: each 128-bit lane of u[4g + j]
+        // holds one column (4 x lane + j) of rows 4g..4g + 4.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            let r = &m[4 * g..4 * g + 4];
+            let (t0, t1) = (_mm512_unpacklo_ps(r[0], r[1]), _mm512_unpackhi_ps(r[0], r[1]));
+            let (t2, t3) = (_mm512_unpacklo_ps(r[2], r[3]), _mm512_unpackhi_ps(r[2], r[3]));
+            let pd = |a: __m512, b: __m512, hi: bool| {
+                let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+                _mm512_castpd_ps(if hi { _mm512_unpackhi_pd(a, b) } else { _mm512_unpacklo_pd(a, b) })
+            };
+            u[4 * g] = pd(t0, t2, false);
+            u[4 * g + 1] = pd(t0, t2, true);
+            u[4 * g + 2] = pd(t1, t3, false);
+            u[4 * g + 3] = pd(t1, t3, true);
+        }
+        // Then the 128-bit lanes gathered: column 4 x lane + j from u[j], u[4 + j], ...
+        for j in 0..4 {
+            let v0 = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            let v1 = _mm512_shuffle_f32x4::<0xdd>(u[j], u[4 + j]);
+            let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            let v3 = _mm512_shuffle_f32x4::<0xdd>(u[8 + j], u[12 + j]);
+            m[j] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
+            m[8 + j] = _mm512_shuffle_f32x4::<0xdd>(v0, v2);
+            m[4 + j] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
+            m[12 + j] = _mm512_shuffle_f32x4::<0xdd>(v1, v3);
+        }
+    }
+
+    /// [`super::fill_transposed`]: per output row, blocks of up to 16 positions, each
+    /// lane one masked load of its inputs (a gather when strided), then a 16x16
+    /// transpose into the panel's rows.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill_transposed(
+        g: &super::Geometry,
+        x: &[f32],
+        lanes: &[(usize, isize, isize)],
+        (t0, tn): (usize, usize),
+        wo: usize,
+        panel: &mut [f32],
+    ) {
+        let plane = g.h * g.w;
+        let (h, w, s) = (g.h as isize, g.w as isize, g.stride as isize);
+        let steps = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(s as i32),
+        );
+        let mut m = [_mm512_setzero_ps(); 16];
+        let (mut t, end) = (t0, t0 + tn);
+        while t < end {
+            let (oy, ox0) = (t / wo, t % wo);
+            let n = (wo - ox0).min(end - t).min(16);
+            for (q, &(c, dy0, dx0)) in lanes.iter().enumerate() {
+                let iy = oy as isize * s + dy0;
+                let start = ox0 as isize * s + dx0;
+                // Valid offsets o: o < n and 0 <= start + o * s < w.
+                let ceil = |v: isize| (v.max(0) + s - 1) / s;
+                let lo = ceil(-start).min(n as isize);
+                let hi = ceil(w - start).clamp(lo, n as isize);
+                m[q] = if (0..h).contains(&iy) && hi > lo {
+                    let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16;
+                    let row = x.as_ptr().add(c * plane + iy as usize * g.w);
+                    let first = row.wrapping_offset(start);
+                    if s == 1 {
+                        _mm512_maskz_loadu_ps(mask, first)
+                    } else {
+                        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, steps, first)
+                    }
+                } else {
+                    _mm512_setzero_ps()
+                };
+            }
+            m[lanes.len()..].fill(_mm512_setzero_ps());
+            transpose_16x16(&mut m);
+            for (o, v) in m.iter().take(n).enumerate() {
+                _mm512_storeu_ps(panel.as_mut_ptr().add((t - t0 + o) * 16), *v);
+            }
+            t += n;
+        }
+    }
+}
+
+/// A [m, k] packed as MR-row panels `[k][MR]` (rows past m are zeros), from `elem(row,
+/// col)`.
+pub(crate) fn pack_panels(isa: Isa, m: usize, k: usize, elem: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
+    let mr = isa.mr();
+    let mut out = vec![0f32; m.div_ceil(mr) * mr * k];
+    out.par_chunks_mut((mr * k).max(1)).enumerate().for_each(|(p, panel)| {
+        for row in (p * mr..m).take(mr) {
+            let i = row - p * mr;
+            (0..k).for_each(|col| panel[col * mr + i] = elem(row, col));
+        }
+    });
+    out
+}
+
+/// A mutable pointer shared by work items that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every user writes only the elements its work item owns.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so closures capture the whole `Shared`, not its field).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Where one kernel tap reads the 16 output positions of a B panel: an input offset per
+/// lane (within one channel plane), or `None` for padding and positions past the end.
+struct Tap {
+    lanes: [Option<usize>; NR],
+    /// All lanes valid and consecutive: one 16-float copy.
+    contiguous: bool,
+}
+
+fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
+    let (_, wo) = g.out_hw();
+    let mut out = Vec::with_capacity(g.kh * g.kw);
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let mut lanes = [None; NR];
+            for (q, lane) in lanes.iter_mut().enumerate() {
+                let t = t0 + q;
+                if t >= l {
+                    continue;
+                }
+                let iy = ((t / wo) * g.stride + i * g.dilation) as isize - g.pad.0 as isize;
+                let ix = ((t % wo) * g.stride + j * g.dilation) as isize - g.pad.1 as isize;
+                if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
+                    *lane = Some(iy as usize * g.w + ix as usize);
+                }
+            }
+            let contiguous = lanes.iter().enumerate().all(|(q, v)| lanes[0].zip(*v).is_some_and(|(a, b)| b == a + q));
+            out.push(Tap { lanes, contiguous });
+        }
+    }
+    out
+}
+
+/// im2col of output positions `t0..t0 + 16` of image `x` into `panel` `[k][16]`.
+fn fill_panel(g: &Geometry, x: &[f32], taps: &[Tap], panel: &mut [f32]) {
+    let plane = g.h * g.w;
+    let mut rows = panel.chunks_exact_mut(NR);
+    for c in 0..g.c_in {
+        let xc = &x[c * plane..][..plane];
+        for (tap, row) in taps.iter().zip(&mut rows) {
+            match tap.lanes[0] {
+                Some(o) if tap.contiguous => row.copy_from_slice(&xc[o..o + NR]),
+                _ => row.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o])),
+            }
+        }
+    }
+}
+
+/// Columns of B panels kept in L2 at once (each pass over the packed weights then serves
+/// several panels).
+const L2_FLOATS: usize = 96 * 1024;
+
+/// y = conv(x, W) for a batch, with y seeded (bias or zeros) by the caller: `w` from
+/// [`pack_panels`] of W [c_out, k]; ReLU applied after when asked.
+pub(crate) fn forward(isa: Isa, g: &Geometry, x: &[f32], batch: usize, w: &[f32], relu: bool, y: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (l, k, mr) = (ho * wo, g.k(), isa.mr());
+    let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * l);
+    let panels = l.div_ceil(NR);
+    let group = (L2_FLOATS / (k * NR)).clamp(1, panels);
+    let groups = panels.div_ceil(group);
+    let y_ptr = Shared(y.as_mut_ptr());
+    (0..batch * groups).into_par_iter().for_each_init(
+        || (vec![0f32; group * k * NR], vec![0f32; mr * NR]),
+        |(bs, tile), item| {
+            let (b, first) = (item / groups, (item % groups) * group);
+            let xb = &x[b * x_len..][..x_len];
+            let strips: Vec<(usize, usize)> =
+                (first..(first + group).min(panels)).map(|s| (s * NR, NR.min(l - s * NR))).collect();
+            for (s, &(t0, _)) in strips.iter().enumerate() {
+                fill_panel(g, xb, &taps(g, t0, l), &mut bs[s * k * NR..][..k * NR]);
+            }
+            // This item alone writes image b's columns t0..t0 + n: rows of it are handed
+            // out as slices, whole tiles by pointer to the kernel.
+            let yb = y_ptr.at(b * y_len);
+            // SAFETY: row m < c_out and t0 + n <= l lie inside image b's output.
+            let row = |m: usize, t0: usize, n: usize| unsafe { std::slice::from_raw_parts_mut(yb.add(m * l + t0), n) };
+            for (p, a) in w.chunks_exact(k * mr).enumerate() {
+                let rows = mr.min(g.c_out - p * mr);
+                for (s, &(t0, n)) in strips.iter().enumerate() {
+                    let bp = bs[s * k * NR..].as_ptr();
+                    if rows == mr && n == NR {
+                        // SAFETY: sizes as documented on the kernel; rows p*mr.. exist.
+                        unsafe { isa.kernel(k, a.as_ptr(), bp, yb.add(p * mr * l + t0), l) };
+                    } else {
+                        tile.fill(0.0);
+                        // SAFETY: `tile` is MR rows of 16.
+                        unsafe { isa.kernel(k, a.as_ptr(), bp, tile.as_mut_ptr(), NR) };
+                        for i in 0..rows {
+                            row(p * mr + i, t0, n).iter_mut().zip(&tile[i * NR..]).for_each(|(d, v)| *d += v);
+                        }
+                    }
+                }
+            }
+            if relu {
+                for &(t0, n) in &strips {
+                    (0..g.c_out).for_each(|m| row(m, t0, n).iter_mut().for_each(|v| *v = v.max(0.0)));
+                }
+            }
+        },
+    );
+}
+
+/// The input gradient of a stride-1 convolution as a forward convolution of dy: its
+/// geometry (dy's channels in, x's out, padding `(k - 1) * dilation - pad`), or `None`
+/// when the padding would be negative.
+pub(crate) fn grad_input_geometry(g: &Geometry) -> Option<Geometry> {
+    let (ho, wo) = g.out_hw();
+    let pad = |k: usize, p: usize| ((k - 1) * g.dilation).checked_sub(p);
+    let flipped =
+        Geometry { c_in: g.c_out, h: ho, w: wo, c_out: g.c_in, pad: (pad(g.kh, g.pad.0)?, pad(g.kw, g.pad.1)?), ..*g };
+    (g.stride == 1 && flipped.out_hw() == (g.h, g.w)).then_some(flipped)
+}
+
+/// W [c_out, c_in, kh, kw] as the flipped, transposed kernel of [`grad_input_geometry`],
+/// packed: element (ci, (co, i, j)) = W[co, ci, kh - 1 - i, kw - 1 - j].
+pub(crate) fn pack_flipped(isa: Isa, g: &Geometry, w: &[f32]) -> Vec<f32> {
+    let taps = g.kh * g.kw;
+    pack_panels(isa, g.c_in, g.c_out * taps, |ci, r| {
+        let (co, tap) = (r / taps, r % taps);
+        w[(co * g.c_in + ci) * taps + taps - 1 - tap]
+    })
+}
+
+/// Output positions per chunk of the weight gradient's contraction (its B panel stays in
+/// L1/L2).
+const T_CHUNK: usize = 1024;
+
+/// dW [c_out, k] = Σ_b Σ_t dy_b[:, t] col(x_b)[:, t]ᵀ, each element summed over t in
+/// chunks of [`T_CHUNK`], then over images in order.
+pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: usize) -> Vec<f32> {
+    let (ho, wo) = g.out_hw();
+    let (l, k, mr) = (ho * wo, g.k(), isa.mr());
+    let (x_len, dy_len) = (g.c_in * g.h * g.w, g.c_out * l);
+    let m_pad = g.c_out.div_ceil(mr) * mr;
+    // dy of each image as A panels [t][MR].
+    let dy_panels: Vec<Vec<f32>> = (0..batch)
+        .map(|b| {
+            let dyb = &dy[b * dy_len..][..dy_len];
+            pack_panels(isa, g.c_out, l, |m, t| dyb[m * l + t])
+        })
+        .collect();
+    let strips = k.div_ceil(NR);
+    let mut dw = vec![0f32; g.c_out * k];
+    let dw_ptr = Shared(dw.as_mut_ptr());
+    let taps = g.kh * g.kw;
+    (0..strips).into_par_iter().for_each_init(
+        || (vec![0f32; T_CHUNK * NR], vec![0f32; m_pad * NR]),
+        |(bs, acc), s| {
+            let (r0, n) = (s * NR, NR.min(k - s * NR));
+            // Each lane's im2col row r = (c, i, j): its channel and input offsets.
+            let lanes: Vec<(usize, isize, isize)> = (r0..r0 + n)
+                .map(|r| {
+                    let (c, tap) = (r / taps, r % taps);
+                    let (i, j) = (tap / g.kw, tap % g.kw);
+                    (c, (i * g.dilation) as isize - g.pad.0 as isize, (j * g.dilation) as isize - g.pad.1 as isize)
+                })
+                .collect();
+            acc.fill(0.0);
+            for b in 0..batch {
+                let xb = &x[b * x_len..][..x_len];
+                for t0 in (0..l).step_by(T_CHUNK) {
+                    let tn = T_CHUNK.min(l - t0);
+                    fill_transposed(isa, g, xb, &lanes, (t0, tn), wo, &mut bs[..tn * NR]);
+                    for (p, a) in dy_panels[b].chunks_exact(l * mr).enumerate() {
+                        // SAFETY: a holds l * MR floats from t0 on, bs tn * 16, acc MR rows.
+                        unsafe {
+                            isa.kernel(tn, a[t0 * mr..].as_ptr(), bs.as_ptr(), acc[p * mr * NR..].as_mut_ptr(), NR)
+                        };
+                    }
+                }
+            }
+            for m in 0..g.c_out {
+                // SAFETY: this strip alone writes columns r0..r0 + n.
+                let row = unsafe { std::slice::from_raw_parts_mut(dw_ptr.at(m * k + r0), n) };
+                row.copy_from_slice(&acc[m * NR..][..n]);
+            }
+        },
+    );
+    dw
+}
+
+/// The transposed im2col of positions `t0..t0 + tn` for one strip of rows: `panel[t][q]`
+/// = x at lane q's channel and tap for position t (zero in the padding and past the
+/// strip's last row).
+fn fill_transposed(
+    isa: Isa,
+    g: &Geometry,
+    x: &[f32],
+    lanes: &[(usize, isize, isize)],
+    (t0, tn): (usize, usize),
+    wo: usize,
+    panel: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512; the panel holds tn rows of 16.
+        return unsafe { x86::fill_transposed(g, x, lanes, (t0, tn), wo, panel) };
+    }
+    let _ = isa;
+    if lanes.len() < NR {
+        panel.fill(0.0);
+    }
+    let plane = g.h * g.w;
+    for (q, &(c, dy0, dx0)) in lanes.iter().enumerate() {
+        let xc = &x[c * plane..][..plane];
+        // Output row by output row: one bounds check per row, a run of columns inside.
+        let (mut t, end) = (t0, t0 + tn);
+        while t < end {
+            let (oy, ox0) = (t / wo, t % wo);
+            let run = (wo - ox0).min(end - t);
+            let out = &mut panel[(t - t0) * NR + q..];
+            let iy = (oy * g.stride) as isize + dy0;
+            if !(0..g.h as isize).contains(&iy) {
+                (0..run).for_each(|o| out[o * NR] = 0.0);
+            } else {
+                let row = &xc[iy as usize * g.w..][..g.w];
+                for o in 0..run {
+                    let ix = ((ox0 + o) * g.stride) as isize + dx0;
+                    out[o * NR] = if (0..g.w as isize).contains(&ix) { row[ix as usize] } else { 0.0 };
+                }
+            }
+            t += run;
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    /// The 16x16 transpose against its definition.
+    #[test]
+    fn transpose_16x16_transposes() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512 on this CPU: nothing to check");
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|v| v as f32).collect();
+        let mut t = [0f32; 256];
+        // SAFETY: AVX-512 is present; loads and stores stay inside m and t.
+        unsafe {
+            use std::arch::x86_64::*;
+            let mut rows = [_mm512_setzero_ps(); 16];
+            rows.iter_mut().enumerate().for_each(|(i, r)| *r = _mm512_loadu_ps(m[i * 16..].as_ptr()));
+            super::x86::transpose_16x16(&mut rows);
+            rows.iter().enumerate().for_each(|(i, r)| _mm512_storeu_ps(t[i * 16..].as_mut_ptr(), *r));
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(t[i * 16 + j], m[j * 16 + i], "({i}, {j})");
+            }
+        }
+    }
+}
