@@ -294,11 +294,8 @@ fn forward_slices(
     let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
     if let Some(isa) = isa {
         let mut y = vec![0f32; batch * g.c_out * l_all];
-        if let Some(bias) = bias {
-            y.chunks_mut(l_all).zip(bias.iter().cycle()).for_each(|(row, &v)| row.fill(v));
-        }
         let packed = packed::pack_panels(isa, g.c_out, k, |m, r| w[m * k + r]);
-        packed::forward(isa, g, x, batch, &packed, relu, &mut y);
+        packed::forward(isa, g, x, batch, &packed, bias, relu, &mut y);
         return y;
     }
     per_image(batch, g.c_out * l_all, |b, yb, par| {
@@ -433,7 +430,7 @@ impl CustomOp1 for BiasGrad {
 fn grad_input_slices(isa: Option<Isa>, g: &Geometry, dy: &[f32], w: &[f32], batch: usize) -> Vec<f32> {
     if let Some((isa, flipped)) = isa.zip(packed::grad_input_geometry(g)) {
         let mut dx = vec![0f32; batch * g.c_in * g.h * g.w];
-        packed::forward(isa, &flipped, dy, batch, &packed::pack_flipped(isa, g, w), false, &mut dx);
+        packed::forward(isa, &flipped, dy, batch, &packed::pack_flipped(isa, g, w), None, false, &mut dx);
         return dx;
     }
     let (ho, wo) = g.out_hw();
@@ -911,26 +908,35 @@ mod timing {
     #[ignore]
     fn conv_pass_times() {
         let dev = Device::Cpu;
-        for (c, hw) in [(64usize, 224usize), (128, 112), (256, 56), (512, 28)] {
+        // Median of 5 calls, after one warm-up call.
+        let time = |f: &dyn Fn()| {
+            f();
+            let mut t: Vec<_> = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect();
+            t.sort();
+            t[2]
+        };
+        for (c, hw) in [(64usize, 224usize), (128, 112), (256, 56), (512, 28), (512, 14)] {
             let x = Tensor::randn(0f32, 1., (8, c, hw, hw), &dev).unwrap();
             let w = Tensor::randn(0f32, 0.05, (c, c, 3, 3), &dev).unwrap();
             let g = Geometry { c_in: c, h: hw, w: hw, c_out: c, kh: 3, kw: 3, stride: 1, pad: (1, 1), dilation: 1 };
-            let t = Instant::now();
             let y = x.apply_op2_no_bwd(&w, &Forward { g, relu: false }).unwrap();
-            let fwd = t.elapsed();
-            let t = Instant::now();
-            let _dx = y.apply_op2_no_bwd(&w, &GradInput(g)).unwrap();
-            let gi = t.elapsed();
-            let t = Instant::now();
-            let _dw = x.apply_op2_no_bwd(&y, &GradWeight(g)).unwrap();
-            let gw = t.elapsed();
-            let t = Instant::now();
-            let r = y.relu().unwrap();
-            let relu = t.elapsed();
-            let t = Instant::now();
-            let _m = r.ge(0f64).unwrap().to_dtype(DType::F32).unwrap().mul(&y).unwrap();
-            let relu_bwd = t.elapsed();
-            eprintln!("{c}ch {hw}x{hw} b8: forward {fwd:.2?}, grad input {gi:.2?}, grad weight {gw:.2?}, relu {relu:.2?}, relu-backward-like {relu_bwd:.2?}");
+            let fwd = time(&|| drop(x.apply_op2_no_bwd(&w, &Forward { g, relu: false }).unwrap()));
+            let gi = time(&|| drop(y.apply_op2_no_bwd(&w, &GradInput(g)).unwrap()));
+            let gw = time(&|| drop(x.apply_op2_no_bwd(&y, &GradWeight(g)).unwrap()));
+            let gflops = 2.0 * (8 * c * c * 9 * hw * hw) as f64 / 1e9;
+            let rate = |d: std::time::Duration| gflops / d.as_secs_f64();
+            eprintln!(
+                "{c}ch {hw}x{hw} b8: forward {fwd:.2?} ({:.0} GFLOP/s), grad input {gi:.2?} ({:.0}), grad weight {gw:.2?} ({:.0})",
+                rate(fwd),
+                rate(gi),
+                rate(gw)
+            );
         }
     }
 }

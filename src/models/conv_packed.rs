@@ -217,9 +217,12 @@ pub(crate) fn pack_panels(isa: Isa, m: usize, k: usize, elem: impl Fn(usize, usi
     let mr = isa.mr();
     let mut out = vec![0f32; m.div_ceil(mr) * mr * k];
     out.par_chunks_mut((mr * k).max(1)).enumerate().for_each(|(p, panel)| {
-        for row in (p * mr..m).take(mr) {
-            let i = row - p * mr;
-            (0..k).for_each(|col| panel[col * mr + i] = elem(row, col));
+        // 64 columns at a time, so the panel rows being written stay in L1.
+        for c0 in (0..k).step_by(64) {
+            for row in (p * mr..m).take(mr) {
+                let i = row - p * mr;
+                (c0..(c0 + 64).min(k)).for_each(|col| panel[col * mr + i] = elem(row, col));
+            }
         }
     });
     out
@@ -290,51 +293,66 @@ fn fill_panel(g: &Geometry, x: &[f32], taps: &[Tap], panel: &mut [f32]) {
 /// several panels).
 const L2_FLOATS: usize = 96 * 1024;
 
-/// y = conv(x, W) for a batch, with y seeded (bias or zeros) by the caller: `w` from
-/// [`pack_panels`] of W [c_out, k]; ReLU applied after when asked.
-pub(crate) fn forward(isa: Isa, g: &Geometry, x: &[f32], batch: usize, w: &[f32], relu: bool, y: &mut [f32]) {
+/// y = conv(x, W) (+ bias, where each output's sum starts) for a batch: `w` from
+/// [`pack_panels`] of W [c_out, k]; ReLU applied after when asked. Each work item is a
+/// run of B panels of one image, summed into a compact [c_out, 16 x panels] buffer that
+/// stays in cache and is then copied out row by row (with the ReLU): the kernels never
+/// touch y itself, whose rows lie a whole map apart.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    isa: Isa,
+    g: &Geometry,
+    x: &[f32],
+    batch: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
     let (ho, wo) = g.out_hw();
     let (l, k, mr) = (ho * wo, g.k(), isa.mr());
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * l);
     let panels = l.div_ceil(NR);
     let group = (L2_FLOATS / (k * NR)).clamp(1, panels);
     let groups = panels.div_ceil(group);
+    let ldc = group * NR;
     let y_ptr = Shared(y.as_mut_ptr());
     (0..batch * groups).into_par_iter().for_each_init(
-        || (vec![0f32; group * k * NR], vec![0f32; mr * NR]),
-        |(bs, tile), item| {
+        || (vec![0f32; group * k * NR], vec![0f32; w.len() / k * ldc]),
+        |(bs, acc), item| {
             let (b, first) = (item / groups, (item % groups) * group);
             let xb = &x[b * x_len..][..x_len];
-            let strips: Vec<(usize, usize)> =
-                (first..(first + group).min(panels)).map(|s| (s * NR, NR.min(l - s * NR))).collect();
-            for (s, &(t0, _)) in strips.iter().enumerate() {
-                fill_panel(g, xb, &taps(g, t0, l), &mut bs[s * k * NR..][..k * NR]);
+            let (t_first, count) = (first * NR, group.min(panels - first));
+            for s in 0..count {
+                fill_panel(g, xb, &taps(g, t_first + s * NR, l), &mut bs[s * k * NR..][..k * NR]);
             }
-            // This item alone writes image b's columns t0..t0 + n: rows of it are handed
-            // out as slices, whole tiles by pointer to the kernel.
-            let yb = y_ptr.at(b * y_len);
-            // SAFETY: row m < c_out and t0 + n <= l lie inside image b's output.
-            let row = |m: usize, t0: usize, n: usize| unsafe { std::slice::from_raw_parts_mut(yb.add(m * l + t0), n) };
+            for (m, row) in acc.chunks_exact_mut(ldc).enumerate() {
+                row.fill(bias.and_then(|b| b.get(m)).copied().unwrap_or(0.0));
+            }
             for (p, a) in w.chunks_exact(k * mr).enumerate() {
-                let rows = mr.min(g.c_out - p * mr);
-                for (s, &(t0, n)) in strips.iter().enumerate() {
-                    let bp = bs[s * k * NR..].as_ptr();
-                    if rows == mr && n == NR {
-                        // SAFETY: sizes as documented on the kernel; rows p*mr.. exist.
-                        unsafe { isa.kernel(k, a.as_ptr(), bp, yb.add(p * mr * l + t0), l) };
-                    } else {
-                        tile.fill(0.0);
-                        // SAFETY: `tile` is MR rows of 16.
-                        unsafe { isa.kernel(k, a.as_ptr(), bp, tile.as_mut_ptr(), NR) };
-                        for i in 0..rows {
-                            row(p * mr + i, t0, n).iter_mut().zip(&tile[i * NR..]).for_each(|(d, v)| *d += v);
-                        }
-                    }
+                for s in 0..count {
+                    // SAFETY: a is one panel of k x MR, bs holds `count` panels of k x 16,
+                    // and acc has MR rows of ldc from row p * MR.
+                    unsafe {
+                        isa.kernel(
+                            k,
+                            a.as_ptr(),
+                            bs[s * k * NR..].as_ptr(),
+                            acc[p * mr * ldc + s * NR..].as_mut_ptr(),
+                            ldc,
+                        )
+                    };
                 }
             }
-            if relu {
-                for &(t0, n) in &strips {
-                    (0..g.c_out).for_each(|m| row(m, t0, n).iter_mut().for_each(|v| *v = v.max(0.0)));
+            let n = (l - t_first).min(count * NR);
+            for m in 0..g.c_out {
+                // SAFETY: this item alone writes image b's positions t_first..t_first + n.
+                let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.at(b * y_len + m * l + t_first), n) };
+                let src = &acc[m * ldc..][..n];
+                if relu {
+                    out.iter_mut().zip(src).for_each(|(o, v)| *o = v.max(0.0));
+                } else {
+                    out.copy_from_slice(src);
                 }
             }
         },
@@ -364,7 +382,7 @@ pub(crate) fn pack_flipped(isa: Isa, g: &Geometry, w: &[f32]) -> Vec<f32> {
 
 /// Output positions per chunk of the weight gradient's contraction (its B panel stays in
 /// L1/L2).
-const T_CHUNK: usize = 1024;
+const T_CHUNK: usize = 256;
 
 /// dW [c_out, k] = Σ_b Σ_t dy_b[:, t] col(x_b)[:, t]ᵀ, each element summed over t in
 /// chunks of [`T_CHUNK`], then over images in order.
@@ -381,19 +399,28 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
         })
         .collect();
     let strips = k.div_ceil(NR);
+    // Runs of strips per work item, so each chunk of dy serves several from L2.
+    let group = (strips / (4 * rayon::current_num_threads())).max(1);
     let mut dw = vec![0f32; g.c_out * k];
     let dw_ptr = Shared(dw.as_mut_ptr());
     let taps = g.kh * g.kw;
-    (0..strips).into_par_iter().for_each_init(
-        || (vec![0f32; T_CHUNK * NR], vec![0f32; m_pad * NR]),
-        |(bs, acc), s| {
-            let (r0, n) = (s * NR, NR.min(k - s * NR));
+    (0..strips.div_ceil(group)).into_par_iter().for_each_init(
+        || (vec![0f32; T_CHUNK * NR], vec![0f32; group * m_pad * NR]),
+        |(bs, acc), item| {
+            let run: Vec<(usize, usize)> =
+                (item * group..strips.min((item + 1) * group)).map(|s| (s * NR, NR.min(k - s * NR))).collect();
             // Each lane's im2col row r = (c, i, j): its channel and input offsets.
-            let lanes: Vec<(usize, isize, isize)> = (r0..r0 + n)
-                .map(|r| {
-                    let (c, tap) = (r / taps, r % taps);
-                    let (i, j) = (tap / g.kw, tap % g.kw);
-                    (c, (i * g.dilation) as isize - g.pad.0 as isize, (j * g.dilation) as isize - g.pad.1 as isize)
+            let lanes: Vec<Vec<(usize, isize, isize)>> = run
+                .iter()
+                .map(|&(r0, n)| {
+                    (r0..r0 + n)
+                        .map(|r| {
+                            let (c, tap) = (r / taps, r % taps);
+                            let (i, j) = (tap / g.kw, tap % g.kw);
+                            let d = |o: usize, p: usize| (o * g.dilation) as isize - p as isize;
+                            (c, d(i, g.pad.0), d(j, g.pad.1))
+                        })
+                        .collect()
                 })
                 .collect();
             acc.fill(0.0);
@@ -401,19 +428,24 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
                 let xb = &x[b * x_len..][..x_len];
                 for t0 in (0..l).step_by(T_CHUNK) {
                     let tn = T_CHUNK.min(l - t0);
-                    fill_transposed(isa, g, xb, &lanes, (t0, tn), wo, &mut bs[..tn * NR]);
-                    for (p, a) in dy_panels[b].chunks_exact(l * mr).enumerate() {
-                        // SAFETY: a holds l * MR floats from t0 on, bs tn * 16, acc MR rows.
-                        unsafe {
-                            isa.kernel(tn, a[t0 * mr..].as_ptr(), bs.as_ptr(), acc[p * mr * NR..].as_mut_ptr(), NR)
-                        };
+                    for (s, lanes) in lanes.iter().enumerate() {
+                        fill_transposed(isa, g, xb, lanes, (t0, tn), wo, &mut bs[..tn * NR]);
+                        let acc = &mut acc[s * m_pad * NR..];
+                        for (p, a) in dy_panels[b].chunks_exact(l * mr).enumerate() {
+                            // SAFETY: a holds l * MR floats, bs tn * 16, acc MR rows from p * MR.
+                            unsafe {
+                                isa.kernel(tn, a[t0 * mr..].as_ptr(), bs.as_ptr(), acc[p * mr * NR..].as_mut_ptr(), NR)
+                            };
+                        }
                     }
                 }
             }
-            for m in 0..g.c_out {
-                // SAFETY: this strip alone writes columns r0..r0 + n.
-                let row = unsafe { std::slice::from_raw_parts_mut(dw_ptr.at(m * k + r0), n) };
-                row.copy_from_slice(&acc[m * NR..][..n]);
+            for (s, &(r0, n)) in run.iter().enumerate() {
+                for m in 0..g.c_out {
+                    // SAFETY: this item alone writes columns r0..r0 + n.
+                    let row = unsafe { std::slice::from_raw_parts_mut(dw_ptr.at(m * k + r0), n) };
+                    row.copy_from_slice(&acc[(s * m_pad + m) * NR..][..n]);
+                }
             }
         },
     );
