@@ -707,6 +707,22 @@ mod tests {
     use super::*;
     use crate::models::rel_diff as rel;
 
+    /// (c_in, c_out, h, w, kh, kw, stride, pad, dilation): every shape class the backbones
+    /// use (1x1, 3x3, strided, 7x7 stem, rectangular kernels with rectangular padding,
+    /// dilation).
+    #[allow(clippy::type_complexity)]
+    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 9] = [
+        (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
+        (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
+        (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
+        (3, 8, 20, 20, 7, 7, 2, (3, 3), 1),
+        (5, 7, 12, 12, 1, 7, 1, (0, 3), 1),
+        (5, 7, 12, 12, 7, 1, 1, (3, 0), 1),
+        (4, 6, 12, 12, 3, 3, 1, (2, 2), 2),
+        (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
+        (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
+    ];
+
     /// Forward, input gradient and weight gradient against candle's own conv2d, for every
     /// shape class the backbones use (1x1, 3x3, strided, 7x7 stem, rectangular kernels
     /// with rectangular padding, dilation), batch 1 (parallel GEMM) and 3.
@@ -715,19 +731,7 @@ mod tests {
         let dev = Device::Cpu;
         // Tiles of a few dozen positions, so every case crosses tile borders too.
         COL_FLOATS.store(1000, std::sync::atomic::Ordering::Relaxed);
-        // (c_in, c_out, h, w, kh, kw, stride, pad, dilation)
-        let cases = [
-            (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
-            (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
-            (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
-            (3, 8, 20, 20, 7, 7, 2, (3, 3), 1),
-            (5, 7, 12, 12, 1, 7, 1, (0, 3), 1),
-            (5, 7, 12, 12, 7, 1, 1, (3, 0), 1),
-            (4, 6, 12, 12, 3, 3, 1, (2, 2), 2),
-            (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
-            (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
-        ];
-        for (c_in, c_out, h, w, kh, kw, stride, pad, dil) in cases {
+        for (c_in, c_out, h, w, kh, kw, stride, pad, dil) in SHAPE_CLASSES {
             for batch in [1usize, 3] {
                 let x = Var::from_tensor(&Tensor::randn(0f32, 1., (batch, c_in, h, w), &dev).unwrap()).unwrap();
                 let k = Var::from_tensor(&Tensor::randn(0f32, 1., (c_out, c_in, kh, kw), &dev).unwrap()).unwrap();
@@ -758,21 +762,9 @@ mod tests {
             eprintln!("no packed-GEMM kernel on this CPU: nothing to compare");
             return;
         }
-        // (c_in, c_out, h, w, kh, kw, stride, pad, dilation): every backbone's shape class,
-        // channel counts off the panel sizes, maps off the 16-position panels.
-        let cases = [
-            (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
-            (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
-            (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
-            (3, 8, 20, 20, 7, 7, 2, (3, 3), 1),
-            (5, 7, 12, 12, 1, 7, 1, (0, 3), 1),
-            (5, 7, 12, 12, 7, 1, 1, (3, 0), 1),
-            (4, 6, 12, 12, 3, 3, 1, (2, 2), 2),
-            (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
-            (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
-            (20, 33, 7, 7, 3, 3, 1, (1, 1), 1),
-            (3, 5, 40, 37, 3, 3, 1, (1, 1), 1),
-        ];
+        // Also channel counts off the panel sizes and maps off the 16-position panels.
+        let more = [(20, 33, 7, 7, 3, 3, 1, (1, 1), 1), (3, 5, 40, 37, 3, 3, 1, (1, 1), 1)];
+        let cases = SHAPE_CLASSES.iter().chain(&more).copied();
         let mut rng = 0x9e3779b97f4a7c15u64;
         let mut random = |n: usize| -> Vec<f32> {
             (0..n)
