@@ -126,6 +126,36 @@ mod x86 {
         }
     }
 
+    /// [`super::fill_panel`] with one masked load per run of each tap's lanes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill_panel(g: &super::Geometry, x: &[f32], taps: &[super::Tap], panel: &mut [f32]) {
+        let plane = g.h * g.w;
+        let mut out = panel.as_mut_ptr();
+        for c in 0..g.c_in {
+            let xc = &x[c * plane..][..plane];
+            for tap in taps {
+                let v = match tap.lanes[0] {
+                    Some(o) if tap.contiguous => _mm512_loadu_ps(xc.as_ptr().add(o)),
+                    _ if !tap.runs.is_empty() || tap.lanes.iter().all(Option::is_none) => {
+                        let mut v = _mm512_setzero_ps();
+                        for &(mask, base) in &tap.runs {
+                            // Only the mask's lanes are read, and they lie inside the plane.
+                            v = _mm512_mask_loadu_ps(v, mask, xc.as_ptr().wrapping_offset(base));
+                        }
+                        v
+                    }
+                    _ => {
+                        let mut lanes = [0f32; 16];
+                        lanes.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o]));
+                        _mm512_loadu_ps(lanes.as_ptr())
+                    }
+                };
+                _mm512_storeu_ps(out, v);
+                out = out.add(16);
+            }
+        }
+    }
+
     /// `m` (16 rows) transposed in place.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transpose_16x16(m: &mut [__m512; 16]) {
@@ -248,6 +278,32 @@ struct Tap {
     lanes: [Option<usize>; NR],
     /// All lanes valid and consecutive: one 16-float copy.
     contiguous: bool,
+    /// The valid lanes as runs of consecutive inputs, `(lanes mask, offset of lane 0)`
+    /// (lane q of a run reads offset + q): a masked load each on AVX-512. Empty when
+    /// there are more than [`MAX_RUNS`].
+    runs: Vec<(u16, isize)>,
+}
+
+/// Runs per tap worth masked loads (a 16-position panel of a 14-wide map with padding
+/// has up to 5); beyond, lane by lane.
+const MAX_RUNS: usize = 6;
+
+/// The runs of [`Tap::runs`] from its lanes.
+fn runs(lanes: &[Option<usize>; NR]) -> Vec<(u16, isize)> {
+    let mut out: Vec<(u16, isize)> = Vec::new();
+    for (q, lane) in lanes.iter().enumerate() {
+        let Some(o) = *lane else { continue };
+        let base = o as isize - q as isize;
+        match out.last_mut() {
+            // Continues the last run if the previous lane was in it at the same base.
+            Some((mask, b)) if *b == base && q > 0 && *mask & (1 << (q - 1)) != 0 => *mask |= 1 << q,
+            _ => out.push((1 << q, base)),
+        }
+    }
+    if out.len() > MAX_RUNS {
+        out.clear();
+    }
+    out
 }
 
 fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
@@ -268,14 +324,20 @@ fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
                 }
             }
             let contiguous = lanes.iter().enumerate().all(|(q, v)| lanes[0].zip(*v).is_some_and(|(a, b)| b == a + q));
-            out.push(Tap { lanes, contiguous });
+            out.push(Tap { lanes, contiguous, runs: runs(&lanes) });
         }
     }
     out
 }
 
 /// im2col of output positions `t0..t0 + 16` of image `x` into `panel` `[k][16]`.
-fn fill_panel(g: &Geometry, x: &[f32], taps: &[Tap], panel: &mut [f32]) {
+fn fill_panel(isa: Isa, g: &Geometry, x: &[f32], taps: &[Tap], panel: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512; the panel holds k rows of 16.
+        return unsafe { x86::fill_panel(g, x, taps, panel) };
+    }
+    let _ = isa;
     let plane = g.h * g.w;
     let mut rows = panel.chunks_exact_mut(NR);
     for c in 0..g.c_in {
@@ -324,7 +386,7 @@ pub(crate) fn forward(
             let xb = &x[b * x_len..][..x_len];
             let (t_first, count) = (first * NR, group.min(panels - first));
             for s in 0..count {
-                fill_panel(g, xb, &taps(g, t_first + s * NR, l), &mut bs[s * k * NR..][..k * NR]);
+                fill_panel(isa, g, xb, &taps(g, t_first + s * NR, l), &mut bs[s * k * NR..][..k * NR]);
             }
             for (m, row) in acc.chunks_exact_mut(ldc).enumerate() {
                 row.fill(bias.and_then(|b| b.get(m)).copied().unwrap_or(0.0));
