@@ -134,17 +134,17 @@ mod x86 {
         for c in 0..g.c_in {
             let xc = &x[c * plane..][..plane];
             for tap in taps {
-                let v = match tap.lanes[0] {
-                    Some(o) if tap.contiguous => _mm512_loadu_ps(xc.as_ptr().add(o)),
-                    _ if !tap.runs.is_empty() || tap.lanes.iter().all(Option::is_none) => {
+                let v = match (tap.lanes[0], &tap.runs) {
+                    (Some(o), _) if tap.contiguous => _mm512_loadu_ps(xc.as_ptr().add(o)),
+                    (_, Some((runs, n))) => {
                         let mut v = _mm512_setzero_ps();
-                        for &(mask, base) in &tap.runs {
+                        for &(mask, base) in &runs[..*n] {
                             // Only the mask's lanes are read, and they lie inside the plane.
                             v = _mm512_mask_loadu_ps(v, mask, xc.as_ptr().wrapping_offset(base));
                         }
                         v
                     }
-                    _ => {
+                    (_, None) => {
                         let mut lanes = [0f32; 16];
                         lanes.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o]));
                         _mm512_loadu_ps(lanes.as_ptr())
@@ -279,46 +279,51 @@ struct Tap {
     /// All lanes valid and consecutive: one 16-float copy.
     contiguous: bool,
     /// The valid lanes as runs of consecutive inputs, `(lanes mask, offset of lane 0)`
-    /// (lane q of a run reads offset + q): a masked load each on AVX-512. Empty when
-    /// there are more than [`MAX_RUNS`].
-    runs: Vec<(u16, isize)>,
+    /// (lane q of a run reads offset + q): a masked load each on AVX-512. `None` when
+    /// there are more than [`MAX_RUNS`] (strided taps): a gather.
+    runs: Option<([(u16, isize); MAX_RUNS], usize)>,
 }
 
 /// Runs per tap worth masked loads (a 16-position panel of a 14-wide map with padding
-/// has up to 5); beyond, lane by lane.
+/// has up to 5).
 const MAX_RUNS: usize = 6;
 
 /// The runs of [`Tap::runs`] from its lanes.
-fn runs(lanes: &[Option<usize>; NR]) -> Vec<(u16, isize)> {
-    let mut out: Vec<(u16, isize)> = Vec::new();
+fn runs(lanes: &[Option<usize>; NR]) -> Option<([(u16, isize); MAX_RUNS], usize)> {
+    let (mut out, mut n) = ([(0u16, 0isize); MAX_RUNS], 0);
     for (q, lane) in lanes.iter().enumerate() {
         let Some(o) = *lane else { continue };
         let base = o as isize - q as isize;
-        match out.last_mut() {
-            // Continues the last run if the previous lane was in it at the same base.
-            Some((mask, b)) if *b == base && q > 0 && *mask & (1 << (q - 1)) != 0 => *mask |= 1 << q,
-            _ => out.push((1 << q, base)),
+        // Continues the last run if the previous lane was in it at the same base.
+        if n > 0 && out[n - 1].1 == base && out[n - 1].0 & (1 << (q - 1)) != 0 {
+            out[n - 1].0 |= 1 << q;
+        } else if n == MAX_RUNS {
+            return None;
+        } else {
+            out[n] = (1 << q, base);
+            n += 1;
         }
     }
-    if out.len() > MAX_RUNS {
-        out.clear();
-    }
-    out
+    Some((out, n))
 }
 
 fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
     let (_, wo) = g.out_hw();
+    // Each lane's output position, and where its window starts in the input.
+    let mut starts = [None; NR];
+    for (q, start) in starts.iter_mut().enumerate().take(l.saturating_sub(t0)) {
+        let t = t0 + q;
+        *start =
+            Some(((t / wo * g.stride) as isize - g.pad.0 as isize, (t % wo * g.stride) as isize - g.pad.1 as isize));
+    }
     let mut out = Vec::with_capacity(g.kh * g.kw);
     for i in 0..g.kh {
         for j in 0..g.kw {
+            let (di, dj) = ((i * g.dilation) as isize, (j * g.dilation) as isize);
             let mut lanes = [None; NR];
-            for (q, lane) in lanes.iter_mut().enumerate() {
-                let t = t0 + q;
-                if t >= l {
-                    continue;
-                }
-                let iy = ((t / wo) * g.stride + i * g.dilation) as isize - g.pad.0 as isize;
-                let ix = ((t % wo) * g.stride + j * g.dilation) as isize - g.pad.1 as isize;
+            for (lane, start) in lanes.iter_mut().zip(&starts) {
+                let Some((y0, x0)) = *start else { continue };
+                let (iy, ix) = (y0 + di, x0 + dj);
                 if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
                     *lane = Some(iy as usize * g.w + ix as usize);
                 }
