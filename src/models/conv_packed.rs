@@ -126,32 +126,35 @@ mod x86 {
         }
     }
 
-    /// [`super::fill_panel`] with one masked load per run of each tap's lanes.
+    /// [`super::fill_panels`] with one masked load per run of each tap's lanes.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn fill_panel(g: &super::Geometry, x: &[f32], taps: &[super::Tap], panel: &mut [f32]) {
+    pub(super) unsafe fn fill_panels(g: &super::Geometry, x: &[f32], taps: &[Vec<super::Tap>], panels: &mut [f32]) {
         let plane = g.h * g.w;
-        let mut out = panel.as_mut_ptr();
+        let k = g.k();
         for c in 0..g.c_in {
             let xc = &x[c * plane..][..plane];
-            for tap in taps {
-                let v = match (tap.lanes[0], &tap.runs) {
-                    (Some(o), _) if tap.contiguous => _mm512_loadu_ps(xc.as_ptr().add(o)),
-                    (_, Some((runs, n))) => {
-                        let mut v = _mm512_setzero_ps();
-                        for &(mask, base) in &runs[..*n] {
-                            // Only the mask's lanes are read, and they lie inside the plane.
-                            v = _mm512_mask_loadu_ps(v, mask, xc.as_ptr().wrapping_offset(base));
+            for tap in 0..g.kh * g.kw {
+                let r = c * g.kh * g.kw + tap;
+                for (s, taps) in taps.iter().enumerate() {
+                    let tap = &taps[tap];
+                    let v = match (tap.lanes[0], &tap.runs) {
+                        (Some(o), _) if tap.contiguous => _mm512_loadu_ps(xc.as_ptr().add(o)),
+                        (_, Some((runs, n))) => {
+                            let mut v = _mm512_setzero_ps();
+                            for &(mask, base) in &runs[..*n] {
+                                // Only the mask's lanes are read, and they lie inside the plane.
+                                v = _mm512_mask_loadu_ps(v, mask, xc.as_ptr().wrapping_offset(base));
+                            }
+                            v
                         }
-                        v
-                    }
-                    (_, None) => {
-                        let mut lanes = [0f32; 16];
-                        lanes.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o]));
-                        _mm512_loadu_ps(lanes.as_ptr())
-                    }
-                };
-                _mm512_storeu_ps(out, v);
-                out = out.add(16);
+                        (_, None) => {
+                            let mut lanes = [0f32; 16];
+                            lanes.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o]));
+                            _mm512_loadu_ps(lanes.as_ptr())
+                        }
+                    };
+                    _mm512_storeu_ps(panels.as_mut_ptr().add((s * k + r) * 16), v);
+                }
             }
         }
     }
@@ -335,22 +338,27 @@ fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
     out
 }
 
-/// im2col of output positions `t0..t0 + 16` of image `x` into `panel` `[k][16]`.
-fn fill_panel(isa: Isa, g: &Geometry, x: &[f32], taps: &[Tap], panel: &mut [f32]) {
+/// im2col of image `x` into consecutive panels `[k][16]`, one per entry of `taps` (its
+/// 16 output positions), channel by channel and tap by tap: each input row is read
+/// along, not once per panel.
+fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        // SAFETY: the CPU has AVX-512; the panel holds k rows of 16.
-        return unsafe { x86::fill_panel(g, x, taps, panel) };
+        // SAFETY: the CPU has AVX-512; `panels` holds one panel of k x 16 per entry.
+        return unsafe { x86::fill_panels(g, x, taps, panels) };
     }
     let _ = isa;
-    let plane = g.h * g.w;
-    let mut rows = panel.chunks_exact_mut(NR);
+    let (plane, k) = (g.h * g.w, g.k());
     for c in 0..g.c_in {
         let xc = &x[c * plane..][..plane];
-        for (tap, row) in taps.iter().zip(&mut rows) {
-            match tap.lanes[0] {
-                Some(o) if tap.contiguous => row.copy_from_slice(&xc[o..o + NR]),
-                _ => row.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o])),
+        for tap in 0..g.kh * g.kw {
+            let r = c * g.kh * g.kw + tap;
+            for (s, taps) in taps.iter().enumerate() {
+                let (tap, row) = (&taps[tap], &mut panels[(s * k + r) * NR..][..NR]);
+                match tap.lanes[0] {
+                    Some(o) if tap.contiguous => row.copy_from_slice(&xc[o..o + NR]),
+                    _ => row.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o])),
+                }
             }
         }
     }
@@ -374,25 +382,26 @@ pub(crate) fn forward(
     w: &[f32],
     bias: Option<&[f32]>,
     relu: bool,
-    y: &mut [f32],
-) {
+) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let (l, k, mr) = (ho * wo, g.k(), isa.mr());
     let (x_len, y_len) = (g.c_in * g.h * g.w, g.c_out * l);
+    // Every element is written below; not zeroing first saves a pass over y (and, for a
+    // fresh allocation, the kernel's zero pages).
+    let mut y: Vec<f32> = Vec::with_capacity(batch * y_len);
     let panels = l.div_ceil(NR);
     let group = (L2_FLOATS / (k * NR)).clamp(1, panels);
     let groups = panels.div_ceil(group);
     let ldc = group * NR;
-    let y_ptr = Shared(y.as_mut_ptr());
+    let y_ptr = Shared(y.spare_capacity_mut().as_mut_ptr().cast());
     (0..batch * groups).into_par_iter().for_each_init(
         || (vec![0f32; group * k * NR], vec![0f32; w.len() / k * ldc]),
         |(bs, acc), item| {
             let (b, first) = (item / groups, (item % groups) * group);
             let xb = &x[b * x_len..][..x_len];
             let (t_first, count) = (first * NR, group.min(panels - first));
-            for s in 0..count {
-                fill_panel(isa, g, xb, &taps(g, t_first + s * NR, l), &mut bs[s * k * NR..][..k * NR]);
-            }
+            let strip_taps: Vec<Vec<Tap>> = (0..count).map(|s| taps(g, t_first + s * NR, l)).collect();
+            fill_panels(isa, g, xb, &strip_taps, bs);
             for (m, row) in acc.chunks_exact_mut(ldc).enumerate() {
                 row.fill(bias.and_then(|b| b.get(m)).copied().unwrap_or(0.0));
             }
@@ -424,6 +433,9 @@ pub(crate) fn forward(
             }
         },
     );
+    // SAFETY: the items together wrote all batch x c_out x l outputs.
+    unsafe { y.set_len(batch * y_len) };
+    y
 }
 
 /// The input gradient of a stride-1 convolution as a forward convolution of dy: its
@@ -447,17 +459,22 @@ pub(crate) fn pack_flipped(isa: Isa, g: &Geometry, w: &[f32]) -> Vec<f32> {
     })
 }
 
-/// Output positions per chunk of the weight gradient's contraction (its B panel stays in
-/// L1/L2).
-const T_CHUNK: usize = 256;
+/// Output positions per chunk of the weight gradient's contraction: as long as the
+/// chunk of packed dy (c_out x chunk) fits [`L2_FLOATS`], so it serves a run of strips
+/// from L2, but at least 256 (each kernel call costs a load and store of its tile).
+/// From c_out alone, not the ISA's panel height: the same chunks, the same sums.
+fn t_chunk(c_out: usize) -> usize {
+    (L2_FLOATS / c_out.max(1)).clamp(256, 4096) / NR * NR
+}
 
 /// dW [c_out, k] = Σ_b Σ_t dy_b[:, t] col(x_b)[:, t]ᵀ, each element summed over t in
-/// chunks of [`T_CHUNK`], then over images in order.
+/// chunks of [`t_chunk`], then over images in order.
 pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: usize) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     let (l, k, mr) = (ho * wo, g.k(), isa.mr());
     let (x_len, dy_len) = (g.c_in * g.h * g.w, g.c_out * l);
     let m_pad = g.c_out.div_ceil(mr) * mr;
+    let chunk = t_chunk(g.c_out);
     // dy of each image as A panels [t][MR].
     let dy_panels: Vec<Vec<f32>> = (0..batch)
         .map(|b| {
@@ -472,7 +489,7 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
     let dw_ptr = Shared(dw.as_mut_ptr());
     let taps = g.kh * g.kw;
     (0..strips.div_ceil(group)).into_par_iter().for_each_init(
-        || (vec![0f32; T_CHUNK * NR], vec![0f32; group * m_pad * NR]),
+        || (vec![0f32; chunk * NR], vec![0f32; group * m_pad * NR]),
         |(bs, acc), item| {
             let run: Vec<(usize, usize)> =
                 (item * group..strips.min((item + 1) * group)).map(|s| (s * NR, NR.min(k - s * NR))).collect();
@@ -493,8 +510,8 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
             acc.fill(0.0);
             for b in 0..batch {
                 let xb = &x[b * x_len..][..x_len];
-                for t0 in (0..l).step_by(T_CHUNK) {
-                    let tn = T_CHUNK.min(l - t0);
+                for t0 in (0..l).step_by(chunk) {
+                    let tn = chunk.min(l - t0);
                     for (s, lanes) in lanes.iter().enumerate() {
                         fill_transposed(isa, g, xb, lanes, (t0, tn), wo, &mut bs[..tn * NR]);
                         let acc = &mut acc[s * m_pad * NR..];
