@@ -389,6 +389,7 @@ pub(crate) fn forward(
     // Every element is written below; not zeroing first saves a pass over y (and, for a
     // fresh allocation, the kernel's zero pages).
     let mut y: Vec<f32> = Vec::with_capacity(batch * y_len);
+    crate::util::advise_huge_pages(y.spare_capacity_mut());
     let panels = l.div_ceil(NR);
     let group = (L2_FLOATS / (k * NR)).clamp(1, panels);
     let groups = panels.div_ceil(group);
