@@ -68,6 +68,68 @@ fn keep_first_max((best, m): (usize, f32), at: usize, v: f32) -> (usize, f32) {
     (if take { at } else { best }, if take { v } else { m })
 }
 
+/// [`Window::argmax`] for output row `oy` of a 3x3, stride-2, padding-1 pool over plane
+/// `x`, on AVX-512, for whole windows 16 outputs at a time: fills `first_max[from..to]`
+/// and returns `(from, to)` (empty where it does not apply). The same indices as the
+/// window scan: the first maximum in row-major order, a NaN winning.
+fn stem_row_argmax(x: &[f32], (h, w): (usize, usize), win: Window, oy: usize, first_max: &mut [u32]) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if (win.k, win.s, win.p) == (3, 2, 1) && oy >= 1 && 2 * oy + 1 < h && is_x86_feature_detected!("avx512f") {
+        // Chunks from output 1 on, while their 34 inputs (2 ox0 - 1 ..= 2 ox0 + 32) fit.
+        let wo = first_max.len();
+        let chunks = (1..wo).step_by(16).take_while(|&ox0| 2 * ox0 + 32 < w && ox0 + 16 <= wo).count();
+        if chunks > 0 && (h * w) < i32::MAX as usize {
+            // SAFETY: AVX-512 is present; rows 2 oy - 1 ..= 2 oy + 1 and the chunks'
+            // columns lie inside the plane, as checked above.
+            unsafe { stem_row_argmax_avx512(x, w, 2 * oy - 1, &mut first_max[1..1 + 16 * chunks]) };
+            return (1, 1 + 16 * chunks);
+        }
+    }
+    let _ = (x, h, w, win, oy, first_max);
+    (0, 0)
+}
+
+/// [`stem_row_argmax`]'s kernel: `first_max[q]` (output 1 + q) over rows `r0..r0 + 3`,
+/// columns `2 (1 + q) - 1 ..= 2 (1 + q) + 1`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stem_row_argmax_avx512(x: &[f32], w: usize, r0: usize, first_max: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let (evens, odds) =
+        (_mm512_add_epi32(lane, lane), _mm512_add_epi32(_mm512_add_epi32(lane, lane), _mm512_set1_epi32(1)));
+    for (c, chunk) in first_max.chunks_exact_mut(16).enumerate() {
+        // Input column of tap j for lane q: 2 (1 + 16 c + q) - 1 + j = base + 2 q + j.
+        let base = 32 * c + 1;
+        let (mut m, mut at) = (_mm512_setzero_ps(), _mm512_setzero_si512());
+        for i in 0..3 {
+            let row = (r0 + i) * w + base;
+            let p = x.as_ptr().add(row);
+            let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let (c2, d2) = (_mm512_loadu_ps(p.add(2)), _mm512_loadu_ps(p.add(18)));
+            let taps = [
+                _mm512_permutex2var_ps(a, evens, b),
+                _mm512_permutex2var_ps(a, odds, b),
+                _mm512_permutex2var_ps(c2, evens, d2),
+            ];
+            for (j, v) in taps.into_iter().enumerate() {
+                let index = _mm512_add_epi32(_mm512_set1_epi32((row + j) as i32), evens);
+                if i == 0 && j == 0 {
+                    (m, at) = (v, index);
+                    continue;
+                }
+                // Take v where v > m, or v is NaN and m is not (keep_first_max's rule).
+                let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m);
+                let nan_v = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                let nan_m = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m);
+                let take = gt | (nan_v & !nan_m);
+                (m, at) = (_mm512_mask_blend_ps(take, m, v), _mm512_mask_blend_epi32(take, at, index));
+            }
+        }
+        _mm512_storeu_si512(chunk.as_mut_ptr().cast(), at);
+    }
+}
+
 /// PyTorch's max pool of f32 `x` [B, C, H, W]: the gradient goes to each window's first
 /// maximum.
 fn max_pool(x: &Tensor, win: Window) -> candle_core::Result<Tensor> {
@@ -87,10 +149,18 @@ impl CustomOp1 for MaxPool {
         let (ho, wo) = self.0.out;
         let _span = crate::profile::span(|| format!("max pool {}x{h}x{w} k{} s{}", c, self.0.k, self.0.s), 0.0);
         let mut y = vec![0f32; b * c * ho * wo];
+        let win = self.0;
         y.par_chunks_mut((ho * wo).max(1)).zip(x.par_chunks((h * w).max(1))).for_each(|(yp, xp)| {
+            let mut first_max = vec![0u32; wo];
             for (oy, row) in yp.chunks_mut(wo.max(1)).enumerate() {
+                let (from, to) = stem_row_argmax(xp, (h, w), win, oy, &mut first_max);
                 for (ox, v) in row.iter_mut().enumerate() {
-                    *v = self.0.argmax(xp, (h, w), oy, ox).map_or(f32::NEG_INFINITY, |a| xp[a]);
+                    let a = if (from..to).contains(&ox) {
+                        Some(first_max[ox] as usize)
+                    } else {
+                        win.argmax(xp, (h, w), oy, ox)
+                    };
+                    *v = a.map_or(f32::NEG_INFINITY, |a| xp[a]);
                 }
             }
         });
@@ -133,10 +203,19 @@ impl CustomOp2 for MaxPoolGrad {
         let _span = crate::profile::span(|| format!("max pool grad {}x{h}x{w} k{} s{}", c, self.0.k, self.0.s), 0.0);
         let mut dx = vec![0f32; x.len()];
         let planes = dx.par_chunks_mut((h * w).max(1)).zip(x.par_chunks((h * w).max(1)));
+        let win = self.0;
         planes.zip(dy.par_chunks((ho * wo).max(1))).for_each(|((dxp, xp), gp)| {
+            let mut first_max = vec![0u32; wo];
             for (oy, row) in gp.chunks(wo.max(1)).enumerate() {
+                let (from, to) = stem_row_argmax(xp, (h, w), win, oy, &mut first_max);
+                // Outputs in order, whichever way their window was scanned: the same sums.
                 for (ox, &g) in row.iter().enumerate() {
-                    if let Some(a) = self.0.argmax(xp, (h, w), oy, ox) {
+                    let a = if (from..to).contains(&ox) {
+                        Some(first_max[ox] as usize)
+                    } else {
+                        win.argmax(xp, (h, w), oy, ox)
+                    };
+                    if let Some(a) = a {
                         dxp[a] += g;
                     }
                 }
@@ -330,6 +409,42 @@ mod tests {
             let (y, g) = grad_of(v, 2, 2, &|t| max_pool2(t).unwrap());
             assert!(y[0].is_nan());
             assert_eq!(g, (0..4).map(|i| f32::from(i == nan_at)).collect::<Vec<_>>());
+        }
+    }
+
+    /// The stem pool's vectorized rows give the bits of the window scan (values, and the
+    /// gradient's routing), on maps wide enough for several 16-output chunks, with ties
+    /// and NaNs throughout.
+    #[test]
+    fn stem_pool_rows_match_the_window_scan() {
+        for (h, w) in [(112, 112), (9, 75), (40, 35), (5, 34)] {
+            let values = [0.0, 1.0, 1.0, -2.0, f32::NAN, 3.0, 3.0, -0.0];
+            let x: Vec<f32> = (0..2 * h * w).map(|i| values[(i * 7 + i / 5) % values.len()]).collect();
+            let t = Tensor::from_vec(x.clone(), (1, 2, h, w), &Device::Cpu).unwrap();
+            let y = max_pool3(&t, 2, 1, false).unwrap();
+            let (ho, wo) = (y.dim(2).unwrap(), y.dim(3).unwrap());
+            let win = Window { k: 3, s: 2, p: 1, out: (ho, wo) };
+            let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (plane, (yp, xp)) in y.chunks(ho * wo).zip(x.chunks(h * w)).enumerate() {
+                for (i, v) in yp.iter().enumerate() {
+                    let want = win.argmax(xp, (h, w), i / wo, i % wo).map_or(f32::NEG_INFINITY, |a| xp[a]);
+                    assert_eq!(v.to_bits(), want.to_bits(), "{h}x{w} plane {plane} output {i}");
+                }
+            }
+            // The gradient of output i alone lands on the scan's first maximum.
+            let weights: Vec<f32> = (0..2 * ho * wo).map(|i| (i + 1) as f32).collect();
+            let dy = Tensor::from_vec(weights.clone(), (1, 2, ho, wo), &Device::Cpu).unwrap();
+            let dx = t.apply_op2_no_bwd(&dy, &MaxPoolGrad(win)).unwrap();
+            let dx = dx.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut want = vec![0f32; x.len()];
+            for (plane, xp) in x.chunks(h * w).enumerate() {
+                for i in 0..ho * wo {
+                    if let Some(a) = win.argmax(xp, (h, w), i / wo, i % wo) {
+                        want[plane * h * w + a] += weights[plane * ho * wo + i];
+                    }
+                }
+            }
+            assert_eq!(dx, want, "{h}x{w} gradient");
         }
     }
 
