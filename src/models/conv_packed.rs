@@ -132,7 +132,7 @@ mod x86 {
         let plane = g.h * g.w;
         let k = g.k();
         for c in 0..g.c_in {
-            let xc = &x[c * plane..][..plane];
+            let xc = &x[c * plane..];
             for tap in 0..g.kh * g.kw {
                 let r = c * g.kh * g.kw + tap;
                 for (s, taps) in taps.iter().enumerate() {
@@ -142,7 +142,7 @@ mod x86 {
                         (_, Some((runs, n))) => {
                             let mut v = _mm512_setzero_ps();
                             for &(mask, base) in &runs[..*n] {
-                                // Only the mask's lanes are read, and they lie inside the plane.
+                                // Only the mask's lanes are read, and they lie inside the batch.
                                 v = _mm512_mask_loadu_ps(v, mask, xc.as_ptr().wrapping_offset(base));
                             }
                             v
@@ -310,14 +310,17 @@ fn runs(lanes: &[Option<usize>; NR]) -> Option<([(u16, isize); MAX_RUNS], usize)
     Some((out, n))
 }
 
-fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
+/// The taps of the 16 positions `t0..t0 + 16` of the batch's `total` positions (image
+/// `t / l`, position `t % l` in it); offsets count from image 0's channel 0, images
+/// `x_len` apart, so a panel may span two images.
+fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize)) -> Vec<Tap> {
     let (_, wo) = g.out_hw();
-    // Each lane's output position, and where its window starts in the input.
+    // Each lane's image, and where its window starts in the input.
     let mut starts = [None; NR];
-    for (q, start) in starts.iter_mut().enumerate().take(l.saturating_sub(t0)) {
-        let t = t0 + q;
-        *start =
-            Some(((t / wo * g.stride) as isize - g.pad.0 as isize, (t % wo * g.stride) as isize - g.pad.1 as isize));
+    for (q, start) in starts.iter_mut().enumerate().take(total.saturating_sub(t0)) {
+        let (b, t) = ((t0 + q) / l, (t0 + q) % l);
+        let corner = ((t / wo * g.stride) as isize - g.pad.0 as isize, (t % wo * g.stride) as isize - g.pad.1 as isize);
+        *start = Some((b * x_len, corner));
     }
     let mut out = Vec::with_capacity(g.kh * g.kw);
     for i in 0..g.kh {
@@ -325,10 +328,10 @@ fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
             let (di, dj) = ((i * g.dilation) as isize, (j * g.dilation) as isize);
             let mut lanes = [None; NR];
             for (lane, start) in lanes.iter_mut().zip(&starts) {
-                let Some((y0, x0)) = *start else { continue };
+                let Some((image, (y0, x0))) = *start else { continue };
                 let (iy, ix) = (y0 + di, x0 + dj);
                 if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
-                    *lane = Some(iy as usize * g.w + ix as usize);
+                    *lane = Some(image + iy as usize * g.w + ix as usize);
                 }
             }
             let contiguous = lanes.iter().enumerate().all(|(q, v)| lanes[0].zip(*v).is_some_and(|(a, b)| b == a + q));
@@ -338,7 +341,7 @@ fn taps(g: &Geometry, t0: usize, l: usize) -> Vec<Tap> {
     out
 }
 
-/// im2col of image `x` into consecutive panels `[k][16]`, one per entry of `taps` (its
+/// im2col of batch `x` into consecutive panels `[k][16]`, one per entry of `taps` (its
 /// 16 output positions), channel by channel and tap by tap: each input row is read
 /// along, not once per panel.
 fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mut [f32]) {
@@ -350,7 +353,7 @@ fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mu
     let _ = isa;
     let (plane, k) = (g.h * g.w, g.k());
     for c in 0..g.c_in {
-        let xc = &x[c * plane..][..plane];
+        let xc = &x[c * plane..];
         for tap in 0..g.kh * g.kw {
             let r = c * g.kh * g.kw + tap;
             for (s, taps) in taps.iter().enumerate() {
@@ -370,7 +373,7 @@ const L2_FLOATS: usize = 96 * 1024;
 
 /// y = conv(x, W) (+ bias, where each output's sum starts) for a batch: `w` from
 /// [`pack_panels`] of W [c_out, k]; ReLU applied after when asked. Each work item is a
-/// run of B panels of one image, summed into a compact [c_out, 16 x panels] buffer that
+/// run of B panels of the batch, summed into a compact [c_out, 16 x panels] buffer that
 /// stays in cache and is then copied out row by row (with the ReLU): the kernels never
 /// touch y itself, whose rows lie a whole map apart.
 #[allow(clippy::too_many_arguments)]
@@ -390,19 +393,20 @@ pub(crate) fn forward(
     // fresh allocation, the kernel's zero pages).
     let mut y: Vec<f32> = Vec::with_capacity(batch * y_len);
     crate::util::advise_huge_pages(y.spare_capacity_mut());
-    let panels = l.div_ceil(NR);
-    let group = (L2_FLOATS / (k * NR)).clamp(1, panels);
-    let groups = panels.div_ceil(group);
+    // Panels of 16 run over the batch's positions, across image borders (a 14x14 map
+    // alone would leave its last panel 4/16 full).
+    let total = batch * l;
+    let panels = total.div_ceil(NR);
+    let group = (L2_FLOATS / (k * NR)).clamp(1, panels.max(1));
     let ldc = group * NR;
     let y_ptr = Shared(y.spare_capacity_mut().as_mut_ptr().cast());
-    (0..batch * groups).into_par_iter().for_each_init(
+    (0..panels.div_ceil(group)).into_par_iter().for_each_init(
         || (vec![0f32; group * k * NR], vec![0f32; w.len() / k * ldc]),
         |(bs, acc), item| {
-            let (b, first) = (item / groups, (item % groups) * group);
-            let xb = &x[b * x_len..][..x_len];
+            let first = item * group;
             let (t_first, count) = (first * NR, group.min(panels - first));
-            let strip_taps: Vec<Vec<Tap>> = (0..count).map(|s| taps(g, t_first + s * NR, l)).collect();
-            fill_panels(isa, g, xb, &strip_taps, bs);
+            let strip_taps: Vec<Vec<Tap>> = (0..count).map(|s| taps(g, t_first + s * NR, (l, total, x_len))).collect();
+            fill_panels(isa, g, x, &strip_taps, bs);
             for (m, row) in acc.chunks_exact_mut(ldc).enumerate() {
                 row.fill(bias.and_then(|b| b.get(m)).copied().unwrap_or(0.0));
             }
@@ -421,16 +425,23 @@ pub(crate) fn forward(
                     };
                 }
             }
-            let n = (l - t_first).min(count * NR);
-            for m in 0..g.c_out {
-                // SAFETY: this item alone writes image b's positions t_first..t_first + n.
-                let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.at(b * y_len + m * l + t_first), n) };
-                let src = &acc[m * ldc..][..n];
-                if relu {
-                    out.iter_mut().zip(src).for_each(|(o, v)| *o = v.max(0.0));
-                } else {
-                    out.copy_from_slice(src);
+            // Copied out image by image: positions t_first..end of the batch.
+            let end = (t_first + count * NR).min(total);
+            let mut t = t_first;
+            while t < end {
+                let (b, tl) = (t / l, t % l);
+                let n = (l - tl).min(end - t);
+                for m in 0..g.c_out {
+                    // SAFETY: this item alone writes the batch's positions t_first..end.
+                    let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.at(b * y_len + m * l + tl), n) };
+                    let src = &acc[m * ldc + t - t_first..][..n];
+                    if relu {
+                        out.iter_mut().zip(src).for_each(|(o, v)| *o = v.max(0.0));
+                    } else {
+                        out.copy_from_slice(src);
+                    }
                 }
+                t += n;
             }
         },
     );
