@@ -21,6 +21,39 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 16;
 
+/// max(a + b, 0): a residual block's sum and ReLU, one op on CPU f32 (no sum kept, one
+/// backward pass), whose gradient passes where the output is > 0 (PyTorch's rule).
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.device().is_cpu() && a.dtype() == DType::F32 && a.shape() == b.shape() {
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+    } else {
+        relu(&(a + b)?)
+    }
+}
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "add-relu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (cpu_f32(s1, l1, "add relu")?, cpu_f32(s2, l2, "add relu")?);
+        let _span = crate::profile::span(|| format!("add + relu {:?}", &l1.dims()[1..]), 0.0);
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
+            o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = (a + b).max(0.0));
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad_from_output(dy, y)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
 struct Relu;
 
 impl CustomOp1 for Relu {
@@ -104,6 +137,26 @@ mod tests {
     #[test]
     fn equals_candle_relu_and_its_gradient() {
         check_against_candle(&Device::Cpu);
+    }
+
+    /// The fused residual sum and ReLU: the same bits as the sum then the ReLU, values
+    /// and both gradients (random data: no sum is exactly 0).
+    #[test]
+    fn add_relu_equals_sum_then_relu() {
+        let dev = Device::Cpu;
+        let var = || Var::from_tensor(&Tensor::randn(0f32, 1., (2, 5, 10, 10), &dev).unwrap()).unwrap();
+        let (a, b) = (var(), var());
+        let w = Tensor::randn(0f32, 1., (2, 5, 10, 10), &dev).unwrap();
+        let fused = add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+        let composed = relu(&(a.as_tensor() + b.as_tensor()).unwrap()).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&fused), flat(&composed));
+        assert!(flat(&fused).contains(&0.0) && flat(&fused).iter().any(|&v| v > 0.0));
+        let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &b] {
+            assert_eq!(flat(g1.get(v.as_tensor()).unwrap()), flat(g2.get(v.as_tensor()).unwrap()));
+        }
     }
 
     #[cfg(feature = "cuda")]

@@ -14,7 +14,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
-use super::relu::relu;
+use super::relu::add_relu;
 
 use super::adl::Adl;
 use super::pool::max_pool3;
@@ -104,7 +104,7 @@ impl Block {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        let y = relu(&(y + shortcut)?)?;
+        let y = add_relu(&y, &shortcut)?;
         match &self.adl {
             Some(adl) => adl.forward_t(&y, train),
             None => Ok(y),
