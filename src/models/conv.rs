@@ -81,12 +81,7 @@ impl Geometry {
     /// [`COL_FLOATS`] floats.
     fn tile(&self) -> usize {
         let (ho, wo) = self.out_hw();
-        let mut budget = COL_FLOATS.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(v) = std::env::var("WSOL_TILE").ok().and_then(|v| v.parse::<usize>().ok()) {
-            if budget == 2_000_000 {
-                budget = v;
-            }
-        }
+        let budget = COL_FLOATS.load(std::sync::atomic::Ordering::Relaxed);
         (budget / self.k().max(1)).max(16).min(ho * wo).max(1)
     }
 }

@@ -276,14 +276,15 @@ impl Shared {
 }
 
 /// Where one kernel tap reads the 16 output positions of a B panel: an input offset per
-/// lane (within one channel plane), or `None` for padding and positions past the end.
+/// lane (from image 0 of the batch, within each channel's plane: the fill adds the
+/// channel), or `None` for padding and positions past the end.
 struct Tap {
     lanes: [Option<usize>; NR],
     /// All lanes valid and consecutive: one 16-float copy.
     contiguous: bool,
     /// The valid lanes as runs of consecutive inputs, `(lanes mask, offset of lane 0)`
     /// (lane q of a run reads offset + q): a masked load each on AVX-512. `None` when
-    /// there are more than [`MAX_RUNS`] (strided taps): a gather.
+    /// there are more than [`MAX_RUNS`] (strided taps): lane by lane.
     runs: Option<([(u16, isize); MAX_RUNS], usize)>,
 }
 

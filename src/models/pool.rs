@@ -68,6 +68,24 @@ fn keep_first_max((best, m): (usize, f32), at: usize, v: f32) -> (usize, f32) {
     (if take { at } else { best }, if take { v } else { m })
 }
 
+impl Window {
+    /// [`Window::argmax`] of every output of row `oy` into `first_max` (the row's
+    /// length): 16 at a time where [`stem_row_argmax`] applies, one by one elsewhere.
+    fn row_argmax(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        oy: usize,
+        simd: &mut [u32],
+        first_max: &mut [Option<usize>],
+    ) {
+        let (from, to) = stem_row_argmax(x, (h, w), *self, oy, simd);
+        for (ox, a) in first_max.iter_mut().enumerate() {
+            *a = if (from..to).contains(&ox) { Some(simd[ox] as usize) } else { self.argmax(x, (h, w), oy, ox) };
+        }
+    }
+}
+
 /// [`Window::argmax`] for output row `oy` of a 3x3, stride-2, padding-1 pool over plane
 /// `x`, on AVX-512, for whole windows 16 outputs at a time: fills `first_max[from..to]`
 /// and returns `(from, to)` (empty where it does not apply). The same indices as the
@@ -151,15 +169,10 @@ impl CustomOp1 for MaxPool {
         let mut y = vec![0f32; b * c * ho * wo];
         let win = self.0;
         y.par_chunks_mut((ho * wo).max(1)).zip(x.par_chunks((h * w).max(1))).for_each(|(yp, xp)| {
-            let mut first_max = vec![0u32; wo];
+            let (mut simd, mut first_max) = (vec![0u32; wo], vec![None; wo]);
             for (oy, row) in yp.chunks_mut(wo.max(1)).enumerate() {
-                let (from, to) = stem_row_argmax(xp, (h, w), win, oy, &mut first_max);
-                for (ox, v) in row.iter_mut().enumerate() {
-                    let a = if (from..to).contains(&ox) {
-                        Some(first_max[ox] as usize)
-                    } else {
-                        win.argmax(xp, (h, w), oy, ox)
-                    };
+                win.row_argmax(xp, (h, w), oy, &mut simd, &mut first_max);
+                for (v, a) in row.iter_mut().zip(&first_max) {
                     *v = a.map_or(f32::NEG_INFINITY, |a| xp[a]);
                 }
             }
@@ -205,17 +218,12 @@ impl CustomOp2 for MaxPoolGrad {
         let planes = dx.par_chunks_mut((h * w).max(1)).zip(x.par_chunks((h * w).max(1)));
         let win = self.0;
         planes.zip(dy.par_chunks((ho * wo).max(1))).for_each(|((dxp, xp), gp)| {
-            let mut first_max = vec![0u32; wo];
+            let (mut simd, mut first_max) = (vec![0u32; wo], vec![None; wo]);
             for (oy, row) in gp.chunks(wo.max(1)).enumerate() {
-                let (from, to) = stem_row_argmax(xp, (h, w), win, oy, &mut first_max);
+                win.row_argmax(xp, (h, w), oy, &mut simd, &mut first_max);
                 // Outputs in order, whichever way their window was scanned: the same sums.
-                for (ox, &g) in row.iter().enumerate() {
-                    let a = if (from..to).contains(&ox) {
-                        Some(first_max[ox] as usize)
-                    } else {
-                        win.argmax(xp, (h, w), oy, ox)
-                    };
-                    if let Some(a) = a {
+                for (&g, a) in row.iter().zip(&first_max) {
+                    if let Some(a) = *a {
                         dxp[a] += g;
                     }
                 }
