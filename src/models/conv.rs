@@ -702,7 +702,8 @@ mod tests {
     /// use (1x1, 3x3, strided, 7x7 stem, rectangular kernels with rectangular padding,
     /// dilation).
     #[allow(clippy::type_complexity)]
-    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 9] = [
+    /// The last four have output rows of 16 or more, so whole panels lie inside one row.
+    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 13] = [
         (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
         (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
         (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
@@ -712,6 +713,10 @@ mod tests {
         (4, 6, 12, 12, 3, 3, 1, (2, 2), 2),
         (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
         (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
+        (3, 8, 40, 37, 7, 7, 2, (3, 3), 1),
+        (4, 6, 9, 35, 3, 3, 2, (1, 1), 1),
+        (4, 6, 7, 34, 3, 3, 1, (1, 1), 1),
+        (3, 5, 9, 36, 3, 3, 1, (2, 2), 2),
     ];
 
     /// Forward, input gradient and weight gradient against candle's own conv2d, for every
@@ -904,18 +909,46 @@ mod timing {
             t.sort();
             t[2]
         };
-        for (c, hw) in [(64usize, 224usize), (128, 112), (256, 56), (512, 28), (64, 56), (512, 14)] {
-            let x = Tensor::randn(0f32, 1., (8, c, hw, hw), &dev).unwrap();
-            let w = Tensor::randn(0f32, 0.05, (c, c, 3, 3), &dev).unwrap();
-            let g = Geometry { c_in: c, h: hw, w: hw, c_out: c, kh: 3, kw: 3, stride: 1, pad: (1, 1), dilation: 1 };
+        let square = |c: usize, hw: usize| Geometry {
+            c_in: c,
+            h: hw,
+            w: hw,
+            c_out: c,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: (1, 1),
+            dilation: 1,
+        };
+        let stem = Geometry { c_in: 3, h: 224, w: 224, c_out: 64, kh: 7, kw: 7, stride: 2, pad: (3, 3), dilation: 1 };
+        let down = Geometry { c_in: 64, h: 56, w: 56, c_out: 128, kh: 3, kw: 3, stride: 2, pad: (1, 1), dilation: 1 };
+        let only = std::env::var("WSOL_CONV_TIMES").ok();
+        let layers = [
+            square(64, 224),
+            square(128, 112),
+            square(256, 56),
+            square(512, 28),
+            square(64, 56),
+            square(512, 14),
+            stem,
+            down,
+        ];
+        for (i, g) in layers.into_iter().enumerate() {
+            if only.as_ref().is_some_and(|o| !o.split(',').any(|v| v == i.to_string())) {
+                continue;
+            }
+            let x = Tensor::randn(0f32, 1., (8, g.c_in, g.h, g.w), &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.05, (g.c_out, g.c_in, g.kh, g.kw), &dev).unwrap();
             let y = x.apply_op2_no_bwd(&w, &Forward { g, relu: false }).unwrap();
             let fwd = time(&|| drop(x.apply_op2_no_bwd(&w, &Forward { g, relu: false }).unwrap()));
             let gi = time(&|| drop(y.apply_op2_no_bwd(&w, &GradInput(g)).unwrap()));
             let gw = time(&|| drop(x.apply_op2_no_bwd(&y, &GradWeight(g)).unwrap()));
-            let gflops = 2.0 * (8 * c * c * 9 * hw * hw) as f64 / 1e9;
+            let (ho, wo) = g.out_hw();
+            let gflops = 2.0 * (8 * g.c_out * g.k() * ho * wo) as f64 / 1e9;
             let rate = |d: std::time::Duration| gflops / d.as_secs_f64();
             eprintln!(
-                "{c}ch {hw}x{hw} b8: forward {fwd:.2?} ({:.0} GFLOP/s), grad input {gi:.2?} ({:.0}), grad weight {gw:.2?} ({:.0})",
+                "[{i}] {}ch {}x{} -> {} k{} s{} b8: forward {fwd:.2?} ({:.0} GFLOP/s), grad input {gi:.2?} ({:.0}), grad weight {gw:.2?} ({:.0})",
+                g.c_in, g.h, g.w, g.c_out, g.kh, g.stride,
                 rate(fwd),
                 rate(gi),
                 rate(gw)

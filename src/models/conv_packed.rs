@@ -192,23 +192,40 @@ mod x86 {
     }
 
     /// [`super::fill_transposed`]: per output row, blocks of up to 16 positions, each
-    /// lane one masked load of its inputs (a gather when strided), then a 16x16
-    /// transpose into the panel's rows.
+    /// lane one masked load of its inputs (columns grouped by phase when strided, see
+    /// [`super::Phases`]), then a 16x16 transpose into the panel's rows.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fill_transposed(
         g: &super::Geometry,
         x: &[f32],
+        cols: &[usize],
+        lanes: &[(usize, isize, isize)],
+        range: (usize, usize),
+        wo: usize,
+        panel: &mut [f32],
+    ) {
+        // The stride as a constant where it is 1 or 2: the bounds below divide by it, and a
+        // division per lane cost as much as the transpose.
+        match g.stride {
+            1 => fill_transposed_strided::<1>(g, x, cols, lanes, range, wo, panel),
+            2 => fill_transposed_strided::<2>(g, x, cols, lanes, range, wo, panel),
+            _ => fill_transposed_strided::<0>(g, x, cols, lanes, range, wo, panel),
+        }
+    }
+
+    /// [`fill_transposed`] for stride `S` (0: `g.stride`).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fill_transposed_strided<const S: isize>(
+        g: &super::Geometry,
+        x: &[f32],
+        cols: &[usize],
         lanes: &[(usize, isize, isize)],
         (t0, tn): (usize, usize),
         wo: usize,
         panel: &mut [f32],
     ) {
         let plane = g.h * g.w;
-        let (h, w, s) = (g.h as isize, g.w as isize, g.stride as isize);
-        let steps = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(s as i32),
-        );
+        let (h, w, s) = (g.h as isize, g.w as isize, if S > 0 { S } else { g.stride as isize });
         let mut m = [_mm512_setzero_ps(); 16];
         let (mut t, end) = (t0, t0 + tn);
         while t < end {
@@ -224,12 +241,9 @@ mod x86 {
                 m[q] = if (0..h).contains(&iy) && hi > lo {
                     let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16;
                     let row = x.as_ptr().add(c * plane + iy as usize * g.w);
-                    let first = row.wrapping_offset(start);
-                    if s == 1 {
-                        _mm512_maskz_loadu_ps(mask, first)
-                    } else {
-                        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, steps, first)
-                    }
+                    // Lanes lo..hi read consecutive floats from input column start + lo * s.
+                    let first = if s == 1 { start + lo } else { cols[(start + lo * s) as usize] as isize };
+                    _mm512_maskz_loadu_ps(mask, row.wrapping_offset(first - lo))
                 } else {
                     _mm512_setzero_ps()
                 };
@@ -313,17 +327,55 @@ fn runs(lanes: &[Option<usize>; NR]) -> Option<([(u16, isize); MAX_RUNS], usize)
 
 /// The taps of the 16 positions `t0..t0 + 16` of the batch's `total` positions (image
 /// `t / l`, position `t % l` in it); offsets count from image 0's channel 0, images
-/// `x_len` apart, so a panel may span two images.
-fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize)) -> Vec<Tap> {
+/// `x_len` apart, so a panel may span two images. `cols[ix]` is where input column `ix`
+/// lies in its row (see [`Phases`]).
+fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols: &[usize]) -> Vec<Tap> {
     let (_, wo) = g.out_hw();
-    // Each lane's image, and where its window starts in the input.
+    // Each lane's image, and where its window starts in the input: one division for
+    // lane 0, then steps.
     let mut starts = [None; NR];
-    for (q, start) in starts.iter_mut().enumerate().take(total.saturating_sub(t0)) {
-        let (b, t) = ((t0 + q) / l, (t0 + q) % l);
-        let corner = ((t / wo * g.stride) as isize - g.pad.0 as isize, (t % wo * g.stride) as isize - g.pad.1 as isize);
+    let (mut b, mut t) = (t0 / l, t0 % l);
+    let (mut oy, mut ox) = (t / wo, t % wo);
+    for start in starts.iter_mut().take(total.saturating_sub(t0)) {
+        let corner = ((oy * g.stride) as isize - g.pad.0 as isize, (ox * g.stride) as isize - g.pad.1 as isize);
         *start = Some((b * x_len, corner));
+        (t, ox) = (t + 1, ox + 1);
+        if ox == wo {
+            (oy, ox) = (oy + 1, 0);
+        }
+        if t == l {
+            (b, t, oy, ox) = (b + 1, 0, 0, 0);
+        }
     }
     let mut out = Vec::with_capacity(g.kh * g.kw);
+    // All 16 lanes in one output row of one image (the common case on wide maps): each
+    // tap reads one run of consecutive inputs, found without a look at every lane.
+    if let (Some((image, (y0, x0))), Some((last, (y_last, _)))) = (starts[0], starts[NR - 1]) {
+        if image == last && y0 == y_last {
+            let (s, w) = (g.stride as isize, g.w as isize);
+            for i in 0..g.kh {
+                let iy = y0 + (i * g.dilation) as isize;
+                for j in 0..g.kw {
+                    let x0 = x0 + (j * g.dilation) as isize;
+                    // Lanes lo..hi read columns x0 + q * s inside 0..w.
+                    let lo = ((-x0).max(0) + s - 1) / s;
+                    let hi = ((w - x0 + s - 1) / s).clamp(lo, NR as isize);
+                    let mut tap = Tap { lanes: [None; NR], contiguous: false, runs: Some(([(0, 0); MAX_RUNS], 0)) };
+                    if (0..g.h as isize).contains(&iy) && hi > lo {
+                        let first = image + iy as usize * g.w + cols[(x0 + lo * s) as usize];
+                        for (q, lane) in tap.lanes.iter_mut().enumerate().take(hi as usize).skip(lo as usize) {
+                            *lane = Some(first + q - lo as usize);
+                        }
+                        let mask = ((1u32 << hi) - (1u32 << lo)) as u16;
+                        tap.runs = Some(([(mask, first as isize - lo); MAX_RUNS], 1));
+                        tap.contiguous = lo == 0 && hi == NR as isize;
+                    }
+                    out.push(tap);
+                }
+            }
+            return out;
+        }
+    }
     for i in 0..g.kh {
         for j in 0..g.kw {
             let (di, dj) = ((i * g.dilation) as isize, (j * g.dilation) as isize);
@@ -332,7 +384,7 @@ fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize)) -> Ve
                 let Some((image, (y0, x0))) = *start else { continue };
                 let (iy, ix) = (y0 + di, x0 + dj);
                 if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
-                    *lane = Some(image + iy as usize * g.w + ix as usize);
+                    *lane = Some(image + iy as usize * g.w + cols[ix as usize]);
                 }
             }
             let contiguous = lanes.iter().enumerate().all(|(q, v)| lanes[0].zip(*v).is_some_and(|(a, b)| b == a + q));
@@ -340,6 +392,37 @@ fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize)) -> Ve
         }
     }
     out
+}
+
+/// A strided convolution's input with each row's columns grouped by phase (`ix % s`):
+/// row `[0, s, 2s, ..., 1, 1 + s, ...]`. Consecutive outputs then read consecutive
+/// floats, so the panel fill takes a tap's 16 lanes in one (masked) load instead of 16
+/// scalar ones: the 7x7 stride-2 stem spent more time filling than multiplying.
+struct Phases {
+    /// `cols[ix]`: where input column `ix` lies in its row.
+    cols: Vec<usize>,
+    /// The regrouped input, when the stride is above 1.
+    x: Option<Vec<f32>>,
+}
+
+impl Phases {
+    fn new(g: &Geometry, x: &[f32]) -> Phases {
+        let s = g.stride;
+        if s == 1 {
+            return Phases { cols: (0..g.w).collect(), x: None };
+        }
+        // Phase p holds columns p, p + s, ...: ceil((w - p) / s) of them.
+        let starts: Vec<usize> =
+            (0..s).scan(0, |at, p| Some(std::mem::replace(at, *at + (g.w - p.min(g.w)).div_ceil(s)))).collect();
+        let cols: Vec<usize> = (0..g.w).map(|ix| starts[ix % s] + ix / s).collect();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(g.w * 64).zip(x.par_chunks(g.w * 64)).for_each(|(out, x)| {
+            for (out, x) in out.chunks_exact_mut(g.w).zip(x.chunks_exact(g.w)) {
+                cols.iter().zip(x).for_each(|(&c, &v)| out[c] = v);
+            }
+        });
+        Phases { cols, x: Some(out) }
+    }
 }
 
 /// im2col of batch `x` into consecutive panels `[k][16]`, one per entry of `taps` (its
@@ -401,12 +484,15 @@ pub(crate) fn forward(
     let group = (L2_FLOATS / (k * NR)).clamp(1, panels.max(1));
     let ldc = group * NR;
     let y_ptr = Shared(y.spare_capacity_mut().as_mut_ptr().cast());
+    let phases = Phases::new(g, x);
+    let x = phases.x.as_deref().unwrap_or(x);
     (0..panels.div_ceil(group)).into_par_iter().for_each_init(
         || (vec![0f32; group * k * NR], vec![0f32; w.len() / k * ldc]),
         |(bs, acc), item| {
             let first = item * group;
             let (t_first, count) = (first * NR, group.min(panels - first));
-            let strip_taps: Vec<Vec<Tap>> = (0..count).map(|s| taps(g, t_first + s * NR, (l, total, x_len))).collect();
+            let strip_taps: Vec<Vec<Tap>> =
+                (0..count).map(|s| taps(g, t_first + s * NR, (l, total, x_len), &phases.cols)).collect();
             fill_panels(isa, g, x, &strip_taps, bs);
             for (m, row) in acc.chunks_exact_mut(ldc).enumerate() {
                 row.fill(bias.and_then(|b| b.get(m)).copied().unwrap_or(0.0));
@@ -496,11 +582,16 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
         })
         .collect();
     let strips = k.div_ceil(NR);
-    // Runs of strips per work item, so each chunk of dy serves several from L2.
-    let group = (strips / (4 * rayon::current_num_threads())).max(1);
+    // Runs of strips per work item, so each chunk of dy serves several from L2. Every
+    // item reads all of dy: with few strips (the stem's 147 rows make 10), one run per
+    // thread, or the stem's 25 MB of dy would be read once per strip.
+    let threads = rayon::current_num_threads();
+    let group = if strips < 8 * threads { strips.div_ceil(threads) } else { strips / (4 * threads) };
     let mut dw = vec![0f32; g.c_out * k];
     let dw_ptr = Shared(dw.as_mut_ptr());
     let taps = g.kh * g.kw;
+    let phases = Phases::new(g, x);
+    let x = phases.x.as_deref().unwrap_or(x);
     (0..strips.div_ceil(group)).into_par_iter().for_each_init(
         || (vec![0f32; chunk * NR], vec![0f32; group * m_pad * NR]),
         |(bs, acc), item| {
@@ -526,7 +617,7 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
                 for t0 in (0..l).step_by(chunk) {
                     let tn = chunk.min(l - t0);
                     for (s, lanes) in lanes.iter().enumerate() {
-                        fill_transposed(isa, g, xb, lanes, (t0, tn), wo, &mut bs[..tn * NR]);
+                        fill_transposed(isa, g, xb, &phases.cols, lanes, (t0, tn), wo, &mut bs[..tn * NR]);
                         let acc = &mut acc[s * m_pad * NR..];
                         for (p, a) in dy_panels[b].chunks_exact(l * mr).enumerate() {
                             // SAFETY: a holds l * MR floats, bs tn * 16, acc MR rows from p * MR.
@@ -551,11 +642,13 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
 
 /// The transposed im2col of positions `t0..t0 + tn` for one strip of rows: `panel[t][q]`
 /// = x at lane q's channel and tap for position t (zero in the padding and past the
-/// strip's last row).
+/// strip's last row). `x` has its columns where `cols` says ([`Phases`]).
+#[allow(clippy::too_many_arguments)]
 fn fill_transposed(
     isa: Isa,
     g: &Geometry,
     x: &[f32],
+    cols: &[usize],
     lanes: &[(usize, isize, isize)],
     (t0, tn): (usize, usize),
     wo: usize,
@@ -564,7 +657,7 @@ fn fill_transposed(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: the CPU has AVX-512; the panel holds tn rows of 16.
-        return unsafe { x86::fill_transposed(g, x, lanes, (t0, tn), wo, panel) };
+        return unsafe { x86::fill_transposed(g, x, cols, lanes, (t0, tn), wo, panel) };
     }
     let _ = isa;
     if lanes.len() < NR {
@@ -586,7 +679,7 @@ fn fill_transposed(
                 let row = &xc[iy as usize * g.w..][..g.w];
                 for o in 0..run {
                     let ix = ((ox0 + o) * g.stride) as isize + dx0;
-                    out[o * NR] = if (0..g.w as isize).contains(&ix) { row[ix as usize] } else { 0.0 };
+                    out[o * NR] = if (0..g.w as isize).contains(&ix) { row[cols[ix as usize]] } else { 0.0 };
                 }
             }
             t += run;
