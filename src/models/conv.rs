@@ -701,9 +701,12 @@ mod tests {
     /// (c_in, c_out, h, w, kh, kw, stride, pad, dilation): every shape class the backbones
     /// use (1x1, 3x3, strided, 7x7 stem, rectangular kernels with rectangular padding,
     /// dilation).
+    ///
+    /// The 2-wide one gives taps with a valid lane in every other position (more runs
+    /// than the fill takes); the last four have output rows of 16 or more, so whole
+    /// panels lie inside one row.
     #[allow(clippy::type_complexity)]
-    /// The last four have output rows of 16 or more, so whole panels lie inside one row.
-    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 13] = [
+    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 14] = [
         (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
         (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
         (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
@@ -713,6 +716,7 @@ mod tests {
         (4, 6, 12, 12, 3, 3, 1, (2, 2), 2),
         (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
         (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
+        (3, 4, 5, 2, 3, 3, 1, (1, 1), 1),
         (3, 8, 40, 37, 7, 7, 2, (3, 3), 1),
         (4, 6, 9, 35, 3, 3, 2, (1, 1), 1),
         (4, 6, 7, 34, 3, 3, 1, (1, 1), 1),

@@ -136,21 +136,19 @@ mod x86 {
             for tap in 0..g.kh * g.kw {
                 let r = c * g.kh * g.kw + tap;
                 for (s, taps) in taps.iter().enumerate() {
-                    let tap = &taps[tap];
-                    let v = match (tap.lanes[0], &tap.runs) {
-                        (Some(o), _) if tap.contiguous => _mm512_loadu_ps(xc.as_ptr().add(o)),
-                        (_, Some((runs, n))) => {
+                    let v = match &taps[tap] {
+                        super::Tap::Runs(runs, n) => {
                             let mut v = _mm512_setzero_ps();
-                            for &(mask, base) in &runs[..*n] {
+                            for &(mask, base) in &runs[..*n as usize] {
                                 // Only the mask's lanes are read, and they lie inside the batch.
                                 v = _mm512_mask_loadu_ps(v, mask, xc.as_ptr().wrapping_offset(base));
                             }
                             v
                         }
-                        (_, None) => {
-                            let mut lanes = [0f32; 16];
-                            lanes.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o]));
-                            _mm512_loadu_ps(lanes.as_ptr())
+                        super::Tap::Lanes(lanes) => {
+                            let mut v = [0f32; 16];
+                            v.iter_mut().zip(lanes.iter()).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o]));
+                            _mm512_loadu_ps(v.as_ptr())
                         }
                     };
                     _mm512_storeu_ps(panels.as_mut_ptr().add((s * k + r) * 16), v);
@@ -289,25 +287,24 @@ impl Shared {
     }
 }
 
-/// Where one kernel tap reads the 16 output positions of a B panel: an input offset per
-/// lane (from image 0 of the batch, within each channel's plane: the fill adds the
-/// channel), or `None` for padding and positions past the end.
-struct Tap {
-    lanes: [Option<usize>; NR],
-    /// All lanes valid and consecutive: one 16-float copy.
-    contiguous: bool,
+/// Where one kernel tap reads the 16 output positions of a B panel, as offsets from
+/// image 0 of the batch within each channel's plane (the fill adds the channel).
+/// Padding and positions past the end read zeros.
+enum Tap {
     /// The valid lanes as runs of consecutive inputs, `(lanes mask, offset of lane 0)`
-    /// (lane q of a run reads offset + q): a masked load each on AVX-512. `None` when
-    /// there are more than [`MAX_RUNS`] (strided taps): lane by lane.
-    runs: Option<([(u16, isize); MAX_RUNS], usize)>,
+    /// (lane q of a run reads offset + q; a run's lanes are consecutive): a masked load
+    /// each on AVX-512. Small and lane-free, as the fill reads it for every channel.
+    Runs([(u16, isize); MAX_RUNS], u8),
+    /// More than [`MAX_RUNS`] runs (maps narrower than a few lanes): lane by lane.
+    Lanes(Box<[Option<usize>; NR]>),
 }
 
 /// Runs per tap worth masked loads (a 16-position panel of a 14-wide map with padding
 /// has up to 5).
 const MAX_RUNS: usize = 6;
 
-/// The runs of [`Tap::runs`] from its lanes.
-fn runs(lanes: &[Option<usize>; NR]) -> Option<([(u16, isize); MAX_RUNS], usize)> {
+/// A tap from its lanes: runs where there are at most [`MAX_RUNS`].
+fn tap_of(lanes: [Option<usize>; NR]) -> Tap {
     let (mut out, mut n) = ([(0u16, 0isize); MAX_RUNS], 0);
     for (q, lane) in lanes.iter().enumerate() {
         let Some(o) = *lane else { continue };
@@ -316,13 +313,13 @@ fn runs(lanes: &[Option<usize>; NR]) -> Option<([(u16, isize); MAX_RUNS], usize)
         if n > 0 && out[n - 1].1 == base && out[n - 1].0 & (1 << (q - 1)) != 0 {
             out[n - 1].0 |= 1 << q;
         } else if n == MAX_RUNS {
-            return None;
+            return Tap::Lanes(Box::new(lanes));
         } else {
             out[n] = (1 << q, base);
             n += 1;
         }
     }
-    Some((out, n))
+    Tap::Runs(out, n as u8)
 }
 
 /// The taps of the 16 positions `t0..t0 + 16` of the batch's `total` positions (image
@@ -360,17 +357,15 @@ fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols:
                     // Lanes lo..hi read columns x0 + q * s inside 0..w.
                     let lo = ((-x0).max(0) + s - 1) / s;
                     let hi = ((w - x0 + s - 1) / s).clamp(lo, NR as isize);
-                    let mut tap = Tap { lanes: [None; NR], contiguous: false, runs: Some(([(0, 0); MAX_RUNS], 0)) };
-                    if (0..g.h as isize).contains(&iy) && hi > lo {
+                    let mut runs = [(0u16, 0isize); MAX_RUNS];
+                    let n = if (0..g.h as isize).contains(&iy) && hi > lo {
                         let first = image + iy as usize * g.w + cols[(x0 + lo * s) as usize];
-                        for (q, lane) in tap.lanes.iter_mut().enumerate().take(hi as usize).skip(lo as usize) {
-                            *lane = Some(first + q - lo as usize);
-                        }
-                        let mask = ((1u32 << hi) - (1u32 << lo)) as u16;
-                        tap.runs = Some(([(mask, first as isize - lo); MAX_RUNS], 1));
-                        tap.contiguous = lo == 0 && hi == NR as isize;
-                    }
-                    out.push(tap);
+                        runs[0] = (((1u32 << hi) - (1u32 << lo)) as u16, first as isize - lo);
+                        1
+                    } else {
+                        0
+                    };
+                    out.push(Tap::Runs(runs, n));
                 }
             }
             return out;
@@ -387,8 +382,7 @@ fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols:
                     *lane = Some(image + iy as usize * g.w + cols[ix as usize]);
                 }
             }
-            let contiguous = lanes.iter().enumerate().all(|(q, v)| lanes[0].zip(*v).is_some_and(|(a, b)| b == a + q));
-            out.push(Tap { lanes, contiguous, runs: runs(&lanes) });
+            out.push(tap_of(lanes));
         }
     }
     out
@@ -441,10 +435,19 @@ fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mu
         for tap in 0..g.kh * g.kw {
             let r = c * g.kh * g.kw + tap;
             for (s, taps) in taps.iter().enumerate() {
-                let (tap, row) = (&taps[tap], &mut panels[(s * k + r) * NR..][..NR]);
-                match tap.lanes[0] {
-                    Some(o) if tap.contiguous => row.copy_from_slice(&xc[o..o + NR]),
-                    _ => row.iter_mut().zip(&tap.lanes).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o])),
+                let row = &mut panels[(s * k + r) * NR..][..NR];
+                match &taps[tap] {
+                    Tap::Runs(runs, n) => {
+                        row.fill(0.0);
+                        for &(mask, base) in &runs[..*n as usize] {
+                            let (lo, hi) = (mask.trailing_zeros() as usize, 16 - mask.leading_zeros() as usize);
+                            let from = (base + lo as isize) as usize;
+                            row[lo..hi].copy_from_slice(&xc[from..from + hi - lo]);
+                        }
+                    }
+                    Tap::Lanes(lanes) => {
+                        row.iter_mut().zip(lanes.iter()).for_each(|(v, lane)| *v = lane.map_or(0.0, |o| xc[o]))
+                    }
                 }
             }
         }
