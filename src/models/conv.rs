@@ -703,10 +703,10 @@ mod tests {
     /// dilation).
     ///
     /// The 2-wide one gives taps with a valid lane in every other position (more runs
-    /// than the fill takes); the last four have output rows of 16 or more, so whole
-    /// panels lie inside one row.
+    /// than the fill takes); the last four have output rows of 16 or more, so whole panels
+    /// lie inside one row.
     #[allow(clippy::type_complexity)]
-    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 14] = [
+    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 15] = [
         (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
         (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
         (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
@@ -717,6 +717,7 @@ mod tests {
         (4, 6, 12, 12, 1, 1, 2, (0, 0), 1),
         (4, 6, 8, 8, 3, 3, 1, (0, 0), 1),
         (3, 4, 5, 2, 3, 3, 1, (1, 1), 1),
+        (16, 12, 9, 21, 3, 3, 1, (1, 1), 1),
         (3, 8, 40, 37, 7, 7, 2, (3, 3), 1),
         (4, 6, 9, 35, 3, 3, 2, (1, 1), 1),
         (4, 6, 7, 34, 3, 3, 1, (1, 1), 1),
@@ -762,8 +763,15 @@ mod tests {
             eprintln!("no packed-GEMM kernel on this CPU: nothing to compare");
             return;
         }
-        // Also channel counts off the panel sizes and maps off the 16-position panels.
-        let more = [(20, 33, 7, 7, 3, 3, 1, (1, 1), 1), (3, 5, 40, 37, 3, 3, 1, (1, 1), 1)];
+        // Also channel counts off the panel sizes and maps off the 16-position panels, and
+        // channels in 16s as the backbones have them.
+        let more = [
+            (20, 33, 7, 7, 3, 3, 1, (1, 1), 1),
+            (3, 5, 40, 37, 3, 3, 1, (1, 1), 1),
+            (32, 17, 12, 35, 3, 3, 2, (1, 1), 1),
+            (16, 8, 10, 10, 1, 1, 2, (0, 0), 1),
+            (16, 6, 12, 12, 3, 3, 1, (2, 2), 2),
+        ];
         let cases = SHAPE_CLASSES.iter().chain(&more).copied();
         let mut rng = 0x9e3779b97f4a7c15u64;
         let mut random = |n: usize| -> Vec<f32> {
