@@ -288,7 +288,7 @@ fn forward_slices(
     let (ho, wo) = g.out_hw();
     let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
     if let Some(isa) = isa {
-        let packed = packed::pack_panels(isa, g.c_out, k, |m, r| w[m * k + r]);
+        let packed = packed::pack_panels(isa, g.c_out, k, w);
         return packed::forward(isa, g, x, batch, &packed, bias, relu);
     }
     per_image(batch, g.c_out * l_all, |b, yb, par| {

@@ -157,6 +157,26 @@ mod x86 {
         }
     }
 
+    /// [`super::pack_panels`] of one 16-row panel: `rows` rows of `k` from `a` (the rest
+    /// zeros), 16 columns at a time.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_panel_16(a: &[f32], rows: usize, k: usize, panel: &mut [f32]) {
+        let mut m = [_mm512_setzero_ps(); 16];
+        for c0 in (0..k).step_by(16) {
+            let n = 16.min(k - c0);
+            let mask = ((1u32 << n) - 1) as u16;
+            for (i, v) in m.iter_mut().enumerate().take(rows) {
+                *v = _mm512_maskz_loadu_ps(mask, a[i * k + c0..].as_ptr());
+            }
+            transpose_16x16(&mut m);
+            for (j, v) in m.iter().enumerate().take(n) {
+                _mm512_storeu_ps(panel[(c0 + j) * 16..].as_mut_ptr(), *v);
+            }
+            // The transpose filled the zero rows; they must stay zero.
+            m[rows..].fill(_mm512_setzero_ps());
+        }
+    }
+
     /// `m` (16 rows) transposed in place.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transpose_16x16(m: &mut [__m512; 16]) {
@@ -256,17 +276,24 @@ mod x86 {
     }
 }
 
-/// A [m, k] packed as MR-row panels `[k][MR]` (rows past m are zeros), from `elem(row,
-/// col)`.
-pub(crate) fn pack_panels(isa: Isa, m: usize, k: usize, elem: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
+/// Row-major A [m, k] packed as MR-row panels `[k][MR]` (rows past m are zeros). Every
+/// pass packs its weights or dy this way, millions of floats per step: on AVX-512, 16x16
+/// blocks go through registers and a transpose (a float at a time cost ~5% of a
+/// ResNet-18 step).
+pub(crate) fn pack_panels(isa: Isa, m: usize, k: usize, a: &[f32]) -> Vec<f32> {
     let mr = isa.mr();
     let mut out = vec![0f32; m.div_ceil(mr) * mr * k];
     out.par_chunks_mut((mr * k).max(1)).enumerate().for_each(|(p, panel)| {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: the CPU has AVX-512; a holds m rows of k, the panel k rows of 16.
+            return unsafe { x86::pack_panel_16(&a[p * 16 * k..], (m - p * 16).min(16), k, panel) };
+        }
         // 64 columns at a time, so the panel rows being written stay in L1.
         for c0 in (0..k).step_by(64) {
             for row in (p * mr..m).take(mr) {
-                let i = row - p * mr;
-                (c0..(c0 + 64).min(k)).for_each(|col| panel[col * mr + i] = elem(row, col));
+                let (i, src) = (row - p * mr, &a[row * k..]);
+                (c0..(c0 + 64).min(k)).for_each(|col| panel[col * mr + i] = src[col]);
             }
         }
     });
@@ -555,10 +582,15 @@ pub(crate) fn grad_input_geometry(g: &Geometry) -> Option<Geometry> {
 /// packed: element (ci, (co, i, j)) = W[co, ci, kh - 1 - i, kw - 1 - j].
 pub(crate) fn pack_flipped(isa: Isa, g: &Geometry, w: &[f32]) -> Vec<f32> {
     let taps = g.kh * g.kw;
-    pack_panels(isa, g.c_in, g.c_out * taps, |ci, r| {
-        let (co, tap) = (r / taps, r % taps);
-        w[(co * g.c_in + ci) * taps + taps - 1 - tap]
-    })
+    // W'[ci][co * taps + tap] = W[co][ci][taps - 1 - tap], row-major, then packed.
+    let mut flipped = vec![0f32; g.c_in * g.c_out * taps];
+    flipped.par_chunks_mut(g.c_out * taps).enumerate().for_each(|(ci, row)| {
+        for (co, out) in row.chunks_exact_mut(taps).enumerate() {
+            let src = &w[(co * g.c_in + ci) * taps..][..taps];
+            out.iter_mut().zip(src.iter().rev()).for_each(|(o, &v)| *o = v);
+        }
+    });
+    pack_panels(isa, g.c_in, g.c_out * taps, &flipped)
 }
 
 /// Output positions per chunk of the weight gradient's contraction: as long as the
@@ -581,7 +613,7 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
     let dy_panels: Vec<Vec<f32>> = (0..batch)
         .map(|b| {
             let dyb = &dy[b * dy_len..][..dy_len];
-            pack_panels(isa, g.c_out, l, |m, t| dyb[m * l + t])
+            pack_panels(isa, g.c_out, l, dyb)
         })
         .collect();
     let strips = k.div_ceil(NR);
