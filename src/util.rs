@@ -82,6 +82,24 @@ pub fn advise_huge_pages(buf: &mut [std::mem::MaybeUninit<f32>]) {
     let _ = buf;
 }
 
+/// `n` floats made in parallel, chunk `k` (of `chunk` floats; the last may be shorter)
+/// from the values of `fill(k)`, with no zero fill first: on the CPU training ops that
+/// fill was a whole extra pass over each activation they return. Panics if `fill(k)`
+/// yields fewer values than its chunk holds.
+pub fn par_vec<I: Iterator<Item = f32>>(n: usize, chunk: usize, fill: impl Fn(usize) -> I + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    let out = &mut v.spare_capacity_mut()[..n];
+    advise_huge_pages(out);
+    out.par_chunks_mut(chunk.max(1)).enumerate().for_each(|(k, out)| {
+        let written = out.iter_mut().zip(fill(k)).map(|(o, v)| o.write(v)).count();
+        assert_eq!(written, out.len(), "par_vec: chunk {k} short of values");
+    });
+    // SAFETY: every chunk wrote all of its elements (checked above).
+    unsafe { v.set_len(n) };
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +108,18 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_takes_the_heap_settings() {
         assert!(keep_freed_memory());
+    }
+
+    #[test]
+    fn par_vec_writes_every_chunk_in_place() {
+        let v = par_vec(10, 4, |k| (0..4).map(move |i| (k * 4 + i) as f32));
+        assert_eq!(v, (0..10).map(|i| i as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    #[should_panic(expected = "short of values")]
+    fn par_vec_refuses_a_short_chunk() {
+        par_vec(8, 4, |k| (0..if k == 1 { 3 } else { 4 }).map(|i| i as f32));
     }
 
     #[test]

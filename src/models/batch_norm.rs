@@ -187,15 +187,11 @@ impl CustomOp3 for Normalize {
         let (_, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
         let _span = crate::profile::span(|| format!("batch norm normalize {c}x{h}x{w}"), 0.0);
-        let mut y = vec![0f32; x.len()];
         let (scale, shift) = self.stats.affine(gamma, beta);
-        y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(k, (yp, xp))| {
+        let relu = self.relu;
+        let y = crate::util::par_vec(x.len(), plane, |k| {
             let (a, b) = (scale[k % c], shift[k % c]);
-            if self.relu {
-                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = (v * a + b).max(0.0));
-            } else {
-                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * a + b);
-            }
+            x[k * plane..][..plane].iter().map(move |&v| if relu { (v * a + b).max(0.0) } else { v * a + b })
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -319,17 +315,17 @@ impl CustomOp3 for GradInput {
         let plane = h * w;
         let _span = crate::profile::span(|| format!("batch norm grad input {c}x{h}x{w}"), 0.0);
         let n = (b * plane) as f32;
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(plane).enumerate().for_each(|(k, out)| {
+        let dx = crate::util::par_vec(x.len(), plane, |k| {
             let ch = k % c;
             let (m, s) = (self.stats.mean[ch], self.stats.invstd[ch]);
             let scale = gamma[ch] * s / n;
             let (a, q) = (self.sum_dy[ch], self.sum_dy_xhat[ch]);
             let mask = self.stats.masked(ch);
             let at = k * plane;
-            for ((o, &g), &v) in out.iter_mut().zip(&dy[at..at + plane]).zip(&x[at..at + plane]) {
-                *o = scale * (n * mask(g, v) - a - (v - m) * s * q);
-            }
+            dy[at..at + plane]
+                .iter()
+                .zip(&x[at..at + plane])
+                .map(move |(&g, &v)| scale * (n * mask(g, v) - a - (v - m) * s * q))
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }

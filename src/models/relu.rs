@@ -4,7 +4,6 @@
 //! its gradient at exactly 0 (passed through, as `x >= 0`).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::cpu_f32;
 
@@ -41,9 +40,9 @@ impl CustomOp2 for AddRelu {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (cpu_f32(s1, l1, "add relu")?, cpu_f32(s2, l2, "add relu")?);
         let _span = crate::profile::span(|| format!("add + relu {:?}", &l1.dims()[1..]), 0.0);
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
-            o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = (a + b).max(0.0));
+        let y = crate::util::par_vec(a.len(), CHUNK, |k| {
+            let (a, b) = (&a[k * CHUNK..], &b[k * CHUNK..]);
+            a.iter().zip(b).take(CHUNK).map(|(&a, &b)| (a + b).max(0.0))
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -64,10 +63,7 @@ impl CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_f32(s, l, "relu")?;
         let _span = crate::profile::span(|| format!("relu forward {:?}", &l.dims()[1..]), 0.0);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
-            o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0));
-        });
+        let y = crate::util::par_vec(x.len(), CHUNK, |k| x[k * CHUNK..].iter().take(CHUNK).map(|v| v.max(0.0)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -100,14 +96,11 @@ impl CustomOp2 for ReluGrad {
     fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (dy, x) = (cpu_f32(ds, dl, "relu")?, cpu_f32(xs, xl, "relu")?);
         let _span = crate::profile::span(|| format!("relu grad {:?}", &xl.dims()[1..]), 0.0);
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(o, (g, v))| {
-            let pairs = o.iter_mut().zip(g.iter().zip(v));
-            if self.from_output {
-                pairs.for_each(|(o, (&g, &v))| *o = if v > 0.0 { g } else { 0.0 });
-            } else {
-                pairs.for_each(|(o, (&g, &v))| *o = if v >= 0.0 { g } else { 0.0 });
-            }
+        let from_output = self.from_output;
+        let dx = crate::util::par_vec(x.len(), CHUNK, |k| {
+            let (g, v) = (&dy[k * CHUNK..], &x[k * CHUNK..]);
+            let passes = move |v: f32| if from_output { v > 0.0 } else { v >= 0.0 };
+            g.iter().zip(v).take(CHUNK).map(move |(&g, &v)| if passes(v) { g } else { 0.0 })
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
