@@ -68,6 +68,25 @@ impl Geometry {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == (0, 0)
     }
 
+    /// A 1x1 strided convolution without padding (ResNet's downsampling shortcut) reads
+    /// only every stride-th row and column: it is the stride-1 one on those pixels, which
+    /// [`Geometry::subsample`] cuts out (a quarter of x, where the packed path's column
+    /// phases would copy all of it).
+    fn strided_pointwise(&self) -> Option<Geometry> {
+        let (ho, wo) = self.out_hw();
+        let strided = self.kh == 1 && self.kw == 1 && self.stride > 1 && self.pad == (0, 0);
+        strided.then_some(Geometry { h: ho, w: wo, stride: 1, dilation: 1, ..*self })
+    }
+
+    /// The pixels a [`Geometry::strided_pointwise`] convolution reads, [B, C, ho, wo].
+    fn subsample(&self, x: &[f32], batch: usize) -> Vec<f32> {
+        let ((ho, wo), s) = (self.out_hw(), self.stride);
+        crate::util::par_vec(batch * self.c_in * ho * wo, ho * wo, |k| {
+            let plane = &x[k * self.h * self.w..][..self.h * self.w];
+            (0..ho * wo).map(move |t| plane[(t / wo * s) * self.w + t % wo * s])
+        })
+    }
+
     /// Floats of an im2col tile (none for a pointwise convolution, which reads the image).
     fn col_len(&self) -> usize {
         if self.pointwise() {
@@ -289,6 +308,9 @@ fn forward_slices(
     let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
     if let Some(isa) = isa {
         let packed = packed::pack_panels(isa, g.c_out, k, w);
+        if let Some(sub) = g.strided_pointwise() {
+            return packed::forward(isa, &sub, &g.subsample(x, batch), batch, &packed, bias, relu);
+        }
         return packed::forward(isa, g, x, batch, &packed, bias, relu);
     }
     per_image(batch, g.c_out * l_all, |b, yb, par| {
@@ -421,6 +443,19 @@ impl CustomOp1 for BiasGrad {
 /// dx on slices: a stride-1 convolution's as the packed forward pass over dy with the
 /// flipped kernel, otherwise `col⁻¹(Wᵀ · dy)` with `gemm`.
 fn grad_input_slices(isa: Option<Isa>, g: &Geometry, dy: &[f32], w: &[f32], batch: usize) -> Vec<f32> {
+    if let Some((isa, sub)) = isa.zip(g.strided_pointwise()) {
+        // The stride-1 input gradient on the pixels read, spread back; zeros elsewhere.
+        let dx_sub = grad_input_slices(Some(isa), &sub, dy, w, batch);
+        let (plane, (ho, wo)) = (g.h * g.w, g.out_hw());
+        let mut dx = vec![0f32; batch * g.c_in * plane];
+        dx.par_chunks_mut(plane).zip(dx_sub.par_chunks(ho * wo)).for_each(|(dx, sub)| {
+            for (oy, row) in sub.chunks_exact(wo).enumerate() {
+                let out = &mut dx[oy * g.stride * g.w..];
+                row.iter().enumerate().for_each(|(ox, &v)| out[ox * g.stride] = v);
+            }
+        });
+        return dx;
+    }
     if let Some((isa, flipped)) = isa.zip(packed::grad_input_geometry(g)) {
         return packed::forward(isa, &flipped, dy, batch, &packed::pack_flipped(isa, g, w), None, false);
     }
@@ -467,6 +502,9 @@ impl CustomOp2 for GradInput {
 /// `gemm`.
 fn grad_weight_slices(isa: Option<Isa>, g: &Geometry, x: &[f32], dy: &[f32], batch: usize) -> Vec<f32> {
     if let Some(isa) = isa {
+        if let Some(sub) = g.strided_pointwise() {
+            return packed::grad_weight(isa, &sub, &g.subsample(x, batch), dy, batch);
+        }
         return packed::grad_weight(isa, g, x, dy, batch);
     }
     let (ho, wo) = g.out_hw();
