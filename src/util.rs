@@ -44,20 +44,23 @@ pub fn commit_tmp(tmp: &Path, path: &Path) -> Result<()> {
     fs::rename(tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
-/// Tells glibc's allocator to keep freed blocks of up to 32 MB (its documented cap) in
-/// the heap for reuse. By default it returns large freed blocks (activations, im2col
-/// tiles) to the kernel and faults them in again on the next step: on a 2-core machine
-/// page faults, zeroing and TLB shootdowns took ~20% of a ResNet-18 training step.
-/// Larger blocks (VGG's first activations) stay mmapped: keeping those too bought a
-/// little more speed for 14% more peak memory (experiments/README.md). Returns whether
-/// glibc took the setting.
+/// Tells glibc's allocator to keep freed blocks in the heap for reuse and never to trim
+/// it. By default it returns large freed blocks (activations, im2col tiles) to the
+/// kernel and faults them in again on the next step: on a 2-core machine page faults,
+/// zeroing and TLB shootdowns took ~20% of a ResNet-18 training step. The mmap
+/// threshold caps at 32 MB, so blocks above it (batch 16's stem activations, VGG's
+/// first ones) are kept by turning mmap off for requests (`M_MMAP_MAX` 0; glibc still
+/// maps what a thread's arena cannot hold): ResNet-18 at batch 16 +7%, VGG16 +4%,
+/// peak memory unchanged (experiments/README.md). Returns whether glibc took it all.
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only changes allocator parameters; it is called at start-up,
         // before any other thread exists.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                && libc::mallopt(libc::M_MMAP_MAX, 0) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
