@@ -83,7 +83,7 @@ impl Geometry {
         let ((ho, wo), s) = (self.out_hw(), self.stride);
         crate::util::par_vec(batch * self.c_in * ho * wo, ho * wo, |k| {
             let plane = &x[k * self.h * self.w..][..self.h * self.w];
-            (0..ho * wo).map(move |t| plane[(t / wo * s) * self.w + t % wo * s])
+            (0..ho).flat_map(move |oy| plane[oy * s * self.w..].iter().step_by(s).take(wo).copied())
         })
     }
 
