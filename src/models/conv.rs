@@ -20,6 +20,7 @@ use candle_nn::{Init, VarBuilder};
 use gemm::Parallelism;
 
 use super::conv_packed::{self as packed, Isa};
+use super::conv_winograd as winograd;
 use super::cpu_f32;
 use rayon::prelude::*;
 
@@ -307,6 +308,9 @@ fn forward_slices(
     let (ho, wo) = g.out_hw();
     let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
     if let Some(isa) = isa {
+        if winograd::applies(g) {
+            return winograd::forward(isa, g, x, batch, w, false, bias, relu);
+        }
         let packed = packed::pack_panels(isa, g.c_out, k, w);
         if let Some(sub) = g.strided_pointwise() {
             return packed::forward(isa, &sub, &g.subsample(x, batch), batch, &packed, bias, relu);
@@ -457,6 +461,9 @@ fn grad_input_slices(isa: Option<Isa>, g: &Geometry, dy: &[f32], w: &[f32], batc
         return dx;
     }
     if let Some((isa, flipped)) = isa.zip(packed::grad_input_geometry(g)) {
+        if winograd::applies(&flipped) {
+            return winograd::forward(isa, &flipped, dy, batch, w, true, None, false);
+        }
         return packed::forward(isa, &flipped, dy, batch, &packed::pack_flipped(isa, g, w), None, false);
     }
     let (ho, wo) = g.out_hw();
@@ -741,10 +748,13 @@ mod tests {
     /// dilation).
     ///
     /// The 2-wide one gives taps with a valid lane in every other position (more runs
-    /// than the fill takes); the last four have output rows of 16 or more, so whole panels
-    /// lie inside one row.
+    /// than the fill takes); the four after the 16-channel one have output rows of 16 or
+    /// more, so whole panels lie inside one row. The 3x3 stride-1 ones with even outputs
+    /// run Winograd's F(2x2, 3x3) in the forward pass and input gradient, the last three
+    /// with panels of tiles across rows and images, inside one row (18-tile rows), and
+    /// from 3 channels (VGG's first layer).
     #[allow(clippy::type_complexity)]
-    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 15] = [
+    const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 18] = [
         (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
         (8, 12, 10, 11, 3, 3, 1, (1, 1), 1),
         (6, 10, 11, 9, 3, 3, 2, (1, 1), 1),
@@ -760,6 +770,9 @@ mod tests {
         (4, 6, 9, 35, 3, 3, 2, (1, 1), 1),
         (4, 6, 7, 34, 3, 3, 1, (1, 1), 1),
         (3, 5, 9, 36, 3, 3, 1, (2, 2), 2),
+        (16, 12, 10, 20, 3, 3, 1, (1, 1), 1),
+        (8, 20, 14, 36, 3, 3, 1, (1, 1), 1),
+        (3, 8, 12, 12, 3, 3, 1, (1, 1), 1),
     ];
 
     /// Forward, input gradient and weight gradient against candle's own conv2d, for every
@@ -946,10 +959,11 @@ mod timing {
     #[ignore]
     fn conv_pass_times() {
         let dev = Device::Cpu;
-        // Median of 5 calls, after one warm-up call.
+        // Fastest of 7 calls, after one warm-up call: the least disturbed by neighbours on a
+        // shared machine.
         let time = |f: &dyn Fn()| {
             f();
-            let mut t: Vec<_> = (0..5)
+            let mut t: Vec<_> = (0..7)
                 .map(|_| {
                     let t = Instant::now();
                     f();
@@ -957,7 +971,7 @@ mod timing {
                 })
                 .collect();
             t.sort();
-            t[2]
+            t[0]
         };
         let square = |c: usize, hw: usize| Geometry {
             c_in: c,
@@ -982,6 +996,8 @@ mod timing {
             square(512, 14),
             stem,
             down,
+            square(128, 28),
+            square(256, 14),
         ];
         for (i, g) in layers.into_iter().enumerate() {
             if only.as_ref().is_some_and(|o| !o.split(',').any(|v| v == i.to_string())) {

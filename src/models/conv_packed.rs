@@ -23,7 +23,7 @@ use super::conv::Geometry;
 
 /// Output positions (forward) or im2col rows (weight gradient) per B panel: one zmm, or
 /// two ymm.
-const NR: usize = 16;
+pub(super) const NR: usize = 16;
 
 /// The microkernel this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub(crate) enum Isa {
 
 impl Isa {
     /// Rows of A per panel.
-    fn mr(self) -> usize {
+    pub(super) fn mr(self) -> usize {
         match self {
             Isa::Avx512 => 16,
             Isa::Avx2 => 6,
@@ -42,7 +42,8 @@ impl Isa {
     }
 
     /// The best microkernel of this CPU, if any (`WSOL_CONV_KERNEL=gemm` turns the path
-    /// off, `=avx2` caps it, for A/B benchmarks).
+    /// off, `=avx2` caps it, for A/B benchmarks; `=direct` keeps it but turns
+    /// [`super::conv_winograd`] off).
     pub(crate) fn detect() -> Option<Isa> {
         static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
@@ -75,11 +76,25 @@ impl Isa {
     /// # Safety
     /// `a` holds `k * MR` floats, `b` `k * 16`, and `c` MR rows of 16 at stride `ldc`;
     /// the CPU has this ISA.
-    unsafe fn kernel(self, k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+    pub(super) unsafe fn kernel(self, k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
         #[cfg(target_arch = "x86_64")]
         match self {
-            Isa::Avx512 => x86::kernel_16x16(k, a, b, c, ldc),
-            Isa::Avx2 => x86::kernel_6x16(k, a, b, c, ldc),
+            Isa::Avx512 => x86::kernel_16x16::<true>(k, a, b, c, ldc),
+            Isa::Avx2 => x86::kernel_6x16::<true>(k, a, b, c, ldc),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no packed-GEMM kernel on this architecture ({k} {a:?} {b:?} {c:?} {ldc})")
+    }
+
+    /// [`Isa::kernel`] that writes `c` instead of adding to it (no zero fill first).
+    ///
+    /// # Safety
+    /// As [`Isa::kernel`].
+    pub(super) unsafe fn kernel_set(self, k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        #[cfg(target_arch = "x86_64")]
+        match self {
+            Isa::Avx512 => x86::kernel_16x16::<false>(k, a, b, c, ldc),
+            Isa::Avx2 => x86::kernel_6x16::<false>(k, a, b, c, ldc),
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("no packed-GEMM kernel on this architecture ({k} {a:?} {b:?} {c:?} {ldc})")
@@ -91,7 +106,13 @@ mod x86 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_16x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+    pub(super) unsafe fn kernel_16x16<const ADD: bool>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
         let mut acc = [_mm512_setzero_ps(); 16];
         for p in 0..k {
             let bv = _mm512_loadu_ps(b.add(p * 16));
@@ -102,12 +123,12 @@ mod x86 {
         }
         for (i, acc) in acc.iter().enumerate() {
             let row = c.add(i * ldc);
-            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), *acc));
+            _mm512_storeu_ps(row, if ADD { _mm512_add_ps(_mm512_loadu_ps(row), *acc) } else { *acc });
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_6x16(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+    pub(super) unsafe fn kernel_6x16<const ADD: bool>(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
         let mut lo = [_mm256_setzero_ps(); 6];
         let mut hi = [_mm256_setzero_ps(); 6];
         for p in 0..k {
@@ -121,8 +142,13 @@ mod x86 {
         }
         for i in 0..6 {
             let row = c.add(i * ldc);
-            _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), lo[i]));
-            _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), hi[i]));
+            if ADD {
+                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), lo[i]));
+                _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), hi[i]));
+            } else {
+                _mm256_storeu_ps(row, lo[i]);
+                _mm256_storeu_ps(row.add(8), hi[i]);
+            }
         }
     }
 
@@ -302,14 +328,14 @@ pub(crate) fn pack_panels(isa: Isa, m: usize, k: usize, a: &[f32]) -> Vec<f32> {
 
 /// A mutable pointer shared by work items that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
+pub(super) struct Shared(pub(super) *mut f32);
 // SAFETY: every user writes only the elements its work item owns.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
     /// The pointer (a method, so closures capture the whole `Shared`, not its field).
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
@@ -317,7 +343,7 @@ impl Shared {
 /// Where one kernel tap reads the 16 output positions of a B panel, as offsets from
 /// image 0 of the batch within each channel's plane (the fill adds the channel).
 /// Padding and positions past the end read zeros.
-enum Tap {
+pub(super) enum Tap {
     /// The valid lanes as runs of consecutive inputs, `(lanes mask, offset of lane 0)`
     /// (lane q of a run reads offset + q; a run's lanes are consecutive): a masked load
     /// each on AVX-512. Small and lane-free, as the fill reads it for every channel.
@@ -353,7 +379,7 @@ fn tap_of(lanes: [Option<usize>; NR]) -> Tap {
 /// `t / l`, position `t % l` in it); offsets count from image 0's channel 0, images
 /// `x_len` apart, so a panel may span two images. `cols[ix]` is where input column `ix`
 /// lies in its row (see [`Phases`]).
-fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols: &[usize]) -> Vec<Tap> {
+pub(super) fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols: &[usize]) -> Vec<Tap> {
     let (_, wo) = g.out_hw();
     // Each lane's image, and where its window starts in the input: one division for
     // lane 0, then steps.
@@ -419,15 +445,15 @@ fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols:
 /// row `[0, s, 2s, ..., 1, 1 + s, ...]`. Consecutive outputs then read consecutive
 /// floats, so the panel fill takes a tap's 16 lanes in one (masked) load instead of 16
 /// scalar ones: the 7x7 stride-2 stem spent more time filling than multiplying.
-struct Phases {
+pub(super) struct Phases {
     /// `cols[ix]`: where input column `ix` lies in its row.
-    cols: Vec<usize>,
+    pub(super) cols: Vec<usize>,
     /// The regrouped input, when the stride is above 1.
-    x: Option<Vec<f32>>,
+    pub(super) x: Option<Vec<f32>>,
 }
 
 impl Phases {
-    fn new(g: &Geometry, x: &[f32]) -> Phases {
+    pub(super) fn new(g: &Geometry, x: &[f32]) -> Phases {
         let s = g.stride;
         if s == 1 {
             return Phases { cols: (0..g.w).collect(), x: None };
@@ -449,7 +475,7 @@ impl Phases {
 /// im2col of batch `x` into consecutive panels `[k][16]`, one per entry of `taps` (its
 /// 16 output positions), channel by channel and tap by tap: each input row is read
 /// along, not once per panel.
-fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mut [f32]) {
+pub(super) fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: the CPU has AVX-512; `panels` holds one panel of k x 16 per entry.
@@ -483,7 +509,7 @@ fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mu
 
 /// Columns of B panels kept in L2 at once (each pass over the packed weights then serves
 /// several panels).
-const L2_FLOATS: usize = 96 * 1024;
+pub(super) const L2_FLOATS: usize = 96 * 1024;
 
 /// y = conv(x, W) (+ bias, where each output's sum starts) for a batch: `w` from
 /// [`pack_panels`] of W [c_out, k]; ReLU applied after when asked. Each work item is a
@@ -578,11 +604,11 @@ pub(crate) fn grad_input_geometry(g: &Geometry) -> Option<Geometry> {
     (g.stride == 1 && flipped.out_hw() == (g.h, g.w)).then_some(flipped)
 }
 
-/// W [c_out, c_in, kh, kw] as the flipped, transposed kernel of [`grad_input_geometry`],
-/// packed: element (ci, (co, i, j)) = W[co, ci, kh - 1 - i, kw - 1 - j].
-pub(crate) fn pack_flipped(isa: Isa, g: &Geometry, w: &[f32]) -> Vec<f32> {
+/// W [c_out, c_in, kh, kw] as the flipped, transposed kernel of [`grad_input_geometry`]
+/// in the same layout, [c_in, c_out, kh, kw]: element (ci, co, i, j) = W[co, ci, kh - 1 -
+/// i, kw - 1 - j].
+pub(crate) fn flip_kernel(g: &Geometry, w: &[f32]) -> Vec<f32> {
     let taps = g.kh * g.kw;
-    // W'[ci][co * taps + tap] = W[co][ci][taps - 1 - tap], row-major, then packed.
     let mut flipped = vec![0f32; g.c_in * g.c_out * taps];
     flipped.par_chunks_mut(g.c_out * taps).enumerate().for_each(|(ci, row)| {
         for (co, out) in row.chunks_exact_mut(taps).enumerate() {
@@ -590,7 +616,12 @@ pub(crate) fn pack_flipped(isa: Isa, g: &Geometry, w: &[f32]) -> Vec<f32> {
             out.iter_mut().zip(src.iter().rev()).for_each(|(o, &v)| *o = v);
         }
     });
-    pack_panels(isa, g.c_in, g.c_out * taps, &flipped)
+    flipped
+}
+
+/// [`flip_kernel`], packed.
+pub(crate) fn pack_flipped(isa: Isa, g: &Geometry, w: &[f32]) -> Vec<f32> {
+    pack_panels(isa, g.c_in, g.c_out * g.kh * g.kw, &flip_kernel(g, w))
 }
 
 /// Output positions per chunk of the weight gradient's contraction: as long as the

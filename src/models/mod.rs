@@ -13,6 +13,7 @@ pub mod conv;
 mod conv_cudnn;
 mod conv_gpu;
 mod conv_packed;
+mod conv_winograd;
 mod efficientnet;
 mod inception;
 pub mod init;

@@ -1,0 +1,383 @@
+//! 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", CVPR 2016), on the packed-GEMM
+//! kernel of [`super::conv_packed`]. Each 2x2 block of outputs (a tile) comes from its
+//! 4x4 input patch d through 16 products instead of 36:
+//!
+//! `y = Aᵀ [(G w Gᵀ) ⊙ (Bᵀ d B)] A`,
+//!
+//! and summed over input channels the ⊙ becomes one GEMM per point ξ of the 4x4
+//! transformed domain: `M[ξ] (c_out x tiles) = U[ξ] (c_out x c_in) · V[ξ] (c_in x tiles)`.
+//! The GEMMs do 4/9 of the direct path's multiply-adds. The transforms only add and halve
+//! (coefficients 0, ±1, ±1/2), so the result stays within float rounding of the direct
+//! sum (checked in `conv.rs`' tests against candle's convolution). ResNet's and VGG's
+//! 3x3 layers are all of this kind, in the forward pass and, with the kernel flipped, in
+//! the input gradient.
+//!
+//! Each output is summed in one fixed order whatever the thread count and ISA, as in the
+//! direct path.
+
+use rayon::prelude::*;
+
+use super::conv::Geometry;
+use super::conv_packed::{fill_panels, taps, Isa, Phases, Shared, Tap, L2_FLOATS, NR};
+
+/// Points of the transformed domain (4x4).
+const POINTS: usize = 16;
+
+/// Whether F(2x2, 3x3) computes this convolution: a 3x3 kernel at stride 1, no dilation,
+/// and an output of whole tiles (even height and width; odd maps keep the direct path).
+/// `WSOL_CONV_KERNEL=direct` keeps every convolution on the direct path (A/B runs).
+pub(crate) fn applies(g: &Geometry) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("WSOL_CONV_KERNEL").is_ok_and(|v| v == "direct")) {
+        return false;
+    }
+    let (ho, wo) = g.out_hw();
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.dilation == 1 && ho > 0 && wo > 0 && ho % 2 == 0 && wo % 2 == 0
+}
+
+/// The 4x4 input patches as a convolution of their own: a 4x4 window at stride 2 with
+/// the layer's padding gives tile (ty, tx) the patch at rows 2ty - pad.0 .., columns
+/// 2tx - pad.1 .., so the direct path's im2col fills the patches.
+fn patch_geometry(g: &Geometry) -> Geometry {
+    Geometry { kh: 4, kw: 4, stride: 2, ..*g }
+}
+
+/// U[ξ] = G w Gᵀ for every (c_out, c_in) pair, as the GEMM's A: point ξ's panels at
+/// `ξ * a_len`, `a_len` = c_out rounded up to MR, times c_in. `w` is [c_out, c_in, 3, 3];
+/// `flipped` reads it as the input gradient's kernel instead (see
+/// [`super::conv_packed::flip_kernel`]): element (co, ci, tap) = w[ci, co, 8 - tap].
+fn transform_weights(isa: Isa, g: &Geometry, w: &[f32], flipped: bool) -> Vec<f32> {
+    let (c_out, c_in, mr) = (g.c_out, g.c_in, isa.mr());
+    let a_len = c_out.div_ceil(mr) * mr * c_in;
+    let mut u = vec![0f32; POINTS * a_len];
+    let u_ptr = Shared(u.as_mut_ptr());
+    (0..c_out.div_ceil(mr)).into_par_iter().for_each(|p| {
+        for ci in 0..c_in {
+            // The panel's rows (output channels) in lanes; past c_out they stay zero.
+            let mut taps = [[0f32; NR]; 9];
+            for (i, co) in (p * mr..c_out.min(p * mr + mr)).enumerate() {
+                for (tap, lanes) in taps.iter_mut().enumerate() {
+                    lanes[i] = if flipped { w[(ci * c_out + co) * 9 + 8 - tap] } else { w[(co * c_in + ci) * 9 + tap] };
+                }
+            }
+            let t = kernel_transform(&taps);
+            for (xi, lanes) in t.iter().enumerate() {
+                // SAFETY: panel p's rows of channel ci, written by this task alone.
+                let out = unsafe { std::slice::from_raw_parts_mut(u_ptr.at(xi * a_len + (p * c_in + ci) * mr), mr) };
+                out.copy_from_slice(&lanes[..mr]);
+            }
+        }
+    });
+    u
+}
+
+/// G w Gᵀ of 3x3 kernels, one per lane (`w[tap]`, tap = 3i + j), as ξ = 4a + b;
+/// G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]].
+fn kernel_transform(w: &[[f32; NR]; 9]) -> [[f32; NR]; POINTS] {
+    let g = |r: [&[f32; NR]; 3]| -> [[f32; NR]; 4] {
+        [
+            *r[0],
+            std::array::from_fn(|q| 0.5 * (r[0][q] + r[1][q] + r[2][q])),
+            std::array::from_fn(|q| 0.5 * (r[0][q] - r[1][q] + r[2][q])),
+            *r[2],
+        ]
+    };
+    // Columns first (G w: 4 rows of 3), then rows ((G w) Gᵀ).
+    let cols: [[[f32; NR]; 4]; 3] = std::array::from_fn(|j| g([&w[j], &w[3 + j], &w[6 + j]]));
+    let mut out = [[0f32; NR]; POINTS];
+    for a in 0..4 {
+        let row = g([&cols[0][a], &cols[1][a], &cols[2][a]]);
+        out[a * 4..a * 4 + 4].copy_from_slice(&row);
+    }
+    out
+}
+
+/// Bᵀ d B for one channel of 16 tiles: `d` is the 16 rows of the patch (element (i, j)
+/// at row 4i + j, a lane per tile), written as row ξ = 4a + b of `out` every `stride`
+/// floats. Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
+#[inline(always)]
+fn input_transform(d: &[f32], out: &mut [f32], stride: usize) {
+    let row = |i: usize| -> &[f32; NR] { d[i * NR..][..NR].try_into().unwrap() };
+    // t = Bᵀ d (rows combined), then t B (columns combined).
+    let mut t = [[0f32; NR]; POINTS];
+    for j in 0..4 {
+        let (d0, d1, d2, d3) = (row(j), row(4 + j), row(8 + j), row(12 + j));
+        for q in 0..NR {
+            t[j][q] = d0[q] - d2[q];
+            t[4 + j][q] = d1[q] + d2[q];
+            t[8 + j][q] = d2[q] - d1[q];
+            t[12 + j][q] = d1[q] - d3[q];
+        }
+    }
+    for a in 0..4 {
+        let [t0, t1, t2, t3] = [&t[4 * a], &t[4 * a + 1], &t[4 * a + 2], &t[4 * a + 3]];
+        let rows = &mut out[4 * a * stride..];
+        let mut put = |b: usize, v: [f32; NR]| rows[b * stride..][..NR].copy_from_slice(&v);
+        put(0, std::array::from_fn(|q| t0[q] - t2[q]));
+        put(1, std::array::from_fn(|q| t1[q] + t2[q]));
+        put(2, std::array::from_fn(|q| t2[q] - t1[q]));
+        put(3, std::array::from_fn(|q| t1[q] - t3[q]));
+    }
+}
+
+/// Aᵀ m A of one output channel for 16 tiles: `m` holds row ξ every `stride` floats; the
+/// result is the tiles' four outputs (top-left, top-right, bottom-left, bottom-right).
+/// Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]].
+#[inline(always)]
+fn output_transform(m: &[f32], stride: usize) -> [[f32; NR]; 4] {
+    let row = |xi: usize| -> &[f32; NR] { m[xi * stride..][..NR].try_into().unwrap() };
+    // r0 = row 0 + row 1 + row 2, r1 = row 1 - row 2 - row 3 of the 4x4 (each a row of 4).
+    let r: [[[f32; NR]; 4]; 2] = [
+        std::array::from_fn(|b| std::array::from_fn(|q| row(b)[q] + row(4 + b)[q] + row(8 + b)[q])),
+        std::array::from_fn(|b| std::array::from_fn(|q| row(4 + b)[q] - row(8 + b)[q] - row(12 + b)[q])),
+    ];
+    let mut out = [[0f32; NR]; 4];
+    for (i, r) in r.iter().enumerate() {
+        for q in 0..NR {
+            out[2 * i][q] = r[0][q] + r[1][q] + r[2][q];
+            out[2 * i + 1][q] = r[1][q] - r[2][q] - r[3][q];
+        }
+    }
+    out
+}
+
+/// The two transforms compiled for AVX-512 where the CPU has it (they are written lane by
+/// lane for 16 lanes, which then become one register each).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn input_transform(d: &[f32], out: &mut [f32], stride: usize) {
+        super::input_transform(d, out, stride)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn write_tiles(
+        m: &[f32],
+        stride: usize,
+        post: (f32, bool),
+        corners: &super::Corners,
+        y: *mut f32,
+        wo: usize,
+    ) {
+        super::write_tiles(m, stride, post, corners, y, wo)
+    }
+}
+
+fn input_transform_on(isa: Isa, d: &[f32], out: &mut [f32], stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512.
+        return unsafe { x86::input_transform(d, out, stride) };
+    }
+    let _ = isa;
+    input_transform(d, out, stride)
+}
+
+/// Where a panel's tiles put their outputs in y (channel 0; rows `wo` apart).
+enum Corners {
+    /// All 16 tiles side by side in one row of tiles: their top-left output.
+    Row(usize),
+    /// Tile by tile, None past the batch's last tile (boxed: the rarer case).
+    Tiles(Box<[Option<usize>; NR]>),
+}
+
+/// The [`Corners`] of the 16 tiles from `t0` (of `tiles`, rows of `tw` in images of
+/// th x tw).
+fn corners(t0: usize, tiles: usize, (th, tw): (usize, usize), wo: usize, y_len: usize) -> Corners {
+    let at = |t: usize| {
+        let (b, r) = (t / (th * tw), t % (th * tw));
+        b * y_len + 2 * (r / tw) * wo + 2 * (r % tw)
+    };
+    let last = t0 + NR - 1;
+    if last < tiles && last / tw == t0 / tw {
+        return Corners::Row(at(t0));
+    }
+    Corners::Tiles(Box::new(std::array::from_fn(|q| (t0 + q < tiles).then(|| at(t0 + q)))))
+}
+
+/// The output transform of one channel's 16 tiles (M's rows `stride` apart), plus the
+/// bias, ReLU'd when asked, written to y at `y` (that channel's plane).
+///
+/// # Safety
+/// `y` is valid for every output the corners name, and no one else writes them.
+#[inline(always)]
+unsafe fn write_tiles(m: &[f32], stride: usize, (seed, relu): (f32, bool), corners: &Corners, y: *mut f32, wo: usize) {
+    let mut out = output_transform(m, stride);
+    for row in out.iter_mut() {
+        for v in row.iter_mut() {
+            *v += seed;
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+    }
+    match corners {
+        Corners::Row(at) => {
+            // Outputs (2q, 2q + 1) of each row come from tile q's left and right halves.
+            for (half, at) in [(0, *at), (2, at + wo)] {
+                let row: [f32; 2 * NR] = std::array::from_fn(|i| out[half + i % 2][i / 2]);
+                std::ptr::copy_nonoverlapping(row.as_ptr(), y.add(at), 2 * NR);
+            }
+        }
+        Corners::Tiles(at) => {
+            for (q, at) in at.iter().enumerate() {
+                let Some(at) = *at else { continue };
+                for (k, off) in [0, 1, wo, wo + 1].into_iter().enumerate() {
+                    *y.add(at + off) = out[k][q];
+                }
+            }
+        }
+    }
+}
+
+/// [`write_tiles`] compiled for AVX-512 where the CPU has it.
+///
+/// # Safety
+/// As [`write_tiles`].
+unsafe fn write_tiles_on(
+    isa: Isa,
+    m: &[f32],
+    stride: usize,
+    post: (f32, bool),
+    corners: &Corners,
+    y: *mut f32,
+    wo: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        return x86::write_tiles(m, stride, post, corners, y, wo);
+    }
+    let _ = isa;
+    write_tiles(m, stride, post, corners, y, wo)
+}
+
+/// Input channels filled as patches at a time before their transform (a scratch of
+/// 16 rows of 16 per channel and panel that stays in L1).
+const FILL_CHANNELS: usize = 8;
+
+/// y = conv(x, W) (+ bias) (then ReLU when asked) for a batch, W [c_out, c_in, 3, 3] as
+/// stored, or when `flipped` the kernel of [`super::conv_packed::flip_kernel`] read from
+/// the layer's own W (the input gradient; `g` is then the flipped geometry). Work items are runs of 16-tile panels: each transforms its patches into V
+/// (16 points x c_in x 16 tiles per panel, kept in L2), then per 16 output channels runs
+/// the 16 GEMMs into a small M and writes the output transform of M straight into y.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    isa: Isa,
+    g: &Geometry,
+    x: &[f32],
+    batch: usize,
+    w: &[f32],
+    flipped: bool,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let (ho, wo) = g.out_hw();
+    let (l, mr, c_in) = (ho * wo, isa.mr(), g.c_in);
+    let (x_len, y_len) = (c_in * g.h * g.w, g.c_out * l);
+    let pg = patch_geometry(g);
+    let (th, tw) = pg.out_hw();
+    debug_assert_eq!((th * 2, tw * 2), (ho, wo));
+    let tiles = batch * th * tw;
+    let panels = tiles.div_ceil(NR);
+    let u = transform_weights(isa, g, w, flipped);
+    let a_len = u.len() / POINTS;
+    let a_panels = g.c_out.div_ceil(mr);
+    let threads = rayon::current_num_threads();
+    let group = (L2_FLOATS / (POINTS * c_in * NR).max(1)).min(panels.div_ceil(4 * threads)).clamp(1, panels.max(1));
+    let ldc = group * NR;
+    // Every element is written below (the tiles cover y exactly).
+    let mut y: Vec<f32> = Vec::with_capacity(batch * y_len);
+    crate::util::advise_huge_pages(y.spare_capacity_mut());
+    let y_ptr = Shared(y.spare_capacity_mut().as_mut_ptr().cast());
+    let phases = Phases::new(&pg, x);
+    let x = phases.x.as_deref().unwrap_or(x);
+    let plane = g.h * g.w;
+    (0..panels.div_ceil(group)).into_par_iter().for_each_init(
+        || {
+            (
+                vec![0f32; FILL_CHANNELS * POINTS * NR * group],
+                vec![0f32; POINTS * group * c_in * NR],
+                vec![0f32; POINTS * mr * ldc],
+            )
+        },
+        |(patches, v, m), item| {
+            let first = item * group;
+            let count = group.min(panels - first);
+            let t_first = first * NR;
+            let strip_taps: Vec<Vec<Tap>> =
+                (0..count).map(|s| taps(&pg, t_first + s * NR, (th * tw, tiles, x_len), &phases.cols)).collect();
+            // V: point ξ of panel s at v[(ξ * count + s) * c_in * 16], rows by channel.
+            let xi_stride = count * c_in * NR;
+            for c0 in (0..c_in).step_by(FILL_CHANNELS) {
+                let cb = FILL_CHANNELS.min(c_in - c0);
+                let gb = Geometry { c_in: cb, ..pg };
+                // The taps count from image 0's channel 0: here the block's first channel.
+                fill_panels(isa, &gb, &x[c0 * plane..], &strip_taps, &mut patches[..count * cb * POINTS * NR]);
+                for s in 0..count {
+                    for c in 0..cb {
+                        let d = &patches[(s * cb + c) * POINTS * NR..][..POINTS * NR];
+                        input_transform_on(isa, d, &mut v[(s * c_in + c0 + c) * NR..], xi_stride);
+                    }
+                }
+            }
+            let corners: Vec<Corners> =
+                (0..count).map(|s| corners(t_first + s * NR, tiles, (th, tw), wo, y_len)).collect();
+            for p in 0..a_panels {
+                for xi in 0..POINTS {
+                    let a = &u[xi * a_len + p * mr * c_in..][..mr * c_in];
+                    for s in 0..count {
+                        // SAFETY: a is one panel of c_in x MR, v holds a panel of c_in x 16
+                        // at this offset, and m MR rows of ldc from row ξ * MR.
+                        unsafe {
+                            isa.kernel_set(
+                                c_in,
+                                a.as_ptr(),
+                                v[(xi * count + s) * c_in * NR..].as_ptr(),
+                                m[xi * mr * ldc + s * NR..].as_mut_ptr(),
+                                ldc,
+                            )
+                        };
+                    }
+                }
+                for i in 0..mr.min(g.c_out - p * mr) {
+                    let co = p * mr + i;
+                    let seed = bias.map_or(0.0, |b| b[co]);
+                    for (s, corners) in corners.iter().enumerate() {
+                        let m = &m[i * ldc + s * NR..];
+                        // SAFETY: this item alone writes its tiles' outputs, each once.
+                        unsafe { write_tiles_on(isa, m, mr * ldc, (seed, relu), corners, y_ptr.at(co * l), wo) };
+                    }
+                }
+            }
+        },
+    );
+    // SAFETY: the tiles together cover all batch x c_out x ho x wo outputs.
+    unsafe { y.set_len(batch * y_len) };
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One tile by the transforms against the direct 3x3 sums.
+    #[test]
+    fn transforms_give_the_direct_sums() {
+        let d: Vec<f32> = (0..16).map(|v| ((v * 7) % 11) as f32 - 5.0).collect();
+        let w: Vec<f32> = (0..9).map(|v| ((v * 5) % 7) as f32 * 0.5 - 1.0).collect();
+        // 16 lanes, lane q scales the patch by q + 1.
+        let lanes: Vec<f32> = (0..16 * NR).map(|i| d[i / NR] * ((i % NR) + 1) as f32).collect();
+        let mut v = vec![0f32; POINTS * NR];
+        input_transform(&lanes, &mut v, NR);
+        let u = kernel_transform(&std::array::from_fn(|t| [w[t]; NR]));
+        let m: Vec<f32> = (0..POINTS * NR).map(|i| u[i / NR][i % NR] * v[i]).collect();
+        let out = output_transform(&m, NR);
+        for (k, (oy, ox)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+            let direct: f32 = (0..9).map(|t| w[t] * d[(oy + t / 3) * 4 + ox + t % 3]).sum();
+            for (q, v) in out[k].iter().enumerate() {
+                assert_eq!(*v, direct * (q + 1) as f32, "output {k}, lane {q}");
+            }
+        }
+    }
+}
