@@ -509,6 +509,9 @@ impl CustomOp2 for GradInput {
 /// `gemm`.
 fn grad_weight_slices(isa: Option<Isa>, g: &Geometry, x: &[f32], dy: &[f32], batch: usize) -> Vec<f32> {
     if let Some(isa) = isa {
+        if winograd::applies(g) {
+            return winograd::grad_weight(isa, g, x, dy, batch);
+        }
         if let Some(sub) = g.strided_pointwise() {
             return packed::grad_weight(isa, &sub, &g.subsample(x, batch), dy, batch);
         }
@@ -958,6 +961,8 @@ mod timing {
     #[test]
     #[ignore]
     fn conv_pass_times() {
+        // As `wsol` runs: freed blocks stay in the heap, so big buffers are not fresh pages.
+        crate::util::keep_freed_memory();
         let dev = Device::Cpu;
         // Fastest of 7 calls, after one warm-up call: the least disturbed by neighbours on a
         // shared machine.

@@ -102,7 +102,7 @@ impl Isa {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
@@ -205,7 +205,7 @@ mod x86 {
 
     /// `m` (16 rows) transposed in place.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose_16x16(m: &mut [__m512; 16]) {
+    pub(in crate::models) unsafe fn transpose_16x16(m: &mut [__m512; 16]) {
         // Pairs of rows interleaved, then pairs of pairs: each 128-bit lane of u[4g + j]
         // holds one column (4 x lane + j) of rows 4g..4g + 4.
         let mut u = [_mm512_setzero_ps(); 16];

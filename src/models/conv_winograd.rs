@@ -76,15 +76,11 @@ fn transform_weights(isa: Isa, g: &Geometry, w: &[f32], flipped: bool) -> Vec<f3
 /// G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]].
 fn kernel_transform(w: &[[f32; NR]; 9]) -> [[f32; NR]; POINTS] {
     let g = |r: [&[f32; NR]; 3]| -> [[f32; NR]; 4] {
-        [
-            *r[0],
-            std::array::from_fn(|q| 0.5 * (r[0][q] + r[1][q] + r[2][q])),
-            std::array::from_fn(|q| 0.5 * (r[0][q] - r[1][q] + r[2][q])),
-            *r[2],
-        ]
+        [*r[0], lanes(|q| 0.5 * (r[0][q] + r[1][q] + r[2][q])), lanes(|q| 0.5 * (r[0][q] - r[1][q] + r[2][q])), *r[2]]
     };
     // Columns first (G w: 4 rows of 3), then rows ((G w) Gᵀ).
-    let cols: [[[f32; NR]; 4]; 3] = std::array::from_fn(|j| g([&w[j], &w[3 + j], &w[6 + j]]));
+    let col = |j: usize| g([&w[j], &w[3 + j], &w[6 + j]]);
+    let cols = [col(0), col(1), col(2)];
     let mut out = [[0f32; NR]; POINTS];
     for a in 0..4 {
         let row = g([&cols[0][a], &cols[1][a], &cols[2][a]]);
@@ -114,10 +110,10 @@ fn input_transform(d: &[f32], out: &mut [f32], stride: usize) {
         let [t0, t1, t2, t3] = [&t[4 * a], &t[4 * a + 1], &t[4 * a + 2], &t[4 * a + 3]];
         let rows = &mut out[4 * a * stride..];
         let mut put = |b: usize, v: [f32; NR]| rows[b * stride..][..NR].copy_from_slice(&v);
-        put(0, std::array::from_fn(|q| t0[q] - t2[q]));
-        put(1, std::array::from_fn(|q| t1[q] + t2[q]));
-        put(2, std::array::from_fn(|q| t2[q] - t1[q]));
-        put(3, std::array::from_fn(|q| t1[q] - t3[q]));
+        put(0, lanes(|q| t0[q] - t2[q]));
+        put(1, lanes(|q| t1[q] + t2[q]));
+        put(2, lanes(|q| t2[q] - t1[q]));
+        put(3, lanes(|q| t1[q] - t3[q]));
     }
 }
 
@@ -128,10 +124,9 @@ fn input_transform(d: &[f32], out: &mut [f32], stride: usize) {
 fn output_transform(m: &[f32], stride: usize) -> [[f32; NR]; 4] {
     let row = |xi: usize| -> &[f32; NR] { m[xi * stride..][..NR].try_into().unwrap() };
     // r0 = row 0 + row 1 + row 2, r1 = row 1 - row 2 - row 3 of the 4x4 (each a row of 4).
-    let r: [[[f32; NR]; 4]; 2] = [
-        std::array::from_fn(|b| std::array::from_fn(|q| row(b)[q] + row(4 + b)[q] + row(8 + b)[q])),
-        std::array::from_fn(|b| std::array::from_fn(|q| row(4 + b)[q] - row(8 + b)[q] - row(12 + b)[q])),
-    ];
+    let r0 = |b: usize| lanes(|q| row(b)[q] + row(4 + b)[q] + row(8 + b)[q]);
+    let r1 = |b: usize| lanes(|q| row(4 + b)[q] - row(8 + b)[q] - row(12 + b)[q]);
+    let r = [[r0(0), r0(1), r0(2), r0(3)], [r1(0), r1(1), r1(2), r1(3)]];
     let mut out = [[0f32; NR]; 4];
     for (i, r) in r.iter().enumerate() {
         for q in 0..NR {
@@ -142,6 +137,17 @@ fn output_transform(m: &[f32], stride: usize) -> [[f32; NR]; 4] {
     out
 }
 
+/// 16 lanes of `f(lane)`: written as a loop, which LLVM turns into one register (the
+/// generic `std::array::from_fn` was left as a call in the transforms).
+#[inline(always)]
+fn lanes(f: impl Fn(usize) -> f32) -> [f32; NR] {
+    let mut v = [0f32; NR];
+    for (q, v) in v.iter_mut().enumerate() {
+        *v = f(q);
+    }
+    v
+}
+
 /// The two transforms compiled for AVX-512 where the CPU has it (they are written lane by
 /// lane for 16 lanes, which then become one register each).
 #[cfg(target_arch = "x86_64")]
@@ -149,6 +155,26 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn input_transform(d: &[f32], out: &mut [f32], stride: usize) {
         super::input_transform(d, out, stride)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_transform(d: &[f32], out: &mut [f32], stride: usize) {
+        super::tile_transform(d, out, stride)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_transform(p: &[f32], stride: usize) -> [[f32; super::NR]; 9] {
+        super::weight_transform(p, stride)
+    }
+
+    /// 16 rows of 16 floats, transposed through registers.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_16(rows: &[f32], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let mut m = [_mm512_setzero_ps(); 16];
+        m.iter_mut().enumerate().for_each(|(i, v)| *v = _mm512_loadu_ps(rows[i * 16..].as_ptr()));
+        super::super::conv_packed::x86::transpose_16x16(&mut m);
+        m.iter().enumerate().for_each(|(i, v)| _mm512_storeu_ps(out[i * 16..].as_mut_ptr(), *v));
     }
 
     #[target_feature(enable = "avx512f")]
@@ -216,7 +242,10 @@ unsafe fn write_tiles(m: &[f32], stride: usize, (seed, relu): (f32, bool), corne
         Corners::Row(at) => {
             // Outputs (2q, 2q + 1) of each row come from tile q's left and right halves.
             for (half, at) in [(0, *at), (2, at + wo)] {
-                let row: [f32; 2 * NR] = std::array::from_fn(|i| out[half + i % 2][i / 2]);
+                let mut row = [0f32; 2 * NR];
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = out[half + i % 2][i / 2];
+                }
                 std::ptr::copy_nonoverlapping(row.as_ptr(), y.add(at), 2 * NR);
             }
         }
@@ -355,6 +384,217 @@ pub(crate) fn forward(
     // SAFETY: the tiles together cover all batch x c_out x ho x wo outputs.
     unsafe { y.set_len(batch * y_len) };
     y
+}
+
+/// Tiles per chunk of the weight gradient (a multiple of 16), from the geometry alone so
+/// each sum has one order on every thread count. A chunk's transformed tiles (16 points
+/// x (c_in + c_out) floats per tile) should stay in cache, about 2 MB, but each chunk
+/// also reads and writes P (16 x c_out x c_in): at least 2 c_in c_out / (c_in + c_out)
+/// tiles, which balances the two.
+fn tile_chunk(c_in: usize, c_out: usize) -> usize {
+    let cached = (1 << 15) / (c_in + c_out).max(1);
+    let balanced = 2 * c_in * c_out / (c_in + c_out).max(1);
+    cached.max(balanced).max(NR).div_ceil(NR) * NR
+}
+
+/// dW [c_out, c_in, 3, 3] = Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G, the adjoint of
+/// [`forward`]. Chunk by chunk of tiles, dy's 2x2 tiles and x's 4x4 patches go to the
+/// transformed domain (packed with the tiles as the contraction), and one GEMM per point
+/// ξ adds the chunk's sum to P[ξ] (c_out x c_in); then Gᵀ P G maps the 16 points back to
+/// the 9 taps.
+pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: usize) -> Vec<f32> {
+    let (ho, wo) = g.out_hw();
+    let (mr, c_in, c_out) = (isa.mr(), g.c_in, g.c_out);
+    let pg = patch_geometry(g);
+    let (th, tw) = pg.out_hw();
+    let tiles = batch * th * tw;
+    let t_pad = tiles.div_ceil(NR) * NR;
+    let chunk = tile_chunk(c_in, c_out).min(t_pad);
+    // dy's tiles as a convolution's patches too: 2x2 windows at stride 2.
+    let dg = Geometry { c_in: c_out, h: ho, w: wo, kh: 2, kw: 2, stride: 2, pad: (0, 0), dilation: 1, c_out: c_in };
+    let (strips, a_panels) = (c_in.div_ceil(NR), c_out.div_ceil(mr));
+    // V: point ξ's strips of 16 input channels at ξ * v_len, each [chunk][16]; D: point
+    // ξ's panels of MR output channels at ξ * d_len, each [chunk][MR]. Rows of the last
+    // panel past c_out stay zero.
+    let (v_len, d_len) = (strips * chunk * NR, a_panels * chunk * mr);
+    let mut v = vec![0f32; POINTS * v_len];
+    let mut d = vec![0f32; POINTS * d_len];
+    let (v_ptr, d_ptr) = (Shared(v.as_mut_ptr()), Shared(d.as_mut_ptr()));
+    let (xp, dp) = (Phases::new(&pg, x), Phases::new(&dg, dy));
+    let (xs, dys) = (xp.x.as_deref().unwrap_or(x), dp.x.as_deref().unwrap_or(dy));
+    let (x_len, dy_len) = (c_in * g.h * g.w, c_out * ho * wo);
+    // P[ξ] [a_panels * MR, strips * 16], every element written by the first chunk.
+    let ldc = strips * NR;
+    let p_len = a_panels * mr * ldc;
+    let mut p: Vec<f32> = Vec::with_capacity(POINTS * p_len);
+    let p_ptr = Shared(p.spare_capacity_mut().as_mut_ptr().cast());
+    for (first, c0) in (0..t_pad).step_by(chunk).enumerate().map(|(i, c0)| (i == 0, c0)) {
+        let tn = chunk.min(t_pad - c0);
+        (0..tn / NR).into_par_iter().for_each_init(
+            || (vec![0f32; NR * POINTS * NR], vec![0f32; POINTS * NR * NR]),
+            |(patches, rows), panel| {
+                let t0 = panel * NR;
+                let x_taps = [taps(&pg, c0 + t0, (th * tw, tiles, x_len), &xp.cols)];
+                for (s, ch) in (0..c_in).step_by(NR).enumerate() {
+                    let cb = NR.min(c_in - ch);
+                    let gb = Geometry { c_in: cb, ..pg };
+                    fill_panels(isa, &gb, &xs[ch * g.h * g.w..], &x_taps, &mut patches[..cb * POINTS * NR]);
+                    rows[cb * NR..].iter_mut().for_each(|v| *v = 0.0);
+                    for c in 0..cb {
+                        input_transform_on(isa, &patches[c * POINTS * NR..], &mut rows[c * NR..], NR * NR);
+                    }
+                    for xi in 0..POINTS {
+                        // SAFETY: strip s of point ξ, tiles t0..t0 + 16: this item's alone.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(v_ptr.at(xi * v_len + (s * chunk + t0) * NR), NR * NR)
+                        };
+                        transpose_into(isa, &rows[xi * NR * NR..][..NR * NR], NR, 0, out);
+                    }
+                }
+                let dy_taps = [taps(&dg, c0 + t0, (th * tw, tiles, dy_len), &dp.cols)];
+                for ch in (0..c_out).step_by(NR) {
+                    let cb = NR.min(c_out - ch);
+                    let gb = Geometry { c_in: cb, ..dg };
+                    fill_panels(isa, &gb, &dys[ch * ho * wo..], &dy_taps, &mut patches[..cb * 4 * NR]);
+                    for c in 0..cb {
+                        tile_transform_on(isa, &patches[c * 4 * NR..], &mut rows[c * NR..], NR * NR);
+                    }
+                    for xi in 0..POINTS {
+                        // Rows ch..ch + cb of point ξ land in panels ch / MR.. at tiles t0..t0 + 16.
+                        for (r0, r1) in panel_runs(ch, ch + cb, mr) {
+                            let at = xi * d_len + ((r0 / mr) * chunk + t0) * mr;
+                            // SAFETY: panel r0 / MR of point ξ, tiles t0..t0 + 16: this item's alone.
+                            let out = unsafe { std::slice::from_raw_parts_mut(d_ptr.at(at), NR * mr) };
+                            let rows = &rows[xi * NR * NR + (r0 - ch) * NR..][..(r1 - r0) * NR];
+                            transpose_into(isa, rows, mr, r0 % mr, out);
+                        }
+                    }
+                }
+            },
+        );
+        // The chunk's sums: one item per point and strip of input channels, which stays
+        // in L1 while the panels of output channels stream past it.
+        (0..POINTS * strips).into_par_iter().for_each(|item| {
+            let (xi, s) = (item / strips, item % strips);
+            let b = v[xi * v_len + s * chunk * NR..].as_ptr();
+            for panel in 0..a_panels {
+                let a = d[xi * d_len + panel * chunk * mr..].as_ptr();
+                let c = p_ptr.at(xi * p_len + panel * mr * ldc + s * NR);
+                // SAFETY: a and b hold tn rows of MR and 16; c is MR rows of ldc, the
+                // columns of strip s, this item's alone.
+                unsafe {
+                    if first {
+                        isa.kernel_set(tn, a, b, c, ldc)
+                    } else {
+                        isa.kernel(tn, a, b, c, ldc)
+                    }
+                };
+            }
+        });
+    }
+    // SAFETY: the first chunk wrote every element of P.
+    unsafe { p.set_len(POINTS * p_len) };
+    drop((v, d));
+    // dW = Gᵀ P G, 16 input channels at a time.
+    let mut dw = vec![0f32; c_out * c_in * 9];
+    dw.par_chunks_mut(c_in * 9).enumerate().for_each(|(co, dw)| {
+        for c0 in (0..c_in).step_by(NR) {
+            let cb = NR.min(c_in - c0);
+            let taps = weight_transform_on(isa, &p[co * ldc + c0..], p_len);
+            for (c, out) in dw[c0 * 9..].chunks_exact_mut(9).take(cb).enumerate() {
+                out.iter_mut().zip(&taps).for_each(|(o, t)| *o = t[c]);
+            }
+        }
+    });
+    dw
+}
+
+/// Runs of rows `r0..r1` that stay within one MR-row panel.
+fn panel_runs(r0: usize, r1: usize, mr: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut r = r0;
+    std::iter::from_fn(move || {
+        (r < r1).then(|| {
+            let end = ((r / mr + 1) * mr).min(r1);
+            (std::mem::replace(&mut r, end), end)
+        })
+    })
+}
+
+/// Rows of 16 lanes (`rows`, row-major) stored transposed into panel rows of `width`:
+/// `out[q * width + lane0 + r] = rows[r * 16 + q]`.
+fn transpose_into(isa: Isa, rows: &[f32], width: usize, lane0: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && width == NR && rows.len() == NR * NR {
+        // SAFETY: the CPU has AVX-512; rows and out hold 16 x 16 floats.
+        return unsafe { x86::transpose_16(rows, out) };
+    }
+    let _ = isa;
+    for (r, row) in rows.chunks_exact(NR).enumerate() {
+        for (q, &v) in row.iter().enumerate() {
+            out[q * width + lane0 + r] = v;
+        }
+    }
+}
+
+/// A dy Aᵀ of one channel's 2x2 tiles (rows 0..4 of `d`, element (i, j) at row 2i + j,
+/// a lane per tile), as row ξ of `out` every `stride` floats. A = [[1, 0], [1, 1], [1,
+/// -1], [0, -1]].
+#[inline(always)]
+fn tile_transform(d: &[f32], out: &mut [f32], stride: usize) {
+    let row = |i: usize| -> &[f32; NR] { d[i * NR..][..NR].try_into().unwrap() };
+    let a = |v0: &[f32; NR], v1: &[f32; NR]| -> [[f32; NR]; 4] {
+        [*v0, lanes(|q| v0[q] + v1[q]), lanes(|q| v0[q] - v1[q]), lanes(|q| -v1[q])]
+    };
+    // Rows first (A d: 4 rows of 2), then columns.
+    let (c0, c1) = (a(row(0), row(2)), a(row(1), row(3)));
+    for i in 0..4 {
+        for (j, v) in a(&c0[i], &c1[i]).iter().enumerate() {
+            out[(4 * i + j) * stride..][..NR].copy_from_slice(v);
+        }
+    }
+}
+
+/// Gᵀ p G for 16 pairs of channels, p's row ξ every `stride` floats: the 9 taps.
+/// Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]].
+#[inline(always)]
+fn weight_transform(p: &[f32], stride: usize) -> [[f32; NR]; 9] {
+    let row = |xi: usize| -> &[f32; NR] { p[xi * stride..][..NR].try_into().unwrap() };
+    let gt = |r: [&[f32; NR]; 4]| -> [[f32; NR]; 3] {
+        [
+            lanes(|q| r[0][q] + 0.5 * (r[1][q] + r[2][q])),
+            lanes(|q| 0.5 * (r[1][q] - r[2][q])),
+            lanes(|q| 0.5 * (r[1][q] + r[2][q]) + r[3][q]),
+        ]
+    };
+    // Gᵀ P (3 rows of 4), then (Gᵀ P) G.
+    let col = |b: usize| gt([row(b), row(4 + b), row(8 + b), row(12 + b)]);
+    let cols = [col(0), col(1), col(2), col(3)];
+    let mut out = [[0f32; NR]; 9];
+    for i in 0..3 {
+        let taps = gt([&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]]);
+        out[3 * i..3 * i + 3].copy_from_slice(&taps);
+    }
+    out
+}
+
+fn tile_transform_on(isa: Isa, d: &[f32], out: &mut [f32], stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512.
+        return unsafe { x86::tile_transform(d, out, stride) };
+    }
+    let _ = isa;
+    tile_transform(d, out, stride)
+}
+
+fn weight_transform_on(isa: Isa, p: &[f32], stride: usize) -> [[f32; NR]; 9] {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512.
+        return unsafe { x86::weight_transform(p, stride) };
+    }
+    let _ = isa;
+    weight_transform(p, stride)
 }
 
 #[cfg(test)]
