@@ -121,17 +121,23 @@ fn input_transform(d: &[f32], out: &mut [f32], stride: usize) {
 /// result is the tiles' four outputs (top-left, top-right, bottom-left, bottom-right).
 /// Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // index loops: closures here stayed calls
 fn output_transform(m: &[f32], stride: usize) -> [[f32; NR]; 4] {
-    let row = |xi: usize| -> &[f32; NR] { m[xi * stride..][..NR].try_into().unwrap() };
     // r0 = row 0 + row 1 + row 2, r1 = row 1 - row 2 - row 3 of the 4x4 (each a row of 4).
-    let r0 = |b: usize| lanes(|q| row(b)[q] + row(4 + b)[q] + row(8 + b)[q]);
-    let r1 = |b: usize| lanes(|q| row(4 + b)[q] - row(8 + b)[q] - row(12 + b)[q]);
-    let r = [[r0(0), r0(1), r0(2), r0(3)], [r1(0), r1(1), r1(2), r1(3)]];
-    let mut out = [[0f32; NR]; 4];
-    for (i, r) in r.iter().enumerate() {
+    let mut r = [[[0f32; NR]; 4]; 2];
+    for b in 0..4 {
+        let (m0, m1) = (&m[b * stride..][..NR], &m[(4 + b) * stride..][..NR]);
+        let (m2, m3) = (&m[(8 + b) * stride..][..NR], &m[(12 + b) * stride..][..NR]);
         for q in 0..NR {
-            out[2 * i][q] = r[0][q] + r[1][q] + r[2][q];
-            out[2 * i + 1][q] = r[1][q] - r[2][q] - r[3][q];
+            r[0][b][q] = m0[q] + m1[q] + m2[q];
+            r[1][b][q] = m1[q] - m2[q] - m3[q];
+        }
+    }
+    let mut out = [[0f32; NR]; 4];
+    for i in 0..2 {
+        for q in 0..NR {
+            out[2 * i][q] = r[i][0][q] + r[i][1][q] + r[i][2][q];
+            out[2 * i + 1][q] = r[i][1][q] - r[i][2][q] - r[i][3][q];
         }
     }
     out
@@ -540,16 +546,27 @@ fn transpose_into(isa: Isa, rows: &[f32], width: usize, lane0: usize, out: &mut 
 /// a lane per tile), as row ξ of `out` every `stride` floats. A = [[1, 0], [1, 1], [1,
 /// -1], [0, -1]].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // index loops: closures here stayed calls
 fn tile_transform(d: &[f32], out: &mut [f32], stride: usize) {
-    let row = |i: usize| -> &[f32; NR] { d[i * NR..][..NR].try_into().unwrap() };
-    let a = |v0: &[f32; NR], v1: &[f32; NR]| -> [[f32; NR]; 4] {
-        [*v0, lanes(|q| v0[q] + v1[q]), lanes(|q| v0[q] - v1[q]), lanes(|q| -v1[q])]
-    };
-    // Rows first (A d: 4 rows of 2), then columns.
-    let (c0, c1) = (a(row(0), row(2)), a(row(1), row(3)));
+    // Rows first (A d: 4 rows of 2), then columns; A's rows: (1, 0), (1, 1), (1, -1), (0, -1).
+    let mut e = [[[0f32; NR]; 2]; 4];
+    for j in 0..2 {
+        let (d0, d1) = (&d[j * NR..][..NR], &d[(2 + j) * NR..][..NR]);
+        for q in 0..NR {
+            e[0][j][q] = d0[q];
+            e[1][j][q] = d0[q] + d1[q];
+            e[2][j][q] = d0[q] - d1[q];
+            e[3][j][q] = -d1[q];
+        }
+    }
     for i in 0..4 {
-        for (j, v) in a(&c0[i], &c1[i]).iter().enumerate() {
-            out[(4 * i + j) * stride..][..NR].copy_from_slice(v);
+        let (v0, v1) = (&e[i][0], &e[i][1]);
+        let rows = &mut out[4 * i * stride..];
+        for q in 0..NR {
+            rows[q] = v0[q];
+            rows[stride + q] = v0[q] + v1[q];
+            rows[2 * stride + q] = v0[q] - v1[q];
+            rows[3 * stride + q] = -v1[q];
         }
     }
 }
@@ -557,22 +574,27 @@ fn tile_transform(d: &[f32], out: &mut [f32], stride: usize) {
 /// Gᵀ p G for 16 pairs of channels, p's row ξ every `stride` floats: the 9 taps.
 /// Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // index loops: closures here stayed calls
 fn weight_transform(p: &[f32], stride: usize) -> [[f32; NR]; 9] {
-    let row = |xi: usize| -> &[f32; NR] { p[xi * stride..][..NR].try_into().unwrap() };
-    let gt = |r: [&[f32; NR]; 4]| -> [[f32; NR]; 3] {
-        [
-            lanes(|q| r[0][q] + 0.5 * (r[1][q] + r[2][q])),
-            lanes(|q| 0.5 * (r[1][q] - r[2][q])),
-            lanes(|q| 0.5 * (r[1][q] + r[2][q]) + r[3][q]),
-        ]
-    };
-    // Gᵀ P (3 rows of 4), then (Gᵀ P) G.
-    let col = |b: usize| gt([row(b), row(4 + b), row(8 + b), row(12 + b)]);
-    let cols = [col(0), col(1), col(2), col(3)];
+    // Gᵀ P (3 rows of 4), then (Gᵀ P) G; Gᵀ's rows: (1, ½, ½, 0), (0, ½, -½, 0), (0, ½, ½, 1).
+    let mut t = [[[0f32; NR]; 4]; 3];
+    for b in 0..4 {
+        let (p0, p1) = (&p[b * stride..][..NR], &p[(4 + b) * stride..][..NR]);
+        let (p2, p3) = (&p[(8 + b) * stride..][..NR], &p[(12 + b) * stride..][..NR]);
+        for q in 0..NR {
+            t[0][b][q] = p0[q] + 0.5 * (p1[q] + p2[q]);
+            t[1][b][q] = 0.5 * (p1[q] - p2[q]);
+            t[2][b][q] = 0.5 * (p1[q] + p2[q]) + p3[q];
+        }
+    }
     let mut out = [[0f32; NR]; 9];
     for i in 0..3 {
-        let taps = gt([&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]]);
-        out[3 * i..3 * i + 3].copy_from_slice(&taps);
+        let r = &t[i];
+        for q in 0..NR {
+            out[3 * i][q] = r[0][q] + 0.5 * (r[1][q] + r[2][q]);
+            out[3 * i + 1][q] = 0.5 * (r[1][q] - r[2][q]);
+            out[3 * i + 2][q] = 0.5 * (r[1][q] + r[2][q]) + r[3][q];
+        }
     }
     out
 }
