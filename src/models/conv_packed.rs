@@ -462,12 +462,15 @@ impl Phases {
         let starts: Vec<usize> =
             (0..s).scan(0, |at, p| Some(std::mem::replace(at, *at + (g.w - p.min(g.w)).div_ceil(s)))).collect();
         let cols: Vec<usize> = (0..g.w).map(|ix| starts[ix % s] + ix / s).collect();
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(g.w * 64).zip(x.par_chunks(g.w * 64)).for_each(|(out, x)| {
+        // Every element is written below (cols is a permutation of each row).
+        let mut out: Vec<f32> = Vec::with_capacity(x.len());
+        out.spare_capacity_mut().par_chunks_mut(g.w * 64).zip(x.par_chunks(g.w * 64)).for_each(|(out, x)| {
             for (out, x) in out.chunks_exact_mut(g.w).zip(x.chunks_exact(g.w)) {
-                cols.iter().zip(x).for_each(|(&c, &v)| out[c] = v);
+                cols.iter().zip(x).for_each(|(&c, &v)| _ = out[c].write(v));
             }
         });
+        // SAFETY: x holds whole rows, each written above.
+        unsafe { out.set_len(x.len()) };
         Phases { cols, x: Some(out) }
     }
 }

@@ -420,11 +420,21 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
     let dg = Geometry { c_in: c_out, h: ho, w: wo, kh: 2, kw: 2, stride: 2, pad: (0, 0), dilation: 1, c_out: c_in };
     let (strips, a_panels) = (c_in.div_ceil(NR), c_out.div_ceil(mr));
     // V: point ξ's strips of 16 input channels at ξ * v_len, each [chunk][16]; D: point
-    // ξ's panels of MR output channels at ξ * d_len, each [chunk][MR]. Rows of the last
-    // panel past c_out stay zero.
+    // ξ's panels of MR output channels at ξ * d_len, each [chunk][MR]. Each chunk writes
+    // all of V and D but the rows of the last panel past c_out, zeroed here once.
     let (v_len, d_len) = (strips * chunk * NR, a_panels * chunk * mr);
-    let mut v = vec![0f32; POINTS * v_len];
-    let mut d = vec![0f32; POINTS * d_len];
+    let mut v: Vec<f32> = Vec::with_capacity(POINTS * v_len);
+    let mut d: Vec<f32> = Vec::with_capacity(POINTS * d_len);
+    // SAFETY: written before read (V and D by each chunk, the tail rows of D here).
+    unsafe {
+        v.set_len(POINTS * v_len);
+        d.set_len(POINTS * d_len);
+    }
+    if c_out % mr != 0 {
+        for d in d.chunks_exact_mut(d_len) {
+            d[(a_panels - 1) * chunk * mr..].chunks_exact_mut(mr).for_each(|t| t[c_out % mr..].fill(0.0));
+        }
+    }
     let (v_ptr, d_ptr) = (Shared(v.as_mut_ptr()), Shared(d.as_mut_ptr()));
     let (xp, dp) = (Phases::new(&pg, x), Phases::new(&dg, dy));
     let (xs, dys) = (xp.x.as_deref().unwrap_or(x), dp.x.as_deref().unwrap_or(dy));
@@ -502,16 +512,18 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
     unsafe { p.set_len(POINTS * p_len) };
     drop((v, d));
     // dW = Gᵀ P G, 16 input channels at a time.
-    let mut dw = vec![0f32; c_out * c_in * 9];
-    dw.par_chunks_mut(c_in * 9).enumerate().for_each(|(co, dw)| {
+    let mut dw: Vec<f32> = Vec::with_capacity(c_out * c_in * 9);
+    dw.spare_capacity_mut().par_chunks_mut(c_in * 9).enumerate().for_each(|(co, dw)| {
         for c0 in (0..c_in).step_by(NR) {
             let cb = NR.min(c_in - c0);
             let taps = weight_transform_on(isa, &p[co * ldc + c0..], p_len);
             for (c, out) in dw[c0 * 9..].chunks_exact_mut(9).take(cb).enumerate() {
-                out.iter_mut().zip(&taps).for_each(|(o, t)| *o = t[c]);
+                out.iter_mut().zip(&taps).for_each(|(o, t)| _ = o.write(t[c]));
             }
         }
     });
+    // SAFETY: every (co, ci, tap) was written above.
+    unsafe { dw.set_len(c_out * c_in * 9) };
     dw
 }
 
