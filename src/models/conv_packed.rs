@@ -343,7 +343,7 @@ impl Shared {
 /// Where one kernel tap reads the 16 output positions of a B panel, as offsets from
 /// image 0 of the batch within each channel's plane (the fill adds the channel).
 /// Padding and positions past the end read zeros.
-pub(super) enum Tap {
+enum Tap {
     /// The valid lanes as runs of consecutive inputs, `(lanes mask, offset of lane 0)`
     /// (lane q of a run reads offset + q; a run's lanes are consecutive): a masked load
     /// each on AVX-512. Small and lane-free, as the fill reads it for every channel.
@@ -379,7 +379,7 @@ fn tap_of(lanes: [Option<usize>; NR]) -> Tap {
 /// `t / l`, position `t % l` in it); offsets count from image 0's channel 0, images
 /// `x_len` apart, so a panel may span two images. `cols[ix]` is where input column `ix`
 /// lies in its row (see [`Phases`]).
-pub(super) fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols: &[usize]) -> Vec<Tap> {
+fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, usize), cols: &[usize]) -> Vec<Tap> {
     let (_, wo) = g.out_hw();
     // Each lane's image, and where its window starts in the input: one division for
     // lane 0, then steps.
@@ -445,15 +445,15 @@ pub(super) fn taps(g: &Geometry, t0: usize, (l, total, x_len): (usize, usize, us
 /// row `[0, s, 2s, ..., 1, 1 + s, ...]`. Consecutive outputs then read consecutive
 /// floats, so the panel fill takes a tap's 16 lanes in one (masked) load instead of 16
 /// scalar ones: the 7x7 stride-2 stem spent more time filling than multiplying.
-pub(super) struct Phases {
+struct Phases {
     /// `cols[ix]`: where input column `ix` lies in its row.
-    pub(super) cols: Vec<usize>,
+    cols: Vec<usize>,
     /// The regrouped input, when the stride is above 1.
-    pub(super) x: Option<Vec<f32>>,
+    x: Option<Vec<f32>>,
 }
 
 impl Phases {
-    pub(super) fn new(g: &Geometry, x: &[f32]) -> Phases {
+    fn new(g: &Geometry, x: &[f32]) -> Phases {
         let s = g.stride;
         if s == 1 {
             return Phases { cols: (0..g.w).collect(), x: None };
@@ -478,7 +478,7 @@ impl Phases {
 /// im2col of batch `x` into consecutive panels `[k][16]`, one per entry of `taps` (its
 /// 16 output positions), channel by channel and tap by tap: each input row is read
 /// along, not once per panel.
-pub(super) fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mut [f32]) {
+fn fill_panels(isa: Isa, g: &Geometry, x: &[f32], taps: &[Vec<Tap>], panels: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: the CPU has AVX-512; `panels` holds one panel of k x 16 per entry.

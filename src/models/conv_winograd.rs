@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use super::conv::Geometry;
-use super::conv_packed::{fill_panels, taps, Isa, Phases, Shared, Tap, L2_FLOATS, NR};
+use super::conv_packed::{Isa, Shared, L2_FLOATS, NR};
 
 /// Points of the transformed domain (4x4).
 const POINTS: usize = 16;
@@ -158,9 +158,67 @@ fn lanes(f: impl Fn(usize) -> f32) -> [f32; NR] {
 /// lane for 16 lanes, which then become one register each).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Geometry;
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn input_transform(d: &[f32], out: &mut [f32], stride: usize) {
         super::input_transform(d, out, stride)
+    }
+
+    /// [`super::fill_patches`] on AVX-512 (2x2 or 4x4 windows at stride 2).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill_patches(pg: &Geometry, x: &[f32], segs: &[Vec<super::Segment>], panels: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let (plane, kk, w) = (pg.h * pg.w, pg.kh * pg.kw, pg.w as isize);
+        let k = pg.c_in * kk;
+        // Valid columns of the 16 floats from column c: 0 <= c + lane < w.
+        let cols = |c: isize| -> u16 {
+            let lo = (-c).clamp(0, 16);
+            let hi = (w - c).clamp(lo, 16);
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+        };
+        let iota = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        for (s, segs) in segs.iter().enumerate() {
+            // Per segment: its lanes, and for each pair of taps (j = 0, 1 from column
+            // `col`; j = 2, 3 from `col + 2`) the two loads' column masks.
+            /// A segment's lanes, permute indices and load masks.
+            type Plan = (u16, __m512i, [(u16, u16); 2]);
+            let plan: Vec<Plan> = segs
+                .iter()
+                .map(|seg| {
+                    let lanes = (((1u32 << seg.n) - 1) << seg.q0) as u16;
+                    // Lane q reads float 2 (q - q0) (+ 1 for odd taps) of the 32 loaded.
+                    let idx = _mm512_sub_epi32(iota, _mm512_set1_epi32(2 * seg.q0 as i32));
+                    let masks = [0, 2].map(|off| (cols(seg.col + off), cols(seg.col + off + 16)));
+                    (lanes, idx, masks)
+                })
+                .collect();
+            let one = _mm512_set1_epi32(1);
+            for c in 0..pg.c_in {
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (seg, &(lanes, idx, masks)) in segs.iter().zip(&plan) {
+                    for i in 0..pg.kh {
+                        let iy = seg.row + i as isize;
+                        if !(0..pg.h as isize).contains(&iy) {
+                            continue;
+                        }
+                        let row = x.as_ptr().add(seg.image + c * plane + iy as usize * pg.w);
+                        for (pair, &(m_lo, m_hi)) in masks.iter().enumerate().take(pg.kw / 2) {
+                            let at = seg.col + 2 * pair as isize;
+                            let lo = _mm512_maskz_loadu_ps(m_lo, row.wrapping_offset(at));
+                            let hi = _mm512_maskz_loadu_ps(m_hi, row.wrapping_offset(at + 16));
+                            let tap = i * pg.kw + 2 * pair;
+                            let even = _mm512_permutex2var_ps(lo, idx, hi);
+                            let odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(idx, one), hi);
+                            v[tap] = _mm512_mask_mov_ps(v[tap], lanes, even);
+                            v[tap + 1] = _mm512_mask_mov_ps(v[tap + 1], lanes, odd);
+                        }
+                    }
+                }
+                let out = panels.as_mut_ptr().add((s * k + c * kk) * 16);
+                v.iter().take(kk).enumerate().for_each(|(t, v)| _mm512_storeu_ps(out.add(t * 16), *v));
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f")]
@@ -204,6 +262,82 @@ fn input_transform_on(isa: Isa, d: &[f32], out: &mut [f32], stride: usize) {
     }
     let _ = isa;
     input_transform(d, out, stride)
+}
+
+/// Lanes of a 16-tile panel that lie in one row of tiles of one image: their patches'
+/// windows sit side by side, 2 columns apart, in the same input rows.
+#[derive(Clone, Copy)]
+struct Segment {
+    /// The lanes, `q0..q0 + n`.
+    q0: usize,
+    n: usize,
+    /// The image's offset in the batch, and the input row and column of lane q0's
+    /// window (before the padding: may be negative).
+    image: usize,
+    row: isize,
+    col: isize,
+}
+
+/// The [`Segment`]s of the 16 tiles from `t0` (of `tiles`; `(th, tw)` tiles per image,
+/// images `x_len` apart) for windows of geometry `pg` (stride 2).
+fn segments(pg: &Geometry, t0: usize, tiles: usize, (th, tw): (usize, usize), x_len: usize) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::with_capacity(4);
+    for t in t0..(t0 + NR).min(tiles) {
+        let (b, r) = (t / (th * tw), t % (th * tw));
+        let (ty, tx) = (r / tw, r % tw);
+        match out.last_mut() {
+            Some(seg) if tx > 0 && t > t0 => seg.n += 1,
+            _ => out.push(Segment {
+                q0: t - t0,
+                n: 1,
+                image: b * x_len,
+                row: (2 * ty) as isize - pg.pad.0 as isize,
+                col: (2 * tx) as isize - pg.pad.1 as isize,
+            }),
+        }
+    }
+    out
+}
+
+/// The patches of `segs` (one list per panel) for channels `0..pg.c_in` of `x` (counted
+/// from image 0, the images `x_len` apart as the segments say) into consecutive panels
+/// `[c_in * kh * kw][16]`, row c * kh * kw + tap, like the direct path's im2col. Zero in
+/// the padding and past the last tile. Reads x as it lies: on AVX-512, a window row is
+/// two masked loads per pair of taps, split into even and odd columns by permutes, so
+/// no copy of x with its columns regrouped is made.
+fn fill_patches(isa: Isa, pg: &Geometry, x: &[f32], segs: &[Vec<Segment>], panels: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512; every load is masked to columns inside x's rows.
+        return unsafe { x86::fill_patches(pg, x, segs, panels) };
+    }
+    let _ = isa;
+    let (plane, kk) = (pg.h * pg.w, pg.kh * pg.kw);
+    let k = pg.c_in * kk;
+    for (s, segs) in segs.iter().enumerate() {
+        let panel = &mut panels[s * k * NR..][..k * NR];
+        panel.fill(0.0);
+        for c in 0..pg.c_in {
+            for seg in segs {
+                for i in 0..pg.kh {
+                    let iy = seg.row + i as isize;
+                    if !(0..pg.h as isize).contains(&iy) {
+                        continue;
+                    }
+                    let row = &x[seg.image + c * plane + iy as usize * pg.w..][..pg.w];
+                    for j in 0..pg.kw {
+                        let out = &mut panel[(c * kk + i * pg.kw + j) * NR..][..NR];
+                        for q in 0..seg.n {
+                            let ix = seg.col + (2 * q + j) as isize;
+                            if (0..pg.w as isize).contains(&ix) {
+                                out[seg.q0 + q] = row[ix as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Where a panel's tiles put their outputs in y (channel 0; rows `wo` apart).
@@ -325,8 +459,6 @@ pub(crate) fn forward(
     let mut y: Vec<f32> = Vec::with_capacity(batch * y_len);
     crate::util::advise_huge_pages(y.spare_capacity_mut());
     let y_ptr = Shared(y.spare_capacity_mut().as_mut_ptr().cast());
-    let phases = Phases::new(&pg, x);
-    let x = phases.x.as_deref().unwrap_or(x);
     let plane = g.h * g.w;
     (0..panels.div_ceil(group)).into_par_iter().for_each_init(
         || {
@@ -340,15 +472,15 @@ pub(crate) fn forward(
             let first = item * group;
             let count = group.min(panels - first);
             let t_first = first * NR;
-            let strip_taps: Vec<Vec<Tap>> =
-                (0..count).map(|s| taps(&pg, t_first + s * NR, (th * tw, tiles, x_len), &phases.cols)).collect();
+            let segs: Vec<Vec<Segment>> =
+                (0..count).map(|s| segments(&pg, t_first + s * NR, tiles, (th, tw), x_len)).collect();
             // V: point ξ of panel s at v[(ξ * count + s) * c_in * 16], rows by channel.
             let xi_stride = count * c_in * NR;
             for c0 in (0..c_in).step_by(FILL_CHANNELS) {
                 let cb = FILL_CHANNELS.min(c_in - c0);
                 let gb = Geometry { c_in: cb, ..pg };
-                // The taps count from image 0's channel 0: here the block's first channel.
-                fill_panels(isa, &gb, &x[c0 * plane..], &strip_taps, &mut patches[..count * cb * POINTS * NR]);
+                // The segments count from image 0's channel 0: here the block's first.
+                fill_patches(isa, &gb, &x[c0 * plane..], &segs, &mut patches[..count * cb * POINTS * NR]);
                 for s in 0..count {
                     for c in 0..cb {
                         let d = &patches[(s * cb + c) * POINTS * NR..][..POINTS * NR];
@@ -436,8 +568,6 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
         }
     }
     let (v_ptr, d_ptr) = (Shared(v.as_mut_ptr()), Shared(d.as_mut_ptr()));
-    let (xp, dp) = (Phases::new(&pg, x), Phases::new(&dg, dy));
-    let (xs, dys) = (xp.x.as_deref().unwrap_or(x), dp.x.as_deref().unwrap_or(dy));
     let (x_len, dy_len) = (c_in * g.h * g.w, c_out * ho * wo);
     // P[ξ] [a_panels * MR, strips * 16], every element written by the first chunk.
     let ldc = strips * NR;
@@ -450,11 +580,11 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
             || (vec![0f32; NR * POINTS * NR], vec![0f32; POINTS * NR * NR]),
             |(patches, rows), panel| {
                 let t0 = panel * NR;
-                let x_taps = [taps(&pg, c0 + t0, (th * tw, tiles, x_len), &xp.cols)];
+                let x_segs = [segments(&pg, c0 + t0, tiles, (th, tw), x_len)];
                 for (s, ch) in (0..c_in).step_by(NR).enumerate() {
                     let cb = NR.min(c_in - ch);
                     let gb = Geometry { c_in: cb, ..pg };
-                    fill_panels(isa, &gb, &xs[ch * g.h * g.w..], &x_taps, &mut patches[..cb * POINTS * NR]);
+                    fill_patches(isa, &gb, &x[ch * g.h * g.w..], &x_segs, &mut patches[..cb * POINTS * NR]);
                     rows[cb * NR..].iter_mut().for_each(|v| *v = 0.0);
                     for c in 0..cb {
                         input_transform_on(isa, &patches[c * POINTS * NR..], &mut rows[c * NR..], NR * NR);
@@ -467,11 +597,11 @@ pub(crate) fn grad_weight(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32], batch: 
                         transpose_into(isa, &rows[xi * NR * NR..][..NR * NR], NR, 0, out);
                     }
                 }
-                let dy_taps = [taps(&dg, c0 + t0, (th * tw, tiles, dy_len), &dp.cols)];
+                let dy_segs = [segments(&dg, c0 + t0, tiles, (th, tw), dy_len)];
                 for ch in (0..c_out).step_by(NR) {
                     let cb = NR.min(c_out - ch);
                     let gb = Geometry { c_in: cb, ..dg };
-                    fill_panels(isa, &gb, &dys[ch * ho * wo..], &dy_taps, &mut patches[..cb * 4 * NR]);
+                    fill_patches(isa, &gb, &dy[ch * ho * wo..], &dy_segs, &mut patches[..cb * 4 * NR]);
                     for c in 0..cb {
                         tile_transform_on(isa, &patches[c * 4 * NR..], &mut rows[c * NR..], NR * NR);
                     }
