@@ -50,41 +50,80 @@ fn patch_geometry(g: &Geometry) -> Geometry {
 fn transform_weights(isa: Isa, g: &Geometry, w: &[f32], flipped: bool) -> Vec<f32> {
     let (c_out, c_in, mr) = (g.c_out, g.c_in, isa.mr());
     let a_len = c_out.div_ceil(mr) * mr * c_in;
-    let mut u = vec![0f32; POINTS * a_len];
-    let u_ptr = Shared(u.as_mut_ptr());
+    // Every element is written below (rows past c_out as zeros).
+    let mut u: Vec<f32> = Vec::with_capacity(POINTS * a_len);
+    let u_ptr = Shared(u.spare_capacity_mut().as_mut_ptr().cast());
     (0..c_out.div_ceil(mr)).into_par_iter().for_each(|p| {
-        for ci in 0..c_in {
-            // The panel's rows (output channels) in lanes; past c_out they stay zero.
-            let mut taps = [[0f32; NR]; 9];
-            for (i, co) in (p * mr..c_out.min(p * mr + mr)).enumerate() {
-                for (tap, lanes) in taps.iter_mut().enumerate() {
-                    lanes[i] = if flipped { w[(ci * c_out + co) * 9 + 8 - tap] } else { w[(co * c_in + ci) * 9 + tap] };
-                }
-            }
-            let t = kernel_transform(&taps);
-            for (xi, lanes) in t.iter().enumerate() {
-                // SAFETY: panel p's rows of channel ci, written by this task alone.
-                let out = unsafe { std::slice::from_raw_parts_mut(u_ptr.at(xi * a_len + (p * c_in + ci) * mr), mr) };
-                out.copy_from_slice(&lanes[..mr]);
+        // SAFETY: panel p's rows, written by this task alone.
+        unsafe { transform_panel(mr, w, flipped, (c_out, c_in), p, u_ptr, a_len) }
+    });
+    // SAFETY: every panel's rows of every channel and point were written above.
+    unsafe { u.set_len(POINTS * a_len) };
+    u
+}
+
+/// [`transform_weights`] of panel `p` (output channels p * MR..), all input channels.
+/// Left to the baseline ISA: built for AVX-512, LLVM turned the strided reads of w into
+/// gathers, which took 4x as long.
+///
+/// # Safety
+/// `u` holds 16 points of `a_len` floats; no one else writes panel p's rows.
+unsafe fn transform_panel(
+    mr: usize,
+    w: &[f32],
+    flipped: bool,
+    (c_out, c_in): (usize, usize),
+    p: usize,
+    u: Shared,
+    a_len: usize,
+) {
+    for ci in 0..c_in {
+        // The panel's rows (output channels) in lanes; past c_out they stay zero.
+        let mut taps = [[0f32; NR]; 9];
+        for (i, co) in (p * mr..c_out.min(p * mr + mr)).enumerate() {
+            for (tap, lanes) in taps.iter_mut().enumerate() {
+                lanes[i] = if flipped { w[(ci * c_out + co) * 9 + 8 - tap] } else { w[(co * c_in + ci) * 9 + tap] };
             }
         }
-    });
-    u
+        let t = kernel_transform(&taps);
+        for (xi, lanes) in t.iter().enumerate() {
+            let at = u.at(xi * a_len + (p * c_in + ci) * mr);
+            // A fixed-size store where MR is 16 (a slice copy was a memmove call each).
+            if mr == NR {
+                at.cast::<[f32; NR]>().write_unaligned(*lanes);
+            } else {
+                std::slice::from_raw_parts_mut(at, mr).copy_from_slice(&lanes[..mr]);
+            }
+        }
+    }
 }
 
 /// G w Gᵀ of 3x3 kernels, one per lane (`w[tap]`, tap = 3i + j), as ξ = 4a + b;
 /// G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]].
+#[allow(clippy::needless_range_loop)] // index loops: closures here stayed calls
+#[inline(always)]
 fn kernel_transform(w: &[[f32; NR]; 9]) -> [[f32; NR]; POINTS] {
-    let g = |r: [&[f32; NR]; 3]| -> [[f32; NR]; 4] {
-        [*r[0], lanes(|q| 0.5 * (r[0][q] + r[1][q] + r[2][q])), lanes(|q| 0.5 * (r[0][q] - r[1][q] + r[2][q])), *r[2]]
-    };
-    // Columns first (G w: 4 rows of 3), then rows ((G w) Gᵀ).
-    let col = |j: usize| g([&w[j], &w[3 + j], &w[6 + j]]);
-    let cols = [col(0), col(1), col(2)];
+    // Columns first (G w: 4 rows of 3), then rows ((G w) Gᵀ); G's rows: (1, 0, 0),
+    // (½, ½, ½), (½, -½, ½), (0, 0, 1).
+    let mut gw = [[[0f32; NR]; 3]; 4];
+    for j in 0..3 {
+        let (w0, w1, w2) = (&w[j], &w[3 + j], &w[6 + j]);
+        for q in 0..NR {
+            gw[0][j][q] = w0[q];
+            gw[1][j][q] = 0.5 * (w0[q] + w1[q] + w2[q]);
+            gw[2][j][q] = 0.5 * (w0[q] - w1[q] + w2[q]);
+            gw[3][j][q] = w2[q];
+        }
+    }
     let mut out = [[0f32; NR]; POINTS];
     for a in 0..4 {
-        let row = g([&cols[0][a], &cols[1][a], &cols[2][a]]);
-        out[a * 4..a * 4 + 4].copy_from_slice(&row);
+        let r = &gw[a];
+        for q in 0..NR {
+            out[4 * a][q] = r[0][q];
+            out[4 * a + 1][q] = 0.5 * (r[0][q] + r[1][q] + r[2][q]);
+            out[4 * a + 2][q] = 0.5 * (r[0][q] - r[1][q] + r[2][q]);
+            out[4 * a + 3][q] = r[2][q];
+        }
     }
     out
 }
