@@ -758,9 +758,9 @@ mod tests {
     /// The 2-wide one gives taps with a valid lane in every other position (more runs
     /// than the fill takes); the four after the 16-channel one have output rows of 16 or
     /// more, so whole panels lie inside one row. The 3x3 stride-1 ones with even outputs
-    /// run Winograd's F(2x2, 3x3) in the forward pass and input gradient, the last three
-    /// with panels of tiles across rows and images, inside one row (18-tile rows), and
-    /// from 3 channels (VGG's first layer).
+    /// and 16 channels or more run Winograd's F(2x2, 3x3): the two after the dilated one,
+    /// with panels of tiles across rows and images, and inside one row (18-tile rows);
+    /// the last has 3 channels, as VGG's first layer, and stays direct.
     #[allow(clippy::type_complexity)]
     const SHAPE_CLASSES: [(usize, usize, usize, usize, usize, usize, usize, (usize, usize), usize); 18] = [
         (8, 16, 9, 9, 1, 1, 1, (0, 0), 1),
@@ -778,8 +778,8 @@ mod tests {
         (4, 6, 9, 35, 3, 3, 2, (1, 1), 1),
         (4, 6, 7, 34, 3, 3, 1, (1, 1), 1),
         (3, 5, 9, 36, 3, 3, 1, (2, 2), 2),
-        (16, 12, 10, 20, 3, 3, 1, (1, 1), 1),
-        (8, 20, 14, 36, 3, 3, 1, (1, 1), 1),
+        (16, 20, 10, 20, 3, 3, 1, (1, 1), 1),
+        (20, 16, 14, 36, 3, 3, 1, (1, 1), 1),
         (3, 8, 12, 12, 3, 3, 1, (1, 1), 1),
     ];
 
@@ -830,6 +830,8 @@ mod tests {
             (32, 17, 12, 35, 3, 3, 2, (1, 1), 1),
             (16, 8, 10, 10, 1, 1, 2, (0, 0), 1),
             (16, 6, 12, 12, 3, 3, 1, (2, 2), 2),
+            (20, 33, 6, 6, 3, 3, 1, (1, 1), 1),
+            (33, 20, 8, 6, 3, 3, 1, (0, 2), 1),
         ];
         let cases = SHAPE_CLASSES.iter().chain(&more).copied();
         let mut rng = 0x9e3779b97f4a7c15u64;
