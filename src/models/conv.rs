@@ -832,6 +832,8 @@ mod tests {
             (16, 6, 12, 12, 3, 3, 1, (2, 2), 2),
             (20, 33, 6, 6, 3, 3, 1, (1, 1), 1),
             (33, 20, 8, 6, 3, 3, 1, (0, 2), 1),
+            // Transformed weights over 1 MB: Winograd's forward point by point.
+            (128, 144, 6, 10, 3, 3, 1, (1, 1), 1),
         ];
         let cases = SHAPE_CLASSES.iter().chain(&more).copied();
         let mut rng = 0x9e3779b97f4a7c15u64;

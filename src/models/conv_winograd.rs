@@ -62,7 +62,7 @@ fn transform_weights(isa: Isa, g: &Geometry, w: &[f32], flipped: bool) -> Vec<f3
     let u_ptr = Shared(u.spare_capacity_mut().as_mut_ptr().cast());
     (0..c_out.div_ceil(mr)).into_par_iter().for_each(|p| {
         // SAFETY: panel p's rows, written by this task alone.
-        unsafe { transform_panel(mr, w, flipped, (c_out, c_in), p, u_ptr, a_len) }
+        unsafe { transform_panel(isa, w, flipped, (c_out, c_in), p, u_ptr, a_len) }
     });
     // SAFETY: every panel's rows of every channel and point were written above.
     unsafe { u.set_len(POINTS * a_len) };
@@ -70,13 +70,13 @@ fn transform_weights(isa: Isa, g: &Geometry, w: &[f32], flipped: bool) -> Vec<f3
 }
 
 /// [`transform_weights`] of panel `p` (output channels p * MR..), all input channels.
-/// Left to the baseline ISA: built for AVX-512, LLVM turned the strided reads of w into
-/// gathers, which took 4x as long.
+/// The reads of w stay at the baseline ISA: built for AVX-512, LLVM turned them into
+/// gathers, which took 4x as long; the transform itself runs on AVX-512.
 ///
 /// # Safety
 /// `u` holds 16 points of `a_len` floats; no one else writes panel p's rows.
 unsafe fn transform_panel(
-    mr: usize,
+    isa: Isa,
     w: &[f32],
     flipped: bool,
     (c_out, c_in): (usize, usize),
@@ -84,15 +84,20 @@ unsafe fn transform_panel(
     u: Shared,
     a_len: usize,
 ) {
+    let mr = isa.mr();
     for ci in 0..c_in {
         // The panel's rows (output channels) in lanes; past c_out they stay zero.
         let mut taps = [[0f32; NR]; 9];
         for (i, co) in (p * mr..c_out.min(p * mr + mr)).enumerate() {
-            for (tap, lanes) in taps.iter_mut().enumerate() {
-                lanes[i] = if flipped { w[(ci * c_out + co) * 9 + 8 - tap] } else { w[(co * c_in + ci) * 9 + tap] };
+            if flipped {
+                let src: &[f32; 9] = w[(ci * c_out + co) * 9..][..9].try_into().unwrap();
+                taps.iter_mut().zip(src.iter().rev()).for_each(|(lanes, &v)| lanes[i] = v);
+            } else {
+                let src: &[f32; 9] = w[(co * c_in + ci) * 9..][..9].try_into().unwrap();
+                taps.iter_mut().zip(src).for_each(|(lanes, &v)| lanes[i] = v);
             }
         }
-        let t = kernel_transform(&taps);
+        let t = kernel_transform_on(isa, &taps);
         for (xi, lanes) in t.iter().enumerate() {
             let at = u.at(xi * a_len + (p * c_in + ci) * mr);
             // A fixed-size store where MR is 16 (a slice copy was a memmove call each).
@@ -265,6 +270,11 @@ mod x86 {
                 v.iter().take(kk).enumerate().for_each(|(t, v)| _mm512_storeu_ps(out.add(t * 16), *v));
             }
         }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_transform(w: &[[f32; super::NR]; 9]) -> [[f32; super::NR]; super::POINTS] {
+        super::kernel_transform(w)
     }
 
     #[target_feature(enable = "avx512f")]
@@ -785,6 +795,16 @@ fn weight_transform(p: &[f32], stride: usize) -> [[f32; NR]; 9] {
         }
     }
     out
+}
+
+fn kernel_transform_on(isa: Isa, w: &[[f32; NR]; 9]) -> [[f32; NR]; POINTS] {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512.
+        return unsafe { x86::kernel_transform(w) };
+    }
+    let _ = isa;
+    kernel_transform(w)
 }
 
 fn tile_transform_on(isa: Isa, d: &[f32], out: &mut [f32], stride: usize) {
