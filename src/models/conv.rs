@@ -314,7 +314,7 @@ fn forward_slices(
     let (l_all, k, tile) = (ho * wo, g.k(), g.tile());
     if let Some(isa) = isa {
         if winograd::applies(g) {
-            return winograd::forward(isa, g, x, batch, w, false, bias, relu);
+            return winograd::forward(isa, g, (x, batch), (w, false), bias, relu);
         }
         let packed = packed::pack_panels(isa, g.c_out, k, w);
         if let Some(sub) = g.strided_pointwise() {
@@ -467,7 +467,7 @@ fn grad_input_slices(isa: Option<Isa>, g: &Geometry, dy: &[f32], w: &[f32], batc
     }
     if let Some((isa, flipped)) = isa.zip(packed::grad_input_geometry(g)) {
         if winograd::applies(&flipped) {
-            return winograd::forward(isa, &flipped, dy, batch, w, true, None, false);
+            return winograd::forward(isa, &flipped, (dy, batch), (w, true), None, false);
         }
         return packed::forward(isa, &flipped, dy, batch, &packed::pack_flipped(isa, g, w), None, false);
     }

@@ -177,8 +177,7 @@ fn output_transform(m: &[f32], stride: usize) -> [[f32; NR]; 4] {
     // r0 = row 0 + row 1 + row 2, r1 = row 1 - row 2 - row 3 of the 4x4 (each a row of 4).
     let mut r = [[[0f32; NR]; 4]; 2];
     for b in 0..4 {
-        let (m0, m1) = (&m[b * stride..][..NR], &m[(4 + b) * stride..][..NR]);
-        let (m2, m3) = (&m[(8 + b) * stride..][..NR], &m[(12 + b) * stride..][..NR]);
+        let [m0, m1, m2, m3] = column(m, b, stride);
         for q in 0..NR {
             r[0][b][q] = m0[q] + m1[q] + m2[q];
             r[1][b][q] = m1[q] - m2[q] - m3[q];
@@ -192,6 +191,13 @@ fn output_transform(m: &[f32], stride: usize) -> [[f32; NR]; 4] {
         }
     }
     out
+}
+
+/// Column b of a 4x4 of 16-lane rows (point ξ = 4a + b at `m[ξ * stride..]`).
+#[inline(always)]
+fn column(m: &[f32], b: usize, stride: usize) -> [&[f32]; 4] {
+    let row = |a: usize| &m[(4 * a + b) * stride..][..NR];
+    [row(0), row(1), row(2), row(3)]
 }
 
 /// 16 lanes of `f(lane)`: written as a loop, which LLVM turns into one register (the
@@ -483,17 +489,16 @@ const FILL_CHANNELS: usize = 8;
 
 /// y = conv(x, W) (+ bias) (then ReLU when asked) for a batch, W [c_out, c_in, 3, 3] as
 /// stored, or when `flipped` the kernel of [`super::conv_packed::flip_kernel`] read from
-/// the layer's own W (the input gradient; `g` is then the flipped geometry). Work items are runs of 16-tile panels: each transforms its patches into V
-/// (16 points x c_in x 16 tiles per panel, kept in L2), then per 16 output channels runs
-/// the 16 GEMMs into a small M and writes the output transform of M straight into y.
-#[allow(clippy::too_many_arguments)]
+/// the layer's own W (the input gradient; `g` is then the flipped geometry).
+///
+/// Work items are runs of 16-tile panels: each transforms its patches into V (16 points
+/// x c_in x 16 tiles per panel, kept in L2), then per 16 output channels runs the 16
+/// GEMMs into a small M and writes the output transform of M straight into y.
 pub(crate) fn forward(
     isa: Isa,
     g: &Geometry,
-    x: &[f32],
-    batch: usize,
-    w: &[f32],
-    flipped: bool,
+    (x, batch): (&[f32], usize),
+    (w, flipped): (&[f32], bool),
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
@@ -777,8 +782,7 @@ fn weight_transform(p: &[f32], stride: usize) -> [[f32; NR]; 9] {
     // Gᵀ P (3 rows of 4), then (Gᵀ P) G; Gᵀ's rows: (1, ½, ½, 0), (0, ½, -½, 0), (0, ½, ½, 1).
     let mut t = [[[0f32; NR]; 4]; 3];
     for b in 0..4 {
-        let (p0, p1) = (&p[b * stride..][..NR], &p[(4 + b) * stride..][..NR]);
-        let (p2, p3) = (&p[(8 + b) * stride..][..NR], &p[(12 + b) * stride..][..NR]);
+        let [p0, p1, p2, p3] = column(p, b, stride);
         for q in 0..NR {
             t[0][b][q] = p0[q] + 0.5 * (p1[q] + p2[q]);
             t[1][b][q] = 0.5 * (p1[q] - p2[q]);
