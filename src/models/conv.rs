@@ -832,7 +832,7 @@ mod tests {
             (16, 6, 12, 12, 3, 3, 1, (2, 2), 2),
             (20, 33, 6, 6, 3, 3, 1, (1, 1), 1),
             (33, 20, 8, 6, 3, 3, 1, (0, 2), 1),
-            // Transformed weights over 1 MB: Winograd's forward point by point.
+            // Winograd's transformed weights over 1 MB, more than a core's L2.
             (128, 144, 6, 10, 3, 3, 1, (1, 1), 1),
         ];
         let cases = SHAPE_CLASSES.iter().chain(&more).copied();

@@ -77,13 +77,7 @@ impl Isa {
     /// `a` holds `k * MR` floats, `b` `k * 16`, and `c` MR rows of 16 at stride `ldc`;
     /// the CPU has this ISA.
     pub(super) unsafe fn kernel(self, k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
-        #[cfg(target_arch = "x86_64")]
-        match self {
-            Isa::Avx512 => x86::kernel_16x16::<true>(k, a, b, c, ldc),
-            Isa::Avx2 => x86::kernel_6x16::<true>(k, a, b, c, ldc),
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no packed-GEMM kernel on this architecture ({k} {a:?} {b:?} {c:?} {ldc})")
+        self.microkernel::<true>(k, a, b, c, ldc)
     }
 
     /// [`Isa::kernel`] that writes `c` instead of adding to it (no zero fill first).
@@ -91,10 +85,16 @@ impl Isa {
     /// # Safety
     /// As [`Isa::kernel`].
     pub(super) unsafe fn kernel_set(self, k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        self.microkernel::<false>(k, a, b, c, ldc)
+    }
+
+    /// # Safety
+    /// As [`Isa::kernel`].
+    unsafe fn microkernel<const ADD: bool>(self, k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
         #[cfg(target_arch = "x86_64")]
         match self {
-            Isa::Avx512 => x86::kernel_16x16::<false>(k, a, b, c, ldc),
-            Isa::Avx2 => x86::kernel_6x16::<false>(k, a, b, c, ldc),
+            Isa::Avx512 => x86::kernel_16x16::<ADD>(k, a, b, c, ldc),
+            Isa::Avx2 => x86::kernel_6x16::<ADD>(k, a, b, c, ldc),
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("no packed-GEMM kernel on this architecture ({k} {a:?} {b:?} {c:?} {ldc})")

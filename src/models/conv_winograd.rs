@@ -10,8 +10,9 @@
 //! The GEMMs do 4/9 of the direct path's multiply-adds. The transforms only add and halve
 //! (coefficients 0, ±1, ±1/2), so the result stays within float rounding of the direct
 //! sum (checked in `conv.rs`' tests against candle's convolution). ResNet's and VGG's
-//! 3x3 layers are all of this kind, in the forward pass and, with the kernel flipped, in
-//! the input gradient.
+//! 3x3 stride-1 layers are all of this kind but VGG's first (3 channels): the forward
+//! pass, the input gradient (the forward with the kernel flipped) and the weight
+//! gradient (the adjoint).
 //!
 //! Each output is summed in one fixed order whatever the thread count and ISA, as in the
 //! direct path.
@@ -31,8 +32,8 @@ const MIN_CHANNELS: usize = 16;
 
 /// Whether F(2x2, 3x3) computes this convolution: a 3x3 kernel at stride 1, no dilation,
 /// an output of whole tiles (even height and width; odd maps keep the direct path), and
-/// at least [`MIN_CHANNELS`] channels in and out.
-/// `WSOL_CONV_KERNEL=direct` keeps every convolution on the direct path (A/B runs).
+/// at least [`MIN_CHANNELS`] channels in and out. `WSOL_CONV_KERNEL=direct` keeps every
+/// convolution on the direct path (A/B runs).
 pub(crate) fn applies(g: &Geometry) -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *OFF.get_or_init(|| std::env::var("WSOL_CONV_KERNEL").is_ok_and(|v| v == "direct")) {
@@ -45,7 +46,7 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 
 /// The 4x4 input patches as a convolution of their own: a 4x4 window at stride 2 with
 /// the layer's padding gives tile (ty, tx) the patch at rows 2ty - pad.0 .., columns
-/// 2tx - pad.1 .., so the direct path's im2col fills the patches.
+/// 2tx - pad.1 .. (dy's 2x2 tiles likewise, see [`grad_weight`]).
 fn patch_geometry(g: &Geometry) -> Geometry {
     Geometry { kh: 4, kw: 4, stride: 2, ..*g }
 }
@@ -348,7 +349,7 @@ fn segments(pg: &Geometry, t0: usize, tiles: usize, (th, tw): (usize, usize), x_
         let (b, r) = (t / (th * tw), t % (th * tw));
         let (ty, tx) = (r / tw, r % tw);
         match out.last_mut() {
-            Some(seg) if tx > 0 && t > t0 => seg.n += 1,
+            Some(seg) if tx > 0 => seg.n += 1,
             _ => out.push(Segment {
                 q0: t - t0,
                 n: 1,
