@@ -13,6 +13,7 @@ them. `--device cuda` times the step on the GPU (synchronized) and also reports 
 GPU memory. Needs torch and torchvision; not part of CI.
 """
 import argparse
+import sys
 import json
 import resource
 import time
@@ -57,8 +58,13 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark = True (wsol's --cudnn-benchmark)")
+    p.add_argument("--profile", action="store_true",
+                   help="after timing, run 2 steps under torch.profiler and print the GPU kernels' time to stderr")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    torch.backends.cudnn.benchmark = a.cudnn_benchmark
     dev = torch.device(a.device)
     model = build(a.backbone, a.classes).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -75,13 +81,39 @@ def main():
         if k >= 2:
             times.append((time.perf_counter() - t0) * 1e3)
     median = sorted(times)[len(times) // 2]
+    if a.profile:
+        profile_steps(model, opt, x, y, a.batch)
     print(json.dumps({
         "backbone": a.backbone, "batch": a.batch, "size": a.size, "threads": a.threads, "steps": a.steps,
-        "device": a.device, "torch": torch.__version__,
+        "device": a.device, "torch": torch.__version__, "cudnn_benchmark": a.cudnn_benchmark,
         "images_per_s": a.batch / (median / 1e3), "step_ms": times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
     }))
+
+
+def profile_steps(model, opt, x, y, batch, steps=2):
+    """Kernel time per step by kernel, from torch.profiler (to compare with ncu on wsol)."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_name = {}
+    for e in kernels:
+        n, us = by_name.get(e.name, (0, 0.0))
+        by_name[e.name] = (n + 1, us + e.device_time)
+    total = sum(us for _, us in by_name.values())
+    if x.is_cuda and not kernels:  # an older layout of the profiler's events
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30), file=sys.stderr)
+    print(f"torch kernels: {len(kernels) / steps:.0f} launches, {total / steps / 1e3:.2f} ms per step", file=sys.stderr)
+    for name, (n, us) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:30]:
+        print(f"{us / steps / 1e3:9.3f} ms {n // steps:5d}x  {name[:110]}", file=sys.stderr)
 
 
 if __name__ == "__main__":
