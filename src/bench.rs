@@ -24,6 +24,8 @@ pub struct TrainBench {
     pub device: String,
     /// TF32 GEMMs on the GPU (the config's `tf32`).
     pub tf32: bool,
+    /// cuDNN algorithms by timing (the config's `cudnn_benchmark`).
+    pub cudnn_benchmark: bool,
     /// Feed the steps from the training loader on this folder of JPEGs (written when
     /// empty, as `wsol bench data`) with this many decode threads, instead of one random
     /// batch: then the wait for each batch is measured too.
@@ -44,12 +46,17 @@ pub struct TrainBenchResult {
     pub backward_ms: f64,
     /// Median of the optimizer update per step.
     pub optimizer_ms: f64,
+    /// Medians of the host time to issue the forward (with the loss) and the backward
+    /// pass. On the CPU these are the passes; on a GPU, a pass whose issue time is close
+    /// to its time is launch-bound (the GPU waits on the host).
+    pub forward_issue_ms: f64,
+    pub backward_issue_ms: f64,
     /// With `profile`: our ops' time per timed step (ms and flops divided by the steps).
     pub profile: Vec<crate::profile::Row>,
 }
 
 pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
-    let dev = crate::pipeline::device(&b.device, b.tf32)?;
+    let dev = crate::pipeline::device(&b.device, b.tf32, b.cudnn_benchmark)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let cfg = ModelConfig { backbone: b.backbone.clone(), head: b.head.clone(), ..Default::default() };
@@ -73,6 +80,7 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
     let mut step_ms = Vec::with_capacity(b.steps);
     let mut wait_ms = Vec::with_capacity(b.steps);
     let (mut fwd_ms, mut bwd_ms, mut opt_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fwd_issue_ms, mut bwd_issue_ms) = (Vec::new(), Vec::new());
     for k in 0..b.warmup + b.steps {
         if b.profile && k == b.warmup {
             crate::profile::record(true);
@@ -91,9 +99,11 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         let t1 = Instant::now();
         let out = net.forward_t(&x, true)?;
         let loss = net.loss(&out, &y)?;
+        let t1_issued = Instant::now();
         loss.to_scalar::<f32>().context("loss")?;
         let t2 = Instant::now();
         let grads = loss.backward()?;
+        let t2_issued = Instant::now();
         dev.synchronize()?; // GPU work is asynchronous: time it, not its launch
         let t3 = Instant::now();
         sgd.step(&grads, 0.01)?;
@@ -103,6 +113,8 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
             fwd_ms.push((t2 - t1).as_secs_f64() * 1e3);
             bwd_ms.push((t3 - t2).as_secs_f64() * 1e3);
             opt_ms.push(t3.elapsed().as_secs_f64() * 1e3);
+            fwd_issue_ms.push((t1_issued - t1).as_secs_f64() * 1e3);
+            bwd_issue_ms.push((t2_issued - t2).as_secs_f64() * 1e3);
         }
     }
     let mut profile = Vec::new();
@@ -126,6 +138,8 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         forward_ms: median_of(fwd_ms),
         backward_ms: median_of(bwd_ms),
         optimizer_ms: median_of(opt_ms),
+        forward_issue_ms: median_of(fwd_issue_ms),
+        backward_issue_ms: median_of(bwd_issue_ms),
         profile,
     })
 }

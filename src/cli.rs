@@ -257,6 +257,10 @@ pub struct BenchTrainArgs {
     /// TF32 matrix products on the GPU (PyTorch's default for convolutions).
     #[arg(long)]
     pub tf32: bool,
+    /// Time cuDNN's convolution algorithms per shape and keep the fastest (PyTorch's
+    /// `cudnn.benchmark`) instead of its heuristic pick.
+    #[arg(long)]
+    pub cudnn_benchmark: bool,
     /// Feed the steps from the training loader on this folder of JPEGs (512 CUB-sized
     /// ones are written when it has none) and measure each step's wait for its batch.
     #[arg(long)]
@@ -575,7 +579,7 @@ fn check(a: CheckArgs) -> Result<()> {
 
 fn cam_picture(a: CamArgs) -> Result<()> {
     let cfg = load_config(&a.common, None)?;
-    let device = pipeline::device(&cfg.device, cfg.tf32)?;
+    let device = pipeline::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     let model = pipeline::build_model(&cfg, &device)?;
     match &a.checkpoint {
         Some(c) => pipeline::load_checkpoint(&model, c)?,
@@ -733,6 +737,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         steps: a.steps,
         device: a.device.clone(),
         tf32: a.tf32,
+        cudnn_benchmark: a.cudnn_benchmark,
         data: a.data.clone().map(|d| (d, a.workers)),
         profile: a.profile,
     };
@@ -745,10 +750,11 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     if a.json {
         let v = serde_json::json!({
-            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32,
+            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32, "cudnn_benchmark": a.cudnn_benchmark,
             "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
             "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
             "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
+            "forward_issue_ms": r.forward_issue_ms, "backward_issue_ms": r.backward_issue_ms,
             "workers": a.data.as_ref().map(|_| a.workers),
             "profile": a.profile.then_some(&r.profile),
         });
@@ -770,6 +776,12 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
             "  forward + loss {:.0} ms, backward {:.0} ms, optimizer {:.1} ms (medians)",
             r.forward_ms, r.backward_ms, r.optimizer_ms
         );
+        if a.device != "cpu" {
+            println!(
+                "  host time to issue them: forward + loss {:.1} ms, backward {:.1} ms (close to the pass: launch-bound)",
+                r.forward_issue_ms, r.backward_issue_ms
+            );
+        }
         if let Some(w) = median_wait {
             println!("data wait per step: median {w:.1} ms ({} decode workers)", a.workers);
         }

@@ -19,6 +19,9 @@ pub struct Config {
     /// GPU matrix products (and so convolutions) in TF32, PyTorch's default for
     /// convolutions: faster on tensor cores, 10-bit mantissas. Off: plain f32.
     pub tf32: bool,
+    /// Choose each convolution's cuDNN algorithm by timing them all on the first call
+    /// (PyTorch's `cudnn.benchmark`); off: cuDNN's heuristic pick (PyTorch's default).
+    pub cudnn_benchmark: bool,
     pub data: DataConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
@@ -272,6 +275,7 @@ impl Default for Config {
             seed: 0,
             device: "cpu".into(),
             tf32: false,
+            cudnn_benchmark: false,
             data: DataConfig::default(),
             model: ModelConfig::default(),
             train: TrainConfig::default(),

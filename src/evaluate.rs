@@ -65,7 +65,7 @@ pub fn evaluate_checkpoint(
     save_cams: Option<&Path>,
     quiet: bool,
 ) -> Result<EvalResult> {
-    let device = crate::pipeline::device(&cfg.device, cfg.tf32)?;
+    let device = crate::pipeline::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     let ds = crate::pipeline::load_split(cfg, split)?;
     let model = crate::pipeline::build_model(cfg, &device)?;
     crate::pipeline::load_checkpoint(&model, checkpoint)?;

@@ -11,9 +11,14 @@ use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::models::{self, WsolModel};
 
-/// The device named by `spec`; `tf32` switches candle's f32 GEMMs on the GPU to TF32.
-pub fn device(spec: &str, tf32: bool) -> Result<Device> {
+/// The device named by `spec`; `tf32` switches candle's f32 GEMMs on the GPU to TF32,
+/// `cudnn_benchmark` times cuDNN's convolution algorithms instead of asking its heuristics.
+pub fn device(spec: &str, tf32: bool, cudnn_benchmark: bool) -> Result<Device> {
     candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
+    #[cfg(feature = "cudnn")]
+    models::set_cudnn_benchmark(cudnn_benchmark);
+    #[cfg(not(feature = "cudnn"))]
+    let _ = cudnn_benchmark;
     if spec == "cpu" {
         return Ok(Device::Cpu);
     }

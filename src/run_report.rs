@@ -72,7 +72,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
         html += &curve_svg(&csv, threshold)?;
     }
 
-    let device = pipeline::device(&cfg.device, cfg.tf32)?;
+    let device = pipeline::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     let model = pipeline::build_model(&cfg, &device)?;
     pipeline::load_checkpoint(&model, &checkpoint)?;
     let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;

@@ -7,9 +7,10 @@
 //!   dx = gamma / sigma / N * (N dy - sum(dy) - x_hat * sum(dy x_hat)),
 //!   dgamma = sum(dy x_hat),  dbeta = sum(dy)   (sums per channel over N = B*H*W).
 //!
-//! A following ReLU can be fused in on the CPU ([`Bn::forward_relu_t`]): max(., 0) in
-//! the normalize pass, its mask applied to dy inside both backward passes.
-//! On CUDA the same two passes each way are kernels of `channel_ops_cuda`. Evaluation
+//! A following ReLU can be fused in ([`Bn::forward_relu_t`]): max(., 0) in the normalize
+//! pass, its mask applied to dy inside both backward passes. On CUDA the same two passes
+//! each way are kernels of `channel_ops_cuda`, and the running statistics are updated in
+//! place. Evaluation
 //! mode, frozen statistics and other devices use candle_nn's batch norm,
 //! which reads and updates the same running statistics.
 
@@ -58,7 +59,7 @@ impl Bn {
         self.forward_maybe_relu(x, train, false)
     }
 
-    /// relu(bn(x)): in training on the CPU one op, the ReLU's mask applied inside the
+    /// relu(bn(x)): in training one op, the ReLU's mask applied inside the
     /// backward passes (a ReLU op of its own costs two passes over the activation and a
     /// gradient candle accumulates into a zeroed copy).
     pub(crate) fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -69,11 +70,8 @@ impl Bn {
         let fused = train && !self.frozen && x.dtype() == DType::F32 && x.rank() == 4 && !candle_bn_requested();
         #[cfg(feature = "cuda")]
         if fused && x.device().is_cuda() {
-            let (b, _, h, w) = x.dims4()?;
-            let (y, mean, var) = super::channel_ops_cuda::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
-            let n = (b * h * w) as f64;
-            self.update_running(&mean, &(var * (n / (n - 1.0).max(1.0)))?)?;
-            return if relu { super::relu::relu(&y) } else { Ok(y) };
+            let running = (self.running_mean.as_tensor(), self.running_var.as_tensor(), self.momentum);
+            return super::channel_ops_cuda::batch_norm_train(x, &self.weight, &self.bias, self.eps, running, relu);
         }
         if !fused || !x.device().is_cpu() {
             let y = self.fallback.forward_t(x, train && !self.frozen)?;
@@ -373,7 +371,17 @@ mod tests {
 
     #[test]
     fn fused_relu_equals_batch_norm_then_relu() {
-        let dev = Device::Cpu;
+        check_fused_relu(&Device::Cpu);
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn fused_relu_equals_batch_norm_then_relu_on_cuda() {
+        check_fused_relu(&Device::new_cuda(0).unwrap());
+    }
+
+    fn check_fused_relu(dev: &Device) {
+        let dev = dev.clone();
         let vm = VarMap::new();
         let bn = Bn::new(6, 1e-5, 0.1, false, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         {

@@ -64,21 +64,34 @@ extern "C" __global__ void bn_stats(const float* x, float* out, int n, int c, in
     }
 }
 
-// Grid: x over a plane's pixels, y over planes (image * c + channel).
+// z = (x - mean) * invstd * gamma + beta, each step rounded alone so that the backward
+// kernels recompute the forward's z bit for bit (the fused ReLU's mask).
+__device__ float bn_z(float x, const float* stats, const float* gamma, const float* beta, int c, int ch) {
+    return __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(x, stats[ch]), stats[c + ch]), gamma[ch]), beta[ch]);
+}
+
+// dy where the fused ReLU passed z (z >= 0, as the ReLU op's gradient), else 0.
+__device__ float bn_masked_dy(float dy, int relu, float x, const float* stats, const float* gamma,
+                              const float* beta, int c, int ch) {
+    return relu && !(bn_z(x, stats, gamma, beta, c, ch) >= 0.0f) ? 0.0f : dy;
+}
+
+// Grid: x over a plane's pixels, y over planes (image * c + channel). With `relu`, max(z, 0).
 extern "C" __global__ void bn_normalize(const float* x, const float* stats, const float* gamma,
-                                        const float* beta, float* y, int c, int hw, int planes) {
+                                        const float* beta, float* y, int c, int hw, int planes, int relu) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= hw) return;
     for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         int ch = plane % c;
         long long k = (long long)plane * hw + i;
-        y[k] = (x[k] - stats[ch]) * stats[c + ch] * gamma[ch] + beta[ch];
+        float z = bn_z(x[k], stats, gamma, beta, c, ch);
+        y[k] = relu ? fmaxf(z, 0.0f) : z;
     }
 }
 
-// One block per channel: out = [sum dy; sum dy * x_hat].
-extern "C" __global__ void bn_grad_sums(const float* dy, const float* x, const float* stats, float* out,
-                                        int n, int c, int hw) {
+// One block per channel: out = [sum dy; sum dy * x_hat], dy masked by the fused ReLU.
+extern "C" __global__ void bn_grad_sums(const float* dy, const float* x, const float* stats, const float* gamma,
+                                        const float* beta, float* out, int n, int c, int hw, int relu) {
     __shared__ double sh[33];
     int ch = blockIdx.x;
     float m = stats[ch], is = stats[c + ch];
@@ -86,9 +99,10 @@ extern "C" __global__ void bn_grad_sums(const float* dy, const float* x, const f
     for (int img = 0; img < n; ++img) {
         long long off = ((long long)img * c + ch) * hw;
         for (int i = threadIdx.x; i < hw; i += blockDim.x) {
-            float g = dy[off + i];
+            float xv = x[off + i];
+            float g = bn_masked_dy(dy[off + i], relu, xv, stats, gamma, beta, c, ch);
             a += (double)g;
-            q += (double)(g * ((x[off + i] - m) * is));
+            q += (double)(g * ((xv - m) * is));
         }
     }
     double sa = block_sum(a, sh);
@@ -100,9 +114,9 @@ extern "C" __global__ void bn_grad_sums(const float* dy, const float* x, const f
 }
 
 // dx = gamma * invstd / N * (N dy - sum dy - x_hat * sum dy x_hat)
-extern "C" __global__ void bn_grad_input(const float* dy, const float* x, const float* gamma,
+extern "C" __global__ void bn_grad_input(const float* dy, const float* x, const float* gamma, const float* beta,
                                          const float* stats, const float* sums, float* dx,
-                                         int c, int hw, int planes, float count) {
+                                         int c, int hw, int planes, float count, int relu) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= hw) return;
     for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
@@ -110,7 +124,8 @@ extern "C" __global__ void bn_grad_input(const float* dy, const float* x, const 
         long long k = (long long)plane * hw + i;
         float is = stats[c + ch];
         float xh = (x[k] - stats[ch]) * is;
-        dx[k] = gamma[ch] * is / count * (count * dy[k] - sums[ch] - xh * sums[c + ch]);
+        float g = bn_masked_dy(dy[k], relu, x[k], stats, gamma, beta, c, ch);
+        dx[k] = gamma[ch] * is / count * (count * g - sums[ch] - xh * sums[c + ch]);
     }
 }
 
@@ -200,6 +215,38 @@ extern "C" __global__ void max_pool_bwd(const float* x, const float* dy, float* 
         dx[(long long)plane * h * w + q] = g;
     }
 }
+
+// Running statistics in place, as the candle ops `running * (1 - m) + (stat * scale) * m`:
+// row 0 of `stats` (the mean, scale 1) or row 2 (the biased variance, scale n / (n - 1)).
+extern "C" __global__ void bn_update_running(float* running, const float* stats, int c, int row, float scale,
+                                             float m) {
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    float stat = stats[row * c + ch];
+    if (scale != 1.0f) stat = __fadd_rn(__fmul_rn(stat, scale), 0.0f);
+    running[ch] = __fadd_rn(__fadd_rn(__fmul_rn(running[ch], 1.0f - m), 0.0f), __fadd_rn(__fmul_rn(stat, m), 0.0f));
+}
+
+// SGD with momentum, in place, as `train/optimizer.rs`'s CPU passes: each product is
+// rounded alone and `+ 0` added as candle's affine op does, so the bits are the CPU's.
+__device__ float sgd_d(float g, float p, float wd) {
+    return wd != 0.0f ? __fadd_rn(g, __fadd_rn(__fmul_rn(p, wd), 0.0f)) : g;
+}
+
+// buf = m * buf + d
+extern "C" __global__ void sgd_momentum(float* buf, const float* g, const float* p, long long n, float m, float wd) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
+        buf[i] = __fadd_rn(__fadd_rn(__fmul_rn(buf[i], m), 0.0f), sgd_d(g[i], p[i], wd));
+}
+
+// p -= lr * (nesterov ? d + m * buf : buf)
+extern "C" __global__ void sgd_step(float* p, const float* g, const float* buf, long long n, float lr, float m,
+                                    float wd, int nesterov) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x) {
+        float step = nesterov ? __fadd_rn(sgd_d(g[i], p[i], wd), __fadd_rn(__fmul_rn(buf[i], m), 0.0f)) : buf[i];
+        p[i] = __fsub_rn(p[i], __fadd_rn(__fmul_rn(step, lr), 0.0f));
+    }
+}
 "#;
 
 /// Threads of the per-channel reductions.
@@ -263,13 +310,65 @@ fn no_cpu() -> Result<(CpuStorage, Shape)> {
     candle_core::bail!("CUDA channel op on CPU tensors")
 }
 
-/// Batch norm in training mode on CUDA f32 `x` [B, C, H, W] with `gamma`, `beta` [C]:
-/// the output and the batch's mean and biased variance [C].
-pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+/// Batch norm in training mode on CUDA f32 `x` [B, C, H, W] with `gamma`, `beta` [C],
+/// updating the running mean and variance (unbiased, PyTorch's) in place with `momentum`:
+/// one kernel each instead of five candle ops.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    (running_mean, running_var, momentum): (&Tensor, &Tensor, f64),
+    relu: bool,
+) -> Result<Tensor> {
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&Stats { eps: eps as f32 })?;
-    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Normalize { stats: stats.clone() })?;
-    Ok((y, stats.get(0)?, stats.get(2)?))
+    let (b, _, h, w) = x.dims4()?;
+    let n = (b * h * w) as f64;
+    let m = momentum as f32;
+    running_mean.inplace_op2(&stats, &UpdateRunning { row: 0, scale: 1.0, momentum: m })?;
+    let unbias = (n / (n - 1.0).max(1.0)) as f32;
+    running_var.inplace_op2(&stats, &UpdateRunning { row: 2, scale: unbias, momentum: m })?;
+    x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Normalize { stats, relu })
+}
+
+/// running = running * (1 - m) + (stats[row] * scale) * m, in place.
+struct UpdateRunning {
+    row: i32,
+    scale: f32,
+    momentum: f32,
+}
+
+impl candle_core::InplaceOp2 for UpdateRunning {
+    fn name(&self) -> &'static str {
+        "batch-norm-running-stats-cuda"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
+        candle_core::bail!("CUDA channel op on CPU tensors")
+    }
+
+    fn cuda_fwd(&self, rs: &mut CudaStorage, rl: &Layout, ss: &CudaStorage, sl: &Layout) -> Result<()> {
+        let c = rl.shape().elem_count();
+        if !rl.is_contiguous() || sl.shape().dims() != [3, c] {
+            candle_core::bail!("batch norm: running statistics of {c} channels against statistics {:?}", sl.shape());
+        }
+        let dev = rs.device.clone();
+        let stats = view(ss, sl)?;
+        let start = rl.start_offset();
+        let mut running = rs.as_cuda_slice_mut::<f32>()?.slice_mut(start..start + c);
+        let f = kernel(&dev, "bn_update_running")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        let c = c as i32;
+        b.arg(&mut running).arg(&stats).arg(&c).arg(&self.row).arg(&self.scale).arg(&self.momentum);
+        let cfg = LaunchConfig {
+            grid_dim: ((c as u32).div_ceil(MAP_THREADS), 1, 1),
+            block_dim: (MAP_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launched(unsafe { b.launch(cfg) })
+    }
 }
 
 /// `x` [B, C, H, W] + `b` [C] per channel, on CUDA f32.
@@ -312,6 +411,48 @@ fn elementwise(
     let cfg = LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 };
     launched(unsafe { args.launch(cfg) })?;
     done(out, dev, l.shape().clone())
+}
+
+/// One in-place SGD pass over contiguous f32 `dst` with the operands `a`, `b` (the
+/// kernels' order): `sgd_momentum(buf; g, p)` or `sgd_step(p; g, buf)`.
+pub(crate) struct SgdPass {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// `None` for the momentum pass, `Some(nesterov)` for the step.
+    pub step: Option<bool>,
+}
+
+impl SgdPass {
+    pub(crate) fn launch(
+        &self,
+        dst: &mut CudaStorage,
+        dl: &Layout,
+        a: (&CudaStorage, &Layout),
+        b: (&CudaStorage, &Layout),
+    ) -> Result<()> {
+        let n = dl.shape().elem_count();
+        let (a, b) = (view(a.0, a.1)?, view(b.0, b.1)?);
+        if !dl.is_contiguous() || a.len() != n || b.len() != n {
+            candle_core::bail!("sgd: expected contiguous f32 tensors of one size on the GPU");
+        }
+        let dev = dst.device.clone();
+        let f = kernel(&dev, if self.step.is_some() { "sgd_step" } else { "sgd_momentum" })?;
+        let start = dl.start_offset();
+        let mut d = dst.as_cuda_slice_mut::<f32>()?.slice_mut(start..start + n);
+        let stream = dev.cuda_stream();
+        let mut args = stream.launch_builder(&f);
+        let n64 = n as i64;
+        args.arg(&mut d).arg(&a).arg(&b).arg(&n64);
+        let nesterov = self.step.map(i32::from);
+        match &nesterov {
+            None => args.arg(&self.momentum).arg(&self.weight_decay),
+            Some(nesterov) => args.arg(&self.lr).arg(&self.momentum).arg(&self.weight_decay).arg(nesterov),
+        };
+        let blocks = (n as u64).div_ceil(MAP_THREADS as u64).min(65_535 * 8) as u32;
+        let cfg = LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 };
+        launched(unsafe { args.launch(cfg) })
+    }
 }
 
 /// Forward of [`super::pool`]'s max pool: PyTorch's, window, stride and padding (never
@@ -396,9 +537,10 @@ impl CustomOp1 for Stats {
     }
 }
 
-/// (x, gamma, beta) -> (x - mean) * invstd * gamma + beta.
+/// (x, gamma, beta) -> z = (x - mean) * invstd * gamma + beta, or max(z, 0) with `relu`.
 struct Normalize {
     stats: Tensor,
+    relu: bool,
 }
 
 impl CustomOp3 for Normalize {
@@ -436,7 +578,8 @@ impl CustomOp3 for Normalize {
             let planes = n * c;
             let stream = dev.cuda_stream();
             let mut b = stream.launch_builder(&f);
-            b.arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&mut y).arg(&c).arg(&hw).arg(&planes);
+            let relu = i32::from(self.relu);
+            b.arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&mut y).arg(&c).arg(&hw).arg(&planes).arg(&relu);
             launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
             done(y, dev, xl.shape().clone())
         })
@@ -446,21 +589,46 @@ impl CustomOp3 for Normalize {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _: &Tensor,
+        beta: &Tensor,
         _: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let sums = dy.apply_op2_no_bwd(x, &GradSums { stats: self.stats.clone() })?;
-        let dx = dy.apply_op3_no_bwd(x, gamma, &GradInput { stats: self.stats.clone(), sums: sums.clone() })?;
+        let params = Params { stats: self.stats.clone(), gamma: gamma.clone(), beta: beta.clone(), relu: self.relu };
+        let sums = dy.apply_op2_no_bwd(x, &GradSums(params.clone()))?;
+        let dx = dy.apply_op2_no_bwd(x, &GradInput { params, sums: sums.clone() })?;
         Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
     }
 }
 
-/// (dy, x) -> [2, C]: sum dy, sum dy * x_hat.
-struct GradSums {
+/// What the backward kernels read besides (dy, x): the batch's statistics, gamma and beta
+/// (to recompute z for the fused ReLU's mask) and whether the ReLU is fused.
+#[derive(Clone)]
+struct Params {
     stats: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    relu: bool,
 }
+
+impl Params {
+    /// Runs `f` on the device views of (stats, gamma, beta).
+    fn with<R>(
+        &self,
+        f: impl FnOnce(CudaView<'_, f32>, CudaView<'_, f32>, CudaView<'_, f32>) -> Result<R>,
+    ) -> Result<R> {
+        let (s, sl) = self.stats.storage_and_layout();
+        let (g, gl) = self.gamma.storage_and_layout();
+        let (b, bl) = self.beta.storage_and_layout();
+        match (&*s, &*g, &*b) {
+            (Storage::Cuda(s), Storage::Cuda(g), Storage::Cuda(b)) => f(view(s, sl)?, view(g, gl)?, view(b, bl)?),
+            _ => candle_core::bail!("batch norm: statistics or parameters not on the GPU"),
+        }
+    }
+}
+
+/// (dy, x) -> [2, C]: sum dy, sum dy * x_hat (dy masked by the fused ReLU).
+struct GradSums(Params);
 
 impl CustomOp2 for GradSums {
     fn name(&self) -> &'static str {
@@ -475,63 +643,50 @@ impl CustomOp2 for GradSums {
         let dev = &ds.device;
         let (n, c, hw) = nchw(xl)?;
         let (dy, x) = (view(ds, dl)?, view(xs, xl)?);
-        held(&self.stats, |stats| {
+        self.0.with(|stats, gamma, beta| {
             let mut out = unsafe { dev.alloc::<f32>(2 * c as usize)? };
             let f = kernel(dev, "bn_grad_sums")?;
             let stream = dev.cuda_stream();
             let mut b = stream.launch_builder(&f);
-            b.arg(&dy).arg(&x).arg(&stats).arg(&mut out).arg(&n).arg(&c).arg(&hw);
+            let relu = i32::from(self.0.relu);
+            b.arg(&dy).arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&mut out);
+            b.arg(&n).arg(&c).arg(&hw).arg(&relu);
             launched(unsafe { b.launch(per_channel(c)) })?;
             done(out, dev, Shape::from((2, c as usize)))
         })
     }
 }
 
-/// (dy, x, gamma) -> dx.
+/// (dy, x) -> dx (dy masked by the fused ReLU).
 struct GradInput {
-    stats: Tensor,
+    params: Params,
     sums: Tensor,
 }
 
-impl CustomOp3 for GradInput {
+impl CustomOp2 for GradInput {
     fn name(&self) -> &'static str {
         "batch-norm-grad-input-cuda"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
         no_cpu()
     }
 
-    fn cuda_fwd(
-        &self,
-        ds: &CudaStorage,
-        dl: &Layout,
-        xs: &CudaStorage,
-        xl: &Layout,
-        gs: &CudaStorage,
-        gl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(&self, ds: &CudaStorage, dl: &Layout, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let dev = &ds.device;
         let (n, c, hw) = nchw(xl)?;
-        let (dy, x, gamma) = (view(ds, dl)?, view(xs, xl)?, view(gs, gl)?);
+        let (dy, x) = (view(ds, dl)?, view(xs, xl)?);
         let count = (n as f64 * hw as f64) as f32;
-        held(&self.stats, |stats| {
+        self.params.with(|stats, gamma, beta| {
             held(&self.sums, |sums| {
                 let mut dx = unsafe { dev.alloc::<f32>(xl.shape().elem_count())? };
                 let f = kernel(dev, "bn_grad_input")?;
                 let planes = n * c;
                 let stream = dev.cuda_stream();
                 let mut b = stream.launch_builder(&f);
-                b.arg(&dy).arg(&x).arg(&gamma).arg(&stats).arg(&sums).arg(&mut dx);
-                b.arg(&c).arg(&hw).arg(&planes).arg(&count);
+                let relu = i32::from(self.params.relu);
+                b.arg(&dy).arg(&x).arg(&gamma).arg(&beta).arg(&stats).arg(&sums).arg(&mut dx);
+                b.arg(&c).arg(&hw).arg(&planes).arg(&count).arg(&relu);
                 launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
                 done(dx, dev, xl.shape().clone())
             })

@@ -2,20 +2,37 @@
 //! call (`--features cudnn`). Why: candle's CUDA convolution is an im2col kernel (64-bit
 //! index arithmetic for every entry of a matrix 9x the input) + cuBLAS, its `cudnn`
 //! feature covers the forward only, and its backward is `conv_transpose2d`, a naive
-//! kernel. Algorithms are cuDNN's heuristic pick (PyTorch's without
-//! `cudnn.benchmark`), cached per shape; the config's `tf32` allows TF32 as PyTorch's
-//! `allow_tf32` does (default math), otherwise plain f32 FMAs.
+//! kernel.
+//!
+//! Each (pass, shapes, math) gets a plan once: its descriptors, its algorithm and that
+//! algorithm's workspace size, kept for the run, and one workspace buffer per thread
+//! serves every call. cuDNN 9's legacy calls are slow on the host (creating descriptors
+//! and asking for a workspace size per call cost ~0.3-0.5 ms per convolution on an H200
+//! host, more than the GPU's time for most layers of a ResNet at batch 32). The algorithm
+//! is cuDNN's heuristic pick (PyTorch's default) or, with `cudnn_benchmark`, the fastest
+//! one timed on the real shapes (PyTorch's `cudnn.benchmark`). The config's `tf32` allows
+//! TF32 as PyTorch's `allow_tf32` does (default math), otherwise plain f32 FMAs.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::ffi::c_void;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::cuda_backend::cudarc::cudnn::{sys, ConvBackwardData, ConvBackwardFilter, ConvForward, Cudnn};
-use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+use candle_core::cuda_backend::cudarc::cudnn::sys;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, Error, Layout, Result, Shape, Tensor};
 
 use super::channel_ops_cuda::view;
+
+static BENCHMARK: AtomicBool = AtomicBool::new(false);
+
+/// Pick each shape's algorithm by timing them all on its first call (the config's
+/// `cudnn_benchmark`), instead of cuDNN's heuristics.
+pub fn set_benchmark(on: bool) {
+    BENCHMARK.store(on, Ordering::Relaxed);
+}
 
 /// `conv2d` of `x` [B, c_in, h, w] with `w` [c_out, c_in, kh, kw] (f32, on a CUDA device),
 /// zero padding `pad` (rows, columns), no groups.
@@ -44,6 +61,58 @@ struct Conv {
     out: [usize; 4],
 }
 
+/// The op, its (x, w, y) dims, TF32 and the benchmark switch.
+type PlanKey = (DeviceId, Conv, [[usize; 4]; 3], bool, bool);
+
+thread_local! {
+    // cuDNN handles are neither Send nor Sync: one per thread and device, as candle's.
+    static HANDLES: RefCell<HashMap<DeviceId, Rc<Handle>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<PlanKey, Rc<Plan>>> = RefCell::new(HashMap::new());
+    static WORKSPACE: RefCell<HashMap<DeviceId, CudaSlice<u8>>> = RefCell::new(HashMap::new());
+}
+
+fn check(status: sys::cudnnStatus_t, what: &str) -> Result<()> {
+    match status {
+        sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS => Ok(()),
+        e => candle_core::bail!("cuDNN {what}: {e:?}"),
+    }
+}
+
+/// A cuDNN handle on the device's stream.
+struct Handle(sys::cudnnHandle_t);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        unsafe { sys::cudnnDestroy(self.0) };
+    }
+}
+
+fn handle(dev: &CudaDevice) -> Result<Rc<Handle>> {
+    HANDLES.with(|h| {
+        if let Some(c) = h.borrow().get(&dev.id()) {
+            return Ok(c.clone());
+        }
+        let stream = dev.cuda_stream();
+        stream.context().bind_to_thread().map_err(Error::wrap)?;
+        let mut raw = std::ptr::null_mut();
+        check(unsafe { sys::cudnnCreate(&mut raw) }, "create")?;
+        let c = Rc::new(Handle(raw));
+        check(unsafe { sys::cudnnSetStream(raw, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
+        h.borrow_mut().insert(dev.id(), c.clone());
+        Ok(c)
+    })
+}
+
+/// The descriptors of one convolution and the algorithm chosen for its pass.
+struct Plan {
+    x: sys::cudnnTensorDescriptor_t,
+    w: sys::cudnnFilterDescriptor_t,
+    y: sys::cudnnTensorDescriptor_t,
+    conv: sys::cudnnConvolutionDescriptor_t,
+    algo: Algo,
+    workspace: usize,
+}
+
 #[derive(Clone, Copy)]
 enum Algo {
     Forward(sys::cudnnConvolutionFwdAlgo_t),
@@ -51,24 +120,144 @@ enum Algo {
     GradWeight(sys::cudnnConvolutionBwdFilterAlgo_t),
 }
 
-/// The op, its (x, w, y) dims and TF32.
-type AlgoKey = (Conv, [[usize; 4]; 3], bool);
-
-thread_local! {
-    // cuDNN handles are neither Send nor Sync: one per thread and device, as candle's.
-    static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
-    static ALGOS: RefCell<HashMap<AlgoKey, Algo>> = RefCell::new(HashMap::new());
+impl Drop for Plan {
+    fn drop(&mut self) {
+        unsafe {
+            sys::cudnnDestroyTensorDescriptor(self.x);
+            sys::cudnnDestroyFilterDescriptor(self.w);
+            sys::cudnnDestroyTensorDescriptor(self.y);
+            sys::cudnnDestroyConvolutionDescriptor(self.conv);
+        }
+    }
 }
 
-fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
-    HANDLES.with(|h| {
-        if let Some(c) = h.borrow().get(&dev.id()) {
-            return Ok(c.clone());
+/// The first usable result of a heuristic or timed search, with its math type.
+macro_rules! first_usable {
+    ($perf:expr, $count:expr, $what:expr) => {{
+        let found = $perf[..$count as usize].iter().find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS);
+        match found {
+            Some(p) => (p.algo, p.mathType),
+            None => candle_core::bail!("cuDNN found no algorithm for the {}", $what),
         }
-        let c = Cudnn::new(dev.cuda_stream()).map_err(Error::wrap)?;
-        h.borrow_mut().insert(dev.id(), c.clone());
-        Ok(c)
-    })
+    }};
+}
+
+impl Plan {
+    fn new(h: &Handle, conv: &Conv, [x, w, y]: [[usize; 4]; 3], tf32: bool, benchmark: bool) -> Result<Plan> {
+        let f32t = sys::cudnnDataType_t::CUDNN_DATA_FLOAT;
+        let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+        let i = |v: usize| v as i32;
+        let mut plan = Plan {
+            x: std::ptr::null_mut(),
+            w: std::ptr::null_mut(),
+            y: std::ptr::null_mut(),
+            conv: std::ptr::null_mut(),
+            algo: Algo::Forward(sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM),
+            workspace: 0,
+        };
+        unsafe {
+            check(sys::cudnnCreateTensorDescriptor(&mut plan.x), "tensor descriptor")?;
+            check(sys::cudnnCreateTensorDescriptor(&mut plan.y), "tensor descriptor")?;
+            check(sys::cudnnCreateFilterDescriptor(&mut plan.w), "filter descriptor")?;
+            check(sys::cudnnCreateConvolutionDescriptor(&mut plan.conv), "convolution descriptor")?;
+            check(sys::cudnnSetTensor4dDescriptor(plan.x, nchw, f32t, i(x[0]), i(x[1]), i(x[2]), i(x[3])), "x")?;
+            check(sys::cudnnSetTensor4dDescriptor(plan.y, nchw, f32t, i(y[0]), i(y[1]), i(y[2]), i(y[3])), "y")?;
+            check(sys::cudnnSetFilter4dDescriptor(plan.w, f32t, nchw, i(w[0]), i(w[1]), i(w[2]), i(w[3])), "w")?;
+            let (p, s, d) = (conv.pad, i(conv.stride), i(conv.dilation));
+            let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
+            check(sys::cudnnSetConvolution2dDescriptor(plan.conv, i(p.0), i(p.1), s, s, d, d, mode, f32t), "conv")?;
+            let math =
+                if tf32 { sys::cudnnMathType_t::CUDNN_DEFAULT_MATH } else { sys::cudnnMathType_t::CUDNN_FMA_MATH };
+            check(sys::cudnnSetConvolutionMathType(plan.conv, math), "math type")?;
+        }
+        let (hd, (xd, wd, yd, cd)) = (h.0, (plan.x, plan.w, plan.y, plan.conv));
+        let mut n = 0;
+        // Each search lists every algorithm; the first usable one wins, and its math type
+        // is set as PyTorch does (within what `math` above allows).
+        let math = unsafe {
+            match conv.pass {
+                Pass::Forward => {
+                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 8];
+                    let status = if benchmark {
+                        sys::cudnnFindConvolutionForwardAlgorithm(hd, xd, wd, cd, yd, 8, &mut n, perf.as_mut_ptr())
+                    } else {
+                        sys::cudnnGetConvolutionForwardAlgorithm_v7(hd, xd, wd, cd, yd, 8, &mut n, perf.as_mut_ptr())
+                    };
+                    check(status, "forward algorithm search")?;
+                    let (algo, math) = first_usable!(perf, n, "forward pass");
+                    check(
+                        sys::cudnnGetConvolutionForwardWorkspaceSize(hd, xd, wd, cd, yd, algo, &mut plan.workspace),
+                        "workspace",
+                    )?;
+                    plan.algo = Algo::Forward(algo);
+                    math
+                }
+                Pass::GradInput => {
+                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 6];
+                    let status = if benchmark {
+                        sys::cudnnFindConvolutionBackwardDataAlgorithm(hd, wd, yd, cd, xd, 6, &mut n, perf.as_mut_ptr())
+                    } else {
+                        sys::cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                            hd,
+                            wd,
+                            yd,
+                            cd,
+                            xd,
+                            6,
+                            &mut n,
+                            perf.as_mut_ptr(),
+                        )
+                    };
+                    check(status, "input-gradient algorithm search")?;
+                    let (algo, math) = first_usable!(perf, n, "input gradient");
+                    let ws = &mut plan.workspace;
+                    check(
+                        sys::cudnnGetConvolutionBackwardDataWorkspaceSize(hd, wd, yd, cd, xd, algo, ws),
+                        "workspace",
+                    )?;
+                    plan.algo = Algo::GradInput(algo);
+                    math
+                }
+                Pass::GradWeight => {
+                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 7];
+                    let status = if benchmark {
+                        sys::cudnnFindConvolutionBackwardFilterAlgorithm(
+                            hd,
+                            xd,
+                            yd,
+                            cd,
+                            wd,
+                            7,
+                            &mut n,
+                            perf.as_mut_ptr(),
+                        )
+                    } else {
+                        sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                            hd,
+                            xd,
+                            yd,
+                            cd,
+                            wd,
+                            7,
+                            &mut n,
+                            perf.as_mut_ptr(),
+                        )
+                    };
+                    check(status, "weight-gradient algorithm search")?;
+                    let (algo, math) = first_usable!(perf, n, "weight gradient");
+                    let ws = &mut plan.workspace;
+                    check(
+                        sys::cudnnGetConvolutionBackwardFilterWorkspaceSize(hd, xd, yd, cd, wd, algo, ws),
+                        "workspace",
+                    )?;
+                    plan.algo = Algo::GradWeight(algo);
+                    math
+                }
+            }
+        };
+        check(unsafe { sys::cudnnSetConvolutionMathType(plan.conv, math) }, "math type")?;
+        Ok(plan)
+    }
 }
 
 fn dims4(l: &Layout) -> Result<[usize; 4]> {
@@ -102,65 +291,54 @@ impl CustomOp2 for Conv {
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
         let dev = &s1.device;
         let (a, b) = (view(s1, l1)?, view(s2, l2)?);
-        let [x, w, y] = self.shapes(dims4(l1)?, dims4(l2)?);
+        let shapes = self.shapes(dims4(l1)?, dims4(l2)?);
         let out = match self.pass {
-            Pass::Forward => y,
-            Pass::GradInput => x,
-            Pass::GradWeight => w,
+            Pass::Forward => shapes[2],
+            Pass::GradInput => shapes[0],
+            Pass::GradWeight => shapes[1],
         };
-        let i32s = |d: [usize; 4]| d.map(|v| v as i32);
-        let tf32 = candle_core::cuda_backend::gemm_reduced_precision_f32();
         let h = handle(dev)?;
-        let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
-        let (ph, pw, s, d) = (self.pad.0 as i32, self.pad.1 as i32, self.stride as i32, self.dilation as i32);
-        let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
-        let mut conv = h.create_conv2d::<f32>([ph, pw], [s, s], [d, d], mode).map_err(Error::wrap)?;
-        let math = if tf32 { sys::cudnnMathType_t::CUDNN_DEFAULT_MATH } else { sys::cudnnMathType_t::CUDNN_FMA_MATH };
-        conv.set_math_type(math).map_err(Error::wrap)?;
-        let xd = h.create_4d_tensor::<f32>(nchw, i32s(x)).map_err(Error::wrap)?;
-        let wd = h.create_4d_filter::<f32>(nchw, i32s(w)).map_err(Error::wrap)?;
-        let yd = h.create_4d_tensor::<f32>(nchw, i32s(y)).map_err(Error::wrap)?;
+        let tf32 = candle_core::cuda_backend::gemm_reduced_precision_f32();
+        let key = (dev.id(), *self, shapes, tf32, BENCHMARK.load(Ordering::Relaxed));
+        let plan = match PLANS.with(|p| p.borrow().get(&key).cloned()) {
+            Some(plan) => plan,
+            None => {
+                let plan = Rc::new(Plan::new(&h, self, shapes, tf32, key.4)?);
+                PLANS.with(|p| p.borrow_mut().insert(key, plan.clone()));
+                plan
+            }
+        };
         let mut dst = unsafe { dev.alloc::<f32>(out.iter().product())? };
-        let key = (*self, [x, w, y], tf32);
-        let cached = ALGOS.with(|a| a.borrow().get(&key).copied());
-        let workspace = |bytes: usize| -> Result<Option<CudaSlice<u8>>> {
-            Ok(if bytes == 0 { None } else { Some(unsafe { dev.alloc::<u8>(bytes)? }) })
-        };
-        let algo = match self.pass {
-            Pass::Forward => {
-                let op = ConvForward { conv: &conv, x: &xd, w: &wd, y: &yd };
-                let algo = match cached {
-                    Some(Algo::Forward(a)) => a,
-                    _ => op.pick_algorithm().map_err(Error::wrap)?,
-                };
-                let mut ws = workspace(op.get_workspace_size(algo).map_err(Error::wrap)?)?;
-                unsafe { op.launch(algo, ws.as_mut(), (1f32, 0f32), &a, &b, &mut dst) }.map_err(Error::wrap)?;
-                Algo::Forward(algo)
+        WORKSPACE.with(|ws| -> Result<()> {
+            let mut ws = ws.borrow_mut();
+            if ws.get(&dev.id()).is_none_or(|w| w.len() < plan.workspace) {
+                ws.remove(&dev.id()); // free the smaller one first
+                ws.insert(dev.id(), unsafe { dev.alloc::<u8>(plan.workspace.max(1))? });
             }
-            Pass::GradInput => {
-                let op = ConvBackwardData { conv: &conv, dx: &xd, w: &wd, dy: &yd };
-                let algo = match cached {
-                    Some(Algo::GradInput(a)) => a,
-                    _ => op.pick_algorithm().map_err(Error::wrap)?,
-                };
-                let mut ws = workspace(op.get_workspace_size(algo).map_err(Error::wrap)?)?;
-                unsafe { op.launch(algo, ws.as_mut(), (1f32, 0f32), &mut dst, &b, &a) }.map_err(Error::wrap)?;
-                Algo::GradInput(algo)
-            }
-            Pass::GradWeight => {
-                let op = ConvBackwardFilter { conv: &conv, x: &xd, dw: &wd, dy: &yd };
-                let algo = match cached {
-                    Some(Algo::GradWeight(a)) => a,
-                    _ => op.pick_algorithm().map_err(Error::wrap)?,
-                };
-                let mut ws = workspace(op.get_workspace_size(algo).map_err(Error::wrap)?)?;
-                unsafe { op.launch(algo, ws.as_mut(), (1f32, 0f32), &a, &mut dst, &b) }.map_err(Error::wrap)?;
-                Algo::GradWeight(algo)
-            }
-        };
-        if cached.is_none() {
-            ALGOS.with(|a| a.borrow_mut().insert(key, algo));
-        }
+            let workspace = ws.get_mut(&dev.id()).expect("inserted above");
+            let stream = dev.cuda_stream();
+            let (a, _ga) = a.device_ptr(&stream);
+            let (b, _gb) = b.device_ptr(&stream);
+            let (d, _gd) = dst.device_ptr_mut(&stream);
+            let (wsp, _gw) = workspace.device_ptr_mut(&stream);
+            let (a, b, d, wsp) = (a as *const c_void, b as *const c_void, d as *mut c_void, wsp as *mut c_void);
+            let (one, zero) = (&1f32 as *const f32 as *const c_void, &0f32 as *const f32 as *const c_void);
+            let (p, n) = (&*plan, plan.workspace);
+            let status = unsafe {
+                match p.algo {
+                    Algo::Forward(algo) => {
+                        sys::cudnnConvolutionForward(h.0, one, p.x, a, p.w, b, p.conv, algo, wsp, n, zero, p.y, d)
+                    }
+                    Algo::GradInput(algo) => {
+                        sys::cudnnConvolutionBackwardData(h.0, one, p.w, b, p.y, a, p.conv, algo, wsp, n, zero, p.x, d)
+                    }
+                    Algo::GradWeight(algo) => sys::cudnnConvolutionBackwardFilter(
+                        h.0, one, p.x, a, p.y, b, p.conv, algo, wsp, n, zero, p.w, d,
+                    ),
+                }
+            };
+            check(status, "convolution")
+        })?;
         Ok((CudaStorage::wrap_cuda_slice(dst, dev.clone()), Shape::from(&out)))
     }
 
@@ -186,9 +364,14 @@ impl CustomOp2 for Conv {
 mod tests {
     use candle_core::Device;
 
-    /// Forward and both gradients on the GPU against the CPU GEMM ops.
+    /// Forward and both gradients on the GPU against the CPU GEMM ops, with the
+    /// heuristics' algorithms and with the timed ones (plans are kept per choice).
     #[test]
     fn matches_gemm_ops_on_cuda() {
-        super::super::conv_gpu::tests::check_against_cpu_ops(&Device::new_cuda(0).unwrap(), super::conv2d);
+        for benchmark in [false, true] {
+            super::set_benchmark(benchmark);
+            super::super::conv_gpu::tests::check_against_cpu_ops(&Device::new_cuda(0).unwrap(), super::conv2d);
+        }
+        super::set_benchmark(false);
     }
 }

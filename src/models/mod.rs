@@ -7,7 +7,7 @@ pub mod adl;
 mod batch_norm;
 mod cam_head;
 #[cfg(feature = "cuda")]
-mod channel_ops_cuda;
+pub(crate) mod channel_ops_cuda;
 pub mod conv;
 #[cfg(feature = "cudnn")]
 mod conv_cudnn;
@@ -39,6 +39,8 @@ pub use acol_head::AcolHead;
 pub use adl::Adl;
 pub(crate) use batch_norm::Bn;
 pub use cam_head::CamHead;
+#[cfg(feature = "cudnn")]
+pub use conv_cudnn::set_benchmark as set_cudnn_benchmark;
 pub use efficientnet::EfficientNetLite0;
 pub use inception::InceptionV3;
 pub use resnet::ResNet;

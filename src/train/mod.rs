@@ -123,7 +123,7 @@ fn load_resume_checkpoint(
 
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)> {
     interrupt::install();
-    let device = pipeline::device(&cfg.device, cfg.tf32)?;
+    let device = pipeline::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     pipeline::prepare_data(cfg, opts.quiet)?;
     let train_ds = pipeline::load_split(cfg, &cfg.data.train_split)?;
     let val_ds = if pipeline::split_exists(cfg, &cfg.data.val_split) {

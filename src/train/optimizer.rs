@@ -79,10 +79,11 @@ impl Sgd {
     }
 }
 
-/// The in-place passes below run on contiguous CPU f32 tensors (the first step, which
-/// creates the momentum buffer, and other devices take the candle ops above).
+/// The in-place passes below run on contiguous f32 tensors on the CPU or (CUDA builds)
+/// one GPU; the first step, which creates the momentum buffer, takes the candle ops above.
 fn fusable(ts: &[&Tensor]) -> bool {
-    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
+    let on_our_device = |t: &Tensor| t.device().is_cpu() || (cfg!(feature = "cuda") && t.device().is_cuda());
+    ts.iter().all(|t| on_our_device(t) && t.dtype() == DType::F32 && t.is_contiguous())
 }
 
 /// The scalars of one update. Each product is `x * s + 0.0`, as candle's affine op
@@ -95,6 +96,16 @@ struct Update {
 }
 
 impl Update {
+    #[cfg(feature = "cuda")]
+    fn pass(&self, step: Option<bool>) -> crate::models::channel_ops_cuda::SgdPass {
+        crate::models::channel_ops_cuda::SgdPass {
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            step,
+        }
+    }
+
     /// d = g + wd * p
     fn d(&self, g: f32, p: f32) -> f32 {
         if self.weight_decay != 0.0 {
@@ -151,6 +162,19 @@ impl InplaceOp3 for Momentum {
         }
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        b: &mut candle_core::CudaStorage,
+        bl: &Layout,
+        g: &candle_core::CudaStorage,
+        gl: &Layout,
+        p: &candle_core::CudaStorage,
+        pl: &Layout,
+    ) -> candle_core::Result<()> {
+        self.0.pass(None).launch(b, bl, (g, gl), (p, pl))
+    }
 }
 
 impl InplaceOp3 for Step {
@@ -174,6 +198,19 @@ impl InplaceOp3 for Step {
             *p -= step * u.lr + 0.0;
         }
         Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        p: &mut candle_core::CudaStorage,
+        pl: &Layout,
+        g: &candle_core::CudaStorage,
+        gl: &Layout,
+        b: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<()> {
+        self.update.pass(Some(self.nesterov)).launch(p, pl, (g, gl), (b, bl))
     }
 }
 
@@ -219,6 +256,41 @@ mod tests {
                 p = (&p - (d * (0.05 * 10.0)).unwrap()).unwrap();
                 let bits = |t: &Tensor| t.to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(var.as_tensor()), bits(&p), "step {step}, nesterov {nesterov}, wd {wd}");
+            }
+        }
+    }
+
+    /// The CUDA passes give the CPU's bits, step for step (the first step's candle ops
+    /// too: each is one rounding on either device).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_steps_equal_the_cpu_bits() {
+        let gpu = Device::new_cuda(0).unwrap();
+        for (nesterov, wd) in [(false, 0.0), (false, 1e-4), (true, 1e-4)] {
+            let cfg = OptimizerConfig {
+                name: "sgd".into(),
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: wd,
+                nesterov,
+                new_layer_lr_mult: 1.0,
+            };
+            let p0 = Tensor::randn(0f32, 1., 3001, &Device::Cpu).unwrap();
+            let vars = [Var::from_tensor(&p0).unwrap(), Var::from_tensor(&p0.to_device(&gpu).unwrap()).unwrap()];
+            let mut sgds = vars.clone().map(|var| Sgd::new(vec![Param { name: "w".into(), var, lr_mult: 10.0 }], &cfg));
+            for step in 0..4 {
+                let g = Tensor::randn(0f32, 1., 3001, &Device::Cpu).unwrap();
+                for (var, sgd) in vars.iter().zip(&mut sgds) {
+                    let g = g.to_device(var.device()).unwrap();
+                    let grads = (var.as_tensor() * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                    sgd.step(&grads, 0.05).unwrap();
+                }
+                let bits = |t: &Tensor| t.to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(vars[0].as_tensor()),
+                    bits(vars[1].as_tensor()),
+                    "step {step}, nesterov {nesterov}, wd {wd}"
+                );
             }
         }
     }
