@@ -795,11 +795,11 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
 /// Per op, ms per step and share of the mean step, slowest first; what our ops leave of
 /// the step is candle's own ops.
 fn print_profile(rows: &[crate::profile::Row], step_ms: f64) {
-    println!("  per step (mean of the timed steps), our CPU ops:");
+    println!("  per step (mean of the timed steps), our ops (on a GPU: host time to issue them):");
     println!("  {:>9} {:>6} {:>8}  op", "ms", "share", "GFLOP/s");
     for r in rows {
         let rate = r.gflops_per_s().map_or(String::new(), |g| format!("{g:.1}"));
-        println!("  {:>9.1} {:>5.1}% {:>8}  {} (x{})", r.ms, 100.0 * r.ms / step_ms, rate, r.op, r.calls);
+        println!("  {:>9.2} {:>5.1}% {:>8}  {} (x{})", r.ms, 100.0 * r.ms / step_ms, rate, r.op, r.calls);
     }
     let ours: f64 = rows.iter().map(|r| r.ms).sum();
     println!(

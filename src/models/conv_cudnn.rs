@@ -297,6 +297,11 @@ impl CustomOp2 for Conv {
             Pass::GradInput => shapes[0],
             Pass::GradWeight => shapes[1],
         };
+        // Host time (the GPU runs the call later): `bench train --profile` on a GPU.
+        let _span = crate::profile::span(
+            || format!("cuDNN {:?} host time, x {:?} w {:?}", self.pass, shapes[0], shapes[1]),
+            0.0,
+        );
         let h = handle(dev)?;
         let tf32 = candle_core::cuda_backend::gemm_reduced_precision_f32();
         let key = (dev.id(), *self, shapes, tf32, BENCHMARK.load(Ordering::Relaxed));

@@ -20,10 +20,12 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 16;
 
-/// max(a + b, 0): a residual block's sum and ReLU, one op on CPU f32 (no sum kept, one
-/// backward pass), whose gradient passes where the output is > 0 (PyTorch's rule).
+/// max(a + b, 0): a residual block's sum and ReLU, one op on CPU f32 (and CUDA f32 in a
+/// `cuda` build; no sum kept, one backward pass), whose gradient passes where the output
+/// is > 0 (PyTorch's rule).
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.device().is_cpu() && a.dtype() == DType::F32 && a.shape() == b.shape() {
+    let ours = a.device().is_cpu() || cfg!(feature = "cuda") && a.device().is_cuda();
+    if ours && a.dtype() == DType::F32 && a.shape() == b.shape() {
         a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
     } else {
         relu(&(a + b)?)
@@ -45,6 +47,17 @@ impl CustomOp2 for AddRelu {
             a.iter().zip(b).take(CHUNK).map(|(&a, &b)| (a + b).max(0.0))
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::channel_ops_cuda::add_relu_fwd(s1, l1, s2, l2)
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -77,7 +90,7 @@ impl CustomOp1 for Relu {
     }
 }
 
-/// The gradient of a ReLU fused into the op that made `y` (CPU f32): dy where y > 0
+/// The gradient of a ReLU fused into the op that made `y` (f32): dy where y > 0
 /// (PyTorch's rule; from the input, candle's passes x == 0 too).
 pub(crate) fn grad_from_output(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
     dy.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &ReluGrad { from_output: true })
@@ -114,9 +127,10 @@ impl CustomOp2 for ReluGrad {
         xl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         if self.from_output {
-            candle_core::bail!("relu: the gradient from the output is CPU-only");
+            super::channel_ops_cuda::relu_bwd_from_output(ds, dl, xs, xl)
+        } else {
+            super::channel_ops_cuda::relu_bwd(ds, dl, xs, xl)
         }
-        super::channel_ops_cuda::relu_bwd(ds, dl, xs, xl)
     }
 }
 
@@ -136,7 +150,17 @@ mod tests {
     /// and both gradients (random data: no sum is exactly 0).
     #[test]
     fn add_relu_equals_sum_then_relu() {
-        let dev = Device::Cpu;
+        check_add_relu(&Device::Cpu);
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn add_relu_equals_sum_then_relu_on_cuda() {
+        check_add_relu(&Device::new_cuda(0).unwrap());
+    }
+
+    fn check_add_relu(dev: &Device) {
+        let dev = dev.clone();
         let var = || Var::from_tensor(&Tensor::randn(0f32, 1., (2, 5, 10, 10), &dev).unwrap()).unwrap();
         let (a, b) = (var(), var());
         let w = Tensor::randn(0f32, 1., (2, 5, 10, 10), &dev).unwrap();
