@@ -15,12 +15,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 for spec in "resnet18 32" "resnet50 32" "vgg16 32"; do
     set -- $spec
-    for tf32 in "" --tf32; do  # f32, then TF32 (PyTorch's default for convolutions)
-        "$WSOL" bench train --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda:0 $tf32 --json 2>>"$OUT/wsol_err.txt" \
+    # f32, TF32 (PyTorch's default for convolutions), TF32 with timed cuDNN algorithms
+    for flags in "" --tf32 "--tf32 --cudnn-benchmark"; do
+        "$WSOL" bench train --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda:0 $flags --json 2>>"$OUT/wsol_err.txt" \
             || echo "{\"backbone\": \"$1\", \"wsol_failed\": true}"
     done
-    python3 scripts/bench_pytorch.py --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda 2>>"$OUT/torch_err.txt" \
-        || echo "{\"backbone\": \"$1\", \"torch_failed\": true}"
+    for flags in "" --cudnn-benchmark; do
+        python3 scripts/bench_pytorch.py --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda $flags 2>>"$OUT/torch_err.txt" \
+            || echo "{\"backbone\": \"$1\", \"torch_failed\": true}"
+    done
 done | tee "$OUT/bench.jsonl"
 # The demo config end to end on the GPU (data generated on the CPU first).
 /usr/bin/time -v "$WSOL" train --config configs/demo.yaml --device cuda:0 --out "$OUT/demo" --quiet >"$OUT/demo.txt" 2>"$OUT/demo_err.txt"
