@@ -131,14 +131,23 @@ impl Drop for Plan {
     }
 }
 
-/// The first usable result of a heuristic or timed search, with its math type.
-macro_rules! first_usable {
-    ($perf:expr, $count:expr, $what:expr) => {{
-        let found = $perf[..$count as usize].iter().find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS);
-        match found {
-            Some(p) => (p.algo, p.mathType),
-            None => candle_core::bail!("cuDNN found no algorithm for the {}", $what),
-        }
+/// One pass's algorithm search: cuDNN's `$find` (timed, with `benchmark`) or `$heuristic`
+/// over the descriptors `$args` (in the order the pass's functions take them), the
+/// first usable result, and `$workspace`'s size for it into `$size`: (algorithm, math).
+macro_rules! search {
+    ($perf:ty, $count:literal, $find:path, $heuristic:path, $workspace:path, ($($arg:expr),*), $benchmark:expr, $size:expr, $what:literal) => {{
+        let mut perf = [std::mem::zeroed::<$perf>(); $count];
+        let mut n = 0;
+        let status = if $benchmark {
+            $find($($arg),*, $count, &mut n, perf.as_mut_ptr())
+        } else {
+            $heuristic($($arg),*, $count, &mut n, perf.as_mut_ptr())
+        };
+        check(status, concat!($what, " algorithm search"))?;
+        let usable = perf[..n as usize].iter().find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS);
+        let Some(p) = usable else { candle_core::bail!(concat!("cuDNN found no algorithm for the ", $what)) };
+        check($workspace($($arg),*, p.algo, $size), concat!($what, " workspace size"))?;
+        (p.algo, p.mathType)
     }};
 }
 
@@ -171,85 +180,53 @@ impl Plan {
             check(sys::cudnnSetConvolutionMathType(plan.conv, math), "math type")?;
         }
         let (hd, (xd, wd, yd, cd)) = (h.0, (plan.x, plan.w, plan.y, plan.conv));
-        let mut n = 0;
+        let size = &mut plan.workspace;
         // Each search lists every algorithm; the first usable one wins, and its math type
         // is set as PyTorch does (within what `math` above allows).
         let math = unsafe {
             match conv.pass {
                 Pass::Forward => {
-                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 8];
-                    let status = if benchmark {
-                        sys::cudnnFindConvolutionForwardAlgorithm(hd, xd, wd, cd, yd, 8, &mut n, perf.as_mut_ptr())
-                    } else {
-                        sys::cudnnGetConvolutionForwardAlgorithm_v7(hd, xd, wd, cd, yd, 8, &mut n, perf.as_mut_ptr())
-                    };
-                    check(status, "forward algorithm search")?;
-                    let (algo, math) = first_usable!(perf, n, "forward pass");
-                    check(
-                        sys::cudnnGetConvolutionForwardWorkspaceSize(hd, xd, wd, cd, yd, algo, &mut plan.workspace),
-                        "workspace",
-                    )?;
+                    let (algo, math) = search!(
+                        sys::cudnnConvolutionFwdAlgoPerf_t,
+                        8,
+                        sys::cudnnFindConvolutionForwardAlgorithm,
+                        sys::cudnnGetConvolutionForwardAlgorithm_v7,
+                        sys::cudnnGetConvolutionForwardWorkspaceSize,
+                        (hd, xd, wd, cd, yd),
+                        benchmark,
+                        size,
+                        "forward pass"
+                    );
                     plan.algo = Algo::Forward(algo);
                     math
                 }
                 Pass::GradInput => {
-                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 6];
-                    let status = if benchmark {
-                        sys::cudnnFindConvolutionBackwardDataAlgorithm(hd, wd, yd, cd, xd, 6, &mut n, perf.as_mut_ptr())
-                    } else {
-                        sys::cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                            hd,
-                            wd,
-                            yd,
-                            cd,
-                            xd,
-                            6,
-                            &mut n,
-                            perf.as_mut_ptr(),
-                        )
-                    };
-                    check(status, "input-gradient algorithm search")?;
-                    let (algo, math) = first_usable!(perf, n, "input gradient");
-                    let ws = &mut plan.workspace;
-                    check(
-                        sys::cudnnGetConvolutionBackwardDataWorkspaceSize(hd, wd, yd, cd, xd, algo, ws),
-                        "workspace",
-                    )?;
+                    let (algo, math) = search!(
+                        sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                        6,
+                        sys::cudnnFindConvolutionBackwardDataAlgorithm,
+                        sys::cudnnGetConvolutionBackwardDataAlgorithm_v7,
+                        sys::cudnnGetConvolutionBackwardDataWorkspaceSize,
+                        (hd, wd, yd, cd, xd),
+                        benchmark,
+                        size,
+                        "input gradient"
+                    );
                     plan.algo = Algo::GradInput(algo);
                     math
                 }
                 Pass::GradWeight => {
-                    let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 7];
-                    let status = if benchmark {
-                        sys::cudnnFindConvolutionBackwardFilterAlgorithm(
-                            hd,
-                            xd,
-                            yd,
-                            cd,
-                            wd,
-                            7,
-                            &mut n,
-                            perf.as_mut_ptr(),
-                        )
-                    } else {
-                        sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                            hd,
-                            xd,
-                            yd,
-                            cd,
-                            wd,
-                            7,
-                            &mut n,
-                            perf.as_mut_ptr(),
-                        )
-                    };
-                    check(status, "weight-gradient algorithm search")?;
-                    let (algo, math) = first_usable!(perf, n, "weight gradient");
-                    let ws = &mut plan.workspace;
-                    check(
-                        sys::cudnnGetConvolutionBackwardFilterWorkspaceSize(hd, xd, yd, cd, wd, algo, ws),
-                        "workspace",
-                    )?;
+                    let (algo, math) = search!(
+                        sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                        7,
+                        sys::cudnnFindConvolutionBackwardFilterAlgorithm,
+                        sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+                        sys::cudnnGetConvolutionBackwardFilterWorkspaceSize,
+                        (hd, xd, yd, cd, wd),
+                        benchmark,
+                        size,
+                        "weight gradient"
+                    );
                     plan.algo = Algo::GradWeight(algo);
                     math
                 }
