@@ -611,8 +611,10 @@ mod tests {
             "train.epochs=3".into(),
             "train.optimizer.lr=0.5".into(),
             "model.pretrained=w.safetensors".into(),
+            "cudnn_benchmark=true".into(),
         ])
         .unwrap();
+        assert!(c.cudnn_benchmark);
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.train.optimizer.lr, 0.5);
         assert_eq!(c.model.pretrained.as_deref(), Some(Path::new("w.safetensors")));

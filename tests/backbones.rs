@@ -61,6 +61,12 @@ fn bench_train_prints_one_json_object() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["step_ms"].as_array().unwrap().len(), 2);
+    // Host time to issue each pass: on the CPU the pass itself, never more than it.
+    for (issue, pass) in [("forward_issue_ms", "forward_ms"), ("backward_issue_ms", "backward_ms")] {
+        let (i, p) = (v[issue].as_f64().unwrap(), v[pass].as_f64().unwrap());
+        assert!(i > 0.0 && i <= p, "{issue} {i} against {pass} {p}");
+    }
+    assert_eq!(v["cudnn_benchmark"], false);
     let err = wsol_err(&["bench", "train", "--backbone", "vgg99"], tmp.path());
     assert!(err.contains("vgg99"), "{err}");
 }
