@@ -302,6 +302,12 @@ fn per_channel(c: i32) -> LaunchConfig {
     LaunchConfig { grid_dim: (c as u32, 1, 1), block_dim: (REDUCE_THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// One thread per element of `n` (grid-striding kernels: at most 8 x 65535 blocks).
+fn per_element(n: usize) -> LaunchConfig {
+    let blocks = (n as u64).div_ceil(MAP_THREADS as u64).min(65_535 * 8) as u32;
+    LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
 fn per_pixel(planes: i32, hw: i32) -> LaunchConfig {
     let x = (hw as u32).div_ceil(MAP_THREADS);
     LaunchConfig { grid_dim: (x, (planes as u32).min(65_535), 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 }
@@ -382,12 +388,7 @@ impl candle_core::InplaceOp2 for UpdateRunning {
         let mut b = stream.launch_builder(&f);
         let c = c as i32;
         b.arg(&mut running).arg(&stats).arg(&c).arg(&self.row).arg(&self.scale).arg(&self.momentum);
-        let cfg = LaunchConfig {
-            grid_dim: ((c as u32).div_ceil(MAP_THREADS), 1, 1),
-            block_dim: (MAP_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launched(unsafe { b.launch(cfg) })
+        launched(unsafe { b.launch(per_element(c as usize)) })
     }
 }
 
@@ -447,9 +448,7 @@ fn elementwise(
     }
     let n64 = n as i64;
     args.arg(&mut out).arg(&n64);
-    let blocks = (n as u64).div_ceil(MAP_THREADS as u64).min(65_535 * 8) as u32;
-    let cfg = LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 };
-    launched(unsafe { args.launch(cfg) })?;
+    launched(unsafe { args.launch(per_element(n)) })?;
     done(out, dev, l.shape().clone())
 }
 
@@ -489,9 +488,7 @@ impl SgdPass {
             None => args.arg(&self.momentum).arg(&self.weight_decay),
             Some(nesterov) => args.arg(&self.lr).arg(&self.momentum).arg(&self.weight_decay).arg(nesterov),
         };
-        let blocks = (n as u64).div_ceil(MAP_THREADS as u64).min(65_535 * 8) as u32;
-        let cfg = LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (MAP_THREADS, 1, 1), shared_mem_bytes: 0 };
-        launched(unsafe { args.launch(cfg) })
+        launched(unsafe { args.launch(per_element(n)) })
     }
 }
 
