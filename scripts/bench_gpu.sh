@@ -15,8 +15,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 for spec in "resnet18 32" "resnet50 32" "vgg16 32"; do
     set -- $spec
-    # f32, TF32 (PyTorch's default for convolutions), TF32 with timed cuDNN algorithms
-    for flags in "" --tf32 "--tf32 --cudnn-benchmark"; do
+    # f32, TF32 (PyTorch's default for convolutions), TF32 with timed cuDNN algorithms,
+    # TF32 through cuDNN's graph API (experimental)
+    for flags in "" --tf32 "--tf32 --cudnn-benchmark" "--tf32 --cudnn-graph"; do
         "$WSOL" bench train --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda:0 $flags --json 2>>"$OUT/wsol_err.txt" \
             || echo "{\"backbone\": \"$1\", \"wsol_failed\": true}"
     done

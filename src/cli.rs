@@ -261,6 +261,10 @@ pub struct BenchTrainArgs {
     /// `cudnn.benchmark`) instead of its heuristic pick.
     #[arg(long)]
     pub cudnn_benchmark: bool,
+    /// Plan convolutions through cuDNN's graph API (built execution plans, as PyTorch)
+    /// instead of its legacy calls. Experimental: off until measured against them.
+    #[arg(long)]
+    pub cudnn_graph: bool,
     /// Feed the steps from the training loader on this folder of JPEGs (512 CUB-sized
     /// ones are written when it has none) and measure each step's wait for its batch.
     #[arg(long)]
@@ -720,6 +724,10 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         a.head,
         crate::models::HEADS.join(", ")
     );
+    #[cfg(feature = "cudnn")]
+    crate::models::set_cudnn_graph_api(a.cudnn_graph);
+    #[cfg(not(feature = "cudnn"))]
+    anyhow::ensure!(!a.cudnn_graph, "--cudnn-graph: this build has no cuDNN (build with --features cudnn)");
     if let Some(t) = a.threads {
         // candle's CPU kernels use rayon's global pool.
         rayon::ThreadPoolBuilder::new()
@@ -750,7 +758,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     if a.json {
         let v = serde_json::json!({
-            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32, "cudnn_benchmark": a.cudnn_benchmark,
+            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32, "cudnn_benchmark": a.cudnn_benchmark, "cudnn_graph": a.cudnn_graph,
             "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
             "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
             "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,

@@ -67,8 +67,15 @@ fn bench_train_prints_one_json_object() {
         assert!(i > 0.0 && i <= p, "{issue} {i} against {pass} {p}");
     }
     assert_eq!(v["cudnn_benchmark"], false);
+    assert_eq!(v["cudnn_graph"], false);
     let err = wsol_err(&["bench", "train", "--backbone", "vgg99"], tmp.path());
     assert!(err.contains("vgg99"), "{err}");
+    // cuDNN's graph API asked of a build without cuDNN: said so, not ignored.
+    #[cfg(not(feature = "cudnn"))]
+    {
+        let err = wsol_err(&["bench", "train", "--backbone", "tiny", "--cudnn-graph"], tmp.path());
+        assert!(err.contains("--cudnn-graph") && err.contains("--features cudnn"), "{err}");
+    }
 }
 
 /// `--profile` times our ops per shape: the stem convolution's row carries its flops

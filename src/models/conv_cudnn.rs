@@ -12,26 +12,39 @@
 //! is cuDNN's heuristic pick (PyTorch's default) or, with `cudnn_benchmark`, the fastest
 //! one timed on the real shapes (PyTorch's `cudnn.benchmark`). The config's `tf32` allows
 //! TF32 as PyTorch's `allow_tf32` does (default math), otherwise plain f32 FMAs.
+//!
+//! [`set_graph_api`] switches to cuDNN's graph API (`conv_cudnn_graph.rs`), which keeps
+//! built execution plans instead; a shape it cannot plan falls back to the calls here.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::cudnn::sys;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, Error, Layout, Result, Shape, Tensor};
 
 use super::channel_ops_cuda::view;
+use super::conv_cudnn_graph::{alignment, GraphPlan};
 
 static BENCHMARK: AtomicBool = AtomicBool::new(false);
+static GRAPH_API: AtomicBool = AtomicBool::new(false);
+static GRAPH_FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Pick each shape's algorithm by timing them all on its first call (the config's
 /// `cudnn_benchmark`), instead of cuDNN's heuristics.
 pub fn set_benchmark(on: bool) {
     BENCHMARK.store(on, Ordering::Relaxed);
+}
+
+/// Plan convolutions through cuDNN's graph API (`bench train --cudnn-graph`) instead of
+/// its legacy calls. Off by default until measured on a GPU against the legacy calls.
+pub fn set_graph_api(on: bool) {
+    GRAPH_API.store(on, Ordering::Relaxed);
 }
 
 /// `conv2d` of `x` [B, c_in, h, w] with `w` [c_out, c_in, kh, kw] (f32, on a CUDA device),
@@ -42,7 +55,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: (usize, usize), stride: usize, dilati
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Pass {
+pub(super) enum Pass {
     /// (x, w) -> y
     Forward,
     /// (dy, w) -> dx
@@ -52,26 +65,27 @@ enum Pass {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Conv {
-    pass: Pass,
-    pad: (usize, usize),
-    stride: usize,
-    dilation: usize,
+pub(super) struct Conv {
+    pub(super) pass: Pass,
+    pub(super) pad: (usize, usize),
+    pub(super) stride: usize,
+    pub(super) dilation: usize,
     /// The dims a gradient pass produces (x's or w's); unused by the forward.
     out: [usize; 4],
 }
 
-/// The op, its (x, w, y) dims, TF32 and the benchmark switch.
-type PlanKey = (DeviceId, Conv, [[usize; 4]; 3], bool, bool);
+/// The op, its (x, w, y) dims, TF32, the benchmark switch and, through the graph API, the
+/// alignments of the call's (a, b, result) pointers.
+type PlanKey = (DeviceId, Conv, [[usize; 4]; 3], bool, bool, Option<[i64; 3]>);
 
 thread_local! {
     // cuDNN handles are neither Send nor Sync: one per thread and device, as candle's.
     static HANDLES: RefCell<HashMap<DeviceId, Rc<Handle>>> = RefCell::new(HashMap::new());
-    static PLANS: RefCell<HashMap<PlanKey, Rc<Plan>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<PlanKey, Rc<Prepared>>> = RefCell::new(HashMap::new());
     static WORKSPACE: RefCell<HashMap<DeviceId, CudaSlice<u8>>> = RefCell::new(HashMap::new());
 }
 
-fn check(status: sys::cudnnStatus_t, what: &str) -> Result<()> {
+pub(super) fn check(status: sys::cudnnStatus_t, what: &str) -> Result<()> {
     match status {
         sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS => Ok(()),
         e => candle_core::bail!("cuDNN {what}: {e:?}"),
@@ -100,6 +114,35 @@ fn handle(dev: &CudaDevice) -> Result<Rc<Handle>> {
         check(unsafe { sys::cudnnSetStream(raw, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
         h.borrow_mut().insert(dev.id(), c.clone());
         Ok(c)
+    })
+}
+
+/// A shape's plan: legacy descriptors and algorithm, or a graph API execution plan.
+enum Prepared {
+    Legacy(Plan),
+    Graph(GraphPlan),
+}
+
+impl Prepared {
+    fn workspace(&self) -> usize {
+        match self {
+            Prepared::Legacy(p) => p.workspace,
+            Prepared::Graph(g) => g.workspace,
+        }
+    }
+}
+
+/// The thread's workspace on `dev`, grown to at least `bytes`. The buffer outlives the
+/// pointer's use: it is only replaced by a later call on the same stream.
+fn workspace(dev: &CudaDevice, stream: &Arc<CudaStream>, bytes: usize) -> Result<*mut c_void> {
+    WORKSPACE.with(|ws| {
+        let mut ws = ws.borrow_mut();
+        if ws.get(&dev.id()).is_none_or(|w| w.len() < bytes) {
+            ws.remove(&dev.id()); // free the smaller one first
+            ws.insert(dev.id(), unsafe { dev.alloc::<u8>(bytes.max(1))? });
+        }
+        let (p, _guard) = ws.get_mut(&dev.id()).expect("inserted above").device_ptr_mut(stream);
+        Ok(p as *mut c_void)
     })
 }
 
@@ -237,6 +280,28 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// One call on the pass's operands `a`, `b` and result `d` (device pointers).
+    fn run(&self, h: sys::cudnnHandle_t, [a, b, d]: [*mut c_void; 3], wsp: *mut c_void) -> Result<()> {
+        let (one, zero) = (&1f32 as *const f32 as *const c_void, &0f32 as *const f32 as *const c_void);
+        let n = self.workspace;
+        let status = unsafe {
+            match self.algo {
+                Algo::Forward(algo) => {
+                    sys::cudnnConvolutionForward(h, one, self.x, a, self.w, b, self.conv, algo, wsp, n, zero, self.y, d)
+                }
+                Algo::GradInput(algo) => sys::cudnnConvolutionBackwardData(
+                    h, one, self.w, b, self.y, a, self.conv, algo, wsp, n, zero, self.x, d,
+                ),
+                Algo::GradWeight(algo) => sys::cudnnConvolutionBackwardFilter(
+                    h, one, self.x, a, self.y, b, self.conv, algo, wsp, n, zero, self.w, d,
+                ),
+            }
+        };
+        check(status, "convolution")
+    }
+}
+
 fn dims4(l: &Layout) -> Result<[usize; 4]> {
     let (a, b, c, d) = l.shape().dims4()?;
     Ok([a, b, c, d])
@@ -253,6 +318,33 @@ impl Conv {
         let span = |n: usize, k: usize, p: usize| (n + 2 * p - self.dilation * (k - 1) - 1) / self.stride + 1;
         let y = [x[0], w[0], span(x[2], w[2], self.pad.0), span(x[3], w[3], self.pad.1)];
         [x, w, y]
+    }
+}
+
+impl Conv {
+    /// The plan for `key`: through the graph API where it is on and can plan the shape
+    /// (timing candidates on the call's pointers `ptrs` with `cudnn_benchmark`), else the
+    /// legacy descriptors and algorithm.
+    fn prepare(
+        &self,
+        h: &Handle,
+        dev: &CudaDevice,
+        stream: &Arc<CudaStream>,
+        key: &PlanKey,
+        ptrs: [*mut c_void; 3],
+    ) -> Result<Prepared> {
+        let &(_, _, shapes, tf32, benchmark, align) = key;
+        if let Some(align) = align {
+            let mut ws = |bytes| workspace(dev, stream, bytes);
+            match GraphPlan::new(h.0, stream, self, shapes, align, tf32, benchmark, ptrs, &mut ws) {
+                Ok(g) => return Ok(Prepared::Graph(g)),
+                Err(e) if !GRAPH_FALLBACK_WARNED.swap(true, Ordering::Relaxed) => {
+                    eprintln!("warning: cuDNN graph API: {e}; using cuDNN's legacy calls for this shape (warned once)")
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(Prepared::Legacy(Plan::new(h, self, shapes, tf32, benchmark)?))
     }
 }
 
@@ -281,46 +373,30 @@ impl CustomOp2 for Conv {
         );
         let h = handle(dev)?;
         let tf32 = candle_core::cuda_backend::gemm_reduced_precision_f32();
-        let key = (dev.id(), *self, shapes, tf32, BENCHMARK.load(Ordering::Relaxed));
-        let plan = match PLANS.with(|p| p.borrow().get(&key).cloned()) {
-            Some(plan) => plan,
-            None => {
-                let plan = Rc::new(Plan::new(&h, self, shapes, tf32, key.4)?);
-                PLANS.with(|p| p.borrow_mut().insert(key, plan.clone()));
-                plan
-            }
-        };
+        let benchmark = BENCHMARK.load(Ordering::Relaxed);
+        let stream = dev.cuda_stream();
         let mut dst = unsafe { dev.alloc::<f32>(out.iter().product())? };
-        WORKSPACE.with(|ws| -> Result<()> {
-            let mut ws = ws.borrow_mut();
-            if ws.get(&dev.id()).is_none_or(|w| w.len() < plan.workspace) {
-                ws.remove(&dev.id()); // free the smaller one first
-                ws.insert(dev.id(), unsafe { dev.alloc::<u8>(plan.workspace.max(1))? });
-            }
-            let workspace = ws.get_mut(&dev.id()).expect("inserted above");
-            let stream = dev.cuda_stream();
-            let (a, _ga) = a.device_ptr(&stream);
-            let (b, _gb) = b.device_ptr(&stream);
-            let (d, _gd) = dst.device_ptr_mut(&stream);
-            let (wsp, _gw) = workspace.device_ptr_mut(&stream);
-            let (a, b, d, wsp) = (a as *const c_void, b as *const c_void, d as *mut c_void, wsp as *mut c_void);
-            let (one, zero) = (&1f32 as *const f32 as *const c_void, &0f32 as *const f32 as *const c_void);
-            let (p, n) = (&*plan, plan.workspace);
-            let status = unsafe {
-                match p.algo {
-                    Algo::Forward(algo) => {
-                        sys::cudnnConvolutionForward(h.0, one, p.x, a, p.w, b, p.conv, algo, wsp, n, zero, p.y, d)
-                    }
-                    Algo::GradInput(algo) => {
-                        sys::cudnnConvolutionBackwardData(h.0, one, p.w, b, p.y, a, p.conv, algo, wsp, n, zero, p.x, d)
-                    }
-                    Algo::GradWeight(algo) => sys::cudnnConvolutionBackwardFilter(
-                        h.0, one, p.x, a, p.y, b, p.conv, algo, wsp, n, zero, p.w, d,
-                    ),
+        {
+            let (pa, _ga) = a.device_ptr(&stream);
+            let (pb, _gb) = b.device_ptr(&stream);
+            let (pd, _gd) = dst.device_ptr_mut(&stream);
+            let ptrs = [pa as *mut c_void, pb as *mut c_void, pd as *mut c_void];
+            let align = GRAPH_API.load(Ordering::Relaxed).then(|| [pa, pb, pd].map(alignment));
+            let key = (dev.id(), *self, shapes, tf32, benchmark, align);
+            let plan = match PLANS.with(|p| p.borrow().get(&key).cloned()) {
+                Some(plan) => plan,
+                None => {
+                    let plan = Rc::new(self.prepare(&h, dev, &stream, &key, ptrs)?);
+                    PLANS.with(|p| p.borrow_mut().insert(key, plan.clone()));
+                    plan
                 }
             };
-            check(status, "convolution")
-        })?;
+            let wsp = workspace(dev, &stream, plan.workspace())?;
+            match &*plan {
+                Prepared::Graph(g) => g.execute(h.0, self.pass, ptrs, wsp)?,
+                Prepared::Legacy(p) => p.run(h.0, ptrs, wsp)?,
+            }
+        }
         Ok((CudaStorage::wrap_cuda_slice(dst, dev.clone()), Shape::from(&out)))
     }
 
@@ -355,5 +431,26 @@ mod tests {
             super::super::conv_gpu::tests::check_against_cpu_ops(&Device::new_cuda(0).unwrap(), super::conv2d);
         }
         super::set_benchmark(false);
+    }
+
+    /// The same through cuDNN's graph API, and no shape fell back to the legacy calls.
+    #[test]
+    fn graph_api_matches_gemm_ops_on_cuda() {
+        super::set_graph_api(true);
+        for benchmark in [false, true] {
+            super::set_benchmark(benchmark);
+            super::super::conv_gpu::tests::check_against_cpu_ops(&Device::new_cuda(0).unwrap(), super::conv2d);
+        }
+        super::set_benchmark(false);
+        super::set_graph_api(false);
+        let (graph, legacy) = super::PLANS.with(|p| {
+            let p = p.borrow();
+            let graph_keys = p.iter().filter(|(k, _)| k.5.is_some());
+            graph_keys.fold((0, 0), |(g, l), (_, v)| match **v {
+                super::Prepared::Graph(_) => (g + 1, l),
+                super::Prepared::Legacy(_) => (g, l + 1),
+            })
+        });
+        assert!(graph > 0 && legacy == 0, "{graph} graph plans, {legacy} shapes fell back to the legacy calls");
     }
 }

@@ -11,6 +11,8 @@ pub(crate) mod channel_ops_cuda;
 pub mod conv;
 #[cfg(feature = "cudnn")]
 mod conv_cudnn;
+#[cfg(feature = "cudnn")]
+mod conv_cudnn_graph;
 mod conv_gpu;
 mod conv_packed;
 mod conv_winograd;
@@ -40,7 +42,7 @@ pub use adl::Adl;
 pub(crate) use batch_norm::Bn;
 pub use cam_head::CamHead;
 #[cfg(feature = "cudnn")]
-pub use conv_cudnn::set_benchmark as set_cudnn_benchmark;
+pub use conv_cudnn::{set_benchmark as set_cudnn_benchmark, set_graph_api as set_cudnn_graph_api};
 pub use efficientnet::EfficientNetLite0;
 pub use inception::InceptionV3;
 pub use resnet::ResNet;
