@@ -179,7 +179,15 @@ impl Tensor {
             // the backprop graph of the backprop itself. This would be an issue for second order
             // derivatives but these are out of scope at the moment.
             let do_not_detach = CANDLE_GRAD_DO_NOT_DETACH.with(|b| *b);
-            let grad = if do_not_detach { grad } else { grad.detach() };
+            // The undetached handle goes at once (wsol): the op's backward may then find
+            // itself the sole owner of its gradient and reuse it (`Tensor::is_sole_owner`).
+            let grad = if do_not_detach {
+                grad
+            } else {
+                let detached = grad.detach();
+                drop(grad);
+                detached
+            };
             if let Some(op) = node.op() {
                 match op {
                     Op::Binary(lhs, rhs, BinaryOp::Add) => {

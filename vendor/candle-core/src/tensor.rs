@@ -2375,6 +2375,13 @@ impl Tensor {
     /// this new node. The storage of this tensor is shared with the initial tensor.
     ///
     /// If the tensor is already detached from the computation graph, the same tensor is returned.
+    /// Whether this handle is the only one to the tensor and to its storage (no clone,
+    /// view or detached copy shares it): an in-place op on it is then seen by no one
+    /// else. (wsol: a backward pass reuses the gradient it was handed when it is.)
+    pub fn is_sole_owner(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.storage) == 1
+    }
+
     pub fn detach(&self) -> Tensor {
         if self.op.is_none() && !self.is_variable {
             self.clone()
