@@ -45,23 +45,31 @@ impl Desc {
         let status = unsafe {
             sys::cudnnBackendSetAttribute(self.0, name, ty, values.len() as i64, values.as_ptr() as *const c_void)
         };
-        check(status, &format!("{name:?}"))?;
+        attribute(status, name)?;
         Ok(self)
     }
 
     /// Reads up to `out.len()` elements of attribute `name`; how many there were.
     fn get<V>(&self, name: A, ty: T, out: &mut [V]) -> Result<usize> {
         let mut n = 0i64;
-        let status = unsafe {
-            sys::cudnnBackendGetAttribute(self.0, name, ty, out.len() as i64, &mut n, out.as_mut_ptr() as *mut c_void)
-        };
-        check(status, &format!("{name:?}"))?;
+        // No array when only the count is asked for, as cudnn-frontend does.
+        let array = if out.is_empty() { std::ptr::null_mut() } else { out.as_mut_ptr() as *mut c_void };
+        let status = unsafe { sys::cudnnBackendGetAttribute(self.0, name, ty, out.len() as i64, &mut n, array) };
+        attribute(status, name)?;
         Ok(n as usize)
     }
 
     fn finalize(self, what: &str) -> Result<Desc> {
         check(unsafe { sys::cudnnBackendFinalize(self.0) }, what)?;
         Ok(self)
+    }
+}
+
+/// `check` with the attribute's name, formatted only on failure (a call sets attributes).
+fn attribute(status: sys::cudnnStatus_t, name: A) -> Result<()> {
+    match status {
+        sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS => Ok(()),
+        e => check(e, &format!("{name:?}")),
     }
 }
 

@@ -120,7 +120,7 @@ impl InplaceOp2 for MaskInPlace {
             _ => candle_core::bail!("relu grad in place: dy must be contiguous f32 of y's shape"),
         };
         dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
-            g.iter_mut().zip(y).filter(|(_, &y)| !(y > 0.0)).for_each(|(g, _)| *g = 0.0);
+            g.iter_mut().zip(y).for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
         });
         Ok(())
     }
