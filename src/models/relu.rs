@@ -120,7 +120,11 @@ impl InplaceOp2 for MaskInPlace {
             _ => candle_core::bail!("relu grad in place: dy must be contiguous f32 of y's shape"),
         };
         dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
-            g.iter_mut().zip(y).for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+            // As bits: written as a select, LLVM dropped the store of g to itself and
+            // branched on each sign (5x slower on ResNet-50's sums).
+            g.iter_mut()
+                .zip(y)
+                .for_each(|(g, &y)| *g = f32::from_bits(g.to_bits() & ((y > 0.0) as u32).wrapping_neg()));
         });
         Ok(())
     }
