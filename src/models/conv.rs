@@ -998,6 +998,17 @@ mod timing {
             pad: (1, 1),
             dilation: 1,
         };
+        let pointwise = |c_in: usize, c_out: usize, hw: usize| Geometry {
+            c_in,
+            h: hw,
+            w: hw,
+            c_out,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: (0, 0),
+            dilation: 1,
+        };
         let stem = Geometry { c_in: 3, h: 224, w: 224, c_out: 64, kh: 7, kw: 7, stride: 2, pad: (3, 3), dilation: 1 };
         let down = Geometry { c_in: 64, h: 56, w: 56, c_out: 128, kh: 3, kw: 3, stride: 2, pad: (1, 1), dilation: 1 };
         let only = std::env::var("WSOL_CONV_TIMES").ok();
@@ -1012,6 +1023,11 @@ mod timing {
             down,
             square(128, 28),
             square(256, 14),
+            // ResNet-50's 1x1 layers (its bottlenecks; over half of its step)
+            pointwise(512, 2048, 14),
+            pointwise(2048, 512, 14),
+            pointwise(64, 256, 56),
+            pointwise(256, 64, 56),
         ];
         for (i, g) in layers.into_iter().enumerate() {
             if only.as_ref().is_some_and(|o| !o.split(',').any(|v| v == i.to_string())) {
