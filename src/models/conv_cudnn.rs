@@ -278,9 +278,7 @@ impl Plan {
         check(unsafe { sys::cudnnSetConvolutionMathType(plan.conv, math) }, "math type")?;
         Ok(plan)
     }
-}
 
-impl Plan {
     /// One call on the pass's operands `a`, `b` and result `d` (device pointers).
     fn run(&self, h: sys::cudnnHandle_t, [a, b, d]: [*mut c_void; 3], wsp: *mut c_void) -> Result<()> {
         let (one, zero) = (&1f32 as *const f32 as *const c_void, &0f32 as *const f32 as *const c_void);
