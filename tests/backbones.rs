@@ -102,6 +102,20 @@ fn bench_train_profile_lists_ops_with_their_flops() {
     assert!(rows.iter().all(|r| r["ms"].as_f64().unwrap() >= 0.0));
 }
 
+/// The backward pass reuses a gradient it solely owns (the vendored candle's
+/// `is_sole_owner`): a residual sum's ReLU masks its gradient in place, which kept VGG16's
+/// peak memory at batch 32 under PyTorch's. A candle without the change would silently
+/// allocate again.
+#[test]
+fn backward_masks_sole_gradients_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["bench", "train", "--backbone", "resnet18", "--batch", "1", "--size", "32", "--classes", "3"];
+    let out = wsol_ok(&[&args[..], &["--steps", "1", "--profile", "--json"]].concat(), tmp.path());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ops: Vec<&str> = v["profile"].as_array().unwrap().iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert!(ops.iter().any(|op| op.starts_with("relu grad in place")), "{ops:?}");
+}
+
 /// Output into a pipe whose reader has quit ends the process without a panic message.
 #[cfg(unix)]
 #[test]
