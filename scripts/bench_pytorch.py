@@ -9,7 +9,8 @@ same threads, e.g.
 
 `resnet18`/`resnet50` are torchvision's with layer4 at stride 1 and a GAP + linear CAM
 head, `vgg16` is wsolevaluation's CAM VGG (no pool5, conv6 512->1024), as wsol builds
-them. `--device cuda` times the step on the GPU (synchronized) and also reports the peak
+them. `--head acol|adl|spg` builds wsolevaluation's layouts of those methods on the same
+backbones, as `wsol bench train --head` does (same layers, losses and erasing/masking). `--device cuda` times the step on the GPU (synchronized) and also reports the peak
 GPU memory. Needs torch and torchvision; not part of CI.
 """
 import argparse
@@ -23,35 +24,218 @@ import torch.nn as nn
 import torchvision
 
 
-def resnet_cam(depth, classes):
+def resnet_features(depth):
+    """torchvision's ResNet up to layer4, layer4 at stride 1 (wsolevaluation's CAM ResNet)."""
     m = getattr(torchvision.models, f"resnet{depth}")(weights=None)
     block = m.layer4[0]
     (block.conv2 if depth == 50 else block.conv1).stride = (1, 1)
     block.downsample[0].stride = (1, 1)
-    m.fc = nn.Linear(m.fc.in_features, classes)
     return m
 
 
-class VggCam(nn.Module):
-    def __init__(self, classes):
+def resnet_stem(m):
+    return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+
+
+class Adl(nn.Module):
+    """Attention-based dropout (Choe & Shim 2019): the drop mask with probability
+    `drop_rate`, else the attention's sigmoid; the identity at evaluation."""
+
+    def __init__(self, drop_rate=0.75, drop_threshold=0.9):
         super().__init__()
-        self.features = torchvision.models.vgg16(weights=None).features[:30]
+        self.drop_rate, self.drop_threshold = drop_rate, drop_threshold
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        attention = x.mean(1, keepdim=True)
+        if torch.rand(1).item() + self.drop_rate >= 1.0:
+            peak = attention.detach().flatten(1).amax(1).view(-1, 1, 1, 1)
+            return x * (attention.detach() < peak * self.drop_threshold).to(x.dtype)
+        return x * torch.sigmoid(attention)
+
+
+def cross_entropy_loss(out, y):
+    return nn.functional.cross_entropy(out["logits"], y)
+
+
+class ResNetCam(nn.Module):
+    def __init__(self, depth, classes, adl=False):
+        super().__init__()
+        m = resnet_features(depth)
+        if adl:  # wsolevaluation's places: after layer3.0, layer4.0 and layer4's last block
+            m.layer3[0] = nn.Sequential(m.layer3[0], Adl())
+            m.layer4[0] = nn.Sequential(m.layer4[0], Adl())
+            m.layer4[-1] = nn.Sequential(m.layer4[-1], Adl())
+        self.features = nn.Sequential(resnet_stem(m), m.layer1, m.layer2, m.layer3, m.layer4)
+        self.fc = nn.Linear(m.fc.in_features, classes)
+
+    def forward(self, x):
+        return {"logits": self.fc(self.features(x).mean((2, 3)))}
+
+    loss = staticmethod(cross_entropy_loss)
+
+
+VGG_PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg_features(head, large_feature_map=False):
+    """torchvision's VGG16 convs with wsolevaluation's per-method pools (see src/models/vgg.rs)."""
+    layers, c_in, pools = [], 3, 0
+    for v in VGG_PLAN:
+        if v != "M":
+            layers += [nn.Conv2d(c_in, v, 3, padding=1), nn.ReLU(inplace=True)]
+            c_in = v
+            continue
+        pools += 1
+        if head == "adl" and pools in (4, 5):
+            layers.append(Adl())  # after conv4_3 and conv5_3
+        if head == "acol":
+            last = pools == 5 or (pools == 4 and large_feature_map)
+            layers.append(nn.MaxPool2d(3, stride=1 if last else 2, padding=1))
+            if pools == 5:
+                layers.append(nn.AvgPool2d(3, stride=1, padding=1))
+        elif pools < 5:
+            layers.append(nn.MaxPool2d(3, 2, padding=1) if head == "spg" and pools == 4 else nn.MaxPool2d(2, 2))
+        if head == "adl" and pools == 3:
+            layers.append(Adl())  # after pool3
+    return nn.Sequential(*layers)
+
+
+class VggCam(nn.Module):
+    def __init__(self, classes, adl=False):
+        super().__init__()
+        self.features = vgg_features("adl" if adl else "cam")
         self.conv6 = nn.Conv2d(512, 1024, kernel_size=3, padding=1)
         self.fc = nn.Linear(1024, classes)
 
     def forward(self, x):
-        return self.fc(torch.relu(self.conv6(self.features(x))).mean((2, 3)))
+        return {"logits": self.fc(torch.relu(self.conv6(self.features(x))).mean((2, 3)))}
+
+    loss = staticmethod(cross_entropy_loss)
 
 
-def build(backbone, classes):
+def normalize_maps(maps):
+    """Min-max normalization of each [h, w] map of [B, h, w]."""
+    flat = maps.flatten(1)
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
+
+
+def class_map(maps, y):
+    return maps[torch.arange(len(y), device=y.device), y]
+
+
+class Acol(nn.Module):
+    """ACoL (Zhang et al. 2018): two branches of class maps; B sees the features with A's
+    confident region erased. Loss CE(A) + CE(B)."""
+
+    def __init__(self, backbone, classes, erase_threshold=0.6, width=1024):
+        super().__init__()
+        if backbone == "vgg16":
+            self.features, c = vgg_features("acol"), 512
+        else:
+            m = resnet_features(int(backbone.removeprefix("resnet")))
+            self.features = nn.Sequential(resnet_stem(m), m.layer1, m.layer2, m.layer3, m.layer4)
+            c = m.fc.in_features
+        branch = lambda: nn.Sequential(
+            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, classes, 1))
+        self.classifier_A, self.classifier_B = branch(), branch()
+        self.erase_threshold = erase_threshold
+
+    def forward(self, x):
+        features = self.features(x)
+        maps_a = self.classifier_A(features)
+        return {"logits": maps_a.mean((2, 3)), "features": features, "maps_a": maps_a}
+
+    def loss(self, out, y):
+        attention = normalize_maps(class_map(out["maps_a"].detach(), y))
+        keep = (attention < self.erase_threshold).to(attention.dtype).unsqueeze(1)
+        logits_b = self.classifier_B(out["features"] * keep).mean((2, 3))
+        return nn.functional.cross_entropy(out["logits"], y) + nn.functional.cross_entropy(logits_b, y)
+
+
+def spg_mask(attention, high, low):
+    """SPG's self-produced mask: (target, valid) over [B, L]."""
+    a = attention.detach()
+    above = a > high
+    few = above.sum(1, keepdim=True) < 30
+    fallback = a > a.amax(1, keepdim=True) * 0.7
+    foreground = torch.where(few, fallback, above)
+    background = a < low
+    target = (foreground & ~background).to(a.dtype)
+    valid = (foreground | background).to(a.dtype)
+    return target, valid
+
+
+def masked_bce(logits, target, valid):
+    per_pixel = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+class Spg(nn.Module):
+    """SPG (Zhang et al. 2018): a 1x1 class-map classifier plus branches B1, B2 and C
+    trained on masks the network produces itself (see src/models/spg_head.rs)."""
+
+    def __init__(self, backbone, classes):
+        super().__init__()
+        conv3 = lambda i, o: nn.Conv2d(i, o, 3, padding=1)
+        if backbone == "vgg16":
+            f = vgg_features("spg")  # stage ends: pool4 (B1's tap), conv5_3 (B2's)
+            self.to_b1, self.to_b2 = f[:24], f[24:]
+            self.to_out = nn.Sequential(conv3(512, 512), nn.ReLU(inplace=True), conv3(512, 512), nn.ReLU(inplace=True))
+            w, c = 512, 512
+        else:
+            m = resnet_features(int(backbone.removeprefix("resnet")))
+            self.to_b1 = nn.Sequential(resnet_stem(m), m.layer1, m.layer2, m.layer3[0])
+            self.to_b2 = m.layer3[1:]
+            self.to_out = m.layer4
+            w, c = 256 * (4 if backbone == "resnet50" else 1), m.fc.in_features  # layer3's width
+        self.b1a = nn.Sequential(conv3(w, w), nn.ReLU(inplace=True))
+        self.b2a = nn.Sequential(conv3(w, w), nn.ReLU(inplace=True))
+        self.shared = nn.Sequential(conv3(w, w), nn.ReLU(inplace=True), nn.Conv2d(w, 1, 1))
+        self.c = nn.Sequential(conv3(c, 512), nn.ReLU(inplace=True), nn.Conv2d(512, 1, 1))
+        self.classes = nn.Conv2d(c, classes, 1)
+
+    def forward(self, x):
+        size = x.shape[2:]
+        f1 = self.to_b1(x)
+        f2 = self.to_b2(f1)
+        features = self.to_out(f2)
+        up = lambda m: nn.functional.interpolate(m, size=size, mode="bilinear", align_corners=False).squeeze(1)
+        aux = [up(self.shared(self.b1a(f1))), up(self.shared(self.b2a(f2))), up(self.c(features))]
+        maps = self.classes(features)
+        return {"logits": maps.mean((2, 3)), "maps": maps, "aux": aux, "size": size}
+
+    def loss(self, out, y):
+        b1, b2, c = (a.flatten(1) for a in out["aux"])
+        cam = class_map(out["maps"].detach(), y).unsqueeze(1)
+        attention = normalize_maps(nn.functional.interpolate(cam, size=out["size"], mode="bilinear",
+                                                             align_corners=False).squeeze(1)).flatten(1)
+        b1_prob, b2_prob = torch.sigmoid(b1.detach()), torch.sigmoid(b2.detach())
+        loss = nn.functional.cross_entropy(out["logits"], y)
+        for logits, source, (high, low) in [(b2, attention, (0.7, 0.01)), (b1, b2_prob, (0.5, 0.05)),
+                                            (c, (b1_prob + b2_prob) * 0.5, (0.7, 0.1))]:
+            loss = loss + masked_bce(logits, *spg_mask(source, high, low))
+        return loss
+
+
+def build(backbone, head, classes):
+    if head == "acol":
+        return Acol(backbone, classes)
+    if head == "spg":
+        return Spg(backbone, classes)
     if backbone == "vgg16":
-        return VggCam(classes)
-    return resnet_cam(int(backbone.removeprefix("resnet")), classes)
+        return VggCam(classes, adl=head == "adl")
+    return ResNetCam(int(backbone.removeprefix("resnet")), classes, adl=head == "adl")
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50", "vgg16"])
+    p.add_argument("--head", default="cam", choices=["cam", "acol", "adl", "spg"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--classes", type=int, default=200)
@@ -66,7 +250,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.backends.cudnn.benchmark = a.cudnn_benchmark
     dev = torch.device(a.device)
-    model = build(a.backbone, a.classes).to(dev).train()
+    model = build(a.backbone, a.head, a.classes).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
     y = torch.arange(a.batch, device=dev) % a.classes
@@ -74,7 +258,7 @@ def main():
     for k in range(2 + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = model.loss(model(x), y)
         loss.backward()
         opt.step()
         loss.item()
@@ -84,9 +268,9 @@ def main():
     if a.profile:
         profile_steps(model, opt, x, y, a.batch)
     print(json.dumps({
-        "backbone": a.backbone, "batch": a.batch, "size": a.size, "threads": a.threads, "steps": a.steps,
+        "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": a.threads, "steps": a.steps,
         "device": a.device, "torch": torch.__version__, "cudnn_benchmark": a.cudnn_benchmark,
-        "images_per_s": a.batch / (median / 1e3), "step_ms": times,
+        "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": a.batch / (median / 1e3), "step_ms": times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
     }))
@@ -99,7 +283,7 @@ def profile_steps(model, opt, x, y, batch, steps=2):
     with profile(activities=acts) as prof:
         for _ in range(steps):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
+            model.loss(model(x), y).backward()
             opt.step()
         if x.is_cuda:
             torch.cuda.synchronize()

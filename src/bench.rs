@@ -35,6 +35,9 @@ pub struct TrainBench {
 }
 
 pub struct TrainBenchResult {
+    /// Trainable values (batch-norm running statistics left out), to check that
+    /// `scripts/bench_pytorch.py` builds the same model: PyTorch counts its parameters.
+    pub parameters: usize,
     /// Median over the timed steps.
     pub images_per_s: f64,
     pub step_ms: Vec<f64>,
@@ -69,6 +72,11 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         .iter()
         .map(|(name, var)| Param { name: name.clone(), var: var.clone(), lr_mult: 1.0 })
         .collect();
+    let parameters = params
+        .iter()
+        .filter(|p| !p.name.ends_with(".running_mean") && !p.name.ends_with(".running_var"))
+        .map(|p| p.var.elem_count())
+        .sum();
     let mut sgd = Sgd::new(params, &OptimizerConfig::default());
     let random = Tensor::randn(0f32, 1., (b.batch, 3, b.size, b.size), &dev)?;
     let labels: Vec<u32> = (0..b.batch).map(|i| (i % b.classes) as u32).collect();
@@ -131,6 +139,7 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     Ok(TrainBenchResult {
+        parameters,
         images_per_s: b.batch as f64 / (median / 1e3),
         step_ms,
         peak_rss_mb: peak_rss_mb(),

@@ -759,7 +759,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     if a.json {
         let v = serde_json::json!({
             "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32, "cudnn_benchmark": a.cudnn_benchmark, "cudnn_graph": a.cudnn_graph,
-            "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
+            "parameters": r.parameters, "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
             "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
             "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
             "forward_issue_ms": r.forward_issue_ms, "backward_issue_ms": r.backward_issue_ms,
@@ -769,9 +769,10 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "{} + {} on {}: batch {} at {}x{}, {threads} threads: {:.2} images/s (median of {} steps), peak RSS {}",
+            "{} + {} ({} parameters) on {}: batch {} at {}x{}, {threads} threads: {:.2} images/s (median of {} steps), peak RSS {}",
             a.backbone,
             a.head,
+            r.parameters,
             a.device,
             a.batch,
             a.size,

@@ -116,6 +116,21 @@ fn backward_masks_sole_gradients_in_place() {
     assert!(ops.iter().any(|op| op.starts_with("relu grad in place")), "{ops:?}");
 }
 
+/// `bench train` reports the model's trainable values, the number `scripts/bench_pytorch.py`
+/// prints for its copy: ResNet-18 with 1000 classes has torchvision's published 11,689,512;
+/// ACoL swaps the fc (513,000) for two branches of 3x3 512->1024, 3x3 1024->1024 and
+/// 1x1 1024->1000 convs with biases (2 x 15,182,824).
+#[test]
+fn bench_train_counts_the_parameters_of_torchvision_layouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (head, want) in [("cam", 11_689_512u64), ("acol", 11_689_512 - 513_000 + 2 * 15_182_824)] {
+        let args = ["bench", "train", "--backbone", "resnet18", "--head", head, "--batch", "1", "--size", "32"];
+        let out = wsol_ok(&[&args[..], &["--classes", "1000", "--steps", "1", "--json"]].concat(), tmp.path());
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["parameters"].as_u64(), Some(want), "{head}");
+    }
+}
+
 /// Output into a pipe whose reader has quit ends the process without a panic message.
 #[cfg(unix)]
 #[test]
