@@ -10,9 +10,14 @@
 //! A following ReLU can be fused in ([`Bn::forward_relu_t`]): max(., 0) in the normalize
 //! pass, its mask applied to dy inside both backward passes. On CUDA the same two passes
 //! each way are kernels of `channel_ops_cuda`, and the running statistics are updated in
-//! place. Evaluation
-//! mode, frozen statistics and other devices use candle_nn's batch norm,
-//! which reads and updates the same running statistics.
+//! place.
+//!
+//! Evaluation mode and frozen statistics normalize with the running statistics as one
+//! per-channel affine pass, y = x * scale + shift (PyTorch's CPU form), the ReLU fused
+//! in the same way; candle_nn's chain took four passes and a fifth for the ReLU. Its
+//! backward keeps the gradients of gamma and beta (frozen-statistics fine-tuning) and of
+//! x (Grad-CAM through the layer). Evaluation on other devices uses candle_nn's batch
+//! norm, which reads the same running statistics.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, Init, VarBuilder};
@@ -67,15 +72,19 @@ impl Bn {
     }
 
     fn forward_maybe_relu(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let fused = train && !self.frozen && x.dtype() == DType::F32 && x.rank() == 4 && !candle_bn_requested();
+        let batch_stats = train && !self.frozen;
+        let ours = x.dtype() == DType::F32 && x.rank() == 4 && !candle_bn_requested();
         #[cfg(feature = "cuda")]
-        if fused && x.device().is_cuda() {
+        if ours && batch_stats && x.device().is_cuda() {
             let running = (self.running_mean.as_tensor(), self.running_var.as_tensor(), self.momentum);
             return super::channel_ops_cuda::batch_norm_train(x, &self.weight, &self.bias, self.eps, running, relu);
         }
-        if !fused || !x.device().is_cpu() {
-            let y = self.fallback.forward_t(x, train && !self.frozen)?;
+        if !ours || !x.device().is_cpu() {
+            let y = self.fallback.forward_t(x, batch_stats)?;
             return if relu { super::relu::relu(&y) } else { Ok(y) };
+        }
+        if !batch_stats {
+            return self.normalize_running(x, relu);
         }
         let x = x.contiguous()?;
         let (b, c, h, w) = x.dims4()?;
@@ -91,6 +100,16 @@ impl Bn {
         self.update_running(&mean_t, &var_t)?;
         let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
         x.apply_op3(&self.weight, &self.bias, Normalize { stats: Stats { mean, invstd, relu: None }, relu })
+    }
+
+    /// With the running statistics: scale = gamma / sqrt(running_var + eps), shift = beta -
+    /// running_mean * scale, computed as candle ops on [C] so gamma and beta get their
+    /// gradients through them.
+    fn normalize_running(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let invstd = (self.running_var.as_detached_tensor() + self.eps)?.sqrt()?.recip()?;
+        let scale = (&self.weight * invstd)?;
+        let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
+        x.contiguous()?.apply_op3(&scale, &shift, ChannelAffine { relu })
     }
 
     /// Running statistics as PyTorch (and candle_nn) keep them, from the batch's mean and
@@ -186,12 +205,7 @@ impl CustomOp3 for Normalize {
         let plane = h * w;
         let _span = crate::profile::span(|| format!("batch norm normalize {c}x{h}x{w}"), 0.0);
         let (scale, shift) = self.stats.affine(gamma, beta);
-        let relu = self.relu;
-        let y = crate::util::par_vec(x.len(), plane, |k| {
-            let (a, b) = (scale[k % c], shift[k % c]);
-            x[k * plane..][..plane].iter().map(move |&v| if relu { (v * a + b).max(0.0) } else { v * a + b })
-        });
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        Ok((CpuStorage::F32(affine_planes(x, plane, &scale, &shift, self.relu)), xl.shape().clone()))
     }
 
     fn bwd(
@@ -213,6 +227,88 @@ impl CustomOp3 for Normalize {
         let dx =
             dy.apply_op3_no_bwd(x, gamma, &GradInput { stats, sum_dy: s[0].clone(), sum_dy_xhat: s[1].clone() })?;
         Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+    }
+}
+
+/// x * scale + shift per channel of each [h, w] plane, then max(., 0) with `relu`.
+fn affine_planes(x: &[f32], plane: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    let c = scale.len();
+    crate::util::par_vec(x.len(), plane, |k| {
+        let (a, b) = (scale[k % c], shift[k % c]);
+        x[k * plane..][..plane].iter().map(move |&v| if relu { (v * a + b).max(0.0) } else { v * a + b })
+    })
+}
+
+/// Batch norm with fixed statistics: y = x * scale + shift per channel (scale and shift
+/// [C] inputs), then max(y, 0) with `relu`.
+struct ChannelAffine {
+    relu: bool,
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "batch-norm-running"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, scale, shift) =
+            (cpu_f32(xs, xl, "batch norm")?, cpu_f32(ss, sl, "batch norm")?, cpu_f32(bs, bl, "batch norm")?);
+        let (_, c, h, w) = xl.shape().dims4()?;
+        let _span = crate::profile::span(|| format!("batch norm running stats {c}x{h}x{w}"), 0.0);
+        Ok((CpuStorage::F32(affine_planes(x, h * w, scale, shift, self.relu)), xl.shape().clone()))
+    }
+
+    /// dx = dy * scale, dscale = sum(dy x), dshift = sum(dy), with dy masked where the fused
+    /// ReLU's input was negative.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (a, b) = (scale.to_vec1::<f32>()?, shift.to_vec1::<f32>()?);
+        let c = a.len();
+        // GradSums' sum(dy * (x - mean) * invstd) is sum(dy x) at mean 0, invstd 1.
+        let stats = Stats { mean: vec![0.0; c], invstd: vec![1.0; c], relu: self.relu.then(|| (a.clone(), b)) };
+        let sums = dy.apply_op2_no_bwd(x, &GradSums(stats.clone()))?;
+        let dx = dy.apply_op2_no_bwd(x, &AffineGradInput { stats, scale: a })?;
+        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+    }
+}
+
+/// dx = dy * scale (masked by the fused ReLU), from (dy, x).
+struct AffineGradInput {
+    stats: Stats,
+    scale: Vec<f32>,
+}
+
+impl CustomOp2 for AffineGradInput {
+    fn name(&self) -> &'static str {
+        "batch-norm-running-grad-input"
+    }
+
+    fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (dy, x) = (cpu_f32(ds, dl, "batch norm")?, cpu_f32(xs, xl, "batch norm")?);
+        let (_, c, h, w) = xl.shape().dims4()?;
+        let plane = h * w;
+        let _span = crate::profile::span(|| format!("batch norm running stats grad input {c}x{h}x{w}"), 0.0);
+        let dx = crate::util::par_vec(x.len(), plane, |k| {
+            let (a, mask) = (self.scale[k % c], self.stats.masked(k % c));
+            let at = k * plane;
+            dy[at..at + plane].iter().zip(&x[at..at + plane]).map(move |(&g, &v)| mask(g, v) * a)
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }
 
@@ -343,14 +439,28 @@ mod tests {
     /// eps / var of dy, and ours in f32 was off by up to 1e-2 relative: not a useful case.)
     #[test]
     fn matches_candle_batch_norm_in_training() {
-        check_against_candle(&Device::Cpu);
+        check_against_candle(&Device::Cpu, Mode::Train);
+    }
+
+    /// Evaluation mode, and training with frozen statistics: the running statistics are
+    /// used and left as they were, and gamma, beta and x still get their gradients.
+    #[test]
+    fn matches_candle_batch_norm_with_running_statistics() {
+        check_against_candle(&Device::Cpu, Mode::Eval);
+        check_against_candle(&Device::Cpu, Mode::Frozen);
+    }
+
+    /// Its fused ReLU gives the bits of the plain layer followed by our ReLU op.
+    #[test]
+    fn fused_relu_with_running_statistics_equals_batch_norm_then_relu() {
+        check_fused_relu(&Device::Cpu, false);
     }
 
     /// The same on the GPU, where the CUDA kernels of `channel_ops_cuda` run.
     #[cfg(feature = "cuda")]
     #[test]
     fn matches_candle_batch_norm_on_cuda() {
-        check_against_candle(&Device::new_cuda(0).unwrap());
+        check_against_candle(&Device::new_cuda(0).unwrap(), Mode::Train);
     }
 
     /// The fused ReLU gives the bits of our batch norm followed by our ReLU op: output,
@@ -371,16 +481,16 @@ mod tests {
 
     #[test]
     fn fused_relu_equals_batch_norm_then_relu() {
-        check_fused_relu(&Device::Cpu);
+        check_fused_relu(&Device::Cpu, true);
     }
 
     #[cfg(feature = "cuda")]
     #[test]
     fn fused_relu_equals_batch_norm_then_relu_on_cuda() {
-        check_fused_relu(&Device::new_cuda(0).unwrap());
+        check_fused_relu(&Device::new_cuda(0).unwrap(), true);
     }
 
-    fn check_fused_relu(dev: &Device) {
+    fn check_fused_relu(dev: &Device, train: bool) {
         let dev = dev.clone();
         let vm = VarMap::new();
         let bn = Bn::new(6, 1e-5, 0.1, false, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
@@ -393,9 +503,9 @@ mod tests {
         let wts = Tensor::randn(0f32, 1., (3, 6, 5, 7), &dev).unwrap();
         let run = |fused: bool| {
             let y = if fused {
-                bn.forward_relu_t(x.as_tensor(), true).unwrap()
+                bn.forward_relu_t(x.as_tensor(), train).unwrap()
             } else {
-                crate::models::relu::relu(&bn.forward_t(x.as_tensor(), true).unwrap()).unwrap()
+                crate::models::relu::relu(&bn.forward_t(x.as_tensor(), train).unwrap()).unwrap()
             };
             let g = (&y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
             let data = vm.data().lock().unwrap();
@@ -409,12 +519,20 @@ mod tests {
         assert_eq!(fused, plain);
     }
 
-    fn check_against_candle(dev: &Device) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Train,
+        Eval,
+        Frozen,
+    }
+
+    fn check_against_candle(dev: &Device, mode: Mode) {
         let dev = dev.clone();
+        let batch_stats = mode == Mode::Train;
         for (b, c, h, w) in [(4, 3, 5, 7), (1, 6, 4, 4), (2, 5, 2, 2)] {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-            let ours = Bn::new(c, 1e-5, 0.1, false, vb.pp("a")).unwrap();
+            let ours = Bn::new(c, 1e-5, 0.1, mode == Mode::Frozen, vb.pp("a")).unwrap();
             let w0 = Tensor::randn(1f32, 0.3, c, &dev).unwrap();
             let b0 = Tensor::randn(0f32, 0.3, c, &dev).unwrap();
             let rm = Tensor::randn(0f32, 0.1, c, &dev).unwrap();
@@ -438,14 +556,18 @@ mod tests {
             )
             .unwrap();
             let x = Var::from_tensor(&(Tensor::randn(0.5f32, 2.0, (b, c, h, w), &dev).unwrap())).unwrap();
-            let y1 = ours.forward_t(x.as_tensor(), true).unwrap();
+            let y1 = ours.forward_t(x.as_tensor(), mode != Mode::Eval).unwrap();
             let x64 = Var::from_tensor(&x.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
-            let y2 = theirs.forward_t(x64.as_tensor(), true).unwrap();
+            let y2 = theirs.forward_t(x64.as_tensor(), batch_stats).unwrap();
             let f32t = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
             assert!(rel(&y1, &f32t(&y2)) < 1e-5, "output {b}x{c}x{h}x{w}");
             let data = vm.data().lock().unwrap();
             assert!(rel(data["a.running_mean"].as_tensor(), &f32t(theirs.running_mean())) < 1e-5);
             assert!(rel(data["a.running_var"].as_tensor(), &f32t(theirs.running_var())) < 1e-5);
+            if !batch_stats {
+                assert_eq!(rel(data["a.running_mean"].as_tensor(), &rm), 0.0, "running mean left as it was");
+                assert_eq!(rel(data["a.running_var"].as_tensor(), &rv), 0.0);
+            }
             let wts = Tensor::randn(0f32, 1., (b, c, h, w), &dev).unwrap();
             let g1 = (y1 * &wts).unwrap().sum_all().unwrap().backward().unwrap();
             let g2 = (y2 * wts.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
