@@ -11,7 +11,10 @@ same threads, e.g.
 head, `vgg16` is wsolevaluation's CAM VGG (no pool5, conv6 512->1024), as wsol builds
 them. `--head acol|adl|spg` builds wsolevaluation's layouts of those methods on the same
 backbones, as `wsol bench train --head` does (same layers, losses and erasing/masking). `--device cuda` times the step on the GPU (synchronized) and also reports the peak
-GPU memory. Needs torch and torchvision; not part of CI.
+GPU memory. `--cam cam|gradcam` times evaluation instead, as `wsol bench cam`: the
+forward pass in eval mode (under `no_grad`), then the maps of each image's class (CAM
+from the classifier's weights; Grad-CAM from the gradient of the class score with
+respect to the last feature map), read back. Needs torch and torchvision; not part of CI.
 """
 import argparse
 import sys
@@ -244,6 +247,8 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark = True (wsol's --cudnn-benchmark)")
+    p.add_argument("--cam", choices=["cam", "gradcam"],
+                   help="time evaluation with these maps instead of training (CAM heads)")
     p.add_argument("--profile", action="store_true",
                    help="after timing, run 2 steps under torch.profiler and print the GPU kernels' time to stderr")
     a = p.parse_args()
@@ -254,26 +259,51 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
     y = torch.arange(a.batch, device=dev) % a.classes
+    if a.cam and a.head not in ("cam", "adl"):
+        p.error("--cam: the GAP + linear heads only (--head cam or adl)")
+    step = (lambda: cam_step(model.eval(), x, y, a.cam)) if a.cam else (lambda: train_step(model, opt, x, y))
     times = []
     for k in range(2 + a.steps):
         t0 = time.perf_counter()
-        opt.zero_grad()
-        loss = model.loss(model(x), y)
-        loss.backward()
-        opt.step()
-        loss.item()
+        step()
         if k >= 2:
             times.append((time.perf_counter() - t0) * 1e3)
     median = sorted(times)[len(times) // 2]
-    if a.profile:
+    if a.profile and not a.cam:
         profile_steps(model, opt, x, y, a.batch)
     print(json.dumps({
         "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": a.threads, "steps": a.steps,
-        "device": a.device, "torch": torch.__version__, "cudnn_benchmark": a.cudnn_benchmark,
+        "device": a.device, "cam": a.cam, "torch": torch.__version__, "cudnn_benchmark": a.cudnn_benchmark,
         "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": a.batch / (median / 1e3), "step_ms": times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
     }))
+
+
+def train_step(model, opt, x, y):
+    opt.zero_grad()
+    loss = model.loss(model(x), y)
+    loss.backward()
+    opt.step()
+    loss.item()
+
+
+def cam_step(model, x, y, method):
+    """Eval-mode forward, then the maps of class y per image, read back to the host."""
+    with torch.no_grad():
+        features = model.features(x)
+        if isinstance(model, VggCam):
+            features = torch.relu(model.conv6(features))
+        logits = model.fc(features.mean((2, 3)))
+        logits.cpu()
+        if method == "cam":
+            maps = torch.einsum("bc,bchw->bhw", model.fc.weight[y], features)
+    if method == "gradcam":
+        a = features.detach().requires_grad_()
+        score = model.fc(a.mean((2, 3))).gather(1, y[:, None]).sum()
+        (g,) = torch.autograd.grad(score, a)
+        maps = torch.relu((g.mean((2, 3), keepdim=True) * a.detach()).sum(1))
+    maps.cpu()
 
 
 def profile_steps(model, opt, x, y, batch, steps=2):

@@ -1,18 +1,21 @@
 //! `wsol bench train`: images per second of full training steps (forward, loss, backward,
 //! SGD with momentum) on random input, after warm-up, and the process's peak memory — the
 //! numbers to compare with `scripts/bench_pytorch.py` on the same machine and threads.
+//! `wsol bench cam`: the same for evaluation (forward pass and class activation maps),
+//! against `scripts/bench_pytorch.py --cam`.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{ModelConfig, OptimizerConfig};
-use crate::models;
+use crate::models::{self, WsolModel};
 use crate::train::optimizer::{Param, Sgd};
 
-pub struct TrainBench {
+/// The model, batch and steps of a benchmark.
+pub struct ModelBench {
     pub backbone: String,
     pub head: String,
     pub batch: usize,
@@ -26,17 +29,11 @@ pub struct TrainBench {
     pub tf32: bool,
     /// cuDNN algorithms by timing (the config's `cudnn_benchmark`).
     pub cudnn_benchmark: bool,
-    /// Feed the steps from the training loader on this folder of JPEGs (written when
-    /// empty, as `wsol bench data`) with this many decode threads, instead of one random
-    /// batch: then the wait for each batch is measured too.
-    pub data: Option<(std::path::PathBuf, usize)>,
     /// Time our CPU ops per shape over the timed steps ([`crate::profile`]).
     pub profile: bool,
 }
 
 pub struct TrainBenchResult {
-    /// Trainable values (batch-norm running statistics left out), to check that
-    /// `scripts/bench_pytorch.py` builds the same model: PyTorch counts its parameters.
     pub parameters: usize,
     /// Median over the timed steps.
     pub images_per_s: f64,
@@ -58,13 +55,45 @@ pub struct TrainBenchResult {
     pub profile: Vec<crate::profile::Row>,
 }
 
-pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
+/// A seeded model of the benchmark's layout, one random batch and its labels.
+struct Setup {
+    dev: Device,
+    cfg: ModelConfig,
+    varmap: VarMap,
+    net: Box<dyn WsolModel>,
+    /// Trainable values (batch-norm running statistics left out), to check that
+    /// `scripts/bench_pytorch.py` builds the same model: PyTorch counts its parameters.
+    parameters: usize,
+    x: Tensor,
+    y: Tensor,
+}
+
+fn setup(b: &ModelBench) -> Result<Setup> {
     let dev = crate::pipeline::device(&b.device, b.tf32, b.cudnn_benchmark)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let cfg = ModelConfig { backbone: b.backbone.clone(), head: b.head.clone(), ..Default::default() };
     let net = models::build(&cfg, b.classes, vb)?;
     models::init::initialize(&varmap, 0, &dev)?;
+    let parameters = varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .filter(|(name, _)| !name.ends_with(".running_mean") && !name.ends_with(".running_var"))
+        .map(|(_, var)| var.elem_count())
+        .sum();
+    let x = Tensor::randn(0f32, 1., (b.batch, 3, b.size, b.size), &dev)?;
+    let labels: Vec<u32> = (0..b.batch).map(|i| (i % b.classes) as u32).collect();
+    let y = Tensor::from_vec(labels, b.batch, &dev)?;
+    Ok(Setup { dev, cfg, varmap, net, parameters, x, y })
+}
+
+/// Training steps. With `data` (a folder of JPEGs, written when empty as `wsol bench
+/// data`, and decode threads), the steps are fed by the training loader instead of one
+/// random batch, and the wait for each batch is measured too.
+pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)>) -> Result<TrainBenchResult> {
+    let Setup { dev, varmap, net, parameters, x: random, y, .. } = setup(b)?;
     let params: Vec<Param> = varmap
         .data()
         .lock()
@@ -72,16 +101,8 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
         .iter()
         .map(|(name, var)| Param { name: name.clone(), var: var.clone(), lr_mult: 1.0 })
         .collect();
-    let parameters = params
-        .iter()
-        .filter(|p| !p.name.ends_with(".running_mean") && !p.name.ends_with(".running_var"))
-        .map(|p| p.var.elem_count())
-        .sum();
     let mut sgd = Sgd::new(params, &OptimizerConfig::default());
-    let random = Tensor::randn(0f32, 1., (b.batch, 3, b.size, b.size), &dev)?;
-    let labels: Vec<u32> = (0..b.batch).map(|i| (i % b.classes) as u32).collect();
-    let y = Tensor::from_vec(labels, b.batch, &dev)?;
-    let mut batches = match &b.data {
+    let mut batches = match &data {
         Some((dir, workers)) => Some(jpeg_batches(dir, b.batch, b.size as u32, *workers)?),
         None => None,
     };
@@ -125,32 +146,80 @@ pub fn train_step_speed(b: &TrainBench) -> Result<TrainBenchResult> {
             bwd_issue_ms.push((t2_issued - t2).as_secs_f64() * 1e3);
         }
     }
-    let mut profile = Vec::new();
-    if b.profile {
-        profile = crate::profile::rows();
-        crate::profile::record(false);
-        for r in &mut profile {
-            r.ms /= b.steps as f64;
-            r.flops /= b.steps as f64;
-            r.calls /= b.steps as u64;
-        }
-    }
-    let mut sorted = step_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
     Ok(TrainBenchResult {
         parameters,
-        images_per_s: b.batch as f64 / (median / 1e3),
+        images_per_s: b.batch as f64 / (median_of(step_ms.clone()) / 1e3),
         step_ms,
         peak_rss_mb: peak_rss_mb(),
-        data_wait_ms: b.data.as_ref().map(|_| wait_ms),
+        data_wait_ms: data.as_ref().map(|_| wait_ms),
         forward_ms: median_of(fwd_ms),
         backward_ms: median_of(bwd_ms),
         optimizer_ms: median_of(opt_ms),
         forward_issue_ms: median_of(fwd_issue_ms),
         backward_issue_ms: median_of(bwd_issue_ms),
-        profile,
+        profile: profile_rows(b),
     })
+}
+
+pub struct CamBenchResult {
+    pub parameters: usize,
+    /// Median over the timed steps.
+    pub images_per_s: f64,
+    pub step_ms: Vec<f64>,
+    pub peak_rss_mb: Option<f64>,
+    /// Medians of the forward pass and of the maps after it, per step.
+    pub forward_ms: f64,
+    pub cam_ms: f64,
+    pub profile: Vec<crate::profile::Row>,
+}
+
+/// Evaluation steps: the forward pass in eval mode on the weights' inference copy (as
+/// `wsol eval` runs it), then `method`'s maps of each image's class, read back.
+pub fn cam_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<CamBenchResult> {
+    let Setup { cfg, varmap, x, y, parameters, .. } = setup(b)?;
+    let net = crate::pipeline::inference_net(&varmap, &cfg, b.classes)?;
+    let extractor = crate::cam::by_name(method, layer, net.as_ref())?;
+    let (mut step_ms, mut fwd_ms, mut cam_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..b.warmup + b.steps {
+        if b.profile && k == b.warmup {
+            crate::profile::record(true);
+        }
+        let t0 = Instant::now();
+        let out = net.forward_t(&x, false)?;
+        out.logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?; // waits for the GPU
+        let t1 = Instant::now();
+        let input = crate::cam::CamInput { model: net.as_ref(), images: &x, out: &out, targets: &y };
+        extractor.extract(&input)?.flatten_all()?.to_vec1::<f32>()?;
+        if k >= b.warmup {
+            step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            fwd_ms.push((t1 - t0).as_secs_f64() * 1e3);
+            cam_ms.push(t1.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(CamBenchResult {
+        parameters,
+        images_per_s: b.batch as f64 / (median_of(step_ms.clone()) / 1e3),
+        step_ms,
+        peak_rss_mb: peak_rss_mb(),
+        forward_ms: median_of(fwd_ms),
+        cam_ms: median_of(cam_ms),
+        profile: profile_rows(b),
+    })
+}
+
+/// With `profile`: the recorded rows per timed step; recording stops.
+fn profile_rows(b: &ModelBench) -> Vec<crate::profile::Row> {
+    if !b.profile {
+        return Vec::new();
+    }
+    let mut rows = crate::profile::rows();
+    crate::profile::record(false);
+    for r in &mut rows {
+        r.ms /= b.steps as f64;
+        r.flops /= b.steps as f64;
+        r.calls /= b.steps as u64;
+    }
+    rows
 }
 
 fn median_of(mut v: Vec<f64>) -> f64 {

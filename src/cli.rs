@@ -198,6 +198,9 @@ pub struct ReportArgs {
 pub enum BenchCommand {
     /// Training steps per second (forward + backward + SGD) on random input, and peak memory.
     Train(BenchTrainArgs),
+    /// Class activation maps per second in evaluation mode (forward pass, then the maps of
+    /// the given classes) on random input, and peak memory.
+    Cam(BenchCamArgs),
     /// Decoded + augmented training images per second on a folder of JPEGs.
     Data(BenchDataArgs),
 }
@@ -233,8 +236,9 @@ pub struct BenchDataArgs {
     pub json: bool,
 }
 
+/// The model and batch both model benchmarks run.
 #[derive(Args)]
-pub struct BenchTrainArgs {
+pub struct BenchModelArgs {
     #[arg(long, default_value = "resnet18")]
     pub backbone: String,
     #[arg(long, default_value = "cam")]
@@ -265,13 +269,6 @@ pub struct BenchTrainArgs {
     /// instead of its legacy calls. Experimental: off until measured against them.
     #[arg(long)]
     pub cudnn_graph: bool,
-    /// Feed the steps from the training loader on this folder of JPEGs (512 CUB-sized
-    /// ones are written when it has none) and measure each step's wait for its batch.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Decode threads of the loader with --data.
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -279,6 +276,31 @@ pub struct BenchTrainArgs {
     /// batch norm, ReLU) and print where a step's time goes.
     #[arg(long)]
     pub profile: bool,
+}
+
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    #[command(flatten)]
+    pub model: BenchModelArgs,
+    /// Feed the steps from the training loader on this folder of JPEGs (512 CUB-sized
+    /// ones are written when it has none) and measure each step's wait for its batch.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Decode threads of the loader with --data.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+#[derive(Args)]
+pub struct BenchCamArgs {
+    #[command(flatten)]
+    pub model: BenchModelArgs,
+    /// The CAM method (eval.cam).
+    #[arg(long, default_value = "cam")]
+    pub method: String,
+    /// The layer a gradient method reads (eval.cam_layer; default: the last feature map).
+    #[arg(long)]
+    pub layer: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -430,6 +452,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Check(a)) => check(a),
         Command::Data(DataCommand::Convert(a)) => convert(a),
         Command::Bench(BenchCommand::Train(a)) => bench_train(a),
+        Command::Bench(BenchCommand::Cam(a)) => bench_cam(a),
         Command::Bench(BenchCommand::Data(a)) => bench_data(a),
     }
 }
@@ -606,7 +629,7 @@ fn cam_picture(a: CamArgs) -> Result<()> {
     let threshold = a.threshold.unwrap_or(cfg.eval.fixed_threshold);
     anyhow::ensure!((0.0..1.0).contains(&threshold), "--threshold: expected in [0, 1), got {threshold}");
     let req = picture::Request { image: a.image, methods, classes, threshold, alpha: a.alpha };
-    let (png, panels) = picture::render(model.net.as_ref(), &cfg, &device, &req)?;
+    let (png, panels) = picture::render(model.inference_net(&cfg)?.as_ref(), &cfg, &device, &req)?;
     crate::util::atomic_write(&a.out, &png)?;
     for p in panels {
         let b = p.pred;
@@ -707,10 +730,11 @@ fn bench_data(a: BenchDataArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_train(a: BenchTrainArgs) -> Result<()> {
+/// Checks the model arguments and sets up threads and cuDNN for a model benchmark.
+fn bench_model(a: &BenchModelArgs) -> Result<crate::bench::ModelBench> {
     anyhow::ensure!(
         a.batch >= 1 && a.size >= 8 && a.steps >= 1 && a.classes >= 2,
-        "bench train: batch, steps >= 1, size >= 8, classes >= 2"
+        "bench: batch, steps >= 1, size >= 8, classes >= 2"
     );
     anyhow::ensure!(
         crate::models::BACKBONES.contains(&a.backbone.as_str()),
@@ -735,7 +759,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
             .build_global()
             .context("--threads: cannot size the thread pool")?;
     }
-    let spec = crate::bench::TrainBench {
+    Ok(crate::bench::ModelBench {
         backbone: a.backbone.clone(),
         head: a.head.clone(),
         batch: a.batch,
@@ -746,46 +770,68 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         device: a.device.clone(),
         tf32: a.tf32,
         cudnn_benchmark: a.cudnn_benchmark,
-        data: a.data.clone().map(|d| (d, a.workers)),
         profile: a.profile,
-    };
-    let r = crate::bench::train_step_speed(&spec)?;
+    })
+}
+
+/// The keys every model benchmark's JSON starts with.
+fn bench_json(a: &BenchModelArgs, parameters: usize) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size,
+        "threads": rayon::current_num_threads(), "device": a.device, "tf32": a.tf32,
+        "cudnn_benchmark": a.cudnn_benchmark, "cudnn_graph": a.cudnn_graph, "parameters": parameters, "steps": a.steps,
+    });
+    v.as_object().expect("an object").clone()
+}
+
+/// The first line of a model benchmark's text output.
+fn print_bench_line(a: &BenchModelArgs, parameters: usize, images_per_s: f64, peak_rss_mb: Option<f64>) {
+    println!(
+        "{} + {} ({parameters} parameters) on {}: batch {} at {}x{}, {} threads: {images_per_s:.2} images/s (median of {} steps), peak RSS {}",
+        a.backbone,
+        a.head,
+        a.device,
+        a.batch,
+        a.size,
+        a.size,
+        rayon::current_num_threads(),
+        a.steps,
+        peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
+    );
+}
+
+fn bench_train(a: BenchTrainArgs) -> Result<()> {
+    let spec = bench_model(&a.model)?;
+    let r = crate::bench::train_step_speed(&spec, a.data.clone().map(|d| (d, a.workers)))?;
     let median_wait = r.data_wait_ms.as_ref().map(|w| {
         let mut w = w.clone();
         w.sort_by(f64::total_cmp);
         w[w.len() / 2]
     });
-    let threads = rayon::current_num_threads();
-    if a.json {
-        let v = serde_json::json!({
-            "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size, "threads": threads, "device": a.device, "tf32": a.tf32, "cudnn_benchmark": a.cudnn_benchmark, "cudnn_graph": a.cudnn_graph,
-            "parameters": r.parameters, "steps": a.steps, "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
-            "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
-            "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
-            "forward_issue_ms": r.forward_issue_ms, "backward_issue_ms": r.backward_issue_ms,
-            "workers": a.data.as_ref().map(|_| a.workers),
-            "profile": a.profile.then_some(&r.profile),
-        });
-        println!("{v}");
-    } else {
-        println!(
-            "{} + {} ({} parameters) on {}: batch {} at {}x{}, {threads} threads: {:.2} images/s (median of {} steps), peak RSS {}",
-            a.backbone,
-            a.head,
-            r.parameters,
-            a.device,
-            a.batch,
-            a.size,
-            a.size,
-            r.images_per_s,
-            a.steps,
-            r.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
+    let m = &a.model;
+    if m.json {
+        let mut v = bench_json(m, r.parameters);
+        v.extend(
+            serde_json::json!({
+                "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
+                "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
+                "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
+                "forward_issue_ms": r.forward_issue_ms, "backward_issue_ms": r.backward_issue_ms,
+                "workers": a.data.as_ref().map(|_| a.workers),
+                "profile": m.profile.then_some(&r.profile),
+            })
+            .as_object()
+            .expect("an object")
+            .clone(),
         );
+        println!("{}", serde_json::Value::Object(v));
+    } else {
+        print_bench_line(m, r.parameters, r.images_per_s, r.peak_rss_mb);
         println!(
             "  forward + loss {:.0} ms, backward {:.0} ms, optimizer {:.1} ms (medians)",
             r.forward_ms, r.backward_ms, r.optimizer_ms
         );
-        if a.device != "cpu" {
+        if m.device != "cpu" {
             println!(
                 "  host time to issue them: forward + loss {:.1} ms, backward {:.1} ms (close to the pass: launch-bound)",
                 r.forward_issue_ms, r.backward_issue_ms
@@ -794,7 +840,35 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
         if let Some(w) = median_wait {
             println!("data wait per step: median {w:.1} ms ({} decode workers)", a.workers);
         }
-        if a.profile {
+        if m.profile {
+            print_profile(&r.profile, r.step_ms.iter().sum::<f64>() / r.step_ms.len() as f64);
+        }
+    }
+    Ok(())
+}
+
+fn bench_cam(a: BenchCamArgs) -> Result<()> {
+    let spec = bench_model(&a.model)?;
+    let r = crate::bench::cam_speed(&spec, &a.method, a.layer.as_deref())?;
+    let m = &a.model;
+    if m.json {
+        let mut v = bench_json(m, r.parameters);
+        v.extend(
+            serde_json::json!({
+                "method": a.method, "layer": a.layer,
+                "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
+                "forward_ms": r.forward_ms, "cam_ms": r.cam_ms,
+                "profile": m.profile.then_some(&r.profile),
+            })
+            .as_object()
+            .expect("an object")
+            .clone(),
+        );
+        println!("{}", serde_json::Value::Object(v));
+    } else {
+        print_bench_line(m, r.parameters, r.images_per_s, r.peak_rss_mb);
+        println!("  forward {:.0} ms, {} maps {:.0} ms (medians)", r.forward_ms, a.method, r.cam_ms);
+        if m.profile {
             print_profile(&r.profile, r.step_ms.iter().sum::<f64>() / r.step_ms.len() as f64);
         }
     }

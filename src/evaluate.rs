@@ -69,10 +69,11 @@ pub fn evaluate_checkpoint(
     let ds = crate::pipeline::load_split(cfg, split)?;
     let model = crate::pipeline::build_model(cfg, &device)?;
     crate::pipeline::load_checkpoint(&model, checkpoint)?;
-    let extractor = crate::cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
+    let net = model.inference_net(cfg)?;
+    let extractor = crate::cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let batches = crate::data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
     let progress = Progress::new(batches, &format!("eval {split}"), quiet);
-    let result = evaluate(model.net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, save_cams)?;
+    let result = evaluate(net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, save_cams)?;
     progress.finish();
     Ok(result)
 }

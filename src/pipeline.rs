@@ -144,6 +144,62 @@ pub fn build_model(cfg: &Config, device: &Device) -> Result<Model> {
     Ok(Model { varmap, net })
 }
 
+impl Model {
+    /// The network for evaluation: [`inference_net`] on these weights. Take it after
+    /// loading or training them.
+    pub fn inference_net(&self, cfg: &Config) -> Result<Box<dyn WsolModel>> {
+        inference_net(&self.varmap, &cfg.model, cfg.data.num_classes)
+    }
+}
+
+/// The network on detached handles of `varmap`'s weights (no copy), for evaluation.
+/// candle records every op with a variable among its inputs, so a forward pass on the
+/// variables kept all of a batch's activations alive until its outputs were dropped
+/// (PyTorch has `no_grad` for this): 2.4 GB for ResNet-50 at batch 8, against 0.26 GB
+/// here. Gradient CAM methods still differentiate with respect to the activations.
+pub fn inference_net(
+    varmap: &VarMap,
+    model: &crate::config::ModelConfig,
+    num_classes: usize,
+) -> Result<Box<dyn WsolModel>> {
+    let weights: std::collections::HashMap<String, candle_core::Tensor> =
+        varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_detached_tensor())).collect();
+    let device = weights.values().next().map_or(Device::Cpu, |t| t.device().clone());
+    Ok(models::build(model, num_classes, VarBuilder::from_tensors(weights, DType::F32, &device))?)
+}
+
 pub fn load_checkpoint(model: &Model, path: &Path) -> Result<()> {
     crate::train::checkpoint::load_weights(&model.varmap, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Tensor;
+
+    use super::*;
+    use crate::config::ModelConfig;
+
+    /// The inference copy gives the variables' eval-mode logits bit for bit, and records no
+    /// graph: nothing reaches the weights from its outputs, so its activations are freed
+    /// as the pass goes on.
+    #[test]
+    fn inference_net_shares_the_weights_and_records_no_graph() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let cfg = ModelConfig { backbone: "resnet18".into(), ..Default::default() };
+        let net = models::build(&cfg, 3, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        models::init::initialize(&varmap, 1, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &dev).unwrap();
+        let frozen = inference_net(&varmap, &cfg, 3).unwrap();
+        let (ours, theirs) = (frozen.forward_t(&x, false).unwrap(), net.forward_t(&x, false).unwrap());
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&ours.logits), flat(&theirs.logits));
+        let weight = varmap.data().lock().unwrap()["fc.weight"].as_tensor().clone();
+        assert!(theirs.logits.sum_all().unwrap().backward().unwrap().get(&weight).is_some());
+        assert!(ours.logits.sum_all().unwrap().backward().unwrap().get(&weight).is_none());
+        // Trained weights are seen without taking a new copy (the storage is shared).
+        varmap.data().lock().unwrap()["fc.bias"].set(&Tensor::ones(3, DType::F32, &dev).unwrap()).unwrap();
+        let moved = frozen.forward_t(&x, false).unwrap();
+        assert_ne!(flat(&moved.logits), flat(&ours.logits));
+    }
 }

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::data::{epoch_batches, Dataset, SplitMetadata};
 use crate::evaluate::{cam_overlays, eval_loader};
 use crate::localize::{boxes_at_thresholds, iou, prepare_map, rescale_boxes};
+use crate::models::WsolModel;
 use crate::pipeline;
 
 pub struct ReportRequest {
@@ -75,12 +76,13 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
     let device = pipeline::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     let model = pipeline::build_model(&cfg, &device)?;
     pipeline::load_checkpoint(&model, &checkpoint)?;
-    let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
+    let net = model.inference_net(&cfg)?;
+    let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let ds = pipeline::load_split(&cfg, &cfg.eval.split)?;
     if ds.meta.samples.iter().all(|s| s.boxes.is_empty()) {
         html += "<p>No boxes in this split: no localization overlays.</p>";
     } else {
-        let scores = per_image_iou(&cfg, &device, &model, extractor.as_ref(), &ds, threshold)?;
+        let scores = per_image_iou(&cfg, &device, net.as_ref(), extractor.as_ref(), &ds, threshold)?;
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         let k = req.samples.min(order.len());
@@ -94,8 +96,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
                 },
                 masks: None,
             });
-            let pngs =
-                cam_overlays(model.net.as_ref(), extractor.as_ref(), &subset, &cfg, &device, picked.len(), threshold)?;
+            let pngs = cam_overlays(net.as_ref(), extractor.as_ref(), &subset, &cfg, &device, picked.len(), threshold)?;
             let side = (cfg.data.image_size as usize).max(160);
             for (png, &i) in pngs.iter().zip(picked) {
                 write!(
@@ -118,7 +119,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
 fn per_image_iou(
     cfg: &Config,
     device: &candle_core::Device,
-    model: &pipeline::Model,
+    model: &dyn WsolModel,
     extractor: &dyn cam::CamExtractor,
     ds: &Arc<Dataset>,
     threshold: f64,
@@ -130,9 +131,8 @@ fn per_image_iou(
         let n = batch.labels.len();
         let x = Tensor::from_vec(batch.images, (n, 3, size, size), device)?;
         let labels = Tensor::from_vec(batch.labels, n, device)?;
-        let out = model.net.forward_t(&x, false)?;
-        let maps =
-            extractor.extract(&CamInput { model: model.net.as_ref(), images: &x, out: &out, targets: &labels })?;
+        let out = model.forward_t(&x, false)?;
+        let maps = extractor.extract(&CamInput { model, images: &x, out: &out, targets: &labels })?;
         let (_, h, w) = maps.dims3()?;
         let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
         for (i, &index) in batch.indices.iter().enumerate() {

@@ -78,6 +78,26 @@ fn bench_train_prints_one_json_object() {
     }
 }
 
+/// `wsol bench cam` times evaluation steps (forward, then the maps) for a CAM method and
+/// a gradient one, batch norm on its running statistics; an unknown method is named.
+#[test]
+fn bench_cam_times_forward_and_maps() {
+    let tmp = tempfile::tempdir().unwrap();
+    for method in ["cam", "gradcam"] {
+        let args = ["bench", "cam", "--backbone", "resnet18", "--batch", "2", "--size", "32", "--steps", "2"];
+        let out = wsol_ok(&[&args[..], &["--method", method, "--profile", "--json"]].concat(), tmp.path());
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["method"], method);
+        assert_eq!(v["step_ms"].as_array().unwrap().len(), 2);
+        assert!(v["images_per_s"].as_f64().unwrap() > 0.0 && v["forward_ms"].as_f64().unwrap() > 0.0);
+        let ops: Vec<&str> = v["profile"].as_array().unwrap().iter().map(|r| r["op"].as_str().unwrap()).collect();
+        assert!(ops.iter().any(|op| op.starts_with("batch norm running stats 64x")), "{ops:?}");
+        assert!(!ops.iter().any(|op| op.starts_with("batch norm statistics")), "{ops:?}");
+    }
+    let err = wsol_err(&["bench", "cam", "--backbone", "tiny", "--method", "cams"], tmp.path());
+    assert!(err.contains("cams") && err.contains("gradcam"), "{err}");
+}
+
 /// `--profile` times our ops per shape: the stem convolution's row carries its flops
 /// (batch 4, 16x16 outputs, 27 taps), and the text table ends with the rest of the step.
 #[test]

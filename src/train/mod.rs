@@ -359,7 +359,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
                 "validate",
                 opts.quiet,
             );
-            let r = evaluate(model.net.as_ref(), extractor.as_ref(), val.clone(), cfg, &device, &vp, None)?;
+            let net = model.inference_net(cfg)?;
+            let r = evaluate(net.as_ref(), extractor.as_ref(), val.clone(), cfg, &device, &vp, None)?;
             vp.finish();
             for (k, v) in r.to_json().as_object().unwrap() {
                 if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
@@ -370,7 +371,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             if cfg.log.tensorboard && cfg.log.cam_images > 0 {
                 let threshold = r.loc.as_ref().map_or(cfg.eval.fixed_threshold, |l| l.best_threshold);
                 match evaluate::cam_overlays(
-                    model.net.as_ref(),
+                    net.as_ref(),
                     extractor.as_ref(),
                     val,
                     cfg,
@@ -416,7 +417,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
     }
     let tp =
         Progress::new(num_batches(test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64, "test", opts.quiet);
-    let result = evaluate(model.net.as_ref(), extractor.as_ref(), test_ds, cfg, &device, &tp, None)?;
+    let result = evaluate(model.inference_net(cfg)?.as_ref(), extractor.as_ref(), test_ds, cfg, &device, &tp, None)?;
     tp.finish();
     result.write(&run_dir, &[("checkpoint", serde_json::json!(ckpt.display().to_string()))])?;
     for (k, v) in result.to_json().as_object().unwrap() {
