@@ -165,7 +165,7 @@ pub fn inference_net(
     let weights: std::collections::HashMap<String, candle_core::Tensor> =
         varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_detached_tensor())).collect();
     let device = weights.values().next().map_or(Device::Cpu, |t| t.device().clone());
-    Ok(models::build(model, num_classes, VarBuilder::from_tensors(weights, DType::F32, &device))?)
+    models::build(model, num_classes, VarBuilder::from_tensors(weights, DType::F32, &device))
 }
 
 pub fn load_checkpoint(model: &Model, path: &Path) -> Result<()> {
