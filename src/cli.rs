@@ -774,14 +774,17 @@ fn bench_model(a: &BenchModelArgs) -> Result<crate::bench::ModelBench> {
     })
 }
 
-/// The keys every model benchmark's JSON starts with.
-fn bench_json(a: &BenchModelArgs, parameters: usize) -> serde_json::Map<String, serde_json::Value> {
-    let v = serde_json::json!({
+/// Prints one JSON object: the model benchmark's arguments and `fields`.
+fn print_bench_json(a: &BenchModelArgs, parameters: usize, fields: serde_json::Value) {
+    let mut v = serde_json::json!({
         "backbone": a.backbone, "head": a.head, "batch": a.batch, "size": a.size,
         "threads": rayon::current_num_threads(), "device": a.device, "tf32": a.tf32,
         "cudnn_benchmark": a.cudnn_benchmark, "cudnn_graph": a.cudnn_graph, "parameters": parameters, "steps": a.steps,
     });
-    v.as_object().expect("an object").clone()
+    if let (Some(v), serde_json::Value::Object(fields)) = (v.as_object_mut(), fields) {
+        v.extend(fields);
+    }
+    println!("{v}");
 }
 
 /// The first line of a model benchmark's text output.
@@ -810,21 +813,15 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     });
     let m = &a.model;
     if m.json {
-        let mut v = bench_json(m, r.parameters);
-        v.extend(
-            serde_json::json!({
-                "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
-                "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
-                "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
-                "forward_issue_ms": r.forward_issue_ms, "backward_issue_ms": r.backward_issue_ms,
-                "workers": a.data.as_ref().map(|_| a.workers),
-                "profile": m.profile.then_some(&r.profile),
-            })
-            .as_object()
-            .expect("an object")
-            .clone(),
-        );
-        println!("{}", serde_json::Value::Object(v));
+        let fields = serde_json::json!({
+            "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
+            "data_wait_ms": r.data_wait_ms, "median_data_wait_ms": median_wait,
+            "forward_ms": r.forward_ms, "backward_ms": r.backward_ms, "optimizer_ms": r.optimizer_ms,
+            "forward_issue_ms": r.forward_issue_ms, "backward_issue_ms": r.backward_issue_ms,
+            "workers": a.data.as_ref().map(|_| a.workers),
+            "profile": m.profile.then_some(&r.profile),
+        });
+        print_bench_json(m, r.parameters, fields);
     } else {
         print_bench_line(m, r.parameters, r.images_per_s, r.peak_rss_mb);
         println!(
@@ -852,19 +849,13 @@ fn bench_cam(a: BenchCamArgs) -> Result<()> {
     let r = crate::bench::cam_speed(&spec, &a.method, a.layer.as_deref())?;
     let m = &a.model;
     if m.json {
-        let mut v = bench_json(m, r.parameters);
-        v.extend(
-            serde_json::json!({
-                "method": a.method, "layer": a.layer,
-                "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
-                "forward_ms": r.forward_ms, "cam_ms": r.cam_ms,
-                "profile": m.profile.then_some(&r.profile),
-            })
-            .as_object()
-            .expect("an object")
-            .clone(),
-        );
-        println!("{}", serde_json::Value::Object(v));
+        let fields = serde_json::json!({
+            "method": a.method, "layer": a.layer,
+            "images_per_s": r.images_per_s, "step_ms": r.step_ms, "peak_rss_mb": r.peak_rss_mb,
+            "forward_ms": r.forward_ms, "cam_ms": r.cam_ms,
+            "profile": m.profile.then_some(&r.profile),
+        });
+        print_bench_json(m, r.parameters, fields);
     } else {
         print_bench_line(m, r.parameters, r.images_per_s, r.peak_rss_mb);
         println!("  forward {:.0} ms, {} maps {:.0} ms (medians)", r.forward_ms, a.method, r.cam_ms);
