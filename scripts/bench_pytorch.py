@@ -11,7 +11,7 @@ same threads, e.g.
 head, `vgg16` is wsolevaluation's CAM VGG (no pool5, conv6 512->1024), as wsol builds
 them. `--head acol|adl|spg` builds wsolevaluation's layouts of those methods on the same
 backbones, as `wsol bench train --head` does (same layers, losses and erasing/masking). `--device cuda` times the step on the GPU (synchronized) and also reports the peak
-GPU memory. `--cam cam|gradcam` times evaluation instead, as `wsol bench cam`: the
+GPU memory. `--cam cam|gradcam` times evaluation instead, as `wsol bench eval`: the
 forward pass in eval mode (under `no_grad`), then the maps of each image's class (CAM
 from the classifier's weights; Grad-CAM from the gradient of the class score with
 respect to the last feature map), read back. Needs torch and torchvision; not part of CI.

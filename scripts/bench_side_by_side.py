@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""wsol against PyTorch on one machine: `wsol bench train` (or `bench cam`) and
+"""wsol against PyTorch on one machine: `wsol bench train` (or `bench eval`) and
 `scripts/bench_pytorch.py` on the same model, batch, size and threads, each wsol run
 followed by its PyTorch run (pairs alternate, so a slow phase of the machine hits both),
 then one markdown row per cell: images/s of each run, the ratio of the medians, and peak
@@ -47,7 +47,7 @@ def main():
         for head in a.heads.split(","):
             for batch in a.batches.split(","):
                 model = ["--backbone", backbone, "--head", head, "--batch", batch] + common
-                ours = [a.wsol, "bench", "cam", "--method", a.cam] if a.cam else [a.wsol, "bench", "train"]
+                ours = [a.wsol, "bench", "eval", "--method", a.cam] if a.cam else [a.wsol, "bench", "train"]
                 theirs = [a.python, os.path.join(HERE, "bench_pytorch.py")] + (["--cam", a.cam] if a.cam else [])
                 runs = {"wsol": [], "torch": []}
                 for _ in range(a.pairs):

@@ -1,7 +1,7 @@
 //! `wsol bench train`: images per second of full training steps (forward, loss, backward,
 //! SGD with momentum) on random input, after warm-up, and the process's peak memory — the
 //! numbers to compare with `scripts/bench_pytorch.py` on the same machine and threads.
-//! `wsol bench cam`: the same for evaluation (forward pass and class activation maps),
+//! `wsol bench eval`: the same for evaluation (forward pass and class activation maps),
 //! against `scripts/bench_pytorch.py --cam`.
 
 use std::time::Instant;
@@ -161,7 +161,7 @@ pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)
     })
 }
 
-pub struct CamBenchResult {
+pub struct EvalBenchResult {
     pub parameters: usize,
     /// Median over the timed steps.
     pub images_per_s: f64,
@@ -175,7 +175,7 @@ pub struct CamBenchResult {
 
 /// Evaluation steps: the forward pass in eval mode on the weights' inference copy (as
 /// `wsol eval` runs it), then `method`'s maps of each image's class, read back.
-pub fn cam_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<CamBenchResult> {
+pub fn eval_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<EvalBenchResult> {
     let Setup { cfg, varmap, x, y, parameters, .. } = setup(b)?;
     let net = crate::pipeline::inference_net(&varmap, &cfg, b.classes)?;
     let extractor = crate::cam::by_name(method, layer, net.as_ref())?;
@@ -196,7 +196,7 @@ pub fn cam_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<Ca
             cam_ms.push(t1.elapsed().as_secs_f64() * 1e3);
         }
     }
-    Ok(CamBenchResult {
+    Ok(EvalBenchResult {
         parameters,
         images_per_s: b.batch as f64 / (median_of(step_ms.clone()) / 1e3),
         step_ms,

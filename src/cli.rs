@@ -198,9 +198,10 @@ pub struct ReportArgs {
 pub enum BenchCommand {
     /// Training steps per second (forward + backward + SGD) on random input, and peak memory.
     Train(BenchTrainArgs),
-    /// Class activation maps per second in evaluation mode (forward pass, then the maps of
-    /// the given classes) on random input, and peak memory.
-    Cam(BenchCamArgs),
+    /// Evaluation steps per second (forward pass in eval mode, then each image's class
+    /// activation map: the model's side of `wsol eval`) on random input, and peak memory.
+    /// The threshold sweep after it is timed by `cargo bench --bench eval`.
+    Eval(BenchEvalArgs),
     /// Decoded + augmented training images per second on a folder of JPEGs.
     Data(BenchDataArgs),
 }
@@ -292,7 +293,7 @@ pub struct BenchTrainArgs {
 }
 
 #[derive(Args)]
-pub struct BenchCamArgs {
+pub struct BenchEvalArgs {
     #[command(flatten)]
     pub model: BenchModelArgs,
     /// The CAM method (eval.cam).
@@ -452,7 +453,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Check(a)) => check(a),
         Command::Data(DataCommand::Convert(a)) => convert(a),
         Command::Bench(BenchCommand::Train(a)) => bench_train(a),
-        Command::Bench(BenchCommand::Cam(a)) => bench_cam(a),
+        Command::Bench(BenchCommand::Eval(a)) => bench_eval(a),
         Command::Bench(BenchCommand::Data(a)) => bench_data(a),
     }
 }
@@ -844,9 +845,9 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_cam(a: BenchCamArgs) -> Result<()> {
+fn bench_eval(a: BenchEvalArgs) -> Result<()> {
     let spec = bench_model(&a.model)?;
-    let r = crate::bench::cam_speed(&spec, &a.method, a.layer.as_deref())?;
+    let r = crate::bench::eval_speed(&spec, &a.method, a.layer.as_deref())?;
     let m = &a.model;
     if m.json {
         let fields = serde_json::json!({

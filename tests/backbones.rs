@@ -78,13 +78,13 @@ fn bench_train_prints_one_json_object() {
     }
 }
 
-/// `wsol bench cam` times evaluation steps (forward, then the maps) for a CAM method and
+/// `wsol bench eval` times evaluation steps (forward, then the maps) for a CAM method and
 /// a gradient one, batch norm on its running statistics; an unknown method is named.
 #[test]
-fn bench_cam_times_forward_and_maps() {
+fn bench_eval_times_forward_and_maps() {
     let tmp = tempfile::tempdir().unwrap();
     for method in ["cam", "gradcam"] {
-        let args = ["bench", "cam", "--backbone", "resnet18", "--batch", "2", "--size", "32", "--steps", "2"];
+        let args = ["bench", "eval", "--backbone", "resnet18", "--batch", "2", "--size", "32", "--steps", "2"];
         let out = wsol_ok(&[&args[..], &["--method", method, "--profile", "--json"]].concat(), tmp.path());
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["method"], method);
@@ -94,7 +94,7 @@ fn bench_cam_times_forward_and_maps() {
         assert!(ops.iter().any(|op| op.starts_with("batch norm running stats 64x")), "{ops:?}");
         assert!(!ops.iter().any(|op| op.starts_with("batch norm statistics")), "{ops:?}");
     }
-    let err = wsol_err(&["bench", "cam", "--backbone", "tiny", "--method", "cams"], tmp.path());
+    let err = wsol_err(&["bench", "eval", "--backbone", "tiny", "--method", "cams"], tmp.path());
     assert!(err.contains("cams") && err.contains("gradcam"), "{err}");
 }
 
