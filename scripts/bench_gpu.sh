@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side on one NVIDIA GPU: `wsol bench train --device cuda:0` against the same
-# step in PyTorch (scripts/bench_pytorch.py), then a short demo run (train + eval) on the
+# Side-by-side on one NVIDIA GPU: `wsol bench train` and `wsol bench eval --device
+# cuda:0` against the same steps in PyTorch (scripts/bench_pytorch.py), then a short demo run (train + eval) on the
 # GPU. Usage, on the GPU machine, from the repository root:
 #
 #   WSOL=target/release/wsol scripts/bench_gpu.sh [OUT_DIR]
@@ -23,6 +23,13 @@ for spec in "resnet18 32" "resnet50 32" "vgg16 32"; do
     done
     for flags in "" --cudnn-benchmark; do
         python3 scripts/bench_pytorch.py --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda $flags 2>>"$OUT/torch_err.txt" \
+            || echo "{\"backbone\": \"$1\", \"torch_failed\": true}"
+    done
+    # Evaluation (forward in eval mode, then CAM / Grad-CAM maps), TF32 as PyTorch's default.
+    for method in cam gradcam; do
+        "$WSOL" bench eval --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda:0 --tf32 --method $method --json 2>>"$OUT/wsol_err.txt" \
+            || echo "{\"backbone\": \"$1\", \"wsol_failed\": true}"
+        python3 scripts/bench_pytorch.py --backbone "$1" --batch "$2" --size 224 --steps 10 --device cuda --cam $method 2>>"$OUT/torch_err.txt" \
             || echo "{\"backbone\": \"$1\", \"torch_failed\": true}"
     done
 done | tee "$OUT/bench.jsonl"
