@@ -15,7 +15,7 @@
 //! logits over the pixels not ignored, all maps at the input size (bilinear). Loss =
 //! CE + the three. Weight names follow wsolevaluation.
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_layer as conv2d, Conv2d};
@@ -116,23 +116,32 @@ struct MaskedBce {
     count: f64,
 }
 
-impl candle_core::CustomOp3 for MaskedBce {
+/// The (logits, target, valid) slices of a masked-BCE op's inputs.
+fn bce_inputs<'a>(
+    (zs, zl): (&'a CpuStorage, &Layout),
+    (ts, tl): (&'a CpuStorage, &Layout),
+    (vs, vl): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<(&'a [f32], &'a [f32], &'a [f32])> {
+    let f = super::cpu_f32;
+    Ok((f(zs, zl, "masked bce")?, f(ts, tl, "masked bce")?, f(vs, vl, "masked bce")?))
+}
+
+impl CustomOp3 for MaskedBce {
     fn name(&self) -> &'static str {
         "masked-bce"
     }
 
     fn cpu_fwd(
         &self,
-        zs: &candle_core::CpuStorage,
-        zl: &candle_core::Layout,
-        ts: &candle_core::CpuStorage,
-        tl: &candle_core::Layout,
-        vs: &candle_core::CpuStorage,
-        vl: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        zs: &CpuStorage,
+        zl: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         use rayon::prelude::*;
-        let f = super::cpu_f32;
-        let (z, t, v) = (f(zs, zl, "masked bce")?, f(ts, tl, "masked bce")?, f(vs, vl, "masked bce")?);
+        let (z, t, v) = bce_inputs((zs, zl), (ts, tl), (vs, vl))?;
         let _span = crate::profile::span(|| format!("masked bce {:?}", zl.dims()), 0.0);
         // Sums per fixed chunk, added in order: the same bits on every run.
         let chunks: Vec<f64> = (z.par_chunks(1 << 14), t.par_chunks(1 << 14), v.par_chunks(1 << 14))
@@ -143,7 +152,7 @@ impl candle_core::CustomOp3 for MaskedBce {
             })
             .collect();
         let sum: f64 = chunks.iter().sum();
-        Ok((candle_core::CpuStorage::F32(vec![(sum / self.count) as f32]), candle_core::Shape::from(())))
+        Ok((CpuStorage::F32(vec![(sum / self.count) as f32]), Shape::from(())))
     }
 
     fn bwd(
@@ -165,22 +174,21 @@ struct MaskedBceGrad {
     scale: f64,
 }
 
-impl candle_core::CustomOp3 for MaskedBceGrad {
+impl CustomOp3 for MaskedBceGrad {
     fn name(&self) -> &'static str {
         "masked-bce-grad"
     }
 
     fn cpu_fwd(
         &self,
-        zs: &candle_core::CpuStorage,
-        zl: &candle_core::Layout,
-        ts: &candle_core::CpuStorage,
-        tl: &candle_core::Layout,
-        vs: &candle_core::CpuStorage,
-        vl: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let f = super::cpu_f32;
-        let (z, t, v) = (f(zs, zl, "masked bce")?, f(ts, tl, "masked bce")?, f(vs, vl, "masked bce")?);
+        zs: &CpuStorage,
+        zl: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (z, t, v) = bce_inputs((zs, zl), (ts, tl), (vs, vl))?;
         let _span = crate::profile::span(|| format!("masked bce grad {:?}", zl.dims()), 0.0);
         let scale = self.scale as f32;
         const CHUNK: usize = 1 << 14;
@@ -189,7 +197,7 @@ impl candle_core::CustomOp3 for MaskedBceGrad {
             let (z, t, v) = (&z[at..], &t[at..], &v[at..]);
             z.iter().zip(t).zip(v).take(CHUNK).map(move |((&z, &t), &v)| (1.0 / (1.0 + (-z).exp()) - t) * v * scale)
         });
-        Ok((candle_core::CpuStorage::F32(dz), zl.shape().clone()))
+        Ok((CpuStorage::F32(dz), zl.shape().clone()))
     }
 }
 
