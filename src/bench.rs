@@ -186,7 +186,7 @@ pub fn eval_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<E
         }
         let t0 = Instant::now();
         let out = net.forward_t(&x, false)?;
-        out.logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?; // waits for the GPU
+        out.logits.flatten_all()?.to_vec1::<f32>()?; // waits for the GPU
         let t1 = Instant::now();
         let input = crate::cam::CamInput { model: net.as_ref(), images: &x, out: &out, targets: &y };
         extractor.extract(&input)?.flatten_all()?.to_vec1::<f32>()?;
