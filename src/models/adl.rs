@@ -72,14 +72,14 @@ fn composed(x: &Tensor, drop: Option<f64>) -> candle_core::Result<Tensor> {
 }
 
 /// x * map(x) for f32 [B, C, h, w] on the CPU: the drop mask with `drop: Some(threshold)`,
-/// the importance map otherwise. The same values as the composition below it.
+/// the importance map otherwise. The same values as [`composed`].
 struct AdlOp {
     drop: Option<f64>,
 }
 
 impl AdlOp {
-    /// Per image, the [h * w] attention (channel mean, summed in channel order as candle
-    /// does) and the map; with `dy`, also sum_c(dy * x) per position.
+    /// Per image, the [h * w] map of its attention (the channel mean, summed in channel
+    /// order as candle does) and, with `dy`, sum_c(dy * x) per position (else empty).
     fn maps(&self, x: &[f32], dy: Option<&[f32]>, c: usize, plane: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
         let inv_c = (1.0 / c as f64) as f32;
         (0..x.len() / (c * plane))
@@ -94,14 +94,13 @@ impl AdlOp {
                         dot.iter_mut().zip(xs).zip(&dy[at(ch)..at(ch) + plane]).for_each(|((d, &v), &g)| *d += g * v);
                     }
                 }
-                let attention = sum.iter().map(|&s| s * inv_c);
+                let attention: Vec<f32> = sum.iter().map(|&s| s * inv_c).collect();
                 let map = match self.drop {
                     Some(threshold) => {
-                        let peak = sum.iter().map(|&s| s * inv_c).fold(f32::NEG_INFINITY, f32::max);
-                        let limit = peak * threshold as f32;
-                        attention.map(|a| if a < limit { 1.0 } else { 0.0 }).collect()
+                        let limit = attention.iter().copied().fold(f32::NEG_INFINITY, f32::max) * threshold as f32;
+                        attention.iter().map(|&a| if a < limit { 1.0 } else { 0.0 }).collect()
                     }
-                    None => attention.map(|a| 1.0 / (1.0 + (-a).exp())).collect(),
+                    None => attention.iter().map(|&a| 1.0 / (1.0 + (-a).exp())).collect(),
                 };
                 (map, dot)
             })
