@@ -118,6 +118,106 @@ class VggCam(nn.Module):
     loss = staticmethod(cross_entropy_loss)
 
 
+class InceptionMixed6a(nn.Module):
+    """wsolevaluation's Mixed_6a: torchvision's InceptionB at stride 1, padding 1."""
+
+    def __init__(self, c_in):
+        super().__init__()
+        conv = torchvision.models.inception.BasicConv2d
+        self.branch3x3 = conv(c_in, 384, kernel_size=3, padding=1)
+        self.branch3x3dbl_1 = conv(c_in, 64, kernel_size=1)
+        self.branch3x3dbl_2 = conv(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = conv(96, 96, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), dbl, nn.functional.max_pool2d(x, 3, stride=1, padding=1)], 1)
+
+
+class InceptionCam(nn.Module):
+    """wsolevaluation's CAM Inception-v3 (see src/models/inception.rs): torchvision's blocks
+    to Mixed_6e, padded first conv, ceil-mode pools, an extra pool after Mixed_5d, Mixed_6a
+    at stride 1, then SPG_A3_1b/2b (3x3, 768->1024->1024) and GAP + linear."""
+
+    def __init__(self, classes):
+        super().__init__()
+        inc = torchvision.models.inception
+        conv = inc.BasicConv2d
+        pool = lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.features = nn.Sequential(
+            conv(3, 32, kernel_size=3, stride=2, padding=1), conv(32, 32, kernel_size=3),
+            conv(32, 64, kernel_size=3, padding=1), pool(),
+            conv(64, 80, kernel_size=1), conv(80, 192, kernel_size=3), pool(),
+            inc.InceptionA(192, 32), inc.InceptionA(256, 64), inc.InceptionA(288, 64),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            InceptionMixed6a(288), inc.InceptionC(768, 128), inc.InceptionC(768, 160),
+            inc.InceptionC(768, 160), inc.InceptionC(768, 192),
+            nn.Conv2d(768, 1024, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(1024, 1024, 3, padding=1), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(1024, classes)
+
+    def forward(self, x):
+        return {"logits": self.fc(self.features(x).mean((2, 3)))}
+
+    loss = staticmethod(cross_entropy_loss)
+
+
+def pad_same(x, k, stride):
+    """TensorFlow's SAME padding (more on the bottom/right), as src/models/efficientnet.rs."""
+    h, w = x.shape[2:]
+    pads = []
+    for n in (w, h):
+        total = max((-(-n // stride) - 1) * stride + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return nn.functional.pad(x, pads)
+
+
+class ConvSame(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(pad_same(x, self.kernel_size[0], self.stride[0]))
+
+
+def conv_bn(c_in, c_out, k=1, stride=1, groups=1, relu6=True):
+    """conv (no bias, SAME) -> batch norm (TensorFlow's eps 1e-3, momentum 0.01) [-> ReLU6]."""
+    layers = [ConvSame(c_in, c_out, k, stride, groups=groups, bias=False), nn.BatchNorm2d(c_out, 1e-3, 0.01)]
+    return nn.Sequential(*layers, *([nn.ReLU6(inplace=True)] if relu6 else []))
+
+
+class MbConv(nn.Module):
+    def __init__(self, c_in, c_out, k, stride, expand):
+        super().__init__()
+        mid = c_in * expand
+        self.block = nn.Sequential(*([conv_bn(c_in, mid)] if expand != 1 else []),
+                                   conv_bn(mid, mid, k, stride, groups=mid), conv_bn(mid, c_out, relu6=False))
+        self.skip = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.block(x)
+        return y + x if self.skip else y
+
+
+class EfficientNetCam(nn.Module):
+    """EfficientNet-Lite0 (see src/models/efficientnet.rs): ReLU6, no squeeze-excitation,
+    no drop-connect, SAME padding; GAP + linear on the 1280-channel head."""
+
+    STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+              (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+
+    def __init__(self, classes):
+        super().__init__()
+        blocks = [conv_bn(3, 32, 3, 2)]
+        for repeats, k, stride, expand, c_in, c_out in self.STAGES:
+            blocks += [MbConv(c_in if r == 0 else c_out, c_out, k, stride if r == 0 else 1, expand)
+                       for r in range(repeats)]
+        self.features = nn.Sequential(*blocks, conv_bn(320, 1280))
+        self.fc = nn.Linear(1280, classes)
+
+    def forward(self, x):
+        return {"logits": self.fc(self.features(x).mean((2, 3)))}
+
+    loss = staticmethod(cross_entropy_loss)
+
+
 def normalize_maps(maps):
     """Min-max normalization of each [h, w] map of [B, h, w]."""
     flat = maps.flatten(1)
@@ -226,6 +326,10 @@ class Spg(nn.Module):
 
 
 def build(backbone, head, classes):
+    if backbone in ("inception_v3", "efficientnet_lite0"):
+        if head != "cam":
+            sys.exit(f"bench_pytorch.py: {backbone} has the CAM head only here")
+        return InceptionCam(classes) if backbone == "inception_v3" else EfficientNetCam(classes)
     if head == "acol":
         return Acol(backbone, classes)
     if head == "spg":
@@ -237,7 +341,7 @@ def build(backbone, head, classes):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50", "vgg16"])
+    p.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_lite0"])
     p.add_argument("--head", default="cam", choices=["cam", "acol", "adl", "spg"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
