@@ -7,8 +7,9 @@
 //!   dx = gamma / sigma / N * (N dy - sum(dy) - x_hat * sum(dy x_hat)),
 //!   dgamma = sum(dy x_hat),  dbeta = sum(dy)   (sums per channel over N = B*H*W).
 //!
-//! A following ReLU can be fused in ([`Bn::forward_relu_t`]): max(., 0) in the normalize
-//! pass, its mask applied to dy inside both backward passes. On CUDA the same two passes
+//! A following ReLU or ReLU6 can be fused in ([`Bn::forward_relu_t`],
+//! [`Bn::forward_relu6_t`]): the clamp in the normalize pass, its mask applied to dy
+//! inside both backward passes. On CUDA the same two passes
 //! each way are kernels of `channel_ops_cuda`, and the running statistics are updated in
 //! place.
 //!
@@ -61,30 +62,37 @@ impl Bn {
     }
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_maybe_relu(x, train, false)
+        self.forward_act(x, train, Act::Identity)
     }
 
     /// relu(bn(x)): in training one op, the ReLU's mask applied inside the
     /// backward passes (a ReLU op of its own costs two passes over the activation and a
     /// gradient candle accumulates into a zeroed copy).
     pub(crate) fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_maybe_relu(x, train, true)
+        self.forward_act(x, train, Act::Relu)
     }
 
-    fn forward_maybe_relu(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    /// min(max(bn(x), 0), 6), fused the same way (candle's clamp is a maximum and a
+    /// minimum, each with a comparison mask in its backward).
+    pub(crate) fn forward_relu6_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, Act::Relu6)
+    }
+
+    fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         let batch_stats = train && !self.frozen;
         let ours = x.dtype() == DType::F32 && x.rank() == 4 && !candle_bn_requested();
         #[cfg(feature = "cuda")]
         if ours && batch_stats && x.device().is_cuda() {
             let running = (self.running_mean.as_tensor(), self.running_var.as_tensor(), self.momentum);
-            return super::channel_ops_cuda::batch_norm_train(x, &self.weight, &self.bias, self.eps, running, relu);
+            let relu = act == Act::Relu;
+            let y = super::channel_ops_cuda::batch_norm_train(x, &self.weight, &self.bias, self.eps, running, relu)?;
+            return if act == Act::Relu6 { act.candle(&y) } else { Ok(y) };
         }
         if !ours || !x.device().is_cpu() {
-            let y = self.fallback.forward_t(x, batch_stats)?;
-            return if relu { super::relu::relu(&y) } else { Ok(y) };
+            return act.candle(&self.fallback.forward_t(x, batch_stats)?);
         }
         if !batch_stats {
-            return self.normalize_running(x, relu);
+            return self.normalize_running(x, act);
         }
         let x = x.contiguous()?;
         let (b, c, h, w) = x.dims4()?;
@@ -99,17 +107,21 @@ impl Bn {
             Tensor::from_vec(var.iter().map(|&v| (v * n / (n - 1.0).max(1.0)) as f32).collect::<Vec<_>>(), c, dev)?;
         self.update_running(&mean_t, &var_t)?;
         let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-        x.apply_op3(&self.weight, &self.bias, Normalize { stats: Stats { mean, invstd, relu: None }, relu })
+        x.apply_op3(
+            &self.weight,
+            &self.bias,
+            Normalize { stats: Stats { mean, invstd, act: Act::Identity, affine: None }, act },
+        )
     }
 
     /// With the running statistics: scale = gamma / sqrt(running_var + eps), shift = beta -
     /// running_mean * scale, computed as candle ops on [C] so gamma and beta get their
     /// gradients through them.
-    fn normalize_running(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+    fn normalize_running(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         let invstd = (self.running_var.as_detached_tensor() + self.eps)?.sqrt()?.recip()?;
         let scale = (&self.weight * invstd)?;
         let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
-        x.contiguous()?.apply_op3(&scale, &shift, ChannelAffine { relu })
+        x.contiguous()?.apply_op3(&scale, &shift, ChannelAffine { act })
     }
 
     /// Running statistics as PyTorch (and candle_nn) keep them, from the batch's mean and
@@ -118,6 +130,45 @@ impl Bn {
         let m = self.momentum;
         self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
         self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased_var * m)?)?)
+    }
+}
+
+/// The activation fused after the normalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Act {
+    Identity,
+    Relu,
+    Relu6,
+}
+
+impl Act {
+    #[inline]
+    fn apply(self, z: f32) -> f32 {
+        match self {
+            Act::Identity => z,
+            Act::Relu => z.max(0.0),
+            Act::Relu6 => z.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether dy passes at the pre-activation z: where z >= 0 for the ReLU (candle's
+    /// gradient), where 0 < z < 6 for ReLU6 (PyTorch's hardtanh gradient).
+    #[inline]
+    fn passes(self, z: f32) -> bool {
+        match self {
+            Act::Identity => true,
+            Act::Relu => z >= 0.0,
+            Act::Relu6 => z > 0.0 && z < 6.0,
+        }
+    }
+
+    /// The activation as candle ops, for the paths not fused here.
+    fn candle(self, y: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Identity => Ok(y.clone()),
+            Act::Relu => super::relu::relu(y),
+            Act::Relu6 => y.clamp(0f32, 6f32),
+        }
     }
 }
 
@@ -179,10 +230,10 @@ fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, 
     (s.iter().sum(), t.iter().sum())
 }
 
-/// y = (x - mean) * invstd * gamma + beta per channel, then max(y, 0) with `relu`.
+/// y = act((x - mean) * invstd * gamma + beta) per channel.
 struct Normalize {
     stats: Stats,
-    relu: bool,
+    act: Act,
 }
 
 impl CustomOp3 for Normalize {
@@ -205,7 +256,7 @@ impl CustomOp3 for Normalize {
         let plane = h * w;
         let _span = crate::profile::span(|| format!("batch norm normalize {c}x{h}x{w}"), 0.0);
         let (scale, shift) = self.stats.affine(gamma, beta);
-        Ok((CpuStorage::F32(affine_planes(x, plane, &scale, &shift, self.relu)), xl.shape().clone()))
+        Ok((CpuStorage::F32(affine_planes(x, plane, &scale, &shift, self.act)), xl.shape().clone()))
     }
 
     fn bwd(
@@ -218,9 +269,10 @@ impl CustomOp3 for Normalize {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let mut stats = self.stats.clone();
-        if self.relu {
+        if self.act != Act::Identity {
             let (g, b) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
-            stats.relu = Some(stats.affine(&g, &b));
+            stats.act = self.act;
+            stats.affine = Some(stats.affine(&g, &b));
         }
         let sums = dy.apply_op2_no_bwd(x, &GradSums(stats.clone()))?; // [2, C]: sum dy, sum dy x_hat
         let s: Vec<Vec<f32>> = sums.to_vec2()?;
@@ -230,19 +282,19 @@ impl CustomOp3 for Normalize {
     }
 }
 
-/// x * scale + shift per channel of each [h, w] plane, then max(., 0) with `relu`.
-fn affine_planes(x: &[f32], plane: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+/// act(x * scale + shift) per channel of each [h, w] plane.
+fn affine_planes(x: &[f32], plane: usize, scale: &[f32], shift: &[f32], act: Act) -> Vec<f32> {
     let c = scale.len();
     crate::util::par_vec(x.len(), plane, |k| {
         let (a, b) = (scale[k % c], shift[k % c]);
-        x[k * plane..][..plane].iter().map(move |&v| if relu { (v * a + b).max(0.0) } else { v * a + b })
+        x[k * plane..][..plane].iter().map(move |&v| act.apply(v * a + b))
     })
 }
 
-/// Batch norm with fixed statistics: y = x * scale + shift per channel (scale and shift
-/// [C] inputs), then max(y, 0) with `relu`.
+/// Batch norm with fixed statistics: y = act(x * scale + shift) per channel (scale and
+/// shift [C] inputs).
 struct ChannelAffine {
-    relu: bool,
+    act: Act,
 }
 
 impl CustomOp3 for ChannelAffine {
@@ -263,11 +315,11 @@ impl CustomOp3 for ChannelAffine {
             (cpu_f32(xs, xl, "batch norm")?, cpu_f32(ss, sl, "batch norm")?, cpu_f32(bs, bl, "batch norm")?);
         let (_, c, h, w) = xl.shape().dims4()?;
         let _span = crate::profile::span(|| format!("batch norm running stats {c}x{h}x{w}"), 0.0);
-        Ok((CpuStorage::F32(affine_planes(x, h * w, scale, shift, self.relu)), xl.shape().clone()))
+        Ok((CpuStorage::F32(affine_planes(x, h * w, scale, shift, self.act)), xl.shape().clone()))
     }
 
     /// dx = dy * scale, dscale = sum(dy x), dshift = sum(dy), with dy masked where the fused
-    /// ReLU's input was negative.
+    /// activation's gradient is zero.
     fn bwd(
         &self,
         x: &Tensor,
@@ -280,14 +332,15 @@ impl CustomOp3 for ChannelAffine {
         let (a, b) = (scale.to_vec1::<f32>()?, shift.to_vec1::<f32>()?);
         let c = a.len();
         // GradSums' sum(dy * (x - mean) * invstd) is sum(dy x) at mean 0, invstd 1.
-        let stats = Stats { mean: vec![0.0; c], invstd: vec![1.0; c], relu: self.relu.then(|| (a.clone(), b)) };
+        let affine = (self.act != Act::Identity).then(|| (a.clone(), b));
+        let stats = Stats { mean: vec![0.0; c], invstd: vec![1.0; c], act: self.act, affine };
         let sums = dy.apply_op2_no_bwd(x, &GradSums(stats.clone()))?;
         let dx = dy.apply_op2_no_bwd(x, &AffineGradInput { stats, scale: a })?;
         Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
     }
 }
 
-/// dx = dy * scale (masked by the fused ReLU), from (dy, x).
+/// dx = dy * scale (masked by the fused activation), from (dy, x).
 struct AffineGradInput {
     stats: Stats,
     scale: Vec<f32>,
@@ -316,9 +369,11 @@ impl CustomOp2 for AffineGradInput {
 struct Stats {
     mean: Vec<f32>,
     invstd: Vec<f32>,
-    /// After a fused ReLU: the forward's per-channel (scale, shift), to recompute the
-    /// pre-activation z and pass dy only where z >= 0 (candle's ReLU gradient).
-    relu: Option<(Vec<f32>, Vec<f32>)>,
+    /// The fused activation and, when there is one, the forward's per-channel (scale,
+    /// shift), to recompute the pre-activation z and pass dy only where
+    /// [`Act::passes`].
+    act: Act,
+    affine: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Stats {
@@ -329,13 +384,14 @@ impl Stats {
         (scale, shift)
     }
 
-    /// dy through the fused ReLU of channel `ch` (as is without one).
+    /// dy through the fused activation of channel `ch` (as is without one).
     #[inline]
     fn masked(&self, ch: usize) -> impl Fn(f32, f32) -> f32 + '_ {
-        let ab = self.relu.as_ref().map(|(a, b)| (a[ch], b[ch]));
+        let ab = self.affine.as_ref().map(|(a, b)| (a[ch], b[ch]));
+        let act = self.act;
         move |g: f32, v: f32| match ab {
             Some((a, b)) => {
-                if v * a + b >= 0.0 {
+                if act.passes(v * a + b) {
                     g
                 } else {
                     0.0
@@ -490,22 +546,36 @@ mod tests {
         check_fused_relu(&Device::new_cuda(0).unwrap(), true);
     }
 
+    /// The fused ReLU6 likewise gives the bits of our batch norm then candle's clamp.
+    #[test]
+    fn fused_relu6_equals_batch_norm_then_clamp() {
+        check_fused(&Device::Cpu, true, Act::Relu6);
+        check_fused(&Device::Cpu, false, Act::Relu6);
+    }
+
     fn check_fused_relu(dev: &Device, train: bool) {
+        check_fused(dev, train, Act::Relu)
+    }
+
+    fn check_fused(dev: &Device, train: bool, act: Act) {
         let dev = dev.clone();
         let vm = VarMap::new();
         let bn = Bn::new(6, 1e-5, 0.1, false, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        // ReLU6 needs outputs above 6 as well as below 0.
+        let gamma = if act == Act::Relu6 { 4.0 } else { 1.0 };
         {
             let data = vm.data().lock().unwrap();
-            data["weight"].set(&Tensor::randn(1f32, 0.5, 6, &dev).unwrap()).unwrap();
+            data["weight"].set(&Tensor::randn(gamma as f32, 0.5, 6, &dev).unwrap()).unwrap();
             data["bias"].set(&Tensor::randn(0f32, 0.5, 6, &dev).unwrap()).unwrap();
         }
         let x = Var::from_tensor(&Tensor::randn(0.3f32, 2.0, (3, 6, 5, 7), &dev).unwrap()).unwrap();
         let wts = Tensor::randn(0f32, 1., (3, 6, 5, 7), &dev).unwrap();
         let run = |fused: bool| {
-            let y = if fused {
-                bn.forward_relu_t(x.as_tensor(), train).unwrap()
-            } else {
-                crate::models::relu::relu(&bn.forward_t(x.as_tensor(), train).unwrap()).unwrap()
+            let y = match (fused, act) {
+                (true, Act::Relu6) => bn.forward_relu6_t(x.as_tensor(), train).unwrap(),
+                (true, _) => bn.forward_relu_t(x.as_tensor(), train).unwrap(),
+                (false, Act::Relu6) => bn.forward_t(x.as_tensor(), train).unwrap().clamp(0f32, 6f32).unwrap(),
+                (false, _) => crate::models::relu::relu(&bn.forward_t(x.as_tensor(), train).unwrap()).unwrap(),
             };
             let g = (&y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
             let data = vm.data().lock().unwrap();
@@ -516,6 +586,9 @@ mod tests {
         };
         let (fused, plain) = (run(true), run(false));
         assert!(fused.0.contains(&0.0) && fused.0.iter().any(|&v| v > 0.0));
+        if act == Act::Relu6 {
+            assert!(fused.0.contains(&6.0) && fused.0.iter().any(|&v| v > 0.0 && v < 6.0));
+        }
         assert_eq!(fused, plain);
     }
 

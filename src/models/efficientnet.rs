@@ -18,7 +18,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
 
-use super::pool::every;
+use super::depthwise::{depthwise_conv2d, Padding};
 use super::{Bn, Staged};
 use crate::config::ModelConfig;
 
@@ -52,13 +52,7 @@ fn bn(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
     Bn::new(c, 1e-3, 0.01, frozen, vb)
 }
 
-fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.clamp(0f32, 6f32)
-}
-
-/// Depthwise conv as a sum of k*k shifted, channel-scaled views of the padded input:
-/// candle runs a grouped conv as one conv per channel (1152 of them here), which is far
-/// slower, forward and backward.
+/// A depthwise kxk conv with SAME padding (see [`depthwise_conv2d`]).
 struct Depthwise {
     weight: Tensor,
     k: usize,
@@ -71,26 +65,10 @@ impl Depthwise {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let (oh, ow) = (h.div_ceil(self.stride), w.div_ceil(self.stride));
-        let p = pad_same(x, self.k, self.stride)?;
-        let mut acc: Option<Tensor> = None;
-        for dy in 0..self.k {
-            for dx in 0..self.k {
-                // Rows dy, dy+s, ..., dy+(oh-1)s; likewise columns.
-                let v = every(&p.narrow(2, dy, (oh - 1) * self.stride + 1)?, 2, self.stride, oh)?;
-                let v = every(&v.narrow(3, dx, (ow - 1) * self.stride + 1)?, 3, self.stride, ow)?;
-                let wk = self.weight.narrow(2, dy, 1)?.narrow(3, dx, 1)?.reshape((1, c, 1, 1))?;
-                let term = v.broadcast_mul(&wk)?;
-                acc = Some(match acc {
-                    Some(a) => (a + term)?,
-                    None => term,
-                });
-            }
-        }
-        let y = acc.expect("kernel has at least one tap");
-        debug_assert_eq!(y.dims(), [b, c, oh, ow]);
-        Ok(y)
+        let (_, _, h, w) = x.dims4()?;
+        let (top, bottom) = same_padding(h, self.k, self.stride);
+        let (left, right) = same_padding(w, self.k, self.stride);
+        depthwise_conv2d(x, &self.weight, self.stride, Padding { top, bottom, left, right })
     }
 }
 
@@ -131,9 +109,9 @@ impl MbConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut y = x.clone();
         if let Some((conv, bn)) = &self.expand {
-            y = relu6(&bn.forward_t(&conv.forward(&y)?, train)?)?;
+            y = bn.forward_relu6_t(&conv.forward(&y)?, train)?;
         }
-        y = relu6(&self.depthwise.1.forward_t(&self.depthwise.0.forward(&y)?, train)?)?;
+        y = self.depthwise.1.forward_relu6_t(&self.depthwise.0.forward(&y)?, train)?;
         y = self.project.1.forward_t(&self.project.0.forward(&y)?, train)?;
         if self.skip {
             y = (y + x)?;
@@ -181,8 +159,8 @@ impl EfficientNetLite0 {
         let mut x = x.clone();
         for k in layers {
             x = match k {
-                0 => relu6(&self.stem.1.forward_t(&self.stem.0.forward(&pad_same(&x, 3, 2)?)?, train)?)?,
-                8 => relu6(&self.head.1.forward_t(&self.head.0.forward(&x)?, train)?)?,
+                0 => self.stem.1.forward_relu6_t(&self.stem.0.forward(&pad_same(&x, 3, 2)?)?, train)?,
+                8 => self.head.1.forward_relu6_t(&self.head.0.forward(&x)?, train)?,
                 s => {
                     let mut y = x;
                     for block in &self.stages[s - 1] {
@@ -212,8 +190,6 @@ impl Staged for EfficientNetLite0 {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Device;
-
     use super::*;
 
     #[test]
@@ -222,20 +198,5 @@ mod tests {
         assert_eq!(same_padding(225, 3, 2), (1, 1));
         assert_eq!(same_padding(14, 5, 1), (2, 2));
         assert_eq!(same_padding(7, 5, 2), (2, 2));
-    }
-
-    /// The shifted-sum depthwise conv equals candle's grouped conv on the padded input.
-    #[test]
-    fn depthwise_matches_grouped_conv() {
-        let dev = Device::Cpu;
-        for (k, stride, size) in [(3, 1, 7), (3, 2, 8), (5, 2, 9), (5, 1, 6)] {
-            let x = Tensor::randn(0f32, 1., (2, 4, size, size), &dev).unwrap();
-            let w = Tensor::randn(0f32, 1., (4, 1, k, k), &dev).unwrap();
-            let ours = Depthwise { weight: w.clone(), k, stride }.forward(&x).unwrap();
-            let want = pad_same(&x, k, stride).unwrap().conv2d(&w, 0, stride, 1, 4).unwrap();
-            let d: f32 =
-                (&ours - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-            assert!(d < 1e-5, "k {k} stride {stride} size {size}: {d}");
-        }
     }
 }

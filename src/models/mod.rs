@@ -16,6 +16,7 @@ mod conv_cudnn_graph;
 mod conv_gpu;
 mod conv_packed;
 mod conv_winograd;
+mod depthwise;
 mod efficientnet;
 mod inception;
 pub mod init;
