@@ -16,9 +16,9 @@
 //! A layer's bias is fused in: it seeds the output before the GEMM adds the product.
 //! Tiles keep the im2col buffer near 8 MB, so VGG's 224x224 layers need no 100 MB copies.
 //! Images run in parallel (one GEMM thread each) when the batch has at least as many
-//! images as threads, otherwise one image at a time with a parallel GEMM. Grouped
-//! convolutions (EfficientNet's depthwise ones) use candle's op; other devices use
-//! candle's forward with the backward of [`super::conv_gpu`].
+//! images as threads, otherwise one image at a time with a parallel GEMM. Depthwise
+//! convolutions are [`super::depthwise`]'s, other grouped ones candle's op; other devices
+//! use candle's forward with the backward of [`super::conv_gpu`].
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -700,8 +700,13 @@ impl Module for Conv2d {
             let op = ForwardBias(Forward { g, relu: false });
             return x.contiguous()?.apply_op3(&self.weight.contiguous()?, &b.contiguous()?, op);
         }
+        let (c_out, per_group, _, _) = self.weight.dims4()?;
         let y = if self.groups == 1 {
             conv2d(x, &self.weight, self.pad, self.stride, self.dilation)?
+        } else if per_group == 1 && c_out == self.groups && self.dilation == 1 {
+            let (rows, cols) = self.pad;
+            let pad = super::depthwise::Padding { top: rows, bottom: rows, left: cols, right: cols };
+            super::depthwise::depthwise_conv2d(x, &self.weight, self.stride, pad)?
         } else {
             let x = if self.pad.0 == self.pad.1 {
                 x.clone()
@@ -939,7 +944,8 @@ mod tests {
         }
     }
 
-    /// The layer adds its bias and routes grouped convolutions to candle.
+    /// The layer adds its bias and routes grouped convolutions to candle or, depthwise
+    /// ones, to our op.
     #[test]
     fn layer_with_bias_and_groups() {
         let dev = Device::Cpu;
@@ -952,6 +958,11 @@ mod tests {
         assert!(rel(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap()) < 1e-6);
         let cfg = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
         let ours = Conv2d::new(8, 4, 3, cfg, true, vb.pp("b")).unwrap();
+        let theirs = candle_nn::Conv2d::new(ours.weight.clone(), ours.bias.clone(), cfg);
+        assert!(rel(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap()) < 1e-5);
+        // Depthwise (groups = channels), which runs super::depthwise's op.
+        let cfg = candle_nn::Conv2dConfig { padding: 2, stride: 2, groups: 8, ..Default::default() };
+        let ours = Conv2d::new(8, 8, 5, cfg, true, vb.pp("c")).unwrap();
         let theirs = candle_nn::Conv2d::new(ours.weight.clone(), ours.bias.clone(), cfg);
         assert!(rel(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap()) < 1e-5);
     }
