@@ -1023,6 +1023,7 @@ mod timing {
         let stem = Geometry { c_in: 3, h: 224, w: 224, c_out: 64, kh: 7, kw: 7, stride: 2, pad: (3, 3), dilation: 1 };
         let down = Geometry { c_in: 64, h: 56, w: 56, c_out: 128, kh: 3, kw: 3, stride: 2, pad: (1, 1), dilation: 1 };
         let only = std::env::var("WSOL_CONV_TIMES").ok();
+        let batch = std::env::var("WSOL_CONV_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(8);
         let layers = [
             square(64, 224),
             square(128, 112),
@@ -1039,22 +1040,25 @@ mod timing {
             pointwise(2048, 512, 14),
             pointwise(64, 256, 56),
             pointwise(256, 64, 56),
+            // Inception-v3's CAM head (wsolevaluation's 3x3 convs after Mixed_6e)
+            square(1024, 14),
+            Geometry { c_in: 768, c_out: 1024, ..square(1024, 14) },
         ];
         for (i, g) in layers.into_iter().enumerate() {
             if only.as_ref().is_some_and(|o| !o.split(',').any(|v| v == i.to_string())) {
                 continue;
             }
-            let x = Tensor::randn(0f32, 1., (8, g.c_in, g.h, g.w), &dev).unwrap();
+            let x = Tensor::randn(0f32, 1., (batch, g.c_in, g.h, g.w), &dev).unwrap();
             let w = Tensor::randn(0f32, 0.05, (g.c_out, g.c_in, g.kh, g.kw), &dev).unwrap();
             let y = x.apply_op2_no_bwd(&w, &Forward { g, relu: false }).unwrap();
             let fwd = time(&|| drop(x.apply_op2_no_bwd(&w, &Forward { g, relu: false }).unwrap()));
             let gi = time(&|| drop(y.apply_op2_no_bwd(&w, &GradInput(g)).unwrap()));
             let gw = time(&|| drop(x.apply_op2_no_bwd(&y, &GradWeight(g)).unwrap()));
             let (ho, wo) = g.out_hw();
-            let gflops = 2.0 * (8 * g.c_out * g.k() * ho * wo) as f64 / 1e9;
+            let gflops = 2.0 * (batch * g.c_out * g.k() * ho * wo) as f64 / 1e9;
             let rate = |d: std::time::Duration| gflops / d.as_secs_f64();
             eprintln!(
-                "[{i}] {}ch {}x{} -> {} k{} s{} b8: forward {fwd:.2?} ({:.0} GFLOP/s), grad input {gi:.2?} ({:.0}), grad weight {gw:.2?} ({:.0})",
+                "[{i}] {}ch {}x{} -> {} k{} s{} b{batch}: forward {fwd:.2?} ({:.0} GFLOP/s), grad input {gi:.2?} ({:.0}), grad weight {gw:.2?} ({:.0})",
                 g.c_in, g.h, g.w, g.c_out, g.kh, g.stride,
                 rate(fwd),
                 rate(gi),

@@ -488,12 +488,38 @@ unsafe fn write_tiles_on(
 /// 16 rows of 16 per channel and panel that stays in L1).
 const FILL_CHANNELS: usize = 8;
 
+/// Transformed weights past this size (f32s; 24 MB) do not stay in the last-level cache
+/// between work items: on a 2-core Xeon (2026-12-04) ResNet's 512 -> 512 layers
+/// (16 MB of U) ran at ~380 GFLOP/s with one panel per item, Inception's 1024 -> 1024
+/// head (64 MB) at ~175.
+const U_CACHED_FLOATS: usize = 6 << 20;
+
+/// V of one work item is kept under this (f32s; 16 MB) when U is not cached.
+const V_STREAMED_FLOATS: usize = 4 << 20;
+
+/// Panels of 16 tiles per work item of [`forward`]. Each item streams all of U once, so
+/// where U fits in cache an item's V is sized to L2 (and there are at least 4 items a
+/// thread, to balance them); where U does not, items grow to one per thread (V then
+/// streams from the last-level cache, which costs less than U from memory): Inception's
+/// head at batch 8, 167 -> 89 ms per forward pass. Which tiles share an item does not
+/// change any sum, so the result is the same bits either way.
+fn panels_per_item(c_in: usize, c_out: usize, panels: usize, threads: usize) -> usize {
+    let v_per_panel = (POINTS * c_in * NR).max(1);
+    let in_l2 = (L2_FLOATS / v_per_panel).min(panels.div_ceil(4 * threads));
+    let group = if POINTS * c_in * c_out > U_CACHED_FLOATS {
+        in_l2.max(panels.div_ceil(threads.max(1)).min(V_STREAMED_FLOATS / v_per_panel))
+    } else {
+        in_l2
+    };
+    group.clamp(1, panels.max(1))
+}
+
 /// y = conv(x, W) (+ bias) (then ReLU when asked) for a batch, W [c_out, c_in, 3, 3] as
 /// stored, or when `flipped` the kernel of [`super::conv_packed::flip_kernel`] read from
 /// the layer's own W (the input gradient; `g` is then the flipped geometry).
 ///
-/// Work items are runs of 16-tile panels: each transforms its patches into V (16 points
-/// x c_in x 16 tiles per panel, kept in L2), then per 16 output channels runs the 16
+/// Work items are runs of 16-tile panels ([`panels_per_item`]): each transforms its
+/// patches into V (16 points x c_in x 16 tiles per panel), then per 16 output channels runs the 16
 /// GEMMs into a small M and writes the output transform of M straight into y.
 pub(crate) fn forward(
     isa: Isa,
@@ -514,8 +540,7 @@ pub(crate) fn forward(
     let u = transform_weights(isa, g, w, flipped);
     let a_len = u.len() / POINTS;
     let a_panels = g.c_out.div_ceil(mr);
-    let threads = rayon::current_num_threads();
-    let group = (L2_FLOATS / (POINTS * c_in * NR).max(1)).min(panels.div_ceil(4 * threads)).clamp(1, panels.max(1));
+    let group = panels_per_item(c_in, g.c_out, panels, rayon::current_num_threads());
     let ldc = group * NR;
     // Every element is written below (the tiles cover y exactly).
     let mut y: Vec<f32> = Vec::with_capacity(batch * y_len);
