@@ -95,10 +95,42 @@ impl Bn {
             return self.normalize_running(x, act);
         }
         let x = x.contiguous()?;
+        let stats = self.batch_stats(&x)?;
+        x.apply_op3(&self.weight, &self.bias, Normalize { stats, act })
+    }
+
+    /// act(bn(x) + residual), `act` the identity or the ReLU: a residual block's last
+    /// batch norm, its sum with the shortcut and the activation. In training on the CPU
+    /// one op, so bn(x) is never stored (candle keeps every op's inputs until the step
+    /// ends: a bottleneck's 4x-wide tensor per block, ~700 MB of ResNet-50 at batch 32),
+    /// and the backward takes the ReLU's mask from the output, as [`super::relu::add_relu`]
+    /// does. Elsewhere our batch norm, then the sum.
+    pub(crate) fn forward_add_t(&self, x: &Tensor, residual: &Tensor, train: bool, act: Act) -> Result<Tensor> {
+        let fused = train
+            && !self.frozen
+            && x.dtype() == DType::F32
+            && x.rank() == 4
+            && x.device().is_cpu()
+            && x.shape() == residual.shape()
+            && !candle_bn_requested();
+        match act {
+            Act::Relu6 => candle_core::bail!("batch norm: no fused sum with ReLU6"),
+            _ if fused => {}
+            Act::Relu => return super::relu::add_relu(&self.forward_t(x, train)?, residual),
+            Act::Identity => return self.forward_t(x, train)? + residual,
+        }
+        let x = x.contiguous()?;
+        let stats = self.batch_stats(&x)?;
+        let gamma_beta = Tensor::stack(&[&self.weight, &self.bias], 0)?;
+        x.apply_op3(&residual.contiguous()?, &gamma_beta, NormalizeAdd { stats, act })
+    }
+
+    /// The batch's per-channel statistics (the running ones updated from them).
+    fn batch_stats(&self, x: &Tensor) -> Result<Stats> {
         let (b, c, h, w) = x.dims4()?;
         let n = (b * h * w) as f64;
         let span = crate::profile::span(|| format!("batch norm statistics {c}x{h}x{w}"), 0.0);
-        let (mean, var) = channel_stats(&x)?;
+        let (mean, var) = channel_stats(x)?;
         drop(span);
         let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (v + self.eps).sqrt()) as f32).collect();
         let dev = x.device();
@@ -107,11 +139,7 @@ impl Bn {
             Tensor::from_vec(var.iter().map(|&v| (v * n / (n - 1.0).max(1.0)) as f32).collect::<Vec<_>>(), c, dev)?;
         self.update_running(&mean_t, &var_t)?;
         let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-        x.apply_op3(
-            &self.weight,
-            &self.bias,
-            Normalize { stats: Stats { mean, invstd, act: Act::Identity, affine: None }, act },
-        )
+        Ok(Stats { mean, invstd, act: Act::Identity, affine: None })
     }
 
     /// With the running statistics: scale = gamma / sqrt(running_var + eps), shift = beta -
@@ -315,11 +343,73 @@ impl CustomOp3 for Normalize {
             stats.act = self.act;
             stats.affine = Some(stats.affine(&g, &b));
         }
-        let sums = dy.apply_op2_no_bwd(x, &GradSums(stats.clone()))?; // [2, C]: sum dy, sum dy x_hat
+        let (dx, dgamma, dbeta) = Normalize::grads(stats, x, gamma, &dy)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+impl Normalize {
+    /// dx, dgamma and dbeta from the gradient dz of bn(x) (the fused activation's mask
+    /// already applied, or `self.stats.act` naming it).
+    fn grads(stats: Stats, x: &Tensor, gamma: &Tensor, dz: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let sums = dz.apply_op2_no_bwd(x, &GradSums(stats.clone()))?; // [2, C]: sum dz, sum dz x_hat
         let s: Vec<Vec<f32>> = sums.to_vec2()?;
         let dx =
-            dy.apply_op3_no_bwd(x, gamma, &GradInput { stats, sum_dy: s[0].clone(), sum_dy_xhat: s[1].clone() })?;
-        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+            dz.apply_op3_no_bwd(x, gamma, &GradInput { stats, sum_dy: s[0].clone(), sum_dy_xhat: s[1].clone() })?;
+        Ok((dx, sums.get(1)?, sums.get(0)?))
+    }
+}
+
+/// y = act((x - mean) * invstd * gamma + beta + r) per channel, gamma and beta stacked
+/// as one [2, C] input (a custom op takes three).
+struct NormalizeAdd {
+    stats: Stats,
+    act: Act,
+}
+
+impl CustomOp3 for NormalizeAdd {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, r, gamma_beta) =
+            (cpu_f32(xs, xl, "batch norm")?, cpu_f32(rs, rl, "batch norm")?, cpu_f32(ps, pl, "batch norm")?);
+        let (_, c, h, w) = xl.shape().dims4()?;
+        let plane = h * w;
+        let _span = crate::profile::span(|| format!("batch norm normalize + add {c}x{h}x{w}"), 0.0);
+        let (scale, shift) = self.stats.affine(&gamma_beta[..c], &gamma_beta[c..]);
+        // The sum rounded as bn(x) then + r were, so the bits are those of the two ops.
+        let y = with_act!(self.act, A => crate::util::par_vec(x.len(), plane, |k| {
+            let (a, b, at) = (scale[k % c], shift[k % c], k * plane);
+            x[at..at + plane].iter().zip(&r[at..at + plane]).map(move |(&v, &r)| Act::apply::<A>((v * a + b) + r))
+        }));
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    /// The sum's gradient dz is the shortcut's and the batch norm's output gradient.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _r: &Tensor,
+        gamma_beta: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dz = match self.act {
+            Act::Relu => super::relu::grad_from_output(dy, y)?,
+            _ => dy.contiguous()?,
+        };
+        let (dx, dgamma, dbeta) = Normalize::grads(self.stats.clone(), x, &gamma_beta.get(0)?, &dz)?;
+        Ok((Some(dx), Some(dz), Some(Tensor::stack(&[dgamma, dbeta], 0)?)))
     }
 }
 
@@ -622,6 +712,58 @@ mod tests {
             assert!(fused.0.contains(&6.0) && fused.0.iter().any(|&v| v > 0.0 && v < 6.0));
         }
         assert_eq!(fused, plain);
+    }
+
+    /// bn(x) + r (then the ReLU) as one op gives the bits of the two ops: output, running
+    /// statistics and the gradients of x, r, weight and bias.
+    #[test]
+    fn fused_sum_equals_batch_norm_then_sum() {
+        for act in [Act::Relu, Act::Identity] {
+            let dev = Device::Cpu;
+            let vm = VarMap::new();
+            let bn = Bn::new(6, 1e-5, 0.1, false, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+            {
+                let data = vm.data().lock().unwrap();
+                data["weight"].set(&Tensor::randn(1f32, 0.5, 6, &dev).unwrap()).unwrap();
+                data["bias"].set(&Tensor::randn(0f32, 0.5, 6, &dev).unwrap()).unwrap();
+            }
+            let x = Var::from_tensor(&Tensor::randn(0.3f32, 2.0, (3, 6, 5, 7), &dev).unwrap()).unwrap();
+            let r = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 6, 5, 7), &dev).unwrap()).unwrap();
+            let wts = Tensor::randn(0f32, 1., (3, 6, 5, 7), &dev).unwrap();
+            let run = |fused: bool| {
+                let y = if fused {
+                    bn.forward_add_t(x.as_tensor(), r.as_tensor(), true, act).unwrap()
+                } else {
+                    let z = bn.forward_t(x.as_tensor(), true).unwrap();
+                    match act {
+                        Act::Relu => crate::models::relu::add_relu(&z, r.as_tensor()).unwrap(),
+                        _ => (z + r.as_tensor()).unwrap(),
+                    }
+                };
+                // y is used twice, so its gradient is a sum no one holds alone.
+                let g = ((&y * &wts).unwrap().sum_all().unwrap() + y.sum_all().unwrap()).unwrap().backward().unwrap();
+                let data = vm.data().lock().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let grads = [x.as_tensor(), r.as_tensor(), data["weight"].as_tensor(), data["bias"].as_tensor()]
+                    .map(|t| flat(g.get(t).unwrap()));
+                let running = [flat(data["running_mean"].as_tensor()), flat(data["running_var"].as_tensor())];
+                (flat(&y), grads, running)
+            };
+            let fused = run(true);
+            // Both runs start from the initial running statistics.
+            {
+                let data = vm.data().lock().unwrap();
+                data["running_mean"].set(&Tensor::zeros(6, DType::F32, &dev).unwrap()).unwrap();
+                data["running_var"].set(&Tensor::ones(6, DType::F32, &dev).unwrap()).unwrap();
+            }
+            let plain = run(false);
+            if act == Act::Relu {
+                assert!(fused.0.contains(&0.0) && fused.0.iter().any(|&v| v > 0.0));
+            }
+            assert_eq!(fused.0, plain.0, "{act:?} output");
+            assert_eq!(fused.1, plain.1, "{act:?} gradients of x, r, weight, bias");
+            assert_eq!(fused.2, plain.2, "{act:?} running statistics");
+        }
     }
 
     #[derive(Clone, Copy, PartialEq)]

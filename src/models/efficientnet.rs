@@ -18,6 +18,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
 
+use super::batch_norm::Act;
 use super::depthwise::{depthwise_conv2d, Padding};
 use super::{Bn, Staged};
 use crate::config::ModelConfig;
@@ -112,11 +113,12 @@ impl MbConv {
             y = bn.forward_relu6_t(&conv.forward(&y)?, train)?;
         }
         y = self.depthwise.1.forward_relu6_t(&self.depthwise.0.forward(&y)?, train)?;
-        y = self.project.1.forward_t(&self.project.0.forward(&y)?, train)?;
+        let z = self.project.0.forward(&y)?;
         if self.skip {
-            y = (y + x)?;
+            self.project.1.forward_add_t(&z, x, train, Act::Identity)
+        } else {
+            self.project.1.forward_t(&z, train)
         }
-        Ok(y)
     }
 }
 

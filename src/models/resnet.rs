@@ -14,9 +14,9 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d_no_bias, Conv2d};
-use super::relu::add_relu;
 
 use super::adl::Adl;
+use super::batch_norm::Act;
 use super::pool::max_pool3;
 use super::{Bn, SpgTaps, Staged};
 use crate::config::ModelConfig;
@@ -96,15 +96,18 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let (last, first) = self.convs.split_last().expect("a block has convs");
         let mut y = x.clone();
-        for (k, c) in self.convs.iter().enumerate() {
-            y = if k + 1 < self.convs.len() { c.forward_relu_t(&y, train)? } else { c.forward_t(&y, train)? };
+        for c in first {
+            y = c.forward_relu_t(&y, train)?;
         }
+        let z = last.conv.forward(&y)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        let y = add_relu(&y, &shortcut)?;
+        // relu(bn(z) + shortcut), bn(z) never stored in training.
+        let y = last.bn.forward_add_t(&z, &shortcut, train, Act::Relu)?;
         match &self.adl {
             Some(adl) => adl.forward_t(&y, train),
             None => Ok(y),
