@@ -406,6 +406,31 @@ mod tests {
         }
     }
 
+    /// EfficientNet's plane sizes (long flat runs, many lanes per dot) against the
+    /// composition in f64.
+    #[test]
+    fn matches_f64_on_efficientnet_planes() {
+        let dev = Device::Cpu;
+        for (c, h, k, stride, p) in [(4, 112, 3, 1, 1), (4, 56, 5, 2, 2), (3, 112, 3, 2, 1), (8, 7, 5, 1, 2)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, c, h, h), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (c, 1, k, k), &dev).unwrap()).unwrap();
+            let f64v = |v: &Var| Var::from_tensor(&v.to_dtype(DType::F64).unwrap()).unwrap();
+            let (x64, w64) = (f64v(&x), f64v(&wt));
+            let ours = depthwise_conv2d(&x, &wt, stride, pad(p, p, p, p)).unwrap();
+            let want = composed(&x64, &w64, stride, pad(p, p, p, p)).unwrap();
+            let r = Tensor::randn(0f32, 1., ours.dims(), &dev).unwrap();
+            let g_ours = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_want = (&want * r.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            let f32t = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            let what = format!("{c}x{h}x{h} k{k} s{stride}");
+            assert!(rel_diff(&ours, &f32t(&want)) < 1e-6, "{what}: output");
+            for (v, v64, name) in [(&x, &x64, "dx"), (&wt, &w64, "dweight")] {
+                let d = rel_diff(g_ours.get(v).unwrap(), &f32t(g_want.get(v64).unwrap()));
+                assert!(d < 1e-6, "{what}: {name} {d}");
+            }
+        }
+    }
+
     #[test]
     fn a_kernel_larger_than_the_padded_image_is_an_error() {
         let x = Tensor::zeros((1, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
