@@ -9,9 +9,10 @@
 //!
 //! A following ReLU or ReLU6 can be fused in ([`Bn::forward_relu_t`],
 //! [`Bn::forward_relu6_t`]): the clamp in the normalize pass, its mask applied to dy
-//! inside both backward passes. On CUDA the same two passes
-//! each way are kernels of `channel_ops_cuda`, and the running statistics are updated in
-//! place.
+//! inside both backward passes. A residual block's sum with its shortcut (and the ReLU
+//! after it) can be fused too ([`Bn::forward_add_t`]), so bn(x) is never stored. On CUDA
+//! the same two passes each way are kernels of `channel_ops_cuda`, and the running
+//! statistics are updated in place.
 //!
 //! Evaluation mode and frozen statistics normalize with the running statistics as one
 //! per-channel affine pass, y = x * scale + shift (PyTorch's CPU form), the ReLU fused
@@ -388,7 +389,7 @@ struct NormalizeAdd {
 
 impl CustomOp3 for NormalizeAdd {
     fn name(&self) -> &'static str {
-        "batch-norm-train-add"
+        "batch-norm-add"
     }
 
     fn cpu_fwd(
