@@ -120,18 +120,13 @@ impl Bn {
             Act::Identity => return self.forward_t(x, train)? + residual,
         }
         let x = x.contiguous()?;
-        let op = if train && !self.frozen {
-            NormalizeAdd { stats: self.batch_stats(&x)?, act, running: false }
+        let (op, params) = if train && !self.frozen {
+            let op = NormalizeAdd { stats: self.batch_stats(&x)?, act, running: false };
+            (op, Tensor::stack(&[&self.weight, &self.bias], 0)?)
         } else {
-            let c = x.dim(1)?;
-            let stats = Stats { mean: vec![0.0; c], invstd: vec![1.0; c], act: Act::Identity, affine: None };
-            NormalizeAdd { stats, act, running: true }
-        };
-        let params = if op.running {
             let (scale, shift) = self.running_affine()?;
-            Tensor::stack(&[scale, shift], 0)?
-        } else {
-            Tensor::stack(&[&self.weight, &self.bias], 0)?
+            let op = NormalizeAdd { stats: Stats::unit(x.dim(1)?, Act::Identity, None), act, running: true };
+            (op, Tensor::stack(&[scale, shift], 0)?)
         };
         x.apply_op3(&residual.contiguous()?, &params, op)
     }
@@ -367,7 +362,7 @@ impl CustomOp3 for Normalize {
 
 impl Normalize {
     /// dx, dgamma and dbeta from the gradient dz of bn(x) (the fused activation's mask
-    /// already applied, or `self.stats.act` naming it).
+    /// already applied, or `stats.act` naming it).
     fn grads(stats: Stats, x: &Tensor, gamma: &Tensor, dz: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let sums = dz.apply_op2_no_bwd(x, &GradSums(stats.clone()))?; // [2, C]: sum dz, sum dz x_hat
         let s: Vec<Vec<f32>> = sums.to_vec2()?;
@@ -429,9 +424,7 @@ impl CustomOp3 for NormalizeAdd {
             _ => dy.contiguous()?,
         };
         let (dx, dgamma, dbeta) = if self.running {
-            let (sums, scale) = (dz.apply_op2_no_bwd(x, &GradSums(self.stats.clone()))?, gamma_beta.get(0)?);
-            let dx = dz.apply_op2_no_bwd(x, &AffineGradInput { stats: self.stats.clone(), scale: scale.to_vec1()? })?;
-            (dx, sums.get(1)?, sums.get(0)?)
+            ChannelAffine::grads(self.stats.clone(), gamma_beta.get(0)?.to_vec1()?, x, &dz)?
         } else {
             Normalize::grads(self.stats.clone(), x, &gamma_beta.get(0)?, &dz)?
         };
@@ -485,15 +478,21 @@ impl CustomOp3 for ChannelAffine {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
         let (a, b) = (scale.to_vec1::<f32>()?, shift.to_vec1::<f32>()?);
-        let c = a.len();
-        // GradSums' sum(dy * (x - mean) * invstd) is sum(dy x) at mean 0, invstd 1.
         let affine = (self.act != Act::Identity).then(|| (a.clone(), b));
-        let stats = Stats { mean: vec![0.0; c], invstd: vec![1.0; c], act: self.act, affine };
+        let (dx, dscale, dshift) =
+            ChannelAffine::grads(Stats::unit(a.len(), self.act, affine), a, x, &dy.contiguous()?)?;
+        Ok((Some(dx), Some(dscale), Some(dshift)))
+    }
+}
+
+impl ChannelAffine {
+    /// dx, dscale and dshift from the output gradient dy (`stats` from [`Stats::unit`]:
+    /// GradSums' sum(dy * (x - mean) * invstd) is then sum(dy x)).
+    fn grads(stats: Stats, scale: Vec<f32>, x: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let sums = dy.apply_op2_no_bwd(x, &GradSums(stats.clone()))?;
-        let dx = dy.apply_op2_no_bwd(x, &AffineGradInput { stats, scale: a })?;
-        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+        let dx = dy.apply_op2_no_bwd(x, &AffineGradInput { stats, scale })?;
+        Ok((dx, sums.get(1)?, sums.get(0)?))
     }
 }
 
@@ -533,6 +532,12 @@ struct Stats {
 }
 
 impl Stats {
+    /// Mean 0 and invstd 1 for `c` channels: the statistics of a pass whose scale and
+    /// shift are already folded in (the running statistics').
+    fn unit(c: usize, act: Act, affine: Option<(Vec<f32>, Vec<f32>)>) -> Stats {
+        Stats { mean: vec![0.0; c], invstd: vec![1.0; c], act, affine }
+    }
+
     /// Per channel, y = x * scale + shift.
     fn affine(&self, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let scale: Vec<f32> = self.invstd.iter().zip(gamma).map(|(s, g)| s * g).collect();

@@ -161,25 +161,32 @@ impl Phases {
         (j, j * s + px - left)
     }
 
+    /// Every phase row that holds input: (input row, where the phase row starts in the
+    /// buffer, its first phase column j holding input, and that input column).
+    fn input_runs(&self) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+        let s = self.g.stride;
+        (0..s)
+            .flat_map(move |py| (0..self.rows).filter_map(move |i| self.input_row(i * s + py).map(|iy| (py, i, iy))))
+            .flat_map(move |(py, i, iy)| {
+                (0..s).map(move |px| {
+                    let (j, ix) = self.first_column(px);
+                    (iy, (py * s + px) * self.plane_len() + i * self.pw, j, ix)
+                })
+            })
+    }
+
     /// `x` [h x w] into the phase planes (`buf` is resized and zeroed).
     fn split(&self, x: &[f32], buf: &mut Vec<f32>) {
         let (s, w) = (self.g.stride, self.g.w);
         buf.clear();
         buf.resize(s * s * self.plane_len(), 0.0);
-        for py in 0..s {
-            for i in 0..self.rows {
-                let Some(iy) = self.input_row(i * s + py) else { continue };
-                let x_row = &x[iy * w..][..w];
-                for px in 0..s {
-                    let out = &mut buf[(py * s + px) * self.plane_len() + i * self.pw..][..self.pw];
-                    let (j, ix) = self.first_column(px);
-                    if s == 1 {
-                        let n = (self.pw - j.min(self.pw)).min(w - ix.min(w));
-                        out[j..j + n].copy_from_slice(&x_row[ix..ix + n]);
-                    } else {
-                        out.iter_mut().skip(j).zip(x_row.iter().skip(ix).step_by(s)).for_each(|(o, &v)| *o = v);
-                    }
-                }
+        for (iy, at, j, ix) in self.input_runs() {
+            let (x_row, out) = (&x[iy * w..][..w], &mut buf[at..][..self.pw]);
+            if s == 1 {
+                let n = (self.pw - j.min(self.pw)).min(w - ix.min(w));
+                out[j..j + n].copy_from_slice(&x_row[ix..ix + n]);
+            } else {
+                out.iter_mut().skip(j).zip(x_row.iter().skip(ix).step_by(s)).for_each(|(o, &v)| *o = v);
             }
         }
     }
@@ -188,16 +195,9 @@ impl Phases {
     /// (`dx` zeroed; padding and input left unread by the stride get nothing).
     fn merge(&self, buf: &[f32], dx: &mut [f32]) {
         let (s, w) = (self.g.stride, self.g.w);
-        for py in 0..s {
-            for i in 0..self.rows {
-                let Some(iy) = self.input_row(i * s + py) else { continue };
-                let dx_row = &mut dx[iy * w..][..w];
-                for px in 0..s {
-                    let src = &buf[(py * s + px) * self.plane_len() + i * self.pw..][..self.pw];
-                    let (j, ix) = self.first_column(px);
-                    dx_row.iter_mut().skip(ix).step_by(s).zip(src.iter().skip(j)).for_each(|(d, &v)| *d = v);
-                }
-            }
+        for (iy, at, j, ix) in self.input_runs() {
+            let (src, dx_row) = (&buf[at..][..self.pw], &mut dx[iy * w..][..w]);
+            dx_row.iter_mut().skip(ix).step_by(s).zip(src.iter().skip(j)).for_each(|(d, &v)| *d = v);
         }
     }
 
@@ -210,7 +210,7 @@ impl Phases {
         }
     }
 
-    /// The taps (ky, kx) in order, with where each one's run starts.
+    /// Each tap's index ky * k + kx, in order, with where its run starts.
     fn taps(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         let k = self.g.k;
         (0..k * k).map(move |t| (t, self.tap(t / k, t % k)))
