@@ -17,8 +17,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use wsol::localize::{cam_thresholds, prepare_map, prepare_quantized, BBox};
-use wsol::metrics::{BoxAccumulator, BoxEvalConfig, PxapAccumulator};
+use wsol_eval::localize::{cam_thresholds, prepare_map, prepare_quantized, BBox};
+use wsol_eval::metrics::{BoxAccumulator, BoxEvalConfig, PxapAccumulator};
 
 const SIZE: usize = 224;
 const POOL: usize = 256;

@@ -29,7 +29,7 @@ pub struct ModelBench {
     pub tf32: bool,
     /// cuDNN algorithms by timing (the config's `cudnn_benchmark`).
     pub cudnn_benchmark: bool,
-    /// Time our CPU ops per shape over the timed steps ([`crate::profile`]).
+    /// Time our CPU ops per shape over the timed steps ([`wsol_ops::profile`]).
     pub profile: bool,
 }
 
@@ -52,7 +52,7 @@ pub struct TrainBenchResult {
     pub forward_issue_ms: f64,
     pub backward_issue_ms: f64,
     /// With `profile`: our ops' time per timed step (ms and flops divided by the steps).
-    pub profile: Vec<crate::profile::Row>,
+    pub profile: Vec<wsol_ops::profile::Row>,
 }
 
 /// A seeded model of the benchmark's layout, one random batch and its labels.
@@ -69,7 +69,7 @@ struct Setup {
 }
 
 fn setup(b: &ModelBench) -> Result<Setup> {
-    let dev = crate::pipeline::device(&b.device, b.tf32, b.cudnn_benchmark)?;
+    let dev = crate::models::runtime::device(&b.device, b.tf32, b.cudnn_benchmark)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let cfg = ModelConfig { backbone: b.backbone.clone(), head: b.head.clone(), ..Default::default() };
@@ -112,7 +112,7 @@ pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)
     let (mut fwd_issue_ms, mut bwd_issue_ms) = (Vec::new(), Vec::new());
     for k in 0..b.warmup + b.steps {
         if b.profile && k == b.warmup {
-            crate::profile::record(true);
+            wsol_ops::profile::record(true);
         }
         let t0 = Instant::now();
         let x = match batches.as_mut() {
@@ -170,19 +170,19 @@ pub struct EvalBenchResult {
     /// Medians of the forward pass and of the maps after it, per step.
     pub forward_ms: f64,
     pub cam_ms: f64,
-    pub profile: Vec<crate::profile::Row>,
+    pub profile: Vec<wsol_ops::profile::Row>,
 }
 
 /// Evaluation steps: the forward pass in eval mode on the weights' inference copy (as
 /// `wsol eval` runs it), then `method`'s maps of each image's class, read back.
 pub fn eval_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<EvalBenchResult> {
     let Setup { cfg, varmap, x, y, parameters, .. } = setup(b)?;
-    let net = crate::pipeline::inference_net(&varmap, &cfg, b.classes)?;
+    let net = crate::models::runtime::inference_net(&varmap, &cfg, b.classes)?;
     let extractor = crate::cam::by_name(method, layer, net.as_ref())?;
     let (mut step_ms, mut fwd_ms, mut cam_ms) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..b.warmup + b.steps {
         if b.profile && k == b.warmup {
-            crate::profile::record(true);
+            wsol_ops::profile::record(true);
         }
         let t0 = Instant::now();
         let out = net.forward_t(&x, false)?;
@@ -208,12 +208,12 @@ pub fn eval_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<E
 }
 
 /// With `profile`: the recorded rows per timed step; recording stops.
-fn profile_rows(b: &ModelBench) -> Vec<crate::profile::Row> {
+fn profile_rows(b: &ModelBench) -> Vec<wsol_ops::profile::Row> {
     if !b.profile {
         return Vec::new();
     }
-    let mut rows = crate::profile::rows();
-    crate::profile::record(false);
+    let mut rows = wsol_ops::profile::rows();
+    wsol_ops::profile::record(false);
     for r in &mut rows {
         r.ms /= b.steps as f64;
         r.flops /= b.steps as f64;

@@ -10,16 +10,18 @@ use rayon::prelude::*;
 
 use crate::cam::{CamExtractor, CamInput};
 use crate::config::Config;
-use crate::data::masks::load_mask;
 use crate::data::transforms::to_rgb8;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
-use crate::localize::{boxes_at_thresholds, cam_thresholds, prepare_map, prepare_quantized, quantize, rescale_boxes};
-use crate::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, PxapAccumulator};
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
 use crate::report::{encode_png_rgb, Progress};
-pub use crate::results::EvalResult;
-use crate::scoremaps::{self, ScoreMap};
+use wsol_eval::localize::{
+    boxes_at_thresholds, cam_thresholds, prepare_map, prepare_quantized, quantize, rescale_boxes,
+};
+use wsol_eval::masks::load_mask;
+use wsol_eval::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, PxapAccumulator};
+pub use wsol_eval::results::EvalResult;
+use wsol_eval::scoremaps::{self, ScoreMap};
 
 pub fn box_eval_config(cfg: &Config) -> BoxEvalConfig {
     BoxEvalConfig {
@@ -65,10 +67,10 @@ pub fn evaluate_checkpoint(
     save_cams: Option<&Path>,
     quiet: bool,
 ) -> Result<EvalResult> {
-    let device = crate::pipeline::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
-    let ds = crate::pipeline::load_split(cfg, split)?;
-    let model = crate::pipeline::build_model(cfg, &device)?;
-    crate::pipeline::load_checkpoint(&model, checkpoint)?;
+    let device = crate::models::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let ds = crate::data::open::load_split(cfg, split)?;
+    let model = crate::models::runtime::build_model(cfg, &device)?;
+    crate::models::runtime::load_weights(&model.varmap, checkpoint)?;
     let net = model.inference_net(cfg)?;
     let extractor = crate::cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let batches = crate::data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;

@@ -1,25 +1,16 @@
 //! wsol: weakly supervised object localization on candle.
 //!
-//! The evaluation engine (`localize`, `metrics`) depends on nothing but arrays and
-//! annotations, so maps from any source are scored the same way as our own.
+//! The evaluation engine is its own crate, `wsol-eval` (no candle), and so are the compute
+//! kernels, `wsol-ops`; this crate is the framework between them.
 
 pub mod bench;
 pub mod cam;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod data;
-pub mod eval_cams;
+pub mod error;
 pub mod evaluate;
-pub mod localize;
-pub mod metrics;
 pub mod models;
-pub mod picture;
-pub mod pipeline;
-pub mod profile;
 pub mod report;
-pub mod results;
-pub mod run_report;
-pub mod scoremaps;
-pub mod sweep;
 pub mod train;
-pub mod util;

@@ -10,14 +10,14 @@ fn main() {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    wsol::util::keep_freed_memory();
+    wsol_ops::memory::keep_freed_memory();
     let cli = wsol::cli::Cli::parse();
-    if let Err(err) = wsol::cli::run(cli) {
+    if let Err(err) = wsol::commands::run(cli) {
         if let Some(stop) = err.downcast_ref::<wsol::train::interrupt::Interrupted>() {
             eprintln!("{stop}");
             std::process::exit(wsol::train::interrupt::EXIT_CODE);
         }
-        eprintln!("error: {}", wsol::cli::error_message(&err));
+        eprintln!("error: {}", wsol::error::message(&err));
         std::process::exit(1);
     }
 }

@@ -5,7 +5,7 @@
 
 use candle_core::{Tensor, D};
 
-use crate::models::upsample::bilinear;
+use wsol_ops::upsample::bilinear;
 
 use super::{CamExtractor, CamInput, Layer};
 

@@ -104,5 +104,5 @@ fn earlier_layers_by_torchvision_name() {
 fn all_negative_evidence_normalizes_to_zeros() {
     let m = Tensor::new(&[[-1.0f32, -2.0], [-0.5, -3.0]], &Device::Cpu).unwrap().relu().unwrap();
     let v: Vec<f32> = m.flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(crate::localize::prepare_map(&v, 2, 2, 4), vec![0.0; 16]);
+    assert_eq!(wsol_eval::localize::prepare_map(&v, 2, 2, 4), vec![0.0; 16]);
 }

@@ -5,15 +5,16 @@ pub mod cub;
 pub mod folder;
 pub mod imagenet;
 pub mod loader;
-pub mod masks;
-pub mod metadata;
+pub mod open;
 pub mod synth;
 pub mod transforms;
 
 pub use loader::{epoch_batches, epoch_order, num_batches, Batch, Dataset, LoaderConfig, MaskSet};
-pub use metadata::{read_split, write_split, Sample, SplitMetadata};
+// The metadata format is read by the evaluator too, so it lives in wsol-eval.
 pub use synth::{class_names, SynthOptions};
 pub use transforms::{apply, load_rgb, TransformConfig, IMAGENET_MEAN, IMAGENET_STD};
+pub use wsol_eval::metadata::{read_split, write_split, Sample, SplitMetadata};
+pub use wsol_eval::{masks, metadata};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

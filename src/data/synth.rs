@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::metadata::{write_split, Sample, SplitMetadata};
 use super::{rng_from, split_tag};
-use crate::util::atomic_write;
+use wsol_eval::fs::atomic_write;
 
 pub struct SynthOptions {
     pub num_classes: usize,

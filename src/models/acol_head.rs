@@ -9,7 +9,7 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::{conv2d_layer as conv2d, Conv2d};
+use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::{class_map, Backbone, Output, WsolModel};
 use crate::config::AcolConfig;

@@ -16,12 +16,13 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::{conv2d_no_bias, Conv2d};
+use wsol_ops::conv::{conv2d_no_bias, Conv2d};
 
-use super::batch_norm::Act;
-use super::depthwise::{depthwise_conv2d, Padding};
-use super::{Bn, Staged};
+use super::Staged;
 use crate::config::ModelConfig;
+use wsol_ops::conv::depthwise::{depthwise_conv2d, Padding};
+use wsol_ops::Act;
+use wsol_ops::BatchNorm;
 
 /// (repeats, kernel, stride, expand ratio, in, out) of the Lite0 stages.
 const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
@@ -49,8 +50,8 @@ fn pad_same(x: &Tensor, k: usize, stride: usize) -> candle_core::Result<Tensor> 
 }
 
 /// TensorFlow's batch-norm momentum 0.99 and epsilon 1e-3, as the package sets them.
-fn bn(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<Bn> {
-    Bn::new(c, 1e-3, 0.01, frozen, vb)
+fn bn(c: usize, frozen: bool, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
+    BatchNorm::new(c, 1e-3, 0.01, frozen, vb)
 }
 
 /// A depthwise kxk conv with SAME padding (see [`depthwise_conv2d`]).
@@ -76,9 +77,9 @@ impl Depthwise {
 /// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project (no activation),
 /// identity shortcut when the shape is kept.
 struct MbConv {
-    expand: Option<(Conv2d, Bn)>,
-    depthwise: (Depthwise, Bn),
-    project: (Conv2d, Bn),
+    expand: Option<(Conv2d, BatchNorm)>,
+    depthwise: (Depthwise, BatchNorm),
+    project: (Conv2d, BatchNorm),
     skip: bool,
 }
 
@@ -123,10 +124,10 @@ impl MbConv {
 }
 
 pub struct EfficientNetLite0 {
-    stem: (Conv2d, Bn),
+    stem: (Conv2d, BatchNorm),
     /// Blocks grouped by stage.
     stages: Vec<Vec<MbConv>>,
-    head: (Conv2d, Bn),
+    head: (Conv2d, BatchNorm),
 }
 
 /// CAM layers: the stem, each stage's output, the 1x1 head.

@@ -18,18 +18,19 @@ use std::sync::Arc;
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::{conv2d_layer as conv2d, Conv2d};
-use super::relu::relu;
+use wsol_ops::activation::relu;
+use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::adl::Adl;
-use super::pool::{avg_pool3_s1, max_pool3};
-use super::{Bn, SpgTaps, Staged};
+use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
+use wsol_ops::pool::{avg_pool3_s1, max_pool3};
+use wsol_ops::BatchNorm;
 
 /// conv (no bias) -> batch norm (eps 1e-3) -> ReLU, with a rectangular kernel.
 struct BasicConv {
     weight: Tensor,
-    bn: Bn,
+    bn: BatchNorm,
     stride: usize,
     /// (rows, cols) of zero padding on each side.
     pad: (usize, usize),
@@ -47,7 +48,7 @@ impl BasicConv {
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let weight = vb.pp("conv").get((c_out, c_in, k.0, k.1), "weight")?;
-        let bn = Bn::new(c_out, 1e-3, 0.1, frozen, vb.pp("bn"))?;
+        let bn = BatchNorm::new(c_out, 1e-3, 0.1, frozen, vb.pp("bn"))?;
         Ok(BasicConv { weight, bn, stride, pad })
     }
 
@@ -64,7 +65,7 @@ impl BasicConv {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = super::conv::conv2d(x, &self.weight, self.pad, self.stride, 1)?;
+        let y = wsol_ops::conv::conv2d(x, &self.weight, self.pad, self.stride, 1)?;
         self.bn.forward_relu_t(&y, train)
     }
 }

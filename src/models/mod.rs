@@ -4,30 +4,16 @@
 
 mod acol_head;
 pub mod adl;
-mod batch_norm;
 mod cam_head;
-#[cfg(feature = "cuda")]
-pub(crate) mod channel_ops_cuda;
-pub mod conv;
-#[cfg(feature = "cudnn")]
-mod conv_cudnn;
-#[cfg(feature = "cudnn")]
-mod conv_cudnn_graph;
-mod conv_gpu;
-mod conv_packed;
-mod conv_winograd;
-mod depthwise;
 mod efficientnet;
 mod inception;
 pub mod init;
-mod pool;
 pub mod pretrained;
 mod pth_legacy;
-pub(crate) mod relu;
 mod resnet;
+pub mod runtime;
 mod spg_head;
 mod tiny;
-pub(crate) mod upsample;
 mod vgg;
 
 use std::sync::Arc;
@@ -40,10 +26,7 @@ use crate::config::ModelConfig;
 
 pub use acol_head::AcolHead;
 pub use adl::Adl;
-pub(crate) use batch_norm::Bn;
 pub use cam_head::CamHead;
-#[cfg(feature = "cudnn")]
-pub use conv_cudnn::{set_benchmark as set_cudnn_benchmark, set_graph_api as set_cudnn_graph_api};
 pub use efficientnet::EfficientNetLite0;
 pub use inception::InceptionV3;
 pub use resnet::ResNet;
@@ -182,26 +165,6 @@ pub trait WsolModel: Send + Sync {
     /// Called by the trainer before each step with a seed of that step, for methods that
     /// draw inside the network (ADL).
     fn begin_step(&self, _seed: u64) {}
-}
-
-/// The contiguous f32 data of a custom op's CPU argument.
-pub(crate) fn cpu_f32<'a>(
-    s: &'a candle_core::CpuStorage,
-    l: &candle_core::Layout,
-    op: &str,
-) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (candle_core::CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{op}: expected a contiguous f32 tensor on the CPU"),
-    }
-}
-
-/// max |a - b| / max |b|: how the custom ops are checked against candle's.
-#[cfg(test)]
-pub(crate) fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let d: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-    let m: f32 = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-    d / m.max(1e-12)
 }
 
 /// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::{conv2d_no_bias, Conv2d};
+use wsol_ops::conv::{conv2d_no_bias, Conv2d};
 
 use super::adl::Adl;
-use super::batch_norm::Act;
-use super::pool::max_pool3;
-use super::{Bn, SpgTaps, Staged};
+use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
+use wsol_ops::pool::max_pool3;
+use wsol_ops::Act;
+use wsol_ops::BatchNorm;
 
 fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
     conv2d_no_bias(c_in, c_out, k, Conv2dConfig { padding: k / 2, stride, ..Default::default() }, vb)
@@ -28,7 +29,7 @@ fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> c
 /// conv -> bn, the unit every ResNet block is made of.
 struct ConvBn {
     conv: Conv2d,
-    bn: Bn,
+    bn: BatchNorm,
 }
 
 impl ConvBn {
@@ -43,7 +44,7 @@ impl ConvBn {
     ) -> candle_core::Result<Self> {
         Ok(ConvBn {
             conv: conv(c_in, c_out, k, stride, vb.pp(names.0))?,
-            bn: Bn::new(c_out, 1e-5, 0.1, frozen, vb.pp(names.1))?,
+            bn: BatchNorm::new(c_out, 1e-5, 0.1, frozen, vb.pp(names.1))?,
         })
     }
 

@@ -11,15 +11,16 @@ use std::sync::Arc;
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::{conv2d_no_bias, Conv2d};
+use wsol_ops::conv::{conv2d_no_bias, Conv2d};
 
 use super::adl::Adl;
-use super::{Bn, SpgTaps, Staged};
+use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
+use wsol_ops::BatchNorm;
 
 struct ConvBnRelu {
     conv: Conv2d,
-    bn: Bn,
+    bn: BatchNorm,
 }
 
 impl ConvBnRelu {
@@ -27,7 +28,7 @@ impl ConvBnRelu {
     fn new(c_in: usize, c_out: usize, stride: usize, index: usize, vb: &VarBuilder) -> candle_core::Result<Self> {
         let cfg = Conv2dConfig { padding: 1, stride, ..Default::default() };
         let conv = conv2d_no_bias(c_in, c_out, 3, cfg, vb.pp(index.to_string()))?;
-        let bn = Bn::new(c_out, 1e-5, 0.1, false, vb.pp((index + 1).to_string()))?;
+        let bn = BatchNorm::new(c_out, 1e-5, 0.1, false, vb.pp((index + 1).to_string()))?;
         Ok(ConvBnRelu { conv, bn })
     }
 
@@ -82,7 +83,7 @@ impl Tiny {
         for k in layers {
             x = match &self.layers[k] {
                 Layer::Conv(c) => c.forward_t(&x, train)?,
-                Layer::MaxPool2 => super::pool::max_pool2(&x)?,
+                Layer::MaxPool2 => wsol_ops::pool::max_pool2(&x)?,
             };
             if let (Some(adl), true) = (&self.adl, k >= 2) {
                 x = adl.forward_t(&x, train)?;

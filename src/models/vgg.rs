@@ -16,12 +16,12 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::{conv2d_layer as conv2d, Conv2d};
+use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::adl::Adl;
-use super::pool::{avg_pool3_s1, max_pool2, max_pool3};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
+use wsol_ops::pool::{avg_pool3_s1, max_pool2, max_pool3};
 
 enum Op {
     /// 3x3 conv, padding 1, then ReLU.

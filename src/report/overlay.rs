@@ -1,7 +1,7 @@
 //! CAM overlays: the image under a jet-coloured map, with the GT box (green) and the box
 //! the evaluator would predict (red). What researchers look at first.
 
-use crate::localize::BBox;
+use wsol_eval::localize::BBox;
 
 /// The classic jet colormap, piecewise linear, for v in [0, 1].
 pub fn jet(v: f32) -> [f32; 3] {

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{safetensors::MmapedSafetensors, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use crate::util::{atomic_write, commit_tmp, tmp_path};
+use wsol_eval::fs::{atomic_write, commit_tmp, tmp_path};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainState {
@@ -126,7 +126,7 @@ pub fn load(
     let tag = state_path.file_name().unwrap_or_default().to_string_lossy();
     let tag = tag.trim_end_matches(".json").trim_end_matches(".prev");
     let (model_path, optim_path) = files_of(dir, tag, &state);
-    load_weights(varmap, &model_path)?;
+    crate::models::runtime::load_weights(varmap, &model_path)?;
     load_optim_state(load_optim(&optim_path)?).with_context(|| format!("checkpoint {}", optim_path.display()))?;
     Ok(state)
 }
@@ -140,40 +140,6 @@ fn publish(stamped: &Path, public: &Path) -> Result<()> {
         std::fs::copy(stamped, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     }
     std::fs::rename(&tmp, public).with_context(|| format!("cannot rename {} to {}", tmp.display(), public.display()))
-}
-
-/// Loads model weights into `varmap`, naming every missing or wrong-shaped tensor.
-pub fn load_weights(varmap: &VarMap, path: &Path) -> Result<()> {
-    let file = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read checkpoint {}: {e} (expected a .safetensors file written by `wsol train`)",
-            path.display()
-        )
-    })?;
-    let data = varmap.data().lock().expect("varmap lock");
-    let available: std::collections::HashSet<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let missing: Vec<&str> = names.iter().filter(|n| !available.contains(n.as_str())).map(|n| n.as_str()).collect();
-    if !missing.is_empty() {
-        bail!("checkpoint {} lacks {} tensor(s) of this model: {} (was it trained with another model.backbone/head/width?)", path.display(), missing.len(), missing.join(", "));
-    }
-    for name in names {
-        let var = &data[name];
-        let t = file
-            .load(name, &Device::Cpu)
-            .with_context(|| format!("checkpoint {}: cannot load `{name}`", path.display()))?;
-        if t.dims() != var.dims() {
-            bail!(
-                "checkpoint {}: tensor `{name}` has shape {:?}, the model expects {:?}",
-                path.display(),
-                t.dims(),
-                var.dims()
-            );
-        }
-        var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
-    }
-    Ok(())
 }
 
 pub fn load_optim(path: &Path) -> Result<HashMap<String, Tensor>> {
@@ -250,7 +216,7 @@ mod tests {
         let st = load_state(&d.join("last.json")).unwrap();
         assert_eq!(st.global_step, 2);
         let (model, _) = files_of(d, "last", &st);
-        load_weights(&varmap, &model).unwrap();
+        crate::models::runtime::load_weights(&varmap, &model).unwrap();
         assert_eq!(weights(&varmap), vec![2.0; 4]);
         // A complete third save retires step 1.
         save(d, "last", &varmap, &optim, &state(3)).unwrap();

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod interrupt;
 pub mod optimizer;
 pub mod schedule;
+pub mod sweep;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,6 @@ use crate::cam;
 use crate::config::Config;
 use crate::data::{epoch_batches, num_batches, LoaderConfig, TransformConfig};
 use crate::evaluate::{self, evaluate, EvalResult};
-use crate::pipeline;
 use crate::report::{metrics_table, Progress, TbWriter};
 use checkpoint::{PartialEpoch, TrainState};
 use optimizer::{Param, Sgd};
@@ -104,18 +104,14 @@ fn load_resume_checkpoint(
     if !use_previous {
         bail!(
             "{}; `--use-previous-checkpoint` resumes from the one saved before it (step {}, {})",
-            crate::cli::error_message(&err),
+            crate::error::message(&err),
             prev.global_step,
             previous.display()
         );
     }
     log.line(
         None,
-        &format!(
-            "{}; resuming from the previous checkpoint (step {})",
-            crate::cli::error_message(&err),
-            prev.global_step
-        ),
+        &format!("{}; resuming from the previous checkpoint (step {})", crate::error::message(&err), prev.global_step),
     );
     checkpoint::load(&previous, varmap, |m| sgd.load_state(m))
         .with_context(|| format!("the previous checkpoint {} cannot be loaded either", previous.display()))
@@ -123,16 +119,16 @@ fn load_resume_checkpoint(
 
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)> {
     interrupt::install();
-    let device = pipeline::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
-    pipeline::prepare_data(cfg, opts.quiet)?;
-    let train_ds = pipeline::load_split(cfg, &cfg.data.train_split)?;
-    let val_ds = if pipeline::split_exists(cfg, &cfg.data.val_split) {
-        Some(pipeline::load_split(cfg, &cfg.data.val_split)?)
+    let device = crate::models::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    crate::data::open::prepare_data(cfg, opts.quiet)?;
+    let train_ds = crate::data::open::load_split(cfg, &cfg.data.train_split)?;
+    let val_ds = if crate::data::open::split_exists(cfg, &cfg.data.val_split) {
+        Some(crate::data::open::load_split(cfg, &cfg.data.val_split)?)
     } else {
         None
     };
-    let test_ds = pipeline::load_split(cfg, &cfg.eval.split)?;
-    let model = pipeline::build_model(cfg, &device)?;
+    let test_ds = crate::data::open::load_split(cfg, &cfg.eval.split)?;
+    let model = crate::models::runtime::build_model(cfg, &device)?;
     let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
 
     // Run directory, resolved config, log.
@@ -145,7 +141,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
     };
     let ckpt_dir = run_dir.join("checkpoints");
     std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-    crate::util::atomic_write(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+    wsol_eval::fs::atomic_write(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
     let mut log = RunLog { file: log_file, quiet: opts.quiet };
     let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
@@ -413,7 +409,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
     let tag = cfg.eval.checkpoint.as_str();
     let ckpt = ckpt_dir.join(format!("{tag}.safetensors"));
     if tag == "best" && ckpt.exists() {
-        checkpoint::load_weights(&model.varmap, &ckpt)?;
+        crate::models::runtime::load_weights(&model.varmap, &ckpt)?;
     }
     let tp =
         Progress::new(num_batches(test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64, "test", opts.quiet);

@@ -1,0 +1,271 @@
+//! `wsol eval-cams`: scores maps made by anyone against a metadata split, with the same
+//! engine as `wsol eval`. Depends on no model code. With `--masks` the split is a mask
+//! split (OpenImages30k) and is scored by PxAP instead of box accuracy.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+
+use crate::localize::{cam_thresholds, prepare_map, prepare_quantized, rescale_boxes};
+use crate::masks::{load_mask, read_mask_split};
+use crate::metadata::read_split;
+use crate::metrics::{BoxAccumulator, BoxEvalConfig, ClsOutcome, LocalizationMetrics, PxapAccumulator};
+use crate::results::EvalResult;
+use crate::scoremaps;
+
+pub struct EvalCamsOptions {
+    /// A split folder of the metadata (`.../test` holding image_ids.txt etc.).
+    pub metadata: PathBuf,
+    /// Folder of maps; `None`: the centre-Gaussian baseline of Choe et al. 2020 (every
+    /// image gets the same isotropic Gaussian centred on it).
+    pub cams: Option<PathBuf>,
+    pub predictions: Option<PathBuf>,
+    pub image_size: usize,
+    pub iou_thresholds: Vec<u32>,
+    pub cam_curve_interval: f64,
+    pub multi_contour: bool,
+    pub fixed_threshold: f64,
+    /// Mask root: the split's localization.txt names masks relative to it (PxAP).
+    pub masks: Option<PathBuf>,
+}
+
+pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
+    let split_dir = opts.metadata.as_path();
+    let (root, split) = match (split_dir.parent(), split_dir.file_name()) {
+        (Some(r), Some(s)) => {
+            (if r.as_os_str().is_empty() { Path::new(".") } else { r }, s.to_string_lossy().into_owned())
+        }
+        _ => bail!("--metadata {}: expected a split folder such as metadata/CUB/test", split_dir.display()),
+    };
+    if let Some(mask_root) = &opts.masks {
+        return eval_masks(opts, root, split, mask_root);
+    }
+    let meta = read_split(root, &split, usize::MAX).map_err(|e| {
+        match looks_like_masks(&split_dir.join("localization.txt")) {
+            true => e.context("localization.txt names mask files: score a mask split with --masks DIR (the mask root)"),
+            false => e,
+        }
+    })?;
+    if meta.samples.is_empty() {
+        bail!("{}: no images listed", split_dir.join("image_ids.txt").display());
+    }
+    if let Some(s) = meta.samples.iter().find(|s| s.boxes.is_empty()) {
+        bail!(
+            "{}: image `{}` has no box; eval-cams needs boxes for every image",
+            split_dir.join("localization.txt").display(),
+            s.image_id
+        );
+    }
+    let (paths, outcomes) =
+        maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
+    let cfg = BoxEvalConfig {
+        thresholds: cam_thresholds(opts.cam_curve_interval),
+        iou_thresholds: opts.iou_thresholds.clone(),
+        multi_contour: opts.multi_contour,
+        fixed_threshold: opts.fixed_threshold,
+    };
+    let size = opts.image_size;
+    let acc = fold_maps(
+        &paths,
+        meta.samples.len(),
+        size,
+        prepare_quantized,
+        || BoxAccumulator::new(&cfg),
+        |acc, i, q: &Vec<u8>| {
+            let s = &meta.samples[i];
+            acc.add_quantized(q, size, size, &rescale_boxes(&s.boxes, s.size, size), outcomes.as_ref().map(|o| o[i]));
+            Ok(())
+        },
+        BoxAccumulator::merge,
+    )?;
+    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), Some(acc.finish()), None))
+}
+
+/// The maps to score: one file per image, or the centre baseline's one map for all.
+enum Maps {
+    Files(Vec<PathBuf>),
+    Centre(Vec<f32>),
+}
+
+/// The centre-Gaussian baseline's map (Choe et al. 2020): an isotropic Gaussian centred
+/// on the image, sigma = size / 4, so the threshold sweep draws centred discs from a few
+/// pixels to beyond the corners (the sweep picks the best size; sigma only spaces them).
+pub fn centre_gaussian(size: usize) -> Vec<f32> {
+    let c = (size as f64 - 1.0) / 2.0;
+    let s2 = 2.0 * (size as f64 / 4.0).powi(2);
+    (0..size * size)
+        .map(|i| {
+            let (x, y) = ((i % size) as f64 - c, (i / size) as f64 - c);
+            (-(x * x + y * y) / s2).exp() as f32
+        })
+        .collect()
+}
+
+/// Reads and prepares every map in parallel (`prepare_map` for pixel scores,
+/// `prepare_quantized` for boxes) and folds them into one accumulator per thread, then
+/// merges: the shared loop of box and mask scoring.
+#[allow(clippy::too_many_arguments)]
+fn fold_maps<A: Send, P: Sync>(
+    maps: &Maps,
+    n: usize,
+    size: usize,
+    prepare: fn(&[f64], usize, usize, usize) -> P,
+    empty: impl Fn() -> A + Sync + Send,
+    add: impl Fn(&mut A, usize, &P) -> Result<()> + Sync + Send,
+    merge: impl Fn(&mut A, &A) + Sync + Send,
+) -> Result<A> {
+    // The baseline's one map is prepared once for all images.
+    enum Source<'a, P> {
+        Files(&'a [PathBuf]),
+        Centre(P),
+    }
+    let source = match maps {
+        Maps::Files(paths) => Source::Files(paths),
+        Maps::Centre(map) => {
+            Source::Centre(prepare(&map.iter().map(|&v| v as f64).collect::<Vec<_>>(), size, size, size))
+        }
+    };
+    (0..n)
+        .into_par_iter()
+        .try_fold(&empty, |mut acc, i| -> Result<A> {
+            match &source {
+                Source::Files(paths) => {
+                    let map = scoremaps::read(&paths[i])?;
+                    add(&mut acc, i, &prepare(&map.data, map.width, map.height, size))?;
+                }
+                Source::Centre(map) => add(&mut acc, i, map)?,
+            }
+            Ok(acc)
+        })
+        .try_reduce(&empty, |mut a, b| {
+            merge(&mut a, &b);
+            Ok(a)
+        })
+}
+
+/// The result of an eval-cams run; classification numbers only with --predictions.
+fn result(
+    opts: &EvalCamsOptions,
+    split: String,
+    num_images: usize,
+    outcomes: Option<&[ClsOutcome]>,
+    loc: Option<LocalizationMetrics>,
+    pxap: Option<f64>,
+) -> EvalResult {
+    let pct = |o: &[ClsOutcome], top: fn(&ClsOutcome) -> bool| {
+        o.iter().filter(|c| top(c)).count() as f64 * 100.0 / o.len() as f64
+    };
+    EvalResult {
+        split,
+        cam: opts.cams.as_ref().map_or_else(|| "centre-gaussian".to_string(), |c| format!("npy:{}", c.display())),
+        num_images,
+        top1_cls: outcomes.map(|o| pct(o, |c| c.top1)),
+        top5_cls: outcomes.map(|o| pct(o, |c| c.top5)),
+        loc,
+        pxap,
+    }
+}
+
+/// Score map paths (all present, or an error listing the missing) and, with
+/// --predictions, each image's classification outcome.
+fn maps_and_outcomes(opts: &EvalCamsOptions, samples: &[(&str, usize)]) -> Result<(Maps, Option<Vec<ClsOutcome>>)> {
+    let predictions = opts.predictions.as_deref().map(scoremaps::read_predictions).transpose()?;
+    let outcomes = match &predictions {
+        Some(p) => Some(cls_outcomes(samples, p, opts.predictions.as_deref().unwrap())?),
+        None => None,
+    };
+    let Some(cams) = &opts.cams else {
+        let size = opts.image_size;
+        return Ok((Maps::Centre(centre_gaussian(size)), outcomes));
+    };
+    if !cams.is_dir() {
+        bail!("--cams {}: no such directory", cams.display());
+    }
+    let paths: Vec<Option<PathBuf>> = samples.iter().map(|(id, _)| scoremaps::find(cams, id)).collect();
+    let missing: Vec<&str> = samples.iter().zip(&paths).filter(|(_, p)| p.is_none()).map(|((id, _), _)| *id).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} of {} score maps are missing under {} (first: {}); expected <cams>/<image_id>.npy or <cams>/<image_id with / as __>.npy",
+            missing.len(), samples.len(), cams.display(), missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok((Maps::Files(paths.into_iter().map(Option::unwrap).collect()), outcomes))
+}
+
+/// Whether the first line of a localization file has the mask layout
+/// (`id,mask_path,ignore_path`): used only to suggest --masks when box parsing fails.
+fn looks_like_masks(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else { return false };
+    let f: Vec<&str> = line.rsplitn(3, ',').collect();
+    f.len() == 3 && f[1].trim().parse::<f64>().is_err()
+}
+
+/// PxAP over a mask split: every map is prepared as for boxes (resize, min-max), every
+/// mask loaded on the same grid, and pixel histograms are merged over the split.
+fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Path) -> Result<EvalResult> {
+    if !mask_root.is_dir() {
+        bail!("--masks {}: no such directory", mask_root.display());
+    }
+    let meta = read_mask_split(root, &split)?;
+    let (paths, outcomes) =
+        maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
+    let thresholds = cam_thresholds(opts.cam_curve_interval);
+    let size = opts.image_size;
+    let acc = fold_maps(
+        &paths,
+        meta.samples.len(),
+        size,
+        prepare_map,
+        || PxapAccumulator::new(&thresholds),
+        |acc, i, map: &Vec<f64>| {
+            acc.add(map, &load_mask(mask_root, &meta.samples[i], &meta.localization, size)?);
+            Ok(())
+        },
+        PxapAccumulator::merge,
+    )?;
+    let pxap = acc.finish().with_context(|| {
+        format!("scoring {} against the masks under {}", meta.localization.display(), mask_root.display())
+    })?;
+    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), None, Some(pxap)))
+}
+
+fn cls_outcomes(
+    samples: &[(&str, usize)],
+    predictions: &HashMap<String, Vec<usize>>,
+    path: &Path,
+) -> Result<Vec<ClsOutcome>> {
+    let mut out = Vec::with_capacity(samples.len());
+    let mut missing = Vec::new();
+    for (id, label) in samples {
+        match predictions.get(*id) {
+            Some(p) => out.push(ClsOutcome { top1: p[0] == *label, top5: p.iter().take(5).any(|c| c == label) }),
+            None => missing.push(*id),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{}: no prediction for {} image(s) (first: {})",
+            path.display(),
+            missing.len(),
+            missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// Parses `30,50,70`.
+pub fn parse_iou_list(text: &str) -> Result<Vec<u32>> {
+    text.split(',')
+        .map(|t| {
+            let v: u32 =
+                t.trim().parse().with_context(|| format!("--iou {text}: `{t}` is not an integer percentage"))?;
+            if !(1..=100).contains(&v) {
+                bail!("--iou {text}: {v} is not a percentage in 1..=100");
+            }
+            Ok(v)
+        })
+        .collect()
+}

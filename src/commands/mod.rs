@@ -1,0 +1,50 @@
+//! One file per subcommand: each takes its parsed arguments ([`crate::cli`]) and calls
+//! the library. [`run`] dispatches.
+
+mod bench;
+mod cam;
+mod data;
+mod eval;
+mod eval_cams;
+mod report;
+mod sweep;
+mod train;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::cli::{BenchCommand, Cli, Command, ConfigArgs, DataCommand};
+use crate::config::Config;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::EvalCams(a) => eval_cams::run(a),
+        Command::Cam(a) => cam::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Data(DataCommand::Synth(a)) => data::synth(a),
+        Command::Data(DataCommand::Check(a)) => data::check(a),
+        Command::Data(DataCommand::Convert(a)) => data::convert(a),
+        Command::Bench(BenchCommand::Train(a)) => bench::train(a),
+        Command::Bench(BenchCommand::Eval(a)) => bench::eval(a),
+        Command::Bench(BenchCommand::Data(a)) => bench::data(a),
+    }
+}
+
+/// The config of `--config` (or `fallback`), with `--set` and `--device` applied.
+pub(crate) fn load_config(args: &ConfigArgs, fallback: Option<&Path>) -> Result<Config> {
+    let path = match (&args.config, fallback) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => f.to_path_buf(),
+        (None, None) => anyhow::bail!("--config FILE is required"),
+    };
+    let mut cfg = Config::load(&path, &args.set)?;
+    if let Some(d) = &args.device {
+        cfg.device = d.clone();
+        cfg.validate()?;
+    }
+    Ok(cfg)
+}

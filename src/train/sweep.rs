@@ -1,0 +1,291 @@
+//! `wsol sweep`: the hyperparameter protocol of Choe et al. (CVPR 2020) as a command.
+//! Every trial samples the declared ranges (a learning rate log-uniformly, a method's
+//! own knobs uniformly or from a list), trains a full run in its own directory, and is
+//! scored on the validation split (`train.select_by` of its best epoch — their
+//! train-fullsup split; trials never see the test split). Then the best trial's
+//! checkpoint (`eval.checkpoint`) is evaluated once on test. `sweep.json` and `sweep.csv`
+//! list every trial; the console gets the table.
+//!
+//! Interrupted sweeps resume: rerun the same command with the same `--out`. Finished
+//! trials are kept, an unfinished one continues from its last checkpoint.
+//!
+//! Search file (YAML), one entry per config key:
+//!
+//! ```yaml
+//! train.optimizer.lr: {log_uniform: [1.0e-5, 1.0]}
+//! model.acol.erase_threshold: {uniform: [0.5, 0.9]}
+//! train.optimizer.weight_decay: {choice: [1.0e-4, 5.0e-4]}
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::train::{self, TrainOptions};
+
+#[derive(Debug, Clone)]
+pub enum Range {
+    LogUniform([f64; 2]),
+    Uniform([f64; 2]),
+    Choice(Vec<serde_yaml::Value>),
+}
+
+impl Range {
+    fn sample(&self, rng: &mut ChaCha8Rng) -> serde_yaml::Value {
+        match self {
+            Range::LogUniform([lo, hi]) => {
+                serde_yaml::Value::from((lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp())
+            }
+            Range::Uniform([lo, hi]) => serde_yaml::Value::from(lo + rng.random::<f64>() * (hi - lo)),
+            Range::Choice(values) => values[rng.random_range(0..values.len())].clone(),
+        }
+    }
+
+    fn check(&self, key: &str) -> Result<()> {
+        match self {
+            Range::LogUniform([lo, hi]) if !(*lo > 0.0 && lo < hi) => bail!("{key}: log_uniform needs 0 < low < high"),
+            Range::Uniform([lo, hi]) if lo > hi => bail!("{key}: uniform needs low <= high"),
+            Range::Choice(v) if v.is_empty() => bail!("{key}: choice needs at least one value"),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub type SearchSpace = BTreeMap<String, Range>;
+
+/// One entry of a search file as written: exactly one of the three keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeSpec {
+    log_uniform: Option<[f64; 2]>,
+    uniform: Option<[f64; 2]>,
+    choice: Option<Vec<serde_yaml::Value>>,
+}
+
+impl RangeSpec {
+    fn into_range(self, key: &str) -> Result<Range> {
+        match (self.log_uniform, self.uniform, self.choice) {
+            (Some(r), None, None) => Ok(Range::LogUniform(r)),
+            (None, Some(r), None) => Ok(Range::Uniform(r)),
+            (None, None, Some(v)) => Ok(Range::Choice(v)),
+            _ => bail!("{key}: give exactly one of log_uniform, uniform, choice"),
+        }
+    }
+}
+
+/// The ranges searched when no file is given: the learning rate as in Choe et al.
+/// (log-uniform over [1e-5, 1]) and the configured method's own knob.
+pub fn default_space(cfg: &Config) -> SearchSpace {
+    let mut space = SearchSpace::new();
+    space.insert("train.optimizer.lr".into(), Range::LogUniform([1e-5, 1.0]));
+    match cfg.model.head.as_str() {
+        "acol" => space.insert("model.acol.erase_threshold".into(), Range::Uniform([0.0, 1.0])),
+        "has" => space.insert("model.has.drop_rate".into(), Range::Uniform([0.0, 1.0])),
+        "cutmix" => space.insert("model.cutmix.beta".into(), Range::Uniform([0.0, 2.0])),
+        "adl" => {
+            space.insert("model.adl.drop_threshold".into(), Range::Uniform([0.0, 1.0]));
+            space.insert("model.adl.drop_rate".into(), Range::Uniform([0.0, 1.0]))
+        }
+        "spg" => space.insert("model.spg.threshold_1h".into(), Range::Uniform([0.5, 1.0])),
+        _ => None,
+    };
+    space
+}
+
+pub fn read_space(path: &Path) -> Result<SearchSpace> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read search file {}", path.display()))?;
+    let specs: BTreeMap<String, RangeSpec> = serde_yaml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (expected `key: {{log_uniform|uniform: [low, high]}}` or `key: {{choice: [...]}}`)",
+            path.display()
+        )
+    })?;
+    let mut space = SearchSpace::new();
+    for (key, spec) in specs {
+        let name = format!("{}: {key}", path.display());
+        let range = spec.into_range(&name)?;
+        range.check(&name)?;
+        space.insert(key, range);
+    }
+    Ok(space)
+}
+
+/// The `--set` overrides of trial `trial`.
+pub fn sample_trial(space: &SearchSpace, seed: u64, trial: usize) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x5EED_0000 + trial as u64));
+    space
+        .iter()
+        .map(|(key, range)| {
+            let v = serde_yaml::to_string(&range.sample(&mut rng)).expect("a YAML scalar");
+            format!("{key}={}", v.trim())
+        })
+        .collect()
+}
+
+pub struct SweepOptions {
+    pub trials: usize,
+    pub out: PathBuf,
+    pub quiet: bool,
+}
+
+/// One finished trial.
+struct Trial {
+    run_dir: PathBuf,
+    overrides: Vec<String>,
+    val: f64,
+    best_epoch: Option<usize>,
+}
+
+/// Runs (or resumes) the trials, evaluates the best on test; returns its index.
+pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<usize> {
+    let mut trials: Vec<Trial> = Vec::new();
+    for t in 0..opts.trials {
+        let overrides = sample_trial(space, base.seed, t);
+        let mut cfg = base.clone();
+        cfg.apply_overrides(&overrides).with_context(|| format!("trial {t}"))?;
+        cfg.validate().with_context(|| format!("trial {t}: sampled {}", overrides.join(" ")))?;
+        // Trials are scored on val only; test is for the chosen one.
+        cfg.eval.split = cfg.data.val_split.clone();
+        let run_dir = opts.out.join(format!("trial-{t:03}"));
+        let record = run_dir.join("trial.json");
+        let resume = match std::fs::read_to_string(&record) {
+            Ok(text) => {
+                let before: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{}: not a trial record", record.display()))?;
+                if before["overrides"] != json!(overrides) {
+                    bail!(
+                        "{} was sampled as {} but this sweep samples {}: a different sweep lives in {} (use another --out)",
+                        run_dir.display(),
+                        before["overrides"],
+                        json!(overrides),
+                        opts.out.display()
+                    );
+                }
+                run_dir.join("checkpoints/last.json").exists()
+            }
+            Err(_) => {
+                std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+                crate::report::write_json(&record, &json!({ "trial": t, "overrides": overrides }))?;
+                false
+            }
+        };
+        let done = run_dir.join("metrics.json").exists();
+        if !opts.quiet {
+            let what = if done {
+                "done"
+            } else if resume {
+                "resuming"
+            } else {
+                "training"
+            };
+            eprintln!("trial {}/{} ({what}): {}", t + 1, opts.trials, overrides.join(" "));
+        }
+        if !done {
+            let topts = TrainOptions {
+                out: Some(run_dir.clone()),
+                resume: resume.then(|| run_dir.clone()),
+                use_previous_checkpoint: false,
+                quiet: true,
+            };
+            train::train(&cfg, &topts)?;
+        }
+        let state = train::checkpoint::load_state(&run_dir.join("checkpoints/best.json"))?;
+        let Some(val) = state.best_score else {
+            bail!("trial {t}: no validation score (a sweep needs the `{}` split with annotations)", cfg.data.val_split);
+        };
+        if !opts.quiet {
+            eprintln!("trial {}/{}: val {} = {val:.2}", t + 1, opts.trials, cfg.train.select_by);
+        }
+        trials.push(Trial { run_dir, overrides, val, best_epoch: state.best_epoch });
+        write_summary(base, &trials, None, opts)?;
+    }
+    let best = (0..trials.len()).fold(0, |b, t| if trials[t].val > trials[b].val { t } else { b });
+    let mut cfg = base.clone();
+    cfg.apply_overrides(&trials[best].overrides)?;
+    let ckpt = trials[best].run_dir.join("checkpoints").join(format!("{}.safetensors", cfg.eval.checkpoint));
+    let test = crate::evaluate::evaluate_checkpoint(&cfg, &ckpt, &cfg.eval.split, None, opts.quiet)?;
+    test.write(&opts.out.join("best-test"), &[("checkpoint", json!(ckpt.display().to_string()))])?;
+    write_summary(base, &trials, Some((best, test.to_json())), opts)?;
+    let rows: Vec<(String, String)> = trials
+        .iter()
+        .enumerate()
+        .map(|(t, r)| {
+            let mark = if t == best { "  <- best" } else { "" };
+            (format!("trial-{t:03}"), format!("val {:.2}  {}{mark}", r.val, r.overrides.join(" ")))
+        })
+        .collect();
+    println!("{}", crate::report::metrics_table(&rows));
+    println!("best trial on {}: {}", cfg.eval.split, crate::report::metrics_table(&test.table_rows()));
+    Ok(best)
+}
+
+/// `sweep.json` (every trial; the best and its test metrics once known) and `sweep.csv`,
+/// rewritten after every trial so an interrupted sweep keeps what it found.
+fn write_summary(
+    base: &Config,
+    trials: &[Trial],
+    best: Option<(usize, serde_json::Value)>,
+    opts: &SweepOptions,
+) -> Result<()> {
+    let list: Vec<serde_json::Value> = trials
+        .iter()
+        .enumerate()
+        .map(|(t, r)| {
+            json!({ "trial": t, "run_dir": r.run_dir, "overrides": r.overrides, "val_score": r.val,
+                    "best_epoch": r.best_epoch })
+        })
+        .collect();
+    let leader = (0..trials.len()).fold(0, |b, t| if trials[t].val > trials[b].val { t } else { b });
+    let mut summary = json!({
+        "select_by": base.train.select_by, "trials": list, "best_trial": leader,
+        "best_val_score": trials[leader].val,
+    });
+    if let Some((_, test)) = &best {
+        summary["best_test"] = test.clone();
+    }
+    crate::report::write_json(&opts.out.join("sweep.json"), &summary)?;
+    let mut csv = String::from("trial,val_score,run_dir,overrides\n");
+    for (t, r) in trials.iter().enumerate() {
+        csv += &format!("{t},{},{},\"{}\"\n", r.val, r.run_dir.display(), r.overrides.join(" "));
+    }
+    wsol_eval::fs::atomic_write(&opts.out.join("sweep.csv"), csv.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trials_are_reproducible_and_within_range() {
+        let mut space = SearchSpace::new();
+        space.insert("train.optimizer.lr".into(), Range::LogUniform([1e-4, 1e-1]));
+        space.insert("model.has.grid_size".into(), Range::Choice(vec![16.into(), 32.into()]));
+        let a = sample_trial(&space, 7, 3);
+        assert_eq!(a, sample_trial(&space, 7, 3));
+        assert_ne!(a, sample_trial(&space, 7, 4));
+        for t in 0..50 {
+            let o = sample_trial(&space, 0, t);
+            let lr: f64 = o.iter().find_map(|s| s.strip_prefix("train.optimizer.lr=")).unwrap().parse().unwrap();
+            assert!((1e-4..=1e-1).contains(&lr), "{lr}");
+            assert!(
+                o.contains(&"model.has.grid_size=16".to_string()) || o.contains(&"model.has.grid_size=32".to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn bad_ranges_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.yaml");
+        std::fs::write(&p, "train.optimizer.lr: {log_uniform: [0, 1]}\n").unwrap();
+        assert!(read_space(&p).unwrap_err().to_string().contains("train.optimizer.lr: log_uniform needs 0 < low"));
+        std::fs::write(&p, "train.optimizer.lr: {normal: [0, 1]}\n").unwrap();
+        assert!(read_space(&p).unwrap_err().to_string().contains("expected `key:"));
+    }
+}

@@ -1,0 +1,117 @@
+//! The user's first path: synth -> train -> metrics.json -> eval reproduces it.
+
+use crate::common::*;
+use wsol_eval::localize::{iou, rescale_box, BBox};
+
+/// Best GT-known accuracy of a box centred in the image, over box sizes: what a
+/// localizer that looks at nothing would score.
+fn centre_box_baseline(dir: &std::path::Path, size: f64) -> f64 {
+    let meta = wsol::data::read_split(&dir.join("data/synth/metadata"), "test", 5).unwrap();
+    let mut best: f64 = 0.0;
+    for frac in (2..=19).map(|k| k as f64 * 0.05) {
+        let half = size * frac / 2.0;
+        let c = size / 2.0;
+        let centre =
+            BBox { x0: (c - half) as i32, y0: (c - half) as i32, x1: (c + half) as i32 - 1, y1: (c + half) as i32 - 1 };
+        let hits = meta
+            .samples
+            .iter()
+            .filter(|s| {
+                s.boxes
+                    .iter()
+                    .any(|b| iou(&centre, &rescale_box(*b, (s.size.0 as f64, s.size.1 as f64), (size, size))) >= 0.5)
+            })
+            .count();
+        best = best.max(hits as f64 * 100.0 / meta.samples.len() as f64);
+    }
+    best
+}
+
+/// The README's main command, run as a user would (in a fresh directory): it must reach
+/// the demo's promised numbers, beat a centre box by far, and `wsol eval` must reproduce it.
+#[test]
+fn demo_meets_targets_and_eval_reproduces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/demo.yaml");
+    wsol_ok(&["train", "--config", cfg, "--out", "runs/demo", "--quiet"], dir);
+
+    let run = dir.join("runs/demo");
+    let m = read_json(&run.join("metrics.json"));
+    for key in [
+        "top1_cls",
+        "top5_cls",
+        "top1_loc",
+        "top5_loc",
+        "gt_known_loc",
+        "maxboxacc",
+        "maxboxacc_v2",
+        "best_threshold",
+        "gt_known_loc_fixed",
+    ] {
+        assert!(m[key].is_number(), "metrics.json lacks {key}: {m}");
+    }
+    for iou in ["30", "50", "70"] {
+        assert!(m["maxboxacc_by_iou"][iou].is_number(), "{m}");
+    }
+    assert_eq!(m["gt_known_loc"], m["maxboxacc"]);
+    let gt_known = m["gt_known_loc"].as_f64().unwrap();
+    let baseline = centre_box_baseline(dir, 48.0);
+    eprintln!("demo: {m}\ncentre-box baseline: {baseline}");
+    assert!(m["top1_cls"].as_f64().unwrap() >= 90.0, "demo top-1 cls below 90: {m}");
+    assert!(gt_known >= 80.0, "demo GT-known loc below 80: {m}");
+    assert!(gt_known >= baseline + 30.0, "GT-known loc {gt_known} not well above the centre-box baseline {baseline}");
+    assert!(run.join("config.yaml").is_file() && run.join("curve.csv").is_file());
+    assert!(run.join("checkpoints/last.safetensors").is_file() && run.join("checkpoints/best.safetensors").is_file());
+    let tb: Vec<_> = std::fs::read_dir(run.join("tb"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(tb.iter().any(|n| n.starts_with("events.out.tfevents")), "{tb:?}");
+
+    // `wsol eval` on the same checkpoint gives the same numbers.
+    wsol_ok(
+        &[
+            "eval",
+            "--config",
+            cfg,
+            "--checkpoint",
+            "runs/demo/checkpoints/last.safetensors",
+            "--out",
+            "eval",
+            "--quiet",
+        ],
+        dir,
+    );
+    let e = read_json(&dir.join("eval/metrics.json"));
+    for key in
+        ["top1_cls", "top5_cls", "gt_known_loc", "maxboxacc_v2", "top1_loc", "best_threshold", "maxboxacc_by_iou"]
+    {
+        assert_eq!(m[key], e[key], "{key} differs between train and eval");
+    }
+}
+
+#[test]
+fn same_seed_same_metrics_and_resume_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth(dir, 128, 32, 48);
+    let cfg = write_config(dir, "det", "");
+    let c = cfg.to_str().unwrap();
+    wsol_ok(&["train", "--config", c, "--set", "train.epochs=2", "--out", "a", "--quiet"], dir);
+    wsol_ok(
+        &["train", "--config", c, "--set", "train.epochs=2", "--set", "data.workers=1", "--out", "b", "--quiet"],
+        dir,
+    );
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("checkpoint");
+        v
+    };
+    let a = strip(read_json(&dir.join("a/metrics.json")));
+    assert_eq!(a, strip(read_json(&dir.join("b/metrics.json"))), "same seed gave different metrics");
+
+    // One epoch, then resume to two: same result as the uninterrupted run.
+    wsol_ok(&["train", "--config", c, "--set", "train.epochs=1", "--out", "r", "--quiet"], dir);
+    wsol_ok(&["train", "--config", c, "--set", "train.epochs=2", "--resume", "r", "--quiet"], dir);
+    assert_eq!(a, strip(read_json(&dir.join("r/metrics.json"))), "resumed run differs from uninterrupted run");
+}

@@ -1,0 +1,23 @@
+//! The integration tests: one binary (linked once), one module per area. Each runs the
+//! `wsol` binary or the library on tiny data the tests make or ship (`tests/fixtures`).
+
+mod common;
+
+mod acol;
+mod backbone_parity;
+mod backbones;
+mod bad_inputs;
+mod batch_methods;
+mod cam_methods;
+mod configs;
+mod cub;
+mod end_to_end;
+mod errors;
+mod eval_cams;
+mod eval_cams_masks;
+mod eval_cams_official;
+mod folder_layout;
+mod fuzz;
+mod gradients;
+mod interrupt;
+mod mask_dataset;
