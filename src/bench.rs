@@ -10,14 +10,14 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::config::{ModelConfig, OptimizerConfig};
+use crate::config::{Backbone, Method, ModelConfig, OptimizerConfig};
 use crate::models::{self, WsolModel};
 use crate::train::optimizer::{Param, Sgd};
 
 /// The model, batch and steps of a benchmark.
 pub struct ModelBench {
-    pub backbone: String,
-    pub head: String,
+    pub backbone: Backbone,
+    pub head: Method,
     pub batch: usize,
     pub size: usize,
     pub classes: usize,
@@ -69,11 +69,11 @@ struct Setup {
 }
 
 fn setup(b: &ModelBench) -> Result<Setup> {
-    let dev = crate::models::runtime::device(&b.device, b.tf32, b.cudnn_benchmark)?;
+    let dev = crate::runtime::device(&b.device, b.tf32, b.cudnn_benchmark)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let cfg = ModelConfig { backbone: b.backbone.clone(), head: b.head.clone(), ..Default::default() };
-    let net = models::build(&cfg, b.classes, vb)?;
+    let cfg = ModelConfig { backbone: b.backbone, method: b.head, ..Default::default() };
+    let net = crate::methods::build(&cfg, b.classes, vb)?;
     models::init::initialize(&varmap, 0, &dev)?;
     let parameters = varmap
         .data()
@@ -175,9 +175,9 @@ pub struct EvalBenchResult {
 
 /// Evaluation steps: the forward pass in eval mode on the weights' inference copy (as
 /// `wsol eval` runs it), then `method`'s maps of each image's class, read back.
-pub fn eval_speed(b: &ModelBench, method: &str, layer: Option<&str>) -> Result<EvalBenchResult> {
+pub fn eval_speed(b: &ModelBench, method: crate::cam::CamMethod, layer: Option<&str>) -> Result<EvalBenchResult> {
     let Setup { cfg, varmap, x, y, parameters, .. } = setup(b)?;
-    let net = crate::models::runtime::inference_net(&varmap, &cfg, b.classes)?;
+    let net = crate::runtime::inference_net(&varmap, &cfg, b.classes)?;
     let extractor = crate::cam::by_name(method, layer, net.as_ref())?;
     let (mut step_ms, mut fwd_ms, mut cam_ms) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..b.warmup + b.steps {

@@ -11,6 +11,8 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod methods;
 pub mod models;
 pub mod report;
+pub mod runtime;
 pub mod train;

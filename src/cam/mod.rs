@@ -16,6 +16,7 @@ use std::marker::PhantomData;
 use anyhow::{bail, Result};
 use candle_core::{Tensor, Var};
 
+pub use crate::config::CamMethod;
 use crate::models::{Output, WsolModel};
 
 pub use classifier::Cam;
@@ -43,11 +44,10 @@ pub trait CamExtractor: Send + Sync {
 }
 
 /// Names accepted by [`by_name`].
-pub const METHODS: &[&str] = &["cam", "gradcam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam"];
 
 /// The extractor `name` reading layer `layer` (a name from the backbone's `layers()`;
 /// None: the last feature map).
-pub fn by_name(name: &str, layer: Option<&str>, model: &dyn WsolModel) -> Result<Box<dyn CamExtractor>> {
+pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> Result<Box<dyn CamExtractor>> {
     let layers = model.backbone().layers();
     let layer = match layer {
         None => layers.len() - 1,
@@ -58,15 +58,16 @@ pub fn by_name(name: &str, layer: Option<&str>, model: &dyn WsolModel) -> Result
     };
     let at = Layer { index: layer, last: layer + 1 == layers.len() };
     Ok(match name {
-        "cam" if at.last => Box::new(Cam),
-        "cam" => bail!("eval.cam_layer: `cam` reads the classifier's own maps; use a gradient method for other layers"),
-        "gradcam" => Box::new(Gradient::<GradCam> { layer: at, method: PhantomData }),
-        "gradcam++" => Box::new(Gradient::<GradCamPlusPlus> { layer: at, method: PhantomData }),
-        "xgradcam" => Box::new(Gradient::<XGradCam> { layer: at, method: PhantomData }),
-        "layercam" => Box::new(Gradient::<LayerCam> { layer: at, method: PhantomData }),
-        "scorecam" => Box::new(ScoreCam { layer: at, batch: 32 }),
-        "eigencam" => Box::new(EigenCam { layer: at }),
-        other => bail!("eval.cam: unknown CAM method `{other}` (available: {})", METHODS.join(", ")),
+        CamMethod::Cam if at.last => Box::new(Cam),
+        CamMethod::Cam => {
+            bail!("eval.cam_layer: `cam` reads the classifier's own maps; use a gradient method for other layers")
+        }
+        CamMethod::GradCam => Box::new(Gradient::<GradCam> { layer: at, method: PhantomData }),
+        CamMethod::GradCamPlusPlus => Box::new(Gradient::<GradCamPlusPlus> { layer: at, method: PhantomData }),
+        CamMethod::XGradCam => Box::new(Gradient::<XGradCam> { layer: at, method: PhantomData }),
+        CamMethod::LayerCam => Box::new(Gradient::<LayerCam> { layer: at, method: PhantomData }),
+        CamMethod::ScoreCam => Box::new(ScoreCam { layer: at, batch: 32 }),
+        CamMethod::EigenCam => Box::new(EigenCam { layer: at }),
     })
 }
 

@@ -8,7 +8,7 @@ fn model() -> (VarMap, Box<dyn WsolModel>) {
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let net = crate::models::build(&ModelConfig { width: 4, ..Default::default() }, 5, vb).unwrap();
+    let net = crate::methods::build(&ModelConfig { width: 4, ..Default::default() }, 5, vb).unwrap();
     crate::models::init::initialize(&varmap, 3, &dev).unwrap();
     (varmap, net)
 }
@@ -25,7 +25,7 @@ fn images(n: usize) -> Tensor {
 }
 
 fn maps(method: &str, layer: Option<&str>, net: &dyn WsolModel, x: &Tensor, targets: &[u32]) -> Tensor {
-    let ex = by_name(method, layer, net).unwrap();
+    let ex = by_name(method.parse().unwrap(), layer, net).unwrap();
     let out = net.forward_t(x, false).unwrap();
     let t = Tensor::new(targets, &Device::Cpu).unwrap();
     ex.extract(&CamInput { model: net, images: x, out: &out, targets: &t }).unwrap()
@@ -54,7 +54,7 @@ fn every_method_is_batch_invariant_finite_and_nonnegative() {
     let (_vm, net) = model();
     let x = images(3);
     let targets = [1u32, 2, 0];
-    for &method in METHODS {
+    for method in CamMethod::ALL.iter().map(|m| m.as_str()) {
         let batch = maps(method, None, net.as_ref(), &x, &targets);
         let v: Vec<f32> = batch.flatten_all().unwrap().to_vec1().unwrap();
         assert!(v.iter().all(|x| x.is_finite()), "{method}: non-finite values");
@@ -92,10 +92,10 @@ fn earlier_layers_by_torchvision_name() {
     // Stride-2 stem: 16x16 after features.2, 8x8 after the pool.
     assert_eq!(maps("layercam", Some("features.2"), net.as_ref(), &x, &[0]).dims(), [1, 16, 16]);
     assert_eq!(maps("gradcam", Some("features.9"), net.as_ref(), &x, &[0]).dims(), [1, 8, 8]);
-    let err = by_name("gradcam", Some("layer4"), net.as_ref()).err().unwrap().to_string();
+    let err = by_name(CamMethod::GradCam, Some("layer4"), net.as_ref()).err().unwrap().to_string();
     assert!(err.contains("eval.cam_layer") && err.contains("features.12"), "{err}");
-    assert!(by_name("cam", Some("features.2"), net.as_ref()).is_err());
-    assert!(by_name("gradcam-pp", None, net.as_ref()).err().unwrap().to_string().contains("gradcam++"));
+    assert!(by_name(CamMethod::Cam, Some("features.2"), net.as_ref()).is_err());
+    assert!("gradcam-pp".parse::<CamMethod>().unwrap_err().contains("gradcam++"));
 }
 
 /// A class whose evidence is negative everywhere: the ReLU'd map is all zero and the

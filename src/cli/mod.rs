@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{Backbone, CamMethod, Method};
+
 #[derive(Parser)]
 #[command(
     name = "wsol",
@@ -237,9 +239,10 @@ pub struct BenchDataArgs {
 #[derive(Args)]
 pub struct BenchModelArgs {
     #[arg(long, default_value = "resnet18")]
-    pub backbone: String,
+    pub backbone: Backbone,
+    /// The WSOL method (model.method).
     #[arg(long, default_value = "cam")]
-    pub head: String,
+    pub head: Method,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     #[arg(long, default_value_t = 224)]
@@ -294,7 +297,7 @@ pub struct BenchEvalArgs {
     pub model: BenchModelArgs,
     /// The CAM method (eval.cam).
     #[arg(long, default_value = "cam")]
-    pub method: String,
+    pub method: CamMethod,
     /// The layer a gradient method reads (eval.cam_layer; default: the last feature map).
     #[arg(long)]
     pub layer: Option<String>,

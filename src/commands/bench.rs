@@ -47,18 +47,6 @@ fn bench_model(a: &BenchModelArgs) -> Result<crate::bench::ModelBench> {
         a.batch >= 1 && a.size >= 8 && a.steps >= 1 && a.classes >= 2,
         "bench: batch, steps >= 1, size >= 8, classes >= 2"
     );
-    anyhow::ensure!(
-        crate::models::BACKBONES.contains(&a.backbone.as_str()),
-        "--backbone: unknown `{}` (available: {})",
-        a.backbone,
-        crate::models::BACKBONES.join(", ")
-    );
-    anyhow::ensure!(
-        crate::models::HEADS.contains(&a.head.as_str()),
-        "--head: unknown `{}` (available: {})",
-        a.head,
-        crate::models::HEADS.join(", ")
-    );
     #[cfg(feature = "cudnn")]
     wsol_ops::conv::set_cudnn_graph_api(a.cudnn_graph)?;
     #[cfg(not(feature = "cudnn"))]
@@ -71,8 +59,8 @@ fn bench_model(a: &BenchModelArgs) -> Result<crate::bench::ModelBench> {
             .context("--threads: cannot size the thread pool")?;
     }
     Ok(crate::bench::ModelBench {
-        backbone: a.backbone.clone(),
-        head: a.head.clone(),
+        backbone: a.backbone,
+        head: a.head,
         batch: a.batch,
         size: a.size,
         classes: a.classes,
@@ -157,7 +145,7 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
 
 pub fn eval(a: BenchEvalArgs) -> Result<()> {
     let spec = bench_model(&a.model)?;
-    let r = crate::bench::eval_speed(&spec, &a.method, a.layer.as_deref())?;
+    let r = crate::bench::eval_speed(&spec, a.method, a.layer.as_deref())?;
     let m = &a.model;
     if m.json {
         let fields = serde_json::json!({

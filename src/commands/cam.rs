@@ -7,30 +7,30 @@ use crate::cli::CamArgs;
 
 pub fn run(a: CamArgs) -> Result<()> {
     let cfg = load_config(&a.common, None)?;
-    let device = crate::models::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
-    let model = crate::models::runtime::build_model(&cfg, &device)?;
+    let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let model = crate::runtime::build_model(&cfg, &device)?;
     match &a.checkpoint {
-        Some(c) => crate::models::runtime::load_weights(&model.varmap, c)?,
+        Some(c) => crate::runtime::load_weights(&model.varmap, c)?,
         None => anyhow::ensure!(
             cfg.model.pretrained.is_some() && cfg.model.pretrained_classifier,
             "--checkpoint: required unless the config sets model.pretrained and model.pretrained_classifier"
         ),
     }
     let list = |s: &str| s.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect::<Vec<_>>();
-    let methods = a.method.as_deref().map(list).unwrap_or_else(|| vec![cfg.eval.cam.clone()]);
+    let methods = a.method.as_deref().map(list).unwrap_or_else(|| vec![cfg.eval.cam.to_string()]);
     let classes = match &a.class {
-        Some(c) => crate::report::cam_figure::Classes::Given(
+        Some(c) => crate::evaluate::cam_figure::Classes::Given(
             list(c)
                 .iter()
                 .map(|v| v.parse().with_context(|| format!("--class: `{v}` is not a class index")))
                 .collect::<Result<_>>()?,
         ),
-        None => crate::report::cam_figure::Classes::Top(a.top.unwrap_or(1)),
+        None => crate::evaluate::cam_figure::Classes::Top(a.top.unwrap_or(1)),
     };
     let threshold = a.threshold.unwrap_or(cfg.eval.fixed_threshold);
     anyhow::ensure!((0.0..1.0).contains(&threshold), "--threshold: expected in [0, 1), got {threshold}");
-    let req = crate::report::cam_figure::Request { image: a.image, methods, classes, threshold, alpha: a.alpha };
-    let (png, panels) = crate::report::cam_figure::render(model.inference_net(&cfg)?.as_ref(), &cfg, &device, &req)?;
+    let req = crate::evaluate::cam_figure::Request { image: a.image, methods, classes, threshold, alpha: a.alpha };
+    let (png, panels) = crate::evaluate::cam_figure::render(model.inference_net(&cfg)?.as_ref(), &cfg, &device, &req)?;
     wsol_eval::fs::atomic_write(&a.out, &png)?;
     for p in panels {
         let b = p.pred;

@@ -23,7 +23,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         run_dir.join(format!("eval-{split}"))
     });
     result
-        .write(&out, &[("checkpoint", serde_json::json!(a.checkpoint.display().to_string()))])
+        .write(
+            &out,
+            &[
+                ("checkpoint", serde_json::json!(a.checkpoint.display().to_string())),
+                ("provenance", crate::report::provenance::Provenance::detect(&cfg.device).to_json()),
+            ],
+        )
         .with_context(|| format!("writing results to {}", out.display()))?;
     println!("{}", metrics_table(&result.table_rows()));
     eprintln!("metrics written to {}", out.join("metrics.json").display());

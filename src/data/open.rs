@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use crate::config::Config;
+use crate::config::{Config, DataFormat};
 use crate::data::{self, Dataset};
 
 /// Makes sure the configured dataset exists: the synthetic one is generated on first use.
 pub fn prepare_data(cfg: &Config, quiet: bool) -> Result<()> {
     let d = &cfg.data;
     let marker = d.metadata_root.join(&d.train_split).join("image_ids.txt");
-    if d.format == "synthetic" && !marker.exists() {
+    if d.format == DataFormat::Synthetic && !marker.exists() {
         let s = &d.synthetic;
         if !quiet {
             eprintln!(
@@ -40,10 +40,10 @@ pub fn prepare_data(cfg: &Config, quiet: bool) -> Result<()> {
 }
 
 pub fn split_exists(cfg: &Config, split: &str) -> bool {
-    if cfg.data.format == "cub" {
+    if cfg.data.format == DataFormat::Cub {
         return matches!(split, "train" | "test") && data::cub::is_cub_root(&cfg.data.metadata_root);
     }
-    if cfg.data.format == "folder" {
+    if cfg.data.format == DataFormat::Folder {
         return cfg.data.image_root.join(split).is_dir();
     }
     cfg.data.metadata_root.join(split).join("image_ids.txt").exists()
@@ -51,14 +51,14 @@ pub fn split_exists(cfg: &Config, split: &str) -> bool {
 
 pub fn load_split(cfg: &Config, split: &str) -> Result<Arc<Dataset>> {
     let root = &cfg.data.metadata_root;
-    if cfg.data.format == "folder" {
+    if cfg.data.format == DataFormat::Folder {
         let meta = data::folder::read_folder_split(&cfg.data.image_root, split, cfg.data.num_classes)?;
         if meta.samples.is_empty() {
             bail!("{}: split `{split}` has no .jpg/.png images", cfg.data.image_root.join(split).display());
         }
         return Ok(Arc::new(Dataset { image_root: cfg.data.image_root.clone(), meta, masks: None }));
     }
-    if cfg.data.format == "cub" {
+    if cfg.data.format == DataFormat::Cub {
         let meta = data::cub::read_cub_split(root, split, cfg.data.num_classes)?;
         if meta.samples.is_empty() {
             bail!("{}: CUB split `{split}` has no images", root.display());

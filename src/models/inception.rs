@@ -21,7 +21,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use wsol_ops::activation::relu;
 use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
-use super::adl::Adl;
+use super::{InsertedLayer, Trunk};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
 use wsol_ops::pool::{avg_pool3_s1, max_pool3};
@@ -173,7 +173,7 @@ pub struct InceptionV3 {
     /// (CAM layer name, stage), in forward order.
     stages: Vec<(String, Stage)>,
     large_feature_map: bool,
-    adl: Option<Arc<Adl>>,
+    adl: Option<Arc<dyn InsertedLayer>>,
     spg: bool,
 }
 
@@ -183,7 +183,7 @@ const MIXED_6D: usize = 7;
 const ADL_AFTER: [usize; 3] = [MIXED_5D, 8, 10];
 
 impl InceptionV3 {
-    pub fn new(cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let f = cfg.freeze_bn;
         let stem = vec![
             BasicConv::sq(3, 32, 3, 2, 1, f, vb.pp("Conv2d_1a_3x3"))?,
@@ -204,11 +204,11 @@ impl InceptionV3 {
             ("Mixed_6d".into(), Stage::C(InceptionC::new(768, 160, f, vb.pp("Mixed_6d"))?)),
             ("Mixed_6e".into(), Stage::C(InceptionC::new(768, 192, f, vb.pp("Mixed_6e"))?)),
         ];
-        if cfg.head != "acol" {
+        if trunk != Trunk::Acol {
             stages.push(("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)));
             stages.push(("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)));
         }
-        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map, adl, spg: cfg.head == "spg" })
+        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map, adl, spg: trunk == Trunk::Spg })
     }
 
     fn run(&self, x: &Tensor, range: std::ops::Range<usize>, t: bool) -> candle_core::Result<Tensor> {

@@ -2,17 +2,12 @@
 //!
 //! Adding a backbone or a head is one file plus one line in [`build`].
 
-mod acol_head;
-pub mod adl;
-mod cam_head;
 mod efficientnet;
 mod inception;
 pub mod init;
 pub mod pretrained;
 mod pth_legacy;
 mod resnet;
-pub mod runtime;
-mod spg_head;
 mod tiny;
 mod vgg;
 
@@ -22,15 +17,11 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use crate::config::ModelConfig;
+use crate::config::{Backbone as BackboneName, ModelConfig};
 
-pub use acol_head::AcolHead;
-pub use adl::Adl;
-pub use cam_head::CamHead;
 pub use efficientnet::EfficientNetLite0;
 pub use inception::InceptionV3;
 pub use resnet::ResNet;
-pub use spg_head::SpgHead;
 pub use tiny::Tiny;
 pub use vgg::Vgg16;
 
@@ -184,33 +175,39 @@ pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
     flat.broadcast_sub(&lo)?.broadcast_div(&range)
 }
 
-/// Names accepted by [`build`], for config validation and messages.
-pub const BACKBONES: &[&str] = &["tiny", "resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_lite0"];
-pub const HEADS: &[&str] = &["cam", "acol", "has", "cutmix", "adl", "spg"];
+/// How wsolevaluation builds a backbone for a method: the same trunk for most, another
+/// for ACoL (its pools) and SPG (its taps and extra layers); see each backbone's doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trunk {
+    Standard,
+    Acol,
+    Spg,
+}
 
-/// Builds the model named by the config under the root of `vb`.
-pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
-    let adl = (cfg.head == "adl").then(|| Arc::new(Adl::new(&cfg.adl)));
-    let backbone: Box<dyn Backbone> = match cfg.backbone.as_str() {
-        "tiny" => Box::new(Tiny::new(cfg, adl.clone(), vb.pp("features"))?),
-        "resnet18" => Box::new(ResNet::new(18, cfg, adl.clone(), vb.clone())?),
-        "resnet50" => Box::new(ResNet::new(50, cfg, adl.clone(), vb.clone())?),
-        "vgg16" => Box::new(Vgg16::new(cfg, adl.clone(), vb.clone())?),
-        "inception_v3" => Box::new(InceptionV3::new(cfg, adl.clone(), vb.clone())?),
-        "efficientnet_lite0" if matches!(cfg.head.as_str(), "adl" | "spg") => bail!(
-            "model.head: `{}` has no published layout for efficientnet_lite0 (use tiny, resnet18, resnet50, vgg16 or inception_v3)",
-            cfg.head
-        ),
-        "efficientnet_lite0" => Box::new(EfficientNetLite0::new(cfg, vb.clone())?),
-        other => bail!("model.backbone: unknown backbone `{other}` (available: {})", BACKBONES.join(", ")),
-    };
-    let model: Box<dyn WsolModel> = match cfg.head.as_str() {
-        // HaS and CutMix train a CAM model on altered batches (train::batch_methods); ADL
-        // is a CAM model with ADL layers inside the backbone.
-        "cam" | "has" | "cutmix" | "adl" => Box::new(CamHead::new(backbone, num_classes, adl, vb.pp("fc"))?),
-        "acol" => Box::new(AcolHead::new(backbone, num_classes, &cfg.acol, &vb)?),
-        "spg" => Box::new(SpgHead::new(backbone, num_classes, &cfg.spg, &vb)?),
-        other => bail!("model.head: unknown WSOL method `{other}` (available: {})", HEADS.join(", ")),
-    };
-    Ok(model)
+/// A weightless layer a method inserts between a backbone's stages, at the places its
+/// reference code does (ADL's attention-based drop). The identity at evaluation.
+pub trait InsertedLayer: Send + Sync {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+    /// Called before each training step with a seed of that step, for layers that draw.
+    fn begin_step(&self, _seed: u64) {}
+}
+
+/// Builds the configured backbone (`model.backbone`) under the root of `vb`.
+pub fn build_backbone(
+    cfg: &ModelConfig,
+    trunk: Trunk,
+    inserted: Option<Arc<dyn InsertedLayer>>,
+    vb: VarBuilder,
+) -> Result<Box<dyn Backbone>> {
+    Ok(match cfg.backbone {
+        BackboneName::Tiny => Box::new(Tiny::new(cfg, trunk, inserted, vb.pp("features"))?),
+        BackboneName::ResNet18 => Box::new(ResNet::new(18, cfg, trunk, inserted, vb)?),
+        BackboneName::ResNet50 => Box::new(ResNet::new(50, cfg, trunk, inserted, vb)?),
+        BackboneName::Vgg16 => Box::new(Vgg16::new(cfg, trunk, inserted, vb)?),
+        BackboneName::InceptionV3 => Box::new(InceptionV3::new(cfg, trunk, inserted, vb)?),
+        BackboneName::EfficientNetLite0 if inserted.is_some() || trunk == Trunk::Spg => {
+            bail!("efficientnet_lite0 has no published layout for inserted layers or SPG's taps")
+        }
+        BackboneName::EfficientNetLite0 => Box::new(EfficientNetLite0::new(cfg, vb)?),
+    })
 }

@@ -123,8 +123,8 @@ mod tests {
     fn resnet(seed: u64) -> (VarMap, Box<dyn WsolModel>) {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let cfg = ModelConfig { backbone: "resnet18".into(), ..Default::default() };
-        let net = crate::models::build(&cfg, 5, vb).unwrap();
+        let cfg = ModelConfig { backbone: "resnet18".parse().unwrap(), ..Default::default() };
+        let net = crate::methods::build(&cfg, 5, vb).unwrap();
         crate::models::init::initialize(&varmap, seed, &Device::Cpu).unwrap();
         (varmap, net)
     }
@@ -223,7 +223,7 @@ mod tests {
         let loaded = |file: &str| -> Vec<(String, Vec<f32>)> {
             let varmap = VarMap::new();
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-            let net = crate::models::build(&ModelConfig { width: 2, ..Default::default() }, 3, vb).unwrap();
+            let net = crate::methods::build(&ModelConfig { width: 2, ..Default::default() }, 3, vb).unwrap();
             crate::models::init::initialize(&varmap, 0, &Device::Cpu).unwrap();
             load(&varmap, net.as_ref(), &dir.join(file), false).unwrap_or_else(|e| panic!("{file}: {e:#}"));
             let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();

@@ -15,7 +15,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use wsol_ops::conv::{conv2d_no_bias, Conv2d};
 
-use super::adl::Adl;
+use super::{InsertedLayer, Trunk};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
 use wsol_ops::pool::max_pool3;
@@ -65,7 +65,7 @@ struct Block {
     convs: Vec<ConvBn>,
     downsample: Option<ConvBn>,
     /// An ADL layer on the block's output.
-    adl: Option<Arc<Adl>>,
+    adl: Option<Arc<dyn InsertedLayer>>,
 }
 
 impl Block {
@@ -126,7 +126,7 @@ pub struct ResNet {
 
 impl ResNet {
     /// `depth` 18 or 50; `adl` for `head: adl`.
-    pub fn new(depth: usize, cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(depth: usize, cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let (blocks, bottleneck) = match depth {
             18 => ([2, 2, 2, 2], false),
             50 => ([3, 4, 6, 3], true),
@@ -135,7 +135,7 @@ impl ResNet {
         let expansion = if bottleneck { 4 } else { 1 };
         let strides = [1, 2, if cfg.large_feature_map { 1 } else { 2 }, 1];
         let frozen = cfg.freeze_bn;
-        let spg = cfg.head == "spg";
+        let spg = trunk == Trunk::Spg;
         let mut stages = Vec::new();
         let mut c_in = 64;
         let mut spg_taps = None;

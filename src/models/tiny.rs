@@ -13,7 +13,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use wsol_ops::conv::{conv2d_no_bias, Conv2d};
 
-use super::adl::Adl;
+use super::{InsertedLayer, Trunk};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
 use wsol_ops::BatchNorm;
@@ -48,12 +48,12 @@ pub struct Tiny {
     names: Vec<String>,
     out_channels: usize,
     /// ADL after the pool and after each later layer (`head: adl`).
-    adl: Option<Arc<Adl>>,
+    adl: Option<Arc<dyn InsertedLayer>>,
     spg: bool,
 }
 
 impl Tiny {
-    pub fn new(cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let w = cfg.width;
         // (in, out, stride) per conv; None is a 2x2 max-pool. Dilating the last convs
         // (for a larger receptive field) was tried: faster classification learning, but
@@ -75,7 +75,7 @@ impl Tiny {
                 }
             }
         }
-        Ok(Tiny { layers, names, out_channels: 4 * w, adl, spg: cfg.head == "spg" })
+        Ok(Tiny { layers, names, out_channels: 4 * w, adl, spg: trunk == Trunk::Spg })
     }
 
     fn run(&self, x: &Tensor, layers: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {

@@ -18,7 +18,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
-use super::adl::Adl;
+use super::{InsertedLayer, Trunk};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
 use wsol_ops::pool::{avg_pool3_s1, max_pool2, max_pool3};
@@ -32,7 +32,7 @@ enum Op {
     Pool3(usize),
     /// 3x3 average pool, stride 1, padding 1 (ACoL's smoothing before its branches).
     Avg3,
-    Adl(Arc<Adl>),
+    Adl(Arc<dyn InsertedLayer>),
 }
 
 pub struct Vgg16 {
@@ -46,9 +46,9 @@ pub struct Vgg16 {
 const PLAN: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
 
 impl Vgg16 {
-    pub fn new(cfg: &ModelConfig, adl: Option<Arc<Adl>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
         let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
-        let (spg, acol) = (cfg.head == "spg", cfg.head == "acol");
+        let (spg, acol) = (trunk == Trunk::Spg, trunk == Trunk::Acol);
         let (mut stages, mut ops) = (Vec::new(), Vec::new());
         let (mut index, mut c_in) = (0, 3);
         for (k, &c_out) in PLAN.iter().enumerate() {

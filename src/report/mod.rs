@@ -1,9 +1,8 @@
 //! Reporting: TensorBoard event files, progress bars, console tables, JSON and PNG output.
 
-pub mod cam_figure;
-pub mod html;
 pub mod overlay;
 pub mod progress;
+pub mod provenance;
 pub mod table;
 pub mod tensorboard;
 

@@ -126,7 +126,7 @@ pub fn load(
     let tag = state_path.file_name().unwrap_or_default().to_string_lossy();
     let tag = tag.trim_end_matches(".json").trim_end_matches(".prev");
     let (model_path, optim_path) = files_of(dir, tag, &state);
-    crate::models::runtime::load_weights(varmap, &model_path)?;
+    crate::runtime::load_weights(varmap, &model_path)?;
     load_optim_state(load_optim(&optim_path)?).with_context(|| format!("checkpoint {}", optim_path.display()))?;
     Ok(state)
 }
@@ -216,7 +216,7 @@ mod tests {
         let st = load_state(&d.join("last.json")).unwrap();
         assert_eq!(st.global_step, 2);
         let (model, _) = files_of(d, "last", &st);
-        crate::models::runtime::load_weights(&varmap, &model).unwrap();
+        crate::runtime::load_weights(&varmap, &model).unwrap();
         assert_eq!(weights(&varmap), vec![2.0; 4]);
         // A complete third save retires step 1.
         save(d, "last", &varmap, &optim, &state(3)).unwrap();

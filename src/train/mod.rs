@@ -1,7 +1,6 @@
 //! The training loop: batches -> forward -> method loss -> backward -> SGD, per-epoch
 //! validation, checkpoints, TensorBoard, and the final evaluation into `metrics.json`.
 
-mod batch_methods;
 pub mod checkpoint;
 pub mod interrupt;
 pub mod optimizer;
@@ -119,7 +118,7 @@ fn load_resume_checkpoint(
 
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)> {
     interrupt::install();
-    let device = crate::models::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     crate::data::open::prepare_data(cfg, opts.quiet)?;
     let train_ds = crate::data::open::load_split(cfg, &cfg.data.train_split)?;
     let val_ds = if crate::data::open::split_exists(cfg, &cfg.data.val_split) {
@@ -128,8 +127,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
         None
     };
     let test_ds = crate::data::open::load_split(cfg, &cfg.eval.split)?;
-    let model = crate::models::runtime::build_model(cfg, &device)?;
-    let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
+    let model = crate::runtime::build_model(cfg, &device)?;
+    let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
 
     // Run directory, resolved config, log.
     let (run_dir, resume_state) = match &opts.resume {
@@ -144,6 +143,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
     wsol_eval::fs::atomic_write(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
     let mut log = RunLog { file: log_file, quiet: opts.quiet };
+    let provenance = crate::report::provenance::Provenance::detect(&cfg.device);
+    log.line(None, &format!("run: {}", provenance.summary()));
     let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
 
     let params: Vec<Param> = {
@@ -264,11 +265,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             }
             let n = batch.labels.len();
             let mut images = batch.images;
-            let mut rng = batch_methods::step_rng(cfg.seed, state.global_step);
-            let mix = batch_methods::apply(&cfg.model, &mut images, &batch.labels, size, &mut rng);
+            let mut rng = crate::methods::step_rng(cfg.seed, state.global_step);
+            let mix = crate::methods::transform_batch(&cfg.model, &mut images, &batch.labels, size, &mut rng);
             let x = Tensor::from_vec(images, (n, 3, size, size), &device)?;
             let y = Tensor::from_vec(batch.labels, n, &device)?;
-            model.net.begin_step(crate::models::adl::step_seed(cfg.seed, state.global_step));
+            model.net.begin_step(crate::methods::adl::step_seed(cfg.seed, state.global_step));
             let out = model.net.forward_t(&x, true)?;
             let loss = match &mix {
                 None => model.net.loss(&out, &y)?,
@@ -387,7 +388,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
             if let Some(l) = &r.loc {
                 line.push_str(&format!("  gt-known {:.2}  v2 {:.2}", l.gt_known_loc, l.maxboxacc_v2));
             }
-            if let Some(score) = r.metric(&cfg.train.select_by) {
+            if let Some(score) = r.metric(cfg.train.select_by.as_str()) {
                 if state.best_score.is_none_or(|b| score > b) {
                     state.best_score = Some(score);
                     state.best_epoch = Some(epoch + 1);
@@ -409,13 +410,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)>
     let tag = cfg.eval.checkpoint.as_str();
     let ckpt = ckpt_dir.join(format!("{tag}.safetensors"));
     if tag == "best" && ckpt.exists() {
-        crate::models::runtime::load_weights(&model.varmap, &ckpt)?;
+        crate::runtime::load_weights(&model.varmap, &ckpt)?;
     }
     let tp =
         Progress::new(num_batches(test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64, "test", opts.quiet);
     let result = evaluate(model.inference_net(cfg)?.as_ref(), extractor.as_ref(), test_ds, cfg, &device, &tp, None)?;
     tp.finish();
-    result.write(&run_dir, &[("checkpoint", serde_json::json!(ckpt.display().to_string()))])?;
+    let extra = [("checkpoint", serde_json::json!(ckpt.display().to_string())), ("provenance", provenance.to_json())];
+    result.write(&run_dir, &extra)?;
     for (k, v) in result.to_json().as_object().unwrap() {
         if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
             tb.add_scalar(&format!("test/{k}"), x as f32, state.global_step);

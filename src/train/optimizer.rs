@@ -95,7 +95,7 @@ mod tests {
             let p0 = Tensor::randn(0f32, 1., 1000, &dev).unwrap();
             let var = Var::from_tensor(&p0).unwrap();
             let cfg = OptimizerConfig {
-                name: "sgd".into(),
+                name: crate::config::OptimizerName::Sgd,
                 lr: 0.05,
                 momentum: 0.9,
                 weight_decay: wd,
@@ -134,7 +134,7 @@ mod tests {
         let gpu = Device::new_cuda(0).unwrap();
         for (nesterov, wd) in [(false, 0.0), (false, 1e-4), (true, 1e-4)] {
             let cfg = OptimizerConfig {
-                name: "sgd".into(),
+                name: crate::config::OptimizerName::Sgd,
                 lr: 0.05,
                 momentum: 0.9,
                 weight_decay: wd,
@@ -167,7 +167,7 @@ mod tests {
         let dev = Device::Cpu;
         let var = Var::from_vec(vec![1.0f32, -2.0], 2, &dev).unwrap();
         let cfg = OptimizerConfig {
-            name: "sgd".into(),
+            name: crate::config::OptimizerName::Sgd,
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 0.01,

@@ -24,6 +24,8 @@ use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
+
+use crate::methods::Knob;
 use serde_json::json;
 
 use crate::config::Config;
@@ -84,17 +86,13 @@ impl RangeSpec {
 pub fn default_space(cfg: &Config) -> SearchSpace {
     let mut space = SearchSpace::new();
     space.insert("train.optimizer.lr".into(), Range::LogUniform([1e-5, 1.0]));
-    match cfg.model.head.as_str() {
-        "acol" => space.insert("model.acol.erase_threshold".into(), Range::Uniform([0.0, 1.0])),
-        "has" => space.insert("model.has.drop_rate".into(), Range::Uniform([0.0, 1.0])),
-        "cutmix" => space.insert("model.cutmix.beta".into(), Range::Uniform([0.0, 2.0])),
-        "adl" => {
-            space.insert("model.adl.drop_threshold".into(), Range::Uniform([0.0, 1.0]));
-            space.insert("model.adl.drop_rate".into(), Range::Uniform([0.0, 1.0]))
-        }
-        "spg" => space.insert("model.spg.threshold_1h".into(), Range::Uniform([0.5, 1.0])),
-        _ => None,
-    };
+    for &(key, knob) in crate::methods::search_space(cfg.model.method) {
+        let range = match knob {
+            Knob::LogUniform(lo, hi) => Range::LogUniform([lo, hi]),
+            Knob::Uniform(lo, hi) => Range::Uniform([lo, hi]),
+        };
+        space.insert(key.into(), range);
+    }
     space
 }
 

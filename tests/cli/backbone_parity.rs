@@ -56,8 +56,8 @@ fn rel_diff(ours: &Tensor, theirs: &Tensor) -> f32 {
 fn check(backbone: &str) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let cfg = ModelConfig { backbone: backbone.into(), ..Default::default() };
-    let model = wsol::models::build(&cfg, 10, vb).unwrap();
+    let cfg = ModelConfig { backbone: backbone.parse().unwrap(), ..Default::default() };
+    let model = wsol::methods::build(&cfg, 10, vb).unwrap();
     set_formula_weights(&varmap);
     let x = read("input.npy");
     let out = model.forward_t(&x, false).unwrap();
@@ -100,14 +100,14 @@ fn efficientnet_lite0_matches_pytorch() {
 fn build(cfg: &ModelConfig) -> (VarMap, Box<dyn wsol::models::WsolModel>) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let model = wsol::models::build(cfg, 10, vb).unwrap();
+    let model = wsol::methods::build(cfg, 10, vb).unwrap();
     set_formula_weights(&varmap);
     (varmap, model)
 }
 
 #[test]
 fn frozen_batch_norm_trains_with_running_statistics_and_keeps_them() {
-    let cfg = ModelConfig { backbone: "resnet18".into(), freeze_bn: true, ..Default::default() };
+    let cfg = ModelConfig { backbone: "resnet18".parse().unwrap(), freeze_bn: true, ..Default::default() };
     let (varmap, model) = build(&cfg);
     let stat = |v: &VarMap| -> Vec<f32> { v.data().lock().unwrap()["bn1.running_mean"].as_tensor().to_vec1().unwrap() };
     let before = stat(&varmap);
@@ -123,7 +123,7 @@ fn large_feature_map_doubles_the_map_size() {
         [("resnet18", 4), ("resnet50", 4), ("vgg16", 4), ("inception_v3", 4), ("efficientnet_lite0", 2)]
     {
         for (large, side) in [(false, size), (true, 2 * size)] {
-            let cfg = ModelConfig { backbone: backbone.into(), large_feature_map: large, ..Default::default() };
+            let cfg = ModelConfig { backbone: backbone.parse().unwrap(), large_feature_map: large, ..Default::default() };
             let (_, model) = build(&cfg);
             let out = model.forward_t(&read("input.npy"), false).unwrap();
             assert_eq!(out.features.dims()[2..], [side, side], "{backbone} large_feature_map={large}");
@@ -137,7 +137,7 @@ fn large_feature_map_doubles_the_map_size() {
 #[test]
 fn spg_matches_pytorch() {
     for backbone in ["resnet50", "vgg16", "inception_v3"] {
-        let cfg = ModelConfig { backbone: backbone.into(), head: "spg".into(), ..Default::default() };
+        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: "spg".parse().unwrap(), ..Default::default() };
         let (_, model) = build(&cfg);
         let out = model.forward_t(&read("input.npy"), false).unwrap();
         let l = rel_diff(&out.logits, &read(&format!("{backbone}_spg_logits.npy")));
@@ -156,12 +156,12 @@ fn spg_matches_pytorch() {
 #[test]
 fn adl_is_identity_in_eval_and_acts_in_training() {
     for backbone in ["resnet50", "vgg16", "inception_v3"] {
-        let cfg = ModelConfig { backbone: backbone.into(), head: "adl".into(), ..Default::default() };
+        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: "adl".parse().unwrap(), ..Default::default() };
         let (_, model) = build(&cfg);
         let x = read("input.npy");
         let out = model.forward_t(&x, false).unwrap();
         assert!(rel_diff(&out.logits, &read(&format!("{backbone}_logits.npy"))) < 1e-4, "{backbone}");
-        let cam = ModelConfig { backbone: backbone.into(), ..Default::default() };
+        let cam = ModelConfig { backbone: backbone.parse().unwrap(), ..Default::default() };
         let (_, plain) = build(&cam);
         model.begin_step(1);
         let d = rel_diff(&model.forward_t(&x, true).unwrap().logits, &plain.forward_t(&x, true).unwrap().logits);
@@ -175,7 +175,7 @@ fn adl_is_identity_in_eval_and_acts_in_training() {
 #[test]
 fn new_layer_learning_rate_groups_follow_wsolevaluation() {
     let group = |backbone: &str, head: &str, var: &str| {
-        let cfg = ModelConfig { backbone: backbone.into(), head: head.into(), ..Default::default() };
+        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: head.parse().unwrap(), ..Default::default() };
         let (varmap, model) = build(&cfg);
         assert!(varmap.data().lock().unwrap().contains_key(var), "{backbone}/{head} has no {var}");
         model.has_new_layer_lr(var)
@@ -198,7 +198,7 @@ fn new_layer_learning_rate_groups_follow_wsolevaluation() {
 #[test]
 fn acol_matches_pytorch() {
     for backbone in ["resnet50", "vgg16", "inception_v3"] {
-        let cfg = ModelConfig { backbone: backbone.into(), head: "acol".into(), ..Default::default() };
+        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: "acol".parse().unwrap(), ..Default::default() };
         let (_, model) = build(&cfg);
         let out = model.forward_t(&read("input.npy"), false).unwrap();
         let labels = Tensor::new(&[3u32, 7], &Device::Cpu).unwrap();

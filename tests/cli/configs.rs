@@ -31,9 +31,9 @@ fn every_config_loads_and_the_paper_grid_builds() {
         if f.parent().unwrap() != Path::new("configs") {
             grid += 1;
             let stem = f.file_stem().unwrap().to_str().unwrap();
-            assert_eq!(stem, format!("{}_{}", cfg.model.backbone, cfg.model.head), "{}", f.display());
+            assert_eq!(stem, format!("{}_{}", cfg.model.backbone, cfg.model.method), "{}", f.display());
             assert!(cfg.model.pretrained.is_some(), "{}: paper runs start from ImageNet weights", f.display());
-            pairs.insert((cfg.model.backbone.clone(), cfg.model.head.clone()), cfg.model.clone());
+            pairs.insert((cfg.model.backbone, cfg.model.method), cfg.model.clone());
         }
     }
     assert_eq!(grid, 54, "3 datasets x 3 backbones x 6 methods");
@@ -41,7 +41,7 @@ fn every_config_loads_and_the_paper_grid_builds() {
     for ((backbone, head), model_cfg) in pairs {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = wsol::models::build(&model_cfg, 10, vb).unwrap_or_else(|e| panic!("{backbone}/{head}: {e:#}"));
+        let model = wsol::methods::build(&model_cfg, 10, vb).unwrap_or_else(|e| panic!("{backbone}/{head}: {e:#}"));
         let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
         let out = model.forward_t(&x, false).unwrap();
         assert_eq!(out.logits.dims(), [1, 10], "{backbone}/{head}");

@@ -10,7 +10,7 @@
 //! - [`sgd`]: the SGD update as in-place passes.
 //! - [`cpu`]: the x86 intrinsics every CPU kernel above calls (one place, runtime-dispatched).
 //! - [`cuda`]: our CUDA kernels (`.cu` files compiled by NVRTC), in CUDA builds.
-//! - [`switches`]: the `WSOL_*` environment switches, read once, and what ran ([`switches::Kernels`]).
+//! - [`switches`]: the `WSOL_*` environment switches, read once; [`Kernels`]: what ran.
 //! - [`profile`], [`memory`]: per-op timings for `wsol bench --profile`; heap settings.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -18,6 +18,7 @@ pub mod activation;
 pub mod attention_drop;
 pub mod batch_norm;
 pub mod conv;
+pub mod geometry;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -31,6 +32,63 @@ pub mod upsample;
 
 pub use batch_norm::{Act, Bn as BatchNorm};
 pub use conv::{conv2d_layer, conv2d_no_bias, Conv2d};
+
+use serde::Serialize;
+
+/// What the kernels of this process run on the CPU: the provenance a run records.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Kernels {
+    /// The packed-GEMM microkernel (`avx512`, `avx2`), or `none` (the `gemm` crate's path).
+    pub conv_microkernel: String,
+    /// Whether 3x3 stride-1 convolutions run Winograd F(2x2, 3x3).
+    pub winograd: bool,
+    /// `wsol` (our ops) or `candle`.
+    pub conv: String,
+    /// `wsol` (our ops) or `candle_nn`.
+    pub batch_norm: String,
+    /// The SIMD features this CPU reports that the kernels can use.
+    pub cpu_features: Vec<String>,
+    /// The `WSOL_*` variables that were set, as `NAME=value`.
+    pub env: Vec<String>,
+}
+
+impl Kernels {
+    pub fn detect() -> Kernels {
+        let s = switches::get();
+        let isa = crate::conv::microkernel();
+        let mut env = Vec::new();
+        if !s.conv_kernel.is_empty() {
+            env.push(format!("WSOL_CONV_KERNEL={}", s.conv_kernel));
+        }
+        if s.candle_conv {
+            env.push("WSOL_CANDLE_CONV=1".into());
+        }
+        if s.candle_bn {
+            env.push("WSOL_CANDLE_BN=1".into());
+        }
+        Kernels {
+            conv_microkernel: isa.unwrap_or("none").into(),
+            winograd: !s.candle_conv && s.conv_kernel != "direct" && isa.is_some(),
+            conv: if s.candle_conv { "candle" } else { "wsol" }.into(),
+            batch_norm: if s.candle_bn { "candle_nn" } else { "wsol" }.into(),
+            cpu_features: crate::cpu::features(),
+            env,
+        }
+    }
+
+    /// One line for `train.log`.
+    pub fn summary(&self) -> String {
+        format!(
+            "conv {} (microkernel {}, winograd {}), batch norm {}, cpu [{}]{}",
+            self.conv,
+            self.conv_microkernel,
+            if self.winograd { "on" } else { "off" },
+            self.batch_norm,
+            self.cpu_features.join(" "),
+            if self.env.is_empty() { String::new() } else { format!(", {}", self.env.join(" ")) }
+        )
+    }
+}
 
 /// The contiguous f32 data of a custom op's CPU argument.
 pub(crate) fn cpu_f32<'a>(

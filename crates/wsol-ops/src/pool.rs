@@ -11,15 +11,7 @@ use rayon::prelude::*;
 
 use crate::cpu_f32;
 
-/// A max pool's window: `k` x `k`, stride `s`, padding `p` (never the maximum), `out`
-/// (rows, columns) as the caller's ceil mode gives.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
-    pub k: usize,
-    pub s: usize,
-    pub p: usize,
-    pub out: (usize, usize),
-}
+pub use crate::geometry::Window;
 
 impl Window {
     /// Index into the `h` x `w` plane `x` of the first maximum of output `(oy, ox)`'s

@@ -31,8 +31,6 @@ use packed::Isa;
 
 #[cfg(feature = "cudnn")]
 mod cudnn;
-#[cfg(feature = "cudnn-graph")]
-mod cudnn_graph;
 pub mod depthwise;
 mod gpu;
 pub(crate) mod packed;

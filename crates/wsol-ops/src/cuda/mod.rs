@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use crate::pool::Window;
+use crate::geometry::Window;
 
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{cudarc, CudaDevice};

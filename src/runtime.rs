@@ -39,7 +39,7 @@ pub struct Model {
 pub fn build_model(cfg: &Config, device: &Device) -> Result<Model> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = models::build(&cfg.model, cfg.data.num_classes, vb)?;
+    let net = crate::methods::build(&cfg.model, cfg.data.num_classes, vb)?;
     models::init::initialize(&varmap, cfg.seed, device)?;
     if let Some(p) = &cfg.model.pretrained {
         models::pretrained::load(&varmap, net.as_ref(), p, cfg.model.pretrained_classifier)?;
@@ -68,7 +68,7 @@ pub fn inference_net(
     let weights: std::collections::HashMap<String, candle_core::Tensor> =
         varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_detached_tensor())).collect();
     let device = weights.values().next().map_or(Device::Cpu, |t| t.device().clone());
-    models::build(model, num_classes, VarBuilder::from_tensors(weights, DType::F32, &device))
+    crate::methods::build(model, num_classes, VarBuilder::from_tensors(weights, DType::F32, &device))
 }
 
 /// Loads model weights into `varmap`, naming every missing or wrong-shaped tensor. A path
@@ -152,8 +152,8 @@ mod tests {
     fn inference_net_shares_the_weights_and_records_no_graph() {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
-        let cfg = ModelConfig { backbone: "resnet18".into(), ..Default::default() };
-        let net = models::build(&cfg, 3, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let cfg = ModelConfig { backbone: "resnet18".parse().unwrap(), ..Default::default() };
+        let net = crate::methods::build(&cfg, 3, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
         models::init::initialize(&varmap, 1, &dev).unwrap();
         let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &dev).unwrap();
         let frozen = inference_net(&varmap, &cfg, 3).unwrap();

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::cam::{self, CamInput};
 use crate::config::Config;
 use crate::data::transforms::{self, load_rgb};
-use crate::evaluate::eval_transform;
+use super::eval_transform;
 use crate::models::WsolModel;
 use crate::report::encode_png_rgb;
 use crate::report::overlay::overlay;
@@ -90,7 +90,8 @@ pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Reques
     let mut grid = vec![255u8; grid_w * grid_h * 3];
     let mut panels = Vec::new();
     for (col, method) in req.methods.iter().enumerate() {
-        let extractor = cam::by_name(method, cfg.eval.cam_layer.as_deref(), model)?;
+        let name = method.parse().map_err(|e: String| anyhow::anyhow!("--method: {e}"))?;
+        let extractor = cam::by_name(name, cfg.eval.cam_layer.as_deref(), model)?;
         for (row, &class) in classes.iter().enumerate() {
             let targets = Tensor::new(&[class as u32], device)?;
             let maps = extractor

@@ -6,24 +6,24 @@ use std::sync::Arc;
 use candle_core::{Module, Tensor, D};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use super::{Adl, Backbone, Output, WsolModel};
+use crate::models::{Backbone, InsertedLayer, Output, WsolModel};
 
 pub struct CamHead {
     backbone: Box<dyn Backbone>,
     fc: Linear,
-    /// The ADL layers inside the backbone (`head: adl`), reseeded every step.
-    adl: Option<Arc<Adl>>,
+    /// The layers a method inserted into the backbone (ADL's), reseeded every step.
+    inserted: Option<Arc<dyn InsertedLayer>>,
 }
 
 impl CamHead {
     pub fn new(
         backbone: Box<dyn Backbone>,
         num_classes: usize,
-        adl: Option<Arc<Adl>>,
+        inserted: Option<Arc<dyn InsertedLayer>>,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let fc = linear(backbone.out_channels(), num_classes, vb)?;
-        Ok(CamHead { backbone, fc, adl })
+        Ok(CamHead { backbone, fc, inserted })
     }
 }
 
@@ -59,8 +59,8 @@ impl WsolModel for CamHead {
     }
 
     fn begin_step(&self, seed: u64) {
-        if let Some(adl) = &self.adl {
-            adl.begin_step(seed);
+        if let Some(layer) = &self.inserted {
+            layer.begin_step(seed);
         }
     }
 }

@@ -20,8 +20,12 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
-use super::{class_map, minmax_rows, Backbone, Output, SpgTaps, WsolModel};
+use super::Knob;
+use crate::models::{class_map, minmax_rows, Backbone, Output, SpgTaps, WsolModel};
 use crate::config::SpgConfig;
+
+/// `wsol sweep`'s default search range for SPG.
+pub const SEARCH: &[(&str, Knob)] = &[("model.spg.threshold_1h", Knob::Uniform(0.5, 1.0))];
 use wsol_ops::loss::masked_bce_with_logits;
 use wsol_ops::upsample::bilinear;
 
@@ -199,8 +203,8 @@ mod tests {
         let varmap = VarMap::new();
         let dev = Device::Cpu;
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let cfg = ModelConfig { width: 4, head: "spg".into(), ..Default::default() };
-        let net = crate::models::build(&cfg, 3, vb).unwrap();
+        let cfg = ModelConfig { width: 4, method: "spg".parse().unwrap(), ..Default::default() };
+        let net = crate::methods::build(&cfg, 3, vb).unwrap();
         crate::models::init::initialize(&varmap, 3, &dev).unwrap();
         let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &dev).unwrap();
         let labels = Tensor::new(&[1u32, 2], &dev).unwrap();

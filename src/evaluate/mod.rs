@@ -1,5 +1,10 @@
 //! Scores a model on a split: forward, class maps, then the model-free evaluation
-//! engine (`localize` + `metrics`), exactly as for maps from anywhere else.
+//! engine (wsol-eval's `localize` + `metrics`), exactly as for maps from anywhere else.
+//! Also the two views of a trained model that run it on images: [`cam_figure`] (`wsol
+//! cam`) and [`html_report`] (`wsol report`).
+
+pub mod cam_figure;
+pub mod html_report;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,12 +72,12 @@ pub fn evaluate_checkpoint(
     save_cams: Option<&Path>,
     quiet: bool,
 ) -> Result<EvalResult> {
-    let device = crate::models::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     let ds = crate::data::open::load_split(cfg, split)?;
-    let model = crate::models::runtime::build_model(cfg, &device)?;
-    crate::models::runtime::load_weights(&model.varmap, checkpoint)?;
+    let model = crate::runtime::build_model(cfg, &device)?;
+    crate::runtime::load_weights(&model.varmap, checkpoint)?;
     let net = model.inference_net(cfg)?;
-    let extractor = crate::cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
+    let extractor = crate::cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let batches = crate::data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
     let progress = Progress::new(batches, &format!("eval {split}"), quiet);
     let result = evaluate(net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, save_cams)?;

@@ -18,7 +18,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wsol_ops::attention_drop::attention_drop;
 
+use super::Knob;
 use crate::config::AdlConfig;
+use crate::models::InsertedLayer;
+
+/// `wsol sweep`'s default search ranges for ADL.
+pub const SEARCH: &[(&str, Knob)] =
+    &[("model.adl.drop_threshold", Knob::Uniform(0.0, 1.0)), ("model.adl.drop_rate", Knob::Uniform(0.0, 1.0))];
 
 pub struct Adl {
     drop_rate: f64,
@@ -58,6 +64,16 @@ impl Adl {
 /// The seed of ADL's draws at training step `step`.
 pub fn step_seed(seed: u64, step: usize) -> u64 {
     (seed ^ 0xAD1_AD1).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step as u64)
+}
+
+impl InsertedLayer for Adl {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Adl::forward_t(self, x, train)
+    }
+
+    fn begin_step(&self, seed: u64) {
+        Adl::begin_step(self, seed)
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! one timed on the real shapes (PyTorch's `cudnn.benchmark`). The config's `tf32` allows
 //! TF32 as PyTorch's `allow_tf32` does (default math), otherwise plain f32 FMAs.
 //!
-//! [`set_graph_api`] switches to cuDNN's graph API (`conv_cudnn_graph.rs`), which keeps
+//! [`set_graph_api`] switches to cuDNN's graph API (`graph.rs`), which keeps
 //! built execution plans instead; a shape it cannot plan falls back to the calls here.
 
 use std::cell::RefCell;
@@ -29,7 +29,10 @@ use candle_core::cuda_backend::{CudaDevice, DeviceId};
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, Error, Layout, Result, Shape, Tensor};
 
 #[cfg(feature = "cudnn-graph")]
-use super::cudnn_graph::{alignment, GraphPlan};
+mod graph;
+
+#[cfg(feature = "cudnn-graph")]
+use graph::{alignment, GraphPlan};
 use crate::cuda::view;
 
 static BENCHMARK: AtomicBool = AtomicBool::new(false);

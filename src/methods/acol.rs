@@ -11,8 +11,12 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
-use super::{class_map, Backbone, Output, WsolModel};
+use crate::models::{class_map, minmax_rows, Backbone, Output, WsolModel};
+use super::Knob;
 use crate::config::AcolConfig;
+
+/// `wsol sweep`'s default search range for ACoL.
+pub const SEARCH: &[(&str, Knob)] = &[("model.acol.erase_threshold", Knob::Uniform(0.0, 1.0))];
 
 struct Branch {
     conv1: Conv2d,
@@ -72,7 +76,7 @@ impl AcolHead {
 /// (wsolevaluation divides by zero there, giving NaN, which is never erased either).
 fn normalize_maps(maps: &Tensor) -> candle_core::Result<Tensor> {
     let (b, h, w) = maps.dims3()?;
-    super::minmax_rows(&maps.reshape((b, h * w))?)?.reshape((b, h, w))
+    minmax_rows(&maps.reshape((b, h * w))?)?.reshape((b, h, w))
 }
 
 fn spatial_mean(maps: &Tensor) -> candle_core::Result<Tensor> {
@@ -123,9 +127,9 @@ mod tests {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let cfg = ModelConfig { width: 4, ..Default::default() };
-        let backbone = Box::new(super::super::Tiny::new(&cfg, None, vb.pp("features")).unwrap());
+        let backbone = Box::new(crate::models::Tiny::new(&cfg, crate::models::Trunk::Acol, None, vb.pp("features")).unwrap());
         let head = AcolHead::new(backbone, 3, &AcolConfig { erase_threshold: threshold, width: 8 }, &vb).unwrap();
-        super::super::init::initialize(&varmap, 5, &Device::Cpu).unwrap();
+        crate::models::init::initialize(&varmap, 5, &Device::Cpu).unwrap();
         (varmap, head)
     }
 

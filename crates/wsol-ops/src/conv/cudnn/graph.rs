@@ -19,7 +19,7 @@ use sys::cudnnBackendAttributeName_t as A;
 use sys::cudnnBackendAttributeType_t as T;
 use sys::cudnnBackendDescriptorType_t as D;
 
-use super::cudnn::{check, Conv, Pass};
+use super::{check, Conv, Pass};
 
 /// The graph's tensors in the variant pack: x (or dx), w (or dw), y (or dy).
 const UIDS: [i64; 3] = [1, 2, 3];

@@ -14,7 +14,7 @@ use candle_core::Tensor;
 use crate::cam::{self, CamInput};
 use crate::config::Config;
 use crate::data::{epoch_batches, Dataset, SplitMetadata};
-use crate::evaluate::{cam_overlays, eval_loader};
+use super::{cam_overlays, eval_loader};
 use crate::models::WsolModel;
 use wsol_eval::localize::{boxes_at_thresholds, iou, prepare_map, rescale_boxes};
 
@@ -72,11 +72,11 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
         html += &curve_svg(&csv, threshold)?;
     }
 
-    let device = crate::models::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
-    let model = crate::models::runtime::build_model(&cfg, &device)?;
-    crate::models::runtime::load_weights(&model.varmap, &checkpoint)?;
+    let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let model = crate::runtime::build_model(&cfg, &device)?;
+    crate::runtime::load_weights(&model.varmap, &checkpoint)?;
     let net = model.inference_net(&cfg)?;
-    let extractor = cam::by_name(&cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
+    let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let ds = crate::data::open::load_split(&cfg, &cfg.eval.split)?;
     if ds.meta.samples.iter().all(|s| s.boxes.is_empty()) {
         html += "<p>No boxes in this split: no localization overlays.</p>";

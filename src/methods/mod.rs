@@ -1,0 +1,111 @@
+//! WSOL methods, one file each: what a method adds to a backbone (a head, layers inside
+//! it, auxiliary branches), its loss, its batch transform, and its default search range
+//! for `wsol sweep`. Its settings are `model.<method>` of the config.
+//!
+//! | method | file | model | training batch |
+//! |---|---|---|---|
+//! | `cam` (Zhou et al. 2016) | [`cam`] | GAP + linear classifier | as loaded |
+//! | `acol` (Zhang et al. 2018) | [`acol`] | two erasing classifier branches | as loaded |
+//! | `spg` (Zhang et al. 2018) | [`spg`] | classifier maps + self-produced guidance branches | as loaded |
+//! | `adl` (Choe & Shim 2019) | [`adl`] | CAM with attention-based drop layers in the backbone | as loaded |
+//! | `has` (Singh & Lee 2017) | [`has`] | CAM | patches hidden |
+//! | `cutmix` (Yun et al. 2019) | [`cutmix`] | CAM | a box pasted from another image |
+//!
+//! Adding a method: one file here, one name in [`Method`], and the arms of the matches
+//! below (the compiler lists them).
+
+pub mod acol;
+pub mod adl;
+pub mod cam;
+pub mod cutmix;
+pub mod has;
+pub mod spg;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use candle_nn::VarBuilder;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use crate::config::Method;
+use crate::config::{Backbone, ModelConfig};
+use crate::models::{self, InsertedLayer, Trunk, WsolModel};
+pub use cutmix::Mix;
+
+/// Builds the configured model (backbone + the method's parts) under the root of `vb`.
+pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
+    let method = cfg.method;
+    if cfg.backbone == Backbone::EfficientNetLite0 && matches!(method, Method::Adl | Method::Spg) {
+        bail!(
+            "model.method: `{method}` has no published layout for efficientnet_lite0 (use tiny, resnet18, resnet50, vgg16 or inception_v3)"
+        );
+    }
+    // wsolevaluation builds a different trunk for ACoL and SPG (pools, extra layers, taps).
+    let trunk = match method {
+        Method::Acol => Trunk::Acol,
+        Method::Spg => Trunk::Spg,
+        Method::Cam | Method::Has | Method::CutMix | Method::Adl => Trunk::Standard,
+    };
+    let inserted: Option<Arc<dyn InsertedLayer>> = match method {
+        Method::Adl => Some(Arc::new(adl::Adl::new(&cfg.adl))),
+        _ => None,
+    };
+    let backbone = models::build_backbone(cfg, trunk, inserted.clone(), vb.clone())?;
+    Ok(match method {
+        // HaS and CutMix train a CAM model on altered batches; ADL is a CAM model with its
+        // layers inside the backbone.
+        Method::Cam | Method::Has | Method::CutMix | Method::Adl => {
+            Box::new(cam::CamHead::new(backbone, num_classes, inserted, vb.pp("fc"))?)
+        }
+        Method::Acol => Box::new(acol::AcolHead::new(backbone, num_classes, &cfg.acol, &vb)?),
+        Method::Spg => Box::new(spg::SpgHead::new(backbone, num_classes, &cfg.spg, &vb)?),
+    })
+}
+
+/// The generator of training step `step` (batch transforms draw from it, so a resumed run
+/// draws the same patches and boxes).
+pub fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_add(0xB5))
+}
+
+/// Applies the method's batch transform to `images` ([n, 3, size, size], normalized) in
+/// place; returns the label mix for CutMix.
+pub fn transform_batch(
+    cfg: &ModelConfig,
+    images: &mut [f32],
+    labels: &[u32],
+    size: usize,
+    rng: &mut ChaCha8Rng,
+) -> Option<Mix> {
+    match cfg.method {
+        Method::Has => {
+            has::hide_patches(images, size, cfg.has.grid_size, cfg.has.drop_rate, rng);
+            None
+        }
+        Method::CutMix if cfg.cutmix.beta > 0.0 && rng.random::<f64>() < cfg.cutmix.prob => {
+            Some(cutmix::cutmix(images, labels, size, cfg.cutmix.beta, rng))
+        }
+        Method::Cam | Method::Acol | Method::Spg | Method::Adl | Method::CutMix => None,
+    }
+}
+
+/// A search range of `wsol sweep` (see `train::sweep`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Knob {
+    LogUniform(f64, f64),
+    Uniform(f64, f64),
+}
+
+/// The method's own knobs and their default search ranges (the learning rate is the
+/// sweep's for every method).
+pub fn search_space(method: Method) -> &'static [(&'static str, Knob)] {
+    match method {
+        Method::Cam => &[],
+        Method::Acol => acol::SEARCH,
+        Method::Has => has::SEARCH,
+        Method::CutMix => cutmix::SEARCH,
+        Method::Adl => adl::SEARCH,
+        Method::Spg => spg::SEARCH,
+    }
+}
