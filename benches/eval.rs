@@ -9,7 +9,7 @@
 //! writes the pool to `DIR/maps.npy` and `DIR/boxes.npy`, which
 //! `scripts/bench_official_eval.py` scores with wsolevaluation's own code; pass its
 //! ms/map as `WSOL_BENCH_OFFICIAL_MS=<100 thr>,<1000 thr>` for the ratio column
-//! (default: 6.6,58, measured on our 2-core dev box, see experiments/README.md). The
+//! (default: 6.6,58, measured on our 2-core dev box, see experiments/log/2026-11-26-evaluator-speed.md). The
 //! ratio is per core: the official evaluator's ms/map over ours times the threads used.
 
 use std::time::Instant;

@@ -13,6 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::config::{Backbone, Method, ModelConfig, OptimizerConfig};
 use crate::models::{self, WsolModel};
 use crate::train::optimizer::{Param, Sgd};
+use crate::train::step::{train_step, StepBatch};
 
 /// The model, batch and steps of a benchmark.
 pub struct ModelBench {
@@ -93,7 +94,7 @@ fn setup(b: &ModelBench) -> Result<Setup> {
 /// data`, and decode threads), the steps are fed by the training loader instead of one
 /// random batch, and the wait for each batch is measured too.
 pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)>) -> Result<TrainBenchResult> {
-    let Setup { dev, varmap, net, parameters, x: random, y, .. } = setup(b)?;
+    let Setup { dev, cfg, varmap, net, parameters, x: random, y, .. } = setup(b)?;
     let params: Vec<Param> = varmap
         .data()
         .lock()
@@ -106,44 +107,38 @@ pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)
         Some((dir, workers)) => Some(jpeg_batches(dir, b.batch, b.size as u32, *workers)?),
         None => None,
     };
+    let (random, labels) = (random.flatten_all()?.to_vec1::<f32>()?, y.to_vec1::<u32>()?);
     let mut step_ms = Vec::with_capacity(b.steps);
     let mut wait_ms = Vec::with_capacity(b.steps);
     let (mut fwd_ms, mut bwd_ms, mut opt_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut fwd_issue_ms, mut bwd_issue_ms) = (Vec::new(), Vec::new());
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     for k in 0..b.warmup + b.steps {
         if b.profile && k == b.warmup {
             wsol_ops::profile::record(true);
         }
         let t0 = Instant::now();
-        let x = match batches.as_mut() {
+        let images = match batches.as_mut() {
             Some(it) => {
                 let images = it.next().context("loader ended")??.images;
                 if k >= b.warmup {
-                    wait_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                    wait_ms.push(ms(t0.elapsed()));
                 }
-                Tensor::from_vec(images, (b.batch, 3, b.size, b.size), &dev)?
+                images
             }
             None => random.clone(),
         };
-        let t1 = Instant::now();
-        let out = net.forward_t(&x, true)?;
-        let loss = net.loss(&out, &y)?;
-        let t1_issued = Instant::now();
-        loss.to_scalar::<f32>().context("loss")?;
-        let t2 = Instant::now();
-        let grads = loss.backward()?;
-        let t2_issued = Instant::now();
-        dev.synchronize()?; // GPU work is asynchronous: time it, not its launch
-        let t3 = Instant::now();
-        sgd.step(&grads, 0.01)?;
-        dev.synchronize()?;
+        // The step `wsol train` runs, timed phase by phase.
+        let batch = StepBatch { images, labels: labels.clone(), size: b.size };
+        let r = train_step(net.as_ref(), &mut sgd, &cfg, 0, k, batch, &dev, 0.01, true)?;
+        anyhow::ensure!(r.updated, "bench: the loss is not finite ({})", r.loss);
         if k >= b.warmup {
-            step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-            fwd_ms.push((t2 - t1).as_secs_f64() * 1e3);
-            bwd_ms.push((t3 - t2).as_secs_f64() * 1e3);
-            opt_ms.push(t3.elapsed().as_secs_f64() * 1e3);
-            fwd_issue_ms.push((t1_issued - t1).as_secs_f64() * 1e3);
-            bwd_issue_ms.push((t2_issued - t2).as_secs_f64() * 1e3);
+            step_ms.push(ms(t0.elapsed()));
+            fwd_ms.push(ms(r.times.forward));
+            bwd_ms.push(ms(r.times.backward));
+            opt_ms.push(ms(r.times.optimizer));
+            fwd_issue_ms.push(ms(r.times.forward_issue));
+            bwd_issue_ms.push(ms(r.times.backward_issue));
         }
     }
     Ok(TrainBenchResult {

@@ -11,10 +11,10 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::eval_transform;
 use crate::cam::{self, CamInput};
 use crate::config::Config;
 use crate::data::transforms::{self, load_rgb};
-use super::eval_transform;
 use crate::models::WsolModel;
 use crate::report::encode_png_rgb;
 use crate::report::overlay::overlay;

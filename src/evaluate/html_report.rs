@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use candle_core::Tensor;
 
+use super::{cam_overlays, eval_loader};
 use crate::cam::{self, CamInput};
 use crate::config::Config;
 use crate::data::{epoch_batches, Dataset, SplitMetadata};
-use super::{cam_overlays, eval_loader};
 use crate::models::WsolModel;
 use wsol_eval::localize::{boxes_at_thresholds, iou, prepare_map, rescale_boxes};
 

@@ -11,9 +11,9 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
-use crate::models::{class_map, minmax_rows, Backbone, Output, WsolModel};
 use super::Knob;
 use crate::config::AcolConfig;
+use crate::models::{class_map, minmax_rows, Backbone, Output, WsolModel};
 
 /// `wsol sweep`'s default search range for ACoL.
 pub const SEARCH: &[(&str, Knob)] = &[("model.acol.erase_threshold", Knob::Uniform(0.0, 1.0))];
@@ -127,7 +127,8 @@ mod tests {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let cfg = ModelConfig { width: 4, ..Default::default() };
-        let backbone = Box::new(crate::models::Tiny::new(&cfg, crate::models::Trunk::Acol, None, vb.pp("features")).unwrap());
+        let backbone =
+            Box::new(crate::models::Tiny::new(&cfg, crate::models::Trunk::Acol, None, vb.pp("features")).unwrap());
         let head = AcolHead::new(backbone, 3, &AcolConfig { erase_threshold: threshold, width: 8 }, &vb).unwrap();
         crate::models::init::initialize(&varmap, 5, &Device::Cpu).unwrap();
         (varmap, head)

@@ -21,8 +21,8 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::Knob;
-use crate::models::{class_map, minmax_rows, Backbone, Output, SpgTaps, WsolModel};
 use crate::config::SpgConfig;
+use crate::models::{class_map, minmax_rows, Backbone, Output, SpgTaps, WsolModel};
 
 /// `wsol sweep`'s default search range for SPG.
 pub const SEARCH: &[(&str, Knob)] = &[("model.spg.threshold_1h", Knob::Uniform(0.5, 1.0))];

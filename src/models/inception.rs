@@ -183,7 +183,12 @@ const MIXED_6D: usize = 7;
 const ADL_AFTER: [usize; 3] = [MIXED_5D, 8, 10];
 
 impl InceptionV3 {
-    pub fn new(cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        trunk: Trunk,
+        adl: Option<Arc<dyn InsertedLayer>>,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let f = cfg.freeze_bn;
         let stem = vec![
             BasicConv::sq(3, 32, 3, 2, 1, f, vb.pp("Conv2d_1a_3x3"))?,

@@ -126,7 +126,13 @@ pub struct ResNet {
 
 impl ResNet {
     /// `depth` 18 or 50; `adl` for `head: adl`.
-    pub fn new(depth: usize, cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(
+        depth: usize,
+        cfg: &ModelConfig,
+        trunk: Trunk,
+        adl: Option<Arc<dyn InsertedLayer>>,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let (blocks, bottleneck) = match depth {
             18 => ([2, 2, 2, 2], false),
             50 => ([3, 4, 6, 3], true),

@@ -53,7 +53,12 @@ pub struct Tiny {
 }
 
 impl Tiny {
-    pub fn new(cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        trunk: Trunk,
+        adl: Option<Arc<dyn InsertedLayer>>,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let w = cfg.width;
         // (in, out, stride) per conv; None is a 2x2 max-pool. Dilating the last convs
         // (for a larger receptive field) was tried: faster classification learning, but

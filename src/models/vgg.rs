@@ -46,7 +46,12 @@ pub struct Vgg16 {
 const PLAN: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
 
 impl Vgg16 {
-    pub fn new(cfg: &ModelConfig, trunk: Trunk, adl: Option<Arc<dyn InsertedLayer>>, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        trunk: Trunk,
+        adl: Option<Arc<dyn InsertedLayer>>,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
         let (spg, acol) = (trunk == Trunk::Spg, trunk == Trunk::Acol);
         let (mut stages, mut ops) = (Vec::new(), Vec::new());

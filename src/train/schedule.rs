@@ -24,12 +24,14 @@ mod tests {
 
     #[test]
     fn step_and_cosine() {
-        let step = ScheduleConfig { name: crate::config::ScheduleName::Step, step_epochs: 2, gamma: 0.1, warmup_epochs: 0 };
+        let step =
+            ScheduleConfig { name: crate::config::ScheduleName::Step, step_epochs: 2, gamma: 0.1, warmup_epochs: 0 };
         let lrs: Vec<f64> = (0..5).map(|e| lr_at(&step, 1.0, e, 5)).collect();
         assert_eq!(lrs[0], 1.0);
         assert_eq!(lrs[1], 1.0);
         assert!((lrs[2] - 0.1).abs() < 1e-12 && (lrs[4] - 0.01).abs() < 1e-12);
-        let cos = ScheduleConfig { name: crate::config::ScheduleName::Cosine, step_epochs: 1, gamma: 0.1, warmup_epochs: 1 };
+        let cos =
+            ScheduleConfig { name: crate::config::ScheduleName::Cosine, step_epochs: 1, gamma: 0.1, warmup_epochs: 1 };
         assert!((lr_at(&cos, 1.0, 0, 5) - 0.5).abs() < 1e-12);
         assert!((lr_at(&cos, 1.0, 1, 5) - 1.0).abs() < 1e-12);
         assert!(lr_at(&cos, 1.0, 4, 5) < 0.2);

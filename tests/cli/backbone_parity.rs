@@ -123,7 +123,8 @@ fn large_feature_map_doubles_the_map_size() {
         [("resnet18", 4), ("resnet50", 4), ("vgg16", 4), ("inception_v3", 4), ("efficientnet_lite0", 2)]
     {
         for (large, side) in [(false, size), (true, 2 * size)] {
-            let cfg = ModelConfig { backbone: backbone.parse().unwrap(), large_feature_map: large, ..Default::default() };
+            let cfg =
+                ModelConfig { backbone: backbone.parse().unwrap(), large_feature_map: large, ..Default::default() };
             let (_, model) = build(&cfg);
             let out = model.forward_t(&read("input.npy"), false).unwrap();
             assert_eq!(out.features.dims()[2..], [side, side], "{backbone} large_feature_map={large}");
@@ -137,7 +138,8 @@ fn large_feature_map_doubles_the_map_size() {
 #[test]
 fn spg_matches_pytorch() {
     for backbone in ["resnet50", "vgg16", "inception_v3"] {
-        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: "spg".parse().unwrap(), ..Default::default() };
+        let cfg =
+            ModelConfig { backbone: backbone.parse().unwrap(), method: "spg".parse().unwrap(), ..Default::default() };
         let (_, model) = build(&cfg);
         let out = model.forward_t(&read("input.npy"), false).unwrap();
         let l = rel_diff(&out.logits, &read(&format!("{backbone}_spg_logits.npy")));
@@ -156,7 +158,8 @@ fn spg_matches_pytorch() {
 #[test]
 fn adl_is_identity_in_eval_and_acts_in_training() {
     for backbone in ["resnet50", "vgg16", "inception_v3"] {
-        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: "adl".parse().unwrap(), ..Default::default() };
+        let cfg =
+            ModelConfig { backbone: backbone.parse().unwrap(), method: "adl".parse().unwrap(), ..Default::default() };
         let (_, model) = build(&cfg);
         let x = read("input.npy");
         let out = model.forward_t(&x, false).unwrap();
@@ -175,7 +178,8 @@ fn adl_is_identity_in_eval_and_acts_in_training() {
 #[test]
 fn new_layer_learning_rate_groups_follow_wsolevaluation() {
     let group = |backbone: &str, head: &str, var: &str| {
-        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: head.parse().unwrap(), ..Default::default() };
+        let cfg =
+            ModelConfig { backbone: backbone.parse().unwrap(), method: head.parse().unwrap(), ..Default::default() };
         let (varmap, model) = build(&cfg);
         assert!(varmap.data().lock().unwrap().contains_key(var), "{backbone}/{head} has no {var}");
         model.has_new_layer_lr(var)
@@ -198,7 +202,8 @@ fn new_layer_learning_rate_groups_follow_wsolevaluation() {
 #[test]
 fn acol_matches_pytorch() {
     for backbone in ["resnet50", "vgg16", "inception_v3"] {
-        let cfg = ModelConfig { backbone: backbone.parse().unwrap(), method: "acol".parse().unwrap(), ..Default::default() };
+        let cfg =
+            ModelConfig { backbone: backbone.parse().unwrap(), method: "acol".parse().unwrap(), ..Default::default() };
         let (_, model) = build(&cfg);
         let out = model.forward_t(&read("input.npy"), false).unwrap();
         let labels = Tensor::new(&[3u32, 7], &Device::Cpu).unwrap();

@@ -18,10 +18,10 @@ pub mod activation;
 pub mod attention_drop;
 pub mod batch_norm;
 pub mod conv;
-pub mod geometry;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod geometry;
 pub mod loss;
 pub mod memory;
 pub mod pool;

@@ -12,7 +12,6 @@
 
 use std::sync::OnceLock;
 
-
 /// The switches as set when first read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Switches {

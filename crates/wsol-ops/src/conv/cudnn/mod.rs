@@ -31,9 +31,9 @@ use candle_core::{CpuStorage, CudaStorage, CustomOp2, Error, Layout, Result, Sha
 #[cfg(feature = "cudnn-graph")]
 mod graph;
 
+use crate::cuda::view;
 #[cfg(feature = "cudnn-graph")]
 use graph::{alignment, GraphPlan};
-use crate::cuda::view;
 
 static BENCHMARK: AtomicBool = AtomicBool::new(false);
 static GRAPH_API: AtomicBool = AtomicBool::new(false);

@@ -1,0 +1,463 @@
+//! The [`Trainer`]: set-up (or resumption) of a run, its epochs of [`train_step`]s,
+//! validation, checkpoints, and the final evaluation into `metrics.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+
+use super::checkpoint::{self, PartialEpoch, TrainState};
+use super::optimizer::{Param, Sgd};
+use super::step::{train_step, StepBatch};
+use super::{interrupt, resolve_resume, schedule, RunLog, TrainOptions};
+use crate::cam::{self, CamExtractor};
+use crate::config::{CheckpointChoice, Config};
+use crate::data::{epoch_batches, num_batches, Dataset, LoaderConfig, TransformConfig};
+use crate::evaluate::{self, evaluate, EvalResult};
+use crate::report::provenance::Provenance;
+use crate::report::{metrics_table, Progress, TbWriter};
+use crate::runtime::Model;
+
+pub struct Trainer<'a> {
+    cfg: &'a Config,
+    quiet: bool,
+    device: Device,
+    model: Model,
+    sgd: Sgd,
+    state: TrainState,
+    extractor: Box<dyn CamExtractor>,
+    train_ds: Arc<Dataset>,
+    val_ds: Option<Arc<Dataset>>,
+    test_ds: Arc<Dataset>,
+    run_dir: PathBuf,
+    ckpt_dir: PathBuf,
+    log: RunLog,
+    tb: TbWriter,
+    provenance: Provenance,
+}
+
+/// Running sums of an epoch (kept in the checkpoint of an interrupted one).
+struct EpochSums {
+    partial: PartialEpoch,
+    /// Since the last TensorBoard scalars: loss sum, correct, seen.
+    window: (f64, usize, usize),
+    bad_images: usize,
+    data_wait: Duration,
+    steps_timed: u32,
+}
+
+impl<'a> Trainer<'a> {
+    /// Data, model, run directory, optimizer; with `opts.resume`, the state of the run's
+    /// last complete checkpoint.
+    pub fn new(cfg: &'a Config, opts: &TrainOptions) -> Result<Trainer<'a>> {
+        let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+        crate::data::open::prepare_data(cfg, opts.quiet)?;
+        let train_ds = crate::data::open::load_split(cfg, &cfg.data.train_split)?;
+        let val_ds = match crate::data::open::split_exists(cfg, &cfg.data.val_split) {
+            true => Some(crate::data::open::load_split(cfg, &cfg.data.val_split)?),
+            false => None,
+        };
+        let test_ds = crate::data::open::load_split(cfg, &cfg.eval.split)?;
+        let model = crate::runtime::build_model(cfg, &device)?;
+        let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
+
+        let (run_dir, resume_state) = match &opts.resume {
+            Some(p) => {
+                let (dir, state) = resolve_resume(p)?;
+                (opts.out.clone().unwrap_or(dir), Some(state))
+            }
+            None => (opts.out.clone().unwrap_or_else(|| super::default_run_dir(cfg)), None),
+        };
+        let ckpt_dir = run_dir.join("checkpoints");
+        std::fs::create_dir_all(&ckpt_dir)
+            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+        wsol_eval::fs::atomic_write(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
+        let mut log = RunLog { file: log_file, quiet: opts.quiet };
+        let provenance = Provenance::detect(&cfg.device);
+        log.line(None, &format!("run: {}", provenance.summary()));
+        let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
+
+        let params: Vec<Param> = {
+            let data = model.varmap.data().lock().expect("varmap lock");
+            data.iter()
+                .map(|(name, var)| {
+                    let new = model.net.has_new_layer_lr(name);
+                    let lr_mult = if new { cfg.train.optimizer.new_layer_lr_mult } else { 1.0 };
+                    Param { name: name.clone(), var: var.clone(), lr_mult }
+                })
+                .collect()
+        };
+        let mut sgd = Sgd::new(params, &cfg.train.optimizer);
+        let mut state = TrainState {
+            epochs_done: 0,
+            global_step: 0,
+            best_score: None,
+            best_epoch: None,
+            seed: cfg.seed,
+            partial_epoch: None,
+            model_file: None,
+            optim_file: None,
+        };
+        match &resume_state {
+            Some(state_path) => {
+                state = load_resume_checkpoint(
+                    state_path,
+                    &model.varmap,
+                    &mut sgd,
+                    opts.use_previous_checkpoint,
+                    &mut log,
+                )?;
+                // Whatever a killed run logged after this checkpoint is replaced by what follows.
+                tb.restart_at(state.global_step + 1);
+                let (dir, step) = (run_dir.display(), state.global_step);
+                let line = match &state.partial_epoch {
+                    Some(p) => format!(
+                        "resuming {dir} in epoch {} after batch {} (step {step})",
+                        state.epochs_done + 1,
+                        p.batches_done
+                    ),
+                    None => format!("resuming {dir} after epoch {} (step {step})", state.epochs_done),
+                };
+                log.line(None, &line);
+            }
+            None => log.line(None, &format!("run directory: {}", run_dir.display())),
+        }
+        Ok(Trainer {
+            cfg,
+            quiet: opts.quiet,
+            device,
+            model,
+            sgd,
+            state,
+            extractor,
+            train_ds,
+            val_ds,
+            test_ds,
+            run_dir,
+            ckpt_dir,
+            log,
+            tb,
+            provenance,
+        })
+    }
+
+    /// The remaining epochs, then the final evaluation.
+    pub fn run(mut self) -> Result<(PathBuf, EvalResult)> {
+        for epoch in self.state.epochs_done..self.cfg.train.epochs {
+            self.epoch(epoch)?;
+        }
+        self.final_evaluation()
+    }
+
+    fn transform(&self) -> TransformConfig {
+        let d = &self.cfg.data;
+        TransformConfig {
+            image_size: d.image_size,
+            resize_size: self.cfg.resize_size(),
+            train: true,
+            hflip: d.hflip,
+            mean: d.mean,
+            std: d.std,
+        }
+    }
+
+    /// One epoch: its steps (continuing an interrupted one), its log line, validation
+    /// and checkpoints.
+    fn epoch(&mut self, epoch: usize) -> Result<()> {
+        let cfg = self.cfg;
+        let epochs = cfg.train.epochs;
+        let lr = schedule::lr_at(&cfg.train.schedule, cfg.train.optimizer.lr, epoch, epochs);
+        let started = Instant::now();
+        let samples = self.train_ds.meta.samples.len();
+        let steps_per_epoch = num_batches(samples, cfg.data.batch_size, true).max(1);
+        let progress = Progress::new(steps_per_epoch as u64, &format!("epoch {}/{epochs}", epoch + 1), self.quiet);
+        // An interrupted epoch continues after its last trained batch.
+        let partial =
+            if epoch == self.state.epochs_done { self.state.partial_epoch.take() } else { None }.unwrap_or_default();
+        let loader = LoaderConfig {
+            batch_size: cfg.data.batch_size,
+            shuffle: true,
+            drop_last: samples >= cfg.data.batch_size,
+            workers: cfg.data.workers,
+            seed: cfg.seed,
+            epoch: epoch as u64,
+            transform: self.transform(),
+            skip_batches: partial.batches_done,
+            skip_bad: cfg.data.skip_bad_images,
+        };
+        progress.inc(partial.batches_done as u64);
+        let mut sums =
+            EpochSums { partial, window: (0.0, 0, 0), bad_images: 0, data_wait: Duration::ZERO, steps_timed: 0 };
+        let mut batches = epoch_batches(self.train_ds.clone(), loader);
+        loop {
+            // Time the step spends waiting for its batch: zero when decoding keeps up.
+            let waited = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            sums.data_wait += waited.elapsed();
+            sums.steps_timed += 1;
+            if interrupt::requested() {
+                return Err(self.interrupted(epoch, &progress, sums.partial));
+            }
+            let batch = batch?;
+            sums.partial.batches_done += 1;
+            for e in &batch.skipped {
+                sums.bad_images += 1;
+                if sums.bad_images <= 5 {
+                    self.log
+                        .line(Some(&progress), &format!("warning: skipped a bad image (data.skip_bad_images): {e}"));
+                }
+            }
+            if !batch.labels.is_empty() {
+                let ids: Vec<String> =
+                    batch.indices.iter().take(4).map(|&i| self.train_ds.meta.samples[i].image_id.clone()).collect();
+                let step_batch =
+                    StepBatch { images: batch.images, labels: batch.labels, size: cfg.data.image_size as usize };
+                self.step(epoch, step_batch, &ids, lr, &mut sums, &progress)?;
+            }
+            progress.inc(1);
+        }
+        progress.finish();
+        self.end_epoch(epoch, lr, started, &sums)
+    }
+
+    /// One step of the epoch and its bookkeeping: running sums, TensorBoard, progress; a
+    /// non-finite loss skips the batch (`train.skip_nonfinite_loss`) or stops the run.
+    fn step(
+        &mut self,
+        epoch: usize,
+        batch: StepBatch,
+        ids: &[String],
+        lr: f64,
+        sums: &mut EpochSums,
+        progress: &Progress,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let n = batch.labels.len();
+        let step = self.state.global_step;
+        let r = train_step(
+            self.model.net.as_ref(),
+            &mut self.sgd,
+            &cfg.model,
+            cfg.seed,
+            step,
+            batch,
+            &self.device,
+            lr,
+            false,
+        )?;
+        if !r.updated {
+            if cfg.train.skip_nonfinite_loss {
+                sums.partial.skipped += 1;
+                let msg = format!(
+                    "warning: skipped batch with non-finite loss at epoch {} step {step} (images {})",
+                    epoch + 1,
+                    ids.join(", ")
+                );
+                self.log.line(Some(progress), &msg);
+                return Ok(());
+            }
+            let last = self.ckpt_dir.join("last.safetensors");
+            let kept = match last.exists() {
+                true => format!("the last good checkpoint is kept at {}", last.display()),
+                false => "no checkpoint was written yet".into(),
+            };
+            bail!(
+                "loss became {} at epoch {} step {step} ({kept}); hint: lower train.optimizer.lr, check the images of this batch ({}…), or set train.skip_nonfinite_loss: true",
+                r.loss,
+                epoch + 1,
+                ids.join(", ")
+            );
+        }
+        let p = &mut sums.partial;
+        p.loss_sum += r.loss * n as f64;
+        p.correct += r.correct;
+        p.seen += n;
+        let w = &mut sums.window;
+        *w = (w.0 + r.loss * n as f64, w.1 + r.correct, w.2 + n);
+        self.state.global_step += 1;
+        let gs = self.state.global_step;
+        if gs.is_multiple_of(cfg.log.every_steps) {
+            self.tb.add_scalar("train/loss", (w.0 / w.2 as f64) as f32, gs);
+            self.tb.add_scalar("train/acc", (w.1 as f64 * 100.0 / w.2 as f64) as f32, gs);
+            self.tb.add_scalar("train/lr", lr as f32, gs);
+            *w = (0.0, 0, 0);
+        }
+        progress.set_message(format!(
+            "loss {:.4} acc {:.1}%",
+            p.loss_sum / p.seen as f64,
+            p.correct as f64 * 100.0 / p.seen as f64
+        ));
+        Ok(())
+    }
+
+    /// Ctrl-C or SIGTERM: a checkpoint of the unfinished epoch, then the error that exits 130.
+    fn interrupted(&mut self, epoch: usize, progress: &Progress, partial: PartialEpoch) -> anyhow::Error {
+        progress.finish();
+        self.state.partial_epoch = Some(partial);
+        if let Err(e) = self.checkpoint("last") {
+            return e;
+        }
+        self.tb.flush();
+        let msg = format!(
+            "interrupted in epoch {} after step {}; checkpoint written to {} — continue with `wsol train --config ... --resume {}`",
+            epoch + 1,
+            self.state.global_step,
+            self.ckpt_dir.join("last.safetensors").display(),
+            self.run_dir.display()
+        );
+        self.log.line(None, &msg);
+        interrupt::Interrupted(msg).into()
+    }
+
+    /// The epoch's scalars and log line, validation (and `best`), the `last` checkpoint.
+    fn end_epoch(&mut self, epoch: usize, lr: f64, started: Instant, sums: &EpochSums) -> Result<()> {
+        let epochs = self.cfg.train.epochs;
+        let p = &sums.partial;
+        anyhow::ensure!(p.seen > 0, "epoch {} had no usable batch", epoch + 1);
+        let (train_loss, train_acc) = (p.loss_sum / p.seen as f64, p.correct as f64 * 100.0 / p.seen as f64);
+        let gs = self.state.global_step;
+        self.tb.add_scalar("epoch/train_loss", train_loss as f32, gs);
+        self.tb.add_scalar("epoch/train_acc", train_acc as f32, gs);
+        self.tb.add_scalar("epoch/lr", lr as f32, gs);
+        let wait_ms = sums.data_wait.as_secs_f64() * 1e3 / sums.steps_timed.max(1) as f64;
+        self.tb.add_scalar("epoch/data_wait_ms_per_step", wait_ms as f32, gs);
+
+        let mut line =
+            format!("epoch {}/{epochs}  lr {lr:.2e}  loss {train_loss:.4}  train acc {train_acc:.2}", epoch + 1);
+        line.push_str(&format!("  data wait {wait_ms:.1} ms/step"));
+        if p.skipped > 0 {
+            line.push_str(&format!("  skipped {} batches", p.skipped));
+        }
+        if sums.bad_images > 0 {
+            line.push_str(&format!("  skipped {} bad images", sums.bad_images));
+        }
+        self.state.epochs_done = epoch + 1;
+        if self.val_ds.is_some() {
+            self.validate(epoch, &mut line)?;
+        } else if epoch + 1 == epochs {
+            self.state.best_epoch = Some(epoch + 1);
+            self.checkpoint("best")?;
+        }
+        self.checkpoint("last")?;
+        self.tb.flush();
+        line.push_str(&format!("  ({:.1}s)", started.elapsed().as_secs_f64()));
+        self.log.line(None, &line);
+        Ok(())
+    }
+
+    /// Scores the val split, logs it (and CAM overlays) to TensorBoard, and saves `best`
+    /// when `train.select_by` improved.
+    fn validate(&mut self, epoch: usize, line: &mut String) -> Result<()> {
+        let cfg = self.cfg;
+        let Some(val) = self.val_ds.clone() else { return Ok(()) };
+        let gs = self.state.global_step;
+        let batches = num_batches(val.meta.samples.len(), cfg.data.batch_size, false) as u64;
+        let vp = Progress::new(batches, "validate", self.quiet);
+        let net = self.model.inference_net(cfg)?;
+        let r = evaluate(net.as_ref(), self.extractor.as_ref(), val.clone(), cfg, &self.device, &vp, None)?;
+        vp.finish();
+        for (k, v) in r.to_json().as_object().expect("metrics are an object") {
+            if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
+                self.tb.add_scalar(&format!("val/{k}"), x as f32, gs);
+            }
+        }
+        line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));
+        if cfg.log.tensorboard && cfg.log.cam_images > 0 {
+            let threshold = r.loc.as_ref().map_or(cfg.eval.fixed_threshold, |l| l.best_threshold);
+            let (ex, n) = (self.extractor.as_ref(), cfg.log.cam_images);
+            match evaluate::cam_overlays(net.as_ref(), ex, &val, cfg, &self.device, n, threshold) {
+                Ok(pngs) => {
+                    let s = cfg.data.image_size;
+                    for (k, png) in pngs.iter().enumerate() {
+                        self.tb.add_image_png(&format!("val_cam/{k}"), png, s, s, gs);
+                    }
+                }
+                Err(e) => self.log.line(None, &format!("warning: no CAM overlays this epoch: {e:#}")),
+            }
+        }
+        if let Some(l) = &r.loc {
+            line.push_str(&format!("  gt-known {:.2}  v2 {:.2}", l.gt_known_loc, l.maxboxacc_v2));
+        }
+        if let Some(score) = r.metric(cfg.train.select_by.as_str()) {
+            if self.state.best_score.is_none_or(|b| score > b) {
+                self.state.best_score = Some(score);
+                self.state.best_epoch = Some(epoch + 1);
+                self.checkpoint("best")?;
+                line.push_str("  *best*");
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the weights, optimizer state and counters as checkpoint `tag` (`last`, `best`).
+    fn checkpoint(&self, tag: &str) -> Result<()> {
+        checkpoint::save(&self.ckpt_dir, tag, &self.model.varmap, self.sgd.state(), &self.state)
+    }
+
+    /// The test split scored with `eval.checkpoint`'s weights, into `metrics.json`,
+    /// TensorBoard and the log.
+    fn final_evaluation(mut self) -> Result<(PathBuf, EvalResult)> {
+        let cfg = self.cfg;
+        let tag = cfg.eval.checkpoint.as_str();
+        let ckpt = self.ckpt_dir.join(format!("{tag}.safetensors"));
+        if cfg.eval.checkpoint == CheckpointChoice::Best && ckpt.exists() {
+            crate::runtime::load_weights(&self.model.varmap, &ckpt)?;
+        }
+        let batches = num_batches(self.test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
+        let tp = Progress::new(batches, "test", self.quiet);
+        let net = self.model.inference_net(cfg)?;
+        let result =
+            evaluate(net.as_ref(), self.extractor.as_ref(), self.test_ds.clone(), cfg, &self.device, &tp, None)?;
+        tp.finish();
+        let extra =
+            [("checkpoint", serde_json::json!(ckpt.display().to_string())), ("provenance", self.provenance.to_json())];
+        result.write(&self.run_dir, &extra)?;
+        for (k, v) in result.to_json().as_object().expect("metrics are an object") {
+            if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
+                self.tb.add_scalar(&format!("test/{k}"), x as f32, self.state.global_step);
+            }
+        }
+        self.tb.flush();
+        self.log.line(None, &metrics_table(&result.table_rows()));
+        self.log.line(None, &format!("metrics written to {}", self.run_dir.join("metrics.json").display()));
+        Ok((self.run_dir, result))
+    }
+}
+
+/// Loads the checkpoint named by `state_path`; if it is damaged, says so with its path and,
+/// when asked, falls back to the checkpoint saved before it.
+fn load_resume_checkpoint(
+    state_path: &Path,
+    varmap: &candle_nn::VarMap,
+    sgd: &mut Sgd,
+    use_previous: bool,
+    log: &mut RunLog,
+) -> Result<TrainState> {
+    let err = match checkpoint::load(state_path, varmap, |m| sgd.load_state(m)) {
+        Ok(state) => return Ok(state),
+        Err(e) => e,
+    };
+    let dir = state_path.parent().unwrap_or(Path::new("."));
+    let tag = state_path.file_stem().unwrap_or_default().to_string_lossy();
+    let previous = checkpoint::previous_state_path(dir, &tag);
+    let Ok(prev) = checkpoint::load_state(&previous) else {
+        return Err(err);
+    };
+    if !use_previous {
+        bail!(
+            "{}; `--use-previous-checkpoint` resumes from the one saved before it (step {}, {})",
+            crate::error::message(&err),
+            prev.global_step,
+            previous.display()
+        );
+    }
+    log.line(
+        None,
+        &format!("{}; resuming from the previous checkpoint (step {})", crate::error::message(&err), prev.global_step),
+    );
+    checkpoint::load(&previous, varmap, |m| sgd.load_state(m))
+        .with_context(|| format!("the previous checkpoint {} cannot be loaded either", previous.display()))
+}
