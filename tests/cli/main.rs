@@ -21,3 +21,4 @@ mod fuzz;
 mod gradients;
 mod interrupt;
 mod mask_dataset;
+mod provenance;

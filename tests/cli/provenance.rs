@@ -1,0 +1,53 @@
+//! What a run records about itself, and checkpoint paths that hold no weights.
+
+use crate::common::*;
+
+/// One tiny epoch: `train.log` opens with the run's provenance, `metrics.json` carries it
+/// (version, commit, threads, device, kernels), and `wsol eval` records it too. The older
+/// spelling `model.head` still loads (the config and `--set`).
+#[test]
+fn runs_record_version_commit_threads_device_and_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth(d, 32, 8, 8);
+    let cfg = write_config(d, "prov", "");
+    let cfg = cfg.to_str().unwrap();
+    let args =
+        ["train", "--config", cfg, "--set", "train.epochs=1", "--set", "model.head=cam", "--out", "run", "--quiet"];
+    wsol_ok(&args, d);
+    let log = std::fs::read_to_string(d.join("run/train.log")).unwrap();
+    let first = log.lines().next().unwrap();
+    assert!(first.starts_with("run: wsol ") && first.contains("threads") && first.contains("conv "), "{first}");
+    let m = read_json(&d.join("run/metrics.json"));
+    let p = &m["provenance"];
+    assert_eq!(p["wsol_version"], env!("CARGO_PKG_VERSION"), "{m}");
+    assert!(p["git_commit"].is_string() && p["threads"].as_u64().unwrap() >= 1, "{p}");
+    assert_eq!(p["device"], "cpu");
+    assert!(p["kernels"]["conv"].is_string() && p["kernels"]["cpu_features"].is_array(), "{p}");
+    assert_eq!(std::fs::read_to_string(d.join("run/config.yaml")).unwrap().contains("method: cam"), true);
+
+    wsol_ok(
+        &["eval", "--config", cfg, "--checkpoint", "run/checkpoints/last.safetensors", "--out", "ev", "--quiet"],
+        d,
+    );
+    assert!(read_json(&d.join("ev/metrics.json"))["provenance"]["kernels"].is_object());
+}
+
+/// A run directory, a checkpoint's `.json` index or its optimizer state given as
+/// `--checkpoint`: the message says what the file is and which one to pass.
+#[test]
+fn eval_names_the_weights_file_for_other_checkpoint_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth(d, 32, 0, 8);
+    let cfg = write_config(d, "paths", "");
+    let cfg = cfg.to_str().unwrap();
+    wsol_ok(&["train", "--config", cfg, "--set", "train.epochs=1", "--out", "run", "--quiet"], d);
+    let eval = |ckpt: &str| wsol_err(&["eval", "--config", cfg, "--checkpoint", ckpt, "--quiet"], d);
+    let e = eval("run/checkpoints/last.optim.safetensors");
+    assert!(e.contains("optimizer-state file") && e.contains("run/checkpoints/last.safetensors"), "{e}");
+    let e = eval("run");
+    assert!(e.contains("is a directory") && e.contains("run/checkpoints/last.safetensors"), "{e}");
+    let e = eval("run/checkpoints/last.json");
+    assert!(e.contains("index") && e.contains("run/checkpoints/last.safetensors"), "{e}");
+}
