@@ -55,8 +55,18 @@ const GAP: usize = 4;
 /// Height of the caption line under each panel.
 const CAPTION: usize = 20;
 
-/// Renders the grid; returns the PNG bytes and what each panel shows.
+/// Renders the grid; returns the PNG bytes and what each panel shows. Fails on an empty
+/// grid (no method or no class).
 pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Request) -> Result<(Vec<u8>, Vec<Panel>)> {
+    // The grid's size arithmetic needs at least one column and one row.
+    if req.methods.is_empty() {
+        bail!("cam figure: no CAM method to draw (one column per method)");
+    }
+    match &req.classes {
+        Classes::Given(c) if c.is_empty() => bail!("cam figure: no class to draw (one row per class)"),
+        Classes::Top(0) => bail!("cam figure: top 0 classes leave no row to draw; ask for at least 1"),
+        _ => {}
+    }
     let size = cfg.data.image_size as usize;
     let img = load_rgb(&req.image)?;
     let tcfg = eval_transform(cfg);
@@ -76,7 +86,7 @@ pub fn render(model: &dyn WsolModel, cfg: &Config, device: &Device, req: &Reques
         Classes::Top(k) => {
             let mut order: Vec<usize> = (0..probs.len()).collect();
             order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-            order.truncate((*k).max(1));
+            order.truncate(*k);
             order
         }
     };
@@ -126,6 +136,45 @@ fn blit(grid: &mut [u8], grid_w: usize, cell: &[u8], size: usize, scale: usize, 
             let src = ((y / scale) * size + x / scale) * 3;
             let dst = ((y0 + y) * grid_w + x0 + x) * 3;
             grid[dst..dst + 3].copy_from_slice(&cell[src..src + 3]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::DType;
+    use candle_nn::{VarBuilder, VarMap};
+
+    use super::*;
+    use crate::config::{DataConfig, ModelConfig};
+
+    #[test]
+    fn an_empty_grid_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let image = tmp.path().join("a.png");
+        image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 0])).save(&image).unwrap();
+        let data = DataConfig { image_size: 32, num_classes: 5, image_root: tmp.path().into(), ..Default::default() };
+        let cfg = Config { data, model: ModelConfig { width: 4, ..Default::default() }, ..Default::default() };
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let net = crate::methods::build(&cfg.model, 5, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        crate::models::init::initialize(&varmap, 3, &dev).unwrap();
+        let req = |methods: &[&str], classes| Request {
+            image: image.clone(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            classes,
+            threshold: 0.2,
+            alpha: 0.5,
+        };
+        let render = |r: &Request| render(net.as_ref(), &cfg, &dev, r).map(|(_, panels)| panels.len());
+        assert_eq!(render(&req(&["cam", "gradcam"], Classes::Given(vec![1, 4]))).unwrap(), 4);
+        for (r, want) in [
+            (req(&[], Classes::Top(1)), "no CAM method"),
+            (req(&["cam"], Classes::Given(vec![])), "no class"),
+            (req(&["cam"], Classes::Top(0)), "top 0"),
+        ] {
+            let err = render(&r).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want), "expected an error with `{want}`, got `{err}`");
         }
     }
 }

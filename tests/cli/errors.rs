@@ -84,3 +84,31 @@ fn checkpoint_of_another_model_is_reported() {
     let err = wsol_err(&["eval", "--config", c, "--checkpoint", "junk.safetensors"], dir);
     assert!(err.contains("junk.safetensors"), "{err}");
 }
+
+#[test]
+fn cam_rejects_empty_method_and_class_lists_and_top_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth(dir, 32, 8, 8);
+    let cfg = write_config(dir, "c", "");
+    let c = cfg.to_str().unwrap();
+    wsol_ok(&["train", "--config", c, "--set", "train.epochs=1", "--out", "run", "--quiet"], dir);
+    let base = ["cam", "--config", c, "--checkpoint", "run/checkpoints/last.safetensors"];
+    let base = [&base[..], &["--image", "synth/test/00000.png", "--out", "x.png"]].concat();
+    for (flag, value, want) in [
+        ("--method", ",", "--method: expected a comma-separated list of CAM methods (cam, gradcam,"),
+        ("--method", "", "--method: expected a comma-separated list of CAM methods"),
+        ("--method", " , ", "got \" , \""),
+        ("--method", "gradcam,nope", "--method: unknown CAM method `nope` (available: cam, gradcam,"),
+        ("--class", ",", "--class: expected a comma-separated list of class indices from 0 to 3, got \",\""),
+        ("--class", "", "--class: expected a comma-separated list of class indices"),
+        ("--class", "1,x", "--class: `x` is not a class index"),
+        ("--class", "4", "--class 4: the model has 4 classes"),
+        ("--top", "0", "--top: expected at least 1"),
+    ] {
+        let err = wsol_err(&[&base[..], &[flag, value]].concat(), dir);
+        assert!(err.contains(want), "{flag} {value:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{flag} {value:?}: {err}");
+    }
+    assert!(!dir.join("x.png").exists());
+}
