@@ -70,7 +70,7 @@ fn main() {
     for (interval, official_ms) in [(0.01, official[0]), (0.001, official[1])] {
         for multi_contour in [false, true] {
             let cfg = BoxEvalConfig {
-                thresholds: cam_thresholds(interval),
+                thresholds: cam_thresholds(interval).unwrap(),
                 iou_thresholds: vec![30, 50, 70],
                 multi_contour,
                 fixed_threshold: 0.2,
@@ -89,21 +89,21 @@ fn main() {
                             (0..n)
                                 .into_par_iter()
                                 .fold(
-                                    || BoxAccumulator::new(&cfg),
+                                    || BoxAccumulator::new(&cfg).unwrap(),
                                     |mut a, i| {
                                         one(&mut a, i);
                                         a
                                     },
                                 )
                                 .reduce(
-                                    || BoxAccumulator::new(&cfg),
+                                    || BoxAccumulator::new(&cfg).unwrap(),
                                     |mut a, b| {
                                         a.merge(&b);
                                         a
                                     },
                                 )
                         } else {
-                            let mut a = BoxAccumulator::new(&cfg);
+                            let mut a = BoxAccumulator::new(&cfg).unwrap();
                             (0..n).for_each(|i| one(&mut a, i));
                             a
                         };
@@ -136,13 +136,13 @@ fn main() {
     println!("prepare_quantized only, 1 thread: {:>8.0} maps/s {:>8.3} ms/map", n as f64 / secs, secs * 1e3 / n as f64);
     // PxAP histograms for comparison (a random mask: the map above 0.5 shifted by 20 px).
     for interval in [0.01, 0.001] {
-        let thresholds = cam_thresholds(interval);
+        let thresholds = cam_thresholds(interval).unwrap();
         let masks: Vec<Vec<u8>> = pool
             .iter()
             .map(|(m, _)| (0..SIZE * SIZE).map(|i| (m[(i + 20) % (SIZE * SIZE)] > 0.5) as u8).collect())
             .collect();
         let t0 = Instant::now();
-        let mut acc = PxapAccumulator::new(&thresholds);
+        let mut acc = PxapAccumulator::new(&thresholds).unwrap();
         for i in 0..n {
             let map = prepare_map(&pool[i % pool.len()].0, SIZE, SIZE, SIZE);
             acc.add(&map, &masks[i % pool.len()]);

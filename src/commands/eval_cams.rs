@@ -6,8 +6,9 @@ use crate::cli::EvalCamsArgs;
 use crate::report::metrics_table;
 
 pub fn run(a: EvalCamsArgs) -> Result<()> {
-    if !(a.cam_curve_interval > 0.0 && a.cam_curve_interval < 1.0) {
-        anyhow::bail!("--cam-curve-interval {}: expected a value in (0, 1)", a.cam_curve_interval);
+    let min_interval = wsol_eval::localize::MIN_CAM_CURVE_INTERVAL;
+    if !(min_interval..1.0).contains(&a.cam_curve_interval) {
+        anyhow::bail!("--cam-curve-interval {:?}: expected a value in [{min_interval}, 1)", a.cam_curve_interval);
     }
     if !(0.0..1.0).contains(&a.fixed_threshold) {
         anyhow::bail!("--fixed-threshold {}: expected a value in [0, 1)", a.fixed_threshold);

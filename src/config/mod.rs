@@ -512,9 +512,10 @@ impl Config {
             "train.schedule.step_epochs: expected >= 1".into(),
         );
         let e = &self.eval;
+        let min_interval = wsol_eval::localize::MIN_CAM_CURVE_INTERVAL;
         check(
-            e.cam_curve_interval > 0.0 && e.cam_curve_interval < 1.0,
-            format!("eval.cam_curve_interval: expected in (0, 1), got {}", e.cam_curve_interval),
+            (min_interval..1.0).contains(&e.cam_curve_interval),
+            format!("eval.cam_curve_interval: expected in [{min_interval}, 1), got {:?}", e.cam_curve_interval),
         );
         check(
             !e.iou_thresholds.is_empty() && e.iou_thresholds.iter().all(|&t| (1..=100).contains(&t)),
@@ -606,6 +607,16 @@ mod tests {
         c.eval.cam_curve_interval = 2.0;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("data.batch_size") && err.contains("eval.cam_curve_interval"), "{err}");
+    }
+
+    #[test]
+    fn a_cam_curve_interval_too_fine_to_hold_is_refused() {
+        let mut c = Config::default();
+        c.eval.cam_curve_interval = 1e-300;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("eval.cam_curve_interval: expected in [0.0001, 1), got 1e-300"), "{err}");
+        c.eval.cam_curve_interval = 0.001;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -28,13 +28,13 @@ use wsol_eval::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome
 pub use wsol_eval::results::EvalResult;
 use wsol_eval::scoremaps::{self, ScoreMap};
 
-pub fn box_eval_config(cfg: &Config) -> BoxEvalConfig {
-    BoxEvalConfig {
-        thresholds: cam_thresholds(cfg.eval.cam_curve_interval),
+pub fn box_eval_config(cfg: &Config) -> Result<BoxEvalConfig> {
+    Ok(BoxEvalConfig {
+        thresholds: cam_thresholds(cfg.eval.cam_curve_interval)?,
         iou_thresholds: cfg.eval.iou_thresholds.clone(),
         multi_contour: cfg.eval.multi_contour,
         fixed_threshold: cfg.eval.fixed_threshold,
-    }
+    })
 }
 
 pub fn eval_transform(cfg: &Config) -> TransformConfig {
@@ -100,12 +100,12 @@ pub fn evaluate(
     let size = cfg.data.image_size as usize;
     let n_classes = cfg.data.num_classes;
     let has_boxes = ds.meta.samples.iter().any(|s| !s.boxes.is_empty());
-    let box_cfg = box_eval_config(cfg);
-    let thresholds = cam_thresholds(cfg.eval.cam_curve_interval);
-    let empty = || Scores {
-        boxes: BoxAccumulator::new(&box_cfg),
-        pxap: ds.masks.as_ref().map(|_| PxapAccumulator::new(&thresholds)),
+    let box_cfg = box_eval_config(cfg)?;
+    let proto = Scores {
+        boxes: BoxAccumulator::new(&box_cfg)?,
+        pxap: ds.masks.as_ref().map(|_| PxapAccumulator::new(&box_cfg.thresholds)).transpose()?,
     };
+    let empty = || proto.clone();
     let mut acc = empty();
     let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
     let loader = eval_loader(cfg, cfg.data.batch_size);
@@ -186,6 +186,7 @@ pub fn evaluate(
 }
 
 /// Localization accumulators of one pass: boxes always, PxAP on mask splits.
+#[derive(Clone)]
 struct Scores {
     boxes: BoxAccumulator,
     pxap: Option<PxapAccumulator>,

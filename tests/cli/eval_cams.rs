@@ -101,3 +101,49 @@ fn centre_baseline_finds_centred_boxes_only() {
     let err = wsol_err(&["eval-cams", "--metadata", "meta/test", "--image-size", "40"], dir);
     assert!(err.contains("--cams"), "{err}");
 }
+
+/// The library entry point checks its options itself (the CLI is not its only caller):
+/// each bad value is an error naming it, never a panic.
+#[test]
+fn library_rejects_bad_options_without_panicking() {
+    use wsol_eval::eval_cams::{eval_cams, EvalCamsOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    two_image_split(dir, "imgs/a.jpg,10,10,28,28\nimgs/b.jpg,0,0,19,19\n");
+    let good = || EvalCamsOptions {
+        metadata: dir.join("meta/test"),
+        cams: None,
+        predictions: None,
+        image_size: 20,
+        iou_thresholds: vec![30, 50, 70],
+        cam_curve_interval: 0.01,
+        multi_contour: true,
+        fixed_threshold: 0.2,
+        masks: None,
+    };
+    assert_eq!(eval_cams(&good()).unwrap().num_images, 2);
+    let cases: [(EvalCamsOptions, &str); 7] = [
+        (EvalCamsOptions { iou_thresholds: vec![], ..good() }, "at least one IoU threshold"),
+        (EvalCamsOptions { iou_thresholds: vec![50, 0], ..good() }, "IoU threshold 0"),
+        (EvalCamsOptions { cam_curve_interval: 0.0, ..good() }, "cam_curve_interval 0"),
+        (EvalCamsOptions { cam_curve_interval: 1e-300, ..good() }, "cam_curve_interval 1e-300"),
+        (EvalCamsOptions { cam_curve_interval: f64::NAN, ..good() }, "cam_curve_interval NaN"),
+        (EvalCamsOptions { image_size: 0, ..good() }, "image_size"),
+        (EvalCamsOptions { fixed_threshold: 1.5, ..good() }, "fixed threshold 1.5"),
+    ];
+    let mut wrong = Vec::new();
+    for (opts, want) in cases {
+        let err = match std::panic::catch_unwind(|| eval_cams(&opts).map(|_| ())) {
+            Ok(Err(e)) => format!("{e:#}"),
+            Ok(Ok(())) => "no error".into(),
+            Err(_) => "a panic".into(),
+        };
+        if !err.contains(want) {
+            wrong.push(format!("expected an error with `{want}`, got {err}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let args = ["eval-cams", "--metadata", "meta/test", "--centre-baseline", "--image-size", "20", "--out", "o"];
+    let err = wsol_err(&[&args[..], &["--cam-curve-interval", "1e-300"]].concat(), dir);
+    assert!(err.contains("--cam-curve-interval 1e-300: expected a value in [0.0001, 1)"), "{err}");
+}

@@ -32,6 +32,18 @@ pub struct EvalCamsOptions {
 }
 
 pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
+    if opts.image_size == 0 {
+        bail!("image_size: expected a positive size (maps are scored on an image_size square)");
+    }
+    // Checked before any file is read: a bad option fails at once.
+    let thresholds = cam_thresholds(opts.cam_curve_interval)?;
+    let box_cfg = BoxEvalConfig {
+        thresholds: thresholds.clone(),
+        iou_thresholds: opts.iou_thresholds.clone(),
+        multi_contour: opts.multi_contour,
+        fixed_threshold: opts.fixed_threshold,
+    };
+    let boxes = BoxAccumulator::new(&box_cfg)?;
     let split_dir = opts.metadata.as_path();
     let (root, split) = match (split_dir.parent(), split_dir.file_name()) {
         (Some(r), Some(s)) => {
@@ -40,7 +52,7 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
         _ => bail!("--metadata {}: expected a split folder such as metadata/CUB/test", split_dir.display()),
     };
     if let Some(mask_root) = &opts.masks {
-        return eval_masks(opts, root, split, mask_root);
+        return eval_masks(opts, root, split, mask_root, &thresholds);
     }
     let meta = read_split(root, &split, usize::MAX).map_err(|e| {
         match looks_like_masks(&split_dir.join("localization.txt")) {
@@ -60,19 +72,13 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
     }
     let (paths, outcomes) =
         maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
-    let cfg = BoxEvalConfig {
-        thresholds: cam_thresholds(opts.cam_curve_interval),
-        iou_thresholds: opts.iou_thresholds.clone(),
-        multi_contour: opts.multi_contour,
-        fixed_threshold: opts.fixed_threshold,
-    };
     let size = opts.image_size;
     let acc = fold_maps(
         &paths,
         meta.samples.len(),
         size,
         prepare_quantized,
-        || BoxAccumulator::new(&cfg),
+        || boxes.clone(),
         |acc, i, q: &Vec<u8>| {
             let s = &meta.samples[i];
             acc.add_quantized(q, size, size, &rescale_boxes(&s.boxes, s.size, size), outcomes.as_ref().map(|o| o[i]));
@@ -205,21 +211,27 @@ fn looks_like_masks(path: &Path) -> bool {
 
 /// PxAP over a mask split: every map is prepared as for boxes (resize, min-max), every
 /// mask loaded on the same grid, and pixel histograms are merged over the split.
-fn eval_masks(opts: &EvalCamsOptions, root: &Path, split: String, mask_root: &Path) -> Result<EvalResult> {
+fn eval_masks(
+    opts: &EvalCamsOptions,
+    root: &Path,
+    split: String,
+    mask_root: &Path,
+    thresholds: &[f64],
+) -> Result<EvalResult> {
     if !mask_root.is_dir() {
         bail!("--masks {}: no such directory", mask_root.display());
     }
     let meta = read_mask_split(root, &split)?;
     let (paths, outcomes) =
         maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
-    let thresholds = cam_thresholds(opts.cam_curve_interval);
+    let pixels = PxapAccumulator::new(thresholds)?;
     let size = opts.image_size;
     let acc = fold_maps(
         &paths,
         meta.samples.len(),
         size,
         prepare_map,
-        || PxapAccumulator::new(&thresholds),
+        || pixels.clone(),
         |acc, i, map: &Vec<f64>| {
             acc.add(map, &load_mask(mask_root, &meta.samples[i], &meta.localization, size)?);
             Ok(())

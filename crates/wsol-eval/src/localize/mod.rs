@@ -3,6 +3,8 @@
 //! threshold sweep, contours, bounding rectangles, and IoU with inclusive pixels.
 //! Where its conventions look odd we follow them anyway: published numbers depend on them.
 
+use anyhow::{bail, Result};
+
 mod contours;
 pub mod level_sets;
 mod resize;
@@ -67,12 +69,20 @@ pub fn rescale_boxes(boxes: &[[f64; 4]], orig_wh: (u32, u32), size: usize) -> Ve
     boxes.iter().map(|b| rescale_box(*b, (w, h), (size as f64, size as f64))).collect()
 }
 
+/// The finest `cam_curve_interval` taken: 10,000 thresholds, ten times the official
+/// finest (0.001). Maps are swept on 256 levels, so finer steps only repeat thresholds,
+/// and a tiny interval would otherwise ask for more thresholds than memory holds.
+pub const MIN_CAM_CURVE_INTERVAL: f64 = 1e-4;
+
 /// `list(np.arange(0, 1, interval))`: ceil(1 / interval) values `i * interval`.
 /// Built by multiplication, not accumulation, so 0.07 is 7 * 0.01 as numpy has it.
-pub fn cam_thresholds(interval: f64) -> Vec<f64> {
-    assert!(interval > 0.0 && interval.is_finite(), "cam_curve_interval must be positive");
+/// Fails unless `interval` lies in [`MIN_CAM_CURVE_INTERVAL`], 1).
+pub fn cam_thresholds(interval: f64) -> Result<Vec<f64>> {
+    if !(MIN_CAM_CURVE_INTERVAL..1.0).contains(&interval) {
+        bail!("cam_curve_interval {interval:?}: expected a value in [{MIN_CAM_CURVE_INTERVAL}, 1)");
+    }
     let n = (1.0 / interval).ceil() as usize;
-    (0..n).map(|i| i as f64 * interval).collect()
+    Ok((0..n).map(|i| i as f64 * interval).collect())
 }
 
 /// The official `normalize_scoremap` (on float64): a map with any NaN, or a constant map,
@@ -276,15 +286,25 @@ mod tests {
 
     #[test]
     fn thresholds_match_arange() {
-        let t = cam_thresholds(0.01);
+        let t = cam_thresholds(0.01).unwrap();
         assert_eq!(t.len(), 100);
         assert_eq!(t[7], 7.0 * 0.01);
         assert_eq!(t[99], 99.0 * 0.01);
-        assert_eq!(cam_thresholds(0.001).len(), 1000);
-        let t = cam_thresholds(0.05);
+        assert_eq!(cam_thresholds(0.001).unwrap().len(), 1000);
+        assert_eq!(cam_thresholds(MIN_CAM_CURVE_INTERVAL).unwrap().len(), 10_000);
+        let t = cam_thresholds(0.05).unwrap();
         assert_eq!(t.len(), 20);
         assert_eq!(t[0], 0.0);
         assert_eq!(t[19], 19.0 * 0.05);
+    }
+
+    #[test]
+    fn an_interval_out_of_range_is_an_error() {
+        for bad in [0.0, -0.01, 1.0, 2.0, 1e-300, f64::NAN, f64::INFINITY] {
+            let err = cam_thresholds(bad).unwrap_err().to_string();
+            assert!(err.contains("cam_curve_interval") && err.contains("expected a value in [0.0001, 1)"), "{err}");
+        }
+        assert!(cam_thresholds(1e-300).unwrap_err().to_string().starts_with("cam_curve_interval 1e-300:"));
     }
 
     #[test]

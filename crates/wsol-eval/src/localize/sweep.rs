@@ -281,7 +281,7 @@ mod tests {
             let (w, h) = (13, 9);
             let mut m: Vec<f64> = (0..w * h).map(|_| rnd()).collect();
             super::super::normalize_minmax(&mut m);
-            let t = super::super::cam_thresholds(0.01);
+            let t = super::super::cam_thresholds(0.01).unwrap();
             assert_eq!(boxes_at_thresholds(&m, w, h, &t), boxes_at_thresholds_reference(&m, w, h, &t));
         }
     }

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::{bail, Result};
+
 use super::percent;
 use crate::localize::{iou, quantize, sweep_quantized_with, BBox};
 
@@ -81,15 +83,30 @@ pub struct BoxAccumulator {
 }
 
 impl BoxAccumulator {
-    pub fn new(cfg: &BoxEvalConfig) -> Self {
-        assert!(!cfg.iou_thresholds.is_empty(), "need at least one IoU threshold");
-        assert!(!cfg.thresholds.is_empty(), "need at least one CAM threshold");
+    /// Fails on a configuration with nothing to sweep or score: no IoU or CAM threshold,
+    /// an IoU outside 1..=100 percent, a CAM threshold outside [0, 1).
+    pub fn new(cfg: &BoxEvalConfig) -> Result<Self> {
+        if cfg.iou_thresholds.is_empty() {
+            bail!("box accuracy: need at least one IoU threshold (percent, e.g. 30,50,70)");
+        }
+        if let Some(d) = cfg.iou_thresholds.iter().find(|d| !(1..=100).contains(*d)) {
+            bail!("box accuracy: IoU threshold {d}: expected a percentage in 1..=100");
+        }
+        if cfg.thresholds.is_empty() {
+            bail!("box accuracy: need at least one CAM threshold");
+        }
+        if let Some(t) = cfg.thresholds.iter().find(|t| !(0.0..1.0).contains(*t)) {
+            bail!("box accuracy: CAM threshold {t:?}: expected a value in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&cfg.fixed_threshold) {
+            bail!("box accuracy: fixed threshold {:?}: expected a value in [0, 1)", cfg.fixed_threshold);
+        }
         let mut ious = cfg.iou_thresholds.clone();
         if !ious.contains(&IOU_LOC) {
             ious.push(IOU_LOC);
         }
         let n = cfg.thresholds.len();
-        BoxAccumulator {
+        Ok(BoxAccumulator {
             sweep_thresholds: cfg.thresholds.iter().copied().chain([cfg.fixed_threshold]).collect(),
             n_cfg_ious: cfg.iou_thresholds.len(),
             largest: vec![0; ious.len() * n],
@@ -101,7 +118,7 @@ impl BoxAccumulator {
             top1: vec![0; n],
             top5: vec![0; n],
             fixed: [0; 3],
-        }
+        })
     }
 
     /// map: already prepared (resized to w x h and min-max normalized); gt: GT boxes
@@ -248,7 +265,7 @@ mod tests {
         let grid = |rows: [&str; 4]| -> Vec<f64> {
             rows.iter().flat_map(|r| r.bytes().map(|b| (b - b'0') as f64 / 9.0)).collect()
         };
-        let mut acc = BoxAccumulator::new(&cfg);
+        let mut acc = BoxAccumulator::new(&cfg).unwrap();
         // Image A: one 2x2 blob at level 9, rest 0. Box (1,1,3,3) at both thresholds.
         // GT (1,1,2,2): IoU 4/9 = 0.444 -> correct at 30 only.
         let a = grid(["0000", "0990", "0990", "0000"]);
@@ -295,10 +312,10 @@ mod tests {
         let maps: Vec<Vec<f64>> =
             (0..4).map(|k| (0..25).map(|i| ((i * 7 + k * 3) % 11) as f64 / 10.0).collect()).collect();
         let gt = [BBox::new(0, 0, 3, 3)];
-        let mut seq = BoxAccumulator::new(&cfg);
+        let mut seq = BoxAccumulator::new(&cfg).unwrap();
         maps.iter().for_each(|m| seq.add(m, 5, 5, &gt, None));
-        let mut a = BoxAccumulator::new(&cfg);
-        let mut b = BoxAccumulator::new(&cfg);
+        let mut a = BoxAccumulator::new(&cfg).unwrap();
+        let mut b = BoxAccumulator::new(&cfg).unwrap();
         maps[..1].iter().for_each(|m| a.add(m, 5, 5, &gt, None));
         maps[1..].iter().for_each(|m| b.add(m, 5, 5, &gt, None));
         a.merge(&b);
@@ -307,5 +324,28 @@ mod tests {
         assert_eq!(x.maxboxacc, y.maxboxacc);
         assert_eq!(x.top1_loc, None);
         assert_eq!(x.maxboxacc_v2, x.maxboxacc);
+    }
+
+    #[test]
+    fn a_config_with_nothing_to_score_is_an_error() {
+        let good = || BoxEvalConfig {
+            thresholds: vec![0.0, 0.5],
+            iou_thresholds: vec![30, 50, 70],
+            multi_contour: true,
+            fixed_threshold: 0.2,
+        };
+        assert!(BoxAccumulator::new(&good()).is_ok());
+        for (cfg, want) in [
+            (BoxEvalConfig { iou_thresholds: vec![], ..good() }, "need at least one IoU threshold"),
+            (BoxEvalConfig { iou_thresholds: vec![50, 0], ..good() }, "IoU threshold 0: expected a percentage"),
+            (BoxEvalConfig { iou_thresholds: vec![150], ..good() }, "IoU threshold 150"),
+            (BoxEvalConfig { thresholds: vec![], ..good() }, "need at least one CAM threshold"),
+            (BoxEvalConfig { thresholds: vec![0.0, f64::NAN], ..good() }, "CAM threshold NaN"),
+            (BoxEvalConfig { thresholds: vec![-0.5], ..good() }, "CAM threshold -0.5"),
+            (BoxEvalConfig { fixed_threshold: 1.0, ..good() }, "fixed threshold 1.0: expected a value in [0, 1)"),
+        ] {
+            let err = BoxAccumulator::new(&cfg).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want), "expected `{want}`, got `{err}`");
+        }
     }
 }

@@ -34,7 +34,7 @@ fn case_map(case: &Value) -> (Vec<f64>, usize, usize) {
 #[test]
 fn boxes_match_opencv() {
     let f = fixture();
-    let thresholds = cam_thresholds(f["interval"].as_f64().unwrap());
+    let thresholds = cam_thresholds(f["interval"].as_f64().unwrap()).unwrap();
     for (i, case) in f["cases"].as_array().unwrap().iter().enumerate() {
         let (map, w, h) = case_map(case);
         let ours = boxes_at_thresholds(&map, w, h, &thresholds);
@@ -72,12 +72,12 @@ fn accuracies_match_official_arithmetic() {
     let f = fixture();
     let ious: Vec<u32> = f["iou_thresholds"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let cfg = BoxEvalConfig {
-        thresholds: cam_thresholds(f["interval"].as_f64().unwrap()),
+        thresholds: cam_thresholds(f["interval"].as_f64().unwrap()).unwrap(),
         iou_thresholds: ious.clone(),
         multi_contour: true,
         fixed_threshold: 0.5,
     };
-    let mut acc = BoxAccumulator::new(&cfg);
+    let mut acc = BoxAccumulator::new(&cfg).unwrap();
     for case in f["cases"].as_array().unwrap() {
         let (map, w, h) = case_map(case);
         let gt: Vec<BBox> = case["gt"].as_array().unwrap().iter().map(bbox).collect();

@@ -24,17 +24,22 @@ pub struct PxapAccumulator {
 }
 
 impl PxapAccumulator {
-    /// `thresholds` as `cam_thresholds(interval)`: ascending, starting at 0, below 1.
-    pub fn new(thresholds: &[f64]) -> Self {
-        assert!(!thresholds.is_empty(), "need at least one threshold");
-        assert!(
-            thresholds.windows(2).all(|w| w[0] < w[1]) && *thresholds.last().unwrap() < 1.0,
-            "thresholds must ascend strictly below 1"
-        );
+    /// `thresholds` as `cam_thresholds(interval)`: ascending, in [0, 1). Fails otherwise:
+    /// they are the histogram's bin edges.
+    pub fn new(thresholds: &[f64]) -> Result<Self> {
+        if thresholds.is_empty() {
+            bail!("PxAP: need at least one CAM threshold");
+        }
+        if let Some(t) = thresholds.iter().find(|t| !(0.0..1.0).contains(*t)) {
+            bail!("PxAP: CAM threshold {t:?}: expected a value in [0, 1)");
+        }
+        if let Some(w) = thresholds.windows(2).find(|w| w[0] >= w[1]) {
+            bail!("PxAP: CAM thresholds must ascend strictly, got {:?} then {:?}", w[0], w[1]);
+        }
         let mut edges = thresholds.to_vec();
         edges.extend([1.0, 2.0, 3.0]);
         let bins = edges.len() - 1;
-        PxapAccumulator { edges, fg: vec![0; bins], bg: vec![0; bins] }
+        Ok(PxapAccumulator { edges, fg: vec![0; bins], bg: vec![0; bins] })
     }
 
     /// The `np.histogram` bin of `v`: `[e_i, e_i+1)`, the last bin closed; None outside
@@ -164,14 +169,14 @@ mod tests {
     use crate::localize::cam_thresholds;
 
     fn pxap(thresholds: &[f64], map: &[f64], mask: &[u8]) -> f64 {
-        let mut acc = PxapAccumulator::new(thresholds);
+        let mut acc = PxapAccumulator::new(thresholds).unwrap();
         acc.add(map, mask);
         acc.finish().unwrap()
     }
 
     #[test]
     fn bins_follow_numpy_histogram() {
-        let acc = PxapAccumulator::new(&[0.0, 0.5]);
+        let acc = PxapAccumulator::new(&[0.0, 0.5]).unwrap();
         // edges 0, 0.5, 1, 2, 3: bins [0,.5) [.5,1) [1,2) [2,3]
         assert_eq!(acc.bin(0.0), Some(0));
         assert_eq!(acc.bin(0.49), Some(0));
@@ -182,7 +187,7 @@ mod tests {
         assert_eq!(acc.bin(3.5), None);
         assert_eq!(acc.bin(f64::NAN), None);
         // A float32 CAM widened: 0.3f32 is 0.30000001192..., above 0.3f64.
-        let acc = PxapAccumulator::new(&cam_thresholds(0.1));
+        let acc = PxapAccumulator::new(&cam_thresholds(0.1).unwrap()).unwrap();
         assert_eq!(acc.bin(0.3f32 as f64), Some(3));
         assert_eq!(acc.bin(0.7f32 as f64), Some(6)); // 0.699999988 < 7 * 0.1
     }
@@ -206,7 +211,7 @@ mod tests {
     /// precision is that of the maximum-score pixels alone.
     #[test]
     fn perfect_map_scores_100() {
-        let t = cam_thresholds(0.01);
+        let t = cam_thresholds(0.01).unwrap();
         let map = [1.0, 1.0, 0.0, 0.0, 0.3];
         let mask = [1, 1, 0, 0, 255];
         assert_eq!(pxap(&t, &map, &mask), 100.0);
@@ -217,12 +222,12 @@ mod tests {
 
     #[test]
     fn merge_equals_one_pass() {
-        let t = cam_thresholds(0.1);
+        let t = cam_thresholds(0.1).unwrap();
         let map: Vec<f64> = (0..40).map(|i| ((i * 37) % 41) as f64 / 40.0).collect();
         let mask: Vec<u8> = (0..40).map(|i| [0, 1, 255, 1, 0][i % 5]).collect();
-        let mut whole = PxapAccumulator::new(&t);
+        let mut whole = PxapAccumulator::new(&t).unwrap();
         whole.add(&map, &mask);
-        let (mut a, mut b) = (PxapAccumulator::new(&t), PxapAccumulator::new(&t));
+        let (mut a, mut b) = (PxapAccumulator::new(&t).unwrap(), PxapAccumulator::new(&t).unwrap());
         a.add(&map[..13], &mask[..13]);
         b.add(&map[13..], &mask[13..]);
         a.merge(&b);
@@ -232,11 +237,11 @@ mod tests {
 
     #[test]
     fn degenerate_splits_are_errors() {
-        let t = cam_thresholds(0.5);
-        let mut acc = PxapAccumulator::new(&t);
+        let t = cam_thresholds(0.5).unwrap();
+        let mut acc = PxapAccumulator::new(&t).unwrap();
         acc.add(&[0.3, 0.6], &[0, 0]);
         assert!(acc.finish().unwrap_err().to_string().contains("no foreground"));
-        let mut acc = PxapAccumulator::new(&t);
+        let mut acc = PxapAccumulator::new(&t).unwrap();
         acc.add(&[0.3, 0.6], &[255, 255]);
         assert!(acc.finish().is_err());
     }
@@ -265,7 +270,7 @@ mod tests {
         }
         let size = u(&f["size"]);
         for (iv, want) in f["pxap"].as_object().unwrap() {
-            let mut acc = PxapAccumulator::new(&cam_thresholds(iv.parse().unwrap()));
+            let mut acc = PxapAccumulator::new(&cam_thresholds(iv.parse().unwrap()).unwrap()).unwrap();
             for c in f["cases"].as_array().unwrap() {
                 let raw: Vec<f32> = c["raw"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
                 let map = prepare_map(&raw, u(&c["w"]), u(&c["h"]), size);
@@ -296,6 +301,21 @@ mod tests {
         for n in [0usize, 1, 7, 8, 9, 127, 128, 129, 1000, 1003] {
             let v: Vec<f64> = (0..n).map(|i| i as f64).collect();
             assert_eq!(pairwise_sum(&v), (n * n.saturating_sub(1) / 2) as f64, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn thresholds_that_make_no_histogram_are_an_error() {
+        for (t, want) in [
+            (&[][..], "need at least one CAM threshold"),
+            (&[0.0, 0.5, 0.5], "must ascend strictly, got 0.5 then 0.5"),
+            (&[0.5, 0.2], "must ascend strictly, got 0.5 then 0.2"),
+            (&[0.0, 1.0], "CAM threshold 1.0: expected a value in [0, 1)"),
+            (&[-0.1, 0.5], "CAM threshold -0.1"),
+            (&[0.0, f64::NAN], "CAM threshold NaN"),
+        ] {
+            let err = PxapAccumulator::new(t).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want), "{t:?}: expected `{want}`, got `{err}`");
         }
     }
 }
