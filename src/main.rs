@@ -6,11 +6,14 @@ fn main() {
     // Output piped into a reader that quits (`wsol bench train --profile | head`) ends
     // the process quietly, as for other command-line tools, instead of println!'s panic.
     #[cfg(unix)]
+    // SAFETY: SIG_IGN and SIG_DFL install no handler, so no code of ours runs in signal
+    // context; no other thread exists yet to race with the change.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    wsol_ops::memory::keep_freed_memory();
+    // SAFETY: the start of main, so no other thread runs yet (rayon's pool starts later).
+    unsafe { wsol_ops::memory::keep_freed_memory() };
     let cli = wsol::cli::Cli::parse();
     if let Err(err) = wsol::commands::run(cli) {
         if let Some(stop) = err.downcast_ref::<wsol::train::interrupt::Interrupted>() {

@@ -22,3 +22,4 @@ mod gradients;
 mod interrupt;
 mod mask_dataset;
 mod provenance;
+mod source_rules;

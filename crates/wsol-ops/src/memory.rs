@@ -9,11 +9,17 @@
 /// first ones) are kept by turning mmap off for requests (`M_MMAP_MAX` 0; glibc still
 /// maps what a thread's arena cannot hold): ResNet-18 at batch 16 +7%, VGG16 +4%,
 /// peak memory unchanged (experiments/README.md). Returns whether glibc took it all.
-pub fn keep_freed_memory() -> bool {
+///
+/// # Safety
+///
+/// No other thread may run while it does: call it first thing in `main`, before any
+/// thread (rayon's pool included) is started. glibc's `mallopt` is MT-Unsafe: it writes
+/// process-wide parameters that other threads' allocations read unsynchronized.
+pub unsafe fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only changes allocator parameters; it is called at start-up,
-        // before any other thread exists.
+        // SAFETY: mallopt only changes allocator parameters, and the caller promises
+        // that no other thread exists yet.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
@@ -67,7 +73,44 @@ mod tests {
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_takes_the_heap_settings() {
-        assert!(keep_freed_memory());
+        // Other tests run on other threads here, so the call is made in a child process
+        // of this binary that runs this test alone.
+        const CHILD: &str = "WSOL_OPS_MALLOPT_CHILD";
+        let name = "memory::tests::glibc_takes_the_heap_settings";
+        if std::env::var_os(CHILD).is_some() {
+            // SAFETY: the child runs this one test on one test thread; libtest's main
+            // thread only waits for its result meanwhile.
+            assert!(unsafe { keep_freed_memory() });
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("1 passed"), "{out:?}");
+    }
+
+    /// Autoref specialization: `is_safe` resolves to `Safe`'s when the function can be
+    /// called without `unsafe` (safe fn items implement `Fn`), else to `Any`'s.
+    #[test]
+    fn keep_freed_memory_needs_an_unsafe_call() {
+        struct Probe<F>(F);
+        trait Safe {
+            fn is_safe(&self) -> bool {
+                true
+            }
+        }
+        impl<F: Fn() -> bool> Safe for Probe<F> {}
+        trait Any {
+            fn is_safe(&self) -> bool {
+                false
+            }
+        }
+        impl<F> Any for &Probe<F> {}
+        assert!((&Probe(|| true)).is_safe(), "the probe tells a safe fn");
+        assert!(!(&Probe(keep_freed_memory)).is_safe(), "its soundness depends on the caller");
     }
 
     #[test]

@@ -999,7 +999,9 @@ mod timing {
     #[ignore]
     fn conv_pass_times() {
         // As `wsol` runs: freed blocks stay in the heap, so big buffers are not fresh pages.
-        crate::memory::keep_freed_memory();
+        // SAFETY: this ignored timing test is run by its name, alone (see above), so no
+        // other test thread allocates while the parameters change.
+        unsafe { crate::memory::keep_freed_memory() };
         let dev = Device::Cpu;
         // Fastest of 7 calls, after one warm-up call: the least disturbed by neighbours on a
         // shared machine.
