@@ -2,6 +2,16 @@
 
 use std::path::Path;
 
+/// The doc comment (`///` lines) directly above the first line of `text` starting with
+/// `item`, joined with spaces.
+fn doc_above(text: &str, item: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let at = lines.iter().position(|l| l.starts_with(item)).unwrap_or_else(|| panic!("no `{item}`"));
+    let mut doc: Vec<&str> = lines[..at].iter().rev().take_while(|l| l.starts_with("///")).copied().collect();
+    doc.reverse();
+    doc.iter().map(|l| l.trim_start_matches('/').trim()).collect::<Vec<_>>().join(" ")
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -34,4 +44,17 @@ fn every_unsafe_block_has_a_safety_comment() {
         }
     }
     assert!(missing.is_empty(), "unsafe blocks without a `// SAFETY:` line within 3 lines above: {missing:?}");
+}
+
+/// The vendored candle-core's `Tensor::is_sole_owner` (ours) sits next to `detach`: each
+/// keeps its own doc comment.
+#[test]
+fn vendored_tensor_docs_sit_on_their_functions() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/candle-core/src/tensor.rs");
+    let text = std::fs::read_to_string(path).unwrap();
+    let detach = doc_above(&text, "pub fn detach(");
+    assert!(detach.starts_with("Returns a new tensor detached from the current graph"), "detach: {detach:?}");
+    let sole = doc_above(&text, "pub fn is_sole_owner(");
+    assert!(sole.starts_with("Whether this handle is the only one"), "is_sole_owner: {sole:?}");
+    assert!(!sole.contains("detached from the current graph"), "is_sole_owner: {sole:?}");
 }

@@ -2371,17 +2371,18 @@ impl Tensor {
         Ok(Tensor(Arc::new(tensor_)))
     }
 
-    /// Returns a new tensor detached from the current graph, gradient are not propagated through
-    /// this new node. The storage of this tensor is shared with the initial tensor.
-    ///
-    /// If the tensor is already detached from the computation graph, the same tensor is returned.
-    /// Whether this handle is the only one to the tensor and to its storage (no clone,
-    /// view or detached copy shares it): an in-place op on it is then seen by no one
-    /// else. (wsol: a backward pass reuses the gradient it was handed when it is.)
+    /// Whether this handle is the only one to the tensor and to its storage: no clone of
+    /// it, and no view or detached copy sharing its storage. An in-place op on it is then
+    /// seen by no one else. Not in upstream candle: a backward pass uses it to reuse the
+    /// gradient it was handed (vendor/README.md).
     pub fn is_sole_owner(&self) -> bool {
         Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.storage) == 1
     }
 
+    /// Returns a new tensor detached from the current graph, gradient are not propagated through
+    /// this new node. The storage of this tensor is shared with the initial tensor.
+    ///
+    /// If the tensor is already detached from the computation graph, the same tensor is returned.
     pub fn detach(&self) -> Tensor {
         if self.op.is_none() && !self.is_variable {
             self.clone()
