@@ -43,8 +43,6 @@ pub trait CamExtractor: Send + Sync {
     fn extract(&self, input: &CamInput) -> candle_core::Result<Tensor>;
 }
 
-/// Names accepted by [`by_name`].
-
 /// The extractor `name` reading layer `layer` (a name from the backbone's `layers()`;
 /// None: the last feature map).
 pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> Result<Box<dyn CamExtractor>> {

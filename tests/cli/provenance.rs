@@ -24,7 +24,7 @@ fn runs_record_version_commit_threads_device_and_kernels() {
     assert!(p["git_commit"].is_string() && p["threads"].as_u64().unwrap() >= 1, "{p}");
     assert_eq!(p["device"], "cpu");
     assert!(p["kernels"]["conv"].is_string() && p["kernels"]["cpu_features"].is_array(), "{p}");
-    assert_eq!(std::fs::read_to_string(d.join("run/config.yaml")).unwrap().contains("method: cam"), true);
+    assert!(std::fs::read_to_string(d.join("run/config.yaml")).unwrap().contains("method: cam"));
 
     wsol_ok(
         &["eval", "--config", cfg, "--checkpoint", "run/checkpoints/last.safetensors", "--out", "ev", "--quiet"],

@@ -95,6 +95,7 @@ mod tests {
     /// Autoref specialization: `is_safe` resolves to `Safe`'s when the function can be
     /// called without `unsafe` (safe fn items implement `Fn`), else to `Any`'s.
     #[test]
+    #[allow(clippy::needless_borrow)] // the borrow is what selects the trait
     fn keep_freed_memory_needs_an_unsafe_call() {
         struct Probe<F>(F);
         trait Safe {
