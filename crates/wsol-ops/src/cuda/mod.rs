@@ -138,6 +138,8 @@ impl candle_core::InplaceOp2 for UpdateRunning {
         let mut b = stream.launch_builder(&f);
         let c = c as i32;
         b.arg(&mut running).arg(&stats).arg(&c).arg(&self.row).arg(&self.scale).arg(&self.momentum);
+        // SAFETY: the arguments match `bn_update_running` in channel_ops.cu; `running` holds `c` floats and
+        // `stats` 3 x `c` (both checked above), and threads past `c` return.
         launched(unsafe { b.launch(per_element(c as usize)) })
     }
 }
@@ -188,6 +190,7 @@ fn elementwise(
     let n = l.shape().elem_count();
     let a = view(s, l)?;
     let b = b.map(|(s, l)| view(s, l)).transpose()?;
+    // SAFETY: uninitialized, but the grid-striding kernel below writes all `n` elements before any read.
     let mut out = unsafe { dev.alloc::<f32>(n)? };
     let f = kernel(dev, name)?;
     let stream = dev.cuda_stream();
@@ -198,6 +201,8 @@ fn elementwise(
     }
     let n64 = n as i64;
     args.arg(&mut out).arg(&n64);
+    // SAFETY: the arguments match the kernels' `(a[, b], out, long long n)`; `a` and `out` hold `n` floats,
+    // and so must `b`: every caller passes a tensor of `a`'s shape (not checked here).
     launched(unsafe { args.launch(per_element(n)) })?;
     done(out, dev, l.shape().clone())
 }
@@ -238,6 +243,8 @@ impl SgdPass {
             None => args.arg(&self.momentum).arg(&self.weight_decay),
             Some(nesterov) => args.arg(&self.lr).arg(&self.momentum).arg(&self.weight_decay).arg(nesterov),
         };
+        // SAFETY: the arguments match `sgd_momentum` / `sgd_step` in channel_ops.cu, and `d`, `a`, `b` all hold
+        // `n` floats (checked above); the grid-striding loops stay below `n`.
         launched(unsafe { args.launch(per_element(n)) })
     }
 }
@@ -284,6 +291,7 @@ fn launch_max_pool<A: cudarc::driver::DeviceRepr, O: cudarc::driver::DeviceRepr 
     let (ho, wo) = (win.out.0 as i32, win.out.1 as i32);
     let planes = n * c;
     let pixels = if g.is_some() { h * w } else { ho * wo };
+    // SAFETY: uninitialized, but the kernel below writes each of the `pixels` elements of every plane.
     let mut out = unsafe { dev.alloc::<O>(planes as usize * pixels as usize)? };
     let f = kernel(dev, name)?;
     let stream = dev.cuda_stream();
@@ -293,6 +301,8 @@ fn launch_max_pool<A: cudarc::driver::DeviceRepr, O: cudarc::driver::DeviceRepr 
         args.arg(g);
     }
     args.arg(&mut out).arg(&h).arg(&w).arg(&ho).arg(&wo).arg(&k).arg(&s).arg(&p).arg(&planes);
+    // SAFETY: the arguments match the `max_pool_*` kernels; `a` holds `planes` planes of x (h x w) or of the
+    // argmax indices (ho x wo), `g` dy of the output's shape, `out` `planes` x `pixels`; the callers' stride >= 1.
     launched(unsafe { args.launch(per_pixel(planes, pixels)) })?;
     Ok(out)
 }
@@ -315,11 +325,14 @@ impl CustomOp1 for Stats {
         let dev = &s.device;
         let (n, c, hw) = nchw(l)?;
         let x = view(s, l)?;
+        // SAFETY: uninitialized, but `bn_stats` writes all 3 x `c` (rows 0-2 of each block's channel).
         let mut out = unsafe { dev.alloc::<f32>(3 * c as usize)? };
         let f = kernel(dev, "bn_stats")?;
         let stream = dev.cuda_stream();
         let mut b = stream.launch_builder(&f);
         b.arg(&x).arg(&mut out).arg(&n).arg(&c).arg(&hw).arg(&self.eps);
+        // SAFETY: the arguments match `bn_stats`; `x` holds `n` x `c` x `hw` floats, `out` 3 x `c`, one block
+        // per channel.
         launched(unsafe { b.launch(per_channel(c)) })?;
         done(out, dev, Shape::from((3, c as usize)))
     }
@@ -361,6 +374,7 @@ impl CustomOp3 for Normalize {
         let (n, c, hw) = nchw(xl)?;
         let (x, gamma, beta) = (view(xs, xl)?, view(gs, gl)?, view(bs, bl)?);
         held(&self.stats, |stats| {
+            // SAFETY: uninitialized, but `bn_normalize` writes each of the `hw` pixels of every plane.
             let mut y = unsafe { dev.alloc::<f32>(xl.shape().elem_count())? };
             let f = kernel(dev, "bn_normalize")?;
             let planes = n * c;
@@ -368,6 +382,8 @@ impl CustomOp3 for Normalize {
             let mut b = stream.launch_builder(&f);
             let relu = i32::from(self.relu);
             b.arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&mut y).arg(&c).arg(&hw).arg(&planes).arg(&relu);
+            // SAFETY: the arguments match `bn_normalize`; `x` and `y` hold `planes` x `hw` floats, `stats` 3 x `c`
+            // (`Stats` of this x); `gamma` and `beta` must hold `c` (the layer's [C] parameters, not checked here).
             launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
             done(y, dev, xl.shape().clone())
         })
@@ -432,6 +448,7 @@ impl CustomOp2 for GradSums {
         let (n, c, hw) = nchw(xl)?;
         let (dy, x) = (view(ds, dl)?, view(xs, xl)?);
         self.0.with(|stats, gamma, beta| {
+            // SAFETY: uninitialized, but `bn_grad_sums` writes both rows of every channel.
             let mut out = unsafe { dev.alloc::<f32>(2 * c as usize)? };
             let f = kernel(dev, "bn_grad_sums")?;
             let stream = dev.cuda_stream();
@@ -439,6 +456,8 @@ impl CustomOp2 for GradSums {
             let relu = i32::from(self.0.relu);
             b.arg(&dy).arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&mut out);
             b.arg(&n).arg(&c).arg(&hw).arg(&relu);
+            // SAFETY: the arguments match `bn_grad_sums`; `dy` (the output's gradient) and `x` hold `n` x `c` x `hw`
+            // floats, `stats` 3 x `c`, `gamma` and `beta` `c`, `out` 2 x `c`; one block per channel.
             launched(unsafe { b.launch(per_channel(c)) })?;
             done(out, dev, Shape::from((2, c as usize)))
         })
@@ -467,6 +486,7 @@ impl CustomOp2 for GradInput {
         let count = (n as f64 * hw as f64) as f32;
         self.params.with(|stats, gamma, beta| {
             held(&self.sums, |sums| {
+                // SAFETY: uninitialized, but `bn_grad_input` writes each of the `hw` pixels of every plane.
                 let mut dx = unsafe { dev.alloc::<f32>(xl.shape().elem_count())? };
                 let f = kernel(dev, "bn_grad_input")?;
                 let planes = n * c;
@@ -475,6 +495,8 @@ impl CustomOp2 for GradInput {
                 let relu = i32::from(self.params.relu);
                 b.arg(&dy).arg(&x).arg(&gamma).arg(&beta).arg(&stats).arg(&sums).arg(&mut dx);
                 b.arg(&c).arg(&hw).arg(&planes).arg(&count).arg(&relu);
+                // SAFETY: the arguments match `bn_grad_input`; `dy`, `x` and `dx` hold `planes` x `hw` floats,
+                // `stats` 3 x `c`, `sums` 2 x `c`, `gamma` and `beta` `c`.
                 launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
                 done(dx, dev, xl.shape().clone())
             })
@@ -498,12 +520,15 @@ impl CustomOp2 for ChannelBias {
         let dev = &xs.device;
         let (n, c, hw) = nchw(xl)?;
         let (x, bias) = (view(xs, xl)?, view(bs, bl)?);
+        // SAFETY: uninitialized, but `add_channel` writes each of the `hw` pixels of every plane.
         let mut y = unsafe { dev.alloc::<f32>(xl.shape().elem_count())? };
         let f = kernel(dev, "add_channel")?;
         let planes = n * c;
         let stream = dev.cuda_stream();
         let mut b = stream.launch_builder(&f);
         b.arg(&x).arg(&bias).arg(&mut y).arg(&c).arg(&hw).arg(&planes);
+        // SAFETY: the arguments match `add_channel`; `x` and `y` hold `planes` x `hw` floats, and `bias` must
+        // hold `c` (the conv's [c_out] bias, not checked here).
         launched(unsafe { b.launch(per_pixel(planes, hw)) })?;
         done(y, dev, xl.shape().clone())
     }
@@ -530,11 +555,14 @@ impl CustomOp1 for ChannelSum {
         let dev = &s.device;
         let (n, c, hw) = nchw(l)?;
         let x = view(s, l)?;
+        // SAFETY: uninitialized, but `channel_sum` writes one sum per channel, all `c`.
         let mut out = unsafe { dev.alloc::<f32>(c as usize)? };
         let f = kernel(dev, "channel_sum")?;
         let stream = dev.cuda_stream();
         let mut b = stream.launch_builder(&f);
         b.arg(&x).arg(&mut out).arg(&n).arg(&c).arg(&hw);
+        // SAFETY: the arguments match `channel_sum`; `x` holds `n` x `c` x `hw` floats, `out` `c`, one block
+        // per channel.
         launched(unsafe { b.launch(per_channel(c)) })?;
         done(out, dev, Shape::from(c as usize))
     }

@@ -1,7 +1,7 @@
 //! The convolution passes through cuDNN's graph (backend) API: each shape's operation graph
 //! and execution plan built once, then one variant pack and `cudnnBackendExecute` per call.
 //! Why: cuDNN 9 serves the legacy calls of `conv_cudnn.rs` by building a plan inside every
-//! call, 50-70 us of host time per convolution on an H200 host (session 15's `bench train
+//! call, 50-70 us of host time per convolution on an H200 host (measured with `bench train
 //! --profile`): ~4 ms of a 10.6 ms ResNet-18 step at batch 32 while the GPU waits. PyTorch
 //! goes through this API (via cudnn-frontend) with cached plans.
 //!
@@ -29,6 +29,8 @@ struct Desc(sys::cudnnBackendDescriptor_t);
 
 impl Drop for Desc {
     fn drop(&mut self) {
+        // SAFETY: `self.0` came from a successful `cudnnBackendCreateDescriptor` (a `Desc` is built only then),
+        // destroyed once, here.
         unsafe { sys::cudnnBackendDestroyDescriptor(self.0) };
     }
 }
@@ -36,12 +38,15 @@ impl Drop for Desc {
 impl Desc {
     fn new(kind: D) -> Result<Desc> {
         let mut raw = std::ptr::null_mut();
+        // SAFETY: `raw` is a valid out-pointer for the new descriptor.
         check(unsafe { sys::cudnnBackendCreateDescriptor(kind, &mut raw) }, "create descriptor")?;
         Ok(Desc(raw))
     }
 
     /// Attribute `name` := `values`, whose element type is cuDNN's `ty`.
     fn set<V>(&self, name: A, ty: T, values: &[V]) -> Result<&Self> {
+        // SAFETY: `self.0` is live; `values` holds `values.len()` elements of `V`, the Rust type of the cuDNN type
+        // `ty` at every call site.
         let status = unsafe {
             sys::cudnnBackendSetAttribute(self.0, name, ty, values.len() as i64, values.as_ptr() as *const c_void)
         };
@@ -54,12 +59,15 @@ impl Desc {
         let mut n = 0i64;
         // No array when only the count is asked for, as cudnn-frontend does.
         let array = if out.is_empty() { std::ptr::null_mut() } else { out.as_mut_ptr() as *mut c_void };
+        // SAFETY: `self.0` is live; `array` is null with a count of 0 or holds `out.len()` elements of `V` (the type
+        // `ty` names at every call site), and cuDNN writes at most that many; `n` is a live out-pointer.
         let status = unsafe { sys::cudnnBackendGetAttribute(self.0, name, ty, out.len() as i64, &mut n, array) };
         attribute(status, name)?;
         Ok(n as usize)
     }
 
     fn finalize(self, what: &str) -> Result<Desc> {
+        // SAFETY: `self.0` is a live descriptor; cuDNN validates its attributes and reports an error if any is missing.
         check(unsafe { sys::cudnnBackendFinalize(self.0) }, what)?;
         Ok(self)
     }
@@ -234,6 +242,8 @@ fn run(h: sys::cudnnHandle_t, plan: &Desc, ptrs: [*mut c_void; 3], workspace: *m
         .set(A::CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, T::CUDNN_TYPE_VOID_PTR, &ptrs)?
         .set(A::CUDNN_ATTR_VARIANT_PACK_WORKSPACE, T::CUDNN_TYPE_VOID_PTR, &[workspace])?;
     let pack = pack.finalize("variant pack")?;
+    // SAFETY: `h` is the thread's handle for the device, which built `plan` (finalized, kept alive by its
+    // owner); `pack` holds device buffers of the graph's dims and a workspace of at least the plan's size.
     check(unsafe { sys::cudnnBackendExecute(h, plan.0, pack.0) }, "execute")
 }
 

@@ -107,6 +107,7 @@ struct Handle(sys::cudnnHandle_t);
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // SAFETY: `self.0` came from a successful `cudnnCreate` (a `Handle` is built only then), destroyed once.
         unsafe { sys::cudnnDestroy(self.0) };
     }
 }
@@ -119,8 +120,10 @@ fn handle(dev: &CudaDevice) -> Result<Rc<Handle>> {
         let stream = dev.cuda_stream();
         stream.context().bind_to_thread().map_err(Error::wrap)?;
         let mut raw = std::ptr::null_mut();
+        // SAFETY: `raw` is a valid out-pointer, and the device's context is bound to this thread above.
         check(unsafe { sys::cudnnCreate(&mut raw) }, "create")?;
         let c = Rc::new(Handle(raw));
+        // SAFETY: `raw` is the live handle just created; the stream is this device's own.
         check(unsafe { sys::cudnnSetStream(raw, stream.cu_stream() as sys::cudaStream_t) }, "set stream")?;
         h.borrow_mut().insert(dev.id(), c.clone());
         Ok(c)
@@ -150,7 +153,9 @@ fn workspace(dev: &CudaDevice, stream: &Arc<CudaStream>, bytes: usize) -> Result
     WORKSPACE.with(|ws| {
         let mut ws = ws.borrow_mut();
         if ws.get(&dev.id()).is_none_or(|w| w.len() < bytes) {
-            ws.remove(&dev.id()); // free the smaller one first
+            // Free the smaller one first.
+            ws.remove(&dev.id());
+            // SAFETY: uninitialized scratch memory, only handed to cuDNN as workspace (never read as data).
             ws.insert(dev.id(), unsafe { dev.alloc::<u8>(bytes.max(1))? });
         }
         let (p, _guard) = ws.get_mut(&dev.id()).expect("inserted above").device_ptr_mut(stream);
@@ -177,6 +182,8 @@ enum Algo {
 
 impl Drop for Plan {
     fn drop(&mut self) {
+        // SAFETY: each descriptor is one `Plan::new` created, destroyed once here; one still null (creation
+        // failed part way) is passed as null, which cuDNN's destroy calls are relied on to ignore.
         unsafe {
             sys::cudnnDestroyTensorDescriptor(self.x);
             sys::cudnnDestroyFilterDescriptor(self.w);
@@ -219,6 +226,8 @@ impl Plan {
             algo: Algo::Forward(sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM),
             workspace: 0,
         };
+        // SAFETY: each create call gets a valid out-pointer to a field of `plan` (whose `Drop` destroys it), each
+        // set call a descriptor created just above, with plain values.
         unsafe {
             check(sys::cudnnCreateTensorDescriptor(&mut plan.x), "tensor descriptor")?;
             check(sys::cudnnCreateTensorDescriptor(&mut plan.y), "tensor descriptor")?;
@@ -238,6 +247,8 @@ impl Plan {
         let size = &mut plan.workspace;
         // Each search lists every algorithm; the first usable one wins, and its math type
         // is set as PyTorch does (within what `math` above allows).
+        // SAFETY: the handle and descriptors are live and passed in each cuDNN function's order; `perf` holds
+        // `$count` results (zeroed is valid: every enum field has a 0 variant) and `size` is a live out-pointer.
         let math = unsafe {
             match conv.pass {
                 Pass::Forward => {
@@ -287,6 +298,7 @@ impl Plan {
                 }
             }
         };
+        // SAFETY: `plan.conv` is the live descriptor created above; `math` is what cuDNN reported for the algorithm.
         check(unsafe { sys::cudnnSetConvolutionMathType(plan.conv, math) }, "math type")?;
         Ok(plan)
     }
@@ -295,6 +307,8 @@ impl Plan {
     fn run(&self, h: sys::cudnnHandle_t, [a, b, d]: [*mut c_void; 3], wsp: *mut c_void) -> Result<()> {
         let (one, zero) = (&1f32 as *const f32 as *const c_void, &0f32 as *const f32 as *const c_void);
         let n = self.workspace;
+        // SAFETY: `h` and the descriptors are live; `a`, `b`, `d` are device buffers of the descriptors' sizes
+        // (the caller's contract), `wsp` has at least the `n` bytes cuDNN asked for; alpha, beta are host f32s.
         let status = unsafe {
             match self.algo {
                 Algo::Forward(algo) => {
@@ -388,6 +402,7 @@ impl CustomOp2 for Conv {
         let tf32 = candle_core::cuda_backend::gemm_reduced_precision_f32();
         let benchmark = BENCHMARK.load(Ordering::Relaxed);
         let stream = dev.cuda_stream();
+        // SAFETY: uninitialized, but the cuDNN call below writes all of it (beta = 0: the output is not read).
         let mut dst = unsafe { dev.alloc::<f32>(out.iter().product())? };
         {
             let (pa, _ga) = a.device_ptr(&stream);
