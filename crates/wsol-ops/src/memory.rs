@@ -8,7 +8,7 @@
 /// threshold caps at 32 MB, so blocks above it (batch 16's stem activations, VGG's
 /// first ones) are kept by turning mmap off for requests (`M_MMAP_MAX` 0; glibc still
 /// maps what a thread's arena cannot hold): ResNet-18 at batch 16 +7%, VGG16 +4%,
-/// peak memory unchanged (experiments/README.md). Returns whether glibc took it all.
+/// peak memory unchanged (experiments/log/2026-11-27-cpu-training-speed-sessions-11-14.md). Returns whether glibc took it all.
 ///
 /// # Safety
 ///

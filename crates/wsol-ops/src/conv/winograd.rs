@@ -393,7 +393,7 @@ unsafe fn write_tiles_on(
 const FILL_CHANNELS: usize = 8;
 
 /// Transformed weights past this size (f32s; 24 MB) do not stay in the last-level cache
-/// between work items: on a 2-core Xeon (2026-12-04) ResNet's 512 -> 512 layers
+/// between work items: on a 2-core Xeon ResNet's 512 -> 512 layers
 /// (16 MB of U) ran at ~380 GFLOP/s with one panel per item, Inception's 1024 -> 1024
 /// head (64 MB) at ~175.
 const U_CACHED_FLOATS: usize = 6 << 20;
