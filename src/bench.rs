@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::config::{Backbone, Method, ModelConfig, OptimizerConfig};
+use crate::config::{AcolConfig, Backbone, Method, ModelConfig, OptimizerConfig};
 use crate::models::{self, WsolModel};
 use crate::train::optimizer::{Param, Sgd};
 use crate::train::step::{train_step, StepBatch};
@@ -73,7 +73,9 @@ fn setup(b: &ModelBench) -> Result<Setup> {
     let dev = crate::runtime::device(&b.device, b.tf32, b.cudnn_benchmark)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let cfg = ModelConfig { backbone: b.backbone, method: b.head, ..Default::default() };
+    // ACoL at wsolevaluation's 1024 on every backbone: the layout scripts/bench_pytorch.py builds.
+    let acol = AcolConfig { width: Some(1024), ..Default::default() };
+    let cfg = ModelConfig { backbone: b.backbone, method: b.head, acol, ..Default::default() };
     let net = crate::methods::build(&cfg, b.classes, vb)?;
     models::init::initialize(&varmap, 0, &dev)?;
     let parameters = varmap

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 mod names;
 
-pub use names::{Backbone, CamMethod, CheckpointChoice, DataFormat, Method, OptimizerName, ScheduleName, SelectBy};
+pub use names::{
+    AcolMap, Backbone, CamMethod, CheckpointChoice, DataFormat, Method, OptimizerName, ScheduleName, SelectBy,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -198,13 +200,17 @@ pub struct AcolConfig {
     /// Branch A's GT-class map, min-max normalized, is erased from branch B's input where
     /// >= this (0.6 in the ACoL paper's code, 0.7 in wsolevaluation's runs).
     pub erase_threshold: f64,
-    /// Channels of the two 3x3 convs of each branch (1024 in the papers).
-    pub width: usize,
+    /// Channels of the two 3x3 convs of each branch; unset (null): 1024 on the papers'
+    /// layouts (VGG16, ResNet-50, Inception-v3), the backbone's channels elsewhere.
+    pub width: Option<usize>,
+    /// Which map the `cam` method reads: the fused one (default, as wsolevaluation scores
+    /// ACoL), either branch, or branch B without erasing — to see what erasing did.
+    pub map: AcolMap,
 }
 
 impl Default for AcolConfig {
     fn default() -> Self {
-        AcolConfig { erase_threshold: 0.6, width: 1024 }
+        AcolConfig { erase_threshold: 0.6, width: None, map: AcolMap::Fused }
     }
 }
 
@@ -478,7 +484,7 @@ impl Config {
             acol.erase_threshold > 0.0 && acol.erase_threshold <= 1.0,
             format!("model.acol.erase_threshold: expected in (0, 1], got {}", acol.erase_threshold),
         );
-        check(acol.width >= 1, "model.acol.width: expected >= 1".into());
+        check(acol.width != Some(0), "model.acol.width: expected >= 1 (or unset: it follows the backbone)".into());
         let adl = &self.model.adl;
         for (key, v) in [("drop_rate", adl.drop_rate), ("drop_threshold", adl.drop_threshold)] {
             check((0.0..=1.0).contains(&v), format!("model.adl.{key}: expected in [0, 1], got {v}"));

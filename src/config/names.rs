@@ -88,6 +88,19 @@ names! {
 }
 
 names! {
+    /// `model.acol.map`: which of ACoL's maps `cam` reads (evaluation and pictures).
+    AcolMap {
+        /// max of the two branches' normalized maps, as wsolevaluation scores ACoL.
+        Fused = "fused",
+        BranchA = "branch_a",
+        /// Branch B on the features with branch A's confident region erased.
+        BranchB = "branch_b",
+        /// Branch B on the whole features: what B sees without erasing.
+        BranchBUnerased = "branch_b_unerased",
+    }
+}
+
+names! {
     /// `data.format`: how the dataset is laid out on disk (`data/`).
     DataFormat {
         /// wsolevaluation's metadata folders.

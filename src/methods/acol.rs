@@ -12,11 +12,33 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::Knob;
-use crate::config::AcolConfig;
+use crate::config::{AcolConfig, AcolMap, Backbone as BackboneName};
 use crate::models::{class_map, minmax_rows, Backbone, Output, WsolModel};
 
 /// `wsol sweep`'s default search range for ACoL.
 pub const SEARCH: &[(&str, Knob)] = &[("model.acol.erase_threshold", Knob::Uniform(0.0, 1.0))];
+
+/// The branches' width when `model.acol.width` is not set: wsolevaluation's 1024 on the
+/// layouts it publishes (VGG16, ResNet-50, Inception-v3), elsewhere the backbone's own
+/// channel count up to 1024, so a small net does not carry branches many times its size
+/// (1024-wide branches on `tiny`'s 64 channels trained 50x slower and localized worse).
+pub fn default_width(backbone: BackboneName, channels: usize) -> usize {
+    match backbone {
+        BackboneName::Vgg16 | BackboneName::ResNet50 | BackboneName::InceptionV3 => 1024,
+        BackboneName::Tiny | BackboneName::ResNet18 | BackboneName::EfficientNetLite0 => channels.min(1024),
+    }
+}
+
+/// One warning line when the branches hold many times the backbone's parameters (each
+/// 3x3 branch conv runs at the feature map's resolution, so they cost about as much).
+pub fn cost_warning(backbone_params: usize, head_params: usize, width: usize, channels: usize) -> Option<String> {
+    (head_params > 4 * backbone_params).then(|| {
+        format!(
+            "warning: ACoL's branches ({width} wide on {channels} channels) have {head_params} parameters, {:.0}x the backbone's {backbone_params}; a smaller model.acol.width trains faster (unset, it follows the backbone)",
+            head_params as f64 / backbone_params.max(1) as f64
+        )
+    })
+}
 
 struct Branch {
     conv1: Conv2d,
@@ -45,6 +67,7 @@ pub struct AcolHead {
     branch_a: Branch,
     branch_b: Branch,
     erase_threshold: f64,
+    map: AcolMap,
 }
 
 impl AcolHead {
@@ -52,14 +75,16 @@ impl AcolHead {
         backbone: Box<dyn Backbone>,
         num_classes: usize,
         cfg: &AcolConfig,
+        width: usize,
         vb: &VarBuilder,
     ) -> candle_core::Result<Self> {
         let c = backbone.out_channels();
         Ok(AcolHead {
-            branch_a: Branch::new(c, cfg.width, num_classes, vb.pp("classifier_A"))?,
-            branch_b: Branch::new(c, cfg.width, num_classes, vb.pp("classifier_B"))?,
+            branch_a: Branch::new(c, width, num_classes, vb.pp("classifier_A"))?,
+            branch_b: Branch::new(c, width, num_classes, vb.pp("classifier_B"))?,
             backbone,
             erase_threshold: cfg.erase_threshold,
+            map: cfg.map,
         })
     }
 
@@ -98,8 +123,13 @@ impl WsolModel for AcolHead {
 
     fn cam(&self, out: &Output, targets: &Tensor) -> candle_core::Result<Tensor> {
         let maps_a = out.class_maps.as_ref().expect("ACoL outputs carry branch A's maps");
-        let maps_b = self.branch_b_maps(&out.features, maps_a, targets)?;
-        normalize_maps(&class_map(maps_a, targets)?)?.maximum(&normalize_maps(&class_map(&maps_b, targets)?)?)
+        let of = |maps: &Tensor| normalize_maps(&class_map(maps, targets)?);
+        match self.map {
+            AcolMap::Fused => of(maps_a)?.maximum(&of(&self.branch_b_maps(&out.features, maps_a, targets)?)?),
+            AcolMap::BranchA => of(maps_a),
+            AcolMap::BranchB => of(&self.branch_b_maps(&out.features, maps_a, targets)?),
+            AcolMap::BranchBUnerased => of(&self.branch_b.forward(&out.features)?),
+        }
     }
 
     fn is_new_layer(&self, var_name: &str) -> bool {
@@ -121,6 +151,38 @@ mod tests {
     use candle_nn::VarMap;
 
     use super::*;
+
+    #[test]
+    fn default_width_is_the_papers_on_their_layouts_and_the_backbones_elsewhere() {
+        assert_eq!(default_width(BackboneName::Vgg16, 512), 1024);
+        assert_eq!(default_width(BackboneName::ResNet50, 2048), 1024);
+        assert_eq!(default_width(BackboneName::InceptionV3, 768), 1024);
+        assert_eq!(default_width(BackboneName::Tiny, 64), 64);
+        assert_eq!(default_width(BackboneName::ResNet18, 512), 512);
+        assert_eq!(default_width(BackboneName::EfficientNetLite0, 1280), 1024);
+        assert!(cost_warning(100, 300, 8, 4).is_none());
+        assert!(cost_warning(100, 500, 1024, 64).unwrap().contains("5x the backbone's 100"));
+    }
+
+    /// `model.acol.map`: the fused map is the maximum of the two branches' maps, and
+    /// branch B without erasing differs from branch B on erased features.
+    #[test]
+    fn each_map_is_readable_and_fused_is_their_maximum() {
+        let (_vm, mut head) = acol(0.5);
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let out = head.forward_t(&x, false).unwrap();
+        let t = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
+        let mut read = |map| {
+            head.map = map;
+            head.cam(&out, &t).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (fused, a, b, whole) =
+            (read(AcolMap::Fused), read(AcolMap::BranchA), read(AcolMap::BranchB), read(AcolMap::BranchBUnerased));
+        let max: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a.max(*b)).collect();
+        assert_eq!(fused, max);
+        assert_ne!(b, whole, "erasing changes what branch B sees");
+    }
+
     use crate::config::ModelConfig;
 
     fn acol(threshold: f64) -> (VarMap, AcolHead) {
@@ -129,7 +191,8 @@ mod tests {
         let cfg = ModelConfig { width: 4, ..Default::default() };
         let backbone =
             Box::new(crate::models::Tiny::new(&cfg, crate::models::Trunk::Acol, None, vb.pp("features")).unwrap());
-        let head = AcolHead::new(backbone, 3, &AcolConfig { erase_threshold: threshold, width: 8 }, &vb).unwrap();
+        let acol = AcolConfig { erase_threshold: threshold, width: Some(8), map: AcolMap::Fused };
+        let head = AcolHead::new(backbone, 3, &acol, 8, &vb).unwrap();
         crate::models::init::initialize(&varmap, 5, &Device::Cpu).unwrap();
         (varmap, head)
     }

@@ -58,9 +58,34 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         Method::Cam | Method::Has | Method::CutMix | Method::Adl => {
             Box::new(cam::CamHead::new(backbone, num_classes, inserted, vb.pp("fc"))?)
         }
-        Method::Acol => Box::new(acol::AcolHead::new(backbone, num_classes, &cfg.acol, &vb)?),
+        Method::Acol => {
+            let width = cfg.acol.width.unwrap_or_else(|| acol::default_width(cfg.backbone, backbone.out_channels()));
+            Box::new(acol::AcolHead::new(backbone, num_classes, &cfg.acol, width, &vb)?)
+        }
         Method::Spg => Box::new(spg::SpgHead::new(backbone, num_classes, &cfg.spg, &vb)?),
     })
+}
+
+/// A warning when the method's own layers dwarf the backbone (ACoL's branches at a width
+/// set far above the backbone's channels), from the parameter counts of `varmap`.
+pub fn cost_warning(cfg: &ModelConfig, varmap: &candle_nn::VarMap) -> Option<String> {
+    if cfg.method != Method::Acol {
+        return None;
+    }
+    let data = varmap.data().lock().expect("varmap lock");
+    let (mut head, mut rest, mut shape) = (0usize, 0usize, None);
+    for (name, var) in data.iter() {
+        if name.starts_with("classifier_A.") || name.starts_with("classifier_B.") {
+            head += var.elem_count();
+            if name == "classifier_A.0.weight" {
+                shape = var.dims4().ok();
+            }
+        } else if !name.ends_with(".running_mean") && !name.ends_with(".running_var") {
+            rest += var.elem_count();
+        }
+    }
+    let (width, channels, _, _) = shape?;
+    acol::cost_warning(rest, head, width, channels)
 }
 
 /// The generator of training step `step` (batch transforms draw from it, so a resumed run

@@ -61,6 +61,7 @@ impl<'a> Trainer<'a> {
         };
         let test_ds = crate::data::open::load_split(cfg, &cfg.eval.split)?;
         let model = crate::runtime::build_model(cfg, &device)?;
+        let cost_warning = crate::methods::cost_warning(&cfg.model, &model.varmap);
         let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
 
         let (run_dir, resume_state) = match &opts.resume {
@@ -78,6 +79,9 @@ impl<'a> Trainer<'a> {
         let mut log = RunLog { file: log_file, quiet: opts.quiet };
         let provenance = Provenance::detect(&cfg.device);
         log.line(None, &format!("run: {}", provenance.summary()));
+        if let Some(w) = cost_warning {
+            log.line(None, &w);
+        }
         let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
 
         let params: Vec<Param> = {
