@@ -135,7 +135,8 @@ pub struct SweepArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub common: ConfigArgs,
-    /// Model weights (.safetensors written by `wsol train`).
+    /// Model weights (.safetensors written by `wsol train`); without --config, the run's
+    /// own config.yaml (next to checkpoints/) is used.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Split to score (default: eval.split of the config).

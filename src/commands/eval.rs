@@ -9,19 +9,22 @@ use crate::cli::EvalArgs;
 use crate::evaluate;
 use crate::report::metrics_table;
 
+/// The run a checkpoint belongs to: `RUN` for `RUN/checkpoints/<file>`, else its folder.
+fn run_dir_of(checkpoint: &Path) -> &Path {
+    let ckpt_dir = checkpoint.parent().unwrap_or(Path::new("."));
+    match ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {
+        true => ckpt_dir.parent().unwrap_or(Path::new(".")),
+        false => ckpt_dir,
+    }
+}
+
 pub fn run(a: EvalArgs) -> Result<()> {
-    let cfg = load_config(&a.common, None)?;
+    // Without --config, the run's own resolved config (what it was trained with).
+    let own = run_dir_of(&a.checkpoint).join("config.yaml");
+    let cfg = load_config(&a.common, own.is_file().then_some(own.as_path()))?;
     let split = a.split.clone().unwrap_or_else(|| cfg.eval.split.clone());
     let result = evaluate::evaluate_checkpoint(&cfg, &a.checkpoint, &split, a.save_cams.as_deref(), a.common.quiet)?;
-    let out = a.out.clone().unwrap_or_else(|| {
-        let ckpt_dir = a.checkpoint.parent().unwrap_or(Path::new("."));
-        let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {
-            ckpt_dir.parent().unwrap_or(Path::new("."))
-        } else {
-            ckpt_dir
-        };
-        run_dir.join(format!("eval-{split}"))
-    });
+    let out = a.out.clone().unwrap_or_else(|| run_dir_of(&a.checkpoint).join(format!("eval-{split}")));
     result
         .write(
             &out,

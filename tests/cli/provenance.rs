@@ -51,3 +51,25 @@ fn eval_names_the_weights_file_for_other_checkpoint_files() {
     let e = eval("run/checkpoints/last.json");
     assert!(e.contains("index") && e.contains("run/checkpoints/last.safetensors"), "{e}");
 }
+
+/// `wsol eval --checkpoint RUN/checkpoints/last.safetensors` without `--config` reads the
+/// run's own `config.yaml` and gives the numbers of the end of training.
+#[test]
+fn eval_without_config_uses_the_runs_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth(d, 32, 0, 8);
+    let cfg = write_config(d, "own", "");
+    let args = ["train", "--config", cfg.to_str().unwrap(), "--set", "train.epochs=1", "--set", "model.width=8"];
+    let mut args = args.to_vec();
+    args.extend(["--out", "run", "--quiet"]);
+    wsol_ok(&args, d);
+    std::fs::remove_file(&cfg).unwrap();
+    wsol_ok(&["eval", "--checkpoint", "run/checkpoints/last.safetensors", "--quiet"], d);
+    let (mut trained, mut again) =
+        (read_json(&d.join("run/metrics.json")), read_json(&d.join("run/eval-test/metrics.json")));
+    for m in [&mut trained, &mut again] {
+        m.as_object_mut().unwrap().remove("checkpoint");
+    }
+    assert_eq!(trained, again);
+}

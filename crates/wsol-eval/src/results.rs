@@ -116,13 +116,7 @@ impl EvalResult {
         crate::report::write_json(&dir.join("metrics.json"), &json)?;
         if let Some(l) = &self.loc {
             crate::fs::atomic_write(&dir.join("curve.csv"), curve_csv(&l.curves).as_bytes())?;
-            let best: Vec<Option<f64>> = l
-                .curves
-                .iou_thresholds
-                .iter()
-                .map(|iou| l.best_threshold_by_iou.get(&iou.to_string()).copied())
-                .collect();
-            let png = crate::report::curve_plot::curve_png(&l.curves, &best)?;
+            let png = crate::report::curve_plot::curve_png(&l.curves)?;
             crate::fs::atomic_write(&dir.join("curve.png"), &png)?;
         }
         Ok(())

@@ -21,16 +21,42 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-/// PNG bytes of the chart. `best_by_iou[k]` is the best threshold at `curves.iou_thresholds[k]`
-/// (largest-contour rule), if known.
-pub fn curve_png(curves: &Curves, best_by_iou: &[Option<f64>]) -> Result<Vec<u8>> {
+/// PNG bytes of the chart.
+pub fn curve_png(curves: &Curves) -> Result<Vec<u8>> {
     super::text::register_font()?;
     let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(&mut rgb, curves, best_by_iou).map_err(|e| anyhow!("cannot draw curve.png: {e}"))?;
+    draw(&mut rgb, curves).map_err(|e| anyhow!("cannot draw curve.png: {e}"))?;
     super::encode_png_rgb(&rgb, WIDTH, HEIGHT)
 }
 
-fn draw(rgb: &mut [u8], curves: &Curves, best_by_iou: &[Option<f64>]) -> Result<(), Box<dyn std::error::Error>> {
+/// A curve's best threshold, marked on that curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mark {
+    iou_index: usize,
+    /// The all-contour (MaxBoxAccV2) curve, else the largest-contour (MaxBoxAcc) one.
+    all_contours: bool,
+    threshold: f64,
+    accuracy: f64,
+}
+
+/// The first maximum of every curve (the official code's `np.argmax`), one mark each.
+fn marks(curves: &Curves) -> Vec<Mark> {
+    let mut out = Vec::new();
+    for (all_contours, family) in [(false, &curves.largest), (true, &curves.all)] {
+        for (iou_index, curve) in family.iter().enumerate() {
+            let best = curve.iter().enumerate().fold(None, |b: Option<(usize, f64)>, (t, &v)| match b {
+                Some((_, bv)) if bv >= v => b,
+                _ => Some((t, v)),
+            });
+            if let Some((t, accuracy)) = best {
+                out.push(Mark { iou_index, all_contours, threshold: curves.thresholds[t], accuracy });
+            }
+        }
+    }
+    out
+}
+
+fn draw(rgb: &mut [u8], curves: &Curves) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -59,14 +85,14 @@ fn draw(rgb: &mut [u8], curves: &Curves, best_by_iou: &[Option<f64>]) -> Result<
             .draw_series(DashedLineSeries::new(points(&curves.all[k]), 6, 4, color.stroke_width(1)))?
             .label(format!("IoU {iou}, all contours"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], color));
-        if let Some(Some(best)) = best_by_iou.get(k) {
-            let t = curves.thresholds.iter().position(|&t| (t - best).abs() < 1e-9);
-            if let Some(t) = t {
-                let y = curves.largest[k][t];
-                chart.draw_series([Circle::new((*best, y), 5, color.filled())])?;
-                chart.draw_series([Text::new(format!("{best:.2}"), (*best + 0.01, y + 4.0), ("sans-serif", 13))])?;
-            }
-        }
+    }
+    // Each curve's own best threshold, on that curve: V1's dot above its line, V2's below.
+    for m in marks(curves) {
+        let color = COLORS[m.iou_index % COLORS.len()];
+        let (dy, style) = if m.all_contours { (-14.0, color.mix(0.6).filled()) } else { (4.0, color.filled()) };
+        chart.draw_series([Circle::new((m.threshold, m.accuracy), 5, style)])?;
+        let label = format!("{:.2}", m.threshold);
+        chart.draw_series([Text::new(label, (m.threshold + 0.01, m.accuracy + dy), ("sans-serif", 13))])?;
     }
     chart
         .configure_series_labels()
@@ -96,12 +122,32 @@ mod tests {
             top1_loc: None,
             top5_loc: None,
         };
-        let png = curve_png(&curves, &[Some(0.2), Some(0.3), None]).unwrap();
+        let png = curve_png(&curves).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
         // The first curve's color is drawn, and text (dark pixels) is there.
         let blue = img.pixels().filter(|p| p.0 == [31, 119, 180]).count();
         let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 60)).count();
         assert!(blue > 200 && dark > 500, "blue {blue}, dark {dark}");
+    }
+
+    /// Where the largest-contour and all-contour curves peak at different thresholds, each
+    /// is marked at its own peak, on its own curve (the V2 best used to be drawn on the V1
+    /// curve, at y = 0 when that curve had fallen to 0 there).
+    #[test]
+    fn each_curve_is_marked_at_its_own_best_threshold() {
+        let thresholds: Vec<f64> = (0..10).map(|t| t as f64 / 10.0).collect();
+        let curves = Curves {
+            thresholds,
+            iou_thresholds: vec![50],
+            largest: vec![vec![0., 50., 80., 80., 0., 0., 0., 0., 0., 0.]],
+            all: vec![vec![0., 0., 0., 0., 0., 10., 60., 20., 0., 0.]],
+            top1_loc: None,
+            top5_loc: None,
+        };
+        let m = marks(&curves);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].all_contours, m[0].threshold, m[0].accuracy), (false, 0.2, 80.0), "first maximum");
+        assert_eq!((m[1].all_contours, m[1].threshold, m[1].accuracy), (true, 0.6, 60.0));
     }
 }
