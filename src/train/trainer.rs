@@ -215,11 +215,9 @@ impl<'a> Trainer<'a> {
                 }
             }
             if !batch.labels.is_empty() {
-                let ids: Vec<String> =
-                    batch.indices.iter().take(4).map(|&i| self.train_ds.meta.samples[i].image_id.clone()).collect();
-                let step_batch =
-                    StepBatch { images: batch.images, labels: batch.labels, size: cfg.data.image_size as usize };
-                self.step(epoch, step_batch, &ids, lr, &mut sums, &progress)?;
+                let size = cfg.data.image_size as usize;
+                let step_batch = StepBatch { images: batch.images, labels: batch.labels, size };
+                self.step(epoch, step_batch, &batch.indices, lr, &mut sums, &progress)?;
             }
             progress.inc(1);
         }
@@ -233,7 +231,7 @@ impl<'a> Trainer<'a> {
         &mut self,
         epoch: usize,
         batch: StepBatch,
-        ids: &[String],
+        indices: &[usize],
         lr: f64,
         sums: &mut EpochSums,
         progress: &Progress,
@@ -253,6 +251,9 @@ impl<'a> Trainer<'a> {
             false,
         )?;
         if !r.updated {
+            // The first images of the batch, for the message.
+            let samples = &self.train_ds.meta.samples;
+            let ids: Vec<&str> = indices.iter().take(4).map(|&i| samples[i].image_id.as_str()).collect();
             if cfg.train.skip_nonfinite_loss {
                 sums.partial.skipped += 1;
                 let msg = format!(
