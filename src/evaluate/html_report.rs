@@ -4,7 +4,7 @@
 //! contour's box at the run's best threshold), embedded as PNG data URIs.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -35,13 +35,27 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
         .with_context(|| format!("cannot read {} (did the run finish?)", metrics_path.display()))?;
     let metrics: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", metrics_path.display()))?;
-    let checkpoint = req.checkpoint.clone().unwrap_or_else(|| {
-        metrics["checkpoint"]
-            .as_str()
-            .map(PathBuf::from)
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| run.join("checkpoints/last.safetensors"))
-    });
+    let scored = metrics["checkpoint"]
+        .as_str()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| run.join("checkpoints/last.safetensors"));
+    // Another checkpoint than the one metrics.json scores is evaluated first, so the
+    // table, the curve and the threshold are its own (in `<run>/eval-<name>/`).
+    let (checkpoint, metrics, curve_dir) = match &req.checkpoint {
+        Some(c) if !same_file(c, &scored) => {
+            let split = cfg.eval.split.clone();
+            let result = super::evaluate_checkpoint(&cfg, c, &split, None, true)?;
+            let stem = c.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let dir = run.join(format!("eval-{}", stem.trim_end_matches(".safetensors")));
+            let checkpoint_key = ("checkpoint", serde_json::json!(c.display().to_string()));
+            result.write(&dir, std::slice::from_ref(&checkpoint_key))?;
+            let mut json = result.to_json();
+            json[checkpoint_key.0] = checkpoint_key.1;
+            (c.clone(), json, dir)
+        }
+        _ => (scored, metrics, run.clone()),
+    };
     let threshold = metrics["best_threshold"].as_f64().unwrap_or(cfg.eval.fixed_threshold);
 
     let mut html = String::new();
@@ -67,7 +81,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
         }
     }
     html += "</table>";
-    if let Ok(csv) = std::fs::read_to_string(run.join("curve.csv")) {
+    if let Ok(csv) = std::fs::read_to_string(curve_dir.join("curve.csv")) {
         html += "<h2>Box accuracy vs CAM threshold</h2>";
         html += &curve_svg(&csv, threshold)?;
     }
@@ -209,4 +223,19 @@ fn fmt_num(x: f64) -> String {
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+/// Whether two paths name one file (a checkpoint's public name is a hard link to its
+/// step-stamped file).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) if a == b => true,
+        _ => match (std::fs::metadata(a), std::fs::metadata(b)) {
+            #[cfg(unix)]
+            (Ok(a), Ok(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                (a.dev(), a.ino()) == (b.dev(), b.ino())
+            }
+            _ => false,
+        },
+    }
 }

@@ -1,4 +1,5 @@
-//! What a run records about itself, and checkpoint paths that hold no weights.
+//! What a run records about itself, and which checkpoint (and config) `wsol eval` and
+//! `wsol report` score: paths that hold no weights, a run's own config, another checkpoint.
 
 use crate::common::*;
 
@@ -72,4 +73,30 @@ fn eval_without_config_uses_the_runs_own() {
         m.as_object_mut().unwrap().remove("checkpoint");
     }
     assert_eq!(trained, again);
+}
+
+/// `wsol report RUN --checkpoint X` with another checkpoint than the one `RUN/metrics.json`
+/// scores evaluates X first: the page's numbers are X's (written to `RUN/eval-<name>/`),
+/// not the run's.
+#[test]
+fn report_scores_the_checkpoint_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth(d, 32, 8, 8);
+    let cfg = write_config(d, "rep", "");
+    let c = cfg.to_str().unwrap();
+    for (epochs, out) in [("train.epochs=1", "short"), ("train.epochs=3", "long")] {
+        wsol_ok(&["train", "--config", c, "--set", epochs, "--out", out, "--quiet"], d);
+    }
+    let other = d.join("long/checkpoints/last.safetensors");
+    wsol_ok(&["report", "short", "--checkpoint", other.to_str().unwrap(), "--samples", "1"], d);
+    let mut scored = read_json(&d.join("short/eval-last/metrics.json"));
+    let mut long = read_json(&d.join("long/metrics.json"));
+    for m in [&mut scored, &mut long] {
+        m.as_object_mut().unwrap().remove("checkpoint");
+        m.as_object_mut().unwrap().remove("provenance");
+    }
+    assert_eq!(scored, long, "the named checkpoint's own numbers");
+    let html = std::fs::read_to_string(d.join("short/report.html")).unwrap();
+    assert!(html.contains("long/checkpoints/last.safetensors"), "the page names the checkpoint it scored");
 }
