@@ -9,13 +9,9 @@ use crate::cli::EvalArgs;
 use crate::evaluate;
 use crate::report::metrics_table;
 
-/// The run a checkpoint belongs to: `RUN` for `RUN/checkpoints/<file>`, else its folder.
+/// The run a checkpoint file belongs to.
 fn run_dir_of(checkpoint: &Path) -> &Path {
-    let ckpt_dir = checkpoint.parent().unwrap_or(Path::new("."));
-    match ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {
-        true => ckpt_dir.parent().unwrap_or(Path::new(".")),
-        false => ckpt_dir,
-    }
+    crate::train::checkpoint::run_dir_of(checkpoint.parent().unwrap_or(Path::new(".")))
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {

@@ -15,6 +15,9 @@ use super::Knob;
 use crate::config::{AcolConfig, AcolMap, Backbone as BackboneName};
 use crate::models::{class_map, minmax_rows, Backbone, Output, WsolModel};
 
+/// The weight prefixes of the two branches (wsolevaluation's names).
+const BRANCHES: [&str; 2] = ["classifier_A", "classifier_B"];
+
 /// `wsol sweep`'s default search range for ACoL.
 pub const SEARCH: &[(&str, Knob)] = &[("model.acol.erase_threshold", Knob::Uniform(0.0, 1.0))];
 
@@ -27,6 +30,25 @@ pub fn default_width(backbone: BackboneName, channels: usize) -> usize {
         BackboneName::Vgg16 | BackboneName::ResNet50 | BackboneName::InceptionV3 => 1024,
         BackboneName::Tiny | BackboneName::ResNet18 | BackboneName::EfficientNetLite0 => channels.min(1024),
     }
+}
+
+/// [`cost_warning`] from the parameters of an ACoL model's `varmap` (batch-norm running
+/// statistics are not parameters).
+pub fn cost_warning_of(varmap: &candle_nn::VarMap) -> Option<String> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let (mut head, mut rest, mut shape) = (0usize, 0usize, None);
+    for (name, var) in data.iter() {
+        if name.starts_with(BRANCHES[0]) || name.starts_with(BRANCHES[1]) {
+            head += var.elem_count();
+            if name.strip_prefix(BRANCHES[0]) == Some(".0.weight") {
+                shape = var.dims4().ok();
+            }
+        } else if !name.ends_with(".running_mean") && !name.ends_with(".running_var") {
+            rest += var.elem_count();
+        }
+    }
+    let (width, channels, _, _) = shape?;
+    cost_warning(rest, head, width, channels)
 }
 
 /// One warning line when the branches hold many times the backbone's parameters (each
@@ -80,8 +102,8 @@ impl AcolHead {
     ) -> candle_core::Result<Self> {
         let c = backbone.out_channels();
         Ok(AcolHead {
-            branch_a: Branch::new(c, width, num_classes, vb.pp("classifier_A"))?,
-            branch_b: Branch::new(c, width, num_classes, vb.pp("classifier_B"))?,
+            branch_a: Branch::new(c, width, num_classes, vb.pp(BRANCHES[0]))?,
+            branch_b: Branch::new(c, width, num_classes, vb.pp(BRANCHES[1]))?,
             backbone,
             erase_threshold: cfg.erase_threshold,
             map: cfg.map,

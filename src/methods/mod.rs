@@ -72,20 +72,7 @@ pub fn cost_warning(cfg: &ModelConfig, varmap: &candle_nn::VarMap) -> Option<Str
     if cfg.method != Method::Acol {
         return None;
     }
-    let data = varmap.data().lock().expect("varmap lock");
-    let (mut head, mut rest, mut shape) = (0usize, 0usize, None);
-    for (name, var) in data.iter() {
-        if name.starts_with("classifier_A.") || name.starts_with("classifier_B.") {
-            head += var.elem_count();
-            if name == "classifier_A.0.weight" {
-                shape = var.dims4().ok();
-            }
-        } else if !name.ends_with(".running_mean") && !name.ends_with(".running_var") {
-            rest += var.elem_count();
-        }
-    }
-    let (width, channels, _, _) = shape?;
-    acol::cost_warning(rest, head, width, channels)
+    acol::cost_warning_of(varmap)
 }
 
 /// The generator of training step `step` (batch transforms draw from it, so a resumed run

@@ -48,6 +48,15 @@ pub struct PartialEpoch {
     pub skipped: usize,
 }
 
+/// The run directory a checkpoint folder belongs to: `RUN` for `RUN/checkpoints`, else the
+/// folder itself.
+pub fn run_dir_of(ckpt_dir: &Path) -> &Path {
+    match ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {
+        true => ckpt_dir.parent().unwrap_or(Path::new(".")),
+        false => ckpt_dir,
+    }
+}
+
 /// Public names: (model, optim, state).
 pub fn paths(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     (

@@ -71,12 +71,7 @@ pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
     if !state.exists() {
         bail!("--resume {}: no complete checkpoint found (expected {})", path.display(), state.display());
     }
-    let run_dir = if ckpt_dir.file_name().is_some_and(|n| n == "checkpoints") {
-        ckpt_dir.parent().unwrap().to_path_buf()
-    } else {
-        ckpt_dir.clone()
-    };
-    Ok((run_dir, state))
+    Ok((checkpoint::run_dir_of(&ckpt_dir).to_path_buf(), state))
 }
 
 /// Trains the configured model (or resumes a run) and scores the test split.
