@@ -56,7 +56,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
         }
         _ => (scored, metrics, run.clone()),
     };
-    let threshold = metrics["best_threshold"].as_f64().unwrap_or(cfg.eval.fixed_threshold);
+    let threshold = metrics["best_threshold_v1"].as_f64().unwrap_or(cfg.eval.fixed_threshold);
 
     let mut html = String::new();
     let title = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -160,7 +160,8 @@ fn per_image_iou(
 }
 
 /// Lines of `curve.csv` (threshold, then one column per mode and IoU) as an SVG chart,
-/// the largest-contour curves solid, the all-contour ones dashed, the best threshold marked.
+/// the largest-contour (v1) curves solid, the all-contour (v2) ones dashed, the best
+/// threshold marked.
 fn curve_svg(csv: &str, best: f64) -> Result<String> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
@@ -189,7 +190,7 @@ fn curve_svg(csv: &str, best: f64) -> Result<String> {
     let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
     let mut legend = 0;
     for (c, name) in header.iter().enumerate().skip(1) {
-        if !(name.starts_with("largest_") || name.starts_with("all_")) {
+        if !(name.starts_with("v1_") || name.starts_with("v2_")) {
             continue;
         }
         let points: Vec<String> = rows
@@ -198,7 +199,7 @@ fn curve_svg(csv: &str, best: f64) -> Result<String> {
             .map(|r| format!("{:.1},{:.1}", x(r[0]), y(r[c])))
             .collect();
         let colour = colours[(c - 1) % 3];
-        let dash = if name.starts_with("all_") { " stroke-dasharray=\"5,3\"" } else { "" };
+        let dash = if name.starts_with("v2_") { " stroke-dasharray=\"5,3\"" } else { "" };
         write!(svg, "<polyline fill=\"none\" stroke=\"{colour}\"{dash} points=\"{}\"/>", points.join(" "))?;
         write!(
             svg,

@@ -371,7 +371,7 @@ impl<'a> Trainer<'a> {
         }
         line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));
         if cfg.log.tensorboard && cfg.log.cam_images > 0 {
-            let threshold = r.loc.as_ref().map_or(cfg.eval.fixed_threshold, |l| l.best_threshold);
+            let threshold = r.loc.as_ref().map_or(cfg.eval.fixed_threshold, |l| l.best_threshold_v1);
             let (ex, n) = (self.extractor.as_ref(), cfg.log.cam_images);
             match evaluate::cam_overlays(net.as_ref(), ex, &val, cfg, &self.device, n, threshold) {
                 Ok(pngs) => {

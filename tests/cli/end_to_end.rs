@@ -52,8 +52,17 @@ fn demo_meets_targets_and_eval_reproduces() {
         assert!(m[key].is_number(), "metrics.json lacks {key}: {m}");
     }
     for iou in ["30", "50", "70"] {
-        assert!(m["maxboxacc_by_iou"][iou].is_number(), "{m}");
+        for key in
+            ["maxboxacc_v1_by_iou", "maxboxacc_v2_by_iou", "best_threshold_v1_by_iou", "best_threshold_v2_by_iou"]
+        {
+            assert!(m[key][iou].is_number(), "{key}[{iou}]: {m}");
+        }
     }
+    // The names of DESIGN.md and of earlier releases stay, repeating the v1/v2 keys.
+    assert_eq!(m["maxboxacc_by_iou"], m["maxboxacc_v2_by_iou"]);
+    assert_eq!(m["best_threshold_by_iou"], m["best_threshold_v2_by_iou"]);
+    assert_eq!(m["best_threshold"], m["best_threshold_v1"]);
+    assert_eq!(m["maxboxacc_v1_by_iou"]["50"], m["maxboxacc"]);
     assert_eq!(m["gt_known_loc"], m["maxboxacc"]);
     let gt_known = m["gt_known_loc"].as_f64().unwrap();
     let baseline = centre_box_baseline(dir, 48.0);

@@ -98,8 +98,8 @@ fn box_disagreements(name: &str) -> Vec<String> {
             near(&mut bad, at("gt_known_loc"), m["gt_known_loc"].as_f64(), run["maxboxacc"].as_f64().unwrap(), TOL);
             near(
                 &mut bad,
-                at("best_threshold"),
-                m["best_threshold"].as_f64(),
+                at("best_threshold_v1"),
+                m["best_threshold_v1"].as_f64(),
                 run["best_threshold"].as_f64().unwrap(),
                 THR_TOL,
             );
@@ -108,15 +108,15 @@ fn box_disagreements(name: &str) -> Vec<String> {
                 let key = iou.as_str();
                 near(
                     &mut bad,
-                    at(&format!("maxboxacc_by_iou[{iou}]")),
-                    m["maxboxacc_by_iou"][key].as_f64(),
+                    at(&format!("maxboxacc_v2_by_iou[{iou}]")),
+                    m["maxboxacc_v2_by_iou"][key].as_f64(),
                     run[mode]["maxboxacc_by_iou"][key].as_f64().unwrap(),
                     TOL,
                 );
                 near(
                     &mut bad,
-                    at(&format!("best_threshold_by_iou[{iou}]")),
-                    m["best_threshold_by_iou"][key].as_f64(),
+                    at(&format!("best_threshold_v2_by_iou[{iou}]")),
+                    m["best_threshold_v2_by_iou"][key].as_f64(),
                     run[mode]["best_threshold_by_iou"][key].as_f64().unwrap(),
                     THR_TOL,
                 );
@@ -134,7 +134,7 @@ fn box_disagreements(name: &str) -> Vec<String> {
                         bad.push(at(&format!("curve.csv has {} thresholds, official {}", rows.len(), counts.len())));
                         continue;
                     }
-                    let column = format!("{rule}_iou{iou}");
+                    let column = format!("{}_iou{iou}", if rule == "largest" { "v1" } else { "v2" });
                     let c = header
                         .iter()
                         .position(|h| *h == column)

@@ -17,6 +17,15 @@ pub struct EvalResult {
     pub pxap: Option<f64>,
 }
 
+/// Older names kept beside the ones that say their contour rule: `maxboxacc_by_iou` and
+/// `best_threshold` are DESIGN.md's keys, `best_threshold_by_iou` was written before the
+/// v1/v2 names. `(alias, key it repeats)`.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("maxboxacc_by_iou", "maxboxacc_v2_by_iou"),
+    ("best_threshold", "best_threshold_v1"),
+    ("best_threshold_by_iou", "best_threshold_v2_by_iou"),
+];
+
 impl EvalResult {
     /// The `metrics.json` object (keys of DESIGN.md).
     pub fn to_json(&self) -> Value {
@@ -33,6 +42,10 @@ impl EvalResult {
                 for (k, v) in loc {
                     m.entry(k).or_insert(v);
                 }
+            }
+            for (alias, key) in ALIASES {
+                let v = m[*key].clone();
+                m.insert(alias.to_string(), v);
             }
         }
         if let Some(p) = self.pxap {
@@ -53,12 +66,12 @@ impl EvalResult {
             rows.push(("top1_loc".into(), opt(l.top1_loc)));
             rows.push(("top5_loc".into(), opt(l.top5_loc)));
             rows.push(("gt_known_loc".into(), pct(l.gt_known_loc)));
-            rows.push(("maxboxacc".into(), pct(l.maxboxacc)));
+            rows.push(("maxboxacc (v1 @IoU50)".into(), pct(l.maxboxacc)));
             rows.push(("maxboxacc_v2".into(), pct(l.maxboxacc_v2)));
-            for (iou, v) in &l.maxboxacc_by_iou {
-                rows.push((format!("  box acc @IoU{iou}"), pct(*v)));
+            for (iou, v) in by_iou_numeric(&l.maxboxacc_v2_by_iou) {
+                rows.push((format!("  v2 @IoU{iou}"), pct(v)));
             }
-            rows.push(("best_threshold".into(), format!("{:.3}", l.best_threshold)));
+            rows.push(("best_threshold_v1".into(), format!("{:.3}", l.best_threshold_v1)));
             rows.push(("gt_known_loc_fixed".into(), pct(l.gt_known_loc_fixed)));
         } else if self.pxap.is_none() {
             rows.push(("localization".into(), "unavailable (split has no boxes)".into()));
@@ -79,15 +92,23 @@ impl EvalResult {
     }
 }
 
-/// `curve.csv`: accuracy at every threshold, per IoU, for the largest-contour (MaxBoxAcc)
-/// and all-contour (MaxBoxAccV2) rules, plus top-1/top-5 loc when known; in percent.
+/// A per-IoU map's entries in increasing IoU (its keys sort as text: "100" < "30").
+pub fn by_iou_numeric(map: &std::collections::BTreeMap<String, f64>) -> Vec<(u32, f64)> {
+    let mut v: Vec<(u32, f64)> = map.iter().filter_map(|(k, v)| Some((k.parse().ok()?, *v))).collect();
+    v.sort_by_key(|e| e.0);
+    v
+}
+
+/// `curve.csv`: accuracy at every threshold, per IoU, for the largest-contour (`v1_iouXX`,
+/// MaxBoxAcc) and all-contour (`v2_iouXX`, MaxBoxAccV2) rules, plus top-1/top-5 loc (v1,
+/// IoU 50) when known; in percent.
 pub fn curve_csv(curves: &crate::metrics::Curves) -> String {
     let mut header = vec!["threshold".to_string()];
     for iou in &curves.iou_thresholds {
-        header.push(format!("largest_iou{iou}"));
+        header.push(format!("v1_iou{iou}"));
     }
     for iou in &curves.iou_thresholds {
-        header.push(format!("all_iou{iou}"));
+        header.push(format!("v2_iou{iou}"));
     }
     if curves.top1_loc.is_some() {
         header.extend(["top1_loc".to_string(), "top5_loc".to_string()]);

@@ -45,14 +45,23 @@ pub struct Curves {
     pub top5_loc: Option<Vec<f64>>,
 }
 
+/// Box-accuracy numbers. Every per-IoU and per-threshold name says which contour rule made
+/// it: `v1` keeps the largest contour (MaxBoxAcc), `v2` keeps all contours (MaxBoxAccV2).
+/// Per-IoU maps are keyed by the IoU in percent (`"30"`, `"50"`, ...), each at its own best
+/// threshold.
 #[derive(serde::Serialize, Clone, Debug)]
 pub struct LocalizationMetrics {
     pub num_images: usize,
+    /// MaxBoxAcc: v1 at IoU 50, at `best_threshold_v1`.
     pub maxboxacc: f64,
+    /// MaxBoxAccV2: the mean of `maxboxacc_v2_by_iou` over the configured IoUs.
     pub maxboxacc_v2: f64,
-    pub maxboxacc_by_iou: BTreeMap<String, f64>,
-    pub best_threshold: f64,
-    pub best_threshold_by_iou: BTreeMap<String, f64>,
+    pub maxboxacc_v1_by_iou: BTreeMap<String, f64>,
+    pub maxboxacc_v2_by_iou: BTreeMap<String, f64>,
+    /// The threshold of MaxBoxAcc, GT-known and top-k Loc (`best_threshold` in DESIGN.md).
+    pub best_threshold_v1: f64,
+    pub best_threshold_v1_by_iou: BTreeMap<String, f64>,
+    pub best_threshold_v2_by_iou: BTreeMap<String, f64>,
     pub gt_known_loc: f64,
     pub top1_loc: Option<f64>,
     pub top5_loc: Option<f64>,
@@ -203,23 +212,31 @@ impl BoxAccumulator {
         let loc = self.ious.iter().position(|&d| d == IOU_LOC).expect("50 is tracked");
         let best = argmax(&largest[loc]);
         let v2_rows = if self.multi_contour { &all } else { &largest };
-        let mut by_iou = BTreeMap::new();
-        let mut thr_by_iou = BTreeMap::new();
-        let mut sum = 0.0;
-        for (k, d) in self.ious[..self.n_cfg_ious].iter().enumerate() {
-            let i = argmax(&v2_rows[k]);
-            by_iou.insert(d.to_string(), v2_rows[k][i]);
-            thr_by_iou.insert(d.to_string(), thresholds[i]);
-            sum += v2_rows[k][i];
-        }
+        // Each IoU's best accuracy and the threshold that reaches it, for one rule's rows.
+        let by_iou = |rows: &[Vec<f64>]| {
+            let mut acc = BTreeMap::new();
+            let mut thr = BTreeMap::new();
+            for (k, d) in self.ious[..self.n_cfg_ious].iter().enumerate() {
+                let i = argmax(&rows[k]);
+                acc.insert(d.to_string(), rows[k][i]);
+                thr.insert(d.to_string(), thresholds[i]);
+            }
+            (acc, thr)
+        };
+        let (v1_by_iou, v1_thr_by_iou) = by_iou(&largest);
+        let (v2_by_iou, v2_thr_by_iou) = by_iou(v2_rows);
+        // Summed in the configured IoU order, as the official evaluator averages.
+        let sum: f64 = self.ious[..self.n_cfg_ious].iter().map(|d| v2_by_iou[&d.to_string()]).sum();
         let fixed = |c: u64| percent(c, self.cnt);
         LocalizationMetrics {
             num_images: self.cnt as usize,
             maxboxacc: largest[loc][best],
             maxboxacc_v2: sum / self.n_cfg_ious as f64,
-            maxboxacc_by_iou: by_iou,
-            best_threshold: thresholds[best],
-            best_threshold_by_iou: thr_by_iou,
+            maxboxacc_v1_by_iou: v1_by_iou,
+            maxboxacc_v2_by_iou: v2_by_iou,
+            best_threshold_v1: thresholds[best],
+            best_threshold_v1_by_iou: v1_thr_by_iou,
+            best_threshold_v2_by_iou: v2_thr_by_iou,
             gt_known_loc: largest[loc][best],
             top1_loc: top1.as_ref().map(|c| c[best]),
             top5_loc: top5.as_ref().map(|c| c[best]),
@@ -284,16 +301,22 @@ mod tests {
         let p = |c: u64| c as f64 * 100.0 / 3.0;
         // Largest @50: t0 = {B}, t0.5 = {C} -> 1 each; first max -> t = 0.
         assert_eq!(m.maxboxacc, p(1));
-        assert_eq!(m.best_threshold, 0.0);
+        assert_eq!(m.best_threshold_v1, 0.0);
         assert_eq!(m.gt_known_loc, p(1));
         assert_eq!(m.top1_loc, Some(0.0)); // B is wrong top-1
         assert_eq!(m.top5_loc, Some(p(1)));
         // All contours: @30 t0 = {A, B, C}; @50 t0 = {B, C}; @70 t0 = {C}, t0.5 = {C}.
-        assert_eq!(m.maxboxacc_by_iou["30"], p(3));
-        assert_eq!(m.maxboxacc_by_iou["50"], p(2));
-        assert_eq!(m.maxboxacc_by_iou["70"], p(1));
+        assert_eq!(m.maxboxacc_v2_by_iou["30"], p(3));
+        assert_eq!(m.maxboxacc_v2_by_iou["50"], p(2));
+        assert_eq!(m.maxboxacc_v2_by_iou["70"], p(1));
         assert_eq!(m.maxboxacc_v2, (p(3) + p(2) + p(1)) / 3.0);
-        assert_eq!(m.best_threshold_by_iou["70"], 0.0);
+        assert_eq!(m.best_threshold_v2_by_iou["70"], 0.0);
+        // Largest contour: @30 t0 = {A, B}, t0.5 = {A, C}; @50 t0 = {B}; @70 t0.5 = {C}.
+        assert_eq!(m.maxboxacc_v1_by_iou["30"], p(2));
+        assert_eq!(m.maxboxacc_v1_by_iou["50"], m.maxboxacc);
+        assert_eq!(m.maxboxacc_v1_by_iou["70"], p(1));
+        assert_eq!(m.best_threshold_v1_by_iou["30"], 0.0);
+        assert_eq!(m.best_threshold_v1_by_iou["70"], 0.5);
         // Fixed 0.5, largest @50: only C.
         assert_eq!(m.gt_known_loc_fixed, p(1));
         assert_eq!(m.top1_loc_fixed, Some(p(1)));

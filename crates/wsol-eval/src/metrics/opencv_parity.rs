@@ -92,9 +92,10 @@ fn accuracies_match_official_arithmetic() {
         };
         assert_eq!(m.curves.largest[k], curve("largest"), "largest contour, IoU {d}");
         assert_eq!(m.curves.all[k], curve("all"), "all contours, IoU {d}");
-        assert_eq!(m.maxboxacc_by_iou[&d.to_string()], a[key("all")]["max"].as_f64().unwrap());
+        assert_eq!(m.maxboxacc_v2_by_iou[&d.to_string()], a[key("all")]["max"].as_f64().unwrap());
+        assert_eq!(m.maxboxacc_v1_by_iou[&d.to_string()], a[key("largest")]["max"].as_f64().unwrap());
     }
     assert_eq!(m.maxboxacc, a["largest_50"]["max"].as_f64().unwrap());
-    assert_eq!(m.best_threshold, m.curves.thresholds[a["largest_50"]["argmax"].as_u64().unwrap() as usize]);
+    assert_eq!(m.best_threshold_v1, m.curves.thresholds[a["largest_50"]["argmax"].as_u64().unwrap() as usize]);
     assert_eq!(m.maxboxacc_v2, a["maxboxacc_v2"].as_f64().unwrap());
 }

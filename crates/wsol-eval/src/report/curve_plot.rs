@@ -79,11 +79,11 @@ fn draw(rgb: &mut [u8], curves: &Curves) -> Result<(), Box<dyn std::error::Error
         let color = COLORS[k % COLORS.len()];
         chart
             .draw_series(LineSeries::new(points(&curves.largest[k]), color.stroke_width(2)))?
-            .label(format!("IoU {iou}, largest contour"))
+            .label(format!("v1 IoU {iou} (largest contour)"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart
             .draw_series(DashedLineSeries::new(points(&curves.all[k]), 6, 4, color.stroke_width(1)))?
-            .label(format!("IoU {iou}, all contours"))
+            .label(format!("v2 IoU {iou} (all contours)"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], color));
     }
     // Each curve's own best threshold, on that curve: V1's dot above its line, V2's below.
