@@ -5,19 +5,21 @@
 pub mod checkpoint;
 pub mod interrupt;
 pub mod optimizer;
+pub mod resume;
 pub mod schedule;
 pub mod step;
 pub mod sweep;
 mod trainer;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::config::Config;
 use crate::evaluate::EvalResult;
 use crate::report::Progress;
+pub use resume::resolve_resume;
 pub use trainer::Trainer;
 
 pub struct TrainOptions {
@@ -53,25 +55,6 @@ impl RunLog {
 pub fn default_run_dir(cfg: &Config) -> PathBuf {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
     cfg.log.dir.join(format!("{}-{}", cfg.name, stamp.trim_end_matches('Z')))
-}
-
-/// Finds `checkpoints/last.json` from a run directory or any file of a checkpoint.
-pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
-    let (ckpt_dir, tag) = if path.is_dir() {
-        let dir = if path.join("checkpoints").is_dir() { path.join("checkpoints") } else { path.to_path_buf() };
-        (dir, "last".to_string())
-    } else if path.exists() {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tag = name.split('.').next().unwrap_or("last").to_string();
-        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), tag)
-    } else {
-        bail!("--resume {}: no such run directory or checkpoint", path.display());
-    };
-    let state = ckpt_dir.join(format!("{tag}.json"));
-    if !state.exists() {
-        bail!("--resume {}: no complete checkpoint found (expected {})", path.display(), state.display());
-    }
-    Ok((checkpoint::run_dir_of(&ckpt_dir).to_path_buf(), state))
 }
 
 /// Trains the configured model (or resumes a run) and scores the test split.

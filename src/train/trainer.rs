@@ -10,8 +10,9 @@ use candle_core::Device;
 
 use super::checkpoint::{self, PartialEpoch, TrainState};
 use super::optimizer::{Param, Sgd};
+use super::resume::{check_config, resolve_resume};
 use super::step::{train_step, StepBatch};
-use super::{interrupt, resolve_resume, schedule, RunLog, TrainOptions};
+use super::{interrupt, schedule, RunLog, TrainOptions};
 use crate::cam::{self, CamExtractor};
 use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, Dataset, LoaderConfig, TransformConfig};
@@ -52,6 +53,15 @@ impl<'a> Trainer<'a> {
     /// Data, model, run directory, optimizer; with `opts.resume`, the state of the run's
     /// last complete checkpoint.
     pub fn new(cfg: &'a Config, opts: &TrainOptions) -> Result<Trainer<'a>> {
+        // A resumption is checked against the run's own config before anything is loaded.
+        let (run_dir, resume_state, resume_notes) = match &opts.resume {
+            Some(p) => {
+                let (dir, state) = resolve_resume(p)?;
+                let notes = check_config(&dir.join("config.yaml"), cfg)?;
+                (opts.out.clone().unwrap_or(dir), Some(state), notes)
+            }
+            None => (opts.out.clone().unwrap_or_else(|| super::default_run_dir(cfg)), None, Vec::new()),
+        };
         let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
         crate::data::open::prepare_data(cfg, opts.quiet)?;
         let train_ds = crate::data::open::load_split(cfg, &cfg.data.train_split)?;
@@ -64,13 +74,6 @@ impl<'a> Trainer<'a> {
         let cost_warning = crate::methods::cost_warning(&cfg.model, &model.varmap);
         let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
 
-        let (run_dir, resume_state) = match &opts.resume {
-            Some(p) => {
-                let (dir, state) = resolve_resume(p)?;
-                (opts.out.clone().unwrap_or(dir), Some(state))
-            }
-            None => (opts.out.clone().unwrap_or_else(|| super::default_run_dir(cfg)), None),
-        };
         let ckpt_dir = run_dir.join("checkpoints");
         std::fs::create_dir_all(&ckpt_dir)
             .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
@@ -81,6 +84,9 @@ impl<'a> Trainer<'a> {
         log.line(None, &format!("run: {}", provenance.summary()));
         if let Some(w) = cost_warning {
             log.line(None, &w);
+        }
+        for note in resume_notes {
+            log.line(None, &note);
         }
         let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
 
@@ -307,7 +313,7 @@ impl<'a> Trainer<'a> {
         }
         self.tb.flush();
         let msg = format!(
-            "interrupted in epoch {} after step {}; checkpoint written to {} — continue with `wsol train --config ... --resume {}`",
+            "interrupted in epoch {} after step {}; checkpoint written to {} — continue with `wsol train --resume {}`",
             epoch + 1,
             self.state.global_step,
             self.ckpt_dir.join("last.safetensors").display(),

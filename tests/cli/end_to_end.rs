@@ -123,4 +123,18 @@ fn same_seed_same_metrics_and_resume_matches() {
     wsol_ok(&["train", "--config", c, "--set", "train.epochs=1", "--out", "r", "--quiet"], dir);
     wsol_ok(&["train", "--config", c, "--set", "train.epochs=2", "--resume", "r", "--quiet"], dir);
     assert_eq!(a, strip(read_json(&dir.join("r/metrics.json"))), "resumed run differs from uninterrupted run");
+
+    // Another recipe is refused by key before anything loads, and the run is left as it was.
+    let before = std::fs::read_to_string(dir.join("r/config.yaml")).unwrap();
+    let other = write_config(dir, "other", "");
+    std::fs::write(&other, std::fs::read_to_string(&other).unwrap().replace("width: 16", "width: 8")).unwrap();
+    let err = wsol_err(&["train", "--config", other.to_str().unwrap(), "--resume", "r", "--quiet"], dir);
+    assert!(err.contains("model.width: 16 (run) -> 8 (now)") && err.contains("in 1 key(s)"), "{err}");
+    assert!(!err.contains("use-previous-checkpoint") && !err.contains("shape"), "{err}");
+    assert_eq!(before, std::fs::read_to_string(dir.join("r/config.yaml")).unwrap());
+    // `--resume RUN` alone reads the run's config; a new epoch count is said, with its schedule.
+    let out = wsol(&["train", "--resume", "r", "--set", "train.epochs=3"], dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("train.epochs 2 -> 3") && stderr.contains("the run now ends after epoch 3"), "{stderr}");
 }
