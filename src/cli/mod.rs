@@ -121,12 +121,14 @@ pub struct SweepArgs {
     /// Number of trials.
     #[arg(long)]
     pub trials: usize,
-    /// YAML of ranges per config key (default: lr log-uniform in [1e-5, 1] plus the
-    /// method's own knob); see `wsol::train::sweep`.
-    #[arg(long)]
+    /// YAML file, one range per config key, e.g.
+    /// `train.optimizer.lr: {log_uniform: [1.0e-4, 1.0]}`, `model.acol.erase_threshold:
+    /// {uniform: [0.5, 0.9]}`, `data.batch_size: {choice: [32, 64]}`. Default:
+    /// train.optimizer.lr log-uniform in [1e-5, 1] plus the method's own knob.
+    #[arg(long, value_name = "RANGES.yaml")]
     pub search: Option<PathBuf>,
-    /// Sweep directory: one run directory per trial and sweep.json
-    /// (default: <log.dir>/<name>-sweep-<UTC timestamp>).
+    /// Sweep directory: trial-000/, trial-001/, ... (one run directory each), sweep.json,
+    /// sweep.csv, best-test/ (default: <log.dir>/<name>-sweep-<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -31,6 +31,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         )
         .with_context(|| format!("writing results to {}", out.display()))?;
     println!("{}", metrics_table(&result.table_rows()));
-    eprintln!("metrics written to {}", out.join("metrics.json").display());
+    if !a.common.quiet {
+        eprintln!("metrics written to {}", out.join("metrics.json").display());
+    }
     Ok(())
 }

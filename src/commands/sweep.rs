@@ -22,8 +22,9 @@ pub fn run(a: SweepArgs) -> Result<()> {
         ))
     });
     let opts = crate::train::sweep::SweepOptions { trials: a.trials, out: out.clone(), quiet: a.common.quiet };
-    let best = crate::train::sweep::sweep(&cfg, &space, &opts)?;
-    println!("best trial {best}: {}", out.join(format!("trial-{best:03}")).display());
-    println!("summary written to {}", out.join("sweep.json").display());
+    crate::train::sweep::sweep(&cfg, &space, &opts)?;
+    if !a.common.quiet {
+        eprintln!("summary written to {} and sweep.csv", out.join("sweep.json").display());
+    }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         use_previous_checkpoint: a.use_previous_checkpoint,
         quiet: a.common.quiet,
     };
-    train::train(&cfg, &opts)?;
+    let (_, result) = train::train(&cfg, &opts)?;
+    println!("{}", crate::report::metrics_table(&result.table_rows()));
     Ok(())
 }

@@ -74,9 +74,10 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
     )?;
     html += "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>";
     if let Some(obj) = metrics.as_object() {
+        let alias = |k: &str| wsol_eval::results::ALIASES.iter().any(|(a, _)| *a == k);
         for (k, v) in obj {
-            if let Some(x) = v.as_f64() {
-                write!(html, "<tr><td>{}</td><td>{}</td></tr>", escape(k), fmt_num(x))?;
+            if let Some(x) = v.as_f64().filter(|_| !alias(k)) {
+                write!(html, "<tr><td>{}</td><td>{}</td></tr>", escape(k), fmt_metric(k, x))?;
             }
         }
     }
@@ -214,11 +215,15 @@ fn curve_svg(csv: &str, best: f64) -> Result<String> {
     Ok(svg)
 }
 
-fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 {
+/// One number format per kind, as in the console table: counts whole, thresholds with
+/// three decimals, percentages with two.
+fn fmt_metric(key: &str, x: f64) -> String {
+    if key == "num_images" {
         format!("{x:.0}")
-    } else {
+    } else if key.contains("threshold") {
         format!("{x:.3}")
+    } else {
+        format!("{x:.2}")
     }
 }
 

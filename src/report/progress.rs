@@ -10,7 +10,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `quiet` hides the bar entirely; messages from `println` still go to stdout.
+    /// `quiet` hides the bar entirely; messages from `println` still go to stderr.
     pub fn new(total: u64, prefix: &str, quiet: bool) -> Self {
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
         // The template is a constant, so this only fails if indicatif changes its syntax;
@@ -41,11 +41,12 @@ impl Progress {
         self.bar.finish();
     }
 
-    /// Prints above the bar. indicatif drops `println` on a hidden bar (quiet, or stderr
-    /// not a terminal, e.g. a log file), so then the line goes to stdout directly.
+    /// Prints above the bar, on stderr (stdout is for results). indicatif drops `println`
+    /// on a hidden bar (quiet, or stderr not a terminal, e.g. a log file), so then the line
+    /// goes to stderr directly.
     pub fn println(&self, line: &str) {
         if self.bar.is_hidden() {
-            println!("{line}");
+            eprintln!("{line}");
         } else {
             self.bar.println(line);
         }

@@ -13,9 +13,50 @@ pub fn metrics_table(rows: &[(String, String)]) -> String {
     out
 }
 
+/// Columns under a header and a rule; numbers (cells that parse as one) right-aligned,
+/// text left-aligned, the last column unpadded.
+pub fn grid(header: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |s: &str| s.chars().count();
+    let n = header.len();
+    let w: Vec<usize> = (0..n)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| width(v)).chain([width(header[c])]).max().unwrap_or(0))
+        .collect();
+    let numeric = |c: usize| rows.iter().filter_map(|r| r.get(c)).all(|v| v.parse::<f64>().is_ok());
+    let cell = |c: usize, v: &str| {
+        let pad = " ".repeat(w[c] - width(v));
+        match (c + 1 == n, numeric(c)) {
+            (_, true) => format!("{pad}{v}"),
+            (true, false) => v.to_string(),
+            (false, false) => format!("{v}{pad}"),
+        }
+    };
+    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_string() + "\n";
+    let mut out = line((0..n).map(|c| cell(c, header[c])).collect());
+    out += &line((0..n).map(|c| "-".repeat(w[c])).collect());
+    for r in rows {
+        out += &line((0..n).map(|c| cell(c, r.get(c).map_or("", String::as_str))).collect());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grid_aligns_numbers_right_and_text_left() {
+        let rows = vec![
+            vec!["trial-000".to_string(), "82.60".to_string(), "lr=0.1".to_string()],
+            vec!["trial-001".to_string(), "5.00".to_string(), "lr=0.01  <- best".to_string()],
+        ];
+        let expected = "\
+trial        val  sampled
+---------  -----  ----------------
+trial-000  82.60  lr=0.1
+trial-001   5.00  lr=0.01  <- best
+";
+        assert_eq!(grid(&["trial", "val", "sampled"], &rows), expected);
+    }
 
     #[test]
     fn aligns_columns() {

@@ -32,22 +32,38 @@ pub struct TrainOptions {
     pub quiet: bool,
 }
 
-/// Appends to `<run>/train.log` and echoes to the console unless quiet.
+/// Appends to `<run>/train.log` and echoes to stderr: progress and information unless
+/// quiet, warnings always. Results go to stdout from the command, not from here.
 struct RunLog {
     file: Option<std::fs::File>,
     quiet: bool,
 }
 
 impl RunLog {
-    fn line(&mut self, progress: Option<&Progress>, text: &str) {
+    fn to_file(&mut self, text: &str) {
         if let Some(f) = &mut self.file {
             let _ = writeln!(f, "{text}");
         }
+    }
+
+    /// Information (run directory, one line per epoch): on the console unless quiet.
+    fn line(&mut self, progress: Option<&Progress>, text: &str) {
+        self.to_file(text);
         if !self.quiet {
-            match progress {
-                Some(p) => p.println(text),
-                None => eprintln!("{text}"),
-            }
+            Self::echo(progress, text);
+        }
+    }
+
+    /// A warning (`warning: ...`): on the console even when quiet.
+    fn warn(&mut self, progress: Option<&Progress>, text: &str) {
+        self.to_file(text);
+        Self::echo(progress, text);
+    }
+
+    fn echo(progress: Option<&Progress>, text: &str) {
+        match progress {
+            Some(p) => p.println(text),
+            None => eprintln!("{text}"),
         }
     }
 }

@@ -65,7 +65,7 @@ pub fn check_config(run_config: &Path, cfg: &Config) -> Result<Vec<String>> {
         if key == "train.epochs" {
             notes.push(epochs_note(&run, cfg));
         } else if matches(key, NOTED) {
-            notes.push(format!("resuming with {change}"));
+            notes.push(format!("note: resuming with {change}"));
         } else {
             refused.push(change);
         }
@@ -102,7 +102,7 @@ fn epochs_note(run: &Config, cfg: &Config) -> String {
         ),
         None => format!("the {} schedule of the epochs both share is unchanged", cfg.train.schedule.name),
     };
-    format!("resuming with train.epochs {old} -> {new}: the run now ends after epoch {new}; {schedule}")
+    format!("note: resuming with train.epochs {old} -> {new}: the run now ends after epoch {new}; {schedule}")
 }
 
 /// Every scalar or list of the config as `dotted.key -> YAML text`.

@@ -140,17 +140,23 @@ struct Trial {
     best_epoch: Option<usize>,
 }
 
+/// A trial's name: its folder under the sweep directory, and how the console calls it.
+pub fn trial_name(t: usize) -> String {
+    format!("trial-{t:03}")
+}
+
 /// Runs (or resumes) the trials, evaluates the best on test; returns its index.
 pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<usize> {
     let mut trials: Vec<Trial> = Vec::new();
     for t in 0..opts.trials {
         let overrides = sample_trial(space, base.seed, t);
         let mut cfg = base.clone();
-        cfg.apply_overrides(&overrides).with_context(|| format!("trial {t}"))?;
-        cfg.validate().with_context(|| format!("trial {t}: sampled {}", overrides.join(" ")))?;
+        let name = trial_name(t);
+        cfg.apply_overrides(&overrides).with_context(|| name.clone())?;
+        cfg.validate().with_context(|| format!("{name}: sampled {}", overrides.join(" ")))?;
         // Trials are scored on val only; test is for the chosen one.
         cfg.eval.split = cfg.data.val_split.clone();
-        let run_dir = opts.out.join(format!("trial-{t:03}"));
+        let run_dir = opts.out.join(&name);
         let record = run_dir.join("trial.json");
         let resume = match std::fs::read_to_string(&record) {
             Ok(text) => {
@@ -182,7 +188,7 @@ pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<
             } else {
                 "training"
             };
-            eprintln!("trial {}/{} ({what}): {}", t + 1, opts.trials, overrides.join(" "));
+            eprintln!("{name} ({} of {}, {what}): {}", t + 1, opts.trials, overrides.join(" "));
         }
         if !done {
             let topts = TrainOptions {
@@ -195,10 +201,10 @@ pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<
         }
         let state = train::checkpoint::load_state(&run_dir.join("checkpoints/best.json"))?;
         let Some(val) = state.best_score else {
-            bail!("trial {t}: no validation score (a sweep needs the `{}` split with annotations)", cfg.data.val_split);
+            bail!("{name}: no validation score (a sweep needs the `{}` split with annotations)", cfg.data.val_split);
         };
         if !opts.quiet {
-            eprintln!("trial {}/{}: val {} = {val:.2}", t + 1, opts.trials, cfg.train.select_by);
+            eprintln!("{name}: val {} = {val:.2}", cfg.train.select_by);
         }
         trials.push(Trial { run_dir, overrides, val, best_epoch: state.best_epoch });
         write_summary(base, &trials, None, opts)?;
@@ -210,16 +216,24 @@ pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<
     let test = crate::evaluate::evaluate_checkpoint(&cfg, &ckpt, &cfg.eval.split, None, opts.quiet)?;
     test.write(&opts.out.join("best-test"), &[("checkpoint", json!(ckpt.display().to_string()))])?;
     write_summary(base, &trials, Some((best, test.to_json())), opts)?;
-    let rows: Vec<(String, String)> = trials
+    let rows: Vec<Vec<String>> = trials
         .iter()
         .enumerate()
         .map(|(t, r)| {
             let mark = if t == best { "  <- best" } else { "" };
-            (format!("trial-{t:03}"), format!("val {:.2}  {}{mark}", r.val, r.overrides.join(" ")))
+            let epoch = r.best_epoch.map_or_else(|| "n/a".to_string(), |e| e.to_string());
+            vec![trial_name(t), format!("{:.2}", r.val), epoch, format!("{}{mark}", r.overrides.join(" "))]
         })
         .collect();
-    println!("{}", crate::report::metrics_table(&rows));
-    println!("best trial on {}: {}", cfg.eval.split, crate::report::metrics_table(&test.table_rows()));
+    let val_header = format!("val {}", cfg.train.select_by);
+    println!("{}", crate::report::table::grid(&["trial", &val_header, "best epoch", "sampled"], &rows));
+    println!(
+        "best: {} ({}), on the {} split:\n{}",
+        trial_name(best),
+        trials[best].run_dir.display(),
+        cfg.eval.split,
+        crate::report::metrics_table(&test.table_rows())
+    );
     Ok(best)
 }
 

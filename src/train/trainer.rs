@@ -83,10 +83,10 @@ impl<'a> Trainer<'a> {
         let provenance = Provenance::detect(&cfg.device);
         log.line(None, &format!("run: {}", provenance.summary()));
         if let Some(w) = cost_warning {
-            log.line(None, &w);
+            log.warn(None, &w);
         }
         for note in resume_notes {
-            log.line(None, &note);
+            log.warn(None, &note);
         }
         let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
 
@@ -217,7 +217,7 @@ impl<'a> Trainer<'a> {
                 sums.bad_images += 1;
                 if sums.bad_images <= 5 {
                     self.log
-                        .line(Some(&progress), &format!("warning: skipped a bad image (data.skip_bad_images): {e}"));
+                        .warn(Some(&progress), &format!("warning: skipped a bad image (data.skip_bad_images): {e}"));
                 }
             }
             if !batch.labels.is_empty() {
@@ -267,7 +267,7 @@ impl<'a> Trainer<'a> {
                     epoch + 1,
                     ids.join(", ")
                 );
-                self.log.line(Some(progress), &msg);
+                self.log.warn(Some(progress), &msg);
                 return Ok(());
             }
             let last = self.ckpt_dir.join("last.safetensors");
@@ -386,7 +386,7 @@ impl<'a> Trainer<'a> {
                         self.tb.add_image_png(&format!("val_cam/{k}"), png, s, s, gs);
                     }
                 }
-                Err(e) => self.log.line(None, &format!("warning: no CAM overlays this epoch: {e:#}")),
+                Err(e) => self.log.warn(None, &format!("warning: no CAM overlays this epoch: {e:#}")),
             }
         }
         if let Some(l) = &r.loc {
@@ -432,7 +432,9 @@ impl<'a> Trainer<'a> {
             }
         }
         self.tb.flush();
-        self.log.line(None, &metrics_table(&result.table_rows()));
+        // The table goes to the log here and to stdout from `wsol train` (a sweep's trials
+        // print none).
+        self.log.to_file(&metrics_table(&result.table_rows()));
         self.log.line(None, &format!("metrics written to {}", self.run_dir.join("metrics.json").display()));
         Ok((self.run_dir, result))
     }

@@ -70,11 +70,16 @@ fn sweep_runs_trials_and_picks_the_best_on_val() {
         ]
     };
     let stdout = wsol_ok(&args("s1"), dir);
-    assert!(stdout.contains("best trial"), "{stdout}");
     let s = read_json(&dir.join("s1/sweep.json"));
     let trials = s["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 3);
     let best = s["best_trial"].as_u64().unwrap() as usize;
+    // The results go to stdout even with --quiet, each trial named as its folder.
+    let name = format!("trial-{best:03}");
+    assert!(trials[best]["run_dir"].as_str().unwrap().ends_with(&name), "{s}");
+    assert!(stdout.contains(&format!("best: {name}")), "{stdout}");
+    let row = stdout.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("no row {name}:\n{stdout}"));
+    assert!(row.ends_with("<- best"), "{stdout}");
     let max = trials.iter().map(|t| t["val_score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
     assert_eq!(trials[best]["val_score"].as_f64().unwrap(), max);
     for t in trials {

@@ -80,6 +80,13 @@ fn every_cam_method_scores_through_eval() {
     assert!(out.contains("report.html"), "{out}");
     let html = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("gt_known_loc") && html.contains("Worst localized"));
+    // One number format: percentages with two decimals, the threshold with three, no aliases.
+    let m = read_json(&dir.join("run/metrics.json"));
+    let cell = |k: &str| format!("<td>{k}</td><td>");
+    let gt_known = format!("{}{:.2}</td>", cell("gt_known_loc"), m["gt_known_loc"].as_f64().unwrap());
+    assert!(html.contains(&gt_known), "{gt_known} not in the page");
+    let thr = format!("{}{:.3}</td>", cell("best_threshold_v1"), m["best_threshold_v1"].as_f64().unwrap());
+    assert!(html.contains(&thr) && !html.contains(&cell("best_threshold")), "{thr}");
     assert_eq!(html.matches("data:image/png;base64,").count(), 6);
     let err = wsol_err(&["report", "nowhere"], dir);
     assert!(err.contains("nowhere"), "{err}");

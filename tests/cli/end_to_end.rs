@@ -34,10 +34,17 @@ fn demo_meets_targets_and_eval_reproduces() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/demo.yaml");
-    wsol_ok(&["train", "--config", cfg, "--out", "runs/demo", "--quiet"], dir);
+    let out = wsol(&["train", "--config", cfg, "--out", "runs/demo", "--quiet"], dir);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    // Results on stdout (even with --quiet), nothing else there; --quiet silences the rest.
+    assert!(stdout.starts_with("metric") && stdout.contains("gt_known_loc"), "stdout:\n{stdout}");
+    assert!(!stdout.contains("epoch") && stderr.is_empty(), "stdout:\n{stdout}\nstderr:\n{stderr}");
 
     let run = dir.join("runs/demo");
     let m = read_json(&run.join("metrics.json"));
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("epoch 12/12  lr"), "the per-epoch lines go to train.log: {log}");
     for key in [
         "top1_cls",
         "top5_cls",
