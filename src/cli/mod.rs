@@ -76,9 +76,9 @@ pub struct EvalCamsArgs {
     /// `image_id,mask_path,ignore_path` relative to DIR, and PxAP replaces box accuracy.
     #[arg(long, value_name = "DIR")]
     pub masks: Option<PathBuf>,
-    /// Where metrics.json and curve.csv go.
-    #[arg(long, default_value = ".")]
-    pub out: PathBuf,
+    /// Where metrics.json and curve.csv go (default: a new folder eval-cams-<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -137,10 +137,14 @@ pub struct SweepArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub common: ConfigArgs,
+    /// A run directory: its checkpoint named by eval.checkpoint (`last` unless the run's
+    /// config says `best`), scored with the run's own config.yaml.
+    #[arg(value_name = "RUN_DIR", required_unless_present = "checkpoint", conflicts_with = "checkpoint")]
+    pub run: Option<PathBuf>,
     /// Model weights (.safetensors written by `wsol train`); without --config, the run's
     /// own config.yaml (next to checkpoints/) is used.
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// Split to score (default: eval.split of the config).
     #[arg(long)]
     pub split: Option<String>,

@@ -15,17 +15,40 @@ fn run_dir_of(checkpoint: &Path) -> &Path {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    // Without --config, the run's own resolved config (what it was trained with).
-    let own = run_dir_of(&a.checkpoint).join("config.yaml");
-    let cfg = load_config(&a.common, own.is_file().then_some(own.as_path()))?;
+    let (cfg, checkpoint) = match (&a.checkpoint, &a.run) {
+        (Some(c), _) => {
+            // Without --config, the run's own resolved config (what it was trained with).
+            let own = run_dir_of(c).join("config.yaml");
+            (load_config(&a.common, own.is_file().then_some(own.as_path()))?, c.clone())
+        }
+        (None, Some(run)) => {
+            if run.is_file() {
+                anyhow::bail!(
+                    "{}: a file; `wsol eval RUN_DIR` takes a run directory, `--checkpoint` a weights file",
+                    run.display()
+                );
+            }
+            let own = run.join("config.yaml");
+            anyhow::ensure!(
+                own.is_file() || a.common.config.is_some(),
+                "{}: not a run directory (no config.yaml in it); give --checkpoint and --config",
+                run.display()
+            );
+            let cfg = load_config(&a.common, Some(own.as_path()))?;
+            let ckpt = run.join("checkpoints").join(format!("{}.safetensors", cfg.eval.checkpoint));
+            (cfg, ckpt)
+        }
+        (None, None) => anyhow::bail!("give a run directory (`wsol eval RUN_DIR`) or --checkpoint FILE"),
+    };
+    let checkpoint = checkpoint.as_path();
     let split = a.split.clone().unwrap_or_else(|| cfg.eval.split.clone());
-    let result = evaluate::evaluate_checkpoint(&cfg, &a.checkpoint, &split, a.save_cams.as_deref(), a.common.quiet)?;
-    let out = a.out.clone().unwrap_or_else(|| run_dir_of(&a.checkpoint).join(format!("eval-{split}")));
+    let result = evaluate::evaluate_checkpoint(&cfg, checkpoint, &split, a.save_cams.as_deref(), a.common.quiet)?;
+    let out = a.out.clone().unwrap_or_else(|| run_dir_of(checkpoint).join(format!("eval-{split}")));
     result
         .write(
             &out,
             &[
-                ("checkpoint", serde_json::json!(a.checkpoint.display().to_string())),
+                ("checkpoint", serde_json::json!(checkpoint.display().to_string())),
                 ("provenance", crate::report::provenance::Provenance::detect(&cfg.device).to_json()),
             ],
         )

@@ -31,11 +31,16 @@ pub fn run(a: EvalCamsArgs) -> Result<()> {
         fixed_threshold: a.fixed_threshold,
         masks: a.masks,
     };
+    // Without --out, a new folder, never files strewn into the current directory.
+    let (out, named_here) = match a.out {
+        Some(o) => (o, false),
+        None => (crate::train::stamped_dir(std::path::Path::new("."), "eval-cams"), true),
+    };
     let result = wsol_eval::eval_cams::eval_cams(&opts)?;
-    result.write(&a.out, &[])?;
+    result.write(&out, &[])?;
     println!("{}", metrics_table(&result.table_rows()));
-    if !a.quiet {
-        eprintln!("metrics written to {}", a.out.join("metrics.json").display());
+    if !a.quiet || named_here {
+        eprintln!("metrics written to {}", out.join("metrics.json").display());
     }
     Ok(())
 }

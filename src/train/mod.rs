@@ -69,8 +69,13 @@ impl RunLog {
 }
 
 pub fn default_run_dir(cfg: &Config) -> PathBuf {
+    stamped_dir(&cfg.log.dir, &cfg.name)
+}
+
+/// `<parent>/<name>-<UTC timestamp>`, e.g. `runs/demo-20261207T093000`.
+pub fn stamped_dir(parent: &std::path::Path, name: &str) -> PathBuf {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
-    cfg.log.dir.join(format!("{}-{}", cfg.name, stamp.trim_end_matches('Z')))
+    parent.join(format!("{name}-{}", stamp.trim_end_matches('Z')))
 }
 
 /// Trains the configured model (or resumes a run) and scores the test split.

@@ -99,12 +99,18 @@ fn demo_meets_targets_and_eval_reproduces() {
         ],
         dir,
     );
-    let e = read_json(&dir.join("eval/metrics.json"));
-    for key in
-        ["top1_cls", "top5_cls", "gt_known_loc", "maxboxacc_v2", "top1_loc", "best_threshold", "maxboxacc_by_iou"]
-    {
-        assert_eq!(m[key], e[key], "{key} differs between train and eval");
+    // ... and so does `wsol eval RUN_DIR` (the run's config.yaml and its `last` checkpoint).
+    wsol_ok(&["eval", "runs/demo", "--quiet"], dir);
+    for out in ["eval", "runs/demo/eval-test"] {
+        let e = read_json(&dir.join(out).join("metrics.json"));
+        for key in
+            ["top1_cls", "top5_cls", "gt_known_loc", "maxboxacc_v2", "top1_loc", "best_threshold", "maxboxacc_by_iou"]
+        {
+            assert_eq!(m[key], e[key], "{key} differs between train and eval ({out})");
+        }
     }
+    let err = wsol_err(&["eval", "runs/demo/checkpoints/last.safetensors"], dir);
+    assert!(err.contains("--checkpoint"), "{err}");
 }
 
 #[test]

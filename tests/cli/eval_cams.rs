@@ -56,6 +56,20 @@ fn scores_hand_made_maps_exactly() {
     for iou in ["30", "50", "70"] {
         assert_eq!(m["maxboxacc_by_iou"][iou].as_f64(), Some(50.0));
     }
+
+    // Without --out: a new folder, named on stderr, and nothing else in the directory.
+    let before: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let out = wsol(&["eval-cams", "--metadata", "meta/test", "--cams", "cams", "--image-size", "20", "--quiet"], dir);
+    assert!(out.status.success());
+    let new: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !before.contains(n))
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    assert!(new.len() == 1 && new[0].starts_with("eval-cams-"), "{new:?}");
+    assert!(dir.join(&new[0]).join("metrics.json").is_file());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&new[0]));
 }
 
 #[test]
