@@ -113,13 +113,9 @@ impl<'a> Trainer<'a> {
         };
         match &resume_state {
             Some(state_path) => {
-                state = load_resume_checkpoint(
-                    state_path,
-                    &model.varmap,
-                    &mut sgd,
-                    opts.use_previous_checkpoint,
-                    &mut log,
-                )?;
+                state =
+                    load_resume_checkpoint(state_path, &model.varmap, &mut sgd, opts.use_previous_checkpoint, &mut log)
+                        .inspect_err(|e| append_error(&run_dir.join("train.log"), e))?;
                 // Whatever a killed run logged after this checkpoint is replaced by what follows.
                 tb.restart_at(state.global_step + 1);
                 let (dir, step) = (run_dir.display(), state.global_step);
@@ -154,8 +150,20 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// The remaining epochs, then the final evaluation.
-    pub fn run(mut self) -> Result<(PathBuf, EvalResult)> {
+    /// The remaining epochs, then the final evaluation. A run that fails ends its
+    /// `train.log` with the error (an interrupt has logged its own line already).
+    pub fn run(self) -> Result<(PathBuf, EvalResult)> {
+        let log = self.run_dir.join("train.log");
+        let result = self.epochs_then_test();
+        if let Err(e) = &result {
+            if e.downcast_ref::<interrupt::Interrupted>().is_none() {
+                append_error(&log, e);
+            }
+        }
+        result
+    }
+
+    fn epochs_then_test(mut self) -> Result<(PathBuf, EvalResult)> {
         for epoch in self.state.epochs_done..self.cfg.train.epochs {
             self.epoch(epoch)?;
         }
@@ -437,6 +445,14 @@ impl<'a> Trainer<'a> {
         self.log.to_file(&metrics_table(&result.table_rows()));
         self.log.line(None, &format!("metrics written to {}", self.run_dir.join("metrics.json").display()));
         Ok((self.run_dir, result))
+    }
+}
+
+/// Ends `train.log` with the error the run stops on, as the console shows it.
+fn append_error(log: &Path, err: &anyhow::Error) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = writeln!(f, "error: {}", crate::error::message(err));
     }
 }
 

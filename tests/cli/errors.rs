@@ -58,8 +58,11 @@ fn malformed_metadata_line_and_corrupt_image() {
         .unwrap()
         .to_string();
     std::fs::write(dir.join("synth").join(&first), b"not a png").unwrap();
-    let err = wsol_err(&["train", "--config", c, "--quiet"], dir);
+    let err = wsol_err(&["train", "--config", c, "--out", "failed", "--quiet"], dir);
     assert!(err.contains(&first), "{err}");
+    // The run directory it leaves says why it stopped, as its last line.
+    let log = std::fs::read_to_string(dir.join("failed/train.log")).unwrap();
+    assert_eq!(log.lines().last(), err.lines().next(), "{log}");
 
     // Opted in: the bad image is left out and counted (in the epochs whose batches hold it;
     // drop_last leaves 8 of the 40 out each epoch).
