@@ -41,10 +41,23 @@ pub fn build_model(cfg: &Config, device: &Device) -> Result<Model> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let net = crate::methods::build(&cfg.model, cfg.data.num_classes, vb)?;
     models::init::initialize(&varmap, cfg.seed, device)?;
-    if let Some(p) = &cfg.model.pretrained {
+    if let Some(p) = cfg.model.pretrained.as_ref().filter(|_| pretrained_missing(cfg).is_none()) {
         models::pretrained::load(&varmap, net.as_ref(), p, cfg.model.pretrained_classifier)?;
     }
     Ok(Model { varmap, net })
+}
+
+/// With `model.pretrained_optional`, the warning that the weights file is absent (the
+/// model then starts from its seeded initial weights).
+pub fn pretrained_missing(cfg: &Config) -> Option<String> {
+    let p = cfg.model.pretrained.as_ref()?;
+    (cfg.model.pretrained_optional && !p.exists()).then(|| {
+        format!(
+            "warning: model.pretrained {} not found: training from scratch (model.pretrained_optional); \
+             scripts/get_torchvision_weights.sh fetches torchvision's ImageNet weights on a connected machine",
+            p.display()
+        )
+    })
 }
 
 impl Model {

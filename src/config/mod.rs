@@ -85,6 +85,9 @@ pub struct ModelConfig {
     pub method: Method,
     /// Local `.safetensors` / `.pth` with torchvision names; nothing is downloaded.
     pub pretrained: Option<PathBuf>,
+    /// A missing `pretrained` file means training from scratch (with a warning), not an
+    /// error: one config for machines with and without the weights.
+    pub pretrained_optional: bool,
     /// Channel width of the first stage of the `tiny` backbone.
     pub width: usize,
     /// Also load the pretrained file's ImageNet classifier into the CAM head (needs
@@ -329,6 +332,7 @@ impl Default for ModelConfig {
             backbone: Backbone::Tiny,
             method: Method::Cam,
             pretrained: None,
+            pretrained_optional: false,
             width: 16,
             pretrained_classifier: false,
             large_feature_map: false,

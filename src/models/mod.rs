@@ -192,6 +192,23 @@ pub trait InsertedLayer: Send + Sync {
     fn begin_step(&self, _seed: u64) {}
 }
 
+/// A warning when the backbone sees far less than the input: the `tiny` net's cells see
+/// 25 pixels, right for 48-pixel shapes, but at 96 px and more an object is classified
+/// from its parts and its CAM covers fragments.
+pub fn receptive_field_warning(model: &ModelConfig, image_size: usize) -> Option<String> {
+    let field = match model.backbone {
+        BackboneName::Tiny => tiny::receptive_field(),
+        _ => return None,
+    };
+    (3 * field < image_size).then(|| {
+        format!(
+            "warning: the `tiny` backbone's map cells see {field}x{field} pixels, far less than the \
+             {image_size}-pixel input: objects larger than that are seen in parts; for real images \
+             start from configs/custom.yaml (ResNet-18)"
+        )
+    })
+}
+
 /// Builds the configured backbone (`model.backbone`) under the root of `vb`.
 pub fn build_backbone(
     cfg: &ModelConfig,

@@ -82,7 +82,12 @@ impl<'a> Trainer<'a> {
         let mut log = RunLog { file: log_file, quiet: opts.quiet };
         let provenance = Provenance::detect(&cfg.device);
         log.line(None, &format!("run: {}", provenance.summary()));
-        if let Some(w) = cost_warning {
+        let warnings = [
+            cost_warning,
+            crate::models::receptive_field_warning(&cfg.model, cfg.data.image_size as usize),
+            crate::runtime::pretrained_missing(cfg),
+        ];
+        for w in warnings.into_iter().flatten() {
             log.warn(None, &w);
         }
         for note in resume_notes {

@@ -47,3 +47,39 @@ fn every_config_loads_and_the_paper_grid_builds() {
         assert_eq!(out.logits.dims(), [1, 10], "{backbone}/{head}");
     }
 }
+
+/// The starting recipe for one's own data trains without its weights file (saying so), and
+/// the demo's `tiny` net warns when the input dwarfs what its map cells see.
+#[test]
+fn custom_recipe_runs_without_weights_and_tiny_warns_at_large_inputs() {
+    use crate::common::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth(dir, 8, 4, 4);
+    let custom = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/custom.yaml");
+    let data = ["data.metadata_root=synth/metadata", "data.image_root=synth", "data.num_classes=4"];
+    let mut args = vec!["train", "--config", custom, "--out", "custom", "--quiet"];
+    for d in &data {
+        args.extend(["--set", d]);
+    }
+    args.extend(["--set", "data.image_size=32", "--set", "train.epochs=1", "--set", "data.batch_size=4"]);
+    let out = wsol(&args, dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resnet18-f37072fd.pth not found: training from scratch"), "{stderr}");
+    assert!(!stderr.contains("receptive") && !stderr.contains("map cells see"), "{stderr}");
+    // Without pretrained_optional the same missing file is an error naming it.
+    args.extend(["--set", "model.pretrained_optional=false"]);
+    let strict: Vec<&str> = args.iter().map(|a| if *a == "custom" { "strict" } else { a }).collect();
+    let err = wsol_err(&strict, dir);
+    assert!(err.contains("resnet18-f37072fd.pth"), "{err}");
+
+    let cfg = write_config(dir, "big", "");
+    let c = cfg.to_str().unwrap();
+    let out = wsol(&["train", "--config", c, "--set", "data.image_size=96", "--set", "train.epochs=0", "--quiet"], dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("map cells see 25x25 pixels") && stderr.contains("configs/custom.yaml"), "{stderr}");
+    let out = wsol(&["train", "--config", c, "--set", "train.epochs=0", "--quiet"], dir);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("map cells see"), "no warning at 48 px");
+}
