@@ -53,8 +53,8 @@ pub fn pretrained_missing(cfg: &Config) -> Option<String> {
     let p = cfg.model.pretrained.as_ref()?;
     (cfg.model.pretrained_optional && !p.exists()).then(|| {
         format!(
-            "warning: model.pretrained {} not found: training from scratch (model.pretrained_optional); \
-             scripts/get_torchvision_weights.sh fetches torchvision's ImageNet weights on a connected machine",
+            "warning: model.pretrained {} not found: training from scratch (model.pretrained_optional), every \
+             layer at the new layers' learning rate (lr x new_layer_lr_mult); scripts/get_torchvision_weights.sh fetches torchvision's ImageNet weights on a connected machine",
             p.display()
         )
     })
