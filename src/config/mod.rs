@@ -307,8 +307,8 @@ impl Default for DataConfig {
             image_size: 224,
             resize_size: None,
             hflip: true,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
             batch_size: 32,
             workers: 2,
             skip_bad_images: false,
@@ -398,6 +398,22 @@ impl Default for LogConfig {
     }
 }
 
+/// torchvision's ImageNet statistics, the default input normalization.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The normalization (mean, std on [0, 1] pixels) that `model.pretrained`'s weights were
+/// trained with: torchvision's ImageNet statistics, except EfficientNet-Lite, trained in
+/// TensorFlow on (pixel - 127) / 128 (tensorflow/tpu `efficientnet_lite_builder.py`,
+/// MEAN_RGB and STDDEV_RGB). None without pretrained weights.
+pub fn weights_normalization(model: &ModelConfig) -> Option<([f32; 3], [f32; 3])> {
+    model.pretrained.as_ref()?;
+    Some(match model.backbone {
+        Backbone::EfficientNetLite0 => ([127.0 / 255.0; 3], [128.0 / 255.0; 3]),
+        _ => (IMAGENET_MEAN, IMAGENET_STD),
+    })
+}
+
 /// The one place YAML is parsed, so the (deprecated upstream) serde_yaml can be swapped
 /// for a fork in one line.
 fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, serde_yaml::Error> {
@@ -415,6 +431,21 @@ impl Config {
             cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
         }
         cfg.apply_overrides(overrides)?;
+        // Pretrained weights expect the input normalization they were trained with, unless
+        // the config says otherwise.
+        let given = |key: &str| {
+            let (section, field) = key.split_once('.').expect("a dotted key");
+            named.get(section).and_then(|v| v.get(field)).is_some()
+                || overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+        };
+        if let Some((mean, std)) = weights_normalization(&cfg.model) {
+            if !given("data.mean") {
+                cfg.data.mean = mean;
+            }
+            if !given("data.std") {
+                cfg.data.std = std;
+            }
+        }
         cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
@@ -608,6 +639,26 @@ mod tests {
         assert_eq!(c.model.method, Method::Acol);
         let err = c.apply_overrides(&["model.backbone=resnet19".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("resnet19") && format!("{err:#}").contains("resnet18"), "{err:#}");
+    }
+
+    #[test]
+    fn pretrained_weights_bring_their_normalization_unless_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |yaml: &str, sets: &[&str]| {
+            let p = tmp.path().join("c.yaml");
+            std::fs::write(&p, yaml).unwrap();
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Config::load(&p, &sets).unwrap().data
+        };
+        let lite = "model: {backbone: efficientnet_lite0, pretrained: w.pth}\n";
+        let d = load(lite, &[]);
+        assert_eq!((d.mean, d.std), ([127.0 / 255.0; 3], [128.0 / 255.0; 3]));
+        let d = load(&format!("{lite}data: {{mean: [0.5, 0.5, 0.5]}}\n"), &["data.std=[0.25, 0.25, 0.25]"]);
+        assert_eq!((d.mean, d.std), ([0.5; 3], [0.25; 3]), "what the config sets wins");
+        let d = load("model: {backbone: efficientnet_lite0}\n", &[]);
+        assert_eq!((d.mean, d.std), (IMAGENET_MEAN, IMAGENET_STD), "from scratch: the default");
+        let d = load("model: {backbone: resnet50, pretrained: w.pth}\n", &[]);
+        assert_eq!((d.mean, d.std), (IMAGENET_MEAN, IMAGENET_STD), "torchvision weights");
     }
 
     #[test]
