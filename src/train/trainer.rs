@@ -15,7 +15,7 @@ use super::{interrupt, resolve_resume, schedule, RunLog, TrainOptions};
 use crate::cam::{self, CamExtractor};
 use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, Dataset, LoaderConfig, TransformConfig};
-use crate::evaluate::{self, evaluate, EvalResult};
+use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
 use crate::report::provenance::Provenance;
 use crate::report::{metrics_table, Progress, TbWriter};
 use crate::runtime::Model;
@@ -362,7 +362,8 @@ impl<'a> Trainer<'a> {
         let batches = num_batches(val.meta.samples.len(), cfg.data.batch_size, false) as u64;
         let vp = Progress::new(batches, "validate", self.quiet);
         let net = self.model.inference_net(cfg)?;
-        let r = evaluate(net.as_ref(), self.extractor.as_ref(), val.clone(), cfg, &self.device, &vp, None)?;
+        let outputs = EvalOutputs::default();
+        let r = evaluate(net.as_ref(), self.extractor.as_ref(), val.clone(), cfg, &self.device, &vp, outputs)?;
         vp.finish();
         for (k, v) in r.to_json().as_object().expect("metrics are an object") {
             if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
@@ -414,8 +415,9 @@ impl<'a> Trainer<'a> {
         let batches = num_batches(self.test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
         let tp = Progress::new(batches, "test", self.quiet);
         let net = self.model.inference_net(cfg)?;
-        let result =
-            evaluate(net.as_ref(), self.extractor.as_ref(), self.test_ds.clone(), cfg, &self.device, &tp, None)?;
+        let outputs = EvalOutputs { per_image: true, ..EvalOutputs::default() };
+        let test_ds = self.test_ds.clone();
+        let result = evaluate(net.as_ref(), self.extractor.as_ref(), test_ds, cfg, &self.device, &tp, outputs)?;
         tp.finish();
         let extra =
             [("checkpoint", serde_json::json!(ckpt.display().to_string())), ("provenance", self.provenance.to_json())];
