@@ -17,7 +17,8 @@ use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, Dataset, LoaderConfig, TransformConfig};
 use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
 use crate::report::provenance::Provenance;
-use crate::report::{metrics_table, Progress, TbWriter};
+use crate::report::tensorboard::box_accuracy_scalars;
+use crate::report::{curve_plot, metrics_table, Progress, TbWriter};
 use crate::runtime::Model;
 
 pub struct Trainer<'a> {
@@ -368,6 +369,19 @@ impl<'a> Trainer<'a> {
         for (k, v) in r.to_json().as_object().expect("metrics are an object") {
             if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
                 self.tb.add_scalar(&format!("val/{k}"), x as f32, gs);
+            }
+        }
+        if let Some(l) = &r.loc {
+            let (ious, multi) = (&cfg.eval.iou_thresholds, cfg.eval.multi_contour);
+            for (tag, v) in box_accuracy_scalars(&l.curves, ious, multi) {
+                self.tb.add_scalar(&format!("val/{tag}"), v as f32, gs);
+            }
+            // Drawn only when it goes somewhere: a chart costs a few milliseconds.
+            if self.tb.is_enabled() {
+                match curve_plot::curve_png(&l.curves) {
+                    Ok(png) => self.tb.add_image_png("val_curve", &png, curve_plot::WIDTH, curve_plot::HEIGHT, gs),
+                    Err(e) => self.log.line(None, &format!("warning: no accuracy curve this epoch: {e:#}")),
+                }
             }
         }
         line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));

@@ -1,8 +1,13 @@
 //! `per_image.csv` (one row per image: predictions, the box that counted, its IoU and
 //! outcomes) from `wsol eval-cams`, `wsol train` and `wsol eval`, read back by
-//! `wsol report`.
+//! `wsol report`; and the per-IoU accuracies and curve each validation logs to TensorBoard.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::common::*;
+use protobuf::Message;
+use tensorboard_proto::event::Event;
 use wsol_eval::localize::BBox;
 use wsol_eval::metrics::{PerImageRow, PerImageTable};
 use wsol_eval::scoremaps::{flat_path, nested_path, write, ScoreMap};
@@ -62,10 +67,39 @@ fn eval_cams_writes_one_row_per_image() {
     assert_eq!(bare.iter().map(|r| r.box_original).collect::<Vec<_>>(), [rows[0].box_original, rows[1].box_original]);
 }
 
-/// A tiny run: the final evaluation writes `per_image.csv` whose rows count exactly what
+/// Scalars (tag -> [(step, value)]) and images (tag -> [(step, width, height, PNG)]) of
+/// the event files in `tb`.
+#[allow(clippy::type_complexity)]
+fn read_tensorboard(tb: &Path) -> (BTreeMap<String, Vec<(i64, f32)>>, BTreeMap<String, Vec<(i64, i32, i32, Vec<u8>)>>) {
+    let (mut scalars, mut images) = (BTreeMap::<_, Vec<_>>::new(), BTreeMap::<_, Vec<_>>::new());
+    for entry in std::fs::read_dir(tb).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        // TFRecords: length (u64), its CRC, the data, the data's CRC.
+        let mut p = 0;
+        while p < bytes.len() {
+            let len = u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap()) as usize;
+            let event = Event::parse_from_bytes(&bytes[p + 12..p + 12 + len]).unwrap();
+            p += 16 + len;
+            for v in event.get_summary().get_value() {
+                let tag = v.get_tag().to_string();
+                if v.has_image() {
+                    let img = v.get_image();
+                    let png = img.get_encoded_image_string().to_vec();
+                    images.entry(tag).or_default().push((event.get_step(), img.get_width(), img.get_height(), png));
+                } else {
+                    scalars.entry(tag).or_default().push((event.get_step(), v.get_simple_value()));
+                }
+            }
+        }
+    }
+    (scalars, images)
+}
+
+/// A tiny run with a val split: every validation logs v1 and v2 accuracy per IoU and the
+/// curve; the final evaluation writes `per_image.csv` whose rows count exactly what
 /// metrics.json says; `wsol eval` writes the same rows; `wsol report` ranks by them.
 #[test]
-fn train_writes_per_image_rows() {
+fn train_writes_per_image_rows_and_tensorboard_curves() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     synth(dir, 48, 16, 16);
@@ -95,6 +129,27 @@ fn train_writes_per_image_rows() {
     assert_eq!(percent(&rows, |r| r.top1_loc == Some(true)), num("top1_loc"));
     assert_eq!(percent(&rows, |r| r.top5_loc == Some(true)), num("top5_loc"));
     assert_eq!(percent(&rows, |r| r.predictions[0].class == r.gt_class), num("top1_cls"));
+
+    // Each validation (one per epoch): v1 and v2 per configured IoU, and the curve.
+    let (scalars, images) = read_tensorboard(&dir.join("run/tb"));
+    for version in ["v1", "v2"] {
+        for iou in [30, 50, 70] {
+            let tag = format!("val/maxboxacc_{version}_iou{iou}");
+            let points = scalars.get(&tag).unwrap_or_else(|| panic!("no {tag} in {:?}", scalars.keys()));
+            assert_eq!(points.len(), 2, "{tag}: {points:?}");
+            assert!(points.iter().all(|&(_, v)| (0.0..=100.0).contains(&v)), "{tag}: {points:?}");
+        }
+    }
+    // MaxBoxAcc is v1 at IoU 50; MaxBoxAccV2 the mean of v2 over the IoUs.
+    assert_eq!(scalars["val/maxboxacc_v1_iou50"], scalars["val/maxboxacc"]);
+    for (k, &(step, v2)) in scalars["val/maxboxacc_v2"].iter().enumerate() {
+        let mean = [30, 50, 70].iter().map(|d| scalars[&format!("val/maxboxacc_v2_iou{d}")][k].1).sum::<f32>() / 3.0;
+        assert!((mean - v2).abs() < 1e-3, "step {step}: v2 {v2}, mean over IoUs {mean}");
+    }
+    let curves = &images["val_curve"];
+    assert_eq!(curves.len(), 2);
+    let png = image::load_from_memory(&curves[1].3).unwrap();
+    assert_eq!((png.width() as i32, png.height() as i32), (curves[1].1, curves[1].2));
 
     // `wsol eval` of the same checkpoint (with the run's own config) writes the same rows.
     wsol_ok(&["eval", "--checkpoint", "run/checkpoints/last.safetensors", "--out", "eval", "--quiet"], dir);

@@ -8,8 +8,9 @@ use plotters::prelude::*;
 
 use crate::metrics::Curves;
 
-const WIDTH: u32 = 800;
-const HEIGHT: u32 = 500;
+/// The chart's size in pixels.
+pub const WIDTH: u32 = 800;
+pub const HEIGHT: u32 = 500;
 
 /// One color per IoU threshold, in order.
 const COLORS: [RGBColor; 6] = [
