@@ -1,13 +1,15 @@
 //! `wsol report RUN_DIR`: one self-contained HTML page per run — the metrics table, the
 //! box-accuracy-vs-threshold curves (inline SVG from `curve.csv`) and CAM overlays of
 //! the best- and worst-localized images of the evaluated split (by IoU of the largest
-//! contour's box at the run's best threshold), embedded as PNG data URIs.
+//! contour's box at the run's best threshold, read from `per_image.csv`), embedded as PNG
+//! data URIs.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use base64::Engine;
 use candle_core::Tensor;
 
@@ -17,6 +19,7 @@ use crate::config::Config;
 use crate::data::{epoch_batches, Dataset, SplitMetadata};
 use crate::models::WsolModel;
 use wsol_eval::localize::{boxes_at_thresholds, iou, prepare_map, rescale_boxes};
+use wsol_eval::metrics::PerImageTable;
 
 pub struct ReportRequest {
     pub run_dir: PathBuf,
@@ -96,7 +99,13 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
     if ds.meta.samples.iter().all(|s| s.boxes.is_empty()) {
         html += "<p>No boxes in this split: no localization overlays.</p>";
     } else {
-        let scores = per_image_iou(&cfg, &device, net.as_ref(), extractor.as_ref(), &ds, threshold)?;
+        let per_image = curve_dir.join("per_image.csv");
+        let scores = if per_image.is_file() {
+            ious_from_per_image(&per_image, &ds)?
+        } else {
+            // Runs evaluated before per_image.csv was written: the same IoUs, recomputed.
+            per_image_iou(&cfg, &device, net.as_ref(), extractor.as_ref(), &ds, threshold)?
+        };
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         let k = req.samples.min(order.len());
@@ -127,6 +136,25 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
     let out = run.join("report.html");
     wsol_eval::fs::atomic_write(&out, html.as_bytes())?;
     Ok(out)
+}
+
+/// The `iou` column of an evaluation's `per_image.csv`, per image of `ds` (0 for an image
+/// without GT boxes, as [`per_image_iou`]); the file must cover exactly the split.
+fn ious_from_per_image(path: &Path, ds: &Dataset) -> Result<Vec<f64>> {
+    let table = PerImageTable::read(path)?;
+    let index: HashMap<&str, usize> =
+        ds.meta.samples.iter().enumerate().map(|(i, s)| (s.image_id.as_str(), i)).collect();
+    let mut scores = vec![None; ds.meta.samples.len()];
+    for row in &table.rows {
+        let Some(&i) = index.get(row.image_id.as_str()) else {
+            bail!("{}: image `{}` is not in split `{}`", path.display(), row.image_id, ds.meta.split);
+        };
+        scores[i] = Some(row.iou.unwrap_or(0.0));
+    }
+    if let Some(i) = scores.iter().position(Option::is_none) {
+        bail!("{}: no row for image `{}` of split `{}`", path.display(), ds.meta.samples[i].image_id, ds.meta.split);
+    }
+    Ok(scores.into_iter().flatten().collect())
 }
 
 /// Best IoU of the largest contour's box with any GT box, per image of `ds`.

@@ -24,7 +24,9 @@ use wsol_eval::localize::{
     boxes_at_thresholds, cam_thresholds, prepare_map, prepare_quantized, quantize, rescale_boxes,
 };
 use wsol_eval::masks::load_mask;
-use wsol_eval::metrics::{topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, PxapAccumulator};
+use wsol_eval::metrics::{
+    topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, ImageInfo, PerImageRecorder, Prediction, PxapAccumulator,
+};
 pub use wsol_eval::results::EvalResult;
 use wsol_eval::scoremaps::{self, ScoreMap};
 
@@ -63,8 +65,19 @@ pub fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
     }
 }
 
+/// What an evaluation keeps besides its numbers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvalOutputs<'a> {
+    /// Writes every scored map (resized, normalized) as `<dir>/<image_id>.npy`, the layout
+    /// the official evaluator reads, so the numbers can be re-checked elsewhere.
+    pub save_cams: Option<&'a Path>,
+    /// Keeps the rows of `per_image.csv` ([`EvalResult::per_image`]): worth it where
+    /// metrics.json is written, not for every epoch's validation.
+    pub per_image: bool,
+}
+
 /// Builds the configured model, loads `checkpoint` and evaluates it on `split`: what
-/// `wsol eval` and the sweep's final test do.
+/// `wsol eval` and the sweep's final test do (with the rows of `per_image.csv`).
 pub fn evaluate_checkpoint(
     cfg: &Config,
     checkpoint: &Path,
@@ -80,14 +93,14 @@ pub fn evaluate_checkpoint(
     let extractor = crate::cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let batches = crate::data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
     let progress = Progress::new(batches, &format!("eval {split}"), quiet);
-    let result = evaluate(net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, save_cams)?;
+    let outputs = EvalOutputs { save_cams, per_image: true };
+    let result = evaluate(net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, outputs)?;
     progress.finish();
     Ok(result)
 }
 
-/// Evaluates `model` on `ds` with the GT-class maps of `extractor`. With `save_cams`,
-/// every scored map (resized, normalized) is also written as `<dir>/<image_id>.npy`, the
-/// layout the official evaluator reads, so the numbers can be re-checked elsewhere.
+/// Evaluates `model` on `ds` with the GT-class maps of `extractor`, keeping what
+/// `outputs` asks for besides the numbers.
 pub fn evaluate(
     model: &dyn WsolModel,
     extractor: &dyn CamExtractor,
@@ -95,8 +108,9 @@ pub fn evaluate(
     cfg: &Config,
     device: &Device,
     progress: &Progress,
-    save_cams: Option<&Path>,
+    outputs: EvalOutputs,
 ) -> Result<EvalResult> {
+    let save_cams = outputs.save_cams;
     let size = cfg.data.image_size as usize;
     let n_classes = cfg.data.num_classes;
     let has_boxes = ds.meta.samples.iter().any(|s| !s.boxes.is_empty());
@@ -104,6 +118,9 @@ pub fn evaluate(
     let proto = Scores {
         boxes: BoxAccumulator::new(&box_cfg)?,
         pxap: ds.masks.as_ref().map(|_| PxapAccumulator::new(&box_cfg.thresholds)).transpose()?,
+        per_image: (outputs.per_image && has_boxes)
+            .then(|| PerImageRecorder::new(box_cfg.thresholds.len(), size))
+            .transpose()?,
     };
     let empty = || proto.clone();
     let mut acc = empty();
@@ -144,7 +161,18 @@ pub fn evaluate(
                     if has_boxes {
                         let gt = rescale_boxes(&sample.boxes, sample.size, size);
                         let q = map.as_deref().map_or_else(|| prepare_quantized(raw, w, h, size), quantize);
-                        a.boxes.add_quantized(&q, size, size, &gt, Some(outcomes[i]));
+                        let scored = a.boxes.score(&q, size, size, &gt);
+                        a.boxes.add_scored(&scored, Some(outcomes[i]));
+                        if let Some(rec) = a.per_image.as_mut() {
+                            let info = ImageInfo {
+                                image_id: sample.image_id.clone(),
+                                gt_class: sample.label,
+                                original_size: sample.size,
+                                predictions: top_predictions(&logits[i], 5),
+                                cls: Some(outcomes[i]),
+                            };
+                            rec.record(index, info, &gt, &scored);
+                        }
                     }
                     if let (Some(m), Some(p), Some(map)) = (&ds.masks, a.pxap.as_mut(), &map) {
                         let s = &m.split.samples[index];
@@ -159,10 +187,10 @@ pub fn evaluate(
                     Ok(a)
                 })
                 .try_reduce(empty, |mut a, b| {
-                    a.merge(&b);
+                    a.merge(b);
                     Ok(a)
                 })?;
-            acc.merge(&batch_acc);
+            acc.merge(batch_acc);
         }
         progress.inc(1);
     }
@@ -174,28 +202,58 @@ pub fn evaluate(
         })?),
         _ => None,
     };
+    let loc = has_boxes.then(|| acc.boxes.finish());
+    let per_image = match (acc.per_image, &loc) {
+        (Some(rec), Some(loc)) => Some(rec.finish(loc)?),
+        _ => None,
+    };
     Ok(EvalResult {
         split: ds.meta.split.clone(),
         cam: extractor.name().to_string(),
         num_images: count,
         top1_cls: Some(pct(top1)),
         top5_cls: Some(pct(top5)),
-        loc: has_boxes.then(|| acc.boxes.finish()),
+        loc,
         pxap,
+        per_image,
     })
 }
 
-/// Localization accumulators of one pass: boxes always, PxAP on mask splits.
+/// The `k` most likely classes with their softmax probabilities, most likely first; ties
+/// go to the lower class index and NaN logits last, as [`topk_correct`] ranks them.
+fn top_predictions(logits: &[f32], k: usize) -> Vec<Prediction> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    // A stable sort: equal logits keep their class order.
+    order.sort_by(|&a, &b| {
+        let (x, y) = (logits[a], logits[b]);
+        x.is_nan().cmp(&y.is_nan()).then(y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal))
+    });
+    // Softmax in f64, shifted by the largest logit so no exponent overflows.
+    let max = logits.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().filter(|v| !v.is_nan()).map(|&v| (v as f64 - max).exp()).sum();
+    order
+        .into_iter()
+        .take(k)
+        .map(|class| Prediction { class, probability: Some(((logits[class] as f64 - max).exp() / sum) as f32) })
+        .collect()
+}
+
+/// Localization accumulators of one pass: boxes always, PxAP on mask splits, the rows
+/// of `per_image.csv` when asked for.
 #[derive(Clone)]
 struct Scores {
     boxes: BoxAccumulator,
     pxap: Option<PxapAccumulator>,
+    per_image: Option<PerImageRecorder>,
 }
 
 impl Scores {
-    fn merge(&mut self, other: &Scores) {
+    fn merge(&mut self, other: Scores) {
         self.boxes.merge(&other.boxes);
         if let (Some(a), Some(b)) = (self.pxap.as_mut(), other.pxap.as_ref()) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (self.per_image.as_mut(), other.per_image) {
             a.merge(b);
         }
     }
@@ -242,4 +300,31 @@ pub fn cam_overlays(
         pngs.push(encode_png_rgb(&img, size as u32, size as u32)?);
     }
     Ok(pngs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_predictions_rank_as_topk_correct_with_softmax_probabilities() {
+        let logits = [1.0f32, 3.0, f32::NAN, 3.0, -2.0, 0.5, 2.0];
+        let p = top_predictions(&logits, 5);
+        let classes: Vec<usize> = p.iter().map(|p| p.class).collect();
+        // Equal logits: the lower class first; the NaN never ranks.
+        assert_eq!(classes, [1, 3, 6, 0, 5]);
+        for (rank, c) in classes.iter().enumerate() {
+            assert!(topk_correct(&logits, *c, rank + 1) && !topk_correct(&logits, *c, rank));
+        }
+        let finite: f64 = logits.iter().filter(|v| !v.is_nan()).map(|&v| (v as f64).exp()).sum();
+        for q in &p {
+            let want = (logits[q.class] as f64).exp() / finite;
+            assert!((q.probability.unwrap() as f64 - want).abs() < 1e-6, "{q:?} vs {want}");
+        }
+        // Large logits do not overflow; fewer classes than k give fewer predictions.
+        let p = top_predictions(&[1000.0, 999.0], 5);
+        assert_eq!(p.len(), 2);
+        let e = (-1.0f64).exp();
+        assert_eq!(p[0].probability, Some((1.0 / (1.0 + e)) as f32));
+    }
 }

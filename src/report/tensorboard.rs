@@ -37,6 +37,7 @@ use protobuf::{Message, RepeatedField};
 use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
 use tensorboard_proto::summary::{Summary, Summary_Image, Summary_Value};
 use tensorboard_rs::record_writer::RecordWriter;
+use wsol_eval::metrics::Curves;
 
 /// Unflushed events older than this are flushed on the next write, so a live
 /// TensorBoard sees progress even if the caller never calls `flush`.
@@ -185,6 +186,24 @@ impl Drop for TbWriter {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+/// Per-IoU box accuracies of one evaluation as TensorBoard scalars: each configured IoU
+/// `d` gives `maxboxacc_v1_iou<d>` (largest contour, best threshold) and
+/// `maxboxacc_v2_iou<d>` (the contours MaxBoxAccV2 keeps: all with `multi_contour`, else
+/// the largest), so `maxboxacc_v2_iou<d>` is metrics.json's `maxboxacc_by_iou[d]`.
+pub fn box_accuracy_scalars(curves: &Curves, ious: &[u32], multi_contour: bool) -> Vec<(String, f64)> {
+    let best = |row: &[f64]| row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let v2_rows = if multi_contour { &curves.all } else { &curves.largest };
+    let mut out = Vec::new();
+    for (version, rows) in [("v1", &curves.largest), ("v2", v2_rows)] {
+        for &d in ious {
+            if let Some(k) = curves.iou_thresholds.iter().position(|&x| x == d) {
+                out.push((format!("maxboxacc_{version}_iou{d}"), best(&rows[k])));
+            }
+        }
+    }
+    out
 }
 
 /// `events.out.tfevents.<secs>.<host>.<pid>.<seq>` as TensorFlow and tensorboard-rs name
@@ -373,6 +392,30 @@ mod tests {
             vec![("train/loss".into(), 0, 2.5), ("train/loss".into(), 10, 1.25), ("val/acc".into(), 10, 0.75)]
         );
         assert_eq!(images, vec![("cams/0".into(), 10, 3, 5, 3, png)]);
+    }
+
+    #[test]
+    fn box_accuracy_scalars_are_each_curves_best() {
+        let curves = Curves {
+            thresholds: vec![0.0, 0.5],
+            iou_thresholds: vec![30, 70, 50],
+            largest: vec![vec![80.0, 90.0], vec![10.0, 5.0], vec![60.0, 40.0]],
+            all: vec![vec![85.0, 95.0], vec![20.0, 30.0], vec![70.0, 65.0]],
+            top1_loc: None,
+            top5_loc: None,
+        };
+        let tags = |multi| box_accuracy_scalars(&curves, &[30, 70], multi);
+        assert_eq!(
+            tags(true),
+            [
+                ("maxboxacc_v1_iou30".to_string(), 90.0),
+                ("maxboxacc_v1_iou70".to_string(), 10.0),
+                ("maxboxacc_v2_iou30".to_string(), 95.0),
+                ("maxboxacc_v2_iou70".to_string(), 30.0),
+            ]
+        );
+        // Without multi_contour, MaxBoxAccV2 keeps the largest contour too.
+        assert_eq!(tags(false)[3], ("maxboxacc_v2_iou70".to_string(), 10.0));
     }
 
     #[test]

@@ -16,9 +16,10 @@ use super::{interrupt, schedule, RunLog, TrainOptions};
 use crate::cam::{self, CamExtractor};
 use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, Dataset, LoaderConfig, TransformConfig};
-use crate::evaluate::{self, evaluate, EvalResult};
+use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
 use crate::report::provenance::Provenance;
-use crate::report::{metrics_table, Progress, TbWriter};
+use crate::report::tensorboard::box_accuracy_scalars;
+use crate::report::{curve_plot, metrics_table, Progress, TbWriter};
 use crate::runtime::Model;
 
 pub struct Trainer<'a> {
@@ -384,11 +385,25 @@ impl<'a> Trainer<'a> {
         let batches = num_batches(val.meta.samples.len(), cfg.data.batch_size, false) as u64;
         let vp = Progress::new(batches, "validate", self.quiet);
         let net = self.model.inference_net(cfg)?;
-        let r = evaluate(net.as_ref(), self.extractor.as_ref(), val.clone(), cfg, &self.device, &vp, None)?;
+        let outputs = EvalOutputs::default();
+        let r = evaluate(net.as_ref(), self.extractor.as_ref(), val.clone(), cfg, &self.device, &vp, outputs)?;
         vp.finish();
         for (k, v) in r.to_json().as_object().expect("metrics are an object") {
             if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
                 self.tb.add_scalar(&format!("val/{k}"), x as f32, gs);
+            }
+        }
+        if let Some(l) = &r.loc {
+            let (ious, multi) = (&cfg.eval.iou_thresholds, cfg.eval.multi_contour);
+            for (tag, v) in box_accuracy_scalars(&l.curves, ious, multi) {
+                self.tb.add_scalar(&format!("val/{tag}"), v as f32, gs);
+            }
+            // Drawn only when it goes somewhere: a chart costs a few milliseconds.
+            if self.tb.is_enabled() {
+                match curve_plot::curve_png(&l.curves) {
+                    Ok(png) => self.tb.add_image_png("val_curve", &png, curve_plot::WIDTH, curve_plot::HEIGHT, gs),
+                    Err(e) => self.log.line(None, &format!("warning: no accuracy curve this epoch: {e:#}")),
+                }
             }
         }
         line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));
@@ -436,8 +451,9 @@ impl<'a> Trainer<'a> {
         let batches = num_batches(self.test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
         let tp = Progress::new(batches, "test", self.quiet);
         let net = self.model.inference_net(cfg)?;
-        let result =
-            evaluate(net.as_ref(), self.extractor.as_ref(), self.test_ds.clone(), cfg, &self.device, &tp, None)?;
+        let outputs = EvalOutputs { per_image: true, ..EvalOutputs::default() };
+        let test_ds = self.test_ds.clone();
+        let result = evaluate(net.as_ref(), self.extractor.as_ref(), test_ds, cfg, &self.device, &tp, outputs)?;
         tp.finish();
         let extra =
             [("checkpoint", serde_json::json!(ckpt.display().to_string())), ("provenance", self.provenance.to_json())];

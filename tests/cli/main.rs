@@ -21,5 +21,6 @@ mod fuzz;
 mod gradients;
 mod interrupt;
 mod mask_dataset;
+mod per_image;
 mod provenance;
 mod source_rules;

@@ -11,7 +11,10 @@ use rayon::prelude::*;
 use crate::localize::{cam_thresholds, prepare_map, prepare_quantized, rescale_boxes};
 use crate::masks::{load_mask, read_mask_split};
 use crate::metadata::read_split;
-use crate::metrics::{BoxAccumulator, BoxEvalConfig, ClsOutcome, LocalizationMetrics, PxapAccumulator};
+use crate::metrics::{
+    BoxAccumulator, BoxEvalConfig, ClsOutcome, ImageInfo, LocalizationMetrics, PerImageRecorder, PerImageTable,
+    Prediction, PxapAccumulator,
+};
 use crate::results::EvalResult;
 use crate::scoremaps;
 
@@ -70,23 +73,55 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
             s.image_id
         );
     }
-    let (paths, outcomes) =
+    let (paths, predicted) =
         maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
     let size = opts.image_size;
-    let acc = fold_maps(
+    let recorder = PerImageRecorder::new(thresholds.len(), size)?;
+    let (acc, recorder) = fold_maps(
         &paths,
         meta.samples.len(),
         size,
         prepare_quantized,
-        || boxes.clone(),
-        |acc, i, q: &Vec<u8>| {
+        || (boxes.clone(), recorder.clone()),
+        |(acc, rec), i, q: &Vec<u8>| {
             let s = &meta.samples[i];
-            acc.add_quantized(q, size, size, &rescale_boxes(&s.boxes, s.size, size), outcomes.as_ref().map(|o| o[i]));
+            let gt = rescale_boxes(&s.boxes, s.size, size);
+            let scored = acc.score(q, size, size, &gt);
+            let p = predicted.as_ref().map(|p| &p[i]);
+            acc.add_scored(&scored, p.map(|p| p.outcome));
+            // --predictions names classes without scores: no probabilities.
+            let predictions = p.map_or_else(Vec::new, |p| {
+                p.top5.iter().map(|&class| Prediction { class, probability: None }).collect()
+            });
+            let info = ImageInfo {
+                image_id: s.image_id.clone(),
+                gt_class: s.label,
+                original_size: s.size,
+                predictions,
+                cls: p.map(|p| p.outcome),
+            };
+            rec.record(i, info, &gt, &scored);
             Ok(())
         },
-        BoxAccumulator::merge,
+        |(a, rec_a), (b, rec_b)| {
+            a.merge(&b);
+            rec_a.merge(rec_b);
+        },
     )?;
-    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), Some(acc.finish()), None))
+    let loc = acc.finish();
+    let per_image = recorder.finish(&loc)?;
+    let outcomes = outcomes_of(predicted.as_deref());
+    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), Some(loc), None, Some(per_image)))
+}
+
+/// An image's classes from --predictions: the first five, and whether they hold its label.
+struct Predicted {
+    top5: Vec<usize>,
+    outcome: ClsOutcome,
+}
+
+fn outcomes_of(predicted: Option<&[Predicted]>) -> Option<Vec<ClsOutcome>> {
+    predicted.map(|p| p.iter().map(|p| p.outcome).collect())
 }
 
 /// The maps to score: one file per image, or the centre baseline's one map for all.
@@ -120,7 +155,7 @@ fn fold_maps<A: Send, P: Sync>(
     prepare: fn(&[f64], usize, usize, usize) -> P,
     empty: impl Fn() -> A + Sync + Send,
     add: impl Fn(&mut A, usize, &P) -> Result<()> + Sync + Send,
-    merge: impl Fn(&mut A, &A) + Sync + Send,
+    merge: impl Fn(&mut A, A) + Sync + Send,
 ) -> Result<A> {
     // The baseline's one map is prepared once for all images.
     enum Source<'a, P> {
@@ -146,7 +181,7 @@ fn fold_maps<A: Send, P: Sync>(
             Ok(acc)
         })
         .try_reduce(&empty, |mut a, b| {
-            merge(&mut a, &b);
+            merge(&mut a, b);
             Ok(a)
         })
 }
@@ -159,6 +194,7 @@ fn result(
     outcomes: Option<&[ClsOutcome]>,
     loc: Option<LocalizationMetrics>,
     pxap: Option<f64>,
+    per_image: Option<PerImageTable>,
 ) -> EvalResult {
     let pct = |o: &[ClsOutcome], top: fn(&ClsOutcome) -> bool| {
         o.iter().filter(|c| top(c)).count() as f64 * 100.0 / o.len() as f64
@@ -171,12 +207,13 @@ fn result(
         top5_cls: outcomes.map(|o| pct(o, |c| c.top5)),
         loc,
         pxap,
+        per_image,
     }
 }
 
 /// Score map paths (all present, or an error listing the missing) and, with
-/// --predictions, each image's classification outcome.
-fn maps_and_outcomes(opts: &EvalCamsOptions, samples: &[(&str, usize)]) -> Result<(Maps, Option<Vec<ClsOutcome>>)> {
+/// --predictions, each image's predicted classes and classification outcome.
+fn maps_and_outcomes(opts: &EvalCamsOptions, samples: &[(&str, usize)]) -> Result<(Maps, Option<Vec<Predicted>>)> {
     let predictions = opts.predictions.as_deref().map(scoremaps::read_predictions).transpose()?;
     let outcomes = match &predictions {
         Some(p) => Some(cls_outcomes(samples, p, opts.predictions.as_deref().unwrap())?),
@@ -222,8 +259,9 @@ fn eval_masks(
         bail!("--masks {}: no such directory", mask_root.display());
     }
     let meta = read_mask_split(root, &split)?;
-    let (paths, outcomes) =
+    let (paths, predicted) =
         maps_and_outcomes(opts, &meta.samples.iter().map(|s| (s.image_id.as_str(), s.label)).collect::<Vec<_>>())?;
+    let outcomes = outcomes_of(predicted.as_deref());
     let pixels = PxapAccumulator::new(thresholds)?;
     let size = opts.image_size;
     let acc = fold_maps(
@@ -236,24 +274,27 @@ fn eval_masks(
             acc.add(map, &load_mask(mask_root, &meta.samples[i], &meta.localization, size)?);
             Ok(())
         },
-        PxapAccumulator::merge,
+        |a, b| a.merge(&b),
     )?;
     let pxap = acc.finish().with_context(|| {
         format!("scoring {} against the masks under {}", meta.localization.display(), mask_root.display())
     })?;
-    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), None, Some(pxap)))
+    Ok(result(opts, split, meta.samples.len(), outcomes.as_deref(), None, Some(pxap), None))
 }
 
 fn cls_outcomes(
     samples: &[(&str, usize)],
     predictions: &HashMap<String, Vec<usize>>,
     path: &Path,
-) -> Result<Vec<ClsOutcome>> {
+) -> Result<Vec<Predicted>> {
     let mut out = Vec::with_capacity(samples.len());
     let mut missing = Vec::new();
     for (id, label) in samples {
         match predictions.get(*id) {
-            Some(p) => out.push(ClsOutcome { top1: p[0] == *label, top5: p.iter().take(5).any(|c| c == label) }),
+            Some(p) => out.push(Predicted {
+                top5: p.iter().take(5).copied().collect(),
+                outcome: ClsOutcome { top1: p[0] == *label, top5: p.iter().take(5).any(|c| c == label) },
+            }),
             None => missing.push(*id),
         }
     }

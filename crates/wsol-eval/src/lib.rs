@@ -11,7 +11,8 @@
 //! - [`metrics`]: the accumulators and the numbers of `metrics.json`.
 //! - [`scoremaps`]: score maps as `.npy` files, the layout wsolevaluation reads.
 //! - [`eval_cams`]: a folder of maps against a split, end to end (`wsol eval-cams`).
-//! - [`results`], [`report`]: `metrics.json`, `curve.csv`, `curve.png`, console rows.
+//! - [`results`], [`report`]: `metrics.json`, `curve.csv`, `curve.png`, `per_image.csv`,
+//!   console rows.
 
 pub mod eval_cams;
 pub mod fs;

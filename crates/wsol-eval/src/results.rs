@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::metrics::LocalizationMetrics;
+use crate::metrics::{LocalizationMetrics, PerImageTable};
 
 pub struct EvalResult {
     pub split: String,
@@ -15,6 +15,8 @@ pub struct EvalResult {
     pub loc: Option<LocalizationMetrics>,
     /// PxAP in percent; Some only when the split was scored against masks.
     pub pxap: Option<f64>,
+    /// The rows of `per_image.csv`; Some when boxes were scored and rows were asked for.
+    pub per_image: Option<PerImageTable>,
 }
 
 /// Older names kept beside the ones that say their contour rule: `maxboxacc_by_iou` and
@@ -128,7 +130,7 @@ pub fn curve_csv(curves: &crate::metrics::Curves) -> String {
 
 impl EvalResult {
     /// Writes `metrics.json` (with `extra` keys merged in) and, when boxes were scored,
-    /// `curve.csv` into `dir`.
+    /// `curve.csv`, `curve.png` and `per_image.csv` into `dir`.
     pub fn write(&self, dir: &std::path::Path, extra: &[(&str, Value)]) -> anyhow::Result<()> {
         let mut json = self.to_json();
         for (k, v) in extra {
@@ -139,6 +141,9 @@ impl EvalResult {
             crate::fs::atomic_write(&dir.join("curve.csv"), curve_csv(&l.curves).as_bytes())?;
             let png = crate::report::curve_plot::curve_png(&l.curves)?;
             crate::fs::atomic_write(&dir.join("curve.png"), &png)?;
+        }
+        if let Some(rows) = &self.per_image {
+            crate::fs::atomic_write(&dir.join("per_image.csv"), rows.to_csv().as_bytes())?;
         }
         Ok(())
     }

@@ -69,6 +69,19 @@ pub fn rescale_boxes(boxes: &[[f64; 4]], orig_wh: (u32, u32), size: usize) -> Ve
     boxes.iter().map(|b| rescale_box(*b, (w, h), (size as f64, size as f64))).collect()
 }
 
+/// A box of the `size` x `size` evaluation grid in the original image's pixels, for
+/// people to draw: the inverse of [`rescale_box`] (`x * orig_w / size`), rounded to the
+/// nearest pixel and kept inside the image. The official evaluator has no such step (it
+/// scores on the grid), so nothing scored depends on this rounding.
+pub fn box_to_original(b: BBox, orig_wh: (u32, u32), size: usize) -> BBox {
+    let scale = |v: i32, orig: u32| {
+        let last = orig.saturating_sub(1) as f64;
+        (v as f64 * orig as f64 / size as f64).round().clamp(0.0, last) as i32
+    };
+    let (ow, oh) = orig_wh;
+    BBox { x0: scale(b.x0, ow), y0: scale(b.y0, oh), x1: scale(b.x1, ow), y1: scale(b.y1, oh) }
+}
+
 /// The finest `cam_curve_interval` taken: 10,000 thresholds, ten times the official
 /// finest (0.001). Maps are swept on 256 levels, so finer steps only repeat thresholds,
 /// and a tiny interval would otherwise ask for more thresholds than memory holds.
@@ -282,6 +295,22 @@ mod tests {
         assert_eq!(b, BBox::new(4, 11, 223, 223));
         // Multiply first, then divide: 1 * 3 / 3 is exactly 1.
         assert_eq!(rescale_box([1.0, 1.0, 2.0, 2.0], (3.0, 3.0), (3.0, 3.0)), BBox::new(1, 1, 2, 2));
+    }
+
+    #[test]
+    fn box_to_original_inverts_rescaling() {
+        // 500x375 on 224: x * 500 / 224, y * 375 / 224, rounded; 223 is the last pixel.
+        assert_eq!(box_to_original(BBox::new(4, 11, 223, 223), (500, 375), 224), BBox::new(9, 18, 498, 373));
+        // Same size: unchanged.
+        assert_eq!(box_to_original(BBox::new(0, 3, 7, 9), (10, 10), 10), BBox::new(0, 3, 7, 9));
+        // Up-scaled grid (a 20 px image on 40): halves, never past the last pixel.
+        assert_eq!(box_to_original(BBox::new(1, 0, 39, 39), (20, 20), 40), BBox::new(1, 0, 19, 19));
+        // A GT box survives the round trip within a grid pixel.
+        let gt = [37.0, 120.0, 410.0, 300.0];
+        let back = box_to_original(rescale_box(gt, (500.0, 375.0), (224.0, 224.0)), (500, 375), 224);
+        for (a, b) in [back.x0, back.y0, back.x1, back.y1].into_iter().zip(gt) {
+            assert!((a as f64 - b).abs() <= 500.0 / 224.0, "{back:?} vs {gt:?}");
+        }
     }
 
     #[test]

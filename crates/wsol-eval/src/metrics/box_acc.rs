@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 
 use super::percent;
-use crate::localize::{iou, quantize, sweep_quantized_with, BBox};
+use crate::localize::{iou, quantize, sweep_quantized_with, BBox, Sweep};
 
 /// The IoU (percent) of MaxBoxAcc and of GT-known / top-k localization.
-const IOU_LOC: u32 = 50;
+pub(crate) const IOU_LOC: u32 = 50;
 
 pub struct BoxEvalConfig {
     /// CAM thresholds of the sweep (`cam_thresholds(interval)`).
@@ -140,35 +140,40 @@ impl BoxAccumulator {
     /// [`BoxAccumulator::add`] for a map already quantized (`quantize(prepared)`, or
     /// `prepare_quantized(raw)`).
     pub fn add_quantized(&mut self, q: &[u8], w: usize, h: usize, gt: &[BBox], cls: Option<ClsOutcome>) {
-        let n = self.thresholds().len();
-        let best_iou = |boxes: &[BBox]| {
-            let mut best = f64::NEG_INFINITY;
-            for b in boxes {
-                for g in gt {
-                    best = best.max(iou(b, g));
-                }
-            }
-            best
-        };
-        // Official test: `iou >= threshold / 100` in f64.
-        let hit = |v: f64, d: u32| v >= d as f64 / 100.0;
+        let scored = self.score(q, w, h, gt);
+        self.add_scored(&scored, cls)
+    }
+
+    /// One image's threshold sweep scored against its GT boxes, for [`Self::add_scored`]
+    /// and for anything else that reads the same boxes (e.g. a [`super::PerImageRecorder`]),
+    /// so the map is swept once.
+    pub fn score(&self, q: &[u8], w: usize, h: usize, gt: &[BBox]) -> ScoredSweep {
         // Many thresholds share one level (binary map): score each level's boxes once.
-        let sweep = sweep_quantized_with(q, w, h, &self.sweep_thresholds, |largest, all| {
-            (best_iou(std::slice::from_ref(&largest)), best_iou(all))
-        });
+        ScoredSweep(sweep_quantized_with(q, w, h, &self.sweep_thresholds, |largest, all| ScoredBoxes {
+            v1_box: largest,
+            v1_iou: best_iou(std::slice::from_ref(&largest), gt),
+            v2_iou: best_iou(all, gt),
+        }))
+    }
+
+    /// Counts an image from its [`Self::score`] sweep.
+    pub fn add_scored(&mut self, scored: &ScoredSweep, cls: Option<ClsOutcome>) {
+        let n = self.thresholds().len();
+        let sweep = &scored.0;
+        assert_eq!(sweep.index.len(), n + 1, "a sweep scored by a box accumulator of another configuration");
         for (t, &g) in sweep.index[..n].iter().enumerate() {
-            let (best_largest, best_all) = sweep.groups[g];
+            let ScoredBoxes { v1_iou, v2_iou, .. } = sweep.groups[g];
             for (k, &d) in self.ious.iter().enumerate() {
-                self.largest[k * n + t] += hit(best_largest, d) as u64;
-                self.all[k * n + t] += hit(best_all, d) as u64;
+                self.largest[k * n + t] += iou_hit(v1_iou, d) as u64;
+                self.all[k * n + t] += iou_hit(v2_iou, d) as u64;
             }
             if let Some(c) = cls {
-                let ok = hit(best_largest, IOU_LOC);
+                let ok = iou_hit(v1_iou, IOU_LOC);
                 self.top1[t] += (ok && c.top1) as u64;
                 self.top5[t] += (ok && c.top5) as u64;
             }
         }
-        let ok = hit(sweep.groups[sweep.index[n]].0, IOU_LOC);
+        let ok = iou_hit(sweep.groups[sweep.index[n]].v1_iou, IOU_LOC);
         self.fixed[0] += ok as u64;
         if let Some(c) = cls {
             self.fixed[1] += (ok && c.top1) as u64;
@@ -253,6 +258,43 @@ impl BoxAccumulator {
             },
         }
     }
+}
+
+/// One image's sweep scored against its GT boxes ([`BoxAccumulator::score`]).
+pub struct ScoredSweep(Sweep<ScoredBoxes>);
+
+/// A box set of the sweep: the largest contour's box, and the best IoU with any GT box
+/// of the v1 (largest contour) and v2 (all contours) rules.
+#[derive(Clone, Copy, Debug)]
+struct ScoredBoxes {
+    v1_box: BBox,
+    v1_iou: f64,
+    v2_iou: f64,
+}
+
+impl ScoredSweep {
+    /// The v1 (largest-contour) box at each CAM threshold of the sweep, in order.
+    pub fn v1_boxes(&self) -> impl ExactSizeIterator<Item = BBox> + '_ {
+        // The last index is the fixed threshold's, appended to the sweep.
+        let n = self.0.index.len() - 1;
+        self.0.index[..n].iter().map(|&g| self.0.groups[g].v1_box)
+    }
+}
+
+/// Best IoU of any of `boxes` with any GT box; -inf without GT boxes (never correct).
+pub(crate) fn best_iou(boxes: &[BBox], gt: &[BBox]) -> f64 {
+    let mut best = f64::NEG_INFINITY;
+    for b in boxes {
+        for g in gt {
+            best = best.max(iou(b, g));
+        }
+    }
+    best
+}
+
+/// Whether an IoU reaches `d` percent; the official test `iou >= threshold / 100` in f64.
+pub(crate) fn iou_hit(v: f64, d: u32) -> bool {
+    v >= d as f64 / 100.0
 }
 
 /// First index of the maximum, like `np.argmax`.

@@ -7,6 +7,7 @@ pub mod text;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use image::codecs::png::{CompressionType, FilterType};
 
 /// Pretty JSON with a trailing newline, written atomically so a reader (or a crash)
 /// never sees a half-written `metrics.json`.
@@ -19,6 +20,16 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 /// PNG bytes for interleaved 8-bit RGB (`rgb.len() == 3 * width * height`), e.g. for
 /// [`TbWriter::add_image_png`] or overlay files.
 pub fn encode_png_rgb(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    encode_png_rgb_with(rgb, width, height, CompressionType::Fast)
+}
+
+/// [`encode_png_rgb`] at a chosen DEFLATE effort.
+pub(crate) fn encode_png_rgb_with(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    compression: CompressionType,
+) -> Result<Vec<u8>> {
     use image::ImageEncoder;
     anyhow::ensure!(
         rgb.len() as u64 == 3 * width as u64 * height as u64,
@@ -26,7 +37,7 @@ pub fn encode_png_rgb(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
         rgb.len()
     );
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
+    image::codecs::png::PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive)
         .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
         .context("cannot encode PNG")?;
     Ok(out)
