@@ -81,6 +81,9 @@ fn every_cam_method_scores_through_eval() {
     let html = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("gt_known_loc") && html.contains("Worst localized"));
     assert_eq!(html.matches("data:image/png;base64,").count(), 6);
+    // The synthetic data's class_names.txt names each overlay's GT class.
+    let named = ["disk", "square", "triangle", "plus"].iter().map(|n| html.matches(&format!("<br>{n}<br>IoU")).count());
+    assert_eq!(named.sum::<usize>(), 6, "{html}");
     let err = wsol_err(&["report", "nowhere"], dir);
     assert!(err.contains("nowhere"), "{err}");
 }
