@@ -85,6 +85,10 @@ fn cam_draws_on_the_original_image_one_file_or_a_folder() {
     let b = image::open(dir.join("figs/b.png")).unwrap();
     assert_eq!((b.width(), b.height()), (2 * 240 + 4, 150 + 36));
 
+    // One image into an existing folder: `<stem>.png` there, as `cp` would.
+    let stdout = wsol_ok(&with(&base, &["--image", "photo.png", "--out", "figs", "--quiet"]), dir);
+    assert!(stdout.ends_with("wrote figs/photo.png\n") && dir.join("figs/photo.png").is_file(), "{stdout}");
+
     // Without class_names.txt, classes are shown by index as before.
     std::fs::remove_file(dir.join("synth/metadata/class_names.txt")).unwrap();
     let stdout = wsol_ok(&with(&base, &["--image", "photo.png", "--out", "one.png"]), dir);
