@@ -18,6 +18,9 @@ DATASETS = {
     "openimages": ("OpenImages", "OpenImages30k", 100, 10, 3, 5.0e-4, "pxap",
                    "their README's example command for OpenImages"),
 }
+# Shipped names files (line k = class k) for pictures and printed lines; the other
+# datasets' names come from a class_names.txt in their metadata folder, when there is one.
+CLASS_NAMES = {"ilsvrc": "  class_names: configs/imagenet_class_names.txt   # scripts/make_imagenet_class_names.py\n"}
 BACKBONES = {
     # key: (title, torchvision ImageNet file named in wsolevaluation's model_urls, their file)
     "vgg16": ("VGG16", "vgg16-397923af.pth", "vgg"),
@@ -70,7 +73,7 @@ data:
   metadata_root: data/metadata/{ddir}
   image_root: data/{ddir}
   num_classes: {classes}
-  image_size: 224
+{class_names}  image_size: 224
   resize_size: 256
   hflip: true
   batch_size: 32
@@ -105,6 +108,7 @@ def main():
                     title=title, bb_title=bb_title, m_title=m_title, bb_file=bb_file, schedule=schedule,
                     epochs=epochs, decay=decay, wd=wd, key=key, bb=bb, method=method, ddir=ddir,
                     classes=classes, weights=weights, method_block=block, select_by=select_by,
+                    class_names=CLASS_NAMES.get(key, ""),
                     **learning_rate(key, bb, method))
                 with open(os.path.join(root, key, f"{bb}_{method}.yaml"), "w") as f:
                     f.write(text)

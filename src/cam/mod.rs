@@ -12,6 +12,7 @@ mod scorecam;
 mod xgradcam;
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, Var};
@@ -37,10 +38,16 @@ pub struct CamInput<'a> {
     pub targets: &'a Tensor,
 }
 
+/// Told `(done, total)` as a long extraction goes (Score-CAM: masked inputs scored), so a
+/// caller can show progress; the extractor knows nothing of how it is shown.
+pub type ProgressFn = Arc<dyn Fn(usize, usize) + Send + Sync>;
+
 pub trait CamExtractor: Send + Sync {
     fn name(&self) -> &'static str;
     /// Raw (unnormalized) maps [B, h, w], one per image for its target class.
     fn extract(&self, input: &CamInput) -> candle_core::Result<Tensor>;
+    /// Where to report progress during `extract`; methods that take a moment ignore it.
+    fn set_progress(&mut self, _report: ProgressFn) {}
 }
 
 /// The extractor `name` reading layer `layer` (a name from the backbone's `layers()`;
@@ -64,7 +71,7 @@ pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> R
         CamMethod::GradCamPlusPlus => Box::new(Gradient::<GradCamPlusPlus> { layer: at, method: PhantomData }),
         CamMethod::XGradCam => Box::new(Gradient::<XGradCam> { layer: at, method: PhantomData }),
         CamMethod::LayerCam => Box::new(Gradient::<LayerCam> { layer: at, method: PhantomData }),
-        CamMethod::ScoreCam => Box::new(ScoreCam { layer: at, batch: 32 }),
+        CamMethod::ScoreCam => Box::new(ScoreCam { layer: at, batch: 32, progress: None }),
         CamMethod::EigenCam => Box::new(EigenCam { layer: at }),
     })
 }

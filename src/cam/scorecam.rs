@@ -7,11 +7,14 @@ use candle_core::{Tensor, D};
 
 use wsol_ops::upsample::bilinear;
 
-use super::{CamExtractor, CamInput, Layer};
+use super::{CamExtractor, CamInput, Layer, ProgressFn};
 
 pub struct ScoreCam {
     pub(super) layer: Layer,
     pub(super) batch: usize,
+    /// Told (masked inputs scored, of B * C) after each forward pass: one image's map
+    /// takes C / `batch` passes, seconds to minutes on a CPU.
+    pub(super) progress: Option<ProgressFn>,
 }
 
 impl CamExtractor for ScoreCam {
@@ -23,6 +26,10 @@ impl CamExtractor for ScoreCam {
         let a = self.layer.activations(input)?;
         let weights = self.weights(input, &a)?; // [B, C]
         a.broadcast_mul(&weights.unsqueeze(2)?.unsqueeze(3)?)?.sum(1)?.relu()
+    }
+
+    fn set_progress(&mut self, report: ProgressFn) {
+        self.progress = Some(report);
     }
 }
 
@@ -45,6 +52,9 @@ impl ScoreCam {
                 // weights are variables), C forward passes per image (2.4 GB at batch 32).
                 let logits = input.model.forward_t(&masked.narrow(0, start, n)?, false)?.logits.detach();
                 scores.push(logits.narrow(1, t as usize, 1)?.squeeze(1)?);
+                if let Some(report) = &self.progress {
+                    report(i * c + start + n, b * c);
+                }
             }
             rows.push(candle_nn::ops::softmax(&Tensor::cat(&scores, 0)?, D::Minus1)?);
         }

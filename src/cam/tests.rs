@@ -77,10 +77,19 @@ fn scorecam_weights_sum_to_one() {
     let t = Tensor::new(&[1u32, 4], &Device::Cpu).unwrap();
     let input = CamInput { model: net.as_ref(), images: &x, out: &out, targets: &t };
     let layer = Layer { index: net.backbone().layers().len() - 1, last: true };
-    let sc = ScoreCam { layer, batch: 5 };
+    let mut sc = ScoreCam { layer, batch: 5, progress: None };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    sc.set_progress(std::sync::Arc::new(move |done, total| log.lock().unwrap().push((done, total))));
     let w = sc.weights(&input, &out.features).unwrap();
     let sums: Vec<f32> = w.sum(1).unwrap().to_vec1().unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+    // One report per forward pass of up to 5 masked inputs, counting up to 2 images x C.
+    let c = out.features.dim(1).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2 * c.div_ceil(5), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0) && seen.iter().all(|&(_, t)| t == 2 * c), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(2 * c, 2 * c)));
 }
 
 #[test]

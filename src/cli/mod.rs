@@ -164,7 +164,8 @@ pub struct CamArgs {
     /// config's model.pretrained (with model.pretrained_classifier) gives them.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Image file (PNG / JPEG); GT boxes are drawn when it is in the eval split.
+    /// Image file (PNG / JPEG), or a folder: its .jpg/.jpeg/.png files, in name order. GT
+    /// boxes are drawn when an image is in the eval split.
     #[arg(long)]
     pub image: PathBuf,
     /// CAM method(s), comma-separated: one column each (default: eval.cam).
@@ -182,7 +183,8 @@ pub struct CamArgs {
     /// Opacity of the map over the image.
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f32,
-    /// Output PNG.
+    /// Output PNG; with a folder as --image, the folder that gets `<image stem>.png` per
+    /// image (created if missing).
     #[arg(long)]
     pub out: PathBuf,
 }

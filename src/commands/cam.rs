@@ -1,11 +1,17 @@
-//! `wsol cam`: a picture of one image's class maps.
+//! `wsol cam`: pictures of images' class maps, one PNG per image; what each panel shows
+//! (method, class, probability, box in the image's own pixels) goes to stdout, progress
+//! to stderr.
 
-use anyhow::{anyhow, bail, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::load_config;
 use crate::cam::CamMethod;
 use crate::cli::CamArgs;
-use crate::evaluate::cam_figure::{Classes, Request};
+use crate::data::ClassNames;
+use crate::evaluate::cam_figure::{CamFigure, Classes, Request};
+use crate::report::Progress;
 
 pub fn run(a: CamArgs) -> Result<()> {
     let cfg = load_config(&a.common, None)?;
@@ -21,6 +27,8 @@ pub fn run(a: CamArgs) -> Result<()> {
     };
     let threshold = a.threshold.unwrap_or(cfg.eval.fixed_threshold);
     anyhow::ensure!((0.0..1.0).contains(&threshold), "--threshold: expected in [0, 1), got {threshold}");
+    let jobs = plan(&a.image, &a.out)?;
+    let names = ClassNames::load(&cfg)?;
     let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     let model = crate::runtime::build_model(&cfg, &device)?;
     match &a.checkpoint {
@@ -30,18 +38,91 @@ pub fn run(a: CamArgs) -> Result<()> {
             "--checkpoint: required unless the config sets model.pretrained and model.pretrained_classifier"
         ),
     }
-    let req = Request { image: a.image, methods, classes, threshold, alpha: a.alpha };
-    let (png, panels) = crate::evaluate::cam_figure::render(model.inference_net(&cfg)?.as_ref(), &cfg, &device, &req)?;
-    wsol_eval::fs::atomic_write(&a.out, &png)?;
-    for p in panels {
-        let b = p.pred;
-        println!(
-            "{:<10} class {:>4}  p={:.4}  box ({}, {}, {}, {}) at threshold {threshold}",
-            p.method, p.class, p.score, b.x0, b.y0, b.x1, b.y1
+    let panels = methods.len() * classes.rows(cfg.data.num_classes);
+    let progress = Progress::new((jobs.len() * panels) as u64, "cam", a.common.quiet);
+    let net = model.inference_net(&cfg)?;
+    let req = Request { methods, classes, threshold, alpha: a.alpha };
+    let figure = CamFigure::new(net.as_ref(), &cfg, &device, req, names.clone(), &progress)?;
+    for (image, out) in &jobs {
+        let f = figure.render(image)?;
+        wsol_eval::fs::atomic_write(out, &f.png)?;
+        let (w, h) = f.image_size;
+        progress.stdout_line(&format!("{} ({w}x{h})", image.display()));
+        for p in f.panels {
+            let b = p.pred;
+            progress.stdout_line(&format!(
+                "  {:<10} {}  p={:.4}  box ({}, {}, {}, {}) at threshold {threshold}",
+                p.method,
+                names.describe(p.class),
+                p.score,
+                b.x0,
+                b.y0,
+                b.x1,
+                b.y1
+            ));
+        }
+        progress.stdout_line(&format!("wrote {}", out.display()));
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// (image, PNG to write) pairs: `image` itself, or every .jpg/.jpeg/.png file of the
+/// folder `image` in name order, each to `<out>/<stem>.png`.
+fn plan(image: &Path, out: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    if !image.is_dir() {
+        // An existing folder as --out takes the picture as `<stem>.png`, as `cp` would.
+        let out = match (out.is_dir(), image.file_stem()) {
+            (true, Some(stem)) => out.join(png_name(stem)),
+            _ => out.to_path_buf(),
+        };
+        return Ok(vec![(image.to_path_buf(), out)]);
+    }
+    let mut images: Vec<PathBuf> = std::fs::read_dir(image)
+        .with_context(|| format!("--image {}: cannot list the folder", image.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image_name(p))
+        .collect();
+    images.sort();
+    if images.is_empty() {
+        bail!("--image {}: no .jpg, .jpeg or .png files in this folder", image.display());
+    }
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {}: is a file; with a folder as --image, --out is the folder that gets one PNG per image",
+            out.display()
         );
     }
-    println!("wrote {}", a.out.display());
-    Ok(())
+    let mut jobs: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(images.len());
+    for img in images {
+        let png = out.join(png_name(img.file_stem().unwrap_or_default()));
+        if let Some((other, _)) = jobs.iter().find(|(_, o)| *o == png) {
+            bail!(
+                "--image {}: {} and {} would both be drawn to {}; rename one",
+                image.display(),
+                other.display(),
+                img.display(),
+                png.display()
+            );
+        }
+        jobs.push((img, png));
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
+    Ok(jobs)
+}
+
+/// `<stem>.png` (a stem may hold dots: `a.b` of `a.b.jpg` gives `a.b.png`).
+fn png_name(stem: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut name = stem.to_os_string();
+    name.push(".png");
+    name
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        let e = e.to_ascii_lowercase();
+        matches!(e.as_str(), "jpg" | "jpeg" | "png")
+    })
 }
 
 /// The items of a comma-separated flag value; blank ones (`a,,b`, a trailing comma) are

@@ -99,6 +99,9 @@ pub fn check(a: CheckArgs) -> Result<()> {
             problems.push((split.clone(), found));
         }
     }
+    // Names only label pictures, but a malformed file should show here, not first in `wsol cam`.
+    let names = crate::data::ClassNames::load(&cfg)?;
+    rows.push(("class names".to_string(), names.summary()));
     println!("{}", metrics_table(&rows));
     if problems.is_empty() {
         return Ok(());

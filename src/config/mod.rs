@@ -45,6 +45,9 @@ pub struct DataConfig {
     /// `image_root`.
     pub mask_root: Option<PathBuf>,
     pub num_classes: usize,
+    /// Class names file (one name per line, line k naming class k) for pictures and
+    /// printed lines; null = `<metadata_root>/class_names.txt` when it exists.
+    pub class_names: Option<PathBuf>,
     /// Evaluation resize and training crop, in pixels (224 in the papers).
     pub image_size: u32,
     /// Training images are resized to this before the random crop; null = image_size * 256/224.
@@ -304,6 +307,7 @@ impl Default for DataConfig {
             image_root: "data/synth".into(),
             mask_root: None,
             num_classes: 5,
+            class_names: None,
             image_size: 224,
             resize_size: None,
             hflip: true,

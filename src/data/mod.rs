@@ -1,6 +1,7 @@
 //! Datasets: the wsolevaluation metadata format, a synthetic WSOL generator, the
 //! per-image transforms and the parallel, deterministic batch loader.
 
+pub mod class_names;
 pub mod cub;
 pub mod folder;
 pub mod imagenet;
@@ -9,6 +10,7 @@ pub mod open;
 pub mod synth;
 pub mod transforms;
 
+pub use class_names::ClassNames;
 pub use loader::{epoch_batches, epoch_order, num_batches, Batch, Dataset, LoaderConfig, MaskSet};
 // The metadata format is read by the evaluator too, so it lives in wsol-eval.
 pub use synth::{class_names, SynthOptions};

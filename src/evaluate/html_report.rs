@@ -96,6 +96,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
     let net = model.inference_net(&cfg)?;
     let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let ds = crate::data::open::load_split(&cfg, &cfg.eval.split)?;
+    let names = crate::data::ClassNames::load(&cfg)?;
     if ds.meta.samples.iter().all(|s| s.boxes.is_empty()) {
         html += "<p>No boxes in this split: no localization overlays.</p>";
     } else {
@@ -122,11 +123,14 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
             let pngs = cam_overlays(net.as_ref(), extractor.as_ref(), &subset, &cfg, &device, picked.len(), threshold)?;
             let side = (cfg.data.image_size as usize).max(160);
             for (png, &i) in pngs.iter().zip(picked) {
+                let sample = &ds.meta.samples[i];
+                // The GT class by name where the dataset names its classes.
+                let class = names.name(sample.label).map(|n| format!("{}<br>", escape(n))).unwrap_or_default();
                 write!(
                     html,
-                    "<figure><img width=\"{side}\" height=\"{side}\" src=\"data:image/png;base64,{}\"><figcaption>{}<br>IoU {:.3}</figcaption></figure>",
+                    "<figure><img width=\"{side}\" height=\"{side}\" src=\"data:image/png;base64,{}\"><figcaption>{}<br>{class}IoU {:.3}</figcaption></figure>",
                     base64::engine::general_purpose::STANDARD.encode(png),
-                    escape(&ds.meta.samples[i].image_id),
+                    escape(&sample.image_id),
                     scores[i]
                 )?;
             }

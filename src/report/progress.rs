@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A thin wrapper so callers never touch indicatif, and `--quiet` is one flag.
+/// A thin wrapper so callers never touch indicatif, and `--quiet` is one flag. Clones
+/// share one bar (for reports from inside long work).
+#[derive(Clone)]
 pub struct Progress {
     bar: ProgressBar,
 }
@@ -36,6 +38,12 @@ impl Progress {
         self.bar.set_message(msg);
     }
 
+    /// Prints a result line on stdout with the bar (on stderr) cleared meanwhile, so
+    /// results and progress keep to their own streams.
+    pub fn stdout_line(&self, line: &str) {
+        self.bar.suspend(|| println!("{line}"));
+    }
+
     /// Leaves the final state of the bar on screen.
     pub fn finish(&self) {
         self.bar.finish();
@@ -64,6 +72,7 @@ mod tests {
         p.inc(3);
         p.set_message("loss 0.5".into());
         p.println("epoch 1 done");
+        p.clone().stdout_line("a result");
         assert_eq!(p.bar.position(), 3);
         p.finish();
         assert!(p.bar.is_finished());

@@ -40,7 +40,7 @@ struct RunLog {
 }
 
 impl RunLog {
-    fn to_file(&mut self, text: &str) {
+    fn write_file(&mut self, text: &str) {
         if let Some(f) = &mut self.file {
             let _ = writeln!(f, "{text}");
         }
@@ -48,7 +48,7 @@ impl RunLog {
 
     /// Information (run directory, one line per epoch): on the console unless quiet.
     fn line(&mut self, progress: Option<&Progress>, text: &str) {
-        self.to_file(text);
+        self.write_file(text);
         if !self.quiet {
             Self::echo(progress, text);
         }
@@ -56,7 +56,7 @@ impl RunLog {
 
     /// A warning (`warning: ...`): on the console even when quiet.
     fn warn(&mut self, progress: Option<&Progress>, text: &str) {
-        self.to_file(text);
+        self.write_file(text);
         Self::echo(progress, text);
     }
 

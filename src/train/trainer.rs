@@ -15,7 +15,7 @@ use super::step::{train_step, StepBatch};
 use super::{interrupt, schedule, RunLog, TrainOptions};
 use crate::cam::{self, CamExtractor};
 use crate::config::{CheckpointChoice, Config};
-use crate::data::{epoch_batches, num_batches, Dataset, LoaderConfig, TransformConfig};
+use crate::data::{epoch_batches, num_batches, ClassNames, Dataset, LoaderConfig, TransformConfig};
 use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
 use crate::report::provenance::Provenance;
 use crate::report::tensorboard::box_accuracy_scalars;
@@ -30,6 +30,8 @@ pub struct Trainer<'a> {
     sgd: Sgd,
     state: TrainState,
     extractor: Box<dyn CamExtractor>,
+    /// Name the classes in TensorBoard's image tags.
+    class_names: ClassNames,
     train_ds: Arc<Dataset>,
     val_ds: Option<Arc<Dataset>>,
     test_ds: Arc<Dataset>,
@@ -71,6 +73,7 @@ impl<'a> Trainer<'a> {
             false => None,
         };
         let test_ds = crate::data::open::load_split(cfg, &cfg.eval.split)?;
+        let class_names = ClassNames::load(cfg)?;
         let model = crate::runtime::build_model(cfg, &device)?;
         let cost_warning = crate::methods::cost_warning(&cfg.model, &model.varmap);
         let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
@@ -148,6 +151,7 @@ impl<'a> Trainer<'a> {
             sgd,
             state,
             extractor,
+            class_names,
             train_ds,
             val_ds,
             test_ds,
@@ -414,7 +418,8 @@ impl<'a> Trainer<'a> {
                 Ok(pngs) => {
                     let s = cfg.data.image_size;
                     for (k, png) in pngs.iter().enumerate() {
-                        self.tb.add_image_png(&format!("val_cam/{k}"), png, s, s, gs);
+                        let tag = val_cam_tag(k, self.class_names.name(val.meta.samples[k].label));
+                        self.tb.add_image_png(&tag, png, s, s, gs);
                     }
                 }
                 Err(e) => self.log.warn(None, &format!("warning: no CAM overlays this epoch: {e:#}")),
@@ -466,7 +471,7 @@ impl<'a> Trainer<'a> {
         self.tb.flush();
         // The table goes to the log here and to stdout from `wsol train` (a sweep's trials
         // print none).
-        self.log.to_file(&metrics_table(&result.table_rows()));
+        self.log.write_file(&metrics_table(&result.table_rows()));
         self.log.line(None, &format!("metrics written to {}", self.run_dir.join("metrics.json").display()));
         Ok((self.run_dir, result))
     }
@@ -513,4 +518,27 @@ fn load_resume_checkpoint(
     );
     checkpoint::load(&previous, varmap, |m| sgd.load_state(m))
         .with_context(|| format!("the previous checkpoint {} cannot be loaded either", previous.display()))
+}
+
+/// TensorBoard tag of the `k`-th validation overlay: `val_cam/<k>`, and `_<GT class name>`
+/// when the classes are named (spaces and slashes, which TensorBoard would read as
+/// grouping, become `_`).
+fn val_cam_tag(k: usize, class_name: Option<&str>) -> String {
+    match class_name {
+        Some(n) => {
+            let n: String = n.chars().map(|c| if c.is_alphanumeric() || "-.".contains(c) { c } else { '_' }).collect();
+            format!("val_cam/{k}_{n}")
+        }
+        None => format!("val_cam/{k}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn overlay_tags_name_the_class_when_known() {
+        assert_eq!(super::val_cam_tag(3, None), "val_cam/3");
+        assert_eq!(super::val_cam_tag(0, Some("disk")), "val_cam/0_disk");
+        assert_eq!(super::val_cam_tag(7, Some("great white shark/x")), "val_cam/7_great_white_shark_x");
+    }
 }

@@ -61,10 +61,14 @@ fn every_cam_method_scores_through_eval() {
     );
     assert_eq!(stdout.lines().filter(|l| l.contains(" class ")).count(), 4, "{stdout}");
     let png = image::open(dir.join("grid.png")).unwrap().to_rgb8();
-    // 48px panels shown 5x (240 px), each with a 20 px caption line, 4 px gaps.
-    assert_eq!(png.dimensions(), (484, 524));
-    let caption = (0..484).flat_map(|x| (242..258).map(move |y| (x, y)));
-    assert!(caption.filter(|&(x, y)| png.get_pixel(x, y).0[0] < 80).count() > 50, "the caption text is drawn");
+    // 48px panels shown 5x (240 px), each with two caption lines (36 px), 4 px gaps.
+    assert_eq!(png.dimensions(), (484, 556));
+    // Method and probability, then the class name.
+    for rows in [242..258, 258..276] {
+        let caption = (0..484).flat_map(|x| rows.clone().map(move |y| (x, y)));
+        let dark = caption.filter(|&(x, y)| png.get_pixel(x, y).0[0] < 80).count();
+        assert!(dark > 50, "caption line {rows:?} is drawn");
+    }
     let colour = |c: [u8; 3]| png.pixels().filter(|p| p.0 == c).count();
     assert!(colour([0, 255, 0]) > 0 && colour([255, 0, 0]) > 0, "GT (green) and predicted (red) boxes are drawn");
     let err = wsol_err(
@@ -88,6 +92,9 @@ fn every_cam_method_scores_through_eval() {
     let thr = format!("{}{:.3}</td>", cell("best_threshold_v1"), m["best_threshold_v1"].as_f64().unwrap());
     assert!(html.contains(&thr) && !html.contains(&cell("best_threshold")), "{thr}");
     assert_eq!(html.matches("data:image/png;base64,").count(), 6);
+    // The synthetic data's class_names.txt names each overlay's GT class.
+    let named = ["disk", "square", "triangle", "plus"].iter().map(|n| html.matches(&format!("<br>{n}<br>IoU")).count());
+    assert_eq!(named.sum::<usize>(), 6, "{html}");
     let err = wsol_err(&["report", "nowhere"], dir);
     assert!(err.contains("nowhere"), "{err}");
 }

@@ -28,6 +28,10 @@ fn every_config_loads_and_the_paper_grid_builds() {
     let mut grid = 0;
     for f in &files {
         let cfg = Config::load(f, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+        if cfg.data.class_names.is_some() {
+            let names = wsol::data::ClassNames::load(&cfg).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+            assert!(names.is_known(), "{}", f.display());
+        }
         if f.parent().unwrap() != Path::new("configs") {
             grid += 1;
             let stem = f.file_stem().unwrap().to_str().unwrap();

@@ -84,6 +84,10 @@ fn demo_meets_targets_and_eval_reproduces() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(tb.iter().any(|n| n.starts_with("events.out.tfevents")), "{tb:?}");
+    // The synthetic data names its classes, so the overlays' tags carry the GT class name.
+    let events: Vec<u8> = tb.iter().flat_map(|n| std::fs::read(run.join("tb").join(n)).unwrap()).collect();
+    let tagged = |tag: String| events.windows(tag.len()).any(|w| w == tag.as_bytes());
+    assert!(wsol::data::synth::SHAPES[..5].iter().any(|s| tagged(format!("val_cam/0_{s}"))), "no val_cam/0_<name> tag");
 
     // `wsol eval` on the same checkpoint gives the same numbers.
     wsol_ok(

@@ -9,6 +9,7 @@ mod backbones;
 mod bad_inputs;
 mod batch_methods;
 mod cam_methods;
+mod cam_photos;
 mod configs;
 mod cub;
 mod end_to_end;

@@ -77,6 +77,7 @@ fn data_check_reports_missing_and_unreadable_files() {
     let c = cfg.to_str().unwrap();
     let report = wsol_ok(&["data", "check", "--config", c], dir);
     assert!(report.contains("8 images, 0 boxes, 8 masks") && report.contains("0 problems"), "{report}");
+    assert!(report.contains("4 names from synth/metadata/class_names.txt"), "{report}");
     std::fs::remove_file(dir.join("synth/test/00003_mask.png")).unwrap();
     std::fs::remove_file(dir.join("synth/val/00002.png")).unwrap();
     std::fs::write(dir.join("synth/val/00004.png"), "not a png").unwrap();

@@ -108,8 +108,8 @@ impl PerImageRecorder {
     pub fn finish(mut self, loc: &LocalizationMetrics) -> Result<PerImageTable> {
         let thresholds = &loc.curves.thresholds;
         ensure!(thresholds.len() == self.n_thresholds, "per-image results: a sweep of another threshold count");
-        let Some(best) = thresholds.iter().position(|&t| t == loc.best_threshold) else {
-            bail!("per-image results: best threshold {} is not a threshold of the sweep", loc.best_threshold);
+        let Some(best) = thresholds.iter().position(|&t| t == loc.best_threshold_v1) else {
+            bail!("per-image results: best threshold {} is not a threshold of the sweep", loc.best_threshold_v1);
         };
         self.images.sort_by_key(|r| r.position);
         let rows = self
@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(pct(count(|r| r.top5_loc == Some(true))), m.top5_loc.unwrap());
         // At t = 0 the blob plus halo is the box; the 2-pixel blob's (0,0,3,3) has IoU 9/16
         // with GT (0,0,2,2): correct. Boxes come back at twice the size (12 px originals).
-        assert_eq!(m.best_threshold, 0.0);
+        assert_eq!(m.best_threshold_v1, 0.0);
         assert_eq!(table.rows[0].iou, Some(9.0 / 16.0));
         assert_eq!(table.rows[0].box_original, BBox::new(0, 0, 6, 6));
         assert!(table.rows[0].gt_known_loc && table.rows[0].top1_loc == Some(true));
@@ -377,12 +377,12 @@ mod tests {
         rec.record(0, info("a", None), &gt, &scored);
         assert_eq!(rec.images[0].runs.len(), 2);
         let mut m = acc.finish();
-        m.best_threshold = 0.5;
+        m.best_threshold_v1 = 0.5;
         let row = &rec.clone().finish(&m).unwrap().rows[0];
         assert_eq!(row.box_original, BBox::new(0, 0, 4, 4));
         assert_eq!(row.iou, Some(4.0 / 9.0));
         assert_eq!((row.top1_loc, row.top5_loc), (None, None));
-        m.best_threshold = 0.3;
+        m.best_threshold_v1 = 0.3;
         assert!(rec.finish(&m).unwrap_err().to_string().contains("best threshold 0.3"));
     }
 
