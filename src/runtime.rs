@@ -54,7 +54,7 @@ pub fn pretrained_missing(cfg: &Config) -> Option<String> {
     (cfg.model.pretrained_optional && !p.exists()).then(|| {
         format!(
             "warning: model.pretrained {} not found: training from scratch (model.pretrained_optional), every \
-             layer at the new layers' learning rate (lr x new_layer_lr_mult); scripts/get_torchvision_weights.sh fetches torchvision's ImageNet weights on a connected machine",
+             layer at train.optimizer.lr (no new_layer_lr_mult); scripts/get_torchvision_weights.sh fetches torchvision's ImageNet weights on a connected machine",
             p.display()
         )
     })

@@ -99,14 +99,14 @@ impl<'a> Trainer<'a> {
         }
         let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
 
-        // An optional pretrained file that is absent leaves every layer new (from scratch):
-        // all of them get the new layers' multiplier.
+        // An optional pretrained file that is absent leaves nothing pretrained to go slow on:
+        // from scratch, every layer trains at `lr`.
         let scratch = crate::runtime::pretrained_missing(cfg).is_some();
         let params: Vec<Param> = {
             let data = model.varmap.data().lock().expect("varmap lock");
             data.iter()
                 .map(|(name, var)| {
-                    let new = scratch || model.net.has_new_layer_lr(name);
+                    let new = !scratch && model.net.has_new_layer_lr(name);
                     let lr_mult = if new { cfg.train.optimizer.new_layer_lr_mult } else { 1.0 };
                     Param { name: name.clone(), var: var.clone(), lr_mult }
                 })
