@@ -137,7 +137,8 @@ pub fn to_rgb8(chw: &[f32], mean: [f32; 3], std: [f32; 3]) -> Vec<u8> {
 /// Bilinear resize to a square; downscaling widens the filter (antialiasing) like PIL,
 /// whose Resize the reference transforms use. fast_image_resize's SIMD convolution
 /// instead of `image::imageops` (within one gray level of it): resizing was two thirds of
-/// the loader's time per image.
+/// the loader's time per image. Within one level of PIL's `Resize` on real photos, up and
+/// down (tests/cli/pipeline_parity.rs; experiments/README.md has the numbers).
 pub fn resize(img: &RgbImage, side: u32) -> RgbImage {
     if img.dimensions() == (side, side) {
         return img.clone();
