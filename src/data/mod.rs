@@ -14,7 +14,7 @@ pub use class_names::ClassNames;
 pub use loader::{epoch_batches, epoch_order, num_batches, Batch, Dataset, LoaderConfig, MaskSet};
 // The metadata format is read by the evaluator too, so it lives in wsol-eval.
 pub use synth::{class_names, SynthOptions};
-pub use transforms::{apply, load_rgb, TransformConfig, IMAGENET_MEAN, IMAGENET_STD};
+pub use transforms::{apply, apply_at, load_rgb, TransformConfig, IMAGENET_MEAN, IMAGENET_STD};
 pub use wsol_eval::metadata::{read_split, write_split, Sample, SplitMetadata};
 pub use wsol_eval::{masks, metadata};
 

@@ -73,29 +73,49 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 }
 
 /// Writes the transformed image into `out` (length 3*S*S, CHW). Randomness is drawn in
-/// a fixed order (crop x, crop y, flip), so a seeded `rng` reproduces the augmentation.
-/// Call [`TransformConfig::validate`] first; a crop larger than the resized image is
-/// clamped rather than panicking.
+/// a fixed order (crop x, crop y, flip), so a seeded `rng` reproduces the augmentation;
+/// [`apply_at`] does the rest. Call [`TransformConfig::validate`] first; a crop larger
+/// than the resized image is clamped rather than panicking.
 pub fn apply(img: &RgbImage, cfg: &TransformConfig, rng: &mut impl Rng, out: &mut [f32]) {
+    let (mut offset, mut flip) = ((0, 0), false);
+    if cfg.train {
+        let room = cfg.resize_size.max(cfg.image_size) - cfg.image_size;
+        offset = (rng.random_range(0..=room), rng.random_range(0..=room));
+        flip = cfg.hflip && rng.random_bool(0.5);
+    }
+    apply_at(img, cfg, offset, flip, out);
+}
+
+/// The deterministic part of [`apply`]: for training, Resize((R, R)), the S x S crop whose
+/// top-left corner is `offset` = (x0, y0) (clamped to the resized image), a horizontal
+/// flip if `flip`, then ToTensor + Normalize; for evaluation Resize((S, S)) + ToTensor +
+/// Normalize, and `offset` and `flip` are ignored.
+pub fn apply_at(img: &RgbImage, cfg: &TransformConfig, offset: (u32, u32), flip: bool, out: &mut [f32]) {
     let s = cfg.image_size;
     assert_eq!(out.len(), cfg.output_len(), "output buffer must hold 3*S*S floats");
-    let (view, flip) = if cfg.train {
+    if cfg.train {
         let r = cfg.resize_size.max(s);
-        let resized = resize(img, r);
-        let (x0, y0) = (rng.random_range(0..=r - s), rng.random_range(0..=r - s));
-        let flip = cfg.hflip && rng.random_bool(0.5);
-        (imageops::crop_imm(&resized, x0, y0, s, s).to_image(), flip)
+        let (x0, y0) = (offset.0.min(r - s), offset.1.min(r - s));
+        let view = imageops::crop_imm(&resize(img, r), x0, y0, s, s).to_image();
+        to_tensor_normalize(&view, flip, cfg.mean, cfg.std, out);
     } else {
-        (resize(img, s), false)
-    };
-    let plane = (s * s) as usize;
-    // (v / 255 - mean) / std as one multiply-add per value.
-    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * cfg.std[c]));
-    let shift: [f32; 3] = std::array::from_fn(|c| -cfg.mean[c] / cfg.std[c]);
+        to_tensor_normalize(&resize(img, s), false, cfg.mean, cfg.std, out);
+    }
+}
+
+/// ToTensor + Normalize, (v / 255 - mean) / std per channel into CHW `out` (3 * w * h),
+/// mirrored left-right if `flip`.
+pub fn to_tensor_normalize(view: &RgbImage, flip: bool, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
+    let (w, h) = (view.width() as usize, view.height() as usize);
+    assert_eq!(out.len(), 3 * w * h, "output buffer must hold 3*w*h floats");
+    let plane = w * h;
+    // One multiply-add per value.
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));
+    let shift: [f32; 3] = std::array::from_fn(|c| -mean[c] / std[c]);
     for (y, row) in view.rows().enumerate() {
         for (x, p) in row.enumerate() {
-            let x = if flip { s as usize - 1 - x } else { x };
-            let at = y * s as usize + x;
+            let x = if flip { w - 1 - x } else { x };
+            let at = y * w + x;
             for c in 0..3 {
                 out[c * plane + at] = p[c] as f32 * scale[c] + shift[c];
             }
@@ -117,8 +137,9 @@ pub fn to_rgb8(chw: &[f32], mean: [f32; 3], std: [f32; 3]) -> Vec<u8> {
 /// Bilinear resize to a square; downscaling widens the filter (antialiasing) like PIL,
 /// whose Resize the reference transforms use. fast_image_resize's SIMD convolution
 /// instead of `image::imageops` (within one gray level of it): resizing was two thirds of
-/// the loader's time per image.
-fn resize(img: &RgbImage, side: u32) -> RgbImage {
+/// the loader's time per image. Within one level of PIL's `Resize` on real photos, up and
+/// down (tests/cli/pipeline_parity.rs; experiments/README.md has the numbers).
+pub fn resize(img: &RgbImage, side: u32) -> RgbImage {
     if img.dimensions() == (side, side) {
         return img.clone();
     }
@@ -178,6 +199,24 @@ mod tests {
             })
             .collect();
         assert!(outs.iter().any(|o| o != &outs[0]));
+    }
+
+    #[test]
+    fn apply_is_apply_at_with_draws_in_order_x_y_flip() {
+        let img = RgbImage::from_fn(19, 13, |x, y| Rgb([(x * 13) as u8, (y * 19) as u8, (x * y) as u8]));
+        let c = TransformConfig { resize_size: 12, ..cfg(true, true) };
+        let (mut a, mut b) = (vec![0.0; 3 * 64], vec![0.0; 3 * 64]);
+        for seed in 0..8 {
+            apply(&img, &c, &mut ChaCha8Rng::seed_from_u64(seed), &mut a);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let offset = (rng.random_range(0..=4), rng.random_range(0..=4));
+            apply_at(&img, &c, offset, rng.random_bool(0.5), &mut b);
+            assert_eq!(a, b, "seed {seed}");
+        }
+        // Evaluation has no crop and no flip.
+        apply(&img, &cfg(false, true), &mut ChaCha8Rng::seed_from_u64(0), &mut a);
+        apply_at(&img, &cfg(false, true), (3, 2), true, &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

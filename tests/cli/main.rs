@@ -23,5 +23,6 @@ mod gradients;
 mod interrupt;
 mod mask_dataset;
 mod per_image;
+mod pipeline_parity;
 mod provenance;
 mod source_rules;
