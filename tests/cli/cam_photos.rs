@@ -32,19 +32,32 @@ fn gradient(w: u32, h: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90]))
 }
 
+/// A tiny model (width 4) trained one epoch on `train` synthetic images into `dir/run`;
+/// returns its config.
+fn trained_run(dir: &std::path::Path, name: &str, train: usize) -> std::path::PathBuf {
+    synth(dir, train, 0, 4);
+    let cfg = write_config(dir, name, "");
+    let c = cfg.to_str().unwrap();
+    wsol_ok(&with(&cam_train_args(c), &["--out", "run", "--quiet"]), dir);
+    cfg
+}
+
+fn cam_train_args(c: &str) -> Vec<&str> {
+    vec!["train", "--config", c, "--set", "train.epochs=1", "--set", "model.width=4"]
+}
+
+/// `wsol cam` on the model of [`trained_run`].
+fn cam_args(c: &str) -> Vec<&str> {
+    vec!["cam", "--config", c, "--checkpoint", "run/checkpoints/last.safetensors", "--set", "model.width=4"]
+}
+
 #[test]
 fn cam_draws_on_the_original_image_one_file_or_a_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    synth(dir, 32, 0, 4);
-    let cfg = write_config(dir, "photos", "");
+    let cfg = trained_run(dir, "photos", 32);
     let c = cfg.to_str().unwrap();
-    let width = ["--set", "model.width=4"];
-    wsol_ok(
-        &[&["train", "--config", c, "--set", "train.epochs=1", "--out", "run", "--quiet"][..], &width].concat(),
-        dir,
-    );
-    let base = [&["cam", "--config", c, "--checkpoint", "run/checkpoints/last.safetensors"][..], &width].concat();
+    let base = cam_args(c);
 
     // One 80x50 photo: top-2 rows of the classifier's map, shown 3x (240x150) each.
     gradient(80, 50).save(dir.join("photo.png")).unwrap();
@@ -100,15 +113,9 @@ fn cam_draws_on_the_original_image_one_file_or_a_folder() {
 fn cam_names_bad_images_folders_outputs_and_class_name_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    synth(dir, 16, 0, 4);
-    let cfg = write_config(dir, "bad", "");
+    let cfg = trained_run(dir, "bad", 16);
     let c = cfg.to_str().unwrap();
-    let width = ["--set", "model.width=4"];
-    wsol_ok(
-        &[&["train", "--config", c, "--set", "train.epochs=1", "--out", "run", "--quiet"][..], &width].concat(),
-        dir,
-    );
-    let base = [&["cam", "--config", c, "--checkpoint", "run/checkpoints/last.safetensors"][..], &width].concat();
+    let base = cam_args(c);
     let base = with(&base, &["--quiet"]);
     let one_line = |err: &str| assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 
