@@ -7,13 +7,18 @@
 #   scripts/reproduce.sh paper              # every row of the paper table (54 GPU runs)
 #   scripts/reproduce.sh demo-methods       # the CPU-scale comparison: six methods + centre baseline
 #                                           # on the synthetic demo data (minutes on a laptop)
+#   scripts/reproduce.sh cub/cam --dry-run  # trains nothing: `wsol preflight` of each config (data
+#                                           # check, weights and checksum, the recipe beside
+#                                           # wsolevaluation's, the time on this machine)
 #
 # Extra arguments after the row go to every `wsol train` (e.g. --set device=cpu).
 # Paper rows need the data (scripts/prepare_*.sh) and weights (scripts/get_torchvision_weights.sh).
 set -eu
 cd "$(dirname "$0")/.."
-row=${1:?usage: scripts/reproduce.sh ROW|paper|demo-methods [wsol train args...]}
+row=${1:?usage: scripts/reproduce.sh ROW|paper|demo-methods [--dry-run] [wsol train args...]}
 shift
+dry_run=0
+if [ "${1:-}" = --dry-run ]; then dry_run=1; shift; fi
 wsol="cargo run --release --quiet --"
 results=experiments/results.tsv
 [ -f "$results" ] || printf 'date\tmachine\trow\tconfig\trun_dir\ttop1_cls\ttop1_loc\tgt_known_loc\tmaxboxacc\tmaxboxacc_v2\tpxap\n' > "$results"
@@ -26,6 +31,10 @@ value() { grep -o "\"$2\": *[-0-9.e]*" "$1" | head -n1 | sed 's/.*: *//' || true
 run() {
     local row=$1 config=$2 out=$3
     shift 3
+    if [ $dry_run = 1 ]; then
+        $wsol preflight --config "$config" "$@" || echo "$row: not ready ($config)"
+        return 0
+    fi
     $wsol train --config "$config" --out "$out" --quiet "$@"
     local m=$out/metrics.json line
     line="$(date -u +%F)\t$machine\t$row\t$config\t$out"
@@ -45,6 +54,7 @@ demo-methods)
         case $m in acol | spg) extra=(--set train.optimizer.lr=0.02 --set model.acol.width=64) ;; esac
         run "demo/$m" configs/demo.yaml "$dir/$m" --set model.head=$m "${extra[@]}" "$@"
     done
+    [ $dry_run = 1 ] && exit 0
     $wsol eval-cams --metadata data/synth/metadata/test --centre-baseline --image-size 48 \
         --cam-curve-interval 0.01 --out "$dir/centre" --quiet > /dev/null
     line="$(date -u +%F)\t$machine\tdemo/centre-baseline\t-\t$dir/centre"
@@ -54,7 +64,9 @@ demo-methods)
     ;;
 paper)
     for d in cub ilsvrc openimages; do
-        for m in cam has acol spg adl cutmix; do "$0" "$d/$m" "$@"; done
+        for m in cam has acol spg adl cutmix; do
+            if [ $dry_run = 1 ]; then "$0" "$d/$m" --dry-run "$@"; else "$0" "$d/$m" "$@"; fi
+        done
     done
     ;;
 */*)

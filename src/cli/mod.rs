@@ -32,6 +32,9 @@ pub enum Command {
     Cam(CamArgs),
     /// A self-contained HTML page for a finished run: metrics, curves, best/worst overlays.
     Report(ReportArgs),
+    /// Before a long run: dataset check, weights and checksum, the recipe beside
+    /// wsolevaluation's, the time on this machine.
+    Preflight(PreflightArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -112,6 +115,15 @@ pub struct TrainArgs {
     /// With --resume: if the latest checkpoint is damaged, continue from the one before it.
     #[arg(long, requires = "resume")]
     pub use_previous_checkpoint: bool,
+}
+
+#[derive(Args)]
+pub struct PreflightArgs {
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Training steps timed for the estimate (after one warm-up step); 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    pub bench_steps: usize,
 }
 
 #[derive(Args)]

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 
 use super::load_config;
 use crate::cli::{CheckArgs, ConvertArgs, SynthArgs};
+use crate::config::Config;
 use crate::data;
 use crate::report::metrics_table;
 
@@ -29,9 +30,15 @@ pub fn synth(a: SynthArgs) -> Result<()> {
 /// first few of each split by name; non-zero exit when there is any. Metadata that does
 /// not parse (duplicate ids, boxes outside their image, ...) stops at its first bad line.
 pub fn check(a: CheckArgs) -> Result<()> {
-    use rayon::prelude::*;
     let cfg = load_config(&a.common, None)?;
-    crate::data::open::prepare_data(&cfg, a.common.quiet)?;
+    check_config(&cfg, a.common.quiet)
+}
+
+/// [`check`] of a loaded config: the table on stdout, an error naming the problems.
+pub(crate) fn check_config(cfg: &Config, quiet: bool) -> Result<()> {
+    use rayon::prelude::*;
+    let cfg = cfg.clone();
+    crate::data::open::prepare_data(&cfg, quiet)?;
     let mut rows = Vec::new();
     let mut problems: Vec<(String, Vec<String>)> = Vec::new();
     for split in [&cfg.data.train_split, &cfg.data.val_split, &cfg.data.test_split] {

@@ -6,6 +6,7 @@ mod cam;
 mod data;
 mod eval;
 mod eval_cams;
+mod preflight;
 mod report;
 mod sweep;
 mod train;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::EvalCams(a) => eval_cams::run(a),
         Command::Cam(a) => cam::run(a),
         Command::Report(a) => report::run(a),
+        Command::Preflight(a) => preflight::run(a),
         Command::Data(DataCommand::Synth(a)) => data::synth(a),
         Command::Data(DataCommand::Check(a)) => data::check(a),
         Command::Data(DataCommand::Convert(a)) => data::convert(a),

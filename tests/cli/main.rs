@@ -24,5 +24,6 @@ mod interrupt;
 mod mask_dataset;
 mod per_image;
 mod pipeline_parity;
+mod preflight;
 mod provenance;
 mod source_rules;
