@@ -132,7 +132,7 @@ fn sha256(path: &Path) -> Result<String> {
 }
 
 /// One row per recipe key: this config's value beside wsolevaluation's default (its
-/// `config.py` at commit 0c476cd and `main.py`'s optimizer), marked where they differ.
+/// `config.py` and `main.py`'s optimizer at commit 96f4b88), marked where they differ.
 /// The learning rates the paper used per row were tuned on val (the authors' spreadsheet).
 fn recipe(cfg: &Config) -> Vec<Vec<String>> {
     let (t, d, m, e) = (&cfg.train, &cfg.data, &cfg.model, &cfg.eval);
@@ -155,9 +155,9 @@ fn recipe(cfg: &Config) -> Vec<Vec<String>> {
         ("data.image_size", d.image_size.to_string(), "224", "config.py --crop_size"),
         ("model.large_feature_map", m.large_feature_map.to_string(), "false", "config.py --large_feature_map"),
         ("eval.cam_curve_interval", e.cam_curve_interval.to_string(), "0.001", "config.py --cam_curve_interval"),
-        ("eval.iou_thresholds", ious.join(","), "30,50,70", "README --iou_threshold_list"),
-        ("eval.multi_contour", e.multi_contour.to_string(), "true", "README --box_v2_metric"),
-        ("eval.checkpoint", e.checkpoint.to_string(), "last", "README --eval_checkpoint_type"),
+        ("eval.iou_thresholds", ious.join(","), "30,50,70", "config.py --iou_threshold_list"),
+        ("eval.multi_contour", e.multi_contour.to_string(), "true", "config.py --multi_contour_eval"),
+        ("eval.checkpoint", e.checkpoint.to_string(), "last", "config.py --eval_checkpoint_type"),
     ];
     match m.method {
         Method::Acol => rows.push((
