@@ -56,7 +56,9 @@ TEMPLATE = """\
 #     ResNet: layer4 and fc, as their main.py groups), batch 32, resize 256 -> random
 #     crop 224 -> flip, evaluation at 224, last checkpoint, IoU 30/50/70, all contours,
 #     cam_curve_interval 0.001: main.py / config.py defaults and their README's example;
-#   - {epochs} epochs, lr x0.1 every {decay} epochs, weight decay {wd}: {schedule}
+#   - {epochs} epochs, lr x0.1 every {decay} epochs, weight decay {wd}: {schedule};
+#     counted as main.py does (adjust_learning_rate(epoch + 1) decays at multiples of
+#     lr_decay_frequency), so the first decay comes after {decay} - 1 epochs: step_offset 1;
 #     (the per-run values are in the spreadsheet below: check them there);
 #   - lr 0.01 is config.py's default, not a tuned value: the learning rates their search
 #     found per method and backbone are in the authors' spreadsheet linked from their
@@ -86,7 +88,7 @@ model:
 {method_block}train:
   epochs: {epochs}
   optimizer: {{name: sgd, lr: {lr}, momentum: 0.9, weight_decay: {wd}, nesterov: true, new_layer_lr_mult: 10}}
-  schedule: {{name: step, step_epochs: {decay}, gamma: 0.1, warmup_epochs: 0}}
+  schedule: {{name: step, step_epochs: {decay}, step_offset: 1, gamma: 0.1, warmup_epochs: 0}}
   select_by: {select_by}
 eval:
   cam: cam

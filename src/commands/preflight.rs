@@ -138,7 +138,10 @@ fn recipe(cfg: &Config) -> Vec<Vec<String>> {
     let (t, d, m, e) = (&cfg.train, &cfg.data, &cfg.model, &cfg.eval);
     let o = &t.optimizer;
     let schedule = match t.schedule.name.as_str() {
-        "step" => format!("step x{} every {} epochs", t.schedule.gamma, t.schedule.step_epochs),
+        "step" => format!(
+            "step x{} every {} epochs, offset {}",
+            t.schedule.gamma, t.schedule.step_epochs, t.schedule.step_offset
+        ),
         other => other.to_string(),
     };
     let ious: Vec<String> = e.iou_thresholds.iter().map(|v| v.to_string()).collect();
@@ -150,7 +153,7 @@ fn recipe(cfg: &Config) -> Vec<Vec<String>> {
         ("train.optimizer.momentum", o.momentum.to_string(), "0.9", "config.py --momentum"),
         ("train.optimizer.weight_decay", o.weight_decay.to_string(), "0.0001", "config.py (README example: 5e-4)"),
         ("train.optimizer.nesterov", o.nesterov.to_string(), "true", "main.py's SGD"),
-        ("train.schedule", schedule, "step x0.1 every 30 epochs", "config.py --lr_decay_frequency"),
+        ("train.schedule", schedule, "step x0.1 every 30 epochs, offset 1", "config.py --lr_decay_frequency, main.py"),
         ("data.resize_size", cfg.resize_size().to_string(), "256", "config.py --resize_size"),
         ("data.image_size", d.image_size.to_string(), "224", "config.py --crop_size"),
         ("model.large_feature_map", m.large_feature_map.to_string(), "false", "config.py --large_feature_map"),

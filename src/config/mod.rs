@@ -251,6 +251,12 @@ pub struct ScheduleConfig {
     pub step_epochs: usize,
     pub gamma: f64,
     pub warmup_epochs: usize,
+    /// `step`: epochs added before counting decays, `gamma^((epoch + step_offset) /
+    /// step_epochs)` with epochs from 0. 0 decays after `step_epochs` epochs; 1 decays one
+    /// epoch earlier, as wsolevaluation's main.py, which calls
+    /// `adjust_learning_rate(epoch + 1)` and decays when that is a multiple of
+    /// `lr_decay_frequency` (the paper configs use it).
+    pub step_offset: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -377,7 +383,7 @@ impl Default for OptimizerConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        ScheduleConfig { name: ScheduleName::Step, step_epochs: 5, gamma: 0.1, warmup_epochs: 0 }
+        ScheduleConfig { name: ScheduleName::Step, step_epochs: 5, gamma: 0.1, warmup_epochs: 0, step_offset: 0 }
     }
 }
 
