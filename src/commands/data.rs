@@ -31,22 +31,26 @@ pub fn synth(a: SynthArgs) -> Result<()> {
 /// not parse (duplicate ids, boxes outside their image, ...) stops at its first bad line.
 pub fn check(a: CheckArgs) -> Result<()> {
     let cfg = load_config(&a.common, None)?;
-    check_config(&cfg, a.common.quiet)
+    check_config(&cfg, a.common.quiet).map(|_| ())
 }
 
-/// [`check`] of a loaded config: the table on stdout, an error naming the problems.
-pub(crate) fn check_config(cfg: &Config, quiet: bool) -> Result<()> {
+/// [`check`] of a loaded config: the table on stdout, an error naming the problems; else
+/// the train split's image count (None when it is absent).
+pub(crate) fn check_config(cfg: &Config, quiet: bool) -> Result<Option<usize>> {
     use rayon::prelude::*;
-    let cfg = cfg.clone();
-    crate::data::open::prepare_data(&cfg, quiet)?;
+    crate::data::open::prepare_data(cfg, quiet)?;
+    let mut train_images = None;
     let mut rows = Vec::new();
     let mut problems: Vec<(String, Vec<String>)> = Vec::new();
     for split in [&cfg.data.train_split, &cfg.data.val_split, &cfg.data.test_split] {
-        if !crate::data::open::split_exists(&cfg, split) {
+        if !crate::data::open::split_exists(cfg, split) {
             rows.push((split.clone(), "absent".to_string()));
             continue;
         }
-        let ds = crate::data::open::load_split(&cfg, split)?;
+        let ds = crate::data::open::load_split(cfg, split)?;
+        if *split == cfg.data.train_split {
+            train_images = Some(ds.meta.samples.len());
+        }
         let mut per_class = vec![0usize; cfg.data.num_classes];
         let boxes: usize = ds.meta.samples.iter().map(|s| s.boxes.len()).sum();
         ds.meta.samples.iter().for_each(|s| per_class[s.label] += 1);
@@ -107,11 +111,11 @@ pub(crate) fn check_config(cfg: &Config, quiet: bool) -> Result<()> {
         }
     }
     // Names only label pictures, but a malformed file should show here, not first in `wsol cam`.
-    let names = crate::data::ClassNames::load(&cfg)?;
+    let names = crate::data::ClassNames::load(cfg)?;
     rows.push(("class names".to_string(), names.summary()));
     println!("{}", metrics_table(&rows));
     if problems.is_empty() {
-        return Ok(());
+        return Ok(train_images);
     }
     let total: usize = problems.iter().map(|(_, p)| p.len()).sum();
     // One line (errors are one line): per split, its count and first few problems.

@@ -2,7 +2,6 @@
 //! dataset (`wsol data check`), the weights file and its checksum, the recipe beside
 //! wsolevaluation's, and the run's time on this machine from a short `bench train`.
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -23,12 +22,9 @@ pub fn run(a: PreflightArgs) -> Result<()> {
     println!("preflight of {} ({})\n", a.common.config.as_deref().unwrap_or(Path::new("?")).display(), cfg.name);
 
     println!("data (wsol data check):");
-    let checked = super::data::check_config(&cfg, a.common.quiet).and_then(|()| {
-        // A split may be absent for data check; a run cannot train without its train split.
-        let train = crate::data::open::load_split(&cfg, &cfg.data.train_split)
-            .with_context(|| format!("the train split `{}`", cfg.data.train_split))?;
-        Ok(train.meta.samples.len())
-    });
+    // A split may be absent for data check; a run cannot train without its train split.
+    let checked = super::data::check_config(&cfg, a.common.quiet)
+        .and_then(|train| train.with_context(|| format!("the train split `{}` is absent", cfg.data.train_split)));
     let train_images = match checked {
         Ok(n) => Some(n),
         Err(e) => {
@@ -120,14 +116,7 @@ fn weights(cfg: &Config) -> std::result::Result<String, String> {
 fn sha256(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).context("cannot open")?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).context("cannot read")?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    std::io::copy(&mut f, &mut h).context("cannot read")?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -38,12 +38,9 @@ fn trained_run(dir: &std::path::Path, name: &str, train: usize) -> std::path::Pa
     synth(dir, train, 0, 4);
     let cfg = write_config(dir, name, "");
     let c = cfg.to_str().unwrap();
-    wsol_ok(&with(&cam_train_args(c), &["--out", "run", "--quiet"]), dir);
+    let train = ["train", "--config", c, "--set", "train.epochs=1", "--set", "model.width=4"];
+    wsol_ok(&with(&train, &["--out", "run", "--quiet"]), dir);
     cfg
-}
-
-fn cam_train_args(c: &str) -> Vec<&str> {
-    vec!["train", "--config", c, "--set", "train.epochs=1", "--set", "model.width=4"]
 }
 
 /// `wsol cam` on the model of [`trained_run`].
