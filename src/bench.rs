@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{AcolConfig, Backbone, Method, ModelConfig, OptimizerConfig};
+use crate::methods::StepDraws;
 use crate::models::{self, WsolModel};
 use crate::train::optimizer::{Param, Sgd};
 use crate::train::step::{train_step, StepBatch};
@@ -132,7 +133,7 @@ pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)
         };
         // The step `wsol train` runs, timed phase by phase.
         let batch = StepBatch { images, labels: labels.clone(), size: b.size };
-        let r = train_step(net.as_ref(), &mut sgd, &cfg, 0, k, batch, &dev, 0.01, true)?;
+        let r = train_step(net.as_ref(), &mut sgd, &cfg, StepDraws::seeded(0, k), batch, &dev, 0.01, true)?;
         anyhow::ensure!(r.updated, "bench: the loss is not finite ({})", r.loss);
         if k >= b.warmup {
             step_ms.push(ms(t0.elapsed()));

@@ -6,19 +6,20 @@
 //! otherwise the importance map (the attention's sigmoid, which rewards it). No weights;
 //! the identity at evaluation.
 //!
-//! One generator, reseeded by the trainer for every step ([`Adl::begin_step`]), serves
-//! every layer of the network in forward order, so a run and its resumption draw the same.
+//! One source of draws, replaced by the trainer for every step ([`Adl::begin_step`]),
+//! serves every layer of the network in forward order, so a run and its resumption draw
+//! the same.
 //!
 //! The layer's arithmetic is one op of wsol-ops ([`attention_drop`]).
 
 use std::sync::Mutex;
 
 use candle_core::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wsol_ops::attention_drop::attention_drop;
 
-use super::Knob;
+use super::{Draws, Knob};
 use crate::config::AdlConfig;
 use crate::models::InsertedLayer;
 
@@ -29,7 +30,7 @@ pub const SEARCH: &[(&str, Knob)] =
 pub struct Adl {
     drop_rate: f64,
     drop_threshold: f64,
-    rng: Mutex<ChaCha8Rng>,
+    draws: Mutex<Box<dyn Draws>>,
 }
 
 impl Adl {
@@ -37,19 +38,19 @@ impl Adl {
         Adl {
             drop_rate: cfg.drop_rate,
             drop_threshold: cfg.drop_threshold,
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(0)),
+            draws: Mutex::new(Box::new(ChaCha8Rng::seed_from_u64(0))),
         }
     }
 
-    pub fn begin_step(&self, seed: u64) {
-        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = ChaCha8Rng::seed_from_u64(seed);
+    pub fn begin_step(&self, draws: Box<dyn Draws>) {
+        *self.draws.lock().unwrap_or_else(|e| e.into_inner()) = draws;
     }
 
     /// Whether this forward pass of a layer uses the drop mask: wsolevaluation's
-    /// `floor(U[0, 1) + drop_rate) == 1`.
+    /// `floor(U[0, 1) + drop_rate) == 1`, in its float32.
     fn draw_drop(&self) -> bool {
-        let u: f64 = self.rng.lock().unwrap_or_else(|e| e.into_inner()).random();
-        u + self.drop_rate >= 1.0
+        let u = self.draws.lock().unwrap_or_else(|e| e.into_inner()).uniform();
+        u as f32 + self.drop_rate as f32 >= 1.0
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -61,18 +62,13 @@ impl Adl {
     }
 }
 
-/// The seed of ADL's draws at training step `step`.
-pub fn step_seed(seed: u64, step: usize) -> u64 {
-    (seed ^ 0xAD1_AD1).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step as u64)
-}
-
 impl InsertedLayer for Adl {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         Adl::forward_t(self, x, train)
     }
 
-    fn begin_step(&self, seed: u64) {
-        Adl::begin_step(self, seed)
+    fn begin_step(&self, draws: Box<dyn Draws>) {
+        Adl::begin_step(self, draws)
     }
 }
 
@@ -105,13 +101,13 @@ mod tests {
     #[test]
     fn draws_follow_the_step_seed() {
         let layer = adl(0.75, 0.9);
-        let draws = |seed: u64| {
-            layer.begin_step(seed);
+        let draws = |seed: u64, step: usize| {
+            layer.begin_step(crate::methods::StepDraws::seeded(seed, step).layers);
             (0..400).map(|_| layer.draw_drop()).collect::<Vec<bool>>()
         };
-        let (a, b) = (draws(step_seed(1, 7)), draws(step_seed(1, 7)));
+        let (a, b) = (draws(1, 7), draws(1, 7));
         assert_eq!(a, b);
-        assert_ne!(a, draws(step_seed(1, 8)));
+        assert_ne!(a, draws(1, 8));
         let dropped = a.iter().filter(|&&d| d).count();
         assert!((250..350).contains(&dropped), "{dropped} of 400");
     }

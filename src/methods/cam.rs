@@ -58,9 +58,9 @@ impl WsolModel for CamHead {
         self.fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 
-    fn begin_step(&self, seed: u64) {
+    fn begin_step(&self, draws: Box<dyn crate::methods::Draws>) {
         if let Some(layer) = &self.inserted {
-            layer.begin_step(seed);
+            layer.begin_step(draws);
         }
     }
 }

@@ -4,12 +4,7 @@
 //! clipped box. A CAM model; evaluation is unchanged. Defaults are wsolevaluation's
 //! (beta 1, probability 1).
 
-use rand::seq::SliceRandom;
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Beta, Distribution};
-
-use super::Knob;
+use super::{Draws, Knob};
 
 /// `wsol sweep`'s default search range for CutMix.
 pub const SEARCH: &[(&str, Knob)] = &[("model.cutmix.beta", Knob::Uniform(0.0, 2.0))];
@@ -22,20 +17,21 @@ pub struct Mix {
 
 /// The CutMix box for area ratio `1 - lambda`, centred at a random pixel and clipped:
 /// (x0, y0, x1, y1), end exclusive.
-fn cut_box(size: usize, lambda: f64, rng: &mut ChaCha8Rng) -> (usize, usize, usize, usize) {
+fn cut_box(size: usize, lambda: f64, draws: &mut dyn Draws) -> (usize, usize, usize, usize) {
     let cut = (size as f64 * (1.0 - lambda).sqrt()) as usize;
-    let (cx, cy) = (rng.random_range(0..size), rng.random_range(0..size));
+    // The row centre first, as wsolevaluation's rand_bbox draws.
+    let cy = draws.below(size);
+    let cx = draws.below(size);
     let lo = |c: usize| c.saturating_sub(cut / 2);
     let hi = |c: usize| (c + cut / 2).min(size);
     (lo(cx), lo(cy), hi(cx), hi(cy))
 }
 
-pub fn cutmix(images: &mut [f32], labels: &[u32], size: usize, beta: f64, rng: &mut ChaCha8Rng) -> Mix {
+pub fn cutmix(images: &mut [f32], labels: &[u32], size: usize, beta: f64, draws: &mut dyn Draws) -> Mix {
     let n = labels.len();
-    let lambda = Beta::new(beta, beta).map(|b| b.sample(rng)).unwrap_or(0.5);
-    let mut perm: Vec<usize> = (0..n).collect();
-    perm.shuffle(rng);
-    let (x0, y0, x1, y1) = cut_box(size, lambda, rng);
+    let lambda = draws.beta(beta);
+    let perm = draws.permutation(n);
+    let (x0, y0, x1, y1) = cut_box(size, lambda, draws);
     let plane = size * size;
     let source = images.to_vec();
     for (i, &j) in perm.iter().enumerate() {
@@ -54,7 +50,7 @@ pub fn cutmix(images: &mut [f32], labels: &[u32], size: usize, beta: f64, rng: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::methods::step_rng;
+    use crate::methods::StepDraws;
 
     #[test]
     fn cutmix_pastes_one_box_and_weighs_labels_by_its_area() {
@@ -62,7 +58,7 @@ mod tests {
         // Image i is filled with the value i.
         let mut images: Vec<f32> = (0..n).flat_map(|i| vec![i as f32; 3 * size * size]).collect();
         let labels = [10, 11, 12, 13];
-        let mix = cutmix(&mut images, &labels, size, 1.0, &mut step_rng(3, 7));
+        let mix = cutmix(&mut images, &labels, size, 1.0, StepDraws::seeded(3, 7).batch.as_mut());
         for i in 0..n {
             let img = &images[i * 3 * size * size..(i + 1) * 3 * size * size];
             let other = (mix.other_labels[i] - 10) as f32;
@@ -77,7 +73,7 @@ mod tests {
         assert_eq!(sorted, labels, "a permutation of the batch's labels");
         // Same step, same draw.
         let mut again: Vec<f32> = (0..n).flat_map(|i| vec![i as f32; 3 * size * size]).collect();
-        let mix2 = cutmix(&mut again, &labels, size, 1.0, &mut step_rng(3, 7));
+        let mix2 = cutmix(&mut again, &labels, size, 1.0, StepDraws::seeded(3, 7).batch.as_mut());
         assert_eq!((again, mix2.lambda), (images, mix.lambda));
     }
 }

@@ -4,15 +4,12 @@
 //! the object, not only the most discriminative one. A CAM model; evaluation is unchanged.
 //! Defaults are wsolevaluation's (grid 4, drop rate 0.5).
 
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-
-use super::Knob;
+use super::{Draws, Knob};
 
 /// `wsol sweep`'s default search range for HaS.
 pub const SEARCH: &[(&str, Knob)] = &[("model.has.drop_rate", Knob::Uniform(0.0, 1.0))];
 
-pub fn hide_patches(images: &mut [f32], size: usize, grid: usize, drop_rate: f64, rng: &mut ChaCha8Rng) {
+pub fn hide_patches(images: &mut [f32], size: usize, grid: usize, drop_rate: f64, draws: &mut dyn Draws) {
     if grid == 0 {
         return;
     }
@@ -20,7 +17,9 @@ pub fn hide_patches(images: &mut [f32], size: usize, grid: usize, drop_rate: f64
     for image in images.chunks_mut(3 * plane) {
         for y0 in (0..size).step_by(grid) {
             for x0 in (0..size).step_by(grid) {
-                if rng.random::<f64>() >= drop_rate {
+                // wsolevaluation's `random.random() <= drop_rate`, one draw per patch in
+                // row-major order.
+                if draws.uniform() > drop_rate {
                     continue;
                 }
                 for c in 0..3 {
@@ -37,13 +36,13 @@ pub fn hide_patches(images: &mut [f32], size: usize, grid: usize, drop_rate: f64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::methods::step_rng;
+    use crate::methods::StepDraws;
 
     #[test]
     fn has_hides_whole_grid_patches_at_about_the_drop_rate() {
         let size = 32;
         let mut images = vec![1f32; 4 * 3 * size * size];
-        hide_patches(&mut images, size, 8, 0.5, &mut step_rng(0, 0));
+        hide_patches(&mut images, size, 8, 0.5, StepDraws::seeded(0, 0).batch.as_mut());
         let hidden = images.iter().filter(|&&v| v == 0.0).count() as f64 / images.len() as f64;
         assert!((0.25..0.75).contains(&hidden), "{hidden}");
         // Every 8x8 patch of every channel is all hidden or all kept.
@@ -54,9 +53,9 @@ mod tests {
             }
         }
         let mut none = vec![1f32; 3 * size * size];
-        hide_patches(&mut none, size, 8, 0.0, &mut step_rng(0, 0));
+        hide_patches(&mut none, size, 8, 0.0, StepDraws::seeded(0, 0).batch.as_mut());
         assert!(none.iter().all(|&v| v == 1.0));
-        hide_patches(&mut none, size, 5, 1.0, &mut step_rng(0, 0));
+        hide_patches(&mut none, size, 5, 1.0, StepDraws::seeded(0, 0).batch.as_mut());
         assert!(none.iter().all(|&v| v == 0.0), "a ragged last patch is hidden too");
     }
 }

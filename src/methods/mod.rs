@@ -18,6 +18,7 @@ pub mod acol;
 pub mod adl;
 pub mod cam;
 pub mod cutmix;
+pub mod draws;
 pub mod has;
 pub mod spg;
 
@@ -25,13 +26,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use candle_nn::VarBuilder;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 pub use crate::config::Method;
 use crate::config::{Backbone, ModelConfig};
 use crate::models::{self, InsertedLayer, Trunk, WsolModel};
 pub use cutmix::Mix;
+pub use draws::{Draws, Recorded, StepDraws};
 
 /// Builds the configured model (backbone + the method's parts) under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
@@ -75,12 +75,6 @@ pub fn cost_warning(cfg: &ModelConfig, varmap: &candle_nn::VarMap) -> Option<Str
     acol::cost_warning_of(varmap)
 }
 
-/// The generator of training step `step` (batch transforms draw from it, so a resumed run
-/// draws the same patches and boxes).
-pub fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_add(0xB5))
-}
-
 /// Applies the method's batch transform to `images` ([n, 3, size, size], normalized) in
 /// place; returns the label mix for CutMix.
 pub fn transform_batch(
@@ -88,17 +82,19 @@ pub fn transform_batch(
     images: &mut [f32],
     labels: &[u32],
     size: usize,
-    rng: &mut ChaCha8Rng,
+    draws: &mut dyn Draws,
 ) -> Option<Mix> {
     match cfg.method {
         Method::Has => {
-            has::hide_patches(images, size, cfg.has.grid_size, cfg.has.drop_rate, rng);
+            has::hide_patches(images, size, cfg.has.grid_size, cfg.has.drop_rate, draws);
             None
         }
-        Method::CutMix if cfg.cutmix.beta > 0.0 && rng.random::<f64>() < cfg.cutmix.prob => {
-            Some(cutmix::cutmix(images, labels, size, cfg.cutmix.beta, rng))
+        Method::CutMix => {
+            // wsolevaluation draws before it looks at beta.
+            let mix = draws.uniform() < cfg.cutmix.prob && cfg.cutmix.beta > 0.0;
+            mix.then(|| cutmix::cutmix(images, labels, size, cfg.cutmix.beta, draws))
         }
-        Method::Cam | Method::Acol | Method::Spg | Method::Adl | Method::CutMix => None,
+        Method::Cam | Method::Acol | Method::Spg | Method::Adl => None,
     }
 }
 

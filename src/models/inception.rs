@@ -6,7 +6,9 @@
 //! 1024->1024 + ReLU). The CAM head's linear layer plays wsolevaluation's 1x1 `SPG_A4`:
 //! the mean of a 1x1 conv's map equals the linear layer on the mean, so logits and CAMs
 //! are the same. Weight names are torchvision's, so `inception_v3_google-1a9a5a14.pth`
-//! loads as it is. The head's dropout (0.5) is left out: runs here are deterministic.
+//! loads as it is. wsolevaluation's CAM and ADL heads also train with dropout 0.5 after
+//! Mixed_6e, SPG_A3_1b and SPG_A3_2b; wsol's has none, a known difference in Inception-v3
+//! training (tests/cli/training_parity.rs replays their runs with it off).
 //!
 //! `head: acol` ends at Mixed_6e (768 channels), as wsolevaluation's InceptionAcol.
 //! `head: adl` adds ADL after Mixed_5d, Mixed_6e and SPG_A3_2b, as wsolevaluation's

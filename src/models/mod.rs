@@ -153,9 +153,9 @@ pub trait WsolModel: Send + Sync {
     /// Logits from the backbone's output (eval mode): the part of the forward pass that
     /// gradient-based CAMs differentiate through.
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor>;
-    /// Called by the trainer before each step with a seed of that step, for methods that
-    /// draw inside the network (ADL).
-    fn begin_step(&self, _seed: u64) {}
+    /// Called by the trainer before each step with that step's draws for the layers, for
+    /// methods that draw inside the network (ADL).
+    fn begin_step(&self, _draws: Box<dyn crate::methods::Draws>) {}
 }
 
 /// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].
@@ -188,8 +188,8 @@ pub enum Trunk {
 /// reference code does (ADL's attention-based drop). The identity at evaluation.
 pub trait InsertedLayer: Send + Sync {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
-    /// Called before each training step with a seed of that step, for layers that draw.
-    fn begin_step(&self, _seed: u64) {}
+    /// Called before each training step with that step's draws, for layers that draw.
+    fn begin_step(&self, _draws: Box<dyn crate::methods::Draws>) {}
 }
 
 /// A warning when the backbone sees far less than the input: the `tiny` net's cells see

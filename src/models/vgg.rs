@@ -137,6 +137,14 @@ impl Staged for Vgg16 {
         var_name.starts_with("conv6.") || var_name.starts_with("SPG_")
     }
 
+    /// wsolevaluation's SPG names conv4 and conv5 (`features.17`-`28` here) `SPG_A_1` and
+    /// `SPG_A_2`, and its rule, "not under `features.`: lr x lr_classifier_ratio", then
+    /// trains these pretrained layers at the new layers' rate; so does wsol.
+    fn lr_group(&self, var_name: &str) -> Option<bool> {
+        let index: usize = var_name.strip_prefix("features.")?.split('.').next()?.parse().ok()?;
+        (self.spg && index >= 17).then_some(true)
+    }
+
     /// B1 reads conv4 after its pool, B2 conv5 (stages 3 and 4).
     fn spg_taps(&self) -> Option<SpgTaps> {
         self.spg.then_some(SpgTaps { b1: 3, b2: 4, b1_channels: 512, b2_channels: 512, width: 512, c_width: 512 })

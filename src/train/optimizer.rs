@@ -7,12 +7,29 @@ use anyhow::Result;
 use candle_core::{backprop::GradStore, Tensor, Var};
 use wsol_ops::sgd::{fusable, Momentum, Step, Update};
 
+use candle_nn::VarMap;
+
 use crate::config::OptimizerConfig;
+use crate::models::WsolModel;
 
 pub struct Param {
     pub name: String,
     pub var: Var,
     pub lr_mult: f64,
+}
+
+/// The model's variables with their learning-rate multipliers, as `wsol train` groups
+/// them: the variables of wsolevaluation's new-layer group ([`WsolModel::has_new_layer_lr`])
+/// at `new_layer_lr_mult`, the rest at 1. From scratch (`scratch`: no pretrained weights
+/// loaded) nothing is pretrained to keep slow, so all train at 1.
+pub fn model_params(varmap: &VarMap, net: &dyn WsolModel, new_layer_lr_mult: f64, scratch: bool) -> Vec<Param> {
+    let data = varmap.data().lock().expect("varmap lock");
+    data.iter()
+        .map(|(name, var)| {
+            let new = !scratch && net.has_new_layer_lr(name);
+            Param { name: name.clone(), var: var.clone(), lr_mult: if new { new_layer_lr_mult } else { 1.0 } }
+        })
+        .collect()
 }
 
 pub struct Sgd {

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::optimizer::Sgd;
 use crate::config::ModelConfig;
+use crate::methods::StepDraws;
 use crate::models::WsolModel;
 
 /// A batch as the loader gives it: normalized images `[n, 3, size, size]` and labels.
@@ -41,16 +42,16 @@ pub struct StepTimes {
 }
 
 /// Trains `net` on `batch` for one step at learning rate `lr` (before the parameter groups'
-/// multipliers). `step` is the global step: it seeds the method's draws (HaS patches,
-/// CutMix boxes, ADL's layers), so a resumed run draws the same. A non-finite loss stops
-/// the step before backward; the caller decides what it means.
+/// multipliers). `draws` feed the method's random choices (HaS patches, CutMix boxes,
+/// ADL's layers): [`StepDraws::seeded`] by the run's seed and the global step, so a
+/// resumed run draws the same. A non-finite loss stops the step before backward; the
+/// caller decides what it means.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &dyn WsolModel,
     sgd: &mut Sgd,
     method: &ModelConfig,
-    seed: u64,
-    step: usize,
+    draws: StepDraws,
     batch: StepBatch,
     device: &Device,
     lr: f64,
@@ -58,11 +59,11 @@ pub fn train_step(
 ) -> Result<StepResult> {
     let StepBatch { mut images, labels, size } = batch;
     let n = labels.len();
-    let mut rng = crate::methods::step_rng(seed, step);
-    let mix = crate::methods::transform_batch(method, &mut images, &labels, size, &mut rng);
+    let StepDraws { batch: mut batch_draws, layers } = draws;
+    let mix = crate::methods::transform_batch(method, &mut images, &labels, size, batch_draws.as_mut());
     let x = Tensor::from_vec(images, (n, 3, size, size), device)?;
     let y = Tensor::from_vec(labels, n, device)?;
-    net.begin_step(crate::methods::adl::step_seed(seed, step));
+    net.begin_step(layers);
     let t0 = Instant::now();
     let out = net.forward_t(&x, true)?;
     let loss = match &mix {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 
 use super::checkpoint::{self, PartialEpoch, TrainState};
-use super::optimizer::{Param, Sgd};
+use super::optimizer::{model_params, Sgd};
 use super::resume::{check_config, resolve_resume};
 use super::step::{train_step, StepBatch};
 use super::{interrupt, schedule, RunLog, TrainOptions};
@@ -17,6 +17,7 @@ use crate::cam::{self, CamExtractor};
 use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, ClassNames, Dataset, LoaderConfig, TransformConfig};
 use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
+use crate::methods::StepDraws;
 use crate::report::provenance::Provenance;
 use crate::report::tensorboard::box_accuracy_scalars;
 use crate::report::{curve_plot, metrics_table, Progress, TbWriter};
@@ -102,16 +103,7 @@ impl<'a> Trainer<'a> {
         // An optional pretrained file that is absent leaves nothing pretrained to go slow on:
         // from scratch, every layer trains at `lr`.
         let scratch = crate::runtime::pretrained_missing(cfg).is_some();
-        let params: Vec<Param> = {
-            let data = model.varmap.data().lock().expect("varmap lock");
-            data.iter()
-                .map(|(name, var)| {
-                    let new = !scratch && model.net.has_new_layer_lr(name);
-                    let lr_mult = if new { cfg.train.optimizer.new_layer_lr_mult } else { 1.0 };
-                    Param { name: name.clone(), var: var.clone(), lr_mult }
-                })
-                .collect()
-        };
+        let params = model_params(&model.varmap, model.net.as_ref(), cfg.train.optimizer.new_layer_lr_mult, scratch);
         let mut sgd = Sgd::new(params, &cfg.train.optimizer);
         let mut state = TrainState {
             epochs_done: 0,
@@ -270,8 +262,7 @@ impl<'a> Trainer<'a> {
             self.model.net.as_ref(),
             &mut self.sgd,
             &cfg.model,
-            cfg.seed,
-            step,
+            StepDraws::seeded(cfg.seed, step),
             batch,
             &self.device,
             lr,

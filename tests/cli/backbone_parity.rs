@@ -166,7 +166,7 @@ fn adl_is_identity_in_eval_and_acts_in_training() {
         assert!(rel_diff(&out.logits, &read(&format!("{backbone}_logits.npy"))) < 1e-4, "{backbone}");
         let cam = ModelConfig { backbone: backbone.parse().unwrap(), ..Default::default() };
         let (_, plain) = build(&cam);
-        model.begin_step(1);
+        model.begin_step(wsol::methods::StepDraws::seeded(0, 1).layers);
         let d = rel_diff(&model.forward_t(&x, true).unwrap().logits, &plain.forward_t(&x, true).unwrap().logits);
         assert!(d > 1e-3, "{backbone}: ADL changed nothing in training ({d:e})");
     }
@@ -192,6 +192,9 @@ fn new_layer_learning_rate_groups_follow_wsolevaluation() {
     assert!(group("vgg16", "cam", "conv6.weight"));
     assert!(!group("vgg16", "cam", "features.28.weight"));
     assert!(group("vgg16", "spg", "SPG_A_3.0.weight"));
+    assert!(group("vgg16", "spg", "features.17.weight"), "wsolevaluation's SPG_A_1.0");
+    assert!(!group("vgg16", "spg", "features.14.weight"));
+    assert!(!group("vgg16", "cam", "features.17.weight"));
     assert!(group("inception_v3", "acol", "classifier_B.4.weight"));
     assert!(!group("inception_v3", "adl", "Mixed_6e.branch1x1.conv.weight"));
 }
