@@ -27,3 +27,4 @@ mod pipeline_parity;
 mod preflight;
 mod provenance;
 mod source_rules;
+mod training_parity;
