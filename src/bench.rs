@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{AcolConfig, Backbone, Method, ModelConfig, OptimizerConfig};
-use crate::methods::StepDraws;
+use crate::draws::StepDraws;
 use crate::models::{self, WsolModel};
 use crate::train::optimizer::{Param, Sgd};
 use crate::train::step::{train_step, StepBatch};

@@ -19,8 +19,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wsol_ops::attention_drop::attention_drop;
 
-use super::{Draws, Knob};
+use super::Knob;
 use crate::config::AdlConfig;
+use crate::draws::Draws;
 use crate::models::InsertedLayer;
 
 /// `wsol sweep`'s default search ranges for ADL.
@@ -102,7 +103,7 @@ mod tests {
     fn draws_follow_the_step_seed() {
         let layer = adl(0.75, 0.9);
         let draws = |seed: u64, step: usize| {
-            layer.begin_step(crate::methods::StepDraws::seeded(seed, step).layers);
+            layer.begin_step(crate::draws::StepDraws::seeded(seed, step).layers);
             (0..400).map(|_| layer.draw_drop()).collect::<Vec<bool>>()
         };
         let (a, b) = (draws(1, 7), draws(1, 7));

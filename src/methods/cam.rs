@@ -58,7 +58,7 @@ impl WsolModel for CamHead {
         self.fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 
-    fn begin_step(&self, draws: Box<dyn crate::methods::Draws>) {
+    fn begin_step(&self, draws: Box<dyn crate::draws::Draws>) {
         if let Some(layer) = &self.inserted {
             layer.begin_step(draws);
         }

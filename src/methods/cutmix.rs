@@ -4,7 +4,8 @@
 //! clipped box. A CAM model; evaluation is unchanged. Defaults are wsolevaluation's
 //! (beta 1, probability 1).
 
-use super::{Draws, Knob};
+use super::Knob;
+use crate::draws::Draws;
 
 /// `wsol sweep`'s default search range for CutMix.
 pub const SEARCH: &[(&str, Knob)] = &[("model.cutmix.beta", Knob::Uniform(0.0, 2.0))];
@@ -50,7 +51,7 @@ pub fn cutmix(images: &mut [f32], labels: &[u32], size: usize, beta: f64, draws:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::methods::StepDraws;
+    use crate::draws::StepDraws;
 
     #[test]
     fn cutmix_pastes_one_box_and_weighs_labels_by_its_area() {

@@ -4,7 +4,8 @@
 //! the object, not only the most discriminative one. A CAM model; evaluation is unchanged.
 //! Defaults are wsolevaluation's (grid 4, drop rate 0.5).
 
-use super::{Draws, Knob};
+use super::Knob;
+use crate::draws::Draws;
 
 /// `wsol sweep`'s default search range for HaS.
 pub const SEARCH: &[(&str, Knob)] = &[("model.has.drop_rate", Knob::Uniform(0.0, 1.0))];
@@ -36,7 +37,7 @@ pub fn hide_patches(images: &mut [f32], size: usize, grid: usize, drop_rate: f64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::methods::StepDraws;
+    use crate::draws::StepDraws;
 
     #[test]
     fn has_hides_whole_grid_patches_at_about_the_drop_rate() {

@@ -18,7 +18,7 @@ pub mod acol;
 pub mod adl;
 pub mod cam;
 pub mod cutmix;
-pub mod draws;
+
 pub mod has;
 pub mod spg;
 
@@ -31,7 +31,8 @@ pub use crate::config::Method;
 use crate::config::{Backbone, ModelConfig};
 use crate::models::{self, InsertedLayer, Trunk, WsolModel};
 pub use cutmix::Mix;
-pub use draws::{Draws, Recorded, StepDraws};
+
+use crate::draws::Draws;
 
 /// Builds the configured model (backbone + the method's parts) under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {

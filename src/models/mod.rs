@@ -155,7 +155,7 @@ pub trait WsolModel: Send + Sync {
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor>;
     /// Called by the trainer before each step with that step's draws for the layers, for
     /// methods that draw inside the network (ADL).
-    fn begin_step(&self, _draws: Box<dyn crate::methods::Draws>) {}
+    fn begin_step(&self, _draws: Box<dyn crate::draws::Draws>) {}
 }
 
 /// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].
@@ -189,7 +189,7 @@ pub enum Trunk {
 pub trait InsertedLayer: Send + Sync {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
     /// Called before each training step with that step's draws, for layers that draw.
-    fn begin_step(&self, _draws: Box<dyn crate::methods::Draws>) {}
+    fn begin_step(&self, _draws: Box<dyn crate::draws::Draws>) {}
 }
 
 /// A warning when the backbone sees far less than the input: the `tiny` net's cells see

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::optimizer::Sgd;
 use crate::config::ModelConfig;
-use crate::methods::StepDraws;
+use crate::draws::StepDraws;
 use crate::models::WsolModel;
 
 /// A batch as the loader gives it: normalized images `[n, 3, size, size]` and labels.

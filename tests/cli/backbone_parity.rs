@@ -166,7 +166,7 @@ fn adl_is_identity_in_eval_and_acts_in_training() {
         assert!(rel_diff(&out.logits, &read(&format!("{backbone}_logits.npy"))) < 1e-4, "{backbone}");
         let cam = ModelConfig { backbone: backbone.parse().unwrap(), ..Default::default() };
         let (_, plain) = build(&cam);
-        model.begin_step(wsol::methods::StepDraws::seeded(0, 1).layers);
+        model.begin_step(wsol::draws::StepDraws::seeded(0, 1).layers);
         let d = rel_diff(&model.forward_t(&x, true).unwrap().logits, &plain.forward_t(&x, true).unwrap().logits);
         assert!(d > 1e-3, "{backbone}: ADL changed nothing in training ({d:e})");
     }

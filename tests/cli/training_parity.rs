@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Deserialize;
 use wsol::config::{ModelConfig, OptimizerConfig, OptimizerName, ScheduleConfig, ScheduleName};
-use wsol::methods::StepDraws;
+use wsol::draws::StepDraws;
 use wsol::train::optimizer::{model_params, Sgd};
 use wsol::train::schedule::lr_at;
 use wsol::train::step::{train_step, StepBatch};
