@@ -12,6 +12,14 @@ const FIXTURE: &str = "tests/fixtures/backbone_parity";
 
 /// The fixture script's weights: float64 formula, then float32.
 fn set_formula_weights(varmap: &VarMap) {
+    set_weights_by_kind(varmap, |i, t| ((i * 7919 + t * 104729) % 2001) as f64 / 1000.0 - 1.0, |u| 1.0 + 0.2 * u);
+}
+
+/// Sets every variable of `varmap` (sorted names, t = 0, 1, ...) from u = `u(i, t)` in
+/// [-1, 1) for element i, scaled by kind as the fixture scripts do: running means and
+/// biases 0.1 u, running variances 1 + 0.25 (u + 1), batch-norm weights `bn_weight(u)`,
+/// conv and linear weights sqrt(6 / fan_in) u; float64, then float32.
+pub(crate) fn set_weights_by_kind(varmap: &VarMap, u: impl Fn(u64, u64) -> f64, bn_weight: impl Fn(f64) -> f64) {
     let data = varmap.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
@@ -20,9 +28,9 @@ fn set_formula_weights(varmap: &VarMap) {
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
         let fan_in = (n / dims[0]) as f64;
-        let values: Vec<f32> = (0..n as i64)
+        let values: Vec<f32> = (0..n as u64)
             .map(|i| {
-                let u = ((i * 7919 + t as i64 * 104729) % 2001) as f64 / 1000.0 - 1.0;
+                let u = u(i, t as u64);
                 let w = if name.ends_with("running_mean") {
                     0.1 * u
                 } else if name.ends_with("running_var") {
@@ -30,7 +38,7 @@ fn set_formula_weights(varmap: &VarMap) {
                 } else if name.ends_with(".bias") {
                     0.1 * u
                 } else if dims.len() == 1 {
-                    1.0 + 0.2 * u
+                    bn_weight(u)
                 } else {
                     (6.0 / fan_in).sqrt() * u
                 };

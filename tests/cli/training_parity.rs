@@ -27,6 +27,8 @@ use wsol::train::optimizer::{model_params, Sgd};
 use wsol::train::schedule::lr_at;
 use wsol::train::step::{train_step, StepBatch};
 
+use super::backbone_parity::set_weights_by_kind;
+
 const FIXTURE: &str = "tests/fixtures/training_parity";
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -92,41 +94,15 @@ fn hash32(i: u64, key: u64) -> u64 {
 }
 
 /// The fixture script's weights: variable `t` of the sorted names gets u_i = hash32(i, t)
-/// / 2^31 - 1, scaled by kind (see the script), in float64 then float32.
-pub(crate) fn set_hashed_weights(varmap: &VarMap) {
-    let data = varmap.data().lock().unwrap();
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for (t, name) in names.into_iter().enumerate() {
-        let var = &data[name];
-        let dims = var.dims().to_vec();
-        let n: usize = dims.iter().product();
-        let fan_in = (n / dims[0]) as f64;
-        let values: Vec<f32> = (0..n as u64)
-            .map(|i| {
-                let u = hash32(i, t as u64) as f64 / 2f64.powi(31) - 1.0;
-                let w = if name.ends_with("running_mean") {
-                    0.1 * u
-                } else if name.ends_with("running_var") {
-                    1.0 + 0.25 * (u + 1.0)
-                } else if name.ends_with(".bias") {
-                    0.1 * u
-                } else if dims.len() == 1 {
-                    0.5 + 0.1 * u
-                } else {
-                    (6.0 / fan_in).sqrt() * u
-                };
-                w as f32
-            })
-            .collect();
-        var.set(&Tensor::from_vec(values, dims, &Device::Cpu).unwrap()).unwrap();
-    }
+/// / 2^31 - 1, scaled by kind, batch-norm weights 0.5 + 0.1 u (see the script).
+fn set_hashed_weights(varmap: &VarMap) {
+    set_weights_by_kind(varmap, |i, t| hash32(i, t) as f64 / 2f64.powi(31) - 1.0, |u| 0.5 + 0.1 * u);
 }
 
 /// The fixture's pixels of batch `k` of an epoch (`b` images of `s` x `s`): the top byte
 /// of hash32(flat index, k), normalized as torchvision's ToTensor + Normalize (float32:
 /// divide by 255, subtract the mean, divide by the std).
-pub(crate) fn batch_pixels(b: usize, s: usize, k: usize) -> Vec<f32> {
+fn batch_pixels(b: usize, s: usize, k: usize) -> Vec<f32> {
     let plane = s * s;
     (0..b * 3 * plane)
         .map(|i| {
