@@ -21,16 +21,17 @@ Stubs, each the least that lets their code run here:
 - `np.int = int` (cutmix.rand_bbox uses it; NumPy 1.24 removed it);
 - wsol/method/spg.py is loaded with its hard-wired `(224, 224)` map size replaced by the
   input size (their SPG assumes 224 crops; wsol's maps follow the input, equal at 224);
-- the three F.dropout(p=0.5) of their Inception-v3 CAM/ADL head are the identity: wsol's
-  Inception head has no dropout (a known difference, see the test), and the masks would
-  be ~180k values a step to record;
+- Inception's F.dropout(x, p) runs as x * F.dropout(ones_like(x), p): PyTorch's CPU
+  dropout is input * (bernoulli(1 - p) / (1 - p)), so the draws and the arithmetic are the
+  same, and the mask can be recorded (`Dropout`);
 - freeze_bn, which their code lacks, puts every BatchNorm in eval mode after `train()`'s
   `model.train()` (running statistics used and kept; gamma and beta still train), as
   wsol's `model.freeze_bn` does.
 
 Their randomness (HaS's random.random, CutMix's np.random.rand/beta/randint and
-torch.randperm, ADL's torch.rand) is drawn by their code from seeded generators; the values
-are recorded in the order drawn, and the test hands them to wsol's step in that order.
+torch.randperm, ADL's torch.rand, Inception's dropout masks) is drawn by their code from
+seeded generators; the values are recorded in the order drawn, and the test hands them to
+wsol's step in that order. The float64 run replays the float32 run's dropout masks.
 
 Weights: wsol's parameter names sorted, t = 0, 1, ... (their names mapped to wsol's, see
 `wsol_name`), u_i = hash32(i, t) / 2^31 - 1 in float64 then float32, scaled by kind:
@@ -43,6 +44,7 @@ follows. Batches: uint8 pixels from hash32(index, step), normalized as torchvisi
 ToTensor + Normalize with ImageNet's mean and std. Nothing but these JSON files is
 written, and they are byte-identical across reruns on one machine (one thread).
 """
+import base64
 import json
 import os
 import random
@@ -189,6 +191,29 @@ class Recorder:
         return value
 
 
+class Dropout:
+    """F.dropout for their Inception: x * F.dropout(ones_like(x)) (see the stubs),
+    recording each mask (`log`), or applying given ones (`replay`, for the float64 run)."""
+
+    def __init__(self):
+        self.log, self.replay = [], None
+
+    def __call__(self, x, p=0.5, training=True, inplace=False):
+        if not training:
+            return x
+        if self.replay is not None:
+            keep = self.replay.pop(0)
+            noise = torch.from_numpy(keep.reshape(tuple(x.shape))).to(x.dtype) / (1 - p)
+        else:
+            noise = F.dropout(torch.ones_like(x), p, True)
+            keep = (noise != 0).numpy().reshape(-1)
+        self.log.append(keep.copy())
+        return x * noise
+
+
+DROPOUT = Dropout()
+
+
 def load_their_code(root):
     sys.path.insert(0, root)
     np.int = int
@@ -199,12 +224,12 @@ def load_their_code(root):
     assert source.count("224, 224") == 5, "spg.py is not the pinned commit's"
     exec(compile(source.replace("224, 224", f"{IMAGE_SIZE}, {IMAGE_SIZE}"), spg.__file__, "exec"), spg.__dict__)
     import wsol.inception as inception
-    inception.F = types.SimpleNamespace(**{**vars(F), "dropout": lambda x, p=0.5, training=True, inplace=False: x})
+    inception.F = types.SimpleNamespace(**{**vars(F), "dropout": DROPOUT})
     import main
     return main
 
 
-def run(main, name, arch, method, epochs, extra, dtype):
+def run(main, name, arch, method, epochs, extra, dtype, replay_masks=None):
     """One run of their trainer in `dtype`: what it drew, lost and ended with."""
     stdout = sys.stdout
     torch.manual_seed(0)
@@ -252,11 +277,14 @@ def run(main, name, arch, method, epochs, extra, dtype):
     wsol_training = trainer._wsol_training
 
     def recorded_step(images, target):
-        del batch_draws[:], layer_draws[:]
+        del batch_draws[:], layer_draws[:], DROPOUT.log[:]
+        if replay_masks is not None:
+            DROPOUT.replay = list(replay_masks[len(steps)])
         lrs = [g["lr"] for g in trainer.optimizer.param_groups]
         logits, loss = wsol_training(images, target)
         steps.append({"loss": loss.item(), "lrs": lrs, "batch_draws": list(batch_draws),
-                      "layer_draws": list(layer_draws)})
+                      "layer_draws": list(layer_draws), "masks": list(DROPOUT.log)})
+        DROPOUT.replay = None
         return logits, loss
 
     trainer._wsol_training = recorded_step
@@ -305,10 +333,15 @@ def record(main, name, arch, method, epochs, extra):
     differ from the exact ones by percents, PyTorch's as much as any, so the test measures
     both float32 runs against the float64 one."""
     args, num_classes, argv, freeze_bn, steps, weights = run(main, name, arch, method, epochs, extra, torch.float32)
-    _, _, _, _, steps64, weights64 = run(main, name, arch, method, epochs, extra, torch.float64)
+    masks = [s["masks"] for s in steps]
+    _, _, _, _, steps64, weights64 = run(main, name, arch, method, epochs, extra, torch.float64, masks)
     for s32, s64 in zip(steps, steps64):
         assert s32["batch_draws"] == s64["batch_draws"] and s32["layer_draws"] == s64["layer_draws"], name
         s32["loss_f64"] = s64["loss"]
+        # [count, base64 of the bits packed most significant first], one per dropout call
+        s32["layer_masks"] = [[int(m.size), base64.b64encode(np.packbits(m).tobytes()).decode()]
+                              for m in s32.pop("masks")]
+        del s64["masks"]
     for k, w in weights.items():
         w["final_f64"] = weights64[k]["final"]
         w["update_l2_f64"] = weights64[k]["update_l2"]

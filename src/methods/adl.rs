@@ -6,22 +6,17 @@
 //! otherwise the importance map (the attention's sigmoid, which rewards it). No weights;
 //! the identity at evaluation.
 //!
-//! One source of draws, replaced by the trainer for every step ([`Adl::begin_step`]),
-//! serves every layer of the network in forward order, so a run and its resumption draw
-//! the same.
+//! The network's layer draws ([`LayerDraws`], replaced by the trainer every step) serve
+//! every layer in forward order, so a run and its resumption draw the same.
 //!
 //! The layer's arithmetic is one op of wsol-ops ([`attention_drop`]).
 
-use std::sync::Mutex;
-
 use candle_core::Tensor;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use wsol_ops::attention_drop::attention_drop;
 
 use super::Knob;
 use crate::config::AdlConfig;
-use crate::draws::Draws;
+use crate::draws::LayerDraws;
 use crate::models::InsertedLayer;
 
 /// `wsol sweep`'s default search ranges for ADL.
@@ -31,26 +26,19 @@ pub const SEARCH: &[(&str, Knob)] =
 pub struct Adl {
     drop_rate: f64,
     drop_threshold: f64,
-    draws: Mutex<Box<dyn Draws>>,
+    draws: LayerDraws,
 }
 
 impl Adl {
-    pub fn new(cfg: &AdlConfig) -> Adl {
-        Adl {
-            drop_rate: cfg.drop_rate,
-            drop_threshold: cfg.drop_threshold,
-            draws: Mutex::new(Box::new(ChaCha8Rng::seed_from_u64(0))),
-        }
-    }
-
-    pub fn begin_step(&self, draws: Box<dyn Draws>) {
-        *self.draws.lock().unwrap_or_else(|e| e.into_inner()) = draws;
+    /// `draws`: the network's layer draws, which the trainer replaces every step.
+    pub fn new(cfg: &AdlConfig, draws: LayerDraws) -> Adl {
+        Adl { drop_rate: cfg.drop_rate, drop_threshold: cfg.drop_threshold, draws }
     }
 
     /// Whether this forward pass of a layer uses the drop mask: wsolevaluation's
     /// `floor(U[0, 1) + drop_rate) == 1`, in its float32.
     fn draw_drop(&self) -> bool {
-        let u = self.draws.lock().unwrap_or_else(|e| e.into_inner()).uniform();
+        let u = self.draws.uniform();
         u as f32 + self.drop_rate as f32 >= 1.0
     }
 
@@ -67,10 +55,6 @@ impl InsertedLayer for Adl {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         Adl::forward_t(self, x, train)
     }
-
-    fn begin_step(&self, draws: Box<dyn Draws>) {
-        Adl::begin_step(self, draws)
-    }
 }
 
 #[cfg(test)]
@@ -80,7 +64,7 @@ mod tests {
     use super::*;
 
     fn adl(drop_rate: f64, drop_threshold: f64) -> Adl {
-        Adl::new(&AdlConfig { drop_rate, drop_threshold })
+        Adl::new(&AdlConfig { drop_rate, drop_threshold }, LayerDraws::default())
     }
 
     #[test]
@@ -103,7 +87,7 @@ mod tests {
     fn draws_follow_the_step_seed() {
         let layer = adl(0.75, 0.9);
         let draws = |seed: u64, step: usize| {
-            layer.begin_step(crate::draws::StepDraws::seeded(seed, step).layers);
+            layer.draws.set(crate::draws::StepDraws::seeded(seed, step).layers);
             (0..400).map(|_| layer.draw_drop()).collect::<Vec<bool>>()
         };
         let (a, b) = (draws(1, 7), draws(1, 7));

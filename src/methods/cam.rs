@@ -1,29 +1,29 @@
 //! CAM (Zhou et al., CVPR 2016): global average pooling, then a linear classifier; the
 //! class map is the classifier-weighted sum of the last feature maps.
 
-use std::sync::Arc;
-
 use candle_core::{Module, Tensor, D};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use crate::models::{Backbone, InsertedLayer, Output, WsolModel};
+use crate::draws::{Draws, LayerDraws};
+use crate::models::{Backbone, Output, WsolModel};
 
 pub struct CamHead {
     backbone: Box<dyn Backbone>,
     fc: Linear,
-    /// The layers a method inserted into the backbone (ADL's), reseeded every step.
-    inserted: Option<Arc<dyn InsertedLayer>>,
+    /// The draws of the layers inside the network (ADL, Inception's dropout), replaced
+    /// every step.
+    draws: LayerDraws,
 }
 
 impl CamHead {
     pub fn new(
         backbone: Box<dyn Backbone>,
         num_classes: usize,
-        inserted: Option<Arc<dyn InsertedLayer>>,
+        draws: LayerDraws,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let fc = linear(backbone.out_channels(), num_classes, vb)?;
-        Ok(CamHead { backbone, fc, inserted })
+        Ok(CamHead { backbone, fc, draws })
     }
 }
 
@@ -58,9 +58,7 @@ impl WsolModel for CamHead {
         self.fc.forward(&features.mean(D::Minus1)?.mean(D::Minus1)?)
     }
 
-    fn begin_step(&self, draws: Box<dyn crate::draws::Draws>) {
-        if let Some(layer) = &self.inserted {
-            layer.begin_step(draws);
-        }
+    fn begin_step(&self, draws: Box<dyn Draws>) {
+        self.draws.set(draws);
     }
 }

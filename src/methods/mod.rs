@@ -32,7 +32,7 @@ use crate::config::{Backbone, ModelConfig};
 use crate::models::{self, InsertedLayer, Trunk, WsolModel};
 pub use cutmix::Mix;
 
-use crate::draws::Draws;
+use crate::draws::{Draws, LayerDraws};
 
 /// Builds the configured model (backbone + the method's parts) under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
@@ -48,22 +48,25 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         Method::Spg => Trunk::Spg,
         Method::Cam | Method::Has | Method::CutMix | Method::Adl => Trunk::Standard,
     };
+    // What the layers inside the network draw (ADL, Inception's dropout); the model's
+    // `begin_step` replaces it every step.
+    let draws = LayerDraws::default();
     let inserted: Option<Arc<dyn InsertedLayer>> = match method {
-        Method::Adl => Some(Arc::new(adl::Adl::new(&cfg.adl))),
+        Method::Adl => Some(Arc::new(adl::Adl::new(&cfg.adl, draws.clone()))),
         _ => None,
     };
-    let backbone = models::build_backbone(cfg, trunk, inserted.clone(), vb.clone())?;
+    let backbone = models::build_backbone(cfg, trunk, inserted, &draws, vb.clone())?;
     Ok(match method {
         // HaS and CutMix train a CAM model on altered batches; ADL is a CAM model with its
         // layers inside the backbone.
         Method::Cam | Method::Has | Method::CutMix | Method::Adl => {
-            Box::new(cam::CamHead::new(backbone, num_classes, inserted, vb.pp("fc"))?)
+            Box::new(cam::CamHead::new(backbone, num_classes, draws, vb.pp("fc"))?)
         }
         Method::Acol => {
             let width = cfg.acol.width.unwrap_or_else(|| acol::default_width(cfg.backbone, backbone.out_channels()));
             Box::new(acol::AcolHead::new(backbone, num_classes, &cfg.acol, width, &vb)?)
         }
-        Method::Spg => Box::new(spg::SpgHead::new(backbone, num_classes, &cfg.spg, &vb)?),
+        Method::Spg => Box::new(spg::SpgHead::new(backbone, num_classes, &cfg.spg, draws, &vb)?),
     })
 }
 

@@ -22,6 +22,7 @@ use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 
 use super::Knob;
 use crate::config::SpgConfig;
+use crate::draws::{Draws, LayerDraws};
 use crate::models::{class_map, minmax_rows, Backbone, Output, SpgTaps, WsolModel};
 
 /// `wsol sweep`'s default search range for SPG.
@@ -42,6 +43,8 @@ pub struct SpgHead {
     c: [Conv2d; 2],
     classes: Conv2d,
     thresholds: [(f64, f64); 3],
+    /// The draws of the layers inside the network (Inception's dropout), replaced every step.
+    draws: LayerDraws,
 }
 
 /// 3x3 conv, padding 1.
@@ -58,6 +61,7 @@ impl SpgHead {
         backbone: Box<dyn Backbone>,
         num_classes: usize,
         cfg: &SpgConfig,
+        draws: LayerDraws,
         vb: &VarBuilder,
     ) -> anyhow::Result<Self> {
         let Some(taps) = backbone.spg_taps() else {
@@ -73,6 +77,7 @@ impl SpgHead {
             backbone,
             taps,
             thresholds: cfg.pairs(),
+            draws,
         })
     }
 
@@ -149,6 +154,10 @@ impl WsolModel for SpgHead {
 
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor> {
         self.classes.forward(features)?.mean(D::Minus1)?.mean(D::Minus1)
+    }
+
+    fn begin_step(&self, draws: Box<dyn Draws>) {
+        self.draws.set(draws);
     }
 }
 

@@ -6,9 +6,9 @@
 //! 1024->1024 + ReLU). The CAM head's linear layer plays wsolevaluation's 1x1 `SPG_A4`:
 //! the mean of a 1x1 conv's map equals the linear layer on the mean, so logits and CAMs
 //! are the same. Weight names are torchvision's, so `inception_v3_google-1a9a5a14.pth`
-//! loads as it is. wsolevaluation's CAM and ADL heads also train with dropout 0.5 after
-//! Mixed_6e, SPG_A3_1b and SPG_A3_2b; wsol's has none, a known difference in Inception-v3
-//! training (tests/cli/training_parity.rs replays their runs with it off).
+//! loads as it is. In training, the CAM and SPG layouts drop out (p = 0.5) the outputs of
+//! Mixed_6e, SPG_A3_1b and SPG_A3_2b, as wsolevaluation's InceptionCam and InceptionSpg do
+//! (its ADL and ACoL layouts do not); the masks come from the step's layer draws.
 //!
 //! `head: acol` ends at Mixed_6e (768 channels), as wsolevaluation's InceptionAcol.
 //! `head: adl` adds ADL after Mixed_5d, Mixed_6e and SPG_A3_2b, as wsolevaluation's
@@ -26,6 +26,7 @@ use wsol_ops::conv::{conv2d_layer as conv2d, Conv2d};
 use super::{InsertedLayer, Trunk};
 use super::{SpgTaps, Staged};
 use crate::config::ModelConfig;
+use crate::draws::LayerDraws;
 use wsol_ops::pool::{avg_pool3_s1, max_pool3};
 use wsol_ops::BatchNorm;
 
@@ -176,22 +177,37 @@ pub struct InceptionV3 {
     stages: Vec<(String, Stage)>,
     large_feature_map: bool,
     adl: Option<Arc<dyn InsertedLayer>>,
+    /// The layer draws of the dropout, in the layouts that have it.
+    dropout: Option<LayerDraws>,
     spg: bool,
+}
+
+/// PyTorch's dropout: x * mask / (1 - p), mask ~ Bernoulli(1 - p) per element.
+fn dropout(x: &Tensor, draws: &LayerDraws) -> candle_core::Result<Tensor> {
+    let scale = (1.0 / (1.0 - DROPOUT)) as f32;
+    let mask: Vec<f32> =
+        draws.keep_mask(x.elem_count(), 1.0 - DROPOUT).into_iter().map(|k| if k { scale } else { 0.0 }).collect();
+    x * Tensor::from_vec(mask, x.shape(), x.device())?
 }
 
 /// Stage indices: Mixed_5d (followed by the extra pool), Mixed_6d, Mixed_6e, SPG_A3_2b.
 const MIXED_5D: usize = 3;
 const MIXED_6D: usize = 7;
 const ADL_AFTER: [usize; 3] = [MIXED_5D, 8, 10];
+/// Mixed_6e, SPG_A3_1b, SPG_A3_2b.
+const DROPOUT_AFTER: [usize; 3] = [8, 9, 10];
+const DROPOUT: f64 = 0.5;
 
 impl InceptionV3 {
     pub fn new(
         cfg: &ModelConfig,
         trunk: Trunk,
         adl: Option<Arc<dyn InsertedLayer>>,
+        draws: &LayerDraws,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let f = cfg.freeze_bn;
+        let dropout = (trunk != Trunk::Acol && adl.is_none()).then(|| draws.clone());
         let stem = vec![
             BasicConv::sq(3, 32, 3, 2, 1, f, vb.pp("Conv2d_1a_3x3"))?,
             BasicConv::sq(32, 32, 3, 1, 0, f, vb.pp("Conv2d_2a_3x3"))?,
@@ -215,7 +231,7 @@ impl InceptionV3 {
             stages.push(("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)));
             stages.push(("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)));
         }
-        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map, adl, spg: trunk == Trunk::Spg })
+        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map, adl, dropout, spg: trunk == Trunk::Spg })
     }
 
     fn run(&self, x: &Tensor, range: std::ops::Range<usize>, t: bool) -> candle_core::Result<Tensor> {
@@ -235,6 +251,9 @@ impl InceptionV3 {
             };
             if let (Some(adl), true) = (&self.adl, ADL_AFTER.contains(&k)) {
                 x = adl.forward_t(&x, t)?;
+            }
+            if let (Some(draws), true) = (&self.dropout, t && DROPOUT_AFTER.contains(&k)) {
+                x = dropout(&x, draws)?;
             }
             if k == MIXED_5D && !self.large_feature_map {
                 x = max_pool3(&x, 2, 0, true)?; // wsolevaluation's extra pool

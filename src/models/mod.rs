@@ -188,8 +188,6 @@ pub enum Trunk {
 /// reference code does (ADL's attention-based drop). The identity at evaluation.
 pub trait InsertedLayer: Send + Sync {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
-    /// Called before each training step with that step's draws, for layers that draw.
-    fn begin_step(&self, _draws: Box<dyn crate::draws::Draws>) {}
 }
 
 /// A warning when the backbone sees far less than the input: the `tiny` net's cells see
@@ -214,6 +212,7 @@ pub fn build_backbone(
     cfg: &ModelConfig,
     trunk: Trunk,
     inserted: Option<Arc<dyn InsertedLayer>>,
+    draws: &crate::draws::LayerDraws,
     vb: VarBuilder,
 ) -> Result<Box<dyn Backbone>> {
     Ok(match cfg.backbone {
@@ -221,7 +220,7 @@ pub fn build_backbone(
         BackboneName::ResNet18 => Box::new(ResNet::new(18, cfg, trunk, inserted, vb)?),
         BackboneName::ResNet50 => Box::new(ResNet::new(50, cfg, trunk, inserted, vb)?),
         BackboneName::Vgg16 => Box::new(Vgg16::new(cfg, trunk, inserted, vb)?),
-        BackboneName::InceptionV3 => Box::new(InceptionV3::new(cfg, trunk, inserted, vb)?),
+        BackboneName::InceptionV3 => Box::new(InceptionV3::new(cfg, trunk, inserted, draws, vb)?),
         BackboneName::EfficientNetLite0 if inserted.is_some() || trunk == Trunk::Spg => {
             bail!("efficientnet_lite0 has no published layout for inserted layers or SPG's taps")
         }

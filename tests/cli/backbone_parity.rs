@@ -74,6 +74,13 @@ fn check(backbone: &str) {
         rel_diff(&out.logits, &read(&format!("{backbone}_logits.npy"))),
     );
     assert!(f < 1e-4 && l < 1e-4, "{backbone} eval: features {f:e}, logits {l:e}");
+    if backbone == "inception_v3" {
+        // Its head drops out in training (this fixture's network has no dropout); its
+        // train-mode pass, masks included, is held to wsolevaluation's own model by the
+        // first steps of training_parity's Inception replays.
+        eprintln!("{backbone}: relative max diff features {f:.1e}, logits {l:.1e}");
+        return;
+    }
     let train = model.forward_t(&x, true).unwrap();
     let t = rel_diff(&train.logits, &read(&format!("{backbone}_train_logits.npy")));
     assert!(t < 1e-4, "{backbone} train mode: logits {t:e}");

@@ -68,6 +68,20 @@ struct Step {
     lrs: Vec<f64>,
     batch_draws: Vec<f64>,
     layer_draws: Vec<f64>,
+    /// Dropout masks: (count, base64 of the bits packed most significant first).
+    layer_masks: Vec<(usize, String)>,
+}
+
+/// The masks of a step, unpacked.
+fn masks(step: &Step) -> Vec<Vec<bool>> {
+    use base64::Engine;
+    step.layer_masks
+        .iter()
+        .map(|(n, packed)| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(packed).unwrap();
+            (0..*n).map(|i| bytes[i / 8] >> (7 - i % 8) & 1 == 1).collect()
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -205,14 +219,18 @@ fn replay(name: &str, conditioning: Conditioning) {
 
     let mut w = Worst::default();
     let mut losses = Vec::new();
+    let mut first_step = 0f64;
     for (k, step) in run.steps.iter().enumerate() {
         let lr = lr_at(&schedule, run.lr, k / run.steps_per_epoch, run.epochs);
         assert!(rel(lr, step.lrs[0]) < 1e-12, "{name} step {k}: lr {lr} vs theirs {}", step.lrs[0]);
         assert!(rel(lr * run.lr_classifier_ratio, step.lrs[1]) < 1e-12, "{name} step {k}: classifier lr");
-        let draws = StepDraws::recorded(step.batch_draws.clone(), step.layer_draws.clone());
+        let draws = StepDraws::recorded(step.batch_draws.clone(), step.layer_draws.clone(), masks(step));
         let batch = batch(&run, k % run.steps_per_epoch);
         let r = train_step(net.as_ref(), &mut sgd, &cfg, draws, batch, &Device::Cpu, lr, false).unwrap();
         losses.push(r.loss);
+        if k == 0 {
+            first_step = rel(r.loss, step.loss_f64);
+        }
         // PARITY_TRACE=1 prints every step: where a replay leaves the reference shows here.
         if std::env::var("PARITY_TRACE").is_ok() {
             eprintln!("{name} {k}: ours {} f32 {} f64 {}", r.loss, step.loss, step.loss_f64);
@@ -260,6 +278,9 @@ fn replay(name: &str, conditioning: Conditioning) {
         w.update.1
     );
     let trace = || format!("wsol's losses {losses:?}");
+    // The first step is a forward pass from the same weights, well-conditioned whatever
+    // the network: it must match closely in every run.
+    assert!(first_step < 1e-5, "{name}: first-step loss off the float64 run by {first_step:e}");
     match conditioning {
         Conditioning::Good => {
             assert!(w.torch_loss_vs_f64 < 1e-4, "{name}: the fixture's float32 run is not well-conditioned");
