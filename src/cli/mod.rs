@@ -332,6 +332,34 @@ pub enum DataCommand {
     Check(CheckArgs),
     /// Convert a dataset's native files to wsolevaluation metadata (`cub`: CUB-200-2011).
     Convert(ConvertArgs),
+    /// Write a WSOL set of MNIST digits on cluttered canvases (needs the `digits` feature).
+    Digits(DigitsArgs),
+}
+
+#[derive(Args)]
+pub struct DigitsArgs {
+    /// The folder with MNIST's four idx files (train-images-idx3-ubyte, ...; gzipped or not).
+    #[arg(long)]
+    pub mnist: PathBuf,
+    /// Images go to DIR/<split>/, metadata to DIR/metadata/<split>/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Image side in pixels (configs/digits.yaml trains at 64).
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    #[arg(long, default_value_t = 3000)]
+    pub train: usize,
+    #[arg(long, default_value_t = 300)]
+    pub val: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub test: usize,
+    /// Whole digits of other classes drawn beside the target (0-4).
+    #[arg(long, default_value_t = 0)]
+    pub distractors: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args)]

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 
 use super::load_config;
-use crate::cli::{CheckArgs, ConvertArgs, SynthArgs};
+use crate::cli::{CheckArgs, ConvertArgs, DigitsArgs, SynthArgs};
 use crate::config::Config;
 use crate::data;
 use crate::report::metrics_table;
@@ -21,6 +21,32 @@ pub fn synth(a: SynthArgs) -> Result<()> {
     data::synth::generate(&a.out, &a.out.join("metadata"), &opts)?;
     if !a.quiet {
         eprintln!("wrote {} + {} + {} images and metadata to {}", a.train, a.val, a.test, a.out.display());
+    }
+    Ok(())
+}
+
+/// `wsol data digits`: MNIST's files read and checked, then the set written.
+pub fn digits(a: DigitsArgs) -> Result<()> {
+    let opts = data::digits::DigitsOptions {
+        size: a.size,
+        train: a.train,
+        val: a.val,
+        test: a.test,
+        distractors: a.distractors,
+        seed: a.seed,
+    };
+    let (train, test) = data::digits::read_mnist(&a.mnist, &a.out.join(".mnist-staging"))?;
+    data::digits::generate(&a.out, &train, &test, &opts)?;
+    if !a.quiet {
+        eprintln!(
+            "wrote {} + {} + {} images of digits (from {} + {} MNIST images) and metadata to {}",
+            a.train,
+            a.val,
+            a.test,
+            train.labels.len(),
+            test.labels.len(),
+            a.out.display()
+        );
     }
     Ok(())
 }

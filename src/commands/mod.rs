@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Synth(a)) => data::synth(a),
         Command::Data(DataCommand::Check(a)) => data::check(a),
         Command::Data(DataCommand::Convert(a)) => data::convert(a),
+        Command::Data(DataCommand::Digits(a)) => data::digits(a),
         Command::Bench(BenchCommand::Train(a)) => bench::train(a),
         Command::Bench(BenchCommand::Eval(a)) => bench::eval(a),
         Command::Bench(BenchCommand::Data(a)) => bench::data(a),

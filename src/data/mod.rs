@@ -3,6 +3,7 @@
 
 pub mod class_names;
 pub mod cub;
+pub mod digits;
 pub mod folder;
 pub mod imagenet;
 pub mod loader;

@@ -12,6 +12,7 @@ mod cam_methods;
 mod cam_photos;
 mod configs;
 mod cub;
+mod digits;
 mod end_to_end;
 mod errors;
 mod eval_cams;
