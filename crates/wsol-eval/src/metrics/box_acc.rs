@@ -183,6 +183,18 @@ impl BoxAccumulator {
         self.cnt += 1;
     }
 
+    /// Images added so far (the official `cnt`).
+    pub fn count(&self) -> u64 {
+        self.cnt
+    }
+
+    /// Correct-image counts `[IoU][CAM threshold]` for the configured IoUs, in their order:
+    /// the official `num_correct` with `multi_contour_eval` = `all_contours`.
+    pub fn num_correct(&self, all_contours: bool) -> Vec<Vec<u64>> {
+        let counts = if all_contours { &self.all } else { &self.largest };
+        counts.chunks(self.thresholds().len()).take(self.n_cfg_ious).map(<[u64]>::to_vec).collect()
+    }
+
     fn thresholds(&self) -> &[f64] {
         &self.sweep_thresholds[..self.sweep_thresholds.len() - 1]
     }

@@ -92,6 +92,12 @@ impl PxapAccumulator {
         self.bg.iter_mut().zip(&other.bg).for_each(|(a, b)| *a += b);
     }
 
+    /// Per-bin pixel counts of foreground and background (the official
+    /// `gt_true_score_hist` / `gt_false_score_hist`), bins as the edges in `new`.
+    pub fn histograms(&self) -> (&[u64], &[u64]) {
+        (&self.fg, &self.bg)
+    }
+
     /// Foreground and background pixels counted so far (ignored pixels excluded).
     pub fn pixel_counts(&self) -> (u64, u64) {
         (self.fg.iter().sum(), self.bg.iter().sum())
