@@ -21,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<masks::PyMaskAccumulator>()?;
     m.add_function(wrap_pyfunction!(boxes::compute_bboxes_from_scoremaps, m)?)?;
     m.add_function(wrap_pyfunction!(masks::get_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(maps::prepare_scoremap, m)?)?;
     m.add_function(wrap_pyfunction!(metadata::read_box_split, m)?)?;
     m.add_function(wrap_pyfunction!(metadata::read_mask_split_dir, m)?)?;
     Ok(())

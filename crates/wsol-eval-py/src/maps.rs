@@ -66,7 +66,7 @@ impl<'py> Borrowed<'py> {
     pub fn map(&self, what: &str) -> PyResult<MapView<'_>> {
         match *self.shape() {
             [h, w] => Ok(MapView { pixels: self.pixels(what)?, h, w }),
-            ref s => Err(PyValueError::new_err(format!("{what}: expected a 2-D array (H, W), got shape {s:?}"))),
+            ref s => Err(PyValueError::new_err(format!("{what}: expected a 2-D array (H, W), got shape {}", shape(s)))),
         }
     }
 
@@ -74,7 +74,7 @@ impl<'py> Borrowed<'py> {
     pub fn stack(&self, what: &str) -> PyResult<Vec<MapView<'_>>> {
         let [n, h, w] = *self.shape() else {
             let s = self.shape();
-            return Err(PyValueError::new_err(format!("{what}: expected a 3-D array (N, H, W), got shape {s:?}")));
+            return Err(PyValueError::new_err(format!("{what}: expected a 3-D array (N, H, W), got shape {}", shape(s))));
         };
         let per = h * w;
         Ok(match self.pixels(what)? {
@@ -82,6 +82,14 @@ impl<'py> Borrowed<'py> {
             Pixels::F64(p) if per > 0 => p.chunks_exact(per).map(|c| MapView { pixels: Pixels::F64(c), h, w }).collect(),
             _ => (0..n).map(|_| MapView { pixels: Pixels::F64(&[]), h, w }).collect(),
         })
+    }
+}
+
+/// A shape as numpy prints it: `(224, 224)`, `(3,)`.
+fn shape(s: &[usize]) -> String {
+    match s {
+        [n] => format!("({n},)"),
+        _ => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -160,4 +168,27 @@ pub fn to_f64(map: &MapView) -> Vec<f64> {
         Pixels::F32(p) => p.iter().map(|&v| v as f64).collect(),
         Pixels::F64(p) => p.to_vec(),
     }
+}
+
+/// The official `inference.py` preparation of a raw CAM as a float64 map in [0, 1]:
+/// bicubic resize to `size` x `size` (as `cv2.resize(..., INTER_CUBIC)`), then
+/// `normalize_scoremap` (a NaN or constant map becomes zeros).
+#[pyfunction]
+#[pyo3(signature = (cam, size = 224))]
+pub fn prepare_scoremap<'py>(
+    py: Python<'py>,
+    cam: &Bound<'py, PyAny>,
+    size: usize,
+) -> PyResult<Bound<'py, numpy::PyArray2<f64>>> {
+    use numpy::IntoPyArray;
+    let arr = Borrowed::new(cam, "cam")?;
+    let map = arr.map("cam")?;
+    if map.h * map.w == 0 || size == 0 {
+        return Err(PyValueError::new_err("cam: expected a non-empty map and a positive size"));
+    }
+    let prepared = match map.pixels {
+        Pixels::F32(p) => wsol_eval::localize::prepare_map(p, map.w, map.h, size),
+        Pixels::F64(p) => wsol_eval::localize::prepare_map(p, map.w, map.h, size),
+    };
+    Ok(numpy::ndarray::Array2::from_shape_vec((size, size), prepared).expect("size x size").into_pyarray(py))
 }

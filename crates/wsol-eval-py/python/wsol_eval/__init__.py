@@ -30,6 +30,7 @@ from .evaluation import (
     evaluate_wsol,
     get_mask,
     normalize_scoremap,
+    prepare_scoremap,
     resize_bbox,
 )
 
@@ -50,5 +51,6 @@ __all__ = [
     "get_mask",
     "get_mask_paths",
     "normalize_scoremap",
+    "prepare_scoremap",
     "resize_bbox",
 ]

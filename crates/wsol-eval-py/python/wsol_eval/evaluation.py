@@ -33,6 +33,7 @@ __all__ = [
     "evaluate_wsol",
     "get_mask",
     "normalize_scoremap",
+    "prepare_scoremap",
     "resize_bbox",
 ]
 
@@ -128,6 +129,14 @@ def normalize_scoremap(cam):
     cam -= cam.min()
     cam /= cam.max()
     return cam
+
+
+def prepare_scoremap(cam, size=None):
+    """A raw CAM as the official ``inference.py`` prepares it for ``accumulate``: bicubic
+    resize to ``size`` x ``size`` (default the evaluation size, 224) as
+    ``cv2.resize(cam, (size, size), interpolation=cv2.INTER_CUBIC)`` on float64, then
+    ``normalize_scoremap``. Returns a float64 map in [0, 1]."""
+    return _native.prepare_scoremap(_as_map(cam, "cam"), int(size or _RESIZE_LENGTH))
 
 
 def get_mask(mask_root, mask_paths, ignore_path):
