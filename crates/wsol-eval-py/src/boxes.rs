@@ -152,7 +152,9 @@ impl PyBoxAccumulator {
     fn num_correct<'py>(&self, py: Python<'py>, all_contours: bool) -> Bound<'py, PyArray2<f64>> {
         let rows = self.acc.num_correct(all_contours);
         let flat: Vec<f64> = rows.iter().flatten().map(|&c| c as f64).collect();
-        Array2::from_shape_vec((self.cfg.iou_thresholds.len(), self.cfg.thresholds.len()), flat).expect("one row per IoU").into_pyarray(py)
+        Array2::from_shape_vec((self.cfg.iou_thresholds.len(), self.cfg.thresholds.len()), flat)
+            .expect("one row per IoU")
+            .into_pyarray(py)
     }
 
     /// wsol's localization numbers (the `metrics.json` keys: maxboxacc, maxboxacc_v2,
@@ -161,6 +163,9 @@ impl PyBoxAccumulator {
         serde_json::to_string(&self.acc.finish()).expect("metrics serialize")
     }
 }
+
+/// Per CAM threshold, a `[k, 4]` array of boxes, and the k of each.
+type BoxesPerThreshold<'py> = (Vec<Bound<'py, PyArray2<i64>>>, Vec<usize>);
 
 /// `compute_bboxes_from_scoremaps`: per CAM threshold, the boxes of the largest contour (or
 /// of all contours) of a map in [0, 1], as `[k, 4]` int64 arrays, and their counts.
@@ -171,7 +176,7 @@ pub fn compute_bboxes_from_scoremaps<'py>(
     scoremap: &Bound<'py, PyAny>,
     scoremap_threshold_list: Vec<f64>,
     multi_contour_eval: bool,
-) -> PyResult<(Vec<Bound<'py, PyArray2<i64>>>, Vec<usize>)> {
+) -> PyResult<BoxesPerThreshold<'py>> {
     let arr = Borrowed::new(scoremap, "scoremap")?;
     let map = arr.map("scoremap")?;
     let q = quantize_checked(&map).map_err(|e| e.error("(compute_bboxes_from_scoremaps)"))?;

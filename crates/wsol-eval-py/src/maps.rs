@@ -74,12 +74,19 @@ impl<'py> Borrowed<'py> {
     pub fn stack(&self, what: &str) -> PyResult<Vec<MapView<'_>>> {
         let [n, h, w] = *self.shape() else {
             let s = self.shape();
-            return Err(PyValueError::new_err(format!("{what}: expected a 3-D array (N, H, W), got shape {}", shape(s))));
+            return Err(PyValueError::new_err(format!(
+                "{what}: expected a 3-D array (N, H, W), got shape {}",
+                shape(s)
+            )));
         };
         let per = h * w;
         Ok(match self.pixels(what)? {
-            Pixels::F32(p) if per > 0 => p.chunks_exact(per).map(|c| MapView { pixels: Pixels::F32(c), h, w }).collect(),
-            Pixels::F64(p) if per > 0 => p.chunks_exact(per).map(|c| MapView { pixels: Pixels::F64(c), h, w }).collect(),
+            Pixels::F32(p) if per > 0 => {
+                p.chunks_exact(per).map(|c| MapView { pixels: Pixels::F32(c), h, w }).collect()
+            }
+            Pixels::F64(p) if per > 0 => {
+                p.chunks_exact(per).map(|c| MapView { pixels: Pixels::F64(c), h, w }).collect()
+            }
             _ => (0..n).map(|_| MapView { pixels: Pixels::F64(&[]), h, w }).collect(),
         })
     }

@@ -31,7 +31,12 @@ impl PyMaskAccumulator {
     /// Adds the pixels of one map (in [0, 1], as the official check wants) to the
     /// histograms: `gt_mask` 1 foreground, 0 background, anything else ignored.
     #[pyo3(signature = (scoremap, gt_mask, image_id = "?"))]
-    fn accumulate(&mut self, scoremap: &Bound<'_, PyAny>, gt_mask: PyReadonlyArray2<'_, u8>, image_id: &str) -> PyResult<()> {
+    fn accumulate(
+        &mut self,
+        scoremap: &Bound<'_, PyAny>,
+        gt_mask: PyReadonlyArray2<'_, u8>,
+        image_id: &str,
+    ) -> PyResult<()> {
         let what = format!("scoremap of image {image_id}");
         let arr = Borrowed::new(scoremap, &what)?;
         let map = arr.map(&what)?;

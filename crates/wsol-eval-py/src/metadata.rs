@@ -52,7 +52,8 @@ pub fn read_mask_split_dir<'py>(py: Python<'py>, split_dir: &str) -> PyResult<Bo
     let out = PyDict::new(py);
     out.set_item("image_ids", meta.samples.iter().map(|s| s.image_id.as_str()).collect::<Vec<_>>())?;
     out.set_item("class_labels", meta.samples.iter().map(|s| s.label).collect::<Vec<_>>())?;
-    let masks: Vec<Vec<&str>> = meta.samples.iter().map(|s| s.masks.iter().map(|m| m.path.as_str()).collect()).collect();
+    let masks: Vec<Vec<&str>> =
+        meta.samples.iter().map(|s| s.masks.iter().map(|m| m.path.as_str()).collect()).collect();
     out.set_item("mask_paths", masks)?;
     let ignore: Vec<&str> = meta.samples.iter().map(|s| s.ignore.as_ref().map_or("", |m| m.path.as_str())).collect();
     out.set_item("ignore_paths", ignore)?;
