@@ -112,6 +112,27 @@ class BoxParity(unittest.TestCase):
             self.assertEqual(ev.compute(), ref.compute())
 
 
+class EvaluateWsol(unittest.TestCase):
+    def test_the_official_entry_point_on_a_folder_of_maps(self):
+        tmp = tempfile.mkdtemp()
+        try:
+            shutil.copytree(os.path.join(OFFICIAL, "boxes", "metadata", "test"), os.path.join(tmp, "meta", "CUB", "test"))
+            with EvalSize():
+                ids = box_evaluator("0.01", False).image_ids
+                for i in ids:
+                    path = os.path.join(tmp, "maps", i + ".npy")
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    np.save(path, wsol_eval.prepare_scoremap(raw_cam("boxes", i)))
+                got = wsol_eval.evaluate_wsol(
+                    scoremap_root=os.path.join(tmp, "maps"), metadata_root=os.path.join(tmp, "meta"), mask_root=tmp,
+                    dataset_name="CUB", split="test", multi_contour_eval=True, multi_iou_eval=True,
+                    iou_threshold_list=IOUS, cam_curve_interval=0.01)
+            by_iou = EXPECTED["boxes"]["runs"]["0.01"]["all"]["maxboxacc_by_iou"]
+            self.assertEqual(got, np.average([by_iou[str(i)] for i in IOUS]))
+        finally:
+            shutil.rmtree(tmp)
+
+
 class MaskParity(unittest.TestCase):
     def test_pxap_as_the_official_mask_evaluator(self):
         with EvalSize():
