@@ -20,11 +20,12 @@ other sizes, (d) raw CAMs of several sizes prepared by the official inference.py
 normalize=True)`, one map at a time and batched; `compute_bboxes_from_scoremaps` box for
 box; and MaskEvaluator's histograms and PxAP on generated masks.
 
---bench: 2,000 raw float32 224 x 224 CAMs as .npy files; official: per map `np.load`,
-float64, `normalize_scoremap`, `accumulate`, then `compute()`; ours: `np.load` of each
-batch of 256 and `accumulate_batch(normalize=True)`, then `compute()`. CPU seconds of
-the process (all threads) from time.process_time(), one run each, at 100 and 1000
-thresholds, all contours.
+--bench: 2,000 raw float32 224 x 224 CAMs of two kinds (smooth blobs as `cargo bench
+--bench eval` uses; rough 28 x 28 CAMs upsampled), in memory and as .npy files; official:
+per map (`np.load`,) float64, `normalize_scoremap`, `accumulate`, then `compute()`; ours:
+`accumulate_batch(maps, ids, normalize=True)` or `accumulate_files(paths, ids,
+normalize=True)`, then `compute()`. CPU seconds of the process (all threads) from
+time.process_time(), one run each, at 100 and 1000 thresholds, all contours.
 """
 import argparse
 import os
@@ -206,34 +207,60 @@ def compare_masks(evaluation, inference, rng, tmp, failures):
             failures.append(f"PxAP {interval}")
 
 
+def smooth_cam(rng, size, box):
+    """One to four Gaussian blobs at full size, one of them on the first GT box: the maps
+    of `cargo bench --bench eval` (smooth, as a CAM bicubic-upsampled from a few cells)."""
+    y, x = np.mgrid[0:size, 0:size]
+    (x0, y0, x1, y1) = box
+    m = np.exp(-(((x - (x0 + x1) / 2 * size) / max((x1 - x0) * size / 3, 3)) ** 2
+                 + ((y - (y0 + y1) / 2 * size) / max((y1 - y0) * size / 3, 3)) ** 2) / 2)
+    for _ in range(rng.integers(0, 4)):
+        cx, cy, sx, sy = rng.uniform(0, size, 2).tolist() + rng.uniform(6, 50, 2).tolist()
+        m += rng.uniform(0.3, 1.0) * np.exp(-(((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2) / 2)
+    return m.astype(np.float32)
+
+
 def bench(evaluation, inference, n):
-    rng = np.random.default_rng(12345)
-    with tempfile.TemporaryDirectory() as tmp:
-        split, ids, boxes = write_box_split(tmp, rng, n)
-        cams = os.path.join(tmp, "cams")
-        for i, box in zip(ids, boxes):
-            path = os.path.join(cams, i + ".npy")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            np.save(path, cam_like(rng, 224, 224, box))
-        load = lambda i: np.load(os.path.join(cams, i + ".npy"))  # noqa: E731
-        print(f"bench: {n} raw float32 224x224 CAMs (.npy), all contours, IoU 30/50/70; CPU s of this process")
-        for interval in (0.01, 0.001):
-            off, ours = evaluators(evaluation, split, interval, True)
-            t0 = time.process_time()
-            for i in ids:
-                off.accumulate(inference.normalize_scoremap(load(i).astype(np.float64)), i)
-            r_off = off.compute()
-            t_off = time.process_time() - t0
-            t0 = time.process_time()
-            for s in range(0, n, 256):
-                batch = ids[s:s + 256]
-                ours.accumulate_batch([load(i) for i in batch], batch, normalize=True)
-            r_ours = ours.compute()
-            t_ours = time.process_time() - t0
-            assert list(r_off) == list(r_ours), (r_off, r_ours)
-            print(f"  {len(off.cam_threshold_list):5d} thr: official {t_off:8.2f} s ({t_off / n * 1e3:.2f} ms/map), "
-                  f"wsol_eval {t_ours:6.3f} s ({t_ours / n * 1e3:.3f} ms/map): {t_off / t_ours:.1f}x; "
-                  f"same numbers {[round(float(v), 2) for v in r_ours]}")
+    """CPU seconds of the official loop and of wsol_eval on the same maps, in memory and
+    from .npy files, for smooth maps and for rough ones (28 x 28 CAMs with cell noise,
+    upsampled), whose many small regions cost wsol's sweep more (the official loop's
+    cost is per threshold and barely moves)."""
+    print(f"bench: {n} raw float32 224x224 CAMs per kind, all contours, IoU 30/50/70; "
+          "CPU s of this process (all threads) from time.process_time(), one run each")
+    for kind in ("smooth", "rough"):
+        rng = np.random.default_rng(12345)
+        with tempfile.TemporaryDirectory() as tmp:
+            split, ids, boxes = write_box_split(tmp, rng, n)
+            if kind == "smooth":
+                maps = [smooth_cam(rng, 224, b) for b in boxes]
+            else:
+                maps = [cv2.resize(cam_like(rng, 28, 28, b), (224, 224), interpolation=cv2.INTER_CUBIC) for b in boxes]
+            paths = [os.path.join(tmp, "cams", i + ".npy") for i in ids]
+            for p, m in zip(paths, maps):
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                np.save(p, m.astype(np.float32))
+            for interval in (0.01, 0.001):
+                row = []
+                for source in ("memory", "files"):
+                    off, ours = evaluators(evaluation, split, interval, True)
+                    t0 = time.process_time()
+                    for i, p, m in zip(ids, paths, maps):
+                        cam = np.load(p) if source == "files" else m
+                        off.accumulate(inference.normalize_scoremap(cam.astype(np.float64)), i)
+                    r_off = off.compute()
+                    t_off = time.process_time() - t0
+                    t0 = time.process_time()
+                    if source == "files":
+                        ours.accumulate_files(paths, ids, normalize=True)
+                    else:
+                        ours.accumulate_batch(maps, ids, normalize=True)
+                    r_ours = ours.compute()
+                    t_ours = time.process_time() - t0
+                    assert list(r_off) == list(r_ours), (r_off, r_ours)
+                    row.append(f"{source}: official {t_off / n * 1e3:.2f} ms/map, wsol_eval {t_ours / n * 1e3:.3f} "
+                               f"ms/map, {t_off / t_ours:.1f}x")
+                print(f"  {kind:6s} {len(off.cam_threshold_list):4d} thr | " + " | ".join(row)
+                      + f" | same numbers {[round(float(v), 2) for v in r_ours]}")
 
 
 def main():

@@ -4,15 +4,18 @@
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2};
-use pyo3::exceptions::PyValueError;
+use std::path::PathBuf;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use rayon::prelude::*;
 
 use wsol_eval::localize::{sweep_quantized, BBox};
 use wsol_eval::metrics::{BoxAccumulator as Accumulator, BoxEvalConfig};
+use wsol_eval::scoremaps;
 
-use crate::maps::{prepare, quantize_checked, BadMap, Borrowed, MapView};
+use crate::maps::{prepare, quantize_checked, BadMap, Borrowed, MapView, Pixels};
 
 /// Correct-image counts per (IoU, CAM threshold) for the largest contour (MaxBoxAcc) and
 /// for all contours (MaxBoxAccV2's `multi_contour_eval`), over the maps accumulated.
@@ -136,6 +139,64 @@ impl PyBoxAccumulator {
         });
         if let Some((i, e)) = bad {
             return Err(e.error(&image_ids[i]));
+        }
+        self.acc.merge(&acc);
+        Ok(())
+    }
+
+    /// [`Self::accumulate_batch`] for maps saved as `.npy` files (float32 or float64,
+    /// `[H, W]`), read on all cores: no numpy array per map.
+    #[pyo3(signature = (paths, gt_boxes, image_ids, normalize = None))]
+    fn accumulate_files(
+        &mut self,
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        gt_boxes: Vec<Vec<[i64; 4]>>,
+        image_ids: Vec<String>,
+        normalize: Option<usize>,
+    ) -> PyResult<()> {
+        if paths.len() != image_ids.len() || paths.len() != gt_boxes.len() {
+            return Err(PyValueError::new_err(format!(
+                "accumulate_files: {} paths, {} image ids and {} GT box lists; expected one of each per map",
+                paths.len(),
+                image_ids.len(),
+                gt_boxes.len()
+            )));
+        }
+        let cfg = &self.cfg;
+        let empty = || (Accumulator::new(cfg).expect("checked at construction"), None::<(usize, PyErr)>);
+        let (acc, bad) = py.detach(|| {
+            paths
+                .par_iter()
+                .enumerate()
+                .fold(empty, |(mut acc, bad), (i, path)| {
+                    if bad.is_some() {
+                        return (acc, bad);
+                    }
+                    let map = match scoremaps::read(path) {
+                        Ok(m) => m,
+                        Err(e) => return (acc, Some((i, PyOSError::new_err(format!("{e:#}"))))),
+                    };
+                    let view = MapView { pixels: Pixels::F64(&map.data), h: map.height, w: map.width };
+                    match levels(&view, normalize) {
+                        Ok((q, w, h)) => {
+                            acc.add_quantized(&q, w, h, &gt(&gt_boxes[i]), None);
+                            (acc, None)
+                        }
+                        Err(e) => (acc, Some((i, e.error(&format!("{} ({})", image_ids[i], path.display()))))),
+                    }
+                })
+                .reduce(empty, |(mut a, bad_a), (b, bad_b)| {
+                    a.merge(&b);
+                    let bad = match (bad_a, bad_b) {
+                        (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
+                        (x, y) => x.or(y),
+                    };
+                    (a, bad)
+                })
+        });
+        if let Some((_, e)) = bad {
+            return Err(e);
         }
         self.acc.merge(&acc);
         Ok(())

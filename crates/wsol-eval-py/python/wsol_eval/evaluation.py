@@ -230,6 +230,14 @@ class BoxEvaluator(LocalizationEvaluator):
             maps = [_as_map(m, f"Scoremap of image {i}") for m, i in zip(scoremaps, image_ids)]
         self._acc.accumulate_batch(maps, gts, image_ids, self.resize_length if normalize else None)
 
+    def accumulate_files(self, paths, image_ids, normalize=False):
+        """``accumulate_batch`` for maps saved as ``.npy`` files (float32 or float64),
+        read by the engine on all cores."""
+        image_ids = [str(i) for i in image_ids]
+        gts = [self._gt(i) for i in image_ids]
+        paths = [os.fspath(p) for p in paths]
+        self._acc.accumulate_files(paths, gts, image_ids, self.resize_length if normalize else None)
+
     def compute(self):
         """Per IoU threshold, the best accuracy (percent) over the CAM thresholds."""
         return [(row * 100.0 / float(self.cnt)).max() for row in self.num_correct.values()]
@@ -295,15 +303,12 @@ def evaluate_wsol(scoremap_root, metadata_root, mask_root, dataset_name, split, 
         multi_contour_eval=multi_contour_eval,
         iou_threshold_list=iou_threshold_list,
     )
-    load = lambda i: np.load(os.path.join(scoremap_root, i + ".npy"))  # noqa: E731
+    path = lambda i: os.path.join(scoremap_root, i + ".npy")  # noqa: E731
     if isinstance(evaluator, BoxEvaluator):
-        # Batches keep memory bounded and the cores busy while numpy reads the next files.
-        for start in range(0, len(image_ids), 256):
-            ids = image_ids[start:start + 256]
-            evaluator.accumulate_batch([load(i) for i in ids], ids)
+        evaluator.accumulate_files([path(i) for i in image_ids], image_ids)
     else:
         for i in image_ids:
-            evaluator.accumulate(load(i), i)
+            evaluator.accumulate(np.load(path(i)), i)
     performance = evaluator.compute()
     if multi_iou_eval or dataset_name == "OpenImages":
         performance = np.average(performance)
