@@ -4,6 +4,7 @@
 //! cam`) and [`html_report`] (`wsol report`).
 
 pub mod cam_figure;
+pub mod faithfulness;
 pub mod html_report;
 
 use std::path::Path;

@@ -18,6 +18,7 @@ mod errors;
 mod eval_cams;
 mod eval_cams_masks;
 mod eval_cams_official;
+mod faithfulness;
 mod folder_layout;
 mod fuzz;
 mod gradients;

@@ -10,11 +10,14 @@
 //! - [`localize`]: map preparation, thresholds, contours, boxes, IoU.
 //! - [`metrics`]: the accumulators and the numbers of `metrics.json`.
 //! - [`scoremaps`]: score maps as `.npy` files, the layout wsolevaluation reads.
+//! - [`faithfulness`]: Average Drop / Increase, Deletion / Insertion, ROAD: the perturbed
+//!   inputs a map asks for and the numbers from their class scores (the model is the caller's).
 //! - [`eval_cams`]: a folder of maps against a split, end to end (`wsol eval-cams`).
 //! - [`results`], [`report`]: `metrics.json`, `curve.csv`, `curve.png`, `per_image.csv`,
 //!   console rows.
 
 pub mod eval_cams;
+pub mod faithfulness;
 pub mod fs;
 pub mod localize;
 pub mod masks;
