@@ -53,7 +53,24 @@ pub fn run(a: EvalArgs) -> Result<()> {
             ],
         )
         .with_context(|| format!("writing results to {}", out.display()))?;
+    if cfg.log.tensorboard {
+        // Beside metrics.json, so TensorBoard on the run folder lists this evaluation as a run.
+        let mut tb = crate::report::tensorboard::TbWriter::new(&out.join("tb"));
+        for (k, v) in result.to_json().as_object().expect("metrics are an object") {
+            if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
+                tb.add_scalar(&format!("eval/{k}"), x as f32, 0);
+            }
+        }
+        tb.flush();
+    }
     println!("{}", metrics_table(&result.table_rows()));
+    if let (Some(f), false) = (&result.faithfulness, a.common.quiet) {
+        eprintln!(
+            "faithfulness: {:.0} perturbed inputs per image, {:.1} ms per image",
+            f.inputs_per_image,
+            f.seconds_per_image * 1e3
+        );
+    }
     if !a.common.quiet {
         eprintln!("metrics written to {}", out.join("metrics.json").display());
     }

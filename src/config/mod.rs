@@ -12,6 +12,7 @@ mod names;
 
 pub use names::{
     AcolMap, Backbone, CamMethod, CheckpointChoice, DataFormat, Method, OptimizerName, ScheduleName, SelectBy,
+    Substrate,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +276,18 @@ pub struct EvalConfig {
     pub split: String,
     /// Which checkpoint the final evaluation of `wsol train` uses.
     pub checkpoint: CheckpointChoice,
+    /// Faithfulness metrics of the maps (`avg_drop`, `avg_increase`, `deletion`,
+    /// `insertion`, `road_morf`, `road_lerf`, `road` for both): none by default, since each
+    /// scores extra perturbed inputs per image (wsol-eval's `faithfulness`).
+    pub faithfulness: Vec<String>,
+    /// Deletion / Insertion intervals.
+    pub faithfulness_steps: usize,
+    /// What Deletion / Insertion put in place of removed pixels.
+    pub faithfulness_substrate: Substrate,
+    /// ROAD's percentiles (pytorch-grad-cam's 10..90).
+    pub road_percentiles: Vec<u32>,
+    /// Standard deviation of ROAD's imputation noise (the reference's 0.01), seeded by `seed`.
+    pub road_noise: f32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -398,6 +411,11 @@ impl Default for EvalConfig {
             fixed_threshold: 0.2,
             split: "test".into(),
             checkpoint: CheckpointChoice::Last,
+            faithfulness: Vec::new(),
+            faithfulness_steps: 20,
+            faithfulness_substrate: Substrate::Zero,
+            road_percentiles: (1..=9).map(|k| k * 10).collect(),
+            road_noise: 0.01,
         }
     }
 }
@@ -580,12 +598,32 @@ impl Config {
             (0.0..1.0).contains(&e.fixed_threshold),
             format!("eval.fixed_threshold: expected in [0, 1), got {}", e.fixed_threshold),
         );
+        let faithfulness = self.faithfulness().and_then(|f| f.validate(d.image_size as usize));
+        check(faithfulness.is_ok(), faithfulness.err().map(|e| e.to_string()).unwrap_or_default());
         check(self.log.every_steps >= 1, "log.every_steps: expected >= 1".into());
         if errs.is_empty() {
             Ok(())
         } else {
             bail!("invalid config: {}", errs.join("; "))
         }
+    }
+
+    /// `eval.faithfulness` and its options as wsol-eval takes them; `metrics` empty when
+    /// none are asked for. Fails on an unknown metric name.
+    pub fn faithfulness(&self) -> Result<wsol_eval::faithfulness::FaithfulnessConfig> {
+        use wsol_eval::faithfulness::{FaithfulnessConfig, Metric};
+        let e = &self.eval;
+        Ok(FaithfulnessConfig {
+            metrics: Metric::parse_list(&e.faithfulness)?,
+            steps: e.faithfulness_steps,
+            substrate: match e.faithfulness_substrate {
+                Substrate::Zero => wsol_eval::faithfulness::Substrate::Zero,
+                Substrate::Blur => wsol_eval::faithfulness::Substrate::Blur,
+            },
+            percentiles: e.road_percentiles.clone(),
+            road_noise: e.road_noise,
+            seed: self.seed,
+        })
     }
 
     /// Training-time resize before the random crop.

@@ -63,6 +63,15 @@ names! {
 }
 
 names! {
+    /// `eval.faithfulness_substrate`: what Deletion / Insertion put in place of removed
+    /// pixels (zeros of the normalized input, or the input blurred as RISE does).
+    Substrate {
+        Zero = "zero",
+        Blur = "blur",
+    }
+}
+
+names! {
     /// `model.method` (or its older spelling `model.head`): the WSOL method (`methods/`).
     Method {
         Cam = "cam",

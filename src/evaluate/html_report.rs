@@ -84,6 +84,22 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
             }
         }
     }
+    // Numbers of later `wsol eval` runs that the run's own metrics.json lacks (e.g. the
+    // faithfulness metrics of `wsol eval RUN --set eval.faithfulness=[...]`).
+    let mut evals: Vec<PathBuf> = std::fs::read_dir(run)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.join("metrics.json").is_file()).collect())
+        .unwrap_or_default();
+    evals.sort();
+    for dir in evals {
+        let Ok(text) = std::fs::read_to_string(dir.join("metrics.json")) else { continue };
+        let Ok(serde_json::Value::Object(other)) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for (k, v) in &other {
+            if let Some(x) = v.as_f64().filter(|_| metrics.get(k).is_none()) {
+                write!(html, "<tr><td>{} ({})</td><td>{}</td></tr>", escape(k), escape(&name), fmt_metric(k, x))?;
+            }
+        }
+    }
     html += "</table>";
     if let Ok(csv) = std::fs::read_to_string(curve_dir.join("curve.csv")) {
         html += "<h2>Box accuracy vs CAM threshold</h2>";

@@ -21,6 +21,7 @@ use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, Transform
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
 use crate::report::{encode_png_rgb, Progress};
+use wsol_eval::faithfulness::FaithfulnessAccumulator;
 use wsol_eval::localize::{
     boxes_at_thresholds, cam_thresholds, prepare_map, prepare_quantized, quantize, rescale_boxes,
 };
@@ -28,7 +29,7 @@ use wsol_eval::masks::load_mask;
 use wsol_eval::metrics::{
     topk_correct, BoxAccumulator, BoxEvalConfig, ClsOutcome, ImageInfo, PerImageRecorder, Prediction, PxapAccumulator,
 };
-pub use wsol_eval::results::EvalResult;
+pub use wsol_eval::results::{EvalResult, FaithfulnessResult};
 use wsol_eval::scoremaps::{self, ScoreMap};
 
 pub fn box_eval_config(cfg: &Config) -> Result<BoxEvalConfig> {
@@ -75,6 +76,9 @@ pub struct EvalOutputs<'a> {
     /// Keeps the rows of `per_image.csv` ([`EvalResult::per_image`]): worth it where
     /// metrics.json is written, not for every epoch's validation.
     pub per_image: bool,
+    /// Computes `eval.faithfulness` (when the config asks for any): each metric scores
+    /// extra inputs per image, so final evaluations only, not each epoch's validation.
+    pub faithfulness: bool,
 }
 
 /// Builds the configured model, loads `checkpoint` and evaluates it on `split`: what
@@ -94,7 +98,7 @@ pub fn evaluate_checkpoint(
     let extractor = crate::cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let batches = crate::data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
     let progress = Progress::new(batches, &format!("eval {split}"), quiet);
-    let outputs = EvalOutputs { save_cams, per_image: true };
+    let outputs = EvalOutputs { save_cams, per_image: true, faithfulness: true };
     let result = evaluate(net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, outputs)?;
     progress.finish();
     Ok(result)
@@ -125,11 +129,17 @@ pub fn evaluate(
     };
     let empty = || proto.clone();
     let mut acc = empty();
+    let faith_cfg = match outputs.faithfulness {
+        true => Some(cfg.faithfulness()?).filter(|f| !f.metrics.is_empty()),
+        false => None,
+    };
+    let (mut faith, mut faith_time) = (FaithfulnessAccumulator::default(), std::time::Duration::ZERO);
     let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
     let loader = eval_loader(cfg, cfg.data.batch_size);
     for batch in epoch_batches(ds.clone(), loader) {
         let batch = batch?;
         let n = batch.labels.len();
+        let host_images = faith_cfg.is_some().then(|| batch.images.clone());
         let x = Tensor::from_vec(batch.images, (n, 3, size, size), device)?;
         let labels = Tensor::from_vec(batch.labels.clone(), n, device)?;
         let out = model.forward_t(&x, false)?;
@@ -145,53 +155,87 @@ pub fn evaluate(
         top1 += outcomes.iter().filter(|o| o.top1).count();
         top5 += outcomes.iter().filter(|o| o.top5).count();
         count += n;
-        if has_boxes || ds.masks.is_some() {
+        if has_boxes || ds.masks.is_some() || faith_cfg.is_some() {
             let input = CamInput { model, images: &x, out: &out, targets: &labels };
             let maps = extractor.extract(&input).context("computing class activation maps")?;
             let (_, h, w) = maps.dims3()?;
             let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
-            let batch_acc = (0..n)
-                .into_par_iter()
-                .try_fold(empty, |mut a, i| -> Result<Scores> {
-                    let index = batch.indices[i];
-                    let sample = &ds.meta.samples[index];
-                    let raw = &maps[i * h * w..(i + 1) * h * w];
-                    // The float map only where pixel scores or exported maps need it.
-                    let pixels = ds.masks.is_some() && a.pxap.is_some();
-                    let map = (pixels || save_cams.is_some()).then(|| prepare_map(raw, w, h, size));
-                    if has_boxes {
-                        let gt = rescale_boxes(&sample.boxes, sample.size, size);
-                        let q = map.as_deref().map_or_else(|| prepare_quantized(raw, w, h, size), quantize);
-                        let scored = a.boxes.score(&q, size, size, &gt);
-                        a.boxes.add_scored(&scored, Some(outcomes[i]));
-                        if let Some(rec) = a.per_image.as_mut() {
-                            let info = ImageInfo {
-                                image_id: sample.image_id.clone(),
-                                gt_class: sample.label,
-                                original_size: sample.size,
-                                predictions: top_predictions(&logits[i], 5),
-                                cls: Some(outcomes[i]),
-                            };
-                            rec.record(index, info, &gt, &scored);
+            if let (Some(fc), Some(images)) = (&faith_cfg, &host_images) {
+                let start = std::time::Instant::now();
+                progress.set_message("faithfulness".into());
+                // The maps as scored (resized, min-max), for the GT class they were made for.
+                let prepared: Vec<f32> = (0..n)
+                    .into_par_iter()
+                    .flat_map_iter(|i| {
+                        prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size).into_iter().map(|v| v as f32)
+                    })
+                    .collect();
+                let classes: Vec<usize> = batch.labels.iter().map(|&y| y as usize).collect();
+                let probs: Vec<Vec<f32>> = candle_nn::ops::softmax_last_dim(&out.logits)?.to_vec2()?;
+                let base: Vec<f32> = probs.iter().zip(&classes).map(|(p, &c)| p[c]).collect();
+                let keys: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
+                let (per, inputs) = faithfulness::score_images(
+                    model,
+                    fc,
+                    images,
+                    &prepared,
+                    (3, size),
+                    &classes,
+                    &base,
+                    &keys,
+                    device,
+                    cfg.data.batch_size,
+                )
+                .context("scoring faithfulness")?;
+                per.iter().for_each(|p| faith.add(p));
+                faith.forwards += inputs;
+                faith_time += start.elapsed();
+                progress.set_message(String::new());
+            }
+            if has_boxes || ds.masks.is_some() {
+                let batch_acc = (0..n)
+                    .into_par_iter()
+                    .try_fold(empty, |mut a, i| -> Result<Scores> {
+                        let index = batch.indices[i];
+                        let sample = &ds.meta.samples[index];
+                        let raw = &maps[i * h * w..(i + 1) * h * w];
+                        // The float map only where pixel scores or exported maps need it.
+                        let pixels = ds.masks.is_some() && a.pxap.is_some();
+                        let map = (pixels || save_cams.is_some()).then(|| prepare_map(raw, w, h, size));
+                        if has_boxes {
+                            let gt = rescale_boxes(&sample.boxes, sample.size, size);
+                            let q = map.as_deref().map_or_else(|| prepare_quantized(raw, w, h, size), quantize);
+                            let scored = a.boxes.score(&q, size, size, &gt);
+                            a.boxes.add_scored(&scored, Some(outcomes[i]));
+                            if let Some(rec) = a.per_image.as_mut() {
+                                let info = ImageInfo {
+                                    image_id: sample.image_id.clone(),
+                                    gt_class: sample.label,
+                                    original_size: sample.size,
+                                    predictions: top_predictions(&logits[i], 5),
+                                    cls: Some(outcomes[i]),
+                                };
+                                rec.record(index, info, &gt, &scored);
+                            }
                         }
-                    }
-                    if let (Some(m), Some(p), Some(map)) = (&ds.masks, a.pxap.as_mut(), &map) {
-                        let s = &m.split.samples[index];
-                        p.add(map, &load_mask(&m.root, s, &m.split.localization, size)?);
-                    }
-                    if let (Some(dir), Some(map)) = (save_cams, map) {
-                        scoremaps::write(
-                            &scoremaps::nested_path(dir, &sample.image_id),
-                            &ScoreMap { width: size, height: size, data: map },
-                        )?;
-                    }
-                    Ok(a)
-                })
-                .try_reduce(empty, |mut a, b| {
-                    a.merge(b);
-                    Ok(a)
-                })?;
-            acc.merge(batch_acc);
+                        if let (Some(m), Some(p), Some(map)) = (&ds.masks, a.pxap.as_mut(), &map) {
+                            let s = &m.split.samples[index];
+                            p.add(map, &load_mask(&m.root, s, &m.split.localization, size)?);
+                        }
+                        if let (Some(dir), Some(map)) = (save_cams, map) {
+                            scoremaps::write(
+                                &scoremaps::nested_path(dir, &sample.image_id),
+                                &ScoreMap { width: size, height: size, data: map },
+                            )?;
+                        }
+                        Ok(a)
+                    })
+                    .try_reduce(empty, |mut a, b| {
+                        a.merge(b);
+                        Ok(a)
+                    })?;
+                acc.merge(batch_acc);
+            }
         }
         progress.inc(1);
     }
@@ -208,6 +252,11 @@ pub fn evaluate(
         (Some(rec), Some(loc)) => Some(rec.finish(loc)?),
         _ => None,
     };
+    let faithfulness = faith_cfg.map(|_| FaithfulnessResult {
+        values: faith.finish(),
+        inputs_per_image: faith.forwards as f64 / count as f64,
+        seconds_per_image: faith_time.as_secs_f64() / count as f64,
+    });
     Ok(EvalResult {
         split: ds.meta.split.clone(),
         cam: extractor.name().to_string(),
@@ -217,6 +266,7 @@ pub fn evaluate(
         loc,
         pxap,
         per_image,
+        faithfulness,
     })
 }
 

@@ -447,7 +447,7 @@ impl<'a> Trainer<'a> {
         let batches = num_batches(self.test_ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
         let tp = Progress::new(batches, "test", self.quiet);
         let net = self.model.inference_net(cfg)?;
-        let outputs = EvalOutputs { per_image: true, ..EvalOutputs::default() };
+        let outputs = EvalOutputs { per_image: true, faithfulness: true, ..EvalOutputs::default() };
         let test_ds = self.test_ds.clone();
         let result = evaluate(net.as_ref(), self.extractor.as_ref(), test_ds, cfg, &self.device, &tp, outputs)?;
         tp.finish();

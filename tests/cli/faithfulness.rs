@@ -167,3 +167,58 @@ fn road_imputation_matches_the_reference_linear_solve() {
     let ours: Vec<f64> = img.iter().map(|&v| v as f64).collect();
     check("imputed image (MoRF 50)", &ours, &theirs.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5);
 }
+
+/// `wsol eval RUN --set eval.faithfulness=[...]` on a briefly trained run: the keys in
+/// metrics.json, the table, TensorBoard and `wsol report`; bad options refused by name.
+#[test]
+fn eval_writes_faithfulness_keys_that_report_shows() {
+    use crate::common::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth(dir, 64, 8, 8);
+    let cfg = write_config(dir, "f", "");
+    let cfg = cfg.to_str().unwrap();
+    wsol_ok(&["train", "--config", cfg, "--set", "train.epochs=1", "--out", "run", "--quiet"], dir);
+    let m = read_json(&dir.join("run/metrics.json"));
+    assert!(m.get("deletion_auc").is_none(), "off by default: {m}");
+
+    let set = ["--set", "eval.faithfulness=[road, insertion, avg_drop]", "--set", "eval.road_percentiles=[20, 80]"];
+    let out = wsol(&[&["eval", "run"][..], &set, &["--set", "eval.faithfulness_steps=8"]].concat(), dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("faithfulness: 13 perturbed inputs per image"), "{stderr}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let m = read_json(&dir.join("run/eval-test/metrics.json"));
+    // Per image: the map times the input; insertion's 9 points (48 x 48 pixels in steps of
+    // 288) less the unperturbed last; 2 percentiles x 2 ROAD orders.
+    assert_eq!(m["faithfulness_inputs_per_image"], 1.0 + 8.0 + 4.0);
+    for key in ["avg_drop", "insertion_auc", "road_morf", "road_lerf", "road_combined"] {
+        let v = m[key].as_f64().unwrap_or_else(|| panic!("metrics.json lacks {key}: {m}"));
+        assert!(v.is_finite(), "{key} = {v}");
+        assert!(table.contains(key), "the table lacks {key}:\n{table}");
+    }
+    assert!(m.get("deletion_auc").is_none() && m.get("avg_increase").is_none(), "only what was asked for: {m}");
+    assert!(dir.join("run/eval-test/tb").is_dir());
+    // The same config and seed give the same numbers (ROAD's noise is seeded).
+    wsol_ok(
+        &[&["eval", "run", "--out", "again"][..], &set, &["--set", "eval.faithfulness_steps=8", "--quiet"]].concat(),
+        dir,
+    );
+    let again = read_json(&dir.join("again/metrics.json"));
+    assert_eq!(m["road_morf"], again["road_morf"]);
+    assert_eq!(m["insertion_auc"], again["insertion_auc"]);
+    wsol_ok(&["report", "run", "--samples", "1"], dir);
+    let html = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
+    assert!(html.contains("road_morf (eval-test)"), "report lacks the eval's faithfulness rows");
+
+    let err = wsol_err(&["eval", "run", "--set", "eval.faithfulness=[deletoin]"], dir);
+    assert!(err.contains("eval.faithfulness: unknown metric `deletoin`") && err.contains("road_morf"), "{err}");
+    let err =
+        wsol_err(&["eval", "run", "--set", "eval.faithfulness=[road]", "--set", "eval.road_percentiles=[0, 50]"], dir);
+    assert!(err.contains("eval.road_percentiles: 0"), "{err}");
+    let err =
+        wsol_err(&["eval", "run", "--set", "eval.faithfulness=[deletion]", "--set", "eval.faithfulness_steps=0"], dir);
+    assert!(err.contains("eval.faithfulness_steps: 0"), "{err}");
+    let err = wsol_err(&["eval", "run", "--set", "eval.faithfulness_substrate=noise"], dir);
+    assert!(err.contains("faithfulness_substrate") && err.contains("blur"), "{err}");
+}

@@ -208,6 +208,7 @@ fn result(
         loc,
         pxap,
         per_image,
+        faithfulness: None,
     }
 }
 

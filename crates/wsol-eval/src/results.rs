@@ -17,6 +17,19 @@ pub struct EvalResult {
     pub pxap: Option<f64>,
     /// The rows of `per_image.csv`; Some when boxes were scored and rows were asked for.
     pub per_image: Option<PerImageTable>,
+    /// Faithfulness of the maps (`eval.faithfulness`), when asked for.
+    pub faithfulness: Option<FaithfulnessResult>,
+}
+
+/// Means over the split of the faithfulness metrics, and what they cost.
+#[derive(Clone, Debug)]
+pub struct FaithfulnessResult {
+    /// By metrics.json key (`avg_drop`, `deletion_auc`, `road_morf`, ...).
+    pub values: std::collections::BTreeMap<String, f64>,
+    /// Perturbed inputs the model scored per image.
+    pub inputs_per_image: f64,
+    /// Wall seconds per image (not in metrics.json: it changes from run to run).
+    pub seconds_per_image: f64,
 }
 
 /// Older names kept beside the ones that say their contour rule: `maxboxacc_by_iou` and
@@ -53,6 +66,12 @@ impl EvalResult {
         if let Some(p) = self.pxap {
             m.insert("pxap".into(), json!(p));
         }
+        if let Some(f) = &self.faithfulness {
+            for (k, v) in &f.values {
+                m.insert(k.clone(), json!(v));
+            }
+            m.insert("faithfulness_inputs_per_image".into(), json!(f.inputs_per_image));
+        }
         Value::Object(m)
     }
 
@@ -80,6 +99,13 @@ impl EvalResult {
         }
         if let Some(p) = self.pxap {
             rows.push(("pxap".into(), pct(p)));
+        }
+        if let Some(f) = &self.faithfulness {
+            for (k, v) in &f.values {
+                rows.push((k.clone(), format!("{v:.4}")));
+            }
+            let cost = format!("{:.0} inputs, {:.1} ms per image", f.inputs_per_image, f.seconds_per_image * 1e3);
+            rows.push(("faithfulness cost".into(), cost));
         }
         rows
     }
