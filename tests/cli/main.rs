@@ -28,4 +28,5 @@ mod pipeline_parity;
 mod preflight;
 mod provenance;
 mod source_rules;
+mod tensorboard;
 mod training_parity;
