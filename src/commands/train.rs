@@ -16,6 +16,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         resume: a.resume,
         use_previous_checkpoint: a.use_previous_checkpoint,
         quiet: a.common.quiet,
+        own_experiment: true,
     };
     let (_, result) = train::train(&cfg, &opts)?;
     println!("{}", crate::report::metrics_table(&result.table_rows()));

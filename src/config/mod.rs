@@ -299,6 +299,9 @@ pub struct LogConfig {
     /// CAM overlays (GT box green, predicted box red) of this many fixed validation
     /// images written to TensorBoard each epoch (`val_cam/<k>`).
     pub cam_images: usize,
+    /// Histograms of every weight and its gradient to TensorBoard every this many
+    /// training steps (`weights/<name>`, `grads/<name>`); 0 = never.
+    pub histograms_every: usize,
 }
 
 impl Default for Config {
@@ -422,7 +425,13 @@ impl Default for EvalConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { dir: "experiments/runs".into(), tensorboard: true, every_steps: 10, cam_images: 8 }
+        LogConfig {
+            dir: "experiments/runs".into(),
+            tensorboard: true,
+            every_steps: 10,
+            cam_images: 8,
+            histograms_every: 0,
+        }
     }
 }
 
@@ -503,11 +512,7 @@ impl Config {
             let value: serde_yaml::Value =
                 parse_yaml(raw).with_context(|| format!("--set {item}: value is not valid YAML"))?;
             let key = key.trim();
-            // Older spellings of renamed keys.
-            let key = match key {
-                "model.head" => "model.method",
-                other => other,
-            };
+            let key = canonical_key(key);
             set_path(&mut tree, key, value).with_context(|| format!("--set {item}"))?;
             // Checked after each override, so a wrong type names its key.
             serde_yaml::from_value::<Config>(tree.clone()).map_err(|e| anyhow::anyhow!("--set {item}: {key}: {e}"))?;
@@ -601,6 +606,11 @@ impl Config {
         let faithfulness = self.faithfulness().and_then(|f| f.validate(d.image_size as usize));
         check(faithfulness.is_ok(), faithfulness.err().map(|e| e.to_string()).unwrap_or_default());
         check(self.log.every_steps >= 1, "log.every_steps: expected >= 1".into());
+        check(
+            self.log.histograms_every == 0 || self.log.tensorboard,
+            "log.histograms_every: histograms go to TensorBoard; set log.tensorboard: true or log.histograms_every: 0"
+                .into(),
+        );
         if errs.is_empty() {
             Ok(())
         } else {
@@ -629,6 +639,15 @@ impl Config {
     /// Training-time resize before the random crop.
     pub fn resize_size(&self) -> u32 {
         self.data.resize_size.unwrap_or_else(|| (self.data.image_size as f64 * 256.0 / 224.0).round() as u32)
+    }
+}
+
+/// The key a config key is stored under: older spellings of renamed keys map to the
+/// current name (`model.head` -> `model.method`).
+pub fn canonical_key(key: &str) -> &str {
+    match key {
+        "model.head" => "model.method",
+        other => other,
     }
 }
 

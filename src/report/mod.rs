@@ -1,5 +1,6 @@
 //! Reporting: TensorBoard event files, progress bars, console tables, JSON and PNG output.
 
+pub mod hparams;
 pub mod overlay;
 pub mod progress;
 pub mod provenance;

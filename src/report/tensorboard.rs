@@ -35,7 +35,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use protobuf::{Message, RepeatedField};
 use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
-use tensorboard_proto::summary::{Summary, Summary_Image, Summary_Value};
+use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Image, Summary_Value};
+use tensorboard_proto::tensor::TensorProto;
+use tensorboard_proto::tensor_shape::{TensorShapeProto, TensorShapeProto_Dim};
+use tensorboard_proto::types::DataType;
 use tensorboard_rs::record_writer::RecordWriter;
 use wsol_eval::metrics::Curves;
 
@@ -128,6 +131,53 @@ impl TbWriter {
         self.write_summary(summary, step);
     }
 
+    /// A summary of plugin `plugin` whose metadata carries `content` (as TensorFlow writes
+    /// them: with an empty float tensor as the value, which the HParams plugin expects).
+    pub fn add_plugin_record(&mut self, tag: &str, plugin: &str, content: Vec<u8>, step: usize) {
+        if self.inner.is_none() {
+            return;
+        }
+        let mut data = SummaryMetadata_PluginData::new();
+        data.set_plugin_name(plugin.to_string());
+        data.set_content(content);
+        let mut metadata = SummaryMetadata::new();
+        metadata.set_plugin_data(data);
+        let mut dim = TensorShapeProto_Dim::new();
+        dim.set_size(0);
+        let mut shape = TensorShapeProto::new();
+        shape.set_dim(RepeatedField::from_vec(vec![dim]));
+        let mut empty = TensorProto::new();
+        empty.set_dtype(DataType::DT_FLOAT);
+        empty.set_tensor_shape(shape);
+        let mut value = Summary_Value::new();
+        value.set_tag(tag.to_string());
+        value.set_metadata(metadata);
+        value.set_tensor(empty);
+        let mut summary = Summary::new();
+        summary.set_value(RepeatedField::from_vec(vec![value]));
+        self.write_summary(summary, step);
+    }
+
+    /// A histogram of `values` (non-finite ones left out); nothing when none is finite.
+    pub fn add_histogram(&mut self, tag: &str, values: &[f32], step: usize) {
+        if self.inner.is_none() {
+            return;
+        }
+        if let Some(h) = Histogram::of(values) {
+            let summary = tensorboard_rs::summary::histogram_raw(
+                tag,
+                h.min,
+                h.max,
+                h.num,
+                h.sum,
+                h.sum_squares,
+                &h.bucket_limit,
+                &h.bucket,
+            );
+            self.write_summary(summary, step);
+        }
+    }
+
     /// Marks a resumed run: TensorBoard's reader drops every event of this run directory
     /// with a step >= `step` written before this marker (its purge of orphaned data after a
     /// restart, as PyTorch's `SummaryWriter(purge_step=...)` uses), so steps logged after
@@ -186,6 +236,135 @@ impl Drop for TbWriter {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+/// TensorBoard's `HistogramProto`: `bucket[k]` counts the values up to `bucket_limit[k]`
+/// (and above the limit before it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub min: f64,
+    pub max: f64,
+    pub num: f64,
+    pub sum: f64,
+    pub sum_squares: f64,
+    pub bucket_limit: Vec<f64>,
+    pub bucket: Vec<f64>,
+}
+
+/// Buckets of a histogram, as `tf.summary.histogram` uses by default.
+pub const HISTOGRAM_BUCKETS: usize = 30;
+
+impl Histogram {
+    /// [`HISTOGRAM_BUCKETS`] equal-width buckets from the smallest to the largest finite
+    /// value (one bucket when all are equal); `None` when no value is finite.
+    pub fn of(values: &[f32]) -> Option<Histogram> {
+        // Weights and gradients are finite (a non-finite loss skips the update), so the
+        // fast pass assumes it; a NaN or infinity shows in its sums and takes the filtered one.
+        let (min, max, sum, sum_squares) = match moments(values) {
+            m @ (_, _, s, q) if s.is_finite() && q.is_finite() => m,
+            _ => {
+                let finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+                moments(&finite)
+            }
+        };
+        if min > max {
+            return None;
+        }
+        let n = if max > min { HISTOGRAM_BUCKETS } else { 1 };
+        let scale = if max > min { n as f32 / (max - min) } else { 0.0 };
+        // Neighbouring values mostly fall in one bucket: counting them in one table would
+        // make each increment wait for the last, so LANES tables take turns.
+        const LANES: usize = 4;
+        let mut counts = vec![[0u64; LANES]; n];
+        let mut count = |lane: usize, v: f32| {
+            if v.is_finite() {
+                // Rounding at a bucket's edge may move a value to its neighbour: harmless.
+                let k = ((v - min) * scale) as usize;
+                counts[k.min(n - 1)][lane] += 1;
+            }
+        };
+        let chunks = values.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (lane, &v) in c.iter().enumerate() {
+                count(lane, v);
+            }
+        }
+        for &v in rest {
+            count(0, v);
+        }
+        let bucket: Vec<f64> = counts.iter().map(|c| c.iter().sum::<u64>() as f64).collect();
+        let (min, max) = (min as f64, max as f64);
+        let width = (max - min) / n as f64;
+        let mut bucket_limit: Vec<f64> = (1..=n).map(|k| min + width * k as f64).collect();
+        bucket_limit[n - 1] = max;
+        let num = bucket.iter().sum();
+        Some(Histogram { min, max, num, sum, sum_squares, bucket_limit, bucket })
+    }
+}
+
+/// Smallest and largest value (NaN ignored; +inf/-inf when empty), sum and sum of squares
+/// (in f64), over independent lanes so that the compiler can vectorize the pass.
+fn moments(values: &[f32]) -> (f32, f32, f64, f64) {
+    const LANES: usize = 8;
+    let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let (mut sum, mut squares) = ([0f64; LANES], [0f64; LANES]);
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            let v = c[i];
+            lo[i] = lo[i].min(v);
+            hi[i] = hi[i].max(v);
+            sum[i] += v as f64;
+            squares[i] += v as f64 * v as f64;
+        }
+    }
+    for (i, &v) in rest.iter().enumerate() {
+        lo[i] = lo[i].min(v);
+        hi[i] = hi[i].max(v);
+        sum[i] += v as f64;
+        squares[i] += v as f64 * v as f64;
+    }
+    let min = lo.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = hi.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (min, max, sum.iter().sum(), squares.iter().sum())
+}
+
+/// Whether an event file in `dir` holds a summary tagged `tag` among its first records,
+/// where a run writes its HParams records (so a resumed run does not write them twice).
+pub fn dir_has_early_tag(dir: &Path, tag: &str) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else { return false };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("tfevents"))
+        .any(|e| first_records(&e.path(), 8).iter().any(|r| r.windows(tag.len()).any(|w| w == tag.as_bytes())))
+}
+
+/// Up to `n` records of a TFRecord file, fewer where it ends or is cut short.
+fn first_records(path: &Path, n: usize) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let Ok(file) = File::open(path) else { return Vec::new() };
+    let mut r = std::io::BufReader::new(file);
+    let mut out = Vec::new();
+    while out.len() < n {
+        // Framing: u64 length, its masked CRC (u32), the data, the data's masked CRC (u32).
+        let mut head = [0u8; 12];
+        if r.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        if len > 64 << 20 {
+            break;
+        }
+        let mut data = vec![0u8; len as usize + 4];
+        if r.read_exact(&mut data).is_err() {
+            break;
+        }
+        data.truncate(len as usize);
+        out.push(data);
+    }
+    out
 }
 
 /// Per-IoU box accuracies of one evaluation as TensorBoard scalars: each configured IoU
@@ -428,6 +607,57 @@ mod tests {
         assert!(matches!(get(&ev, 2), Some(Field::Varint(42))));
         // Event.session_log (7) with status START (1).
         assert!(matches!(get(&fields(bytes(&ev, 7)), 1), Some(Field::Varint(1))));
+    }
+
+    #[test]
+    fn histogram_buckets_count_every_finite_value() {
+        let h = Histogram::of(&[0.0, 3.0, 1.0, f32::NAN, 3.0, 1.5]).unwrap();
+        assert_eq!((h.min, h.max, h.num, h.sum, h.sum_squares), (0.0, 3.0, 5.0, 8.5, 21.25));
+        assert_eq!(h.bucket.len(), HISTOGRAM_BUCKETS);
+        assert_eq!(h.bucket.iter().sum::<f64>(), 5.0);
+        assert_eq!((h.bucket[0], h.bucket[10], h.bucket[15], h.bucket[29]), (1.0, 1.0, 1.0, 2.0));
+        assert_eq!(h.bucket_limit[29], 3.0);
+        assert!((h.bucket_limit[0] - 0.1).abs() < 1e-12);
+        // All equal: one bucket; nothing finite: no histogram.
+        let flat = Histogram::of(&[2.0; 4]).unwrap();
+        assert_eq!((flat.bucket_limit, flat.bucket), (vec![2.0], vec![4.0]));
+        assert!(Histogram::of(&[f32::INFINITY]).is_none() && Histogram::of(&[]).is_none());
+        // Lanes and remainder, with non-finite values among them, agree with a plain pass.
+        let mut v: Vec<f32> = (0..1003).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+        (v[7], v[500]) = (f32::NEG_INFINITY, f32::NAN);
+        let finite: Vec<f64> = v.iter().filter(|x| x.is_finite()).map(|&x| x as f64).collect();
+        let h = Histogram::of(&v).unwrap();
+        assert_eq!((h.min, h.max, h.num), (-50.0, 50.0, 1001.0));
+        assert_eq!((h.sum, h.sum_squares), (finite.iter().sum(), finite.iter().map(|x| x * x).sum()));
+        assert_eq!(h.bucket.iter().sum::<f64>(), 1001.0);
+    }
+
+    #[test]
+    fn plugin_records_carry_their_content_and_are_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!dir_has_early_tag(dir.path(), "_hparams_/session_start_info"));
+        let path = {
+            let mut w = TbWriter::new(dir.path());
+            w.add_plugin_record("_hparams_/session_start_info", "hparams", vec![1, 2, 3], 0);
+            w.add_histogram("weights/w", &[1.0, 2.0], 5);
+            w.path().unwrap().to_path_buf()
+        };
+        assert!(dir_has_early_tag(dir.path(), "_hparams_/session_start_info"));
+        assert!(!dir_has_early_tag(dir.path(), "_hparams_/experiment"));
+        let records = read_records(&fs::read(path).unwrap());
+        let value = fields(bytes(&fields(bytes(&fields(&records[1]), 5)), 1));
+        assert_eq!(bytes(&value, 1), b"_hparams_/session_start_info");
+        // Summary.Value.metadata (9): plugin_data (1) { plugin_name 1, content 2 }.
+        let plugin = fields(bytes(&fields(bytes(&value, 9)), 1));
+        assert_eq!((bytes(&plugin, 1), bytes(&plugin, 2)), (&b"hparams"[..], &[1u8, 2, 3][..]));
+        // Summary.Value.tensor (8): dtype DT_FLOAT (1), shape [0].
+        let tensor = fields(bytes(&value, 8));
+        assert!(matches!(get(&tensor, 1), Some(Field::Varint(1))));
+        // Summary.Value.histo (5) at step 5.
+        let ev = fields(&records[2]);
+        assert!(matches!(get(&ev, 2), Some(Field::Varint(5))));
+        let histo = fields(bytes(&fields(bytes(&fields(bytes(&ev, 5)), 1)), 5));
+        assert!(matches!(get(&histo, 3), Some(Field::Fixed64(n)) if f64::from_bits(n) == 2.0));
     }
 
     #[test]

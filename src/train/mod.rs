@@ -3,6 +3,7 @@
 //! groups, learning-rate schedules, checkpoint files, and the tuning protocol (`sweep`).
 
 pub mod checkpoint;
+pub mod hparams;
 pub mod interrupt;
 pub mod optimizer;
 pub mod resume;
@@ -30,6 +31,9 @@ pub struct TrainOptions {
     /// When the latest checkpoint cannot be loaded, resume from the one saved before it.
     pub use_previous_checkpoint: bool,
     pub quiet: bool,
+    /// Whether the run writes its own HParams experiment record (TensorBoard's columns);
+    /// a sweep writes one for all its trials instead.
+    pub own_experiment: bool,
 }
 
 /// Appends to `<run>/train.log` and echoes to stderr: progress and information unless

@@ -78,6 +78,11 @@ impl Sgd {
         Ok(())
     }
 
+    /// The parameters it updates, by name.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
     /// Momentum buffers for the checkpoint.
     pub fn state(&self) -> &HashMap<String, Tensor> {
         &self.momentum

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{backprop::GradStore, DType, Device, Tensor, D};
 
 use super::optimizer::Sgd;
 use crate::config::ModelConfig;
@@ -57,6 +57,23 @@ pub fn train_step(
     lr: f64,
     timed: bool,
 ) -> Result<StepResult> {
+    Ok(train_step_keeping_grads(net, sgd, method, draws, batch, device, lr, timed, false)?.0)
+}
+
+/// [`train_step`], also returning the step's gradients when `keep_grads` (for their
+/// histograms): the same store the update read, kept a little longer, nothing copied.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_keeping_grads(
+    net: &dyn WsolModel,
+    sgd: &mut Sgd,
+    method: &ModelConfig,
+    draws: StepDraws,
+    batch: StepBatch,
+    device: &Device,
+    lr: f64,
+    timed: bool,
+    keep_grads: bool,
+) -> Result<(StepResult, Option<GradStore>)> {
     let StepBatch { mut images, labels, size } = batch;
     let n = labels.len();
     let StepDraws { batch: mut batch_draws, layers } = draws;
@@ -78,7 +95,7 @@ pub fn train_step(
     let forward = t0.elapsed();
     let mut times = StepTimes { forward, forward_issue, ..Default::default() };
     if !loss_value.is_finite() {
-        return Ok(StepResult { loss: loss_value, correct: 0, updated: false, times });
+        return Ok((StepResult { loss: loss_value, correct: 0, updated: false, times }, None));
     }
     let t1 = Instant::now();
     let grads = loss.backward()?;
@@ -94,5 +111,6 @@ pub fn train_step(
     }
     times.optimizer = t2.elapsed();
     let correct = out.logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
-    Ok(StepResult { loss: loss_value, correct, updated: true, times })
+    let result = StepResult { loss: loss_value, correct, updated: true, times };
+    Ok((result, keep_grads.then_some(grads)))
 }

@@ -29,6 +29,7 @@ use crate::methods::Knob;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::report::hparams as hp;
 use crate::train::{self, TrainOptions};
 
 #[derive(Debug, Clone)]
@@ -147,6 +148,7 @@ pub fn trial_name(t: usize) -> String {
 
 /// Runs (or resumes) the trials, evaluates the best on test; returns its index.
 pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<usize> {
+    write_experiment(base, space, &opts.out);
     let mut trials: Vec<Trial> = Vec::new();
     for t in 0..opts.trials {
         let overrides = sample_trial(space, base.seed, t);
@@ -196,6 +198,7 @@ pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<
                 resume: resume.then(|| run_dir.clone()),
                 use_previous_checkpoint: false,
                 quiet: true,
+                own_experiment: false,
             };
             train::train(&cfg, &topts)?;
         }
@@ -235,6 +238,62 @@ pub fn sweep(base: &Config, space: &SearchSpace, opts: &SweepOptions) -> Result<
         crate::report::metrics_table(&test.table_rows())
     );
     Ok(best)
+}
+
+/// TensorBoard's HParams columns for the whole sweep, in `<out>/tb`: the searched keys
+/// with their ranges, the trials' validation metrics (trials never score test). Each
+/// trial's run (`trial-NNN/tb`) records its own values, so `tensorboard --logdir <out>`
+/// lists the trials side by side. Written once: a resumed sweep keeps the first record.
+fn write_experiment(base: &Config, space: &SearchSpace, out: &Path) {
+    let dir = out.join("tb");
+    if !base.log.tensorboard || crate::report::tensorboard::dir_has_early_tag(&dir, hp::EXPERIMENT_TAG) {
+        return;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::SystemTime::UNIX_EPOCH);
+    let experiment = sweep_experiment(base, space, now.map_or(0.0, |d| d.as_secs_f64()));
+    let mut tb = crate::report::TbWriter::new(&dir);
+    tb.add_plugin_record(hp::EXPERIMENT_TAG, hp::PLUGIN_NAME, experiment.plugin_content(), 0);
+}
+
+/// The sweep's experiment: a sampled range is an interval, a choice its discrete values
+/// (all as text when the list mixes kinds).
+pub fn sweep_experiment(base: &Config, space: &SearchSpace, time_created_secs: f64) -> hp::Experiment {
+    let hparams = space
+        .iter()
+        .map(|(key, range)| {
+            let name = crate::config::canonical_key(key).to_string();
+            let (kind, domain) = match range {
+                Range::LogUniform([lo, hi]) | Range::Uniform([lo, hi]) => {
+                    (hp::HValue::Number(0.0), hp::Domain::Interval { min: *lo, max: *hi })
+                }
+                Range::Choice(values) => {
+                    let mut values: Vec<hp::HValue> = values.iter().map(choice_value).collect();
+                    let same_kind = values.windows(2).all(|w| w[0].data_type() == w[1].data_type());
+                    if !same_kind {
+                        values = values.iter().map(|v| hp::HValue::Text(v.to_string())).collect();
+                    }
+                    (values[0].clone(), hp::Domain::Discrete(values))
+                }
+            };
+            hp::HParamInfo { name, kind: Some(kind), domain, differs: true }
+        })
+        .collect();
+    hp::Experiment {
+        description: format!("wsol sweep {}", base.name),
+        time_created_secs,
+        hparams,
+        metrics: super::hparams::metric_infos(base, &["val"], &super::hparams::metric_keys(base)),
+    }
+}
+
+/// A choice from a search file as the trial's config holds it.
+fn choice_value(v: &serde_yaml::Value) -> hp::HValue {
+    match v {
+        serde_yaml::Value::Bool(b) => hp::HValue::Bool(*b),
+        serde_yaml::Value::Number(n) => hp::HValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+        serde_yaml::Value::String(s) => hp::HValue::Text(s.clone()),
+        other => hp::HValue::Text(serde_yaml::to_string(other).unwrap_or_default().trim().to_string()),
+    }
 }
 
 /// `sweep.json` (every trial; the best and its test metrics once known) and `sweep.csv`,
@@ -289,6 +348,24 @@ mod tests {
                 o.contains(&"model.has.grid_size=16".to_string()) || o.contains(&"model.has.grid_size=32".to_string())
             );
         }
+    }
+
+    #[test]
+    fn the_experiment_lists_each_searched_key_with_its_range() {
+        let mut space = SearchSpace::new();
+        space.insert("train.optimizer.lr".into(), Range::LogUniform([1e-4, 1e-1]));
+        space.insert("model.head".into(), Range::Choice(vec!["cam".into(), "has".into()]));
+        space.insert("model.has.grid_size".into(), Range::Choice(vec![16.into(), "x".into()]));
+        let e = sweep_experiment(&Config::default(), &space, 1.0);
+        let names: Vec<&str> = e.hparams.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["model.has.grid_size", "model.method", "train.optimizer.lr"]);
+        assert!(e.hparams.iter().all(|h| h.differs));
+        let text = |s: &str| hp::HValue::Text(s.into());
+        // Mixed kinds become text, as the dashboard could not filter them otherwise.
+        assert_eq!(e.hparams[0].domain, hp::Domain::Discrete(vec![text("16"), text("x")]));
+        assert_eq!(e.hparams[1].domain, hp::Domain::Discrete(vec![text("cam"), text("has")]));
+        assert_eq!(e.hparams[2].domain, hp::Domain::Interval { min: 1e-4, max: 1e-1 });
+        assert!(e.metrics.iter().all(|m| !m.tag.starts_with("test/")));
     }
 
     #[test]

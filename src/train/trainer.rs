@@ -6,20 +6,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{backprop::GradStore, DType, Device, Storage, Tensor};
 
 use super::checkpoint::{self, PartialEpoch, TrainState};
 use super::optimizer::{model_params, Sgd};
 use super::resume::{check_config, resolve_resume};
-use super::step::{train_step, StepBatch};
+use super::step::{train_step_keeping_grads, StepBatch};
 use super::{interrupt, schedule, RunLog, TrainOptions};
 use crate::cam::{self, CamExtractor};
 use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, ClassNames, Dataset, LoaderConfig, TransformConfig};
 use crate::draws::StepDraws;
 use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
+use crate::report::hparams as hp;
 use crate::report::provenance::Provenance;
-use crate::report::tensorboard::box_accuracy_scalars;
+use crate::report::tensorboard::{self, box_accuracy_scalars};
 use crate::report::{curve_plot, metrics_table, Progress, TbWriter};
 use crate::runtime::Model;
 
@@ -95,10 +96,18 @@ impl<'a> Trainer<'a> {
         for w in warnings.into_iter().flatten() {
             log.warn(None, &w);
         }
-        for note in resume_notes {
-            log.warn(None, &note);
+        for note in &resume_notes {
+            log.warn(None, note);
         }
-        let mut tb = if cfg.log.tensorboard { TbWriter::new(&run_dir.join("tb")) } else { TbWriter::disabled() };
+        let tb_dir = run_dir.join("tb");
+        // A resumed run already holds its start record (TensorBoard keeps the first one).
+        let started_before = tensorboard::dir_has_early_tag(&tb_dir, hp::SESSION_START_TAG);
+        let mut tb = if cfg.log.tensorboard { TbWriter::new(&tb_dir) } else { TbWriter::disabled() };
+        if tb.is_enabled() && !started_before {
+            write_session_start(&mut tb, cfg, opts.own_experiment);
+        } else if started_before && cfg.log.tensorboard && !resume_notes.is_empty() {
+            log.line(None, "note: TensorBoard's HParams view keeps the config values the run started with");
+        }
 
         // An optional pretrained file that is absent leaves nothing pretrained to go slow on:
         // from scratch, every layer trains at `lr`.
@@ -258,7 +267,9 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let n = batch.labels.len();
         let step = self.state.global_step;
-        let r = train_step(
+        let every = cfg.log.histograms_every;
+        let histograms = every > 0 && self.tb.is_enabled() && (step + 1).is_multiple_of(every);
+        let (r, grads) = train_step_keeping_grads(
             self.model.net.as_ref(),
             &mut self.sgd,
             &cfg.model,
@@ -267,6 +278,7 @@ impl<'a> Trainer<'a> {
             &self.device,
             lr,
             false,
+            histograms,
         )?;
         if !r.updated {
             // The first images of the batch, for the message.
@@ -308,11 +320,28 @@ impl<'a> Trainer<'a> {
             self.tb.add_scalar("train/lr", lr as f32, gs);
             *w = (0.0, 0, 0);
         }
+        if let Some(grads) = grads {
+            if let Err(e) = self.histograms(&grads, gs) {
+                self.log.warn(Some(progress), &format!("warning: no histograms at step {gs}: {e:#}"));
+            }
+        }
         progress.set_message(format!(
             "loss {:.4} acc {:.1}%",
             p.loss_sum / p.seen as f64,
             p.correct as f64 * 100.0 / p.seen as f64
         ));
+        Ok(())
+    }
+
+    /// `weights/<name>` and `grads/<name>` of every parameter after step `gs` (variables
+    /// without a gradient, such as batch-norm statistics, get the first only).
+    fn histograms(&mut self, grads: &GradStore, gs: usize) -> Result<()> {
+        for p in self.sgd.params() {
+            with_f32_values(p.var.as_tensor(), |v| self.tb.add_histogram(&format!("weights/{}", p.name), v, gs))?;
+            if let Some(g) = grads.get(p.var.as_tensor()) {
+                with_f32_values(g, |v| self.tb.add_histogram(&format!("grads/{}", p.name), v, gs))?;
+            }
+        }
         Ok(())
     }
 
@@ -459,6 +488,13 @@ impl<'a> Trainer<'a> {
                 self.tb.add_scalar(&format!("test/{k}"), x as f32, self.state.global_step);
             }
         }
+        // The score `best` was chosen by (what a sweep ranks its trials by), beside the last
+        // epoch's `val/` ones.
+        if let Some(best) = self.state.best_score {
+            self.tb.add_scalar(&format!("best_val/{}", cfg.train.select_by), best as f32, self.state.global_step);
+        }
+        let end = hp::session_end_content(hp::SessionStatus::Success, wall_time());
+        self.tb.add_plugin_record(hp::SESSION_END_TAG, hp::PLUGIN_NAME, end, self.state.global_step);
         self.tb.flush();
         // The table goes to the log here and to stdout from `wsol train` (a sweep's trials
         // print none).
@@ -466,6 +502,39 @@ impl<'a> Trainer<'a> {
         self.log.line(None, &format!("metrics written to {}", self.run_dir.join("metrics.json").display()));
         Ok((self.run_dir, result))
     }
+}
+
+/// The HParams records of a run's start: its experiment (unless a sweep writes one for
+/// all its trials) and its session's hyperparameters, at step 0 so that a resumed run's
+/// purge of later steps keeps them.
+fn write_session_start(tb: &mut TbWriter, cfg: &Config, own_experiment: bool) {
+    let now = wall_time();
+    let hparams = super::hparams::config_hparams(cfg);
+    if own_experiment {
+        let experiment = super::hparams::run_experiment(cfg, &hparams, now);
+        tb.add_plugin_record(hp::EXPERIMENT_TAG, hp::PLUGIN_NAME, experiment.plugin_content(), 0);
+    }
+    let start = hp::SessionStart { hparams, group_name: String::new(), start_time_secs: now };
+    tb.add_plugin_record(hp::SESSION_START_TAG, hp::PLUGIN_NAME, start.plugin_content(), 0);
+    tb.flush();
+}
+
+/// Calls `f` with the tensor's values as f32: a contiguous CPU f32 tensor's own storage
+/// (no copy), else a copy on the host.
+fn with_f32_values(t: &Tensor, f: impl FnOnce(&[f32])) -> Result<()> {
+    if t.device().is_cpu() && t.dtype() == DType::F32 {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            f(&cpu.as_slice::<f32>()?[start..end]);
+            return Ok(());
+        }
+    }
+    f(&t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+    Ok(())
+}
+
+fn wall_time() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Ends `train.log` with the error the run stops on, as the console shows it.

@@ -29,4 +29,5 @@ mod pipeline_parity;
 mod preflight;
 mod provenance;
 mod source_rules;
+mod tensorboard;
 mod training_parity;
