@@ -18,7 +18,7 @@ at cam_curve_interval 0.01 and 0.001, all contours (MaxBoxAccV2, both sides' def
 setting), and prints the ratios. The official MaxBoxAccV2 must equal wsol's; with
 `--check-v1` the official largest-contour run (MaxBoxAcc = GT-known Loc) is timed too and
 must equal wsol's `gt_known_loc`. With `--perf` a `perf record -e cpu-clock` profile of
-one wsol run per setting is bucketed into where the CPU time goes.
+one wsol run per setting (with call stacks) is bucketed into where the CPU time goes.
 
     cargo build --release --bin wsol
     python3 scripts/bench_eval_cams_e2e.py /tmp/wsolevaluation [--maps 2000] [--check-v1] [--perf]
@@ -46,10 +46,10 @@ from make_official_parity_fixture import import_wsolevaluation  # noqa: E402
 SIZE = 224
 
 
-def make_cam(rng, noise):
-    """A CAM-like map: 1-4 anisotropic Gaussian blobs over a low-frequency background
-    (a 7x7 random grid resized bicubically, as a backbone's map is) plus mild pixel
-    noise of standard deviation `noise` (relative to a peak of about 1)."""
+def make_cam(rng, noise, background):
+    """A CAM-like map: 1-4 anisotropic Gaussian blobs over a low-frequency background of
+    amplitude `background` (a 7x7 random grid resized bicubically, as a backbone's map
+    is) plus mild pixel noise of standard deviation `noise` (peaks are about 1)."""
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     cam = np.zeros((SIZE, SIZE))
     blobs = []
@@ -60,12 +60,12 @@ def make_cam(rng, noise):
         cam += amp * np.exp(-((x - cx) ** 2 / (2 * sx * sx) + (y - cy) ** 2 / (2 * sy * sy)))
         blobs.append((cx, cy, sx, sy))
     low = cv2.resize(rng.uniform(0, 1, size=(7, 7)), (SIZE, SIZE), interpolation=cv2.INTER_CUBIC)
-    cam += 0.15 * low + rng.normal(0, noise, size=(SIZE, SIZE))
+    cam += background * low + rng.normal(0, noise, size=(SIZE, SIZE))
     cam = np.maximum(cam, 0)  # ReLU, as CAMs are
     return cam.astype(np.float32), blobs[0]
 
 
-def write_data(root, n, seed, noise):
+def write_data(root, n, seed, noise, background):
     rng = np.random.default_rng(seed)
     split = os.path.join(root, "metadata", "test")
     cams = os.path.join(root, "cams")
@@ -74,7 +74,7 @@ def write_data(root, n, seed, noise):
     for i in range(n):
         image_id = f"c{i % 20:03d}/img_{i:05d}.jpg"
         w, h = int(rng.integers(300, 501)), int(rng.integers(300, 501))
-        cam, (cx, cy, sx, sy) = make_cam(rng, noise)
+        cam, (cx, cy, sx, sy) = make_cam(rng, noise, background)
         # GT: the main blob's +-1.5 sigma (jittered) in the original image's pixels.
         j = rng.uniform(0.8, 1.25, size=4)
         box = [max(cx - 1.5 * sx * j[0], 0), max(cy - 1.5 * sy * j[1], 0),
@@ -114,7 +114,8 @@ def run_wsol(wsol, split, cams, interval, out, perf_data=None):
     cmd = [wsol, "eval-cams", "--metadata", split, "--cams", cams, "--out", out, "--quiet",
            "--cam-curve-interval", str(interval)]
     if perf_data:
-        cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-o", perf_data, "--"] + cmd
+        cmd = ["perf", "record", "-q", "--call-graph", "dwarf,16384", "-e", "cpu-clock", "-F", "2000",
+               "-o", perf_data, "--"] + cmd
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, ru = os.wait4(p.pid, 0)
     if status != 0:
@@ -123,40 +124,35 @@ def run_wsol(wsol, split, cams, interval, out, perf_data=None):
         return ru.ru_utime + ru.ru_stime, json.load(f)
 
 
-# Symbol patterns -> where the time goes; first match wins, the rest is "other".
-BUCKETS = [
-    ("sweep (level sets, contours, boxes, IoU)",
-     r"level_sets|contour|sweep|Tracer|best_iou|box_acc|BoxAccumulator|iou"),
-    ("prepare/quantize (min-max, levels)", r"prepare_quantized|quantize|min_max|normalize"),
-    ("read .npy (open, read, parse, convert)",
-     r"scoremaps|npyz|read_npy|[^a-z]read$|__x64_sys_read|copy_user|filemap|ext4|vfs_read|page_cache|"
-     r"do_sys_open|path_openat|link_path_walk|fault|clear_page|memcpy|copy_to_user"),
-    ("per_image bookkeeping + per_image.csv", r"per_image|PerImage|to_csv"),
-    ("curve.png / curve.csv / metrics.json", r"plotters|curve|png|deflate|miniz|crc|serde_json|ab_glyph|ttf"),
-    ("metadata", r"metadata|read_split"),
-    ("allocation", r"malloc|free|alloc|mmap|munmap|brk"),
-    ("thread pool (rayon)", r"rayon|crossbeam|sched_yield|futex"),
+# Where the time goes: the share of samples whose call stack holds one of these frames
+# (perf's "children" column; the outermost matching frame of a bucket, as they nest).
+FRAMES = [
+    ("sweep (level sets, contours, boxes, IoU)", r"sweep_quantized_with$|BoxAccumulator::score$|LevelSets::sweep$"),
+    ("read .npy (open, read, parse, check)", r"scoremaps::MapReader::read$|scoremaps::read$"),
+    ("prepare/quantize (min-max, levels)", r"prepare_quantized"),
+    ("count hits (BoxAccumulator::add_scored)", r"BoxAccumulator::add_scored$"),
+    ("per_image bookkeeping (record)", r"PerImageRecorder::record$"),
+    ("write outputs (metrics.json, curve.csv/png, per_image.csv)", r"EvalResult::write$"),
+    ("metadata", r"metadata::read_split$"),
+    ("map paths (find each .npy)", r"eval_cams::maps_and_outcomes$"),
 ]
 
 
 def perf_breakdown(perf_data):
-    rep = subprocess.run(["perf", "report", "-i", perf_data, "--stdio", "--no-children", "--sort", "sym",
-                          "--percent-limit", "0"], capture_output=True, text=True).stdout
-    totals = {name: 0.0 for name, _ in BUCKETS}
-    totals["other"] = 0.0
+    rep = subprocess.run(["perf", "report", "-i", perf_data, "--stdio", "--children", "--sort", "sym",
+                          "-g", "none", "--percent-limit", "0"], capture_output=True, text=True).stdout
+    totals = {name: 0.0 for name, _ in FRAMES}
     top = []
     for line in rep.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+\[[.k]\]\s+(.*)$", line)
+        m = re.match(r"\s*([\d.]+)%\s+([\d.]+)%\s+\[[.k]\]\s+(.*)$", line)
         if not m:
             continue
-        pct, sym = float(m.group(1)), m.group(2).strip()
-        top.append((pct, sym))
-        for name, pat in BUCKETS:
+        children, self_pct, sym = float(m.group(1)), float(m.group(2)), m.group(3).strip()
+        top.append((self_pct, sym))
+        for name, pat in FRAMES:
             if re.search(pat, sym):
-                totals[name] += pct
-                break
-        else:
-            totals["other"] += pct
+                totals[name] = max(totals[name], children)
+    totals["rest (process start, threads, allocation, ...)"] = max(0.0, 100 - sum(totals.values()))
     return totals, sorted(top, reverse=True)[:12]
 
 
@@ -165,6 +161,8 @@ def main():
     ap.add_argument("wsoleval_dir")
     ap.add_argument("--maps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--background", type=float, default=0.15,
+                    help="amplitude of the maps' low-frequency background (0: blobs only)")
     ap.add_argument("--noise", type=float, default=3e-4, help="pixel noise of the maps (peak about 1)")
     ap.add_argument("--wsol", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    "..", "target", "release", "wsol"))
@@ -182,7 +180,7 @@ def main():
     try:
         if not os.path.exists(os.path.join(root, "metadata", "test", "localization.txt")):
             t0 = time.perf_counter()
-            write_data(root, args.maps, args.seed, args.noise)
+            write_data(root, args.maps, args.seed, args.noise, args.background)
             print(f"wrote {args.maps} maps to {root} in {time.perf_counter() - t0:.1f} s")
         split, cams = os.path.join(root, "metadata", "test"), os.path.join(root, "cams")
         n = sum(1 for _ in open(os.path.join(split, "image_ids.txt")))
@@ -220,10 +218,14 @@ def main():
                 data = os.path.join(root, f"perf-{interval}.data")
                 run_wsol(wsol, split, cams, interval, out, perf_data=data)
                 totals, top = perf_breakdown(data)
-                print("wsol breakdown (perf cpu-clock samples, % of the process):")
+                w_med = np.median(w_cpu)
+                print(f"wsol breakdown (perf cpu-clock samples with call stacks, % of the process; "
+                      f"ms/map at the median {w_med:.3f} CPU s):")
                 for name, pct in totals.items():
-                    print(f"  {pct:5.1f}%  {name}")
-                print("  top symbols:")
+                    print(f"  {pct:5.1f}%  {pct / 100 * w_med / n * 1e3:7.4f} ms/map  {name}")
+                sweep = totals[FRAMES[0][0]]
+                print(f"  outside the sweep: {(100 - sweep) / 100 * w_med / n * 1e3:.4f} ms/map")
+                print("  top symbols (self):")
                 for pct, sym in top:
                     print(f"    {pct:5.1f}%  {sym[:110]}")
         print("\nthresholds  official CPU s  wsol CPU s (median)  ratio (median)")
