@@ -416,7 +416,7 @@ mod tests {
     fn npy_bytes(version: u8, dict: &str, align: usize, data: &[u8]) -> Vec<u8> {
         let pre = if version == 1 { 10 } else { 12 };
         let mut text = dict.to_string();
-        while (pre + text.len() + 1) % align != 0 {
+        while !(pre + text.len() + 1).is_multiple_of(align) {
             text.push(' ');
         }
         text.push('\n');
