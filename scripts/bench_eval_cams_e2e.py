@@ -14,8 +14,9 @@ scoremap layout (`<cams>/<image_id>.npy`), with a matching metadata split, then 
   `wsol eval-cams --metadata SPLIT --cams DIR --out DIR --quiet` process, writing all its
   outputs (metrics.json, curve.csv, curve.png, per_image.csv);
 
-at cam_curve_interval 0.01 and 0.001, all contours (MaxBoxAccV2, both sides' default
-setting), and prints the ratios. The official MaxBoxAccV2 must equal wsol's; with
+at cam_curve_interval 0.01 and 0.001, all contours (the MaxBoxAccV2 setting: wsol's
+default, `--multi_contour_eval` of the official), and prints the ratios (wsol computes
+both contour rules in its one run). The official MaxBoxAccV2 must equal wsol's; with
 `--check-v1` the official largest-contour run (MaxBoxAcc = GT-known Loc) is timed too and
 must equal wsol's `gt_known_loc`. With `--perf` a `perf record -e cpu-clock` profile of
 one wsol run per setting (with call stacks) is bucketed into where the CPU time goes.
