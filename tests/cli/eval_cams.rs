@@ -161,3 +161,91 @@ fn library_rejects_bad_options_without_panicking() {
     let err = wsol_err(&[&args[..], &["--cam-curve-interval", "1e-300"]].concat(), dir);
     assert!(err.contains("--cam-curve-interval 1e-300: expected a value in [0.0001, 1)"), "{err}");
 }
+
+/// The same maps saved as float32 and as float64 score identically: float32 maps are
+/// quantized from float32 (no float64 copy), which must give the float64 path's levels.
+/// Maps at the evaluation size take that path; the 40x30 ones are resized in float64.
+/// Smooth blobs, a constant map, ties at the maximum, values on the level grid.
+#[test]
+fn float32_maps_score_as_the_same_maps_in_float64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let split = dir.join("meta/test");
+    std::fs::create_dir_all(&split).unwrap();
+    let (mut ids, mut labels, mut sizes, mut locs) = (String::new(), String::new(), String::new(), String::new());
+    let mut s = 7u64;
+    let mut rnd = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 11) as f32 / (1u64 << 53) as f32
+    };
+    for i in 0..40 {
+        let id = format!("c{}/img{i}.jpg", i % 3);
+        let (w, h) = if i % 5 == 4 { (40, 30) } else { (32, 32) };
+        let mut map: Vec<f32> = vec![0.0; w * h];
+        for _ in 0..1 + i % 3 {
+            let (cx, cy, sg, a) = (rnd() * w as f32, rnd() * h as f32, 2.0 + rnd() * 8.0, 0.2 + rnd());
+            for (k, v) in map.iter_mut().enumerate() {
+                let (x, y) = ((k % w) as f32 - cx, (k / w) as f32 - cy);
+                *v += a * (-(x * x + y * y) / (2.0 * sg * sg)).exp();
+            }
+        }
+        match i {
+            0 => map.fill(0.25),
+            1 => map.iter_mut().for_each(|v| *v = (*v * 300.0).floor() / 255.0),
+            2 => {
+                let max = map.iter().copied().fold(f32::MIN, f32::max);
+                map.iter_mut().step_by(7).for_each(|v| *v = max);
+            }
+            3 => map.iter_mut().for_each(|v| *v = *v * 1e-6 - 3.0),
+            _ => {}
+        }
+        let data64: Vec<f64> = map.iter().map(|&v| v as f64).collect();
+        write(&nested_path(&dir.join("cams64"), &id), &ScoreMap { width: w, height: h, data: data64 }).unwrap();
+        let p = nested_path(&dir.join("cams32"), &id);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut buf = vec![];
+        use npyz::WriterBuilder;
+        let mut wr =
+            npyz::WriteOptions::new().default_dtype().shape(&[h as u64, w as u64]).writer(&mut buf).begin_nd().unwrap();
+        wr.extend(map.iter().copied()).unwrap();
+        wr.finish().unwrap();
+        std::fs::write(&p, &buf).unwrap();
+        let (x0, y0) = ((rnd() * 30.0) as u32, (rnd() * 30.0) as u32);
+        ids += &format!("{id}\n");
+        labels += &format!("{id},{}\n", i % 3);
+        sizes += &format!("{id},64,64\n");
+        locs += &format!("{id},{x0},{y0},{},{}\n", x0 + 8 + (rnd() * 25.0) as u32, y0 + 8 + (rnd() * 25.0) as u32);
+    }
+    for (name, text) in
+        [("image_ids.txt", ids), ("class_labels.txt", labels), ("image_sizes.txt", sizes), ("localization.txt", locs)]
+    {
+        std::fs::write(split.join(name), text).unwrap();
+    }
+    for interval in ["0.01", "0.001"] {
+        for cams in ["cams32", "cams64"] {
+            let out = format!("out-{cams}-{interval}");
+            let args = [
+                "eval-cams",
+                "--metadata",
+                "meta/test",
+                "--cams",
+                cams,
+                "--image-size",
+                "32",
+                "--out",
+                &out,
+                "--quiet",
+            ];
+            wsol_ok(&[&args[..], &["--cam-curve-interval", interval]].concat(), dir);
+        }
+        let (a, b) = (dir.join(format!("out-cams32-{interval}")), dir.join(format!("out-cams64-{interval}")));
+        let (mut ma, mut mb) = (read_json(&a.join("metrics.json")), read_json(&b.join("metrics.json")));
+        // The one key that names the folder.
+        ma["cam"].take();
+        mb["cam"].take();
+        assert_eq!(ma, mb, "interval {interval}");
+        for f in ["curve.csv", "per_image.csv"] {
+            assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} at {interval}");
+        }
+    }
+}

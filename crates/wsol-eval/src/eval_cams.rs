@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
-use crate::localize::{cam_thresholds, prepare_map, prepare_quantized, rescale_boxes};
+use crate::localize::{cam_thresholds, prepare_map, prepare_quantized_into, rescale_boxes};
 use crate::masks::{load_mask, read_mask_split};
 use crate::metadata::read_split;
 use crate::metrics::{
@@ -16,7 +16,7 @@ use crate::metrics::{
     Prediction, PxapAccumulator,
 };
 use crate::results::EvalResult;
-use crate::scoremaps;
+use crate::scoremaps::{self, MapReader, MapValues};
 
 pub struct EvalCamsOptions {
     /// A split folder of the metadata (`.../test` holding image_ids.txt etc.).
@@ -81,7 +81,11 @@ pub fn eval_cams(opts: &EvalCamsOptions) -> Result<EvalResult> {
         &paths,
         meta.samples.len(),
         size,
-        prepare_quantized,
+        |map, w, h, size, q: &mut Vec<u8>| match map {
+            // float32 maps are quantized from float32: the same levels (see `quantize_f32`).
+            MapValues::F32(raw) => prepare_quantized_into(raw, w, h, size, q),
+            MapValues::F64(raw) => prepare_quantized_into(raw, w, h, size, q),
+        },
         || (boxes.clone(), recorder.clone()),
         |(acc, rec), i, q: &Vec<u8>| {
             let s = &meta.samples[i];
@@ -145,14 +149,15 @@ pub fn centre_gaussian(size: usize) -> Vec<f32> {
 }
 
 /// Reads and prepares every map in parallel (`prepare_map` for pixel scores,
-/// `prepare_quantized` for boxes) and folds them into one accumulator per thread, then
-/// merges: the shared loop of box and mask scoring.
+/// `prepare_quantized_into` for boxes) and folds them into one accumulator per thread,
+/// then merges: the shared loop of box and mask scoring. Each thread keeps its file
+/// buffer and its prepared map from one image to the next.
 #[allow(clippy::too_many_arguments)]
-fn fold_maps<A: Send, P: Sync>(
+fn fold_maps<A: Send, P: Default + Send + Sync>(
     maps: &Maps,
     n: usize,
     size: usize,
-    prepare: fn(&[f64], usize, usize, usize) -> P,
+    prepare: fn(MapValues<'_>, usize, usize, usize, &mut P),
     empty: impl Fn() -> A + Sync + Send,
     add: impl Fn(&mut A, usize, &P) -> Result<()> + Sync + Send,
     merge: impl Fn(&mut A, A) + Sync + Send,
@@ -165,21 +170,28 @@ fn fold_maps<A: Send, P: Sync>(
     let source = match maps {
         Maps::Files(paths) => Source::Files(paths),
         Maps::Centre(map) => {
-            Source::Centre(prepare(&map.iter().map(|&v| v as f64).collect::<Vec<_>>(), size, size, size))
+            let mut p = P::default();
+            prepare(MapValues::F32(map), size, size, size, &mut p);
+            Source::Centre(p)
         }
     };
     (0..n)
         .into_par_iter()
-        .try_fold(&empty, |mut acc, i| -> Result<A> {
-            match &source {
-                Source::Files(paths) => {
-                    let map = scoremaps::read(&paths[i])?;
-                    add(&mut acc, i, &prepare(&map.data, map.width, map.height, size))?;
+        .try_fold(
+            || (empty(), MapReader::default(), P::default()),
+            |(mut acc, mut reader, mut prepared), i| -> Result<(A, MapReader, P)> {
+                match &source {
+                    Source::Files(paths) => {
+                        let map = reader.read(&paths[i])?;
+                        prepare(map.values, map.width, map.height, size, &mut prepared);
+                        add(&mut acc, i, &prepared)?;
+                    }
+                    Source::Centre(map) => add(&mut acc, i, map)?,
                 }
-                Source::Centre(map) => add(&mut acc, i, map)?,
-            }
-            Ok(acc)
-        })
+                Ok((acc, reader, prepared))
+            },
+        )
+        .map(|folded| folded.map(|(acc, _, _)| acc))
         .try_reduce(&empty, |mut a, b| {
             merge(&mut a, b);
             Ok(a)
@@ -269,7 +281,12 @@ fn eval_masks(
         &paths,
         meta.samples.len(),
         size,
-        prepare_map,
+        |map, w, h, size, out: &mut Vec<f64>| {
+            *out = match map {
+                MapValues::F32(raw) => prepare_map(raw, w, h, size),
+                MapValues::F64(raw) => prepare_map(raw, w, h, size),
+            }
+        },
         || pixels.clone(),
         |acc, i, map: &Vec<f64>| {
             acc.add(map, &load_mask(mask_root, &meta.samples[i], &meta.localization, size)?);

@@ -130,38 +130,58 @@ pub fn prepare_quantized<T: Copy + Into<f64> + PartialOrd + 'static>(
     h: usize,
     size: usize,
 ) -> Vec<u8> {
+    let mut q = Vec::new();
+    prepare_quantized_into(raw, w, h, size, &mut q);
+    q
+}
+
+/// [`prepare_quantized`] into `q` (resized to the grid), so that a caller scoring many
+/// maps keeps one buffer instead of allocating (and zeroing) one per map.
+pub fn prepare_quantized_into<T: Copy + Into<f64> + PartialOrd + 'static>(
+    raw: &[T],
+    w: usize,
+    h: usize,
+    size: usize,
+    q: &mut Vec<u8>,
+) {
     if (w, h) != (size, size) {
-        return quantize(&prepare_map(raw, w, h, size));
+        *q = quantize(&prepare_map(raw, w, h, size));
+        return;
     }
+    // Every level is written below; a buffer of the right length is not cleared first.
+    q.resize(raw.len(), 0);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { prepare_quantized_avx2(raw) };
+        return unsafe { prepare_quantized_avx2(raw, q) };
     }
-    prepare_quantized_same_size(raw)
+    prepare_quantized_same_size(raw, q)
 }
 
 /// [`prepare_quantized_same_size`] compiled for AVX2: the same IEEE operations, so the
 /// same levels, on four lanes per instruction.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn prepare_quantized_avx2<T: Copy + Into<f64> + PartialOrd + 'static>(raw: &[T]) -> Vec<u8> {
-    prepare_quantized_same_size(raw)
+unsafe fn prepare_quantized_avx2<T: Copy + Into<f64> + PartialOrd + 'static>(raw: &[T], q: &mut [u8]) {
+    prepare_quantized_same_size(raw, q)
 }
 
-/// Min-max normalization and quantization of a map already at the evaluation size.
+/// Min-max normalization and quantization of a map already at the evaluation size,
+/// into `q` (as long as `raw`; every level is written).
 #[inline(always)]
-fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: &[T]) -> Vec<u8> {
-    let Some((min, max)) = min_max(raw) else { return vec![0; raw.len()] };
+fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: &[T], q: &mut [u8]) {
+    let Some((min, max)) = min_max(raw) else {
+        q.fill(0);
+        return;
+    };
     let range = max - min;
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         // SAFETY: `T` is `f32`, checked just above.
         let raw32 = unsafe { std::slice::from_raw_parts(raw.as_ptr() as *const f32, raw.len()) };
-        if let Some(q) = quantize_f32(raw32, min, range) {
-            return q;
+        if quantize_f32(raw32, min, range, q) {
+            return;
         }
     }
-    let mut q = vec![0u8; raw.len()];
     // The official levels are `((v - min) / range * 255) as u8`, two roundings and a
     // division per pixel. `(v - min) * (255 / range)` is within 4 ulps of that product
     // (under 1.2e-13 below 256), so it truncates to the same level unless it lies that
@@ -170,8 +190,8 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: 
     let scale = 255.0 / range;
     // An infinite range (scale 0) or a tiny one (scale infinite): the official way.
     if !scale.is_finite() || scale == 0.0 {
-        quantize_range(raw, min, range, &mut q);
-        return q;
+        quantize_range(raw, min, range, q);
+        return;
     }
     const NEAR: f64 = 1e-9;
     for (block, out) in raw.chunks(16).zip(q.chunks_mut(16)) {
@@ -191,23 +211,21 @@ fn prepare_quantized_same_size<T: Copy + Into<f64> + PartialOrd + 'static>(raw: 
             quantize_range(block, min, range, out);
         }
     }
-    q
 }
 
 /// The levels of a float32 map from float32 arithmetic, eight lanes per instruction
 /// (twice float64's): `(v - min) * (255 / range)` in float32 is within 4.6e-5 of the exact
 /// level value (three roundings of 2^-24 at values under 256), so it truncates to the
 /// official level unless it lies within 1e-4 of an integer from 1 up; blocks holding
-/// such a value are redone the official way. `None` where the bound does not hold:
-/// ranges so tiny or so large that float32 underflows or overflows.
+/// such a value are redone the official way. `false` (and `q` untouched) where the
+/// bound does not hold: ranges so tiny or so large that float32 underflows or overflows.
 #[inline(always)]
-fn quantize_f32(raw: &[f32], min: f64, range: f64) -> Option<Vec<u8>> {
+fn quantize_f32(raw: &[f32], min: f64, range: f64, q: &mut [u8]) -> bool {
     if !(1e-30..1e38).contains(&range) {
-        return None;
+        return false;
     }
     let (min32, scale) = (min as f32, (255.0 / range) as f32);
     const NEAR: f32 = 1e-4;
-    let mut q = vec![0u8; raw.len()];
     for (block, out) in raw.chunks(16).zip(q.chunks_mut(16)) {
         let mut near = false;
         for (&v, o) in block.iter().zip(out.iter_mut()) {
@@ -222,7 +240,7 @@ fn quantize_f32(raw: &[f32], min: f64, range: f64) -> Option<Vec<u8>> {
             quantize_range(block, min, range, out);
         }
     }
-    Some(q)
+    true
 }
 
 /// Minimum and maximum; `None` for the maps normalization zeroes (empty, constant, or
@@ -407,6 +425,87 @@ mod tests {
             let n = (raw.len() as f64).sqrt().floor() as usize;
             raw.truncate(n * n);
             assert_eq!(prepare_quantized(&raw, n, n, n), quantize(&prepare_map(&raw, n, n, n)), "{min}..{max}");
+        }
+    }
+
+    /// A map of `kind` (see the match) from `seed`, in float32: the shapes of data where
+    /// the float32 levels could part from the float64 ones.
+    fn f32_map(seed: u64, kind: u8, n: usize, exp: i32) -> Vec<f32> {
+        let mut s = seed | 1;
+        let mut rnd = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (scale, offset) = (2f64.powi(exp), (rnd() - 0.5) * 2f64.powi(exp + 1));
+        let c = (rnd() * n as f64, rnd() * n as f64, 1.0 + rnd() * n as f64);
+        let mut m: Vec<f32> = (0..n * n)
+            .map(|i| {
+                let v = match kind {
+                    // Uniform values.
+                    0 => rnd(),
+                    // On the level grid of [0, 1]: products land on integers.
+                    1 => (rnd() * 256.0).floor() / 255.0,
+                    // A smooth blob computed in float32, as a CAM is.
+                    2 => {
+                        let (x, y) = ((i % n) as f32 - c.0 as f32, (i / n) as f32 - c.1 as f32);
+                        (-(x * x + y * y) / (2.0 * (c.2 * c.2) as f32)).exp() as f64
+                    }
+                    // Few distinct values: plateaus and ties everywhere.
+                    _ => (rnd() * 4.0).floor(),
+                };
+                (v * scale + offset) as f32
+            })
+            .collect();
+        // Ties at the maximum: copies of it at a few places.
+        let max = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for _ in 0..(rnd() * 4.0) as usize {
+            let i = ((rnd() * m.len() as f64) as usize).min(m.len() - 1);
+            m[i] = max;
+        }
+        m
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// float32 maps quantized from float32 into a reused buffer give the levels of
+        /// the float64 path (`quantize(prepare_map)`, the official one) on random maps of
+        /// every kind and scale, constant maps and maps holding a NaN included; float64
+        /// maps too, and maps of another size through the float64 resize.
+        #[test]
+        fn prepare_quantized_into_equals_the_float64_path(
+            seed in proptest::prelude::any::<u64>(),
+            kind in 0u8..4,
+            n in 1usize..40,
+            exp in -60i32..60,
+            special in 0u8..6,
+            garbage in 0usize..3000,
+        ) {
+            let mut raw32 = f32_map(seed, kind, n, exp);
+            match special {
+                0 => {
+                    let first = raw32[0];
+                    raw32.fill(first)
+                }
+                1 => raw32[(seed as usize) % (n * n)] = f32::NAN,
+                _ => {}
+            }
+            let raw64: Vec<f64> = raw32.iter().map(|&v| v as f64).collect();
+            let want = quantize(&prepare_map(&raw64, n, n, n));
+            // A buffer of another length holding other levels: every level is written.
+            let mut q = vec![0xAB; garbage];
+            prepare_quantized_into(&raw32, n, n, n, &mut q);
+            proptest::prop_assert_eq!(&q, &want);
+            prepare_quantized_into(&raw64, n, n, n, &mut q);
+            proptest::prop_assert_eq!(&q, &want);
+            if special == 0 || special == 1 {
+                proptest::prop_assert!(want.iter().all(|&l| l == 0));
+            }
+            let size = 1 + (seed as usize >> 7) % 9;
+            if size != n {
+                prepare_quantized_into(&raw32, n, n, size, &mut q);
+                proptest::prop_assert_eq!(q.clone(), quantize(&prepare_map(&raw64, n, n, size)));
+            }
         }
     }
 
