@@ -205,6 +205,61 @@ pub fn eval_speed(b: &ModelBench, method: crate::cam::CamMethod, layer: Option<&
     })
 }
 
+pub struct FaithfulnessBenchResult {
+    pub parameters: usize,
+    /// Median over the timed steps of a step's time over its images.
+    pub ms_per_image: f64,
+    pub inputs_per_image: f64,
+}
+
+/// One faithfulness configuration on a batch of random images with smooth maps (one
+/// Gaussian each), the scoring batch the bench's batch: the work `wsol eval` adds per
+/// image with `eval.faithfulness`.
+pub fn faithfulness_speed(
+    b: &ModelBench,
+    fc: &wsol_eval::faithfulness::FaithfulnessConfig,
+) -> Result<FaithfulnessBenchResult> {
+    let Setup { cfg, varmap, x, parameters, .. } = setup(b)?;
+    let net = crate::runtime::inference_net(&varmap, &cfg, b.classes)?;
+    let images: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let s = b.size;
+    let maps: Vec<f32> = (0..b.batch * s * s)
+        .map(|i| {
+            let (k, y, x) = (i / (s * s), (i / s) % s, i % s);
+            let c = s as f32 * (0.3 + 0.1 * (k % 4) as f32);
+            (-((x as f32 - c).powi(2) + (y as f32 - c).powi(2)) / (0.05 * (s * s) as f32)).exp()
+        })
+        .collect();
+    let classes: Vec<usize> = (0..b.batch).map(|k| k % b.classes).collect();
+    let base = crate::evaluate::faithfulness::class_scores(net.as_ref(), &x, &classes)?;
+    let keys: Vec<u64> = (0..b.batch as u64).collect();
+    let (mut ms, mut inputs) = (Vec::new(), 0);
+    for k in 0..b.warmup.min(1) + b.steps {
+        let t0 = Instant::now();
+        let (_, n) = crate::evaluate::faithfulness::score_images(
+            net.as_ref(),
+            fc,
+            &images,
+            &maps,
+            (3, s),
+            &classes,
+            &base,
+            &keys,
+            x.device(),
+            b.batch,
+        )?;
+        if k >= b.warmup.min(1) {
+            ms.push(t0.elapsed().as_secs_f64() * 1e3 / b.batch as f64);
+        }
+        inputs = n;
+    }
+    Ok(FaithfulnessBenchResult {
+        parameters,
+        ms_per_image: median_of(ms),
+        inputs_per_image: inputs as f64 / b.batch as f64,
+    })
+}
+
 /// With `profile`: the recorded rows per timed step; recording stops.
 fn profile_rows(b: &ModelBench) -> Vec<wsol_ops::profile::Row> {
     if !b.profile {

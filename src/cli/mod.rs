@@ -223,6 +223,22 @@ pub enum BenchCommand {
     Eval(BenchEvalArgs),
     /// Decoded + augmented training images per second on a folder of JPEGs.
     Data(BenchDataArgs),
+    /// Faithfulness metrics (eval.faithfulness) per image on random input and smooth
+    /// maps: each metric's perturbed inputs made and scored by the model, timed alone.
+    /// `scripts/bench_faithfulness.py` runs pytorch-grad-cam's and torch-cam's beside it.
+    Faithfulness(BenchFaithfulnessArgs),
+}
+
+#[derive(Args)]
+pub struct BenchFaithfulnessArgs {
+    #[command(flatten)]
+    pub model: BenchModelArgs,
+    /// Metrics to time, each alone (names of eval.faithfulness).
+    #[arg(long, value_delimiter = ',', default_value = "avg_drop,deletion,insertion,road")]
+    pub metrics: Vec<String>,
+    /// Deletion / Insertion intervals (eval.faithfulness_steps).
+    #[arg(long, default_value_t = 20)]
+    pub faithfulness_steps: usize,
 }
 
 #[derive(Args)]

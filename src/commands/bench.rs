@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::cli::{BenchDataArgs, BenchEvalArgs, BenchModelArgs, BenchTrainArgs};
+use crate::cli::{BenchDataArgs, BenchEvalArgs, BenchFaithfulnessArgs, BenchModelArgs, BenchTrainArgs};
 
 pub fn data(a: BenchDataArgs) -> Result<()> {
     anyhow::ensure!(a.batch >= 1 && a.epochs >= 1 && a.images >= 1, "--batch, --epochs and --images: expected >= 1");
@@ -160,6 +160,47 @@ pub fn eval(a: BenchEvalArgs) -> Result<()> {
         println!("  forward {:.0} ms, {} maps {:.0} ms (medians)", r.forward_ms, a.method, r.cam_ms);
         if m.profile {
             print_profile(&r.profile, r.step_ms.iter().sum::<f64>() / r.step_ms.len() as f64);
+        }
+    }
+    Ok(())
+}
+
+pub fn faithfulness(a: BenchFaithfulnessArgs) -> Result<()> {
+    anyhow::ensure!(!a.metrics.is_empty(), "--metrics: expected at least one metric name");
+    let spec = bench_model(&a.model)?;
+    let mut rows = Vec::new();
+    for name in &a.metrics {
+        let metrics = wsol_eval::faithfulness::Metric::parse_list(std::slice::from_ref(name))?;
+        let cfg = wsol_eval::faithfulness::FaithfulnessConfig {
+            metrics,
+            steps: a.faithfulness_steps,
+            substrate: wsol_eval::faithfulness::Substrate::Zero,
+            percentiles: (1..=9).map(|k| k * 10).collect(),
+            road_noise: 0.01,
+            seed: 0,
+        };
+        cfg.validate(a.model.size)?;
+        rows.push((name.clone(), crate::bench::faithfulness_speed(&spec, &cfg)?));
+    }
+    let m = &a.model;
+    if m.json {
+        let per: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(n, r)| {
+                (n.clone(), serde_json::json!({"ms_per_image": r.ms_per_image, "inputs_per_image": r.inputs_per_image}))
+            })
+            .collect();
+        print_bench_json(
+            m,
+            rows[0].1.parameters,
+            serde_json::json!({ "faithfulness": per, "steps": a.faithfulness_steps }),
+        );
+    } else {
+        for (name, r) in &rows {
+            println!(
+                "{name:<12} {:>8.1} ms per image ({:.0} inputs scored per image)",
+                r.ms_per_image, r.inputs_per_image
+            );
         }
     }
     Ok(())

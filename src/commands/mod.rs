@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Train(a)) => bench::train(a),
         Command::Bench(BenchCommand::Eval(a)) => bench::eval(a),
         Command::Bench(BenchCommand::Data(a)) => bench::data(a),
+        Command::Bench(BenchCommand::Faithfulness(a)) => bench::faithfulness(a),
     }
 }
 
