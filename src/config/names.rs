@@ -71,6 +71,7 @@ names! {
         CutMix = "cutmix",
         Adl = "adl",
         Spg = "spg",
+        Bas = "bas",
     }
 }
 
