@@ -84,6 +84,31 @@ impl Knobs {
     }
 }
 
+/// The authors' initialization of the new layers (`initialize_weights(..., 'xavier')` of
+/// their ResNet): Xavier-uniform conv weights, zero biases, from a stream keyed by (seed,
+/// name) as `models::init`. (torchvision's He rule, `models::init`, draws the 1x1 class
+/// conv ~3x wider, and from scratch on `tiny` the ReLU'd class maps then died.)
+pub fn initialize(varmap: &candle_nn::VarMap, seed: u64, device: &Device) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let data = varmap.data().lock().expect("varmap lock");
+    for (name, var) in data.iter().filter(|(n, _)| n.starts_with("classifier_cls.") || n.starts_with("classifier_loc."))
+    {
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = if dims.len() == 4 {
+            let field = dims[2] * dims[3];
+            let bound = (6.0 / ((dims[0] + dims[1]) * field) as f64).sqrt();
+            let key = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ key);
+            (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+        } else {
+            vec![0.0; n]
+        };
+        var.set(&Tensor::from_vec(values, dims, device)?)?;
+    }
+    Ok(())
+}
+
 /// Hands out detached views of another builder's tensors (same storage, no gradient), so
 /// layers built from it compute with the current weights and train none of them. Batch
 /// norm running statistics are shared only when frozen (`model.freeze_bn`: read, never
@@ -356,8 +381,12 @@ mod tests {
             max_abs(&run(h.backbone.as_ref(), &h.classifier), &run(h.frozen_backbone.as_ref(), &h.frozen_classifier))
         };
         assert_eq!(same(&head), 0.0);
-        for var in varmap.all_vars() {
-            var.set(&(var.as_tensor() * 1.5).unwrap()).unwrap();
+        // The optimizer's updates (in place); the copy's running statistics are its own
+        // (it runs in training mode, on batch statistics).
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if !name.contains("running_") {
+                var.set(&(var.as_tensor() * 1.5).unwrap()).unwrap();
+            }
         }
         assert_eq!(same(&head), 0.0, "the copy sees updated weights");
 

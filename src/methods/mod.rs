@@ -83,6 +83,20 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
     })
 }
 
+/// Re-initializes the method's own layers where its authors initialize them otherwise than
+/// `models::init` (after it, before pretrained weights load).
+pub fn initialize(
+    cfg: &ModelConfig,
+    varmap: &candle_nn::VarMap,
+    seed: u64,
+    device: &candle_core::Device,
+) -> Result<()> {
+    match cfg.method {
+        Method::Bas => bas::initialize(varmap, seed, device),
+        Method::Cam | Method::Acol | Method::Has | Method::CutMix | Method::Adl | Method::Spg => Ok(()),
+    }
+}
+
 /// A warning when the method's own layers dwarf the backbone (ACoL's branches at a width
 /// set far above the backbone's channels), from the parameter counts of `varmap`.
 pub fn cost_warning(cfg: &ModelConfig, varmap: &candle_nn::VarMap) -> Option<String> {
