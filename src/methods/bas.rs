@@ -87,7 +87,8 @@ impl Knobs {
 /// The authors' initialization of the new layers (`initialize_weights(..., 'xavier')` of
 /// their ResNet): Xavier-uniform conv weights, zero biases, from a stream keyed by (seed,
 /// name) as `models::init`. (torchvision's He rule, `models::init`, draws the 1x1 class
-/// conv ~3x wider, and from scratch on `tiny` the ReLU'd class maps then died.)
+/// conv ~3x wider: on the demo, from a trained `tiny` backbone, two of five ReLU'd class
+/// maps then died.)
 pub fn initialize(varmap: &candle_nn::VarMap, seed: u64, device: &Device) -> anyhow::Result<()> {
     use rand::{Rng, SeedableRng};
     let data = varmap.data().lock().expect("varmap lock");
