@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes configs/<dataset>/<backbone>_<method>.yaml: the paper grid of Choe et al. 2020
 (wsolevaluation) -- CUB, ILSVRC, OpenImages x VGG16, ResNet-50, Inception-v3 x CAM,
-HaS, ACoL, SPG, ADL, CutMix -- from one table, so the 54 files stay consistent.
+HaS, ACoL, SPG, ADL, CutMix -- from one table, so the 54 files stay consistent; and BAS
+(Wu et al., CVPR 2022) on CUB and ILSVRC x VGG16, ResNet-50 with its authors' recipe
+(github.com/wpy1999/BAS; no Inception-v3: wsol has no layout of their Inception yet).
 
     python3 scripts/make_paper_configs.py            # rewrites configs/{cub,ilsvrc,openimages}/
 
@@ -100,6 +102,104 @@ log: {{dir: experiments/runs, tensorboard: true, every_steps: 50, cam_images: 8}
 """
 
 
+# BAS, from wpy1999/BAS (files under CUB/ and ILSVRC/ of their repo):
+# key: (epochs, decay at multiples of, batch, {backbone: (area_weight, fg_weight, top_k,
+# inference threshold)})
+BAS = {
+    "cub": (100, 80, 32, {
+        "vgg16": (0.7, 0.0, 80, 0.15),
+        "resnet50": (1.2, 0.5, 200, 0.15),
+    }),
+    "ilsvrc": (9, 3, 128, {
+        "vgg16": (1.0, 0.05, None, 0.5),
+        "resnet50": (2.0, 1.0, None, 0.45),
+    }),
+}
+
+BAS_TEMPLATE = """\
+# {title} x {bb_title} x BAS, Background Activation Suppression (Wu et al., CVPR 2022)
+# The recipe of the authors' code, github.com/wpy1999/BAS ({ddir}/ of their repo):
+#   - network: Model/{bb_file}.py (the generator reads {tap}; classifier
+#     conv3x3 -> 1024 -> conv3x3 -> 1024 -> conv1x1 -> classes, ReLU after each);
+#   - loss: CE + {fg} x CE of the foreground scores ({fg_src}) + background activation
+#     + {area} x area ({area_src});
+#   - SGD lr 0.001, momentum 0.9, Nesterov, weight decay 5e-4, layers named `classifier`
+#     at 10x: train.py and utils/optimizer.py (their biases also train at 2x / 20x the
+#     rate, which wsol's optimizer does not model); batch {batch}, {epochs} epochs, lr x0.1
+#     at multiples of {decay} epochs (utils/lr.py, called with decay_epoch={decay});
+#     resize 256x256 -> random crop 224 -> flip: DataLoader.py;
+#   - localization map: {map_src}; their inference threshold {thr} is
+#     eval.fixed_threshold (the `*_fixed` numbers; they resize 256 -> centre crop 224 and
+#     keep the largest connected region, wsol scores the protocol of Choe et al. 2020).
+# Published (their README's table, their protocol): top-1 loc {pub_top1}, GT-known {pub_gt}.
+# Data: scripts/prepare_{key}.sh (see data/README.md). Weights: scripts/get_torchvision_weights.sh.
+# Run:  wsol train --config configs/{key}/{bb}_bas.yaml
+name: {key}_{bb}_bas
+seed: 0
+device: cuda:0
+data:
+  format: wsol
+  metadata_root: data/metadata/{mdir}
+  image_root: data/{mdir}
+  num_classes: {classes}
+{class_names}  image_size: 224
+  resize_size: 256
+  hflip: true
+  batch_size: {batch}
+  workers: 8
+model:
+  backbone: {bb}
+  method: bas
+  pretrained: data/weights/{weights}
+  bas: {{area_weight: {area}, fg_weight: {fg}, top_k: {top_k}}}
+train:
+  epochs: {epochs}
+  optimizer: {{name: sgd, lr: 0.001, momentum: 0.9, weight_decay: 0.0005, nesterov: true, new_layer_lr_mult: 10}}
+  schedule: {{name: step, step_epochs: {decay}, step_offset: 0, gamma: 0.1, warmup_epochs: 0}}
+  select_by: maxboxacc_v2
+eval:
+  cam: cam
+  cam_curve_interval: 0.001
+  iou_thresholds: [30, 50, 70]
+  multi_contour: true
+  fixed_threshold: {thr}
+  checkpoint: last
+log: {{dir: experiments/runs, tensorboard: true, every_steps: 50, cam_images: 8}}
+"""
+BAS_PUBLISHED = {
+    ("cub", "vgg16"): ("71.33", "91.07"), ("cub", "resnet50"): ("77.25", "95.13"),
+    ("ilsvrc", "vgg16"): ("52.96", "69.64"), ("ilsvrc", "resnet50"): ("57.18", "71.77"),
+}
+
+
+def write_bas(root):
+    n = 0
+    for key, (epochs, decay, batch, rows) in BAS.items():
+        ddir, title, classes = DATASETS[key][:3]
+        for bb, (area, fg, top_k, thr) in rows.items():
+            bb_title, weights, bb_file = BACKBONES[bb]
+            model_file = {"vgg16": "vgg", "resnet50": "resnet"}[bb]
+            if key == "cub":
+                fg_src = "train.py: 0.0 x loss_2 on VGG" if fg == 0 else "train.py: loss_2 * 0.5"
+                area_src = f"Model/{model_file}.py bas_loss"
+                map_src = f"the mean of the {top_k} top-scored classes' maps (BAS_inference.py --top_k)"
+            else:
+                fg_src = f"Model/{model_file}.py loss_cls"
+                area_src = f"Model/{model_file}.py loss_loc"
+                map_src = "the GT class's map (BAS_inference.py calls the model with N=1)"
+            text = BAS_TEMPLATE.format(
+                title=title, bb_title=bb_title, ddir=key.upper(), bb_file=model_file, key=key, bb=bb,
+                tap="layer3 (stride 1), a 2x2 max-pool before layer4" if bb == "resnet50" else "conv4_3; no conv6",
+                fg=fg, fg_src=fg_src, area=area, area_src=area_src, batch=batch, epochs=epochs, decay=decay,
+                map_src=map_src, thr=thr, pub_top1=BAS_PUBLISHED[key, bb][0], pub_gt=BAS_PUBLISHED[key, bb][1],
+                mdir=ddir, classes=classes, class_names=CLASS_NAMES.get(key, ""), weights=weights,
+                top_k="null" if top_k is None else top_k)
+            with open(os.path.join(root, key, f"{bb}_bas.yaml"), "w") as f:
+                f.write(text)
+            n += 1
+    return n
+
+
 def main():
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
     for key, (ddir, title, classes, epochs, decay, wd, select_by, schedule) in DATASETS.items():
@@ -114,7 +214,7 @@ def main():
                     **learning_rate(key, bb, method))
                 with open(os.path.join(root, key, f"{bb}_{method}.yaml"), "w") as f:
                     f.write(text)
-    print("wrote", 3 * len(BACKBONES) * len(METHODS), "configs")
+    print("wrote", 3 * len(BACKBONES) * len(METHODS) + write_bas(root), "configs")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ pub fn build_model(cfg: &Config, device: &Device) -> Result<Model> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let net = crate::methods::build(&cfg.model, cfg.data.num_classes, vb)?;
     models::init::initialize(&varmap, cfg.seed, device)?;
+    crate::methods::initialize(&cfg.model, &varmap, cfg.seed, device)?;
     if let Some(p) = cfg.model.pretrained.as_ref().filter(|_| pretrained_missing(cfg).is_none()) {
         models::pretrained::load(&varmap, net.as_ref(), p, cfg.model.pretrained_classifier)?;
     }

@@ -181,6 +181,22 @@ fn recipe(cfg: &Config) -> Vec<Vec<String>> {
             let ours: Vec<String> = ours.iter().map(|v| v.to_string()).collect();
             rows.push(("model.spg.threshold_{1,2,3}{h,l}", ours.join(","), "0.7,0.01,0.5,0.05,0.7,0.1", "config.py"));
         }
+        Method::Bas => {
+            // The authors' CUB values for the backbone (wpy1999/BAS), not wsolevaluation's.
+            let k = crate::methods::bas::Knobs::of(&m.bas, m.backbone);
+            let (area, fg) = match m.backbone {
+                crate::config::Backbone::Vgg16 => ("0.7", "0"),
+                crate::config::Backbone::InceptionV3 => ("1", "0.5"),
+                _ => ("1.2", "0.5"),
+            };
+            rows.push((
+                "model.bas.area_weight",
+                k.area_weight.to_string(),
+                area,
+                "wpy1999/BAS CUB Model/*.py bas_loss",
+            ));
+            rows.push(("model.bas.fg_weight", k.fg_weight.to_string(), fg, "wpy1999/BAS CUB train.py loss_2"));
+        }
         Method::Cam => {}
     }
     rows.into_iter()

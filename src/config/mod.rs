@@ -112,6 +112,8 @@ pub struct ModelConfig {
     pub adl: AdlConfig,
     /// `head: spg` settings.
     pub spg: SpgConfig,
+    /// `method: bas` settings.
+    pub bas: BasConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +201,26 @@ impl Default for CutMixConfig {
     fn default() -> Self {
         CutMixConfig { beta: 1.0, prob: 1.0 }
     }
+}
+
+/// BAS's knobs (Wu et al., CVPR 2022; wpy1999/BAS). Unset (null) values take the
+/// authors' CUB value for the backbone (`methods::bas`); the ILSVRC configs set theirs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasConfig {
+    /// Weight of the area constraint, the mean of the foreground map (their `bas_loss`:
+    /// CUB 0.7 VGG16, 1.2 ResNet-50, 1.0 Inception-v3; ILSVRC 2.0 ResNet-50, 2.5 Inception-v3).
+    pub area_weight: Option<f64>,
+    /// Weight of the cross-entropy of the foreground-weighted scores (their `loss_2`:
+    /// CUB 0 VGG16, 0.5 otherwise; ILSVRC 0.05 VGG16, 1 otherwise).
+    pub fg_weight: Option<f64>,
+    /// The localization map: the mean of the foreground maps of the `top_k` classes the
+    /// classifier scores highest (their CUB inference: 200, all classes, or 80 on VGG16);
+    /// unset: the GT class's map (their ILSVRC inference, wsolevaluation's protocol).
+    pub top_k: Option<usize>,
+    /// Channels of the classifier's two 3x3 convs; unset: 1024 on VGG16, ResNet-50 and
+    /// Inception-v3 (theirs), the backbone's channels up to 1024 elsewhere.
+    pub width: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -368,6 +390,7 @@ impl Default for ModelConfig {
             cutmix: CutMixConfig::default(),
             adl: AdlConfig::default(),
             spg: SpgConfig::default(),
+            bas: BasConfig::default(),
         }
     }
 }
@@ -553,6 +576,22 @@ impl Config {
             format!("model.acol.erase_threshold: expected in (0, 1], got {}", acol.erase_threshold),
         );
         check(acol.width != Some(0), "model.acol.width: expected >= 1 (or unset: it follows the backbone)".into());
+        let bas = &self.model.bas;
+        for (key, v) in [("area_weight", bas.area_weight), ("fg_weight", bas.fg_weight)] {
+            check(
+                v.is_none_or(|v| v >= 0.0 && v.is_finite()),
+                format!("model.bas.{key}: expected >= 0 (or unset: the authors' value), got {v:?}"),
+            );
+        }
+        for (key, v) in [("top_k", bas.top_k), ("width", bas.width)] {
+            check(v != Some(0), format!("model.bas.{key}: expected >= 1 (or unset)"));
+        }
+        if let Some(k) = bas.top_k {
+            check(
+                k <= self.data.num_classes,
+                format!("model.bas.top_k: expected <= data.num_classes ({}), got {k}", self.data.num_classes),
+            );
+        }
         let adl = &self.model.adl;
         for (key, v) in [("drop_rate", adl.drop_rate), ("drop_threshold", adl.drop_threshold)] {
             check((0.0..=1.0).contains(&v), format!("model.adl.{key}: expected in [0, 1], got {v}"));

@@ -80,6 +80,7 @@ names! {
         CutMix = "cutmix",
         Adl = "adl",
         Spg = "spg",
+        Bas = "bas",
     }
 }
 

@@ -10,12 +10,14 @@
 //! | `adl` (Choe & Shim 2019) | [`adl`] | CAM with attention-based drop layers in the backbone | as loaded |
 //! | `has` (Singh & Lee 2017) | [`has`] | CAM | patches hidden |
 //! | `cutmix` (Yun et al. 2019) | [`cutmix`] | CAM | a box pasted from another image |
+//! | `bas` (Wu et al. 2022) | [`bas`] | conv classifier + foreground-map generator, erased pass | as loaded |
 //!
 //! Adding a method: one file here, one name in [`Method`], and the arms of the matches
 //! below (the compiler lists them).
 
 pub mod acol;
 pub mod adl;
+pub mod bas;
 pub mod cam;
 pub mod cutmix;
 
@@ -42,10 +44,20 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
             "model.method: `{method}` has no published layout for efficientnet_lite0 (use tiny, resnet18, resnet50, vgg16 or inception_v3)"
         );
     }
-    // wsolevaluation builds a different trunk for ACoL and SPG (pools, extra layers, taps).
+    if method == Method::Bas && !bas::BACKBONES.contains(&cfg.backbone) {
+        let names: Vec<&str> = bas::BACKBONES.iter().map(|b| b.as_str()).collect();
+        bail!(
+            "model.backbone: `{}` has no layout for model.method `bas` (BAS runs on: {})",
+            cfg.backbone,
+            names.join(", ")
+        );
+    }
+    // wsolevaluation builds a different trunk for ACoL and SPG (pools, extra layers, taps),
+    // BAS's authors theirs.
     let trunk = match method {
         Method::Acol => Trunk::Acol,
         Method::Spg => Trunk::Spg,
+        Method::Bas => Trunk::Bas,
         Method::Cam | Method::Has | Method::CutMix | Method::Adl => Trunk::Standard,
     };
     // What the layers inside the network draw (ADL, Inception's dropout); the model's
@@ -67,7 +79,22 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
             Box::new(acol::AcolHead::new(backbone, num_classes, &cfg.acol, width, &vb)?)
         }
         Method::Spg => Box::new(spg::SpgHead::new(backbone, num_classes, &cfg.spg, draws, &vb)?),
+        Method::Bas => Box::new(bas::BasHead::new(backbone, num_classes, cfg, &draws, &vb)?),
     })
+}
+
+/// Re-initializes the method's own layers where its authors initialize them otherwise than
+/// `models::init` (after it, before pretrained weights load).
+pub fn initialize(
+    cfg: &ModelConfig,
+    varmap: &candle_nn::VarMap,
+    seed: u64,
+    device: &candle_core::Device,
+) -> Result<()> {
+    match cfg.method {
+        Method::Bas => bas::initialize(varmap, seed, device),
+        Method::Cam | Method::Acol | Method::Has | Method::CutMix | Method::Adl | Method::Spg => Ok(()),
+    }
 }
 
 /// A warning when the method's own layers dwarf the backbone (ACoL's branches at a width
@@ -98,7 +125,7 @@ pub fn transform_batch(
             let mix = draws.uniform() < cfg.cutmix.prob && cfg.cutmix.beta > 0.0;
             mix.then(|| cutmix::cutmix(images, labels, size, cfg.cutmix.beta, draws))
         }
-        Method::Cam | Method::Acol | Method::Spg | Method::Adl => None,
+        Method::Cam | Method::Acol | Method::Spg | Method::Adl | Method::Bas => None,
     }
 }
 
@@ -119,5 +146,6 @@ pub fn search_space(method: Method) -> &'static [(&'static str, Knob)] {
         Method::CutMix => cutmix::SEARCH,
         Method::Adl => adl::SEARCH,
         Method::Spg => spg::SEARCH,
+        Method::Bas => bas::SEARCH,
     }
 }

@@ -70,6 +70,10 @@ pub trait Backbone: Send + Sync {
     fn forward_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor>;
     /// Where SPG reads this backbone; `None` when it was not built for `head: spg`.
     fn spg_taps(&self) -> Option<SpgTaps>;
+    /// Where BAS's foreground-map generator reads this backbone: the index of the stage
+    /// whose output it takes, and that output's channels; `None` when it was not built
+    /// for `method: bas`.
+    fn bas_tap(&self) -> Option<(usize, usize)>;
     /// Whether variable `var_name` of the whole model trains at `new_layer_lr_mult`, when
     /// this backbone's wsolevaluation recipe groups by its own rule; `None`: the new layers do.
     fn new_layer_lr(&self, var_name: &str) -> Option<bool>;
@@ -93,6 +97,10 @@ pub(crate) trait Staged: Send + Sync {
     }
     /// See [`Backbone::new_layer_lr`].
     fn lr_group(&self, _var_name: &str) -> Option<bool> {
+        None
+    }
+    /// See [`Backbone::bas_tap`].
+    fn bas_tap(&self) -> Option<(usize, usize)> {
         None
     }
 }
@@ -133,6 +141,10 @@ impl<T: Staged> Backbone for T {
     fn new_layer_lr(&self, var_name: &str) -> Option<bool> {
         self.lr_group(var_name)
     }
+
+    fn bas_tap(&self) -> Option<(usize, usize)> {
+        Staged::bas_tap(self)
+    }
 }
 
 /// A trainable WSOL model: the method decides the loss and how class maps are read.
@@ -159,7 +171,7 @@ pub trait WsolModel: Send + Sync {
 }
 
 /// `maps[b, targets[b]]`: [B, K, h, w] -> [B, h, w].
-pub(crate) fn class_map(maps: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+pub fn class_map(maps: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let (b, _, h, w) = maps.dims4()?;
     let index =
         targets.to_dtype(candle_core::DType::U32)?.reshape((b, 1, 1, 1))?.broadcast_as((b, 1, h, w))?.contiguous()?;
@@ -176,12 +188,14 @@ pub fn minmax_rows(flat: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// How wsolevaluation builds a backbone for a method: the same trunk for most, another
-/// for ACoL (its pools) and SPG (its taps and extra layers); see each backbone's doc.
+/// for ACoL (its pools) and SPG (its taps and extra layers); BAS's trunk is its authors'
+/// (wpy1999/BAS: the generator's tap, no `conv6`); see each backbone's doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trunk {
     Standard,
     Acol,
     Spg,
+    Bas,
 }
 
 /// A weightless layer a method inserts between a backbone's stages, at the places its
@@ -221,7 +235,7 @@ pub fn build_backbone(
         BackboneName::ResNet50 => Box::new(ResNet::new(50, cfg, trunk, inserted, vb)?),
         BackboneName::Vgg16 => Box::new(Vgg16::new(cfg, trunk, inserted, vb)?),
         BackboneName::InceptionV3 => Box::new(InceptionV3::new(cfg, trunk, inserted, draws, vb)?),
-        BackboneName::EfficientNetLite0 if inserted.is_some() || trunk == Trunk::Spg => {
+        BackboneName::EfficientNetLite0 if inserted.is_some() || matches!(trunk, Trunk::Spg | Trunk::Bas) => {
             bail!("efficientnet_lite0 has no published layout for inserted layers or SPG's taps")
         }
         BackboneName::EfficientNetLite0 => Box::new(EfficientNetLite0::new(cfg, vb)?),

@@ -7,6 +7,10 @@
 //! ADL layers sit where wsolevaluation puts them in ResNet-50: after layer3's first
 //! block and after layer4's first and last blocks. For SPG, layer3's first block is a
 //! stage of its own (`layer3.0`, wsolevaluation's `SPG_A1`), the tap of branch B1.
+//!
+//! For BAS, the authors' ResNet-50 (wpy1999/BAS `Model/resnet.py`): layer3 at stride 1
+//! whatever `large_feature_map` says, its output the generator's input (28x28 at 224),
+//! then a 2x2 max-pool before layer4 (14x14).
 
 use std::sync::Arc;
 
@@ -122,6 +126,8 @@ pub struct ResNet {
     stages: Vec<(String, Vec<Block>)>,
     out_channels: usize,
     spg_taps: Option<SpgTaps>,
+    /// BAS: layer3's stage index and channels; layer4 starts with a 2x2 max-pool.
+    bas_tap: Option<(usize, usize)>,
 }
 
 impl ResNet {
@@ -139,12 +145,14 @@ impl ResNet {
             _ => candle_core::bail!("no ResNet-{depth}"),
         };
         let expansion = if bottleneck { 4 } else { 1 };
-        let strides = [1, 2, if cfg.large_feature_map { 1 } else { 2 }, 1];
+        let bas = trunk == Trunk::Bas;
+        let strides = [1, 2, if cfg.large_feature_map || bas { 1 } else { 2 }, 1];
         let frozen = cfg.freeze_bn;
         let spg = trunk == Trunk::Spg;
         let mut stages = Vec::new();
         let mut c_in = 64;
         let mut spg_taps = None;
+        let mut bas_tap = None;
         for (k, (&n, &stride)) in blocks.iter().zip(&strides).enumerate() {
             let planes = 64 << k;
             let name = format!("layer{}", k + 1);
@@ -163,6 +171,9 @@ impl ResNet {
                 }
             }
             stages.push((name, stage));
+            if bas && k == 2 {
+                bas_tap = Some((stages.len(), c_in)); // the stem is stage 0
+            }
             if spg && k == 2 {
                 // B1 reads layer3.0, B2 layer3 (both 4x the width in ResNet-50).
                 // Stage indices count the stem as 0: layer3.0 is stages[len - 2], index len - 1.
@@ -172,7 +183,7 @@ impl ResNet {
             }
         }
         let stem = ConvBn::new(3, 64, 7, 2, frozen, vb, ("conv1", "bn1"))?;
-        Ok(ResNet { stem, stages, out_channels: c_in, spg_taps })
+        Ok(ResNet { stem, stages, out_channels: c_in, spg_taps, bas_tap })
     }
 
     /// Runs stages `from..to` (0 = stem through the max-pool).
@@ -183,7 +194,10 @@ impl ResNet {
                 // torchvision's stem pool, MaxPool2d(3, stride 2, padding 1).
                 max_pool3(&self.stem.forward_relu_t(&x, train)?, 2, 1, false)?
             } else {
-                let mut y = x;
+                let mut y = match self.bas_tap {
+                    Some((tap, _)) if stage == tap + 1 => wsol_ops::pool::max_pool2(&x)?,
+                    _ => x,
+                };
                 for block in &self.stages[stage - 1].1 {
                     y = block.forward_t(&y, train)?;
                 }
@@ -209,6 +223,10 @@ impl Staged for ResNet {
 
     fn spg_taps(&self) -> Option<SpgTaps> {
         self.spg_taps
+    }
+
+    fn bas_tap(&self) -> Option<(usize, usize)> {
+        self.bas_tap
     }
 
     /// wsolevaluation's ResNet recipe: layer4 and the CAM classifier `fc` at the new-layer

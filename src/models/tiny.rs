@@ -4,7 +4,8 @@
 //! halves a CPU training step (measured: 36 -> 56 img/s at width 16, 64px, batch 32).
 //!
 //! Method layouts mirror VGG16's: ADL after the pool and after each later conv block;
-//! SPG's B1 reads the pool's output, B2 the next block's.
+//! SPG's B1 reads the pool's output, B2 the next block's. BAS's generator reads the
+//! block before the pool, as on VGG16 (conv4_3 there, before pool4).
 
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ pub struct Tiny {
     /// ADL after the pool and after each later layer (`head: adl`).
     adl: Option<Arc<dyn InsertedLayer>>,
     spg: bool,
+    bas: bool,
 }
 
 /// (in, out, stride) per 3x3 conv; None is a 2x2 max-pool. Dilating the last convs (for a
@@ -97,7 +99,7 @@ impl Tiny {
                 }
             }
         }
-        Ok(Tiny { layers, names, out_channels: 4 * cfg.width, adl, spg: trunk == Trunk::Spg })
+        Ok(Tiny { layers, names, out_channels: 4 * cfg.width, adl, spg: trunk == Trunk::Spg, bas: trunk == Trunk::Bas })
     }
 
     fn run(&self, x: &Tensor, layers: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
@@ -138,6 +140,10 @@ impl Staged for Tiny {
             width: 2 * w,
             c_width: 2 * w,
         })
+    }
+
+    fn bas_tap(&self) -> Option<(usize, usize)> {
+        self.bas.then_some((1, self.out_channels / 2))
     }
 }
 

@@ -9,7 +9,9 @@
 //! is the B2 tap, and two new 3x3 512-channel convs (`SPG_A_3`) replace conv6.
 //! `head: acol` uses its ACoL layout: every pool 3x3 with padding 1 (stride 2; stride 1
 //! for pool5, and for pool4 with `large_feature_map`), then a 3x3 stride-1 average pool,
-//! no conv6: the branches read 512 channels.
+//! no conv6: the branches read 512 channels. `method: bas` uses its authors' layout
+//! (wpy1999/BAS `Model/vgg.py`): pool4 kept, no pool5, no conv6 (512 channels); conv4_3's
+//! output (`features.22`, 28x28 at 224) is a stage of its own, the generator's input.
 
 use std::sync::Arc;
 
@@ -40,6 +42,8 @@ pub struct Vgg16 {
     stages: Vec<(String, Vec<Op>)>,
     channels: usize,
     spg: bool,
+    /// BAS: the stage ending at conv4_3's ReLU, and its channels.
+    bas_tap: Option<(usize, usize)>,
 }
 
 /// torchvision's VGG16 plan: output channels of each conv, `0` = max-pool.
@@ -53,7 +57,8 @@ impl Vgg16 {
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
-        let (spg, acol) = (trunk == Trunk::Spg, trunk == Trunk::Acol);
+        let (spg, acol, bas) = (trunk == Trunk::Spg, trunk == Trunk::Acol, trunk == Trunk::Bas);
+        let mut bas_tap = None;
         let (mut stages, mut ops) = (Vec::new(), Vec::new());
         let (mut index, mut c_in) = (0, 3);
         for (k, &c_out) in PLAN.iter().enumerate() {
@@ -64,7 +69,15 @@ impl Vgg16 {
                 }
                 let last = k == PLAN.len() - 1;
                 // pool5 goes (ACoL keeps it at stride 1); pool4 too for 28x28 maps.
-                let dropped = !acol && (last || (k == 13 && cfg.large_feature_map));
+                let dropped = !acol && (last || (k == 13 && cfg.large_feature_map && !bas));
+                if bas && k == 13 {
+                    // The generator reads conv4_3 (before pool4); pool4 opens conv5's stage.
+                    stages.push((format!("features.{}", index - 1), std::mem::take(&mut ops)));
+                    bas_tap = Some((stages.len() - 1, 512));
+                    ops.push(Op::Pool);
+                    index += 1;
+                    continue;
+                }
                 if acol {
                     let stride1 = last || (k == 13 && cfg.large_feature_map);
                     ops.push(Op::Pool3(if stride1 { 1 } else { 2 }));
@@ -87,7 +100,7 @@ impl Vgg16 {
                 index += 2;
             }
         }
-        let channels = if acol {
+        let channels = if acol || bas {
             512
         } else if spg {
             let head = vec![
@@ -100,7 +113,7 @@ impl Vgg16 {
             stages.push(("conv6".into(), vec![Op::Conv(conv2d(512, 1024, 3, pad1, vb.pp("conv6"))?)]));
             1024
         };
-        Ok(Vgg16 { stages, channels, spg })
+        Ok(Vgg16 { stages, channels, spg, bas_tap })
     }
 
     fn run(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
@@ -143,6 +156,10 @@ impl Staged for Vgg16 {
     fn lr_group(&self, var_name: &str) -> Option<bool> {
         let index: usize = var_name.strip_prefix("features.")?.split('.').next()?.parse().ok()?;
         (self.spg && index >= 17).then_some(true)
+    }
+
+    fn bas_tap(&self) -> Option<(usize, usize)> {
+        self.bas_tap
     }
 
     /// B1 reads conv4 after its pool, B2 conv5 (stages 3 and 4).

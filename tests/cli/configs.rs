@@ -40,8 +40,8 @@ fn every_config_loads_and_the_paper_grid_builds() {
             pairs.insert((cfg.model.backbone, cfg.model.method), cfg.model.clone());
         }
     }
-    assert_eq!(grid, 54, "3 datasets x 3 backbones x 6 methods");
-    assert_eq!(pairs.len(), 18);
+    assert_eq!(grid, 58, "3 datasets x 3 backbones x 6 methods, and BAS on CUB and ILSVRC x VGG16 and ResNet-50");
+    assert_eq!(pairs.len(), 20);
     for ((backbone, head), model_cfg) in pairs {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
