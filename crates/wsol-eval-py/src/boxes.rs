@@ -169,23 +169,35 @@ impl PyBoxAccumulator {
             paths
                 .par_iter()
                 .enumerate()
-                .fold(empty, |(mut acc, bad), (i, path)| {
-                    if bad.is_some() {
-                        return (acc, bad);
-                    }
-                    let map = match scoremaps::read(path) {
-                        Ok(m) => m,
-                        Err(e) => return (acc, Some((i, PyOSError::new_err(format!("{e:#}"))))),
-                    };
-                    let view = MapView { pixels: Pixels::F64(&map.data), h: map.height, w: map.width };
-                    match levels(&view, normalize) {
-                        Ok((q, w, h)) => {
-                            acc.add_quantized(&q, w, h, &gt(&gt_boxes[i]), None);
-                            (acc, None)
+                // A reader per thread: its buffers are reused from map to map.
+                .fold(
+                    || (empty(), scoremaps::MapReader::default()),
+                    |((mut acc, bad), mut reader), (i, path)| {
+                        if bad.is_some() {
+                            return ((acc, bad), reader);
                         }
-                        Err(e) => (acc, Some((i, e.error(&format!("{} ({})", image_ids[i], path.display()))))),
-                    }
-                })
+                        let outcome = match reader.read(path) {
+                            Err(e) => Err(PyOSError::new_err(format!("{e:#}"))),
+                            Ok(map) => {
+                                let pixels = match map.values {
+                                    scoremaps::MapValues::F32(v) => Pixels::F32(v),
+                                    scoremaps::MapValues::F64(v) => Pixels::F64(v),
+                                };
+                                let view = MapView { pixels, h: map.height, w: map.width };
+                                levels(&view, normalize)
+                                    .map_err(|e| e.error(&format!("{} ({})", image_ids[i], path.display())))
+                            }
+                        };
+                        match outcome {
+                            Ok((q, w, h)) => {
+                                acc.add_quantized(&q, w, h, &gt(&gt_boxes[i]), None);
+                                ((acc, None), reader)
+                            }
+                            Err(e) => ((acc, Some((i, e))), reader),
+                        }
+                    },
+                )
+                .map(|(state, _)| state)
                 .reduce(empty, |(mut a, bad_a), (b, bad_b)| {
                     a.merge(&b);
                     let bad = match (bad_a, bad_b) {
