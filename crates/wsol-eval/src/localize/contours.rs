@@ -117,6 +117,76 @@ impl Tracer {
         self.output_order()
     }
 
+    /// As [`Tracer::find_within`] for a set given as its row runs: `runs(y)` are the
+    /// (first, last) columns of row `y`'s foreground, left to right and maximal, all in
+    /// `window`. Same contours, same order, without the per-pixel work of the scan:
+    /// textured maps trace many large levels with holes, where clearing, filling and
+    /// scanning the window pixel by pixel was most of the sweep.
+    ///
+    /// A border can only start at a run's first pixel (outer) or just past its last
+    /// (hole): everywhere else the scan sees no 0/1 change. The scan's LNBD at either
+    /// point is the last marked (not 0 or 1) pixel left of it; no border starts inside a
+    /// run, so the run's marks are final when its end is reached (and background is
+    /// never marked).
+    pub fn find_runs<'a>(&mut self, runs: impl Fn(usize) -> &'a [(u16, u16)], window: [usize; 4]) -> Vec<Contour> {
+        let [x0, y0, x1, y1] = window;
+        assert!(x0 <= x1 && y0 <= y1);
+        let (cw, ch) = (x1 - x0, y1 - y0);
+        let stride = cw + 2;
+        self.stride = stride;
+        self.offset = (x0 as i32, y0 as i32);
+        // Every element is written below, so no clearing pass first.
+        self.img.resize(stride * (ch + 2), 0);
+        self.img[..stride].fill(0);
+        self.img[(ch + 1) * stride..].fill(0);
+        for y in 0..ch {
+            let row = &mut self.img[(y + 1) * stride..(y + 2) * stride];
+            let mut x = 0;
+            for &(s, e) in runs(y0 + y) {
+                let (a, b) = (s as usize - x0 + 1, e as usize - x0 + 1);
+                assert!(x <= a && b <= cw, "runs must be sorted, disjoint and within the window");
+                row[x..a].fill(0);
+                row[a..=b].fill(1);
+                x = b + 1;
+            }
+            row[x..].fill(0);
+        }
+        self.found.clear();
+        self.parent.clear();
+        self.parent.push(0);
+        for y in 1..=ch {
+            let base = y * stride;
+            let mut lnbd = 0usize;
+            for &(s, e) in runs(y0 + y - 1) {
+                let (a, b) = (base + s as usize - x0 + 1, base + e as usize - x0 + 1);
+                if self.img[a] == 1 {
+                    self.start(a, false, lnbd);
+                }
+                // The run's first pixel is marked now (traced just above, or before).
+                let mut i = b;
+                while i > a && self.img[i] == 1 {
+                    i -= 1;
+                }
+                lnbd = self.img[i].unsigned_abs() as usize - 1;
+                if self.img[b] >= 1 {
+                    self.start(b, true, lnbd);
+                }
+            }
+        }
+        self.output_order()
+    }
+
+    /// Traces the border starting at `i0` (the pixel itself for an outer border, the
+    /// foreground pixel left of the scan position for a hole), with the scan's LNBD.
+    fn start(&mut self, i0: usize, is_hole: bool, lnbd: usize) {
+        let lnbd_is_hole = lnbd == 0 || self.found[lnbd - 1].is_hole;
+        let parent = if lnbd_is_hole == is_hole { self.parent[lnbd] } else { lnbd };
+        let label = self.found.len() as i32 + 2;
+        let c = self.trace(i0, is_hole, label);
+        self.found.push(c);
+        self.parent.push(parent);
+    }
+
     /// Follows one border from `i0`, marking pixels as OpenCV does (negative where the
     /// right neighbour was examined and found background), and measures it.
     fn trace(&mut self, i0: usize, is_hole: bool, nbd: i32) -> Contour {

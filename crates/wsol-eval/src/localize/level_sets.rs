@@ -397,6 +397,14 @@ impl LevelSets {
         self.components.iter()
     }
 
+    /// Runs (first, last column) of row `y` of the current set, left to right; only
+    /// for a set with holes (a one-chain set, which has none, may keep rows of an
+    /// earlier level, see [`LevelSets::extends_chain`]).
+    pub fn runs(&self, y: usize) -> &[(u16, u16)] {
+        debug_assert!(self.holes != 0);
+        &self.rows[y]
+    }
+
     /// Extent of the current set: x0, y0, x1, y1 (exclusive).
     pub fn extent(&self) -> [usize; 4] {
         self.extent

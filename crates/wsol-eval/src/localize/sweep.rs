@@ -94,7 +94,7 @@ pub fn sweep_quantized_with<G>(
             let largest = if sets.holes() == 0 {
                 boxes_of_components(sets, w, h, comps, boxes)
             } else {
-                boxes_of(&tracer.find_within(q, w, h, sets.extent(), |v| v >= l), w, h, boxes)
+                boxes_of(&tracer.find_runs(|y| sets.runs(y), sets.extent()), w, h, boxes)
             };
             group_of[l as usize] = groups.len();
             groups.push(score(largest, boxes));
@@ -283,6 +283,57 @@ mod tests {
             super::super::normalize_minmax(&mut m);
             let t = super::super::cam_thresholds(0.01).unwrap();
             assert_eq!(boxes_at_thresholds(&m, w, h, &t), boxes_at_thresholds_reference(&m, w, h, &t));
+        }
+    }
+
+    /// A textured map (`w` x `h`, levels as f64 in [0, 1]): a blob over a background of
+    /// `kind` 0 random noise of few levels (plateaus, many holes, touching the borders),
+    /// 1 coarse noise upsampled by `cell` (blocky plateaus and rings), 2 fine noise of
+    /// every level, or 3 a checkerboard with dropouts (many lone pixels and diagonals).
+    fn textured(seed: u64, kind: u8, w: usize, h: usize, cell: usize) -> Vec<f64> {
+        let mut s = seed | 1;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let levels = 2 + rnd() % 6;
+        let coarse: Vec<u64> = (0..w * h).map(|_| rnd()).collect();
+        let (cx, cy, r) = (rnd() % w as u64, rnd() % h as u64, 1 + rnd() % 8);
+        (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as u64, (i / w) as u64);
+                let bg = match kind {
+                    0 => (rnd() % levels) as f64 / levels as f64,
+                    1 => (coarse[(y as usize / cell) * w + x as usize / cell] % levels) as f64 / levels as f64,
+                    2 => (rnd() % 1000) as f64 / 999.0,
+                    _ => ((x + y) % 2 * (rnd() % 5).min(1)) as f64,
+                };
+                let d2 = (x.abs_diff(cx).pow(2) + y.abs_diff(cy).pow(2)) as f64;
+                0.5 * bg + (-d2 / (2.0 * (r * r) as f64)).exp()
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// The grouped sweep (run-based tracing of levels with holes included) equals one
+        /// tracing per threshold on textured and noisy maps, at 100 and 1000 thresholds.
+        #[test]
+        fn grouped_sweep_equals_reference_on_textured_maps(
+            seed in proptest::prelude::any::<u64>(),
+            kind in 0u8..4,
+            w in 1usize..48,
+            h in 1usize..48,
+            cell in 1usize..6,
+            fine in proptest::prelude::any::<bool>(),
+        ) {
+            let mut m = textured(seed, kind, w, h, cell);
+            super::super::normalize_minmax(&mut m);
+            let t = super::super::cam_thresholds(if fine { 0.001 } else { 0.01 }).unwrap();
+            proptest::prop_assert_eq!(boxes_at_thresholds(&m, w, h, &t), boxes_at_thresholds_reference(&m, w, h, &t));
         }
     }
 }
