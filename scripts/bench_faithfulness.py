@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -27,21 +26,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_backbone_parity_fixture import resnet  # noqa: E402
-
-
-class FixedCams:
-    def __init__(self, model, maps):
-        self.model, self.maps = model, maps
-
-    def __call__(self, class_idx=None, scores=None, normalized=True, **kw):
-        return [self.maps]
-
-    def fuse_cams(self, cams):
-        return cams[0]
-
-    @contextmanager
-    def _hooks_off(self):
-        yield
+from make_faithfulness_fixture import FixedCams  # noqa: E402
 
 
 def main():

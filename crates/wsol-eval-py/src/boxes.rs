@@ -31,6 +31,14 @@ fn gt(boxes: &[[i64; 4]]) -> Vec<BBox> {
     boxes.iter().map(|b| BBox::new(c(b[0]), c(b[1]), c(b[2]), c(b[3]))).collect()
 }
 
+/// The first bad map in batch order of two threads' (index, error), whichever met it.
+fn first_bad<E>(a: Option<(usize, E)>, b: Option<(usize, E)>) -> Option<(usize, E)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
+        (x, y) => x.or(y),
+    }
+}
+
 /// The levels a map is scored on: as given (official `accumulate`: a map already in
 /// [0, 1]) or prepared from a raw CAM (`normalize`: resized to `size`, min-max).
 fn levels(map: &MapView, normalize: Option<usize>) -> Result<(Vec<u8>, usize, usize), BadMap> {
@@ -129,12 +137,7 @@ impl PyBoxAccumulator {
                 })
                 .reduce(empty, |(mut a, bad_a), (b, bad_b)| {
                     a.merge(&b);
-                    // The first bad map in batch order, whichever thread met it.
-                    let bad = match (bad_a, bad_b) {
-                        (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
-                        (x, y) => x.or(y),
-                    };
-                    (a, bad)
+                    (a, first_bad(bad_a, bad_b))
                 })
         });
         if let Some((i, e)) = bad {
@@ -200,11 +203,7 @@ impl PyBoxAccumulator {
                 .map(|(state, _)| state)
                 .reduce(empty, |(mut a, bad_a), (b, bad_b)| {
                     a.merge(&b);
-                    let bad = match (bad_a, bad_b) {
-                        (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
-                        (x, y) => x.or(y),
-                    };
-                    (a, bad)
+                    (a, first_bad(bad_a, bad_b))
                 })
         });
         if let Some((_, e)) = bad {
