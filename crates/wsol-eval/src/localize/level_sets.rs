@@ -20,9 +20,15 @@
 //!
 //! Holes come from the Euler number of the run graph: runs are contractible, two runs of
 //! consecutive rows that touch (8-connected) meet in a segment or a corner, and no three
-//! runs meet, so components - holes = runs - touching pairs. Levels with holes are traced.
+//! runs meet, so components - holes = runs - touching pairs. Levels with holes are traced,
+//! or (for callers that take the boxes in any order, [`LevelSets::set_resolve_holes`])
+//! resolved without tracing: their holes labelled from the gaps between runs
+//! ([`Holes`]), and their outer borders' areas taken from the set with its holes filled,
+//! which has the same outer borders and none inside.
 
 use std::ops::Range;
+
+use super::holes::Holes;
 
 /// One component of a superlevel set.
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +132,13 @@ pub struct LevelSets {
     holes: i64,
     /// Extent of the current set: x0, y0, x1, y1 (exclusive).
     extent: [usize; 4],
+    /// Whether levels with holes get [`LevelSets::hole_borders`] and
+    /// [`LevelSets::outer_components`].
+    resolve_holes: bool,
+    hole_labels: Holes,
+    /// Per row, the runs of the set with its holes filled.
+    filled: Vec<Vec<(u16, u16)>>,
+    outer: Vec<Component>,
 }
 
 impl LevelSets {
@@ -170,6 +183,9 @@ impl LevelSets {
                 self.single(w);
             } else {
                 self.label(w);
+                if self.holes != 0 && self.resolve_holes {
+                    self.resolve(w);
+                }
             }
             at_level(l, self);
         }
@@ -246,91 +262,40 @@ impl LevelSets {
         self.holes = 0;
     }
 
-    /// Labels the grown runs top-down (row `y` against row `y - 1`) with union-find over
-    /// components, keeping each component's statistics at its root.
+    /// Labels the grown runs into [`LevelSets::components`].
     fn label(&mut self, w: usize) {
         let [_, y0, _, y1] = self.extent;
-        let f = &mut self.forest;
-        f.parent.clear();
-        f.stats.clear();
-        f.of_run.clear();
-        // Runs not listed in `of_run` (inside chains), and touching pairs.
-        let (mut unlisted, mut touching) = (0, 0);
-        // Index of the first run of the row above.
-        let mut above_base = 0;
-        let mut y = y0;
-        while y < y1 {
-            // The row above the extent holds no runs.
-            let above: &[(u16, u16)] = if y > y0 { &self.rows[y - 1] } else { &[] };
-            let base = f.of_run.len();
-            // A chain, the common case: rows of one run, each touching the one above.
-            // They all join the component of the run above the first, which is updated
-            // in registers and written back once (a store per row made a dependency
-            // chain through memory).
-            if let (&[run], &[above_run]) = (self.rows[y].as_slice(), above) {
-                if touches(above_run, run) {
-                    let root = f.find(f.of_run[above_base]);
-                    let mut c = f.stats[root as usize];
-                    let (mut prev, mut length) = (above_run, 0);
-                    while y < y1 {
-                        let &[run] = self.rows[y].as_slice() else { break };
-                        if !touches(prev, run) {
-                            break;
-                        }
-                        c.add_run(run.0, run.1, y, area2_under(&[prev], run.0, run.1));
-                        (prev, length, y) = (run, length + 1, y + 1);
-                    }
-                    f.stats[root as usize] = c;
-                    // Only the chain's last run is listed, for the row below.
-                    f.of_run.push(root);
-                    unlisted += length - 1;
-                    touching += length;
-                    above_base = base;
-                    continue;
-                }
-            }
-            let mut j = 0;
-            for &(s, e) in &self.rows[y] {
-                // Runs of the row above that end left of this one's 8-neighbourhood are
-                // done with; the first left may also touch the next run of this row.
-                while j < above.len() && above[j].1 + 1 < s {
-                    j += 1;
-                }
-                let mut k = j;
-                let mut root = None;
-                while k < above.len() && above[k].0 <= e + 1 {
-                    let other = f.find(f.of_run[above_base + k]);
-                    root = Some(root.map_or(other, |a| f.union_roots(a, other)));
-                    k += 1;
-                }
-                let id = match root {
-                    None => {
-                        let id = f.parent.len() as u32;
-                        f.parent.push(id);
-                        f.stats.push(Stats { first: (y * w) as u32 + s as u32, x0: s, x1: e, y1: y as u16, area2: 0 });
-                        id
-                    }
-                    Some(root) => {
-                        touching += k - j;
-                        f.stats[root as usize].add_run(s, e, y, area2_under(&above[j..k], s, e));
-                        root
-                    }
-                };
-                f.of_run.push(id);
-            }
-            above_base = base;
-            y += 1;
+        self.holes = label_rows(&mut self.forest, &self.rows, y0, y1, w, &mut self.components);
+    }
+
+    /// For a set with holes: labels them (their borders' extents), and the components of
+    /// the set with its holes filled (the outer borders that are not inside a hole, with
+    /// their areas). Islands inside holes are left out of those: an island's border lies
+    /// strictly inside its hole's, which lies inside the enclosing component's outer
+    /// border and comes after it in OpenCV's order, so neither can be the largest.
+    fn resolve(&mut self, w: usize) {
+        let [_, y0, _, y1] = self.extent;
+        self.hole_labels.label(&self.rows, y0, y1);
+        debug_assert_eq!(self.hole_labels.borders.len() as i64, self.holes);
+        self.outer.clear();
+        if let [c] = self.components[..] {
+            // The only candidate: its area is not needed.
+            self.outer.push(Component { area2: None, ..c });
+            return;
         }
-        self.components.clear();
-        for (r, &p) in f.parent.iter().enumerate() {
-            if p as usize == r {
-                let c = &f.stats[r];
-                let (x0, y0, x1, y1) = (c.x0 as i32, (c.first as usize / w) as i32, c.x1 as i32, c.y1 as i32);
-                self.components.push(Component { first: c.first, x0, y0, x1, y1, area2: Some(c.area2) });
+        self.filled.resize_with(self.rows.len(), Vec::new);
+        for y in y0..y1 {
+            let filled = &mut self.filled[y];
+            filled.clear();
+            for (i, &(s, e)) in self.rows[y].iter().enumerate() {
+                match filled.last_mut() {
+                    Some(last) if self.hole_labels.is_hole(y, i - 1) => last.1 = e,
+                    _ => filled.push((s, e)),
+                }
             }
         }
-        let runs = f.of_run.len() + unlisted;
-        self.holes = self.components.len() as i64 - runs as i64 + touching as i64;
+        let holes = label_rows(&mut self.forest, &self.filled, y0, y1, w, &mut self.outer);
+        debug_assert_eq!(holes, 0);
     }
 
     /// Every row's peaks, highest first.
@@ -409,6 +374,120 @@ impl LevelSets {
     pub fn extent(&self) -> [usize; 4] {
         self.extent
     }
+
+    /// Whether sweeps resolve levels with holes ([`LevelSets::hole_borders`],
+    /// [`LevelSets::outer_components`]) for callers that do not trace them.
+    pub fn set_resolve_holes(&mut self, on: bool) {
+        self.resolve_holes = on;
+    }
+
+    /// Inclusive extents (x0, y0, x1, y1) of the current set's hole borders, in no
+    /// particular order; only for a set with holes, when resolving them.
+    pub fn hole_borders(&self) -> &[[i32; 4]] {
+        debug_assert!(self.holes != 0 && self.resolve_holes);
+        &self.hole_labels.borders
+    }
+
+    /// The components of the current set with its holes filled, with the areas of their
+    /// outer borders, in order of their first pixel: the candidates for the largest
+    /// contour (see [`LevelSets::resolve`]); only for a set with holes, when resolving them.
+    pub fn outer_components(&self) -> &[Component] {
+        debug_assert!(self.holes != 0 && self.resolve_holes);
+        &self.outer
+    }
+}
+
+/// Labels the runs `rows[y0..y1]` top-down (row `y` against row `y - 1`) with union-find
+/// over components, keeping each component's statistics at its root; the components go
+/// to `out` in order of their first pixel. Returns the number of holes.
+fn label_rows(
+    f: &mut Forest,
+    rows: &[Vec<(u16, u16)>],
+    y0: usize,
+    y1: usize,
+    w: usize,
+    out: &mut Vec<Component>,
+) -> i64 {
+    f.parent.clear();
+    f.stats.clear();
+    f.of_run.clear();
+    // Runs not listed in `of_run` (inside chains), and touching pairs.
+    let (mut unlisted, mut touching) = (0, 0);
+    // Index of the first run of the row above.
+    let mut above_base = 0;
+    let mut y = y0;
+    while y < y1 {
+        // The row above the extent holds no runs.
+        let above: &[(u16, u16)] = if y > y0 { &rows[y - 1] } else { &[] };
+        let base = f.of_run.len();
+        // A chain, the common case: rows of one run, each touching the one above.
+        // They all join the component of the run above the first, which is updated
+        // in registers and written back once (a store per row made a dependency
+        // chain through memory).
+        if let (&[run], &[above_run]) = (rows[y].as_slice(), above) {
+            if touches(above_run, run) {
+                let root = f.find(f.of_run[above_base]);
+                let mut c = f.stats[root as usize];
+                let (mut prev, mut length) = (above_run, 0);
+                while y < y1 {
+                    let &[run] = rows[y].as_slice() else { break };
+                    if !touches(prev, run) {
+                        break;
+                    }
+                    c.add_run(run.0, run.1, y, area2_under(&[prev], run.0, run.1));
+                    (prev, length, y) = (run, length + 1, y + 1);
+                }
+                f.stats[root as usize] = c;
+                // Only the chain's last run is listed, for the row below.
+                f.of_run.push(root);
+                unlisted += length - 1;
+                touching += length;
+                above_base = base;
+                continue;
+            }
+        }
+        let mut j = 0;
+        for &(s, e) in &rows[y] {
+            // Runs of the row above that end left of this one's 8-neighbourhood are
+            // done with; the first left may also touch the next run of this row.
+            while j < above.len() && above[j].1 + 1 < s {
+                j += 1;
+            }
+            let mut k = j;
+            let mut root = None;
+            while k < above.len() && above[k].0 <= e + 1 {
+                let other = f.find(f.of_run[above_base + k]);
+                root = Some(root.map_or(other, |a| f.union_roots(a, other)));
+                k += 1;
+            }
+            let id = match root {
+                None => {
+                    let id = f.parent.len() as u32;
+                    f.parent.push(id);
+                    f.stats.push(Stats { first: (y * w) as u32 + s as u32, x0: s, x1: e, y1: y as u16, area2: 0 });
+                    id
+                }
+                Some(root) => {
+                    touching += k - j;
+                    f.stats[root as usize].add_run(s, e, y, area2_under(&above[j..k], s, e));
+                    root
+                }
+            };
+            f.of_run.push(id);
+        }
+        above_base = base;
+        y += 1;
+    }
+    out.clear();
+    for (r, &p) in f.parent.iter().enumerate() {
+        if p as usize == r {
+            let c = &f.stats[r];
+            let (x0, y0, x1, y1) = (c.x0 as i32, (c.first as usize / w) as i32, c.x1 as i32, c.y1 as i32);
+            out.push(Component { first: c.first, x0, y0, x1, y1, area2: Some(c.area2) });
+        }
+    }
+    let runs = f.of_run.len() + unlisted;
+    out.len() as i64 - runs as i64 + touching as i64
 }
 
 /// Whether runs of consecutive rows touch (8-connected).
@@ -584,12 +663,14 @@ mod tests {
     /// Every level of random few-valued maps, and random subsets of the levels (so that
     /// rows left behind while the set is a chain grow across several levels at once):
     /// hole counts, and for hole-free levels the extents, areas and order, equal what
-    /// tracing the level finds.
+    /// tracing the level finds; for levels with holes, the resolved hole borders' extents
+    /// and the largest outer border too.
     #[test]
     fn matches_traced_contours_at_every_level() {
         let mut r = rng(7);
         let mut tracer = Tracer::default();
         let mut sets = LevelSets::default();
+        sets.set_resolve_holes(true);
         let (mut with_holes, mut without, mut one_component) = (0, 0, 0);
         for case in 0..400 {
             let q = random_map(&mut r, case);
@@ -623,6 +704,20 @@ mod tests {
                         assert_eq!(got, want, "level {l} of {q:?} ({w}x{h})");
                         without += 1;
                     } else {
+                        let mut got = s.hole_borders().to_vec();
+                        let mut want: Vec<[i32; 4]> =
+                            traced.iter().filter(|c| c.is_hole).map(|c| [c.x_min, c.y_min, c.x_max, c.y_max]).collect();
+                        got.sort();
+                        want.sort();
+                        assert_eq!(got, want, "hole borders at level {l} of {q:?} ({w}x{h})");
+                        // The first contour of largest area, in OpenCV's order.
+                        let best = traced.iter().rev().max_by_key(|c| c.area2).unwrap();
+                        let c = s.outer_components().iter().max_by_key(|c| (c.area2, c.first)).unwrap();
+                        assert_eq!(
+                            (c.x0, c.y0, c.x1, c.y1),
+                            (best.x_min, best.y_min, best.x_max, best.y_max),
+                            "largest at level {l} of {q:?} ({w}x{h})"
+                        );
                         with_holes += 1;
                     }
                     seen.push(l);

@@ -6,6 +6,7 @@
 use anyhow::{bail, Result};
 
 mod contours;
+mod holes;
 pub mod level_sets;
 mod resize;
 mod sweep;
@@ -13,8 +14,8 @@ mod sweep;
 pub use contours::{Contour, Tracer};
 pub use resize::resize_bicubic;
 pub use sweep::{
-    boxes_at_thresholds, boxes_at_thresholds_reference, quantize, sweep, sweep_quantized, sweep_quantized_with, Sweep,
-    ThresholdBoxes,
+    boxes_at_thresholds, boxes_at_thresholds_reference, quantize, sweep, sweep_quantized, sweep_quantized_unordered,
+    sweep_quantized_with, Sweep, ThresholdBoxes,
 };
 
 /// A box in pixel coordinates, corners inclusive (x0y0x1y1, as the metadata stores it).

@@ -69,6 +69,32 @@ pub fn sweep_quantized_with<G>(
     w: usize,
     h: usize,
     thresholds: &[f64],
+    score: impl FnMut(BBox, &[BBox]) -> G,
+) -> Sweep<G> {
+    sweep_levels(q, w, h, thresholds, true, score)
+}
+
+/// [`sweep_quantized_with`] for callers that only need the largest contour's box and the
+/// set of all boxes, not their order (e.g. the best IoU with any GT box): levels with
+/// holes are resolved from their runs instead of traced ([`LevelSets::set_resolve_holes`]);
+/// `all` holds the same boxes as OpenCV's contours, in another order.
+pub fn sweep_quantized_unordered<G>(
+    q: &[u8],
+    w: usize,
+    h: usize,
+    thresholds: &[f64],
+    score: impl FnMut(BBox, &[BBox]) -> G,
+) -> Sweep<G> {
+    sweep_levels(q, w, h, thresholds, false, score)
+}
+
+/// The sweep of [`sweep_quantized_with`] (`ordered`) or [`sweep_quantized_unordered`].
+fn sweep_levels<G>(
+    q: &[u8],
+    w: usize,
+    h: usize,
+    thresholds: &[f64],
+    ordered: bool,
     mut score: impl FnMut(BBox, &[BBox]) -> G,
 ) -> Sweep<G> {
     assert_eq!(q.len(), w * h, "map is not {w}x{h}");
@@ -90,11 +116,14 @@ pub fn sweep_quantized_with<G>(
     let mut group_of = [usize::MAX; 256];
     let mut groups: Vec<G> = Vec::new();
     SCRATCH.with_borrow_mut(|Scratch { sets, tracer, comps, boxes }| {
+        sets.set_resolve_holes(!ordered);
         sets.sweep(q, w, h, &wanted, |l, sets| {
             let largest = if sets.holes() == 0 {
                 boxes_of_components(sets, w, h, comps, boxes)
-            } else {
+            } else if ordered {
                 boxes_of(&tracer.find_runs(|y| sets.runs(y), sets.extent()), w, h, boxes)
+            } else {
+                boxes_of_resolved(sets, w, h, boxes)
             };
             group_of[l as usize] = groups.len();
             groups.push(score(largest, boxes));
@@ -152,6 +181,19 @@ fn boxes_of_components(
     }
     boxes.extend(comps.iter().map(|c| clipped_box(c.x0, c.y0, c.x1, c.y1, w, h)));
     boxes[best]
+}
+
+/// The boxes of a level with holes resolved by [`LevelSets`] into `boxes` (outer
+/// borders, then hole borders); returns the largest: the outer border of largest area
+/// that is not inside a hole, the last discovered of equals (OpenCV lists siblings in
+/// reverse order of discovery).
+fn boxes_of_resolved(sets: &LevelSets, w: usize, h: usize, boxes: &mut Vec<BBox>) -> BBox {
+    boxes.clear();
+    boxes.extend(sets.components().map(|c| clipped_box(c.x0, c.y0, c.x1, c.y1, w, h)));
+    boxes.extend(sets.hole_borders().iter().map(|&[x0, y0, x1, y1]| clipped_box(x0, y0, x1, y1, w, h)));
+    let c =
+        sets.outer_components().iter().max_by_key(|c| (c.area2, c.first)).expect("a set with holes has a component");
+    clipped_box(c.x0, c.y0, c.x1, c.y1, w, h)
 }
 
 /// `cv2.boundingRect` of a border with inclusive extent as (x, y, x + w, y + h), the far
@@ -316,6 +358,49 @@ mod tests {
             .collect()
     }
 
+    /// The unordered sweep's boxes per threshold: the largest, and all of them sorted.
+    fn unordered_at_thresholds(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Vec<(BBox, Vec<BBox>)> {
+        let s = sweep_quantized_unordered(&quantize(map), w, h, thresholds, |largest, all| (largest, sorted(all)));
+        s.index.iter().map(|&g| s.groups[g].clone()).collect()
+    }
+
+    fn sorted(boxes: &[BBox]) -> Vec<BBox> {
+        let mut b = boxes.to_vec();
+        b.sort_by_key(|b| (b.x0, b.y0, b.x1, b.y1));
+        b
+    }
+
+    /// What the unordered sweep must give: the reference's largest box and its boxes sorted.
+    fn reference_unordered(map: &[f64], w: usize, h: usize, thresholds: &[f64]) -> Vec<(BBox, Vec<BBox>)> {
+        let r = boxes_at_thresholds_reference(map, w, h, thresholds);
+        r.into_iter().map(|t| (t.largest, sorted(&t.all))).collect()
+    }
+
+    #[test]
+    fn unordered_sweep_resolves_holes_islands_and_ties() {
+        // A ring around an island (itself a ring around a lone pixel) next to a second
+        // ring of equal outer area; a one-pixel-thin diamond ring (its hole border is its
+        // outer border); a hole touching the set's last row is none.
+        for rows in [
+            &[
+                "0000000000000000",
+                "0999990999990000",
+                "0900090900090000",
+                "0909090900090000",
+                "0900090900090000",
+                "0999990999990000",
+                "0000000000000000",
+            ][..],
+            &["090", "909", "090"],
+            &["0000000", "0999990", "0955590", "0959590", "0955590", "0999990", "0900090"],
+            &["99999", "90509", "95559", "99999"],
+        ] {
+            let (m, w, h) = map(rows);
+            let t = super::super::cam_thresholds(0.01).unwrap();
+            assert_eq!(unordered_at_thresholds(&m, w, h, &t), reference_unordered(&m, w, h, &t), "{rows:?}");
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
 
@@ -334,6 +419,23 @@ mod tests {
             super::super::normalize_minmax(&mut m);
             let t = super::super::cam_thresholds(if fine { 0.001 } else { 0.01 }).unwrap();
             proptest::prop_assert_eq!(boxes_at_thresholds(&m, w, h, &t), boxes_at_thresholds_reference(&m, w, h, &t));
+        }
+
+        /// The unordered sweep (levels with holes resolved from their runs, not traced)
+        /// gives the same largest box and the same boxes as one tracing per threshold.
+        #[test]
+        fn unordered_sweep_equals_reference_on_textured_maps(
+            seed in proptest::prelude::any::<u64>(),
+            kind in 0u8..4,
+            w in 1usize..48,
+            h in 1usize..48,
+            cell in 1usize..6,
+            fine in proptest::prelude::any::<bool>(),
+        ) {
+            let mut m = textured(seed, kind, w, h, cell);
+            super::super::normalize_minmax(&mut m);
+            let t = super::super::cam_thresholds(if fine { 0.001 } else { 0.01 }).unwrap();
+            proptest::prop_assert_eq!(unordered_at_thresholds(&m, w, h, &t), reference_unordered(&m, w, h, &t));
         }
     }
 }

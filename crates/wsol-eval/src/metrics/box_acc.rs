@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 
 use super::percent;
-use crate::localize::{iou, quantize, sweep_quantized_with, BBox, Sweep};
+use crate::localize::{iou, quantize, sweep_quantized_unordered, BBox, Sweep};
 
 /// The IoU (percent) of MaxBoxAcc and of GT-known / top-k localization.
 pub(crate) const IOU_LOC: u32 = 50;
@@ -148,8 +148,10 @@ impl BoxAccumulator {
     /// and for anything else that reads the same boxes (e.g. a [`super::PerImageRecorder`]),
     /// so the map is swept once.
     pub fn score(&self, q: &[u8], w: usize, h: usize, gt: &[BBox]) -> ScoredSweep {
-        // Many thresholds share one level (binary map): score each level's boxes once.
-        ScoredSweep(sweep_quantized_with(q, w, h, &self.sweep_thresholds, |largest, all| ScoredBoxes {
+        // Many thresholds share one level (binary map): score each level's boxes once. The
+        // best IoU over all boxes does not depend on their order, so levels with holes
+        // need not be traced.
+        ScoredSweep(sweep_quantized_unordered(q, w, h, &self.sweep_thresholds, |largest, all| ScoredBoxes {
             v1_box: largest,
             v1_iou: best_iou(std::slice::from_ref(&largest), gt),
             v2_iou: best_iou(all, gt),
