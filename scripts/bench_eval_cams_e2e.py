@@ -128,7 +128,7 @@ def run_wsol(wsol, split, cams, interval, out, perf_data=None):
 # Where the time goes: the share of samples whose call stack holds one of these frames
 # (perf's "children" column; the outermost matching frame of a bucket, as they nest).
 FRAMES = [
-    ("sweep (level sets, contours, boxes, IoU)", r"sweep_quantized_with$|BoxAccumulator::score$|LevelSets::sweep$"),
+    ("sweep (level sets, contours, boxes, IoU)", r"sweep_quantized_with$|sweep_levels$|BoxAccumulator::score$|LevelSets::sweep$"),
     ("read .npy (open, read, parse, check)", r"scoremaps::MapReader::read$|scoremaps::read$"),
     ("prepare/quantize (min-max, levels)", r"prepare_quantized"),
     ("count hits (BoxAccumulator::add_scored)", r"BoxAccumulator::add_scored$"),
