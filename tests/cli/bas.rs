@@ -16,7 +16,7 @@ use crate::common::*;
 const FIXTURE: &str = "tests/fixtures/bas_parity";
 
 /// The fixture's u for element i of the tensor named `name` (FNV-1a of the name).
-fn hashed(name: &str, n: usize) -> Vec<f64> {
+pub(crate) fn hashed(name: &str, n: usize) -> Vec<f64> {
     let mut h: u32 = 0x811C9DC5;
     for b in name.bytes() {
         h = (h ^ b as u32).wrapping_mul(0x01000193);
@@ -25,7 +25,7 @@ fn hashed(name: &str, n: usize) -> Vec<f64> {
     (0..n as u64).map(|i| ((i * 7919 + t * 104729) % 2001) as f64 / 1000.0 - 1.0).collect()
 }
 
-fn set_hashed_weights(varmap: &VarMap) {
+pub(crate) fn set_hashed_weights(varmap: &VarMap) {
     let data = varmap.data().lock().unwrap();
     for (name, var) in data.iter() {
         let dims = var.dims().to_vec();
