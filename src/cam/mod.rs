@@ -2,6 +2,13 @@
 //! a method needs (activations of a layer and, for gradient methods, d score / d
 //! activation), and each method only says how channel weights or the map are formed.
 //! Everything after (resize, normalize, threshold, score) is shared by the evaluator.
+//!
+//! | `eval.cam` | file | layers |
+//! |---|---|---|
+//! | `cam` | classifier.rs | last (the classifier's own maps) |
+//! | `gradcam`, `gradcam++`, `xgradcam`, `layercam` | one file each | any |
+//! | `scorecam`, `eigencam` | one file each | any (no gradients) |
+//! | `bagcams` | bagcams.rs | last (its authors' guided gradients not reproduced before it) |
 
 mod bagcams;
 mod classifier;
