@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/bas_parity/{resnet50,vgg16}.json: the outputs of BAS's own model
-code (Wu et al., CVPR 2022; github.com/wpy1999/BAS, CUB/Model/{resnet,vgg}.py) on weights
+"""Writes tests/fixtures/bas_parity/{resnet50,vgg16,inception_v3}.json: the outputs of BAS's
+own model code (Wu et al., CVPR 2022; github.com/wpy1999/BAS, CUB/Model/{resnet,vgg,
+inception}.py) on weights
 from a formula that tests/cli/bas_parity.rs computes the same way, so no weights are
 committed and nothing of their code is copied here.
 
@@ -18,7 +19,7 @@ script changes around them, and why:
   global average at any size.
 
 Weights, by our name (theirs mapped: ResNet-50's are the same; VGG16's `convA_B` are
-torchvision's `features.N`): element i of the tensor named `name` gets
+torchvision's `features.N`; Inception-v3's `classifier.N` is our `classifier_cls.N`): element i of the tensor named `name` gets
 u_i = ((i * 7919 + t * 104729) mod 2001) / 1000 - 1 with t = FNV-1a 32-bit of the name's
 bytes mod 100003 (float64, then float32), scaled by kind: conv weights sqrt(6 / fan_in) u,
 biases 0.1 u, batch-norm weights 1 + 0.2 u, running means 0.1 u, running variances
@@ -50,9 +51,9 @@ SIZE = 112
 VGG_CONVS = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
              "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3"]
 VGG_INDEX = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
-TOP_K = {"resnet50": 200, "vgg16": 80}
-AREA = {"resnet50": 1.2, "vgg16": 0.7}
-FG = {"resnet50": 0.5, "vgg16": 0.0}
+TOP_K = {"resnet50": 200, "vgg16": 80, "inception_v3": 200}  # their BAS_inference.py
+AREA = {"resnet50": 1.2, "vgg16": 0.7, "inception_v3": 1.0}
+FG = {"resnet50": 0.5, "vgg16": 0.0, "inception_v3": 0.5}
 
 
 def fnv1a(name):
@@ -88,6 +89,8 @@ def ours(arch, name):
     if arch == "vgg16" and name.split(".")[0] in VGG_CONVS:
         k = VGG_CONVS.index(name.split(".")[0])
         return f"features.{VGG_INDEX[k]}.{name.split('.', 1)[1]}"
+    if arch == "inception_v3" and name.startswith("classifier."):
+        return "classifier_cls." + name.split(".", 1)[1]
     return name
 
 
@@ -126,13 +129,15 @@ def load(bas_root):
     torch.Tensor.cuda = lambda self, *a, **k: self
     import Model.resnet as resnet
     import Model.vgg as vgg
-    side = SIZE // 8  # the tap: layer3 (stride 8) on ResNet-50, conv4_3 on VGG16
-    resnet.torch = vgg.torch = TorchView(side)
+    import Model.inception as inception
+    side = SIZE // 8  # the tap: layer3 (stride 8) on ResNet-50, conv4_3 on VGG16, Mixed_6e
+    resnet.torch = vgg.torch = inception.torch = TorchView(side)
     args = types.SimpleNamespace(num_classes=CLASSES)
     r = resnet.model(args, pretrained=False)
     v = vgg.model(args, pretrained=False)
     v.avg_pool = nn.AdaptiveAvgPool2d(1)
-    return {"resnet50": r, "vgg16": v}
+    i = inception.model(args, pretrained=False)
+    return {"resnet50": r, "vgg16": v, "inception_v3": i}
 
 
 def run(m, arch, x, train):

@@ -109,6 +109,7 @@ BAS = {
     "cub": (100, 80, 32, {
         "vgg16": (0.7, 0.0, 80, 0.15),
         "resnet50": (1.2, 0.5, 200, 0.15),
+        "inception_v3": (1.0, 0.5, 200, 0.1),
     }),
     "ilsvrc": (9, 3, 128, {
         "vgg16": (1.0, 0.05, None, 0.5),
@@ -169,6 +170,7 @@ log: {{dir: experiments/runs, tensorboard: true, every_steps: 50, cam_images: 8}
 BAS_PUBLISHED = {
     ("cub", "vgg16"): ("71.33", "91.07"), ("cub", "resnet50"): ("77.25", "95.13"),
     ("ilsvrc", "vgg16"): ("52.96", "69.64"), ("ilsvrc", "resnet50"): ("57.18", "71.77"),
+    ("cub", "inception_v3"): ("73.29", "92.24"),  # their README's Img/accuracy.png
 }
 
 
@@ -178,7 +180,7 @@ def write_bas(root):
         ddir, title, classes = DATASETS[key][:3]
         for bb, (area, fg, top_k, thr) in rows.items():
             bb_title, weights, bb_file = BACKBONES[bb]
-            model_file = {"vgg16": "vgg", "resnet50": "resnet"}[bb]
+            model_file = {"vgg16": "vgg", "resnet50": "resnet", "inception_v3": "inception"}[bb]
             if key == "cub":
                 fg_src = "train.py: 0.0 x loss_2 on VGG" if fg == 0 else "train.py: loss_2 * 0.5"
                 area_src = f"Model/{model_file}.py bas_loss"
@@ -189,7 +191,8 @@ def write_bas(root):
                 map_src = "the GT class's map (BAS_inference.py calls the model with N=1)"
             text = BAS_TEMPLATE.format(
                 title=title, bb_title=bb_title, ddir=key.upper(), bb_file=model_file, key=key, bb=bb,
-                tap="layer3 (stride 1), a 2x2 max-pool before layer4" if bb == "resnet50" else "conv4_3; no conv6",
+                tap={"resnet50": "layer3 (stride 1), a 2x2 max-pool before layer4", "vgg16": "conv4_3; no conv6",
+                     "inception_v3": "Mixed_6e at stride 8; then Mixed_7a/b/c, Mixed_7a padded"}[bb],
                 fg=fg, fg_src=fg_src, area=area, area_src=area_src, batch=batch, epochs=epochs, decay=decay,
                 map_src=map_src, thr=thr, pub_top1=BAS_PUBLISHED[key, bb][0], pub_gt=BAS_PUBLISHED[key, bb][1],
                 mdir=ddir, classes=classes, class_names=CLASS_NAMES.get(key, ""), weights=weights,

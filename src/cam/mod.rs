@@ -2,7 +2,15 @@
 //! a method needs (activations of a layer and, for gradient methods, d score / d
 //! activation), and each method only says how channel weights or the map are formed.
 //! Everything after (resize, normalize, threshold, score) is shared by the evaluator.
+//!
+//! | `eval.cam` | file | layers |
+//! |---|---|---|
+//! | `cam` | classifier.rs | last (the classifier's own maps) |
+//! | `gradcam`, `gradcam++`, `xgradcam`, `layercam` | one file each | any |
+//! | `scorecam`, `eigencam` | one file each | any (no gradients) |
+//! | `bagcams` | bagcams.rs | last (its authors' guided gradients not reproduced before it) |
 
+mod bagcams;
 mod classifier;
 mod eigencam;
 mod gradcam;
@@ -20,6 +28,7 @@ use candle_core::{Tensor, Var};
 pub use crate::config::CamMethod;
 use crate::models::{Output, WsolModel};
 
+pub use bagcams::BagCams;
 pub use classifier::Cam;
 pub use eigencam::EigenCam;
 pub use gradcam::GradCam;
@@ -73,6 +82,14 @@ pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> R
         CamMethod::LayerCam => Box::new(Gradient::<LayerCam> { layer: at, method: PhantomData }),
         CamMethod::ScoreCam => Box::new(ScoreCam { layer: at, batch: 32, progress: None }),
         CamMethod::EigenCam => Box::new(EigenCam { layer: at }),
+        CamMethod::BagCams if at.last => Box::new(BagCams { layer: at }),
+        // Their gradients cross every later ReLU clamped at zero (guided), which our
+        // backward does not do: the maps would not be theirs.
+        CamMethod::BagCams => bail!(
+            "eval.cam_layer: `bagcams` reads the last layer only (choices: {}); its authors' gradients \
+             reach earlier layers through guided ReLUs, which wsol does not reproduce",
+            layers[layers.len() - 1]
+        ),
     })
 }
 
@@ -103,12 +120,18 @@ impl Layer {
     /// interact, so the gradient of the summed scores is each image's own. The graph is
     /// dropped on return, so memory does not grow over a test set.
     fn activations_and_grads(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor)> {
+        let (a, g, _) = self.activations_grads_scores(input)?;
+        Ok((a, g))
+    }
+
+    /// [`Layer::activations_and_grads`] and the target scores [B] they are the gradients of.
+    fn activations_grads_scores(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let a = Var::from_tensor(&self.activations(input)?)?;
         let logits = self.logits_from(input, a.as_tensor())?;
-        let score = logits.gather(&input.targets.unsqueeze(1)?, 1)?.sum_all()?;
-        let grads = score.backward()?;
+        let scores = logits.gather(&input.targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+        let grads = scores.sum_all()?.backward()?;
         let g = grads.get(a.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
-        Ok((a.as_tensor().detach(), g))
+        Ok((a.as_tensor().detach(), g, scores.detach()))
     }
 }
 

@@ -94,6 +94,7 @@ names! {
         LayerCam = "layercam",
         ScoreCam = "scorecam",
         EigenCam = "eigencam",
+        BagCams = "bagcams",
     }
 }
 

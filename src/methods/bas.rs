@@ -1,10 +1,11 @@
 //! BAS, background activation suppression (Wu et al., CVPR 2022), as its authors' code
-//! builds it (wpy1999/BAS, `Model/{vgg,resnet}.py`, `train.py`, `BAS_inference.py`).
+//! builds it (wpy1999/BAS, `Model/{vgg,resnet,inception}.py`, `train.py`, `BAS_inference.py`).
 //!
 //! * Classifier: three convs on the backbone's output (3x3 to `width`, ReLU, 3x3, ReLU,
 //!   1x1 to the classes, ReLU): class maps; logits are their spatial mean.
 //! * Foreground-map generator: a 3x3 conv from an earlier feature map (the backbone's
-//!   BAS tap: ResNet's layer3, VGG16's conv4_3) to one map per class, then a sigmoid.
+//!   BAS tap: ResNet's layer3, VGG16's conv4_3, Inception-v3's Mixed_6e) to one map per
+//!   class, then a sigmoid.
 //! * Loss = CE(logits) + `fg_weight` CE(foreground scores) + mean over images of
 //!   (background activation + `area_weight` x mean of the GT class's foreground map).
 //!   Foreground scores: the class maps weighted by the foreground map (2x2-averaged to
@@ -20,7 +21,8 @@
 //! * Localization map: the GT class's foreground map, or with `top_k` the mean of the
 //!   maps of the `top_k` classes scored highest (their CUB inference).
 //!
-//! Their weight names: `classifier_cls.{0,2,4}`, `classifier_loc.0`.
+//! Their weight names: `classifier_cls.{0,2,4}` (`classifier.{0,2,4}` in their Inception-v3
+//! file), `classifier_loc.0`.
 
 use candle_core::{DType, Device, Module, Shape, Tensor, D};
 use candle_nn::var_builder::SimpleBackend;
@@ -37,8 +39,13 @@ use crate::models::{class_map, Backbone, Output, Trunk, WsolModel};
 pub const SEARCH: &[(&str, Knob)] = &[("model.bas.area_weight", Knob::Uniform(0.0, 3.0))];
 
 /// The backbones BAS has a layout for (`model.backbone`).
-pub const BACKBONES: [BackboneName; 4] =
-    [BackboneName::Tiny, BackboneName::ResNet18, BackboneName::ResNet50, BackboneName::Vgg16];
+pub const BACKBONES: [BackboneName; 5] = [
+    BackboneName::Tiny,
+    BackboneName::ResNet18,
+    BackboneName::ResNet50,
+    BackboneName::Vgg16,
+    BackboneName::InceptionV3,
+];
 
 /// The authors' CUB area weight for the backbone (`bas_loss` of each model file).
 pub fn default_area_weight(backbone: BackboneName) -> f64 {

@@ -14,6 +14,11 @@
 //! `head: adl` adds ADL after Mixed_5d, Mixed_6e and SPG_A3_2b, as wsolevaluation's
 //! InceptionAdl. `head: spg` taps B1 after Mixed_5d and its pool (288 channels), B2 after
 //! Mixed_6d (768; wsolevaluation reads Mixed_6d's output there, not Mixed_6e's).
+//!
+//! `method: bas` is its authors' layout (wpy1999/BAS, `Model/inception.py`): no extra pool
+//! after Mixed_5d (Mixed_6e, the generator's tap, at 1/8 of the input), then torchvision's
+//! Mixed_7a/7b/7c with Mixed_7a's stride-2 convs and pool padded by 1 (2048 channels at
+//! 1/16); no dropout, no SPG head.
 
 use std::sync::Arc;
 
@@ -164,18 +169,83 @@ impl InceptionC {
     }
 }
 
+/// Mixed_7a as BAS builds it: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2, the stride-2
+/// convs and the pool padded by 1 (torchvision's are not).
+struct InceptionD {
+    convs: Vec<BasicConv>,
+}
+
+impl InceptionD {
+    fn new(c_in: usize, f: bool, vb: VarBuilder) -> candle_core::Result<Self> {
+        let convs = vec![
+            BasicConv::sq(c_in, 192, 1, 1, 0, f, vb.pp("branch3x3_1"))?,
+            BasicConv::sq(192, 320, 3, 2, 1, f, vb.pp("branch3x3_2"))?,
+            BasicConv::sq(c_in, 192, 1, 1, 0, f, vb.pp("branch7x7x3_1"))?,
+            BasicConv::new(192, 192, (1, 7), 1, (0, 3), f, vb.pp("branch7x7x3_2"))?,
+            BasicConv::new(192, 192, (7, 1), 1, (3, 0), f, vb.pp("branch7x7x3_3"))?,
+            BasicConv::sq(192, 192, 3, 2, 1, f, vb.pp("branch7x7x3_4"))?,
+        ];
+        Ok(InceptionD { convs })
+    }
+
+    fn forward_t(&self, x: &Tensor, t: bool) -> candle_core::Result<Tensor> {
+        let c = &self.convs;
+        let b3 = c[1].forward_t(&c[0].forward_t(x, t)?, t)?;
+        let b7 = c[5].forward_t(&c[4].forward_t(&c[3].forward_t(&c[2].forward_t(x, t)?, t)?, t)?, t)?;
+        Tensor::cat(&[b3, b7, max_pool3(x, 2, 1, false)?], 1)
+    }
+}
+
+/// Mixed_7b/c: 1x1 | 1x1-(1x3, 3x1) | 1x1-3x3-(1x3, 3x1) | avgpool-1x1.
+struct InceptionE {
+    convs: Vec<BasicConv>,
+}
+
+impl InceptionE {
+    fn new(c_in: usize, f: bool, vb: VarBuilder) -> candle_core::Result<Self> {
+        let convs = vec![
+            BasicConv::sq(c_in, 320, 1, 1, 0, f, vb.pp("branch1x1"))?,
+            BasicConv::sq(c_in, 384, 1, 1, 0, f, vb.pp("branch3x3_1"))?,
+            BasicConv::new(384, 384, (1, 3), 1, (0, 1), f, vb.pp("branch3x3_2a"))?,
+            BasicConv::new(384, 384, (3, 1), 1, (1, 0), f, vb.pp("branch3x3_2b"))?,
+            BasicConv::sq(c_in, 448, 1, 1, 0, f, vb.pp("branch3x3dbl_1"))?,
+            BasicConv::sq(448, 384, 3, 1, 1, f, vb.pp("branch3x3dbl_2"))?,
+            BasicConv::new(384, 384, (1, 3), 1, (0, 1), f, vb.pp("branch3x3dbl_3a"))?,
+            BasicConv::new(384, 384, (3, 1), 1, (1, 0), f, vb.pp("branch3x3dbl_3b"))?,
+            BasicConv::sq(c_in, 192, 1, 1, 0, f, vb.pp("branch_pool"))?,
+        ];
+        Ok(InceptionE { convs })
+    }
+
+    fn forward_t(&self, x: &Tensor, t: bool) -> candle_core::Result<Tensor> {
+        let c = &self.convs;
+        let b1 = c[0].forward_t(x, t)?;
+        let b3 = c[1].forward_t(x, t)?;
+        let b3 = Tensor::cat(&[c[2].forward_t(&b3, t)?, c[3].forward_t(&b3, t)?], 1)?;
+        let bd = c[5].forward_t(&c[4].forward_t(x, t)?, t)?;
+        let bd = Tensor::cat(&[c[6].forward_t(&bd, t)?, c[7].forward_t(&bd, t)?], 1)?;
+        let bp = c[8].forward_t(&avg_pool3_s1(x)?, t)?;
+        Tensor::cat(&[b1, b3, bd, bp], 1)
+    }
+}
+
 enum Stage {
     Stem(Vec<BasicConv>),
     A(InceptionA),
     B(InceptionB),
     C(InceptionC),
+    D(InceptionD),
+    E(InceptionE),
     Head(Conv2d),
 }
 
 pub struct InceptionV3 {
     /// (CAM layer name, stage), in forward order.
     stages: Vec<(String, Stage)>,
-    large_feature_map: bool,
+    /// wsolevaluation's max-pool after Mixed_5d (not with `large_feature_map` or BAS).
+    extra_pool: bool,
+    out_channels: usize,
+    bas: bool,
     adl: Option<Arc<dyn InsertedLayer>>,
     /// The layer draws of the dropout, in the layouts that have it.
     dropout: Option<LayerDraws>,
@@ -193,6 +263,7 @@ fn dropout(x: &Tensor, draws: &LayerDraws) -> candle_core::Result<Tensor> {
 /// Stage indices: Mixed_5d (followed by the extra pool), Mixed_6d, Mixed_6e, SPG_A3_2b.
 const MIXED_5D: usize = 3;
 const MIXED_6D: usize = 7;
+const MIXED_6E: usize = 8;
 const ADL_AFTER: [usize; 3] = [MIXED_5D, 8, 10];
 /// Mixed_6e, SPG_A3_1b, SPG_A3_2b.
 const DROPOUT_AFTER: [usize; 3] = [8, 9, 10];
@@ -207,7 +278,8 @@ impl InceptionV3 {
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let f = cfg.freeze_bn;
-        let dropout = (trunk != Trunk::Acol && adl.is_none()).then(|| draws.clone());
+        let bas = trunk == Trunk::Bas;
+        let dropout = (trunk != Trunk::Acol && !bas && adl.is_none()).then(|| draws.clone());
         let stem = vec![
             BasicConv::sq(3, 32, 3, 2, 1, f, vb.pp("Conv2d_1a_3x3"))?,
             BasicConv::sq(32, 32, 3, 1, 0, f, vb.pp("Conv2d_2a_3x3"))?,
@@ -227,11 +299,22 @@ impl InceptionV3 {
             ("Mixed_6d".into(), Stage::C(InceptionC::new(768, 160, f, vb.pp("Mixed_6d"))?)),
             ("Mixed_6e".into(), Stage::C(InceptionC::new(768, 192, f, vb.pp("Mixed_6e"))?)),
         ];
-        if trunk != Trunk::Acol {
-            stages.push(("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)));
-            stages.push(("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)));
-        }
-        Ok(InceptionV3 { stages, large_feature_map: cfg.large_feature_map, adl, dropout, spg: trunk == Trunk::Spg })
+        let out_channels = match trunk {
+            Trunk::Acol => 768,
+            Trunk::Bas => {
+                stages.push(("Mixed_7a".into(), Stage::D(InceptionD::new(768, f, vb.pp("Mixed_7a"))?)));
+                stages.push(("Mixed_7b".into(), Stage::E(InceptionE::new(1280, f, vb.pp("Mixed_7b"))?)));
+                stages.push(("Mixed_7c".into(), Stage::E(InceptionE::new(2048, f, vb.pp("Mixed_7c"))?)));
+                2048
+            }
+            Trunk::Standard | Trunk::Spg => {
+                stages.push(("SPG_A3_1b".into(), Stage::Head(conv2d(768, 1024, 3, pad1, vb.pp("SPG_A3_1b.0"))?)));
+                stages.push(("SPG_A3_2b".into(), Stage::Head(conv2d(1024, 1024, 3, pad1, vb.pp("SPG_A3_2b.0"))?)));
+                1024
+            }
+        };
+        let extra_pool = !cfg.large_feature_map && !bas;
+        Ok(InceptionV3 { stages, extra_pool, out_channels, bas, adl, dropout, spg: trunk == Trunk::Spg })
     }
 
     fn run(&self, x: &Tensor, range: std::ops::Range<usize>, t: bool) -> candle_core::Result<Tensor> {
@@ -247,6 +330,8 @@ impl InceptionV3 {
                 Stage::A(m) => m.forward_t(&x, t)?,
                 Stage::B(m) => m.forward_t(&x, t)?,
                 Stage::C(m) => m.forward_t(&x, t)?,
+                Stage::D(m) => m.forward_t(&x, t)?,
+                Stage::E(m) => m.forward_t(&x, t)?,
                 Stage::Head(conv) => relu(&conv.forward(&x)?)?,
             };
             if let (Some(adl), true) = (&self.adl, ADL_AFTER.contains(&k)) {
@@ -255,7 +340,7 @@ impl InceptionV3 {
             if let (Some(draws), true) = (&self.dropout, t && DROPOUT_AFTER.contains(&k)) {
                 x = dropout(&x, draws)?;
             }
-            if k == MIXED_5D && !self.large_feature_map {
+            if k == MIXED_5D && self.extra_pool {
                 x = max_pool3(&x, 2, 0, true)?; // wsolevaluation's extra pool
             }
         }
@@ -269,11 +354,7 @@ impl Staged for InceptionV3 {
     }
 
     fn channels(&self) -> usize {
-        if self.stages.len() == 9 {
-            768
-        } else {
-            1024
-        }
+        self.out_channels
     }
 
     fn run_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
@@ -282,6 +363,11 @@ impl Staged for InceptionV3 {
 
     fn new_layer(&self, var_name: &str) -> bool {
         var_name.starts_with("SPG_")
+    }
+
+    /// Mixed_6e (768 channels), as their `classifier_loc` reads it.
+    fn bas_tap(&self) -> Option<(usize, usize)> {
+        self.bas.then_some((MIXED_6E, 768))
     }
 
     fn spg_taps(&self) -> Option<SpgTaps> {

@@ -16,7 +16,7 @@ use super::WsolModel;
 
 /// torchvision's ImageNet classifiers (ResNet / Inception `fc`, VGG `classifier`, the
 /// Inception auxiliary head) and the Inception blocks after Mixed_6e: replaced by the WSOL
-/// head, so expected to be left over.
+/// head, so expected to be left over (BAS's Inception-v3 has Mixed_7a-7c: they load).
 const IMAGENET_HEADS: [&str; 5] = ["fc.", "_fc.", "classifier.", "AuxLogits.", "Mixed_7"];
 
 /// With `classifier`, the file's ImageNet classifier (`fc.*`, or `_fc.*` in EfficientNet

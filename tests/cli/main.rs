@@ -7,6 +7,7 @@ mod acol;
 mod backbone_parity;
 mod backbones;
 mod bad_inputs;
+mod bagcams;
 mod bas;
 mod batch_methods;
 mod cam_methods;
