@@ -207,7 +207,8 @@ impl<'a> Trainer<'a> {
         Ok(Trainer {
             cfg,
             dist,
-            quiet: opts.quiet,
+            // Progress bars from rank 0 only.
+            quiet: opts.quiet || !root,
             device,
             model,
             sgd,
