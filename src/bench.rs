@@ -308,6 +308,7 @@ fn jpeg_batches(
             transform: transform.clone(),
             skip_batches: 0,
             skip_bad: false,
+            shard: (0, 1),
         };
         crate::data::epoch_batches(ds.clone(), loader)
     }))
@@ -430,6 +431,7 @@ pub fn data_speed(b: &DataBench) -> Result<DataBenchResult> {
             transform: transform.clone(),
             skip_batches: 0,
             skip_bad: false,
+            shard: (0, 1),
         };
         let t0 = Instant::now();
         let mut seen = 0;

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod draws;
 pub mod error;
 pub mod evaluate;

@@ -20,7 +20,10 @@ fn main() {
             eprintln!("{stop}");
             std::process::exit(wsol::train::interrupt::EXIT_CODE);
         }
-        eprintln!("error: {}", wsol::error::message(&err));
+        // One write for the whole line: ranks of a distributed run share one stderr
+        // (mpirun's), and eprintln! writes its pieces separately, so lines would interleave.
+        let line = format!("error: {}\n", wsol::error::message(&err));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         std::process::exit(1);
     }
 }

@@ -253,6 +253,10 @@ pub struct TrainConfig {
     pub select_by: SelectBy,
     /// Stop at a non-finite loss (default) or skip that batch.
     pub skip_nonfinite_loss: bool,
+    /// Data-parallel runs: all-reduce batch-norm statistics over the ranks. Not
+    /// implemented: `true` is refused when more than one rank trains (one process's
+    /// statistics are already the whole batch's).
+    pub sync_bn: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -403,6 +407,7 @@ impl Default for TrainConfig {
             schedule: ScheduleConfig::default(),
             select_by: SelectBy::GtKnownLoc,
             skip_nonfinite_loss: false,
+            sync_bn: false,
         }
     }
 }

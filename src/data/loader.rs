@@ -59,6 +59,11 @@ pub struct LoaderConfig {
     /// Leave out images that fail to decode (reported in `Batch::skipped`) instead of
     /// ending the epoch with the error.
     pub skip_bad: bool,
+    /// `(rank, world)`: each batch of `batch_size` (the global batch) is cut into `world`
+    /// consecutive shards and this process gets shard `rank`, so the ranks together see
+    /// the single process's batches with its augmentation (keyed by sample, not by rank).
+    /// `(0, 1)`: the whole batch.
+    pub shard: (usize, usize),
 }
 
 /// Batches decoded ahead of the consumer.
@@ -97,6 +102,7 @@ pub fn epoch_batches(ds: Arc<Dataset>, cfg: LoaderConfig) -> impl Iterator<Item 
         let order = epoch_order(ds.meta.samples.len(), cfg.shuffle, cfg.seed, cfg.epoch);
         let count = num_batches(order.len(), cfg.batch_size, cfg.drop_last);
         for chunk in order.chunks(cfg.batch_size).take(count).skip(cfg.skip_batches) {
+            let chunk = shard_of(chunk, cfg.shard);
             let batch = pool.install(|| load_batch(&ds, &cfg, chunk));
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
@@ -110,9 +116,22 @@ pub fn epoch_batches(ds: Arc<Dataset>, cfg: LoaderConfig) -> impl Iterator<Item 
     }
 }
 
+/// Shard `rank` of `world` near-equal consecutive parts of `chunk` (the first
+/// `len % world` shards one longer); an empty slice when the chunk has fewer samples
+/// than ranks.
+pub fn shard_of(chunk: &[usize], (rank, world): (usize, usize)) -> &[usize] {
+    let (base, extra) = (chunk.len() / world, chunk.len() % world);
+    let start = rank * base + rank.min(extra);
+    &chunk[start..start + base + usize::from(rank < extra)]
+}
+
 fn check(cfg: &LoaderConfig) -> Result<()> {
     if cfg.batch_size == 0 {
         bail!("data loader: batch_size must be positive");
+    }
+    let (rank, world) = cfg.shard;
+    if world == 0 || rank >= world {
+        bail!("data loader: shard {rank} of {world}: expected a rank below a positive world size");
     }
     cfg.transform.validate()
 }
@@ -242,6 +261,7 @@ mod tests {
             transform,
             skip_batches: 0,
             skip_bad: false,
+            shard: (0, 1),
         }
     }
 
@@ -306,5 +326,32 @@ mod tests {
             let mut it = epoch_batches(ds.clone(), cfg(2, 2, false));
             assert!(it.next().unwrap().is_ok());
         }
+    }
+
+    /// The ranks' shards of every batch, put back in rank order, are the single process's
+    /// batch, image for image (augmentation included).
+    #[test]
+    fn rank_shards_together_are_the_single_process_batches() {
+        let (_dir, ds) = dataset(13);
+        let whole: Vec<Batch> = epoch_batches(ds.clone(), cfg(2, 6, false)).map(Result::unwrap).collect();
+        let world = 4;
+        let shards: Vec<Vec<Batch>> = (0..world)
+            .map(|r| {
+                epoch_batches(ds.clone(), LoaderConfig { shard: (r, world), ..cfg(1, 6, false) })
+                    .map(Result::unwrap)
+                    .collect()
+            })
+            .collect();
+        for (k, b) in whole.iter().enumerate() {
+            let indices: Vec<usize> = shards.iter().flat_map(|s| s[k].indices.clone()).collect();
+            let images: Vec<f32> = shards.iter().flat_map(|s| s[k].images.clone()).collect();
+            assert_eq!(indices, b.indices);
+            assert_eq!(images, b.images);
+        }
+        // The last batch (1 image) leaves ranks 1..3 an empty shard.
+        assert_eq!(shards.iter().map(|s| s[2].labels.len()).collect::<Vec<_>>(), [1, 0, 0, 0]);
+        assert_eq!(shard_of(&[0, 1, 2, 3, 4], (1, 2)), &[3, 4]);
+        assert_eq!(shard_of(&[0, 1, 2, 3, 4], (0, 2)), &[0, 1, 2]);
+        assert!(epoch_batches(ds, LoaderConfig { shard: (2, 2), ..cfg(1, 6, false) }).next().unwrap().is_err());
     }
 }

@@ -18,6 +18,7 @@ use crate::cam::{CamExtractor, CamInput};
 use crate::config::Config;
 use crate::data::transforms::to_rgb8;
 use crate::data::{epoch_batches, Dataset, LoaderConfig, SplitMetadata, TransformConfig};
+use crate::distributed::{Collective, Local};
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
 use crate::report::{encode_png_rgb, Progress};
@@ -64,6 +65,7 @@ pub fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
         transform: eval_transform(cfg),
         skip_batches: 0,
         skip_bad: false,
+        shard: (0, 1),
     }
 }
 
@@ -115,6 +117,28 @@ pub fn evaluate(
     progress: &Progress,
     outputs: EvalOutputs,
 ) -> Result<EvalResult> {
+    evaluate_sharded(model, extractor, ds, cfg, device, progress, outputs, &Local)
+}
+
+/// [`evaluate`] by the ranks of `dist` together: each scores its shard of every batch and
+/// the counts behind every metric (classification hits, box hits per threshold and IoU,
+/// PxAP histograms) are summed, so every rank gets the single process's numbers exactly.
+/// Per-image rows, saved maps and faithfulness need every image in one place: with more
+/// than one rank they are refused.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_sharded(
+    model: &dyn WsolModel,
+    extractor: &dyn CamExtractor,
+    ds: Arc<Dataset>,
+    cfg: &Config,
+    device: &Device,
+    progress: &Progress,
+    outputs: EvalOutputs,
+    dist: &dyn Collective,
+) -> Result<EvalResult> {
+    if dist.world() > 1 && (outputs.per_image || outputs.save_cams.is_some() || outputs.faithfulness) {
+        anyhow::bail!("a sharded evaluation keeps no per-image rows, saved maps or faithfulness scores");
+    }
     let save_cams = outputs.save_cams;
     let size = cfg.data.image_size as usize;
     let n_classes = cfg.data.num_classes;
@@ -135,10 +159,15 @@ pub fn evaluate(
     };
     let (mut faith, mut faith_time) = (FaithfulnessAccumulator::default(), std::time::Duration::ZERO);
     let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
-    let loader = eval_loader(cfg, cfg.data.batch_size);
+    let loader = LoaderConfig { shard: (dist.rank(), dist.world()), ..eval_loader(cfg, cfg.data.batch_size) };
     for batch in epoch_batches(ds.clone(), loader) {
         let batch = batch?;
         let n = batch.labels.len();
+        if n == 0 {
+            // A last batch smaller than the world leaves some ranks nothing.
+            progress.inc(1);
+            continue;
+        }
         let host_images = faith_cfg.is_some().then(|| batch.images.clone());
         let x = Tensor::from_vec(batch.images, (n, 3, size, size), device)?;
         let labels = Tensor::from_vec(batch.labels.clone(), n, device)?;
@@ -239,6 +268,9 @@ pub fn evaluate(
         }
         progress.inc(1);
     }
+    if dist.world() > 1 {
+        sum_over_ranks(dist, &mut acc, [&mut top1, &mut top5, &mut count])?;
+    }
     anyhow::ensure!(count > 0, "split `{}` has no images", ds.meta.split);
     let pct = |k: usize| k as f64 * 100.0 / count as f64;
     let pxap = match (&acc.pxap, &ds.masks) {
@@ -308,6 +340,25 @@ impl Scores {
             a.merge(b);
         }
     }
+}
+
+/// Every rank's counts replaced by their sum over the ranks: exact integers, so the
+/// metrics computed from them are the single process's.
+fn sum_over_ranks(dist: &dyn Collective, acc: &mut Scores, cls: [&mut usize; 3]) -> Result<()> {
+    let boxes = acc.boxes.counts();
+    let pxap = acc.pxap.as_ref().map(PxapAccumulator::counts).unwrap_or_default();
+    let mut flat: Vec<u64> = cls.iter().map(|c| **c as u64).collect();
+    flat.extend(&boxes);
+    flat.extend(&pxap);
+    dist.all_reduce_sum_u64(&mut flat)?;
+    for (c, v) in cls.into_iter().zip(&flat) {
+        *c = *v as usize;
+    }
+    acc.boxes.set_counts(&flat[3..3 + boxes.len()])?;
+    if let Some(p) = acc.pxap.as_mut() {
+        p.set_counts(&flat[3 + boxes.len()..])?;
+    }
+    Ok(())
 }
 
 /// PNG overlays (map, GT box, predicted box at `threshold`) of the first `count` images

@@ -26,10 +26,18 @@ struct ConvBnRelu {
 
 impl ConvBnRelu {
     /// Weight names follow torchvision's `features.N` numbering: conv at N, BN at N+1.
-    fn new(c_in: usize, c_out: usize, stride: usize, index: usize, vb: &VarBuilder) -> candle_core::Result<Self> {
+    /// `frozen`: `model.freeze_bn`, batch norm on its running statistics in training too.
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        index: usize,
+        frozen: bool,
+        vb: &VarBuilder,
+    ) -> candle_core::Result<Self> {
         let cfg = Conv2dConfig { padding: 1, stride, ..Default::default() };
         let conv = conv2d_no_bias(c_in, c_out, 3, cfg, vb.pp(index.to_string()))?;
-        let bn = BatchNorm::new(c_out, 1e-5, 0.1, false, vb.pp((index + 1).to_string()))?;
+        let bn = BatchNorm::new(c_out, 1e-5, 0.1, frozen, vb.pp((index + 1).to_string()))?;
         Ok(ConvBnRelu { conv, bn })
     }
 
@@ -88,7 +96,7 @@ impl Tiny {
         for step in plan(cfg.width) {
             match step {
                 Some((c_in, c_out, stride)) => {
-                    layers.push(Layer::Conv(ConvBnRelu::new(c_in, c_out, stride, index, &vb)?));
+                    layers.push(Layer::Conv(ConvBnRelu::new(c_in, c_out, stride, index, cfg.freeze_bn, &vb)?));
                     names.push(format!("features.{}", index + 2));
                     index += 3; // conv, bn, relu
                 }

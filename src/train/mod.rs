@@ -41,6 +41,8 @@ pub struct TrainOptions {
 struct RunLog {
     file: Option<std::fs::File>,
     quiet: bool,
+    /// Ranks other than 0 of a distributed run: rank 0 says everything once.
+    muted: bool,
 }
 
 impl RunLog {
@@ -61,7 +63,9 @@ impl RunLog {
     /// A warning (`warning: ...`): on the console even when quiet.
     fn warn(&mut self, progress: Option<&Progress>, text: &str) {
         self.write_file(text);
-        Self::echo(progress, text);
+        if !self.muted {
+            Self::echo(progress, text);
+        }
     }
 
     fn echo(progress: Option<&Progress>, text: &str) {
@@ -84,6 +88,15 @@ pub fn stamped_dir(parent: &std::path::Path, name: &str) -> PathBuf {
 
 /// Trains the configured model (or resumes a run) and scores the test split.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<(PathBuf, EvalResult)> {
+    train_distributed(cfg, opts, &crate::distributed::Local)
+}
+
+/// [`train`] as one rank of `dist`: all ranks call it with the same config.
+pub fn train_distributed(
+    cfg: &Config,
+    opts: &TrainOptions,
+    dist: &dyn crate::distributed::Collective,
+) -> Result<(PathBuf, EvalResult)> {
     interrupt::install();
-    Trainer::new(cfg, opts)?.run()
+    Trainer::new_distributed(cfg, opts, dist)?.run()
 }

@@ -8,6 +8,7 @@ use candle_core::{backprop::GradStore, DType, Device, Tensor, D};
 
 use super::optimizer::Sgd;
 use crate::config::ModelConfig;
+use crate::distributed::Collective;
 use crate::draws::StepDraws;
 use crate::models::WsolModel;
 
@@ -24,6 +25,8 @@ pub struct StepResult {
     pub loss: f64,
     /// Images whose top-1 prediction was their label (0 without an update).
     pub correct: usize,
+    /// Images the step trained on (over all ranks in a distributed step).
+    pub seen: usize,
     /// Whether the weights were updated (false for a non-finite loss).
     pub updated: bool,
     pub times: StepTimes,
@@ -39,6 +42,8 @@ pub struct StepTimes {
     pub backward: Duration,
     pub backward_issue: Duration,
     pub optimizer: Duration,
+    /// Sums over the ranks (loss, gradients) in a distributed step.
+    pub allreduce: Duration,
 }
 
 /// Trains `net` on `batch` for one step at learning rate `lr` (before the parameter groups'
@@ -57,11 +62,15 @@ pub fn train_step(
     lr: f64,
     timed: bool,
 ) -> Result<StepResult> {
-    Ok(train_step_keeping_grads(net, sgd, method, draws, batch, device, lr, timed, false)?.0)
+    Ok(train_step_keeping_grads(net, sgd, method, draws, batch, device, lr, timed, false, None)?.0)
 }
 
 /// [`train_step`], also returning the step's gradients when `keep_grads` (for their
 /// histograms): the same store the update read, kept a little longer, nothing copied.
+/// With `dist`, `batch` is this rank's shard of the global batch: the loss and hits are
+/// summed over the ranks before backward (so every rank sees the global loss and skips a
+/// non-finite one together), and the gradients are averaged over the global batch before
+/// the update, so every rank makes the single process's update.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_keeping_grads(
     net: &dyn WsolModel,
@@ -73,44 +82,81 @@ pub fn train_step_keeping_grads(
     lr: f64,
     timed: bool,
     keep_grads: bool,
+    dist: Option<&dyn Collective>,
 ) -> Result<(StepResult, Option<GradStore>)> {
     let StepBatch { mut images, labels, size } = batch;
     let n = labels.len();
     let StepDraws { batch: mut batch_draws, layers } = draws;
-    let mix = crate::methods::transform_batch(method, &mut images, &labels, size, batch_draws.as_mut());
-    let x = Tensor::from_vec(images, (n, 3, size, size), device)?;
-    let y = Tensor::from_vec(labels, n, device)?;
-    net.begin_step(layers);
     let t0 = Instant::now();
-    let out = net.forward_t(&x, true)?;
-    let loss = match &mix {
-        None => net.loss(&out, &y)?,
-        Some(m) => {
-            let other = Tensor::from_vec(m.other_labels.clone(), n, device)?;
-            ((net.loss(&out, &y)? * m.lambda)? + (net.loss(&out, &other)? * (1.0 - m.lambda))?)?
+    // An empty shard (a rank with no images this step) still takes part in the sums.
+    let local = match n {
+        0 => None,
+        _ => {
+            let mix = crate::methods::transform_batch(method, &mut images, &labels, size, batch_draws.as_mut());
+            let x = Tensor::from_vec(images, (n, 3, size, size), device)?;
+            let y = Tensor::from_vec(labels, n, device)?;
+            net.begin_step(layers);
+            let out = net.forward_t(&x, true)?;
+            let loss = match &mix {
+                None => net.loss(&out, &y)?,
+                Some(m) => {
+                    let other = Tensor::from_vec(m.other_labels.clone(), n, device)?;
+                    ((net.loss(&out, &y)? * m.lambda)? + (net.loss(&out, &other)? * (1.0 - m.lambda))?)?
+                }
+            };
+            Some((out, y, loss))
         }
     };
     let forward_issue = t0.elapsed();
-    let loss_value = loss.to_scalar::<f32>()? as f64;
+    let (mut loss_value, mut correct) = match &local {
+        Some((out, y, loss)) => {
+            let value = loss.to_scalar::<f32>()? as f64;
+            let hits = out.logits.argmax(D::Minus1)?.eq(y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+            (value, hits as usize)
+        }
+        None => (0.0, 0),
+    };
     let forward = t0.elapsed();
     let mut times = StepTimes { forward, forward_issue, ..Default::default() };
+    let mut seen = n;
+    if let Some(c) = dist {
+        let t = Instant::now();
+        // Sum of losses (f64 in two f32 halves would lose nothing that matters here: the
+        // per-rank means are f32 already), images and hits over the ranks.
+        let mut sums = [(loss_value * n as f64) as f32, n as f32, correct as f32];
+        c.all_reduce_sum_f32(&mut sums)?;
+        times.allreduce += t.elapsed();
+        seen = sums[1] as usize;
+        loss_value = match seen {
+            0 => f64::NAN,
+            _ => sums[0] as f64 / seen as f64,
+        };
+        correct = sums[2] as usize;
+    }
     if !loss_value.is_finite() {
-        return Ok((StepResult { loss: loss_value, correct: 0, updated: false, times }, None));
+        return Ok((StepResult { loss: loss_value, correct: 0, seen, updated: false, times }, None));
     }
     let t1 = Instant::now();
-    let grads = loss.backward()?;
+    let mut grads = match &local {
+        Some((_, _, loss)) => loss.backward()?,
+        // No image here: an empty store (a constant's backward holds no variable).
+        None => Tensor::zeros((), DType::F32, device)?.backward()?,
+    };
     times.backward_issue = t1.elapsed();
     if timed {
         device.synchronize()?; // GPU work is asynchronous: time it, not its launch
     }
     times.backward = t1.elapsed();
+    if let Some(c) = dist {
+        let vars: Vec<&candle_core::Var> = sgd.params().iter().map(|p| &p.var).collect();
+        times.allreduce += crate::distributed::average_gradients(c, &vars, &mut grads, n, seen)?;
+    }
     let t2 = Instant::now();
     sgd.step(&grads, lr)?;
     if timed {
         device.synchronize()?;
     }
     times.optimizer = t2.elapsed();
-    let correct = out.logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
-    let result = StepResult { loss: loss_value, correct, updated: true, times };
+    let result = StepResult { loss: loss_value, correct, seen, updated: true, times };
     Ok((result, keep_grads.then_some(grads)))
 }

@@ -16,6 +16,7 @@ use super::{interrupt, schedule, RunLog, TrainOptions};
 use crate::cam::{self, CamExtractor};
 use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, ClassNames, Dataset, LoaderConfig, TransformConfig};
+use crate::distributed::{self, Collective, Local};
 use crate::draws::StepDraws;
 use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
 use crate::report::hparams as hp;
@@ -26,6 +27,8 @@ use crate::runtime::Model;
 
 pub struct Trainer<'a> {
     cfg: &'a Config,
+    /// The ranks training together ([`Local`] alone): rank 0 writes every file.
+    dist: &'a dyn Collective,
     quiet: bool,
     device: Device,
     model: Model,
@@ -52,40 +55,79 @@ struct EpochSums {
     bad_images: usize,
     data_wait: Duration,
     steps_timed: u32,
+    /// Time in training steps (waiting for data excluded), and in their sums over ranks.
+    step_time: Duration,
+    allreduce: Duration,
+    /// Images the timed steps trained on (all ranks).
+    step_images: usize,
 }
 
 impl<'a> Trainer<'a> {
     /// Data, model, run directory, optimizer; with `opts.resume`, the state of the run's
     /// last complete checkpoint.
     pub fn new(cfg: &'a Config, opts: &TrainOptions) -> Result<Trainer<'a>> {
+        Self::new_distributed(cfg, opts, &Local)
+    }
+
+    /// [`Trainer::new`] for one rank of `dist`. Every check that could fail on some ranks
+    /// only (files, config) ends in [`distributed::agree`], so all ranks stop together.
+    pub fn new_distributed(cfg: &'a Config, opts: &TrainOptions, dist: &'a dyn Collective) -> Result<Trainer<'a>> {
+        let root = dist.is_root();
+        distributed::check_same_config(dist, &cfg.to_yaml())?;
+        distributed::agree(dist, "distributed set-up", check_distributed(cfg, dist.world()))?;
         // A resumption is checked against the run's own config before anything is loaded.
-        let (run_dir, resume_state, resume_notes) = match &opts.resume {
-            Some(p) => {
-                let (dir, state) = resolve_resume(p)?;
-                let notes = check_config(&dir.join("config.yaml"), cfg)?;
-                (opts.out.clone().unwrap_or(dir), Some(state), notes)
-            }
-            None => (opts.out.clone().unwrap_or_else(|| super::default_run_dir(cfg)), None, Vec::new()),
-        };
+        let resolved = (|| -> Result<_> {
+            Ok(match &opts.resume {
+                Some(p) => {
+                    let (dir, state) = resolve_resume(p)?;
+                    let notes = check_config(&dir.join("config.yaml"), cfg)?;
+                    (opts.out.clone().unwrap_or(dir), Some(state), notes)
+                }
+                None => (opts.out.clone().unwrap_or_else(|| super::default_run_dir(cfg)), None, Vec::new()),
+            })
+        })();
+        let (run_dir, resume_state, resume_notes) = distributed::agree(dist, "resume", resolved)?;
+        // The default directory is stamped with the time: rank 0's names the run.
+        let run_dir = PathBuf::from(distributed::broadcast_string(dist, &run_dir.to_string_lossy())?);
         let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
-        crate::data::open::prepare_data(cfg, opts.quiet)?;
-        let train_ds = crate::data::open::load_split(cfg, &cfg.data.train_split)?;
-        let val_ds = match crate::data::open::split_exists(cfg, &cfg.data.val_split) {
-            true => Some(crate::data::open::load_split(cfg, &cfg.data.val_split)?),
-            false => None,
-        };
-        let test_ds = crate::data::open::load_split(cfg, &cfg.eval.split)?;
-        let class_names = ClassNames::load(cfg)?;
-        let model = crate::runtime::build_model(cfg, &device)?;
+        // Rank 0 first: it may generate the synthetic set, which the others then find.
+        if root {
+            distributed::agree(dist, "preparing the data", crate::data::open::prepare_data(cfg, opts.quiet))?;
+        } else {
+            distributed::agree(dist, "preparing the data", Ok(()))?;
+            distributed::agree(dist, "preparing the data", crate::data::open::prepare_data(cfg, true))?;
+        }
+        if root {
+            distributed::agree(dist, "preparing the data", Ok(()))?;
+        }
+        let loaded = (|| -> Result<_> {
+            let train_ds = crate::data::open::load_split(cfg, &cfg.data.train_split)?;
+            let val_ds = match crate::data::open::split_exists(cfg, &cfg.data.val_split) {
+                true => Some(crate::data::open::load_split(cfg, &cfg.data.val_split)?),
+                false => None,
+            };
+            let test_ds = crate::data::open::load_split(cfg, &cfg.eval.split)?;
+            let class_names = ClassNames::load(cfg)?;
+            let model = crate::runtime::build_model(cfg, &device)?;
+            Ok((train_ds, val_ds, test_ds, class_names, model))
+        })();
+        let (train_ds, val_ds, test_ds, class_names, model) = distributed::agree(dist, "loading", loaded)?;
         let cost_warning = crate::methods::cost_warning(&cfg.model, &model.varmap);
         let extractor = cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), model.net.as_ref())?;
 
         let ckpt_dir = run_dir.join("checkpoints");
-        std::fs::create_dir_all(&ckpt_dir)
-            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-        wsol_eval::fs::atomic_write(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
-        let mut log = RunLog { file: log_file, quiet: opts.quiet };
+        let mut log = RunLog { file: None, quiet: opts.quiet || !root, muted: !root };
+        if root {
+            let made = (|| -> Result<()> {
+                std::fs::create_dir_all(&ckpt_dir)
+                    .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+                wsol_eval::fs::atomic_write(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())
+            })();
+            distributed::agree(dist, "run directory", made)?;
+            log.file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("train.log")).ok();
+        } else {
+            distributed::agree(dist, "run directory", Ok(()))?;
+        }
         let provenance = Provenance::detect(&cfg.device);
         log.line(None, &format!("run: {}", provenance.summary()));
         let warnings = [
@@ -102,7 +144,7 @@ impl<'a> Trainer<'a> {
         let tb_dir = run_dir.join("tb");
         // A resumed run already holds its start record (TensorBoard keeps the first one).
         let started_before = tensorboard::dir_has_early_tag(&tb_dir, hp::SESSION_START_TAG);
-        let mut tb = if cfg.log.tensorboard { TbWriter::new(&tb_dir) } else { TbWriter::disabled() };
+        let mut tb = if cfg.log.tensorboard && root { TbWriter::new(&tb_dir) } else { TbWriter::disabled() };
         if tb.is_enabled() && !started_before {
             write_session_start(&mut tb, cfg, opts.own_experiment);
         } else if started_before && cfg.log.tensorboard && !resume_notes.is_empty() {
@@ -126,9 +168,10 @@ impl<'a> Trainer<'a> {
         };
         match &resume_state {
             Some(state_path) => {
-                state =
+                let loaded =
                     load_resume_checkpoint(state_path, &model.varmap, &mut sgd, opts.use_previous_checkpoint, &mut log)
-                        .inspect_err(|e| append_error(&run_dir.join("train.log"), e))?;
+                        .inspect_err(|e| append_error(&run_dir.join("train.log"), e));
+                state = distributed::agree(dist, "loading the checkpoint", loaded)?;
                 // Whatever a killed run logged after this checkpoint is replaced by what follows.
                 tb.restart_at(state.global_step + 1);
                 let (dir, step) = (run_dir.display(), state.global_step);
@@ -144,9 +187,28 @@ impl<'a> Trainer<'a> {
             }
             None => log.line(None, &format!("run directory: {}", run_dir.display())),
         }
+        if dist.world() > 1 {
+            // Every rank starts from rank 0's weights, whatever its own initialization drew.
+            let vars: Vec<(String, candle_core::Var)> =
+                model.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut vars = vars;
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            distributed::broadcast_params(dist, &vars)?;
+            let per_rank = cfg.data.batch_size / dist.world();
+            log.line(
+                None,
+                &format!(
+                    "distributed: {} ranks ({}), {per_rank} images per rank per step",
+                    dist.world(),
+                    dist.engine()
+                ),
+            );
+        }
         Ok(Trainer {
             cfg,
-            quiet: opts.quiet,
+            dist,
+            // Progress bars from rank 0 only.
+            quiet: opts.quiet || !root,
             device,
             model,
             sgd,
@@ -168,9 +230,10 @@ impl<'a> Trainer<'a> {
     /// `train.log` with the error (an interrupt has logged its own line already).
     pub fn run(self) -> Result<(PathBuf, EvalResult)> {
         let log = self.run_dir.join("train.log");
+        let root = self.dist.is_root();
         let result = self.epochs_then_test();
         if let Err(e) = &result {
-            if e.downcast_ref::<interrupt::Interrupted>().is_none() {
+            if root && e.downcast_ref::<interrupt::Interrupted>().is_none() {
                 append_error(&log, e);
             }
         }
@@ -219,10 +282,19 @@ impl<'a> Trainer<'a> {
             transform: self.transform(),
             skip_batches: partial.batches_done,
             skip_bad: cfg.data.skip_bad_images,
+            shard: (self.dist.rank(), self.dist.world()),
         };
         progress.inc(partial.batches_done as u64);
-        let mut sums =
-            EpochSums { partial, window: (0.0, 0, 0), bad_images: 0, data_wait: Duration::ZERO, steps_timed: 0 };
+        let mut sums = EpochSums {
+            partial,
+            window: (0.0, 0, 0),
+            bad_images: 0,
+            data_wait: Duration::ZERO,
+            steps_timed: 0,
+            step_time: Duration::ZERO,
+            allreduce: Duration::ZERO,
+            step_images: 0,
+        };
         let mut batches = epoch_batches(self.train_ds.clone(), loader);
         loop {
             // Time the step spends waiting for its batch: zero when decoding keeps up.
@@ -230,7 +302,7 @@ impl<'a> Trainer<'a> {
             let Some(batch) = batches.next() else { break };
             sums.data_wait += waited.elapsed();
             sums.steps_timed += 1;
-            if interrupt::requested() {
+            if self.interrupt_requested()? {
                 return Err(self.interrupted(epoch, &progress, sums.partial));
             }
             let batch = batch?;
@@ -242,7 +314,8 @@ impl<'a> Trainer<'a> {
                         .warn(Some(&progress), &format!("warning: skipped a bad image (data.skip_bad_images): {e}"));
                 }
             }
-            if !batch.labels.is_empty() {
+            // A rank whose shard is empty still takes part in the step's sums.
+            if !batch.labels.is_empty() || self.dist.world() > 1 {
                 let size = cfg.data.image_size as usize;
                 let step_batch = StepBatch { images: batch.images, labels: batch.labels, size };
                 self.step(epoch, step_batch, &batch.indices, lr, &mut sums, &progress)?;
@@ -265,8 +338,9 @@ impl<'a> Trainer<'a> {
         progress: &Progress,
     ) -> Result<()> {
         let cfg = self.cfg;
-        let n = batch.labels.len();
         let step = self.state.global_step;
+        let started = Instant::now();
+        let dist = (self.dist.world() > 1).then_some(self.dist);
         let every = cfg.log.histograms_every;
         let histograms = every > 0 && self.tb.is_enabled() && (step + 1).is_multiple_of(every);
         let (r, grads) = train_step_keeping_grads(
@@ -279,7 +353,12 @@ impl<'a> Trainer<'a> {
             lr,
             false,
             histograms,
+            dist,
         )?;
+        let n = r.seen;
+        sums.step_time += started.elapsed();
+        sums.allreduce += r.times.allreduce;
+        sums.step_images += n;
         if !r.updated {
             // The first images of the batch, for the message.
             let samples = &self.train_ds.meta.samples;
@@ -345,6 +424,15 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// Ctrl-C or SIGTERM on any rank (all of them stop at the same step).
+    fn interrupt_requested(&self) -> Result<bool> {
+        let mut flag = [interrupt::requested() as u64];
+        if self.dist.world() > 1 {
+            self.dist.all_reduce_sum_u64(&mut flag)?;
+        }
+        Ok(flag[0] > 0)
+    }
+
     /// Ctrl-C or SIGTERM: a checkpoint of the unfinished epoch, then the error that exits 130.
     fn interrupted(&mut self, epoch: usize, progress: &Progress, partial: PartialEpoch) -> anyhow::Error {
         progress.finish();
@@ -380,6 +468,14 @@ impl<'a> Trainer<'a> {
         let mut line =
             format!("epoch {}/{epochs}  lr {lr:.2e}  loss {train_loss:.4}  train acc {train_acc:.2}", epoch + 1);
         line.push_str(&format!("  data wait {wait_ms:.1} ms/step"));
+        let steps = sums.steps_timed.max(1) as f64;
+        let step_ms = sums.step_time.as_secs_f64() * 1e3 / steps;
+        let rate = sums.step_images as f64 / sums.step_time.as_secs_f64().max(1e-9);
+        line.push_str(&format!("  step {step_ms:.1} ms ({rate:.0} img/s)"));
+        if self.dist.world() > 1 {
+            let ms = sums.allreduce.as_secs_f64() * 1e3 / steps;
+            line.push_str(&format!("  allreduce {ms:.1} ms/step"));
+        }
         if p.skipped > 0 {
             line.push_str(&format!("  skipped {} batches", p.skipped));
         }
@@ -410,7 +506,8 @@ impl<'a> Trainer<'a> {
         let vp = Progress::new(batches, "validate", self.quiet);
         let net = self.model.inference_net(cfg)?;
         let outputs = EvalOutputs::default();
-        let r = evaluate(net.as_ref(), self.extractor.as_ref(), val.clone(), cfg, &self.device, &vp, outputs)?;
+        let (ex, dev) = (self.extractor.as_ref(), &self.device);
+        let r = evaluate::evaluate_sharded(net.as_ref(), ex, val.clone(), cfg, dev, &vp, outputs, self.dist)?;
         vp.finish();
         for (k, v) in r.to_json().as_object().expect("metrics are an object") {
             if let Some(x) = v.as_f64().filter(|_| k != "num_images") {
@@ -431,7 +528,7 @@ impl<'a> Trainer<'a> {
             }
         }
         line.push_str(&format!("  val top1 {:.2}", r.top1_cls.unwrap_or(f64::NAN)));
-        if cfg.log.tensorboard && cfg.log.cam_images > 0 {
+        if self.tb.is_enabled() && cfg.log.cam_images > 0 {
             let threshold = r.loc.as_ref().map_or(cfg.eval.fixed_threshold, |l| l.best_threshold_v1);
             let (ex, n) = (self.extractor.as_ref(), cfg.log.cam_images);
             match evaluate::cam_overlays(net.as_ref(), ex, &val, cfg, &self.device, n, threshold) {
@@ -461,6 +558,9 @@ impl<'a> Trainer<'a> {
 
     /// Saves the weights, optimizer state and counters as checkpoint `tag` (`last`, `best`).
     fn checkpoint(&self, tag: &str) -> Result<()> {
+        if !self.dist.is_root() {
+            return Ok(());
+        }
         checkpoint::save(&self.ckpt_dir, tag, &self.model.varmap, self.sgd.state(), &self.state)
     }
 
@@ -478,8 +578,13 @@ impl<'a> Trainer<'a> {
         let net = self.model.inference_net(cfg)?;
         let outputs = EvalOutputs { per_image: true, faithfulness: true, ..EvalOutputs::default() };
         let test_ds = self.test_ds.clone();
+        // Every rank scores the whole split (rank 0 writes it): per-image rows and
+        // faithfulness need every image in one place, and the ranks would wait anyway.
         let result = evaluate(net.as_ref(), self.extractor.as_ref(), test_ds, cfg, &self.device, &tp, outputs)?;
         tp.finish();
+        if !self.dist.is_root() {
+            return Ok((self.run_dir, result));
+        }
         let extra =
             [("checkpoint", serde_json::json!(ckpt.display().to_string())), ("provenance", self.provenance.to_json())];
         result.write(&self.run_dir, &extra)?;
@@ -502,6 +607,27 @@ impl<'a> Trainer<'a> {
         self.log.line(None, &format!("metrics written to {}", self.run_dir.join("metrics.json").display()));
         Ok((self.run_dir, result))
     }
+}
+
+/// What a distributed run needs of its config: a global batch that the ranks share
+/// equally, batch-norm statistics that are per rank (sync_bn is not implemented).
+fn check_distributed(cfg: &Config, world: usize) -> Result<()> {
+    if world == 1 {
+        return Ok(());
+    }
+    let b = cfg.data.batch_size;
+    if !b.is_multiple_of(world) {
+        bail!(
+            "data.batch_size: {b} is the global batch and must divide evenly among the {world} ranks; expected a multiple of {world} (e.g. {})",
+            b.div_ceil(world) * world
+        );
+    }
+    if cfg.train.sync_bn {
+        bail!(
+            "train.sync_bn: true is not implemented (batch-norm statistics stay per rank, as PyTorch DDP's default); set it to false, or model.freeze_bn: true for results independent of the rank count"
+        );
+    }
+    Ok(())
 }
 
 /// The HParams records of a run's start: its experiment (unless a sweep writes one for

@@ -15,6 +15,7 @@ mod cam_photos;
 mod configs;
 mod cub;
 mod digits;
+mod distributed;
 mod end_to_end;
 mod errors;
 mod eval_cams;

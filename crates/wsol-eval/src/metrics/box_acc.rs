@@ -216,6 +216,36 @@ impl BoxAccumulator {
         self.cls_cnt += other.cls_cnt;
     }
 
+    /// Every count, flat, for summing shards held by other processes (element-wise sums
+    /// of these are [`Self::merge`]); [`Self::set_counts`] takes such a sum back.
+    pub fn counts(&self) -> Vec<u64> {
+        let mut v = Vec::with_capacity(self.largest.len() * 2 + self.top1.len() * 2 + 5);
+        v.extend([self.cnt, self.cls_cnt]);
+        v.extend_from_slice(&self.fixed);
+        for part in [&self.largest, &self.all, &self.top1, &self.top5] {
+            v.extend_from_slice(part);
+        }
+        v
+    }
+
+    /// Replaces the counts with `counts` as [`Self::counts`] lays them out (an accumulator
+    /// of the same configuration); fails on another length.
+    pub fn set_counts(&mut self, counts: &[u64]) -> Result<()> {
+        let want = self.counts().len();
+        if counts.len() != want {
+            bail!("box accuracy: {} counts given, this configuration has {want}", counts.len());
+        }
+        let (head, mut rest) = counts.split_at(5);
+        (self.cnt, self.cls_cnt) = (head[0], head[1]);
+        self.fixed.copy_from_slice(&head[2..5]);
+        for part in [&mut self.largest, &mut self.all, &mut self.top1, &mut self.top5] {
+            let (mine, tail) = rest.split_at(part.len());
+            part.copy_from_slice(mine);
+            rest = tail;
+        }
+        Ok(())
+    }
+
     /// Top-k numbers are `None` unless every image came with a classification outcome.
     pub fn finish(&self) -> LocalizationMetrics {
         let thresholds = self.thresholds();
@@ -397,7 +427,14 @@ mod tests {
         let mut b = BoxAccumulator::new(&cfg).unwrap();
         maps[..1].iter().for_each(|m| a.add(m, 5, 5, &gt, None));
         maps[1..].iter().for_each(|m| b.add(m, 5, 5, &gt, None));
+        // Summing the flat counts (what processes exchange) is the merge.
+        let mut summed = BoxAccumulator::new(&cfg).unwrap();
+        let sum: Vec<u64> = a.counts().iter().zip(b.counts()).map(|(x, y)| x + y).collect();
+        summed.set_counts(&sum).unwrap();
+        assert!(summed.set_counts(&sum[1..]).is_err());
         a.merge(&b);
+        assert_eq!(summed.counts(), a.counts());
+        assert_eq!(summed.counts(), seq.counts());
         let (x, y) = (seq.finish(), a.finish());
         assert_eq!(x.curves.largest, y.curves.largest);
         assert_eq!(x.maxboxacc, y.maxboxacc);

@@ -92,6 +92,24 @@ impl PxapAccumulator {
         self.bg.iter_mut().zip(&other.bg).for_each(|(a, b)| *a += b);
     }
 
+    /// Foreground then background bin counts, flat, for summing shards held by other
+    /// processes; [`Self::set_counts`] takes such a sum back.
+    pub fn counts(&self) -> Vec<u64> {
+        self.fg.iter().chain(&self.bg).copied().collect()
+    }
+
+    /// Replaces the counts with `counts` as [`Self::counts`] lays them out; fails on
+    /// another length.
+    pub fn set_counts(&mut self, counts: &[u64]) -> Result<()> {
+        if counts.len() != self.fg.len() * 2 {
+            bail!("PxAP: {} counts given, this configuration has {}", counts.len(), self.fg.len() * 2);
+        }
+        let (fg, bg) = counts.split_at(self.fg.len());
+        self.fg.copy_from_slice(fg);
+        self.bg.copy_from_slice(bg);
+        Ok(())
+    }
+
     /// Per-bin pixel counts of foreground and background (the official
     /// `gt_true_score_hist` / `gt_false_score_hist`), bins as the edges in `new`.
     pub fn histograms(&self) -> (&[u64], &[u64]) {
@@ -236,7 +254,12 @@ mod tests {
         let (mut a, mut b) = (PxapAccumulator::new(&t).unwrap(), PxapAccumulator::new(&t).unwrap());
         a.add(&map[..13], &mask[..13]);
         b.add(&map[13..], &mask[13..]);
+        let mut summed = PxapAccumulator::new(&t).unwrap();
+        let sum: Vec<u64> = a.counts().iter().zip(b.counts()).map(|(x, y)| x + y).collect();
+        summed.set_counts(&sum).unwrap();
+        assert!(summed.set_counts(&sum[1..]).is_err());
         a.merge(&b);
+        assert_eq!(summed.counts(), a.counts());
         assert_eq!(a.finish().unwrap(), whole.finish().unwrap());
         assert_eq!(a.pixel_counts(), (16, 16));
     }

@@ -1,0 +1,324 @@
+//! Data-parallel training: which rank this process is, and the few collectives the
+//! trainer and the evaluator need (sums of flat buffers, broadcast from rank 0, barrier).
+//!
+//! Engines are the ones clusters already run, never a transport of our own: [`Local`]
+//! (one process, the default) and MPI (`mpi.rs`, cargo feature `mpi`, started by
+//! `mpirun` / `srun`). Another engine (NCCL) is one more file implementing
+//! [`Collective`] and one more arm in [`launch`].
+
+#[cfg(feature = "mpi")]
+mod mpi;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use candle_core::{backprop::GradStore, Tensor, Var};
+
+/// A communicator of `world` processes. Every rank must make the same calls in the same
+/// order with the same buffer lengths (MPI's rule): the trainer only calls these where
+/// every rank reaches them.
+pub trait Collective {
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+    /// The engine, for logs: `local`, `mpi`.
+    fn engine(&self) -> &'static str;
+    /// Element-wise sum over the ranks, in place, on every rank.
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise sum of counts: exact, so sharded metrics equal unsharded ones.
+    fn all_reduce_sum_u64(&self, buf: &mut [u64]) -> Result<()>;
+    /// Rank 0's values into every rank's `buf` (same length everywhere).
+    fn broadcast_f32(&self, buf: &mut [f32]) -> Result<()>;
+    fn broadcast_u64(&self, buf: &mut [u64]) -> Result<()>;
+    fn barrier(&self) -> Result<()>;
+    /// Ends every rank of the job now (an error only this rank saw: the others may be
+    /// waiting in a collective and would never return).
+    fn abort(&self, code: i32) -> !;
+
+    fn is_root(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// Element-wise mean over the ranks, in place.
+    fn all_reduce_mean_f32(&self, buf: &mut [f32]) -> Result<()> {
+        self.all_reduce_sum_f32(buf)?;
+        let n = self.world() as f32;
+        buf.iter_mut().for_each(|v| *v /= n);
+        Ok(())
+    }
+}
+
+/// One process: every collective is the identity.
+pub struct Local;
+
+impl Collective for Local {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn engine(&self) -> &'static str {
+        "local"
+    }
+    fn all_reduce_sum_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_sum_u64(&self, _: &mut [u64]) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast_u64(&self, _: &mut [u64]) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+/// An error every rank reached together (a set-up check all of them made): each rank
+/// reports it and ends normally, with no abort racing the others' messages.
+#[derive(Debug)]
+pub struct Agreed(pub String);
+
+impl std::fmt::Display for Agreed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Agreed {}
+
+/// Launcher variables naming the world size: Open MPI's, PMI's (MPICH's Hydra, Slurm),
+/// PMIx's, and torchrun's.
+const WORLD_VARS: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "WORLD_SIZE"];
+
+/// `(variable, value)` of the first launcher variable that says more than one process.
+fn launched_world() -> Option<(&'static str, usize)> {
+    WORLD_VARS.iter().find_map(|&v| {
+        let n = std::env::var(v).ok()?.trim().parse::<usize>().ok()?;
+        (n > 1).then_some((v, n))
+    })
+}
+
+/// The communicator this process belongs to: MPI's when a launcher started several
+/// processes and the `mpi` feature is built, [`Local`] when started alone. Started by a
+/// launcher without an engine that can join it, it fails (on every rank, since each one
+/// sees the same variables) instead of running N unaware copies.
+pub fn launch() -> Result<Box<dyn Collective>> {
+    let Some((var, n)) = launched_world() else { return Ok(Box::new(Local)) };
+    #[cfg(feature = "mpi")]
+    if var != "WORLD_SIZE" || std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() {
+        let c = mpi::Mpi::init()?;
+        check_torchrun_vars(c.as_ref())?;
+        return Ok(c);
+    }
+    if var == "WORLD_SIZE" {
+        bail!(
+            "WORLD_SIZE={n} asks for {n} processes, but torchrun-style rendezvous (MASTER_ADDR/MASTER_PORT) needs an engine this build does not have (NCCL is not implemented); start the ranks with `mpirun -np {n}` or `srun` from a build with `--features mpi`"
+        );
+    }
+    bail!(
+        "started as one of {n} processes ({var}={n}), but this wsol was built without MPI: rebuild with `cargo build --release --features mpi` (needs Open MPI or MPICH, see README \"More than one machine\")"
+    )
+}
+
+/// torchrun's `RANK` / `WORLD_SIZE`, when set beside an MPI launch, must agree with it.
+#[cfg(feature = "mpi")]
+fn check_torchrun_vars(c: &dyn Collective) -> Result<()> {
+    for (var, want) in [("RANK", c.rank()), ("WORLD_SIZE", c.world())] {
+        if let Ok(v) = std::env::var(var) {
+            if v.trim().parse::<usize>().ok() != Some(want) {
+                bail!("{var}={v} disagrees with the MPI launch (expected {want}); unset it or start the ranks one way");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every rank learns whether any rank failed at a step they all reach, so that all fail
+/// together (each with a message) instead of the healthy ones waiting forever in the
+/// next collective.
+pub fn agree<T>(c: &dyn Collective, what: &str, result: Result<T>) -> Result<T> {
+    if c.world() == 1 {
+        return result;
+    }
+    let mut failed = vec![0u64; c.world()];
+    failed[c.rank()] = result.is_err() as u64;
+    c.all_reduce_sum_u64(&mut failed)?;
+    let ranks: Vec<String> = failed.iter().enumerate().filter(|(_, &f)| f > 0).map(|(r, _)| r.to_string()).collect();
+    match result {
+        Err(e) => Err(Agreed(format!("rank {}: {what}: {}", c.rank(), crate::error::message(&e))).into()),
+        Ok(_) if !ranks.is_empty() => Err(Agreed(format!(
+            "rank {}: {what} failed on rank {} (its message is above); every rank stops",
+            c.rank(),
+            ranks.join(", ")
+        ))
+        .into()),
+        Ok(v) => Ok(v),
+    }
+}
+
+/// Fails on every rank unless all ranks resolved the same config (hash of the resolved
+/// YAML): ranks that train different things would still exchange gradients.
+pub fn check_same_config(c: &dyn Collective, resolved_yaml: &str) -> Result<()> {
+    if c.world() == 1 {
+        return Ok(());
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(resolved_yaml.as_bytes());
+    let mine: Vec<u64> = digest.chunks(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+    let mut root = mine.clone();
+    c.broadcast_u64(&mut root)?;
+    let result = match root == mine {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(
+            "the resolved config differs from rank 0's (sha256 {:016x}… vs {:016x}…): start every rank with the same --config file contents and --set overrides",
+            mine[0].swap_bytes(),
+            root[0].swap_bytes()
+        )),
+    };
+    agree(c, "config check", result)
+}
+
+/// Rank 0's string (a run directory) on every rank.
+pub fn broadcast_string(c: &dyn Collective, s: &str) -> Result<String> {
+    if c.world() == 1 {
+        return Ok(s.to_string());
+    }
+    let mut len = [s.len() as u64];
+    c.broadcast_u64(&mut len)?;
+    let mut words = vec![0u64; (len[0] as usize).div_ceil(8)];
+    if c.is_root() {
+        for (w, chunk) in words.iter_mut().zip(s.as_bytes().chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *w = u64::from_le_bytes(b);
+        }
+    }
+    c.broadcast_u64(&mut words)?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).take(len[0] as usize).collect();
+    Ok(String::from_utf8(bytes)?)
+}
+
+/// Rank 0's values of the given parameters on every rank (start of training: the same
+/// initial weights everywhere whatever each rank's initializer drew).
+pub fn broadcast_params(c: &dyn Collective, params: &[(String, Var)]) -> Result<()> {
+    if c.world() == 1 {
+        return Ok(());
+    }
+    for chunk in buckets(params.iter().map(|(_, v)| v.elem_count())) {
+        let mut buf = Vec::with_capacity(chunk.iter().map(|&i| params[i].1.elem_count()).sum());
+        for &i in &chunk {
+            buf.extend(params[i].1.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+        }
+        c.broadcast_f32(&mut buf)?;
+        let mut at = 0;
+        for &i in &chunk {
+            let v = &params[i].1;
+            let n = v.elem_count();
+            v.set(&Tensor::from_slice(&buf[at..at + n], v.dims(), v.device())?)?;
+            at += n;
+        }
+    }
+    Ok(())
+}
+
+/// Elements per all-reduce call: a few large calls per step (latency amortized), each
+/// small enough that the extra copy stays a few tens of MB.
+const BUCKET_ELEMS: usize = 4 << 20;
+
+/// Consecutive index groups whose sizes add up to about [`BUCKET_ELEMS`].
+fn buckets(sizes: impl Iterator<Item = usize>) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut filled = 0;
+    for (i, n) in sizes.enumerate() {
+        if filled > 0 && filled + n > BUCKET_ELEMS {
+            out.push(Vec::new());
+            filled = 0;
+        }
+        out.last_mut().expect("one bucket").push(i);
+        filled += n;
+    }
+    out
+}
+
+/// Replaces each rank's gradients (means over its `local` images) by the mean over the
+/// whole global batch of `total` images: sum over ranks of `local/total * grad`, by
+/// bucketed all-reduce. A parameter gets a gradient when any rank has one, so the set
+/// the optimizer updates is the single process's. Returns the time spent.
+pub fn average_gradients(
+    c: &dyn Collective,
+    params: &[&Var],
+    grads: &mut GradStore,
+    local: usize,
+    total: usize,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let weight = local as f64 / total as f64;
+    let sizes: Vec<usize> = params.iter().map(|v| v.elem_count()).collect();
+    let groups = buckets(sizes.iter().copied());
+    let last = groups.len() - 1;
+    for (g, chunk) in groups.iter().enumerate() {
+        let len: usize = chunk.iter().map(|&i| sizes[i]).sum();
+        // The last bucket also carries one has-gradient flag per parameter.
+        let flags = if g == last { params.len() } else { 0 };
+        let mut buf = vec![0f32; len + flags];
+        let mut at = 0;
+        for &i in chunk {
+            if let Some(grad) = grads.get(params[i]) {
+                let scaled = (grad * weight)?.flatten_all()?.to_vec1::<f32>()?;
+                buf[at..at + sizes[i]].copy_from_slice(&scaled);
+            }
+            at += sizes[i];
+        }
+        if g == last {
+            for (k, v) in params.iter().enumerate() {
+                buf[len + k] = grads.get(v).is_some() as u8 as f32;
+            }
+        }
+        c.all_reduce_sum_f32(&mut buf)?;
+        let mut at = 0;
+        for &i in chunk {
+            let v = params[i];
+            grads.insert(v.as_tensor(), Tensor::from_slice(&buf[at..at + sizes[i]], v.dims(), v.device())?);
+            at += sizes[i];
+        }
+        if g == last {
+            for (k, v) in params.iter().enumerate() {
+                if buf[len + k] == 0.0 {
+                    grads.remove(v.as_tensor());
+                }
+            }
+        }
+    }
+    Ok(started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_group_consecutive_parameters_up_to_the_limit() {
+        assert_eq!(buckets([3, 4, 5].into_iter()), vec![vec![0, 1, 2]]);
+        let big = BUCKET_ELEMS;
+        assert_eq!(buckets([big, 1, big - 1, 2].into_iter()), vec![vec![0], vec![1, 2], vec![3]]);
+        // A parameter larger than a bucket goes alone.
+        assert_eq!(buckets([1, 2 * big, 1].into_iter()), vec![vec![0], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn local_collectives_are_the_identity() {
+        let c = Local;
+        let mut v = vec![1.5f32, -2.0];
+        c.all_reduce_mean_f32(&mut v).unwrap();
+        assert_eq!(v, [1.5, -2.0]);
+        assert!(agree(&c, "x", Err::<(), _>(anyhow::anyhow!("boom"))).is_err());
+        assert_eq!(broadcast_string(&c, "runs/a").unwrap(), "runs/a");
+    }
+}
