@@ -19,18 +19,18 @@ their code, and why:
   to the global average).
 
 Recorded, for 2 images of SIZE px (the formula's u for the name "input") at their
-`target_layer` = layer4 (wsol's last layer): the logits; the classes the maps are for
-(image 0: its top class, image 1: its lowest, so one target logit is negative: their
-gradient is of log(logit), i.e. d logit / logit, which flips sign there); their maps
-(`generate`: bilinear to the input size, min-max normalized); `noise`: the largest
-difference between this float32 run and the same in float64.
+`target_layer` = layer4 (wsol's last layer) and layer3: the logits; the classes the maps
+are for (image 0: its top class, image 1: its lowest, so one target logit is negative:
+their gradient is of log(logit), i.e. d logit / logit, which flips sign there); per layer
+their maps (`generate`: bilinear to the input size, min-max normalized) and `noise`, the
+largest difference between this float32 run and the same in float64.
 
-Printed, not recorded: how far their layer3 map is from the same formula on plain
-gradients. Their wrapper hooks every module, and the hook of each nn.ReLU returns
-relu(grad_in): gradients crossing a ReLU module on the way back are clamped at zero
-(guided backpropagation). Between layer4's output and the logits there is no ReLU, so at
-the last layer their gradients are plain; at earlier layers they are not, which wsol does
-not reproduce (it refuses `bagcams` there).
+Printed: how far their maps are from the same formula on plain gradients. Their wrapper
+hooks every module, and the hook of each nn.ReLU returns relu(grad_in): gradients
+crossing a ReLU module on the way back are clamped at zero (guided backpropagation).
+Between layer4's output and the logits there is no ReLU, so at the last layer their
+gradients are plain; at layer3 they cross layer4's ReLUs, which is why the layer3 maps are
+recorded (wsol's `bagcams` runs its backward guided).
 """
 import collections
 import collections.abc
@@ -128,31 +128,29 @@ def main(root, out_dir):
     with torch.no_grad():
         logits = classifier(F.adaptive_avg_pool2d(extractor(x), 1)).flatten(1)
     targets = torch.tensor([int(logits[0].argmax()), int(logits[1].argmin())])
-    logits32, maps32, _, _ = their_maps(BagCAMs, x, targets, "layer4")
-    torch.set_default_dtype(torch.float64)
-    _, maps64, _, _ = their_maps(BagCAMs, x.double(), targets, "layer4")
-    torch.set_default_dtype(torch.float32)
-    noise = (maps32.double() - maps64).abs().max().item()
+    layers = []
+    for layer in ["layer4", "layer3"]:
+        logits32, maps32, _, _ = their_maps(BagCAMs, x, targets, layer)
+        torch.set_default_dtype(torch.float64)
+        _, maps64, _, _ = their_maps(BagCAMs, x.double(), targets, layer)
+        torch.set_default_dtype(torch.float32)
+        noise = (maps32.double() - maps64).abs().max().item()
+        assert all(float(m.max()) == 1.0 for m in maps32), "no constant map"
+        plain = plain_formula_map(x, targets, layer)
+        print(f"{layer}: their map vs plain-gradient formula {(maps32 - plain).abs().max().item():.2e}; "
+              f"float32 vs float64 {noise:.2e}")
+        layers.append({"layer": layer, "maps": [round(v, 8) for v in maps32.flatten().tolist()], "noise": noise})
     target_logits = logits32.gather(1, targets[:, None]).flatten().tolist()
     assert target_logits[0] > 0 > target_logits[1], target_logits
-    assert all(float(m.max()) == 1.0 for m in maps32), "no constant map"
-
-    _, guided3, _, _ = their_maps(BagCAMs, x, targets, "layer3")
-    plain3 = plain_formula_map(x, targets, "layer3")
-    plain4 = plain_formula_map(x, targets, "layer4")
-    print(f"their layer4 map vs plain-gradient formula: {(maps32 - plain4).abs().max().item():.2e}")
-    print(f"their layer3 map vs plain-gradient formula: {(guided3 - plain3).abs().max().item():.2e}")
-    print(f"float32 vs float64 (their layer4 maps): {noise:.2e}; target logits {target_logits}")
+    print(f"target logits {target_logits}")
 
     os.makedirs(out_dir, exist_ok=True)
     record = {
         "size": SIZE,
         "classes": CLASSES,
-        "layer": "layer4",
         "targets": targets.tolist(),
         "logits": logits32.flatten().tolist(),
-        "maps": [round(v, 8) for v in maps32.flatten().tolist()],
-        "noise": noise,
+        "layers": layers,
     }
     with open(os.path.join(out_dir, "resnet18.json"), "w") as f:
         json.dump(record, f)

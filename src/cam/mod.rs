@@ -8,7 +8,7 @@
 //! | `cam` | classifier.rs | last (the classifier's own maps) |
 //! | `gradcam`, `gradcam++`, `xgradcam`, `layercam` | one file each | any |
 //! | `scorecam`, `eigencam` | one file each | any (no gradients) |
-//! | `bagcams` | bagcams.rs | last (its authors' guided gradients not reproduced before it) |
+//! | `bagcams` | bagcams.rs | any (guided ReLU backward, as its authors') |
 
 mod bagcams;
 mod classifier;
@@ -82,14 +82,7 @@ pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> R
         CamMethod::LayerCam => Box::new(Gradient::<LayerCam> { layer: at, method: PhantomData }),
         CamMethod::ScoreCam => Box::new(ScoreCam { layer: at, batch: 32, progress: None }),
         CamMethod::EigenCam => Box::new(EigenCam { layer: at }),
-        CamMethod::BagCams if at.last => Box::new(BagCams { layer: at }),
-        // Their gradients cross every later ReLU clamped at zero (guided), which our
-        // backward does not do: the maps would not be theirs.
-        CamMethod::BagCams => bail!(
-            "eval.cam_layer: `bagcams` reads the last layer only (choices: {}); its authors' gradients \
-             reach earlier layers through guided ReLUs, which wsol does not reproduce",
-            layers[layers.len() - 1]
-        ),
+        CamMethod::BagCams => Box::new(BagCams { layer: at }),
     })
 }
 
@@ -120,18 +113,24 @@ impl Layer {
     /// interact, so the gradient of the summed scores is each image's own. The graph is
     /// dropped on return, so memory does not grow over a test set.
     fn activations_and_grads(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor)> {
-        let (a, g, _) = self.activations_grads_scores(input)?;
-        Ok((a, g))
+        self.grads_of(input, false)
     }
 
-    /// [`Layer::activations_and_grads`] and the target scores [B] they are the gradients of.
-    fn activations_grads_scores(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    /// Activations and d log(target score)/d(activations), as BagCAMs' authors take them:
+    /// the backward seeded with 1 / score per image, not the score's gradient divided
+    /// afterwards (a guided backward is not linear in its seed's sign).
+    fn activations_and_log_grads(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor)> {
+        self.grads_of(input, true)
+    }
+
+    fn grads_of(&self, input: &CamInput, of_log: bool) -> candle_core::Result<(Tensor, Tensor)> {
         let a = Var::from_tensor(&self.activations(input)?)?;
         let logits = self.logits_from(input, a.as_tensor())?;
         let scores = logits.gather(&input.targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-        let grads = scores.sum_all()?.backward()?;
+        let objective = if of_log { (&scores * scores.detach().recip()?)? } else { scores };
+        let grads = objective.sum_all()?.backward()?;
         let g = grads.get(a.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
-        Ok((a.as_tensor().detach(), g, scores.detach()))
+        Ok((a.as_tensor().detach(), g))
     }
 }
 

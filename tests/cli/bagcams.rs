@@ -1,7 +1,7 @@
 //! BagCAMs (Zhu et al., ECCV 2022): our maps against its authors' code on the same hashed
 //! weights (tests/fixtures/bagcams_parity/, written by scripts/make_bagcams_parity_fixture.py
-//! from zh460045050/BagCAMs), the CLI end to end on synthetic data, and the error for a
-//! layer it cannot read.
+//! from zh460045050/BagCAMs) at the last layer and one before it, the CLI end to end on
+//! synthetic data at both, and the error for a layer the backbone does not have.
 
 use std::path::Path;
 
@@ -37,18 +37,21 @@ fn bagcams_matches_the_authors_code() {
     let logits: Vec<f32> = out.logits.flatten_all().unwrap().to_vec1().unwrap();
     let dl = logits.iter().zip(floats(&fx["logits"])).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(dl < 1e-4, "logits differ by {dl:e}");
-    let layer = fx["layer"].as_str().unwrap();
-    assert_eq!(model.backbone().layers().last().map(String::as_str), Some(layer));
+    assert_eq!(model.backbone().layers().last().map(String::as_str), Some("layer4"));
 
-    let ex = by_name(CamMethod::BagCams, Some(layer), model.as_ref()).unwrap();
-    let maps = ex.extract(&CamInput { model: model.as_ref(), images: &x, out: &out, targets: &t }).unwrap();
-    assert_eq!(maps.dims(), [2, size, size]);
-    let ours: Vec<f32> = maps.flatten_all().unwrap().to_vec1().unwrap();
-    let theirs = floats(&fx["maps"]);
-    let d = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let noise = fx["noise"].as_f64().unwrap() as f32;
-    eprintln!("bagcams resnet18 maps: max abs diff {d:.2e} (their f32 vs f64: {noise:.1e})");
-    assert!(d <= 10.0 * noise.max(1e-6), "maps differ by {d:e}");
+    // layer4: plain gradients (no ReLU after it); layer3: through layer4's ReLUs, guided.
+    for rec in fx["layers"].as_array().unwrap() {
+        let layer = rec["layer"].as_str().unwrap();
+        let ex = by_name(CamMethod::BagCams, Some(layer), model.as_ref()).unwrap();
+        let maps = ex.extract(&CamInput { model: model.as_ref(), images: &x, out: &out, targets: &t }).unwrap();
+        assert_eq!(maps.dims(), [2, size, size]);
+        let ours: Vec<f32> = maps.flatten_all().unwrap().to_vec1().unwrap();
+        let theirs = floats(&rec["maps"]);
+        let d = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let noise = rec["noise"].as_f64().unwrap() as f32;
+        eprintln!("bagcams resnet18 {layer} maps: max abs diff {d:.2e} (their f32 vs f64: {noise:.1e})");
+        assert!(d <= 10.0 * noise.max(1e-6), "{layer}: maps differ by {d:e}");
+    }
 }
 
 #[test]
@@ -74,8 +77,8 @@ fn bagcams_through_eval_and_cam() {
     );
     assert!(image::open(dir.join("b.png")).is_ok());
 
-    // An earlier layer: one line naming the key and the layer it can read.
-    let err = wsol_err(
+    // An earlier layer (the gradient crosses later ReLUs, guided) and a layer that is not one.
+    wsol_ok(
         &[
             "eval",
             "--config",
@@ -86,11 +89,18 @@ fn bagcams_through_eval_and_cam() {
             "eval.cam=bagcams",
             "--set",
             "eval.cam_layer=features.5",
+            "--out",
+            "ev5",
+            "--quiet",
         ],
         dir,
     );
-    assert!(err.contains("eval.cam_layer") && err.contains("bagcams") && err.contains("features.12"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(read_json(&dir.join("ev5/metrics.json"))["maxboxacc_v2"].as_f64().is_some());
+    let err = wsol_err(
+        &["eval", "--config", c, "--checkpoint", ckpt, "--set", "eval.cam=bagcams", "--set", "eval.cam_layer=layer9"],
+        dir,
+    );
+    assert!(err.contains("eval.cam_layer") && err.contains("layer9") && err.contains("features.12"), "{err}");
     let err = wsol_err(&["eval", "--config", c, "--checkpoint", ckpt, "--set", "eval.cam=bagcam"], dir);
     assert!(err.contains("eval.cam") && err.contains("bagcams"), "{err}");
 }

@@ -3,6 +3,8 @@
 //! activation (5x the forward on VGG's first layers). Same values as candle's, including
 //! its gradient at exactly 0 (passed through, as `x >= 0`).
 
+use std::cell::Cell;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -20,6 +22,37 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 16;
+
+thread_local! {
+    static GUIDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with guided ReLU backward on this thread (Springenberg et al. 2015): every ReLU's
+/// backward, the fused ones included, passes relu(dy) where its forward passed, so negative
+/// gradients stop at each ReLU (what a backward hook returning relu(grad_in) on each
+/// `nn.ReLU` does; BagCAMs' authors take their gradients so). candle runs a backward pass on
+/// the thread that asks for it, so a thread-local switch reaches every op of that pass.
+/// ReLU6 and candle's own ReLU (non-f32 tensors) are not guided.
+pub fn with_guided_relu_backward<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GUIDED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GUIDED.with(|g| g.replace(true)));
+    f()
+}
+
+/// relu(dy) when this thread's ReLU backward is guided, else None (dy as it is; returning it
+/// would add an owner and cost [`grad_from_output`] its in-place mask).
+pub(crate) fn guided(dy: &Tensor) -> Result<Option<Tensor>> {
+    if GUIDED.with(Cell::get) {
+        Ok(Some(dy.relu()?))
+    } else {
+        Ok(None)
+    }
+}
 
 /// max(a + b, 0): a residual block's sum and ReLU, one op on CPU f32 (and CUDA f32 in a
 /// `cuda` build; no sum kept, one backward pass), whose gradient passes where the output
@@ -87,6 +120,7 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dy = guided(dy)?.unwrap_or_else(|| dy.clone());
         Ok(Some(dy.contiguous()?.apply_op2_no_bwd(x, &ReluGrad { from_output: false })?))
     }
 }
@@ -96,6 +130,13 @@ impl CustomOp1 for Relu {
 /// one else holds is masked in place: VGG16's first layers at batch 32 otherwise add a
 /// fresh 411 MB gradient at the peak of the step.
 pub fn grad_from_output(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+    match guided(dy)? {
+        Some(g) => mask_from_output(&g, y),
+        None => mask_from_output(dy, y),
+    }
+}
+
+fn mask_from_output(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
     if dy.is_sole_owner() && dy.device().is_cpu() && dy.dtype() == DType::F32 && dy.is_contiguous() {
         dy.inplace_op2(&y.contiguous()?, &MaskInPlace)?;
         return Ok(dy.clone());
@@ -203,6 +244,37 @@ mod tests {
         let g = grad_from_output(&shared, &y).unwrap();
         assert_eq!(flat(&g), expect(&flat(&kept)));
         assert_ne!(flat(&kept), flat(&g), "a shared gradient stays as it was");
+    }
+
+    /// Guided backward: each ReLU passes relu(dy) where it passed dy, through the plain and
+    /// the fused (residual) ReLU and a batch norm's fused ReLU, and only inside the guard.
+    #[test]
+    fn guided_backward_clamps_negative_gradients_at_each_relu() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 6, 6), &dev).unwrap()).unwrap();
+        let r = Tensor::randn(0f32, 1., (2, 3, 6, 6), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (2, 3, 6, 6), &dev).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let bn = crate::BatchNorm::new(3, 1e-5, 0.1, false, vb).unwrap();
+        for fwd in 0..3 {
+            let y = |x: &Tensor| match fwd {
+                0 => relu(x).unwrap(),
+                1 => add_relu(x, &r).unwrap(),
+                _ => bn.forward_relu_t(x, false).unwrap(),
+            };
+            let grad =
+                || (y(x.as_tensor()) * &w).unwrap().sum_all().unwrap().backward().unwrap().get(&x).unwrap().clone();
+            let (plain, guided) = (flat(&grad()), flat(&with_guided_relu_backward(grad)));
+            let passed: Vec<bool> = flat(&y(x.as_tensor())).iter().map(|&v| v > 0.0).collect();
+            for ((&p, &g), (&wk, &on)) in plain.iter().zip(&guided).zip(flat(&w).iter().zip(&passed)) {
+                // The batch norm (running statistics 0 and 1) scales both sides alike.
+                assert_eq!(g, if wk > 0.0 { p } else { 0.0 }, "forward {fwd}: w {wk}, passed {on}");
+            }
+            assert!(plain.iter().zip(&guided).any(|(p, g)| p != g), "forward {fwd}: something clamped");
+            assert_eq!(flat(&grad()), plain, "forward {fwd}: plain again after the guard");
+        }
     }
 
     /// The fused residual sum and ReLU: the same bits as the sum then the ReLU, values

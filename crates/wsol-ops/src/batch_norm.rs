@@ -347,7 +347,8 @@ impl CustomOp3 for Normalize {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        let guided = if self.act == Act::Relu { crate::activation::guided(dy)? } else { None };
+        let dy = guided.as_ref().unwrap_or(dy).contiguous()?;
         let mut stats = self.stats.clone();
         if self.act != Act::Identity {
             let (g, b) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
@@ -479,8 +480,9 @@ impl CustomOp3 for ChannelAffine {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (a, b) = (scale.to_vec1::<f32>()?, shift.to_vec1::<f32>()?);
         let affine = (self.act != Act::Identity).then(|| (a.clone(), b));
-        let (dx, dscale, dshift) =
-            ChannelAffine::grads(Stats::unit(a.len(), self.act, affine), a, x, &dy.contiguous()?)?;
+        let guided = if self.act == Act::Relu { crate::activation::guided(dy)? } else { None };
+        let dy = guided.as_ref().unwrap_or(dy).contiguous()?;
+        let (dx, dscale, dshift) = ChannelAffine::grads(Stats::unit(a.len(), self.act, affine), a, x, &dy)?;
         Ok((Some(dx), Some(dscale), Some(dshift)))
     }
 }
