@@ -8,6 +8,7 @@ mod eigencam;
 mod gradcam;
 mod gradcam_pp;
 mod layercam;
+mod rollout;
 mod scorecam;
 mod xgradcam;
 
@@ -25,6 +26,7 @@ pub use eigencam::EigenCam;
 pub use gradcam::GradCam;
 pub use gradcam_pp::GradCamPlusPlus;
 pub use layercam::LayerCam;
+pub use rollout::AttentionRollout;
 pub use scorecam::ScoreCam;
 pub use xgradcam::XGradCam;
 
@@ -73,6 +75,10 @@ pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> R
         CamMethod::LayerCam => Box::new(Gradient::<LayerCam> { layer: at, method: PhantomData }),
         CamMethod::ScoreCam => Box::new(ScoreCam { layer: at, batch: 32, progress: None }),
         CamMethod::EigenCam => Box::new(EigenCam { layer: at }),
+        CamMethod::AttentionRollout if model.backbone().transformer().is_none() => {
+            bail!("eval.cam: `attention_rollout` reads a transformer's attention; this backbone has none (use deit_tiny or deit_small)")
+        }
+        CamMethod::AttentionRollout => Box::new(AttentionRollout),
     })
 }
 
@@ -89,7 +95,8 @@ impl Layer {
         if self.last {
             Ok(input.out.features.detach())
         } else {
-            Ok(input.model.backbone().forward_to(input.images, self.index)?.detach())
+            let backbone = input.model.backbone();
+            backbone.to_grid(&backbone.forward_to(input.images, self.index)?.detach())
         }
     }
 
@@ -102,13 +109,22 @@ impl Layer {
     /// Activations and d(target score)/d(activations), batch-wise: eval-mode images do not
     /// interact, so the gradient of the summed scores is each image's own. The graph is
     /// dropped on return, so memory does not grow over a test set.
+    /// A transformer block's tokens are differentiated as they are and put on their grid
+    /// after (the class token's gradient dropped with it).
     fn activations_and_grads(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor)> {
-        let a = Var::from_tensor(&self.activations(input)?)?;
+        let backbone = input.model.backbone();
+        let raw =
+            if self.last { input.out.features.detach() } else { backbone.forward_to(input.images, self.index)? };
+        let a = Var::from_tensor(&raw.detach())?;
         let logits = self.logits_from(input, a.as_tensor())?;
         let score = logits.gather(&input.targets.unsqueeze(1)?, 1)?.sum_all()?;
         let grads = score.backward()?;
         let g = grads.get(a.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
-        Ok((a.as_tensor().detach(), g))
+        if self.last {
+            Ok((a.as_tensor().detach(), g))
+        } else {
+            Ok((backbone.to_grid(&a.as_tensor().detach())?, backbone.to_grid(&g)?))
+        }
     }
 }
 

@@ -40,8 +40,11 @@ fn every_config_loads_and_the_paper_grid_builds() {
             pairs.insert((cfg.model.backbone, cfg.model.method), cfg.model.clone());
         }
     }
-    assert_eq!(grid, 58, "3 datasets x 3 backbones x 6 methods, and BAS on CUB and ILSVRC x VGG16 and ResNet-50");
-    assert_eq!(pairs.len(), 20);
+    assert_eq!(
+        grid, 60,
+        "3 datasets x 3 backbones x 6 methods, BAS on CUB and ILSVRC x VGG16 and ResNet-50, TS-CAM on CUB and ILSVRC x DeiT-S"
+    );
+    assert_eq!(pairs.len(), 21);
     for ((backbone, head), model_cfg) in pairs {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);

@@ -13,6 +13,7 @@ mod cam_methods;
 mod cam_photos;
 mod configs;
 mod cub;
+mod deit;
 mod digits;
 mod end_to_end;
 mod errors;
