@@ -109,6 +109,9 @@ pub fn initialize(
     seed: u64,
     device: &candle_core::Device,
 ) -> Result<()> {
+    if models::deit::dims(cfg.backbone).is_some() {
+        return models::deit::initialize(varmap, seed, device);
+    }
     match cfg.method {
         Method::Bas => bas::initialize(varmap, seed, device),
         Method::Cam | Method::Acol | Method::Has | Method::CutMix | Method::Adl | Method::Spg | Method::TsCam => Ok(()),

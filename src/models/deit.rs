@@ -307,3 +307,39 @@ pub fn resample_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
     }
     m
 }
+
+/// DeiT's published initialization, as TS-CAM's code starts a model from scratch
+/// (vasgaowei/TS-CAM lib/models/vision_transformer.py; timm's is the same up to the class
+/// token): linear weights and the position / class tokens N(0, 0.02) (their truncation at
+/// +-2 is ~100 sigma away), convolutions (the patch projection, a conv head) PyTorch's
+/// default U(+-1/sqrt(fan_in)) with their biases. `models::init`'s He init would give a
+/// conv head over 192 x 3 x 3 inputs logits of std ~9, and training from scratch stalls.
+pub fn initialize(varmap: &candle_nn::VarMap, seed: u64, device: &candle_core::Device) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Distribution, Normal};
+    let data = varmap.data().lock().expect("varmap lock");
+    let convs: Vec<String> = data
+        .iter()
+        .filter(|(_, v)| v.dims().len() == 4)
+        .map(|(n, _)| n.trim_end_matches("weight").to_string())
+        .collect();
+    for (name, var) in data.iter() {
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let key = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ key);
+        let conv = convs.iter().find(|p| name.strip_prefix(p.as_str()).is_some_and(|s| s == "weight" || s == "bias"));
+        let values: Vec<f32> = if let Some(prefix) = conv {
+            let w = data[&format!("{prefix}weight")].dims().to_vec();
+            let bound = 1.0 / ((w[1] * w[2] * w[3]) as f64).sqrt();
+            (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+        } else if dims.len() >= 2 {
+            let normal = Normal::new(0.0, 0.02).expect("valid std");
+            (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+        } else {
+            continue; // LayerNorm ones / zeros and linear biases zero, as models::init set them
+        };
+        var.set(&Tensor::from_vec(values, dims, device)?)?;
+    }
+    Ok(())
+}
