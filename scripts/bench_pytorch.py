@@ -325,7 +325,28 @@ class Spg(nn.Module):
         return loss
 
 
+class DeitTsCam(nn.Module):
+    """timm's DeiT with TS-CAM's head (vasgaowei/TS-CAM): 3x3 conv on the patch tokens, GAP."""
+
+    def __init__(self, backbone, classes):
+        super().__init__()
+        import timm  # only this model needs it
+        self.vit = timm.create_model(f"{backbone}_patch16_224", pretrained=False, num_classes=0, dynamic_img_size=True)
+        self.head = nn.Conv2d(self.vit.embed_dim, classes, 3, padding=1)
+
+    def forward(self, x):
+        t = self.vit.forward_features(x)[:, 1:]
+        side = int(round(t.shape[1] ** 0.5))
+        return {"logits": self.head(t.transpose(1, 2).reshape(t.shape[0], -1, side, side)).mean((2, 3))}
+
+    loss = staticmethod(cross_entropy_loss)
+
+
 def build(backbone, head, classes):
+    if backbone.startswith("deit"):
+        if head != "tscam":
+            sys.exit(f"bench_pytorch.py: {backbone} has the TS-CAM head only here")
+        return DeitTsCam(backbone, classes)
     if backbone in ("inception_v3", "efficientnet_lite0"):
         if head != "cam":
             sys.exit(f"bench_pytorch.py: {backbone} has the CAM head only here")
@@ -341,8 +362,8 @@ def build(backbone, head, classes):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_lite0"])
-    p.add_argument("--head", default="cam", choices=["cam", "acol", "adl", "spg"])
+    p.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_lite0", "deit_tiny", "deit_small"])
+    p.add_argument("--head", default="cam", choices=["cam", "acol", "adl", "spg", "tscam"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--classes", type=int, default=200)

@@ -16,6 +16,7 @@ mod eigencam;
 mod gradcam;
 mod gradcam_pp;
 mod layercam;
+mod rollout;
 mod scorecam;
 mod xgradcam;
 
@@ -34,6 +35,7 @@ pub use eigencam::EigenCam;
 pub use gradcam::GradCam;
 pub use gradcam_pp::GradCamPlusPlus;
 pub use layercam::LayerCam;
+pub use rollout::AttentionRollout;
 pub use scorecam::ScoreCam;
 pub use xgradcam::XGradCam;
 
@@ -83,6 +85,10 @@ pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> R
         CamMethod::ScoreCam => Box::new(ScoreCam { layer: at, batch: 32, progress: None }),
         CamMethod::EigenCam => Box::new(EigenCam { layer: at }),
         CamMethod::BagCams => Box::new(BagCams { layer: at }),
+        CamMethod::AttentionRollout if model.backbone().transformer().is_none() => {
+            bail!("eval.cam: `attention_rollout` reads a transformer's attention; this backbone has none (use deit_tiny or deit_small)")
+        }
+        CamMethod::AttentionRollout => Box::new(AttentionRollout),
     })
 }
 
@@ -99,7 +105,8 @@ impl Layer {
         if self.last {
             Ok(input.out.features.detach())
         } else {
-            Ok(input.model.backbone().forward_to(input.images, self.index)?.detach())
+            let backbone = input.model.backbone();
+            backbone.to_grid(&backbone.forward_to(input.images, self.index)?.detach())
         }
     }
 
@@ -112,6 +119,8 @@ impl Layer {
     /// Activations and d(target score)/d(activations), batch-wise: eval-mode images do not
     /// interact, so the gradient of the summed scores is each image's own. The graph is
     /// dropped on return, so memory does not grow over a test set.
+    /// A transformer block's tokens are differentiated as they are and put on their grid
+    /// after (the class token's gradient dropped with it).
     fn activations_and_grads(&self, input: &CamInput) -> candle_core::Result<(Tensor, Tensor)> {
         self.grads_of(input, false)
     }
@@ -124,13 +133,20 @@ impl Layer {
     }
 
     fn grads_of(&self, input: &CamInput, of_log: bool) -> candle_core::Result<(Tensor, Tensor)> {
-        let a = Var::from_tensor(&self.activations(input)?)?;
+        let backbone = input.model.backbone();
+        let raw =
+            if self.last { input.out.features.detach() } else { backbone.forward_to(input.images, self.index)? };
+        let a = Var::from_tensor(&raw.detach())?;
         let logits = self.logits_from(input, a.as_tensor())?;
         let scores = logits.gather(&input.targets.unsqueeze(1)?, 1)?.squeeze(1)?;
         let objective = if of_log { (&scores * scores.detach().recip()?)? } else { scores };
         let grads = objective.sum_all()?.backward()?;
         let g = grads.get(a.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
-        Ok((a.as_tensor().detach(), g))
+        if self.last {
+            Ok((a.as_tensor().detach(), g))
+        } else {
+            Ok((backbone.to_grid(&a.as_tensor().detach())?, backbone.to_grid(&g)?))
+        }
     }
 }
 

@@ -55,6 +55,11 @@ fn every_method_is_batch_invariant_finite_and_nonnegative() {
     let x = images(3);
     let targets = [1u32, 2, 0];
     for method in CamMethod::ALL.iter().map(|m| m.as_str()) {
+        if method == "attention_rollout" {
+            let err = by_name(CamMethod::AttentionRollout, None, net.as_ref()).err().unwrap().to_string();
+            assert!(err.contains("transformer"), "{err}");
+            continue;
+        }
         let batch = maps(method, None, net.as_ref(), &x, &targets);
         let v: Vec<f32> = batch.flatten_all().unwrap().to_vec1().unwrap();
         assert!(v.iter().all(|x| x.is_finite()), "{method}: non-finite values");

@@ -575,6 +575,18 @@ impl Config {
             // Its size and class count are the generator's to check (data::synth::generate).
         }
         check(self.model.width >= 1, "model.width: expected >= 1".into());
+        if matches!(self.model.backbone, Backbone::DeitTiny | Backbone::DeitSmall) {
+            check(
+                d.image_size.is_multiple_of(16),
+                format!(
+                    "data.image_size: {} is not a multiple of {}'s 16-pixel patch (e.g. {} or {})",
+                    d.image_size,
+                    self.model.backbone,
+                    d.image_size / 16 * 16,
+                    (d.image_size / 16 + 1) * 16
+                ),
+            );
+        }
         let acol = &self.model.acol;
         check(
             acol.erase_threshold > 0.0 && acol.erase_threshold <= 1.0,

@@ -59,6 +59,8 @@ names! {
         Vgg16 = "vgg16",
         InceptionV3 = "inception_v3",
         EfficientNetLite0 = "efficientnet_lite0",
+        DeitTiny = "deit_tiny",
+        DeitSmall = "deit_small",
     }
 }
 
@@ -81,6 +83,7 @@ names! {
         Adl = "adl",
         Spg = "spg",
         Bas = "bas",
+        TsCam = "tscam",
     }
 }
 
@@ -95,6 +98,8 @@ names! {
         ScoreCam = "scorecam",
         EigenCam = "eigencam",
         BagCams = "bagcams",
+        /// Abnar & Zuidema 2020, transformers only.
+        AttentionRollout = "attention_rollout",
     }
 }
 

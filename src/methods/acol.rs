@@ -28,7 +28,11 @@ pub const SEARCH: &[(&str, Knob)] = &[("model.acol.erase_threshold", Knob::Unifo
 pub fn default_width(backbone: BackboneName, channels: usize) -> usize {
     match backbone {
         BackboneName::Vgg16 | BackboneName::ResNet50 | BackboneName::InceptionV3 => 1024,
-        BackboneName::Tiny | BackboneName::ResNet18 | BackboneName::EfficientNetLite0 => channels.min(1024),
+        BackboneName::Tiny
+        | BackboneName::ResNet18
+        | BackboneName::EfficientNetLite0
+        | BackboneName::DeitTiny
+        | BackboneName::DeitSmall => channels.min(1024),
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `has` (Singh & Lee 2017) | [`has`] | CAM | patches hidden |
 //! | `cutmix` (Yun et al. 2019) | [`cutmix`] | CAM | a box pasted from another image |
 //! | `bas` (Wu et al. 2022) | [`bas`] | conv classifier + foreground-map generator, erased pass | as loaded |
+//! | `tscam` (Gao et al. 2021) | [`tscam`] | DeiT + conv head on patch tokens, class-token attention | as loaded |
 //!
 //! Adding a method: one file here, one name in [`Method`], and the arms of the matches
 //! below (the compiler lists them).
@@ -23,6 +24,7 @@ pub mod cutmix;
 
 pub mod has;
 pub mod spg;
+pub mod tscam;
 
 use std::sync::Arc;
 
@@ -37,8 +39,23 @@ pub use cutmix::Mix;
 use crate::draws::{Draws, LayerDraws};
 
 /// Builds the configured model (backbone + the method's parts) under the root of `vb`.
+/// The methods with a layout on a transformer backbone (`deit_*`).
+pub const TRANSFORMER_METHODS: [Method; 4] = [Method::Cam, Method::Has, Method::CutMix, Method::TsCam];
+
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
     let method = cfg.method;
+    let transformer = models::deit::dims(cfg.backbone).is_some();
+    if transformer && !TRANSFORMER_METHODS.contains(&method) {
+        let names: Vec<&str> = TRANSFORMER_METHODS.iter().map(|m| m.as_str()).collect();
+        bail!(
+            "model.method: `{method}` has no layout for the transformer `{}` (its reference code inserts CNN layers); methods for transformers: {}",
+            cfg.backbone,
+            names.join(", ")
+        );
+    }
+    if method == Method::TsCam && !transformer {
+        bail!("model.method: `tscam` needs a transformer backbone (deit_tiny, deit_small), not `{}`", cfg.backbone);
+    }
     if cfg.backbone == Backbone::EfficientNetLite0 && matches!(method, Method::Adl | Method::Spg) {
         bail!(
             "model.method: `{method}` has no published layout for efficientnet_lite0 (use tiny, resnet18, resnet50, vgg16 or inception_v3)"
@@ -58,7 +75,7 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         Method::Acol => Trunk::Acol,
         Method::Spg => Trunk::Spg,
         Method::Bas => Trunk::Bas,
-        Method::Cam | Method::Has | Method::CutMix | Method::Adl => Trunk::Standard,
+        Method::Cam | Method::Has | Method::CutMix | Method::Adl | Method::TsCam => Trunk::Standard,
     };
     // What the layers inside the network draw (ADL, Inception's dropout); the model's
     // `begin_step` replaces it every step.
@@ -80,6 +97,7 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         }
         Method::Spg => Box::new(spg::SpgHead::new(backbone, num_classes, &cfg.spg, draws, &vb)?),
         Method::Bas => Box::new(bas::BasHead::new(backbone, num_classes, cfg, &draws, &vb)?),
+        Method::TsCam => Box::new(tscam::TsCamHead::new(backbone, num_classes, vb)?),
     })
 }
 
@@ -91,9 +109,12 @@ pub fn initialize(
     seed: u64,
     device: &candle_core::Device,
 ) -> Result<()> {
+    if models::deit::dims(cfg.backbone).is_some() {
+        return models::deit::initialize(varmap, seed, device);
+    }
     match cfg.method {
         Method::Bas => bas::initialize(varmap, seed, device),
-        Method::Cam | Method::Acol | Method::Has | Method::CutMix | Method::Adl | Method::Spg => Ok(()),
+        Method::Cam | Method::Acol | Method::Has | Method::CutMix | Method::Adl | Method::Spg | Method::TsCam => Ok(()),
     }
 }
 
@@ -125,7 +146,7 @@ pub fn transform_batch(
             let mix = draws.uniform() < cfg.cutmix.prob && cfg.cutmix.beta > 0.0;
             mix.then(|| cutmix::cutmix(images, labels, size, cfg.cutmix.beta, draws))
         }
-        Method::Cam | Method::Acol | Method::Spg | Method::Adl | Method::Bas => None,
+        Method::Cam | Method::Acol | Method::Spg | Method::Adl | Method::Bas | Method::TsCam => None,
     }
 }
 
@@ -140,7 +161,7 @@ pub enum Knob {
 /// sweep's for every method).
 pub fn search_space(method: Method) -> &'static [(&'static str, Knob)] {
     match method {
-        Method::Cam => &[],
+        Method::Cam | Method::TsCam => &[],
         Method::Acol => acol::SEARCH,
         Method::Has => has::SEARCH,
         Method::CutMix => cutmix::SEARCH,

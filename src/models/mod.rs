@@ -2,6 +2,7 @@
 //!
 //! Adding a backbone or a head is one file plus one line in [`build`].
 
+pub mod deit;
 mod efficientnet;
 mod inception;
 pub mod init;
@@ -19,6 +20,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Backbone as BackboneName, ModelConfig};
 
+pub use deit::Deit;
 pub use efficientnet::EfficientNetLite0;
 pub use inception::InceptionV3;
 pub use resnet::ResNet;
@@ -77,6 +79,16 @@ pub trait Backbone: Send + Sync {
     /// Whether variable `var_name` of the whole model trains at `new_layer_lr_mult`, when
     /// this backbone's wsolevaluation recipe groups by its own rule; `None`: the new layers do.
     fn new_layer_lr(&self, var_name: &str) -> Option<bool>;
+    /// A layer's output (from [`Backbone::forward_to`]) as the map [B, C, h, w] a CAM
+    /// reads: the identity for CNNs; a transformer's patch tokens on their grid, the class
+    /// token dropped (what users of pytorch-grad-cam write as `reshape_transform`).
+    fn to_grid(&self, a: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(a.clone())
+    }
+    /// The transformer behind this backbone, for methods that read its attention.
+    fn transformer(&self) -> Option<&Deit> {
+        None
+    }
 }
 
 /// A backbone made of named stages run in order (each a CAM layer); implementing it gives
@@ -239,5 +251,13 @@ pub fn build_backbone(
             bail!("efficientnet_lite0 has no published layout for inserted layers or SPG's taps")
         }
         BackboneName::EfficientNetLite0 => Box::new(EfficientNetLite0::new(cfg, vb)?),
+        BackboneName::DeitTiny | BackboneName::DeitSmall if inserted.is_some() || trunk != Trunk::Standard => {
+            bail!(
+                "model.backbone: `{}` is a transformer; model.method `{}` has no layout for it",
+                cfg.backbone,
+                cfg.method
+            )
+        }
+        BackboneName::DeitTiny | BackboneName::DeitSmall => Box::new(Deit::new(cfg.backbone, vb)?),
     })
 }

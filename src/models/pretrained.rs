@@ -15,9 +15,10 @@ use candle_nn::VarMap;
 use super::WsolModel;
 
 /// torchvision's ImageNet classifiers (ResNet / Inception `fc`, VGG `classifier`, the
-/// Inception auxiliary head) and the Inception blocks after Mixed_6e: replaced by the WSOL
-/// head, so expected to be left over (BAS's Inception-v3 has Mixed_7a-7c: they load).
-const IMAGENET_HEADS: [&str; 5] = ["fc.", "_fc.", "classifier.", "AuxLogits.", "Mixed_7"];
+/// Inception auxiliary head), the Inception blocks after Mixed_6e (BAS's Inception-v3 has
+/// Mixed_7a-7c: they load) and timm's DeiT heads (`head`, the distilled `head_dist`):
+/// replaced by the WSOL head, so expected to be left over.
+const IMAGENET_HEADS: [&str; 7] = ["fc.", "_fc.", "classifier.", "AuxLogits.", "Mixed_7", "head.", "head_dist."];
 
 /// With `classifier`, the file's ImageNet classifier (`fc.*`, or `_fc.*` in EfficientNet
 /// files) also goes into the CAM head's `fc.*`, so a pretrained classifier's own CAMs can
@@ -75,7 +76,12 @@ pub fn load(varmap: &VarMap, model: &dyn WsolModel, path: &Path, classifier: boo
             let u: Vec<String> = unexpected.iter().map(|s| s.to_string()).collect();
             msg += &format!(" {} unexpected ({})", u.len(), list(&u));
         }
-        bail!("{msg}; expected torchvision names for this backbone (is it the right model.backbone?)");
+        let naming = if model.backbone().transformer().is_some() {
+            format!("timm's names and widths for {} (a timm/DeiT file of this size)", model.backbone().out_channels())
+        } else {
+            "torchvision names for this backbone".to_string()
+        };
+        bail!("{msg}; expected {naming} (is it the right model.backbone?)");
     }
     Ok(())
 }
@@ -101,9 +107,14 @@ fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
         let plain = candle_core::pickle::read_all(path);
         match plain {
             Ok(t) if !t.is_empty() => t,
-            _ => candle_core::pickle::read_all_with_key(path, Some("state_dict")).with_context(|| {
-                format!("model.pretrained {}: not a readable PyTorch state dict (.pth)", path.display())
-            })?,
+            // DeiT's own release files keep the state dict under `model`.
+            _ => candle_core::pickle::read_all_with_key(path, Some("state_dict"))
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map_or_else(|| candle_core::pickle::read_all_with_key(path, Some("model")), Ok)
+                .with_context(|| {
+                    format!("model.pretrained {}: not a readable PyTorch state dict (.pth)", path.display())
+                })?,
         }
     };
     if tensors.is_empty() {

@@ -14,6 +14,7 @@ mod cam_methods;
 mod cam_photos;
 mod configs;
 mod cub;
+mod deit;
 mod digits;
 mod distributed;
 mod end_to_end;

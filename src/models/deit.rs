@@ -1,0 +1,345 @@
+//! DeiT (Touvron et al., ICML 2021), the ViT of timm's `deit_{tiny,small}_patch16_224`,
+//! under timm's weight names so its `.pth` / `.safetensors` files load as they are:
+//!
+//! ```text
+//! image -> 16x16 patches -> linear (patch_embed.proj) -> [cls_token; patches] + pos_embed
+//!       -> blocks.i: x += attn(norm1(x)); x += mlp(norm2(x))   (pre-norm, GELU MLP)
+//!       -> norm
+//! ```
+//!
+//! The backbone's feature map is the final patch tokens on their grid, the class token
+//! dropped; its CAM layers are the blocks, whose outputs stay token sequences until a CAM
+//! reads them ([`super::Backbone::to_grid`]). Each block's attention probabilities are kept
+//! for TS-CAM and attention rollout. `pos_embed` keeps the 14x14 grid of the weights and is
+//! resampled to the input's grid at each forward pass, as timm's `dynamic_img_size`
+//! (antialiased bicubic): any image size that is a multiple of 16 runs the same weights.
+
+use candle_core::{Module, Tensor, D};
+use candle_nn::{linear, Linear, VarBuilder};
+
+use crate::config::Backbone as BackboneName;
+
+pub const PATCH: usize = 16;
+/// The grid the weights are made for (224 / 16).
+const NATIVE_GRID: usize = 14;
+/// timm's `partial(nn.LayerNorm, eps=1e-6)`.
+const LN_EPS: f64 = 1e-6;
+
+/// (embedding width, blocks, heads) of a DeiT, from timm's model definitions.
+pub fn dims(name: BackboneName) -> Option<(usize, usize, usize)> {
+    match name {
+        BackboneName::DeitTiny => Some((192, 12, 3)),
+        BackboneName::DeitSmall => Some((384, 12, 6)),
+        _ => None,
+    }
+}
+
+/// LayerNorm over the last dim, written with differentiable ops (candle-nn's fused kernel
+/// has no backward).
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn new(dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(LayerNorm { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")? })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        centred.broadcast_div(&(var + LN_EPS)?.sqrt()?)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// The output [B, T, C] and the attention probabilities [B, heads, T, T].
+    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (b, t, c) = x.dims3()?;
+        let d = c / self.heads;
+        let qkv = self.qkv.forward(x)?.reshape((b, t, 3, self.heads, d))?.permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * (d as f64).powf(-0.5))?;
+        let (k, v) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+        let attn = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, D::Minus1)?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        Ok((self.proj.forward(&out)?, attn))
+    }
+}
+
+struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Block {
+    fn new(dim: usize, heads: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Block {
+            norm1: LayerNorm::new(dim, vb.pp("norm1"))?,
+            attn: Attention {
+                qkv: linear(dim, 3 * dim, vb.pp("attn.qkv"))?,
+                proj: linear(dim, dim, vb.pp("attn.proj"))?,
+                heads,
+            },
+            norm2: LayerNorm::new(dim, vb.pp("norm2"))?,
+            fc1: linear(dim, 4 * dim, vb.pp("mlp.fc1"))?,
+            fc2: linear(4 * dim, dim, vb.pp("mlp.fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (a, attn) = self.attn.forward(&self.norm1.forward(x)?)?;
+        let x = (x + a)?;
+        let mlp = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        Ok(((x + mlp)?, attn))
+    }
+}
+
+pub struct Deit {
+    /// [C, 3 * 16 * 16]: the patch convolution as the linear map it is.
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    cls_token: Tensor,
+    /// [1, 1 + 14 * 14, C].
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+    dim: usize,
+}
+
+/// Token sequences of one forward pass.
+pub struct Tokens {
+    /// [B, 1 + h * w, C] after the final norm.
+    pub tokens: Tensor,
+    /// Per block, the attention probabilities [B, heads, 1 + h * w, 1 + h * w].
+    pub attention: Vec<Tensor>,
+}
+
+impl Deit {
+    pub fn new(name: BackboneName, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (dim, depth, heads) = dims(name).expect("a DeiT name");
+        let patch_weight =
+            vb.get((dim, 3, PATCH, PATCH), "patch_embed.proj.weight")?.reshape((dim, 3 * PATCH * PATCH))?;
+        let blocks =
+            (0..depth).map(|i| Block::new(dim, heads, vb.pp(format!("blocks.{i}")))).collect::<Result<_, _>>()?;
+        Ok(Deit {
+            patch_weight,
+            patch_bias: vb.get(dim, "patch_embed.proj.bias")?,
+            cls_token: vb.get((1, 1, dim), "cls_token")?,
+            pos_embed: vb.get((1, 1 + NATIVE_GRID * NATIVE_GRID, dim), "pos_embed")?,
+            blocks,
+            norm: LayerNorm::new(dim, vb.pp("norm"))?,
+            dim,
+        })
+    }
+
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Patch embedding, class token and position embedding: [B, 1 + h * w, C].
+    fn embed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, height, width) = x.dims4()?;
+        let (h, w) = (height / PATCH, width / PATCH);
+        if height % PATCH != 0 || width % PATCH != 0 {
+            candle_core::bail!("DeiT: the input is {height}x{width}, not a multiple of the {PATCH}-pixel patch");
+        }
+        let patches = x
+            .reshape((b, c, h, PATCH, w, PATCH))?
+            .permute(vec![0, 2, 4, 1, 3, 5])?
+            .reshape((b * h * w, c * PATCH * PATCH))?;
+        let tokens =
+            patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?.reshape((b, h * w, self.dim))?;
+        let cls = self.cls_token.broadcast_as((b, 1, self.dim))?;
+        Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.position_embedding(h, w)?)
+    }
+
+    /// `pos_embed` for an h x w grid: the class entry, then the patch entries resampled
+    /// (a linear map of the stored grid, so gradients reach the stored embedding).
+    fn position_embedding(&self, h: usize, w: usize) -> candle_core::Result<Tensor> {
+        if (h, w) == (NATIVE_GRID, NATIVE_GRID) {
+            return Ok(self.pos_embed.clone());
+        }
+        let n = NATIVE_GRID;
+        let cls = self.pos_embed.narrow(1, 0, 1)?;
+        let grid = self.pos_embed.narrow(1, 1, n * n)?.reshape((n, n * self.dim))?;
+        let dev = self.pos_embed.device();
+        let rows = Tensor::from_vec(resample_matrix(n, h), (h, n), dev)?.to_dtype(grid.dtype())?;
+        let cols = Tensor::from_vec(resample_matrix(n, w), (w, n), dev)?.to_dtype(grid.dtype())?;
+        // [h, n] x [n, n*C] -> rows resampled; then the same over columns.
+        let g = rows.matmul(&grid)?.reshape((h, n, self.dim))?.transpose(0, 1)?.reshape((n, h * self.dim))?;
+        let g = cols.matmul(&g)?.reshape((w, h, self.dim))?.transpose(0, 1)?.reshape((1, h * w, self.dim))?;
+        Tensor::cat(&[&cls, &g], 1)
+    }
+
+    /// Runs blocks `range` on token sequence `x`, keeping each block's attention.
+    fn run_blocks(
+        &self,
+        mut x: Tensor,
+        range: std::ops::Range<usize>,
+        attention: &mut Vec<Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        for block in &self.blocks[range] {
+            let (y, attn) = block.forward(&x)?;
+            attention.push(attn);
+            x = y;
+        }
+        Ok(x)
+    }
+
+    /// The whole forward pass as token sequences.
+    pub fn forward_tokens(&self, x: &Tensor) -> candle_core::Result<Tokens> {
+        let mut attention = Vec::with_capacity(self.blocks.len());
+        let x = self.run_blocks(self.embed(x)?, 0..self.blocks.len(), &mut attention)?;
+        Ok(Tokens { tokens: self.norm.forward(&x)?, attention })
+    }
+
+    /// Patch tokens [B, 1 + N, C] as a map [B, C, h, w] (square grid), the class token dropped.
+    pub fn grid(tokens: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, c) = tokens.dims3()?;
+        let side = ((t - 1) as f64).sqrt().round() as usize;
+        if side * side != t - 1 {
+            candle_core::bail!("DeiT: {} patch tokens do not make a square grid", t - 1);
+        }
+        tokens.narrow(1, 1, t - 1)?.transpose(1, 2)?.reshape((b, c, side, side))
+    }
+}
+
+impl super::Backbone for Deit {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        Deit::grid(&self.forward_tokens(x)?.tokens)
+    }
+
+    fn out_channels(&self) -> usize {
+        self.dim
+    }
+
+    /// `blocks.0` ... `blocks.{depth-1}` (timm's module names), then `norm` (the map).
+    fn layers(&self) -> Vec<String> {
+        (0..self.blocks.len()).map(|i| format!("blocks.{i}")).chain(["norm".to_string()]).collect()
+    }
+
+    /// Layer `k`'s output as tokens [B, 1 + N, C].
+    fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        let x = self.run_blocks(self.embed(x)?, 0..k.min(self.blocks.len() - 1) + 1, &mut Vec::new())?;
+        if k == self.blocks.len() {
+            self.norm.forward(&x)
+        } else {
+            Ok(x)
+        }
+    }
+
+    fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        let x = if k < self.blocks.len() {
+            self.norm.forward(&self.run_blocks(a.clone(), k + 1..self.blocks.len(), &mut Vec::new())?)?
+        } else {
+            a.clone()
+        };
+        Deit::grid(&x)
+    }
+
+    fn forward_stages(&self, x: &Tensor, stages: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        if stages.start != 0 || stages.end != self.blocks.len() + 1 {
+            candle_core::bail!("DeiT runs its blocks as one stage list (asked for {stages:?})");
+        }
+        self.forward_t(x, train)
+    }
+
+    fn spg_taps(&self) -> Option<super::SpgTaps> {
+        None
+    }
+
+    fn bas_tap(&self) -> Option<(usize, usize)> {
+        None
+    }
+
+    fn new_layer_lr(&self, _var_name: &str) -> Option<bool> {
+        None
+    }
+
+    fn to_grid(&self, a: &Tensor) -> candle_core::Result<Tensor> {
+        Deit::grid(a)
+    }
+
+    fn transformer(&self) -> Option<&Deit> {
+        Some(self)
+    }
+}
+
+/// [n_out, n_in]: PyTorch's antialiased bicubic resize along one axis
+/// (`F.interpolate(mode="bicubic", antialias=True, align_corners=False)`, PIL's filter:
+/// cubic with a = -0.5, support widened by the scale when shrinking, weights normalized).
+pub fn resample_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
+    let cubic = |x: f64| {
+        let (a, x) = (-0.5, x.abs());
+        if x < 1.0 {
+            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+        } else if x < 2.0 {
+            (((x - 5.0) * x + 8.0) * x - 4.0) * a
+        } else {
+            0.0
+        }
+    };
+    let scale = n_in as f64 / n_out as f64;
+    let (support, inv) = if scale >= 1.0 { (2.0 * scale, 1.0 / scale) } else { (2.0, 1.0) };
+    let mut m = vec![0f32; n_out * n_in];
+    for i in 0..n_out {
+        let centre = scale * (i as f64 + 0.5);
+        // Truncation toward zero, then clamping, as PyTorch computes the window.
+        let lo = ((centre - support + 0.5) as i64).max(0) as usize;
+        let hi = ((centre + support + 0.5) as i64).min(n_in as i64) as usize;
+        let w: Vec<f64> = (lo..hi).map(|j| cubic((j as f64 - centre + 0.5) * inv)).collect();
+        let total: f64 = w.iter().sum();
+        for (j, wj) in (lo..hi).zip(w) {
+            m[i * n_in + j] = if total != 0.0 { (wj / total) as f32 } else { 0.0 };
+        }
+    }
+    m
+}
+
+/// DeiT's published initialization, as TS-CAM's code starts a model from scratch
+/// (vasgaowei/TS-CAM lib/models/vision_transformer.py; timm's is the same up to the class
+/// token): linear weights and the position / class tokens N(0, 0.02) (their truncation at
+/// +-2 is ~100 sigma away), convolutions (the patch projection, a conv head) PyTorch's
+/// default U(+-1/sqrt(fan_in)) with their biases. `models::init`'s He init would give a
+/// conv head over 192 x 3 x 3 inputs logits of std ~9, and training from scratch stalls.
+pub fn initialize(varmap: &candle_nn::VarMap, seed: u64, device: &candle_core::Device) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Distribution, Normal};
+    let data = varmap.data().lock().expect("varmap lock");
+    let convs: Vec<String> = data
+        .iter()
+        .filter(|(_, v)| v.dims().len() == 4)
+        .map(|(n, _)| n.trim_end_matches("weight").to_string())
+        .collect();
+    for (name, var) in data.iter() {
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let key = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ key);
+        let conv = convs.iter().find(|p| name.strip_prefix(p.as_str()).is_some_and(|s| s == "weight" || s == "bias"));
+        let values: Vec<f32> = if let Some(prefix) = conv {
+            let w = data[&format!("{prefix}weight")].dims().to_vec();
+            let bound = 1.0 / ((w[1] * w[2] * w[3]) as f64).sqrt();
+            (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+        } else if dims.len() >= 2 {
+            let normal = Normal::new(0.0, 0.02).expect("valid std");
+            (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+        } else {
+            continue; // LayerNorm ones / zeros and linear biases zero, as models::init set them
+        };
+        var.set(&Tensor::from_vec(values, dims, device)?)?;
+    }
+    Ok(())
+}
