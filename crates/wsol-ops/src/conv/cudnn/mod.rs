@@ -370,7 +370,7 @@ impl Conv {
             }
         }
         #[cfg(not(feature = "cudnn-graph"))]
-        let _ = (align, stream, ptrs);
+        let _ = (align, dev, stream, ptrs);
         Ok(Prepared::Legacy(Plan::new(h, self, shapes, tf32, benchmark)?))
     }
 }
