@@ -41,6 +41,10 @@ METHODS = {
     "cutmix": ("CutMix (Yun et al., ICCV 2019)", "  cutmix: {beta: 1.0, prob: 1.0}   # wsolevaluation --cutmix_beta 1 --cutmix_prob 1\n"),
 }
 
+# The data script of each dataset key (ILSVRC's is named after ImageNet).
+PREPARE = {"cub": "cub", "ilsvrc": "imagenet", "openimages": "openimages"}
+
+
 def learning_rate(key, bb, method):
     """config.py's default, except where wsolevaluation's README gives a run's value."""
     if (key, bb, method) == ("openimages", "vgg16", "cam"):
@@ -67,7 +71,7 @@ TEMPLATE = """\
 #     README (not reachable from the machine these files were written on). Set
 #     train.optimizer.lr from it, or search on val with
 #     `wsol sweep --config THIS --trials 30` (their protocol).{lr_note}
-# Data: scripts/prepare_{key}.sh (see data/README.md). Weights: scripts/get_torchvision_weights.sh.
+# Data: scripts/prepare_{prep}.sh (see data/README.md). Weights: scripts/get_torchvision_weights.sh.
 # Run:  wsol train --config configs/{key}/{bb}_{method}.yaml
 name: {key}_{bb}_{method}
 seed: 0
@@ -133,7 +137,7 @@ BAS_TEMPLATE = """\
 #     eval.fixed_threshold (the `*_fixed` numbers; they resize 256 -> centre crop 224 and
 #     keep the largest connected region, wsol scores the protocol of Choe et al. 2020).
 # Published (their README's table, their protocol): top-1 loc {pub_top1}, GT-known {pub_gt}.
-# Data: scripts/prepare_{key}.sh (see data/README.md). Weights: scripts/get_torchvision_weights.sh.
+# Data: scripts/prepare_{prep}.sh (see data/README.md). Weights: scripts/get_torchvision_weights.sh.
 # Run:  wsol train --config configs/{key}/{bb}_bas.yaml
 name: {key}_{bb}_bas
 seed: 0
@@ -190,7 +194,7 @@ def write_bas(root):
                 area_src = f"Model/{model_file}.py loss_loc"
                 map_src = "the GT class's map (BAS_inference.py calls the model with N=1)"
             text = BAS_TEMPLATE.format(
-                title=title, bb_title=bb_title, ddir=key.upper(), bb_file=model_file, key=key, bb=bb,
+                title=title, bb_title=bb_title, ddir=key.upper(), bb_file=model_file, key=key, prep=PREPARE[key], bb=bb,
                 tap={"resnet50": "layer3 (stride 1), a 2x2 max-pool before layer4", "vgg16": "conv4_3; no conv6",
                      "inception_v3": "Mixed_6e at stride 8; then Mixed_7a/b/c, Mixed_7a padded"}[bb],
                 fg=fg, fg_src=fg_src, area=area, area_src=area_src, batch=batch, epochs=epochs, decay=decay,
@@ -211,7 +215,7 @@ def main():
             for method, (m_title, block) in METHODS.items():
                 text = TEMPLATE.format(
                     title=title, bb_title=bb_title, m_title=m_title, bb_file=bb_file, schedule=schedule,
-                    epochs=epochs, decay=decay, wd=wd, key=key, bb=bb, method=method, ddir=ddir,
+                    epochs=epochs, decay=decay, wd=wd, key=key, prep=PREPARE[key], bb=bb, method=method, ddir=ddir,
                     classes=classes, weights=weights, method_block=block, select_by=select_by,
                     class_names=CLASS_NAMES.get(key, ""),
                     **learning_rate(key, bb, method))
