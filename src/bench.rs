@@ -13,7 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::config::{AcolConfig, Backbone, Method, ModelConfig, OptimizerConfig};
 use crate::draws::StepDraws;
 use crate::models::{self, WsolModel};
-use crate::train::optimizer::{Param, Sgd};
+use crate::train::optimizer::{Optimizer, Param};
 use crate::train::step::{train_step, StepBatch};
 
 /// The model, batch and steps of a benchmark.
@@ -105,7 +105,7 @@ pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)
         .iter()
         .map(|(name, var)| Param { name: name.clone(), var: var.clone(), lr_mult: 1.0 })
         .collect();
-    let mut sgd = Sgd::new(params, &OptimizerConfig::default());
+    let mut sgd = Optimizer::new(params, &OptimizerConfig::default());
     let mut batches = match &data {
         Some((dir, workers)) => Some(jpeg_batches(dir, b.batch, b.size as u32, *workers)?),
         None => None,

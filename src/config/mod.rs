@@ -264,9 +264,16 @@ pub struct TrainConfig {
 pub struct OptimizerConfig {
     pub name: OptimizerName,
     pub lr: f64,
+    /// SGD only.
     pub momentum: f64,
+    /// SGD: L2 added to the gradient; AdamW: decoupled, p *= 1 - lr * weight_decay.
     pub weight_decay: f64,
+    /// SGD only.
     pub nesterov: bool,
+    /// AdamW only: the decay rates of the first and second moment estimates.
+    pub betas: [f64; 2],
+    /// AdamW only: added to the second moment's root.
+    pub eps: f64,
     /// Learning-rate multiplier of layers that are not pretrained (the classifier head).
     pub new_layer_lr_mult: f64,
 }
@@ -420,6 +427,8 @@ impl Default for OptimizerConfig {
             momentum: 0.9,
             weight_decay: 1e-4,
             nesterov: false,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
             new_layer_lr_mult: 1.0,
         }
     }
@@ -637,6 +646,18 @@ impl Config {
         );
         check(t.optimizer.weight_decay >= 0.0, "train.optimizer.weight_decay: expected >= 0".into());
         check(t.optimizer.new_layer_lr_mult > 0.0, "train.optimizer.new_layer_lr_mult: expected > 0".into());
+        check(
+            t.optimizer.betas.iter().all(|b| (0.0..1.0).contains(b)),
+            format!("train.optimizer.betas: expected two values in [0, 1), got {:?}", t.optimizer.betas),
+        );
+        check(
+            t.optimizer.eps > 0.0 && t.optimizer.eps.is_finite(),
+            format!("train.optimizer.eps: expected > 0, got {}", t.optimizer.eps),
+        );
+        check(
+            !(t.optimizer.name == OptimizerName::AdamW && t.optimizer.nesterov),
+            "train.optimizer.nesterov: an SGD setting; `adamw` has none (set it false)".into(),
+        );
         check(
             t.schedule.name != ScheduleName::Step || t.schedule.step_epochs >= 1,
             "train.schedule.step_epochs: expected >= 1".into(),

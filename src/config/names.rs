@@ -134,6 +134,8 @@ names! {
     /// `train.optimizer.name`.
     OptimizerName {
         Sgd = "sgd",
+        /// Loshchilov & Hutter 2019, PyTorch's `torch.optim.AdamW`.
+        AdamW = "adamw",
     }
 }
 

@@ -1,5 +1,7 @@
-//! SGD with momentum, weight decay, Nesterov and per-parameter learning-rate
-//! multipliers, with PyTorch's update rule (candle-nn's SGD has none of these).
+//! The optimizers of `train.optimizer.name`, with per-parameter learning-rate multipliers
+//! and PyTorch's update rules: SGD with momentum, weight decay and Nesterov (candle-nn's
+//! SGD has none of these), and AdamW (candle-nn's has no multipliers and keeps its state
+//! where a checkpoint cannot reach it).
 
 use std::collections::HashMap;
 
@@ -9,9 +11,10 @@ use wsol_ops::sgd::{fusable, Momentum, Step, Update};
 
 use candle_nn::VarMap;
 
-use crate::config::OptimizerConfig;
+use crate::config::{OptimizerConfig, OptimizerName};
 use crate::models::WsolModel;
 
+#[derive(Clone)]
 pub struct Param {
     pub name: String,
     pub var: Var,
@@ -32,28 +35,40 @@ pub fn model_params(varmap: &VarMap, net: &dyn WsolModel, new_layer_lr_mult: f64
         .collect()
 }
 
-pub struct Sgd {
+pub struct Optimizer {
     params: Vec<Param>,
     cfg: OptimizerConfig,
-    /// Momentum buffers by parameter name (absent until the first step, as in PyTorch).
-    momentum: HashMap<String, Tensor>,
+    /// The state by name, absent until a parameter's first step (as in PyTorch): SGD's
+    /// momentum buffers under the parameter's name; AdamW's `exp_avg.<name>`,
+    /// `exp_avg_sq.<name>` and `step.<name>` (a scalar, f64) as PyTorch calls them.
+    state: HashMap<String, Tensor>,
 }
 
-impl Sgd {
+/// AdamW's state names for a parameter.
+const ADAMW_STATE: [&str; 3] = ["exp_avg", "exp_avg_sq", "step"];
+
+impl Optimizer {
     pub fn new(mut params: Vec<Param>, cfg: &OptimizerConfig) -> Self {
         params.sort_by(|a, b| a.name.cmp(&b.name));
-        Sgd { params, cfg: cfg.clone(), momentum: HashMap::new() }
+        Optimizer { params, cfg: cfg.clone(), state: HashMap::new() }
     }
 
-    /// One update at learning rate `lr` (before multipliers):
-    /// d = g + wd*p; buf = m*buf + d; d = nesterov ? d + m*buf : buf; p -= lr*mult*d.
+    /// One update at learning rate `lr` (before multipliers).
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        match self.cfg.name {
+            OptimizerName::Sgd => self.sgd_step(grads, lr),
+            OptimizerName::AdamW => self.adamw_step(grads, lr),
+        }
+    }
+
+    /// d = g + wd*p; buf = m*buf + d; d = nesterov ? d + m*buf : buf; p -= lr*mult*d.
+    fn sgd_step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         let c = &self.cfg;
         for p in &self.params {
             // Variables outside the loss graph (BN running statistics) have no gradient.
             let Some(grad) = grads.get(&p.var) else { continue };
             let lr = lr * p.lr_mult;
-            if let Some(buf) = self.momentum.get(&p.name).filter(|b| fusable(&[p.var.as_tensor(), grad, b])) {
+            if let Some(buf) = self.state.get(&p.name).filter(|b| fusable(&[p.var.as_tensor(), grad, b])) {
                 let update = Update { lr: lr as f32, momentum: c.momentum as f32, weight_decay: c.weight_decay as f32 };
                 buf.inplace_op3(grad, p.var.as_tensor(), &Momentum(update))?;
                 p.var.as_tensor().inplace_op3(grad, buf, &Step { update, nesterov: c.nesterov })?;
@@ -65,15 +80,46 @@ impl Sgd {
                 d = (d + (&value * c.weight_decay)?)?;
             }
             if c.momentum != 0.0 {
-                let buf = match self.momentum.get(&p.name) {
+                let buf = match self.state.get(&p.name) {
                     Some(buf) => ((buf * c.momentum)? + &d)?,
                     None => d.clone(),
                 }
                 .detach();
                 d = if c.nesterov { (d + (&buf * c.momentum)?)? } else { buf.clone() };
-                self.momentum.insert(p.name.clone(), buf);
+                self.state.insert(p.name.clone(), buf);
             }
             p.var.set(&(value - (d * lr)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// `torch.optim.AdamW`'s single-tensor step (its CPU default), at lr * mult:
+    /// p *= 1 - lr*wd; m = lerp(m, g, 1 - b1); v = b2*v + (1 - b2)*g*g;
+    /// p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Candle ops, f32 like
+    /// the parameters; the bias corrections in f64, as PyTorch computes them in Python.
+    /// A dozen passes per parameter: small beside a transformer's forward and backward.
+    fn adamw_step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        let c = &self.cfg;
+        let [b1, b2] = c.betas;
+        for p in &self.params {
+            let Some(grad) = grads.get(&p.var) else { continue };
+            let lr = lr * p.lr_mult;
+            let g = grad.detach();
+            let key = |k: &str| format!("{k}.{}", p.name);
+            let (m, v, t) = match (self.state.get(&key("exp_avg")), self.state.get(&key("exp_avg_sq"))) {
+                (Some(m), Some(v)) => (m.clone(), v.clone(), self.state[&key("step")].to_vec1::<f64>()?[0]),
+                _ => (g.zeros_like()?, g.zeros_like()?, 0.0),
+            };
+            let t = t + 1.0;
+            let value = (p.var.as_detached_tensor() * (1.0 - lr * c.weight_decay))?;
+            let m = (&m + ((&g - &m)? * (1.0 - b1))?)?;
+            let v = ((&v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let step_size = lr / (1.0 - b1.powf(t));
+            let denom = ((v.sqrt()? / (1.0 - b2.powf(t)).sqrt())? + c.eps)?;
+            p.var.set(&(value - ((&m / denom)? * step_size)?)?)?;
+            self.state.insert(key("exp_avg"), m);
+            self.state.insert(key("exp_avg_sq"), v);
+            self.state.insert(key("step"), Tensor::new(&[t], &candle_core::Device::Cpu)?);
         }
         Ok(())
     }
@@ -83,21 +129,37 @@ impl Sgd {
         &self.params
     }
 
-    /// Momentum buffers for the checkpoint.
+    /// The optimizer's state for the checkpoint.
     pub fn state(&self) -> &HashMap<String, Tensor> {
-        &self.momentum
+        &self.state
     }
 
     pub fn load_state(&mut self, state: HashMap<String, Tensor>) -> Result<()> {
-        for (name, t) in &state {
-            let Some(p) = self.params.iter().find(|p| &p.name == name) else {
-                anyhow::bail!("optimizer state has a buffer for unknown parameter `{name}`");
+        let name = self.cfg.name;
+        for (key, t) in &state {
+            // SGD: the parameter's own name; AdamW: `<state>.<parameter>`.
+            let (param, shape) = match name {
+                OptimizerName::Sgd => (key.as_str(), None),
+                OptimizerName::AdamW => match key.split_once('.') {
+                    Some(("step", p)) => (p, Some(vec![1])),
+                    Some((k, p)) if ADAMW_STATE.contains(&k) => (p, None),
+                    _ => anyhow::bail!(
+                        "optimizer state `{key}` is not AdamW's ({}.<parameter>): a checkpoint of another optimizer?",
+                        ADAMW_STATE.join(" | ")
+                    ),
+                },
             };
-            if t.dims() != p.var.dims() {
-                anyhow::bail!("optimizer buffer `{name}` has shape {:?}, parameter has {:?}", t.dims(), p.var.dims());
+            let Some(p) = self.params.iter().find(|p| p.name == param) else {
+                anyhow::bail!(
+                    "optimizer state `{key}` names no parameter of this model (train.optimizer.name is `{name}`: a checkpoint of another optimizer or model?)"
+                );
+            };
+            let expected = shape.unwrap_or_else(|| p.var.dims().to_vec());
+            if t.dims() != expected {
+                anyhow::bail!("optimizer state `{key}` has shape {:?}, expected {expected:?}", t.dims());
             }
         }
-        self.momentum = state;
+        self.state = state;
         Ok(())
     }
 }
@@ -123,8 +185,9 @@ mod tests {
                 weight_decay: wd,
                 nesterov,
                 new_layer_lr_mult: 1.0,
+                ..Default::default()
             };
-            let mut sgd = Sgd::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 10.0 }], &cfg);
+            let mut sgd = Optimizer::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 10.0 }], &cfg);
             let (mut p, mut buf) = (p0.clone(), None::<Tensor>);
             for step in 0..4 {
                 let g = Tensor::randn(0f32, 1., 1000, &dev).unwrap();
@@ -162,10 +225,12 @@ mod tests {
                 weight_decay: wd,
                 nesterov,
                 new_layer_lr_mult: 1.0,
+                ..Default::default()
             };
             let p0 = Tensor::randn(0f32, 1., 3001, &Device::Cpu).unwrap();
             let vars = [Var::from_tensor(&p0).unwrap(), Var::from_tensor(&p0.to_device(&gpu).unwrap()).unwrap()];
-            let mut sgds = vars.clone().map(|var| Sgd::new(vec![Param { name: "w".into(), var, lr_mult: 10.0 }], &cfg));
+            let mut sgds =
+                vars.clone().map(|var| Optimizer::new(vec![Param { name: "w".into(), var, lr_mult: 10.0 }], &cfg));
             for step in 0..4 {
                 let g = Tensor::randn(0f32, 1., 3001, &Device::Cpu).unwrap();
                 for (var, sgd) in vars.iter().zip(&mut sgds) {
@@ -195,8 +260,9 @@ mod tests {
             weight_decay: 0.01,
             nesterov: false,
             new_layer_lr_mult: 1.0,
+            ..Default::default()
         };
-        let mut sgd = Sgd::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 2.0 }], &cfg);
+        let mut sgd = Optimizer::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 2.0 }], &cfg);
         // loss = sum(p^2) -> grad = 2p
         let mut p = [1.0f64, -2.0];
         let mut buf = [0.0f64; 2];

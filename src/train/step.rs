@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use candle_core::{backprop::GradStore, DType, Device, Tensor, D};
 
-use super::optimizer::Sgd;
+use super::optimizer::Optimizer;
 use crate::config::ModelConfig;
 use crate::distributed::Collective;
 use crate::draws::StepDraws;
@@ -54,7 +54,7 @@ pub struct StepTimes {
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &dyn WsolModel,
-    sgd: &mut Sgd,
+    sgd: &mut Optimizer,
     method: &ModelConfig,
     draws: StepDraws,
     batch: StepBatch,
@@ -74,7 +74,7 @@ pub fn train_step(
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_keeping_grads(
     net: &dyn WsolModel,
-    sgd: &mut Sgd,
+    sgd: &mut Optimizer,
     method: &ModelConfig,
     draws: StepDraws,
     batch: StepBatch,

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, DType, Device, Storage, Tensor};
 
 use super::checkpoint::{self, PartialEpoch, TrainState};
-use super::optimizer::{model_params, Sgd};
+use super::optimizer::{model_params, Optimizer};
 use super::resume::{check_config, resolve_resume};
 use super::step::{train_step_keeping_grads, StepBatch};
 use super::{interrupt, schedule, RunLog, TrainOptions};
@@ -32,7 +32,7 @@ pub struct Trainer<'a> {
     quiet: bool,
     device: Device,
     model: Model,
-    sgd: Sgd,
+    sgd: Optimizer,
     state: TrainState,
     extractor: Box<dyn CamExtractor>,
     /// Name the classes in TensorBoard's image tags.
@@ -155,7 +155,7 @@ impl<'a> Trainer<'a> {
         // from scratch, every layer trains at `lr`.
         let scratch = crate::runtime::pretrained_missing(cfg).is_some();
         let params = model_params(&model.varmap, model.net.as_ref(), cfg.train.optimizer.new_layer_lr_mult, scratch);
-        let mut sgd = Sgd::new(params, &cfg.train.optimizer);
+        let mut sgd = Optimizer::new(params, &cfg.train.optimizer);
         let mut state = TrainState {
             epochs_done: 0,
             global_step: 0,
@@ -676,7 +676,7 @@ fn append_error(log: &Path, err: &anyhow::Error) {
 fn load_resume_checkpoint(
     state_path: &Path,
     varmap: &candle_nn::VarMap,
-    sgd: &mut Sgd,
+    sgd: &mut Optimizer,
     use_previous: bool,
     log: &mut RunLog,
 ) -> Result<TrainState> {

@@ -28,6 +28,7 @@ mod fuzz;
 mod gradients;
 mod interrupt;
 mod mask_dataset;
+mod optimizer;
 mod per_image;
 mod pipeline_parity;
 mod preflight;

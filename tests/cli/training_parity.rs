@@ -3,7 +3,7 @@
 //! parameter groups, schedule, training loop) from hashed weights on hashed batches, in
 //! float32 and in float64, the loss of every step, the learning rate of each group, the
 //! random values drawn, and samples of the final weights. Each test replays a run through
-//! `wsol train`'s own step (`train_step`, `Sgd` with `model_params`' groups, `lr_at`) with
+//! `wsol train`'s own step (`train_step`, `Optimizer` with `model_params`' groups, `lr_at`) with
 //! the same draws.
 //!
 //! Where float32 training is well-conditioned (VGG16, frozen batch norm) wsol must follow
@@ -23,7 +23,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::Deserialize;
 use wsol::config::{ModelConfig, OptimizerConfig, OptimizerName, ScheduleConfig, ScheduleName};
 use wsol::draws::StepDraws;
-use wsol::train::optimizer::{model_params, Sgd};
+use wsol::train::optimizer::{model_params, Optimizer};
 use wsol::train::schedule::lr_at;
 use wsol::train::step::{train_step, StepBatch};
 
@@ -207,8 +207,9 @@ fn replay(name: &str, conditioning: Conditioning) {
         weight_decay: run.weight_decay,
         nesterov: true, // main.py's _set_optimizer
         new_layer_lr_mult: run.lr_classifier_ratio,
+        ..Default::default()
     };
-    let mut sgd = Sgd::new(params, &opt);
+    let mut sgd = Optimizer::new(params, &opt);
     let schedule = ScheduleConfig {
         name: ScheduleName::Step,
         step_epochs: run.lr_decay_frequency,
