@@ -16,10 +16,20 @@ fn set_formula_weights(varmap: &VarMap) {
 }
 
 /// Sets every variable of `varmap` (sorted names, t = 0, 1, ...) from u = `u(i, t)` in
-/// [-1, 1) for element i, scaled by kind as the fixture scripts do: running means and
-/// biases 0.1 u, running variances 1 + 0.25 (u + 1), batch-norm weights `bn_weight(u)`,
-/// conv and linear weights sqrt(6 / fan_in) u; float64, then float32.
+/// [-1, 1) for element i, scaled by kind as [`set_weights_with`].
 pub(crate) fn set_weights_by_kind(varmap: &VarMap, u: impl Fn(u64, u64) -> f64, bn_weight: impl Fn(f64) -> f64) {
+    set_weights_with(varmap, |_, t, n| (0..n as u64).map(|i| u(i, t)).collect(), bn_weight);
+}
+
+/// Sets every variable of `varmap` from `us(name, t, n)`, its n values of u in [-1, 1)
+/// (t: its index among the sorted names), scaled by kind as the fixture scripts do:
+/// running means and biases 0.1 u, running variances 1 + 0.25 (u + 1), batch-norm weights
+/// `bn_weight(u)`, conv and linear weights sqrt(6 / fan_in) u; float64, then float32.
+pub(crate) fn set_weights_with(
+    varmap: &VarMap,
+    us: impl Fn(&str, u64, usize) -> Vec<f64>,
+    bn_weight: impl Fn(f64) -> f64,
+) {
     let data = varmap.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
@@ -28,9 +38,9 @@ pub(crate) fn set_weights_by_kind(varmap: &VarMap, u: impl Fn(u64, u64) -> f64, 
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
         let fan_in = (n / dims[0]) as f64;
-        let values: Vec<f32> = (0..n as u64)
-            .map(|i| {
-                let u = u(i, t as u64);
+        let values: Vec<f32> = us(name, t as u64, n)
+            .into_iter()
+            .map(|u| {
                 let w = if name.ends_with("running_mean") {
                     0.1 * u
                 } else if name.ends_with("running_var") {

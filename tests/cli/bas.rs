@@ -25,30 +25,9 @@ pub(crate) fn hashed(name: &str, n: usize) -> Vec<f64> {
     (0..n as u64).map(|i| ((i * 7919 + t * 104729) % 2001) as f64 / 1000.0 - 1.0).collect()
 }
 
+/// The BAS fixture's weights: u from the tensor's name, scaled by kind.
 pub(crate) fn set_hashed_weights(varmap: &VarMap) {
-    let data = varmap.data().lock().unwrap();
-    for (name, var) in data.iter() {
-        let dims = var.dims().to_vec();
-        let n: usize = dims.iter().product();
-        let values: Vec<f32> = hashed(name, n)
-            .into_iter()
-            .map(|u| {
-                let w = if name.ends_with("running_mean") {
-                    0.1 * u
-                } else if name.ends_with("running_var") {
-                    1.0 + 0.25 * (u + 1.0)
-                } else if name.ends_with(".bias") {
-                    0.1 * u
-                } else if dims.len() == 1 {
-                    1.0 + 0.2 * u
-                } else {
-                    (6.0 / (n / dims[0]) as f64).sqrt() * u
-                };
-                w as f32
-            })
-            .collect();
-        var.set(&Tensor::from_vec(values, dims, &Device::Cpu).unwrap()).unwrap();
-    }
+    crate::backbone_parity::set_weights_with(varmap, |name, _, n| hashed(name, n), |u| 1.0 + 0.2 * u);
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
