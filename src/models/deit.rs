@@ -14,7 +14,7 @@
 //! resampled to the input's grid at each forward pass, as timm's `dynamic_img_size`
 //! (antialiased bicubic): any image size that is a multiple of 16 runs the same weights.
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
 use crate::config::Backbone as BackboneName;
@@ -34,8 +34,8 @@ pub fn dims(name: BackboneName) -> Option<(usize, usize, usize)> {
     }
 }
 
-/// LayerNorm over the last dim, written with differentiable ops (candle-nn's fused kernel
-/// has no backward).
+/// timm's LayerNorm (affine, eps 1e-6): wsol-ops' fused op, one pass each way (candle-nn's
+/// fused kernel has no backward).
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -49,9 +49,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        centred.broadcast_div(&(var + LN_EPS)?.sqrt()?)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        wsol_ops::rows::layer_norm(x, &self.weight, &self.bias, LN_EPS)
     }
 }
 
@@ -62,15 +60,15 @@ struct Attention {
 }
 
 impl Attention {
-    /// The output [B, T, C] and the attention probabilities [B, heads, T, T].
-    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let (b, t, c) = x.dims3()?;
-        let d = c / self.heads;
-        let qkv = self.qkv.forward(x)?.reshape((b, t, 3, self.heads, d))?.permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * (d as f64).powf(-0.5))?;
-        let (k, v) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
-        let attn = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, D::Minus1)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+    /// The output [B, T, C] and the attention probabilities [B, heads, T, T], with
+    /// gradients through them only if `attention_grads` (wsol-ops' fused op otherwise).
+    fn forward(&self, x: &Tensor, attention_grads: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        let qkv = self.qkv.forward(x)?;
+        let (out, attn) = if attention_grads {
+            wsol_ops::self_attention::self_attention_composite(&qkv, self.heads)?
+        } else {
+            wsol_ops::self_attention::self_attention(&qkv, self.heads)?
+        };
         Ok((self.proj.forward(&out)?, attn))
     }
 }
@@ -98,10 +96,10 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let (a, attn) = self.attn.forward(&self.norm1.forward(x)?)?;
+    fn forward(&self, x: &Tensor, attention_grads: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        let (a, attn) = self.attn.forward(&self.norm1.forward(x)?, attention_grads)?;
         let x = (x + a)?;
-        let mlp = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let mlp = self.fc2.forward(&wsol_ops::rows::gelu_erf(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
         Ok(((x + mlp)?, attn))
     }
 }
@@ -189,19 +187,27 @@ impl Deit {
         mut x: Tensor,
         range: std::ops::Range<usize>,
         attention: &mut Vec<Tensor>,
+        attention_grads: bool,
     ) -> candle_core::Result<Tensor> {
         for block in &self.blocks[range] {
-            let (y, attn) = block.forward(&x)?;
+            let (y, attn) = block.forward(&x, attention_grads)?;
             attention.push(attn);
             x = y;
         }
         Ok(x)
     }
 
-    /// The whole forward pass as token sequences.
+    /// The whole forward pass as token sequences; the attention probabilities carry no
+    /// gradient (the fused attention keeps less for the backward pass).
     pub fn forward_tokens(&self, x: &Tensor) -> candle_core::Result<Tokens> {
+        self.forward_tokens_with(x, false)
+    }
+
+    /// The same, with gradients through the attention probabilities when
+    /// `attention_grads` (for a loss that reads them).
+    pub fn forward_tokens_with(&self, x: &Tensor, attention_grads: bool) -> candle_core::Result<Tokens> {
         let mut attention = Vec::with_capacity(self.blocks.len());
-        let x = self.run_blocks(self.embed(x)?, 0..self.blocks.len(), &mut attention)?;
+        let x = self.run_blocks(self.embed(x)?, 0..self.blocks.len(), &mut attention, attention_grads)?;
         Ok(Tokens { tokens: self.norm.forward(&x)?, attention })
     }
 
@@ -232,7 +238,7 @@ impl super::Backbone for Deit {
 
     /// Layer `k`'s output as tokens [B, 1 + N, C].
     fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        let x = self.run_blocks(self.embed(x)?, 0..k.min(self.blocks.len() - 1) + 1, &mut Vec::new())?;
+        let x = self.run_blocks(self.embed(x)?, 0..k.min(self.blocks.len() - 1) + 1, &mut Vec::new(), false)?;
         if k == self.blocks.len() {
             self.norm.forward(&x)
         } else {
@@ -242,7 +248,7 @@ impl super::Backbone for Deit {
 
     fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
         let x = if k < self.blocks.len() {
-            self.norm.forward(&self.run_blocks(a.clone(), k + 1..self.blocks.len(), &mut Vec::new())?)?
+            self.norm.forward(&self.run_blocks(a.clone(), k + 1..self.blocks.len(), &mut Vec::new(), false)?)?
         } else {
             a.clone()
         };

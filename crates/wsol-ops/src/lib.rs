@@ -7,6 +7,8 @@
 //! - [`batch_norm`]: batch norm and its fused forms (with ReLU / ReLU6, with a residual sum).
 //! - [`pool`], [`activation`], [`upsample`]: pools with padding and `ceil_mode`, the ReLU
 //!   family, bilinear upsampling with a backward.
+//! - [`rows`], [`self_attention`]: the ops of transformers (LayerNorm, softmax, GELU;
+//!   multi-head attention from the qkv projection), one pass each way.
 //! - [`sgd`]: the SGD update as in-place passes.
 //! - [`cpu`]: the x86 intrinsics every CPU kernel above calls (one place, runtime-dispatched).
 //! - [`cuda`]: our CUDA kernels (`.cu` files compiled by NVRTC), in CUDA builds.
@@ -26,6 +28,8 @@ pub mod loss;
 pub mod memory;
 pub mod pool;
 pub mod profile;
+pub mod rows;
+pub mod self_attention;
 pub mod sgd;
 pub mod switches;
 pub mod upsample;

@@ -210,7 +210,7 @@ fn col2im(g: &Geometry, col: &[f32], l0: usize, l1: usize, dx: &mut [f32]) {
 /// `dst[m, n] (row stride dst_rs) = (acc ? dst : 0) + A · B` with A [m, k] and B [k, n]
 /// given by (column stride, row stride).
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
