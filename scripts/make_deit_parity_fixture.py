@@ -136,8 +136,18 @@ def tscam(repo, out):
     np.save(os.path.join(out, "tscam_tiny_cams.npy"), cams.numpy())
 
 
+def check_vit_small_is_deit_small():
+    """wsol's vit_small is checked against deit_small's fixture: the same network in timm."""
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False)
+    deit_s = timm.create_model("deit_small_patch16_224", pretrained=False)
+    a, b = vit.state_dict(), deit_s.state_dict()
+    assert str(vit) == str(deit_s), "vit_small and deit_small differ in timm's modules"
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+
+
 def main():
     out, repo = sys.argv[1], sys.argv[2]
+    check_vit_small_is_deit_small()
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)

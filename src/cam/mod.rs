@@ -86,7 +86,7 @@ pub fn by_name(name: CamMethod, layer: Option<&str>, model: &dyn WsolModel) -> R
         CamMethod::EigenCam => Box::new(EigenCam { layer: at }),
         CamMethod::BagCams => Box::new(BagCams { layer: at }),
         CamMethod::AttentionRollout if model.backbone().transformer().is_none() => {
-            bail!("eval.cam: `attention_rollout` reads a transformer's attention; this backbone has none (use deit_tiny or deit_small)")
+            bail!("eval.cam: `attention_rollout` reads a transformer's attention; this backbone has none (use deit_tiny, deit_small or vit_small)")
         }
         CamMethod::AttentionRollout => Box::new(AttentionRollout),
     })

@@ -479,11 +479,14 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// The normalization (mean, std on [0, 1] pixels) that `model.pretrained`'s weights were
 /// trained with: torchvision's ImageNet statistics, except EfficientNet-Lite, trained in
 /// TensorFlow on (pixel - 127) / 128 (tensorflow/tpu `efficientnet_lite_builder.py`,
-/// MEAN_RGB and STDDEV_RGB). None without pretrained weights.
+/// MEAN_RGB and STDDEV_RGB), and timm's `vit_small_patch16_224` (the AugReg weights, on
+/// (pixel - 0.5) / 0.5; DINO's ViT-S/16 uses ImageNet's: set `data.mean` / `data.std`).
+/// None without pretrained weights.
 pub fn weights_normalization(model: &ModelConfig) -> Option<([f32; 3], [f32; 3])> {
     model.pretrained.as_ref()?;
     Some(match model.backbone {
         Backbone::EfficientNetLite0 => ([127.0 / 255.0; 3], [128.0 / 255.0; 3]),
+        Backbone::VitSmall => ([0.5; 3], [0.5; 3]),
         _ => (IMAGENET_MEAN, IMAGENET_STD),
     })
 }
@@ -584,7 +587,7 @@ impl Config {
             // Its size and class count are the generator's to check (data::synth::generate).
         }
         check(self.model.width >= 1, "model.width: expected >= 1".into());
-        if matches!(self.model.backbone, Backbone::DeitTiny | Backbone::DeitSmall) {
+        if self.model.backbone.is_transformer() {
             check(
                 d.image_size.is_multiple_of(16),
                 format!(
@@ -803,6 +806,10 @@ mod tests {
         assert_eq!((d.mean, d.std), (IMAGENET_MEAN, IMAGENET_STD), "from scratch: the default");
         let d = load("model: {backbone: resnet50, pretrained: w.pth}\n", &[]);
         assert_eq!((d.mean, d.std), (IMAGENET_MEAN, IMAGENET_STD), "torchvision weights");
+        let d = load("model: {backbone: vit_small, pretrained: w.safetensors}\n", &[]);
+        assert_eq!((d.mean, d.std), ([0.5; 3], [0.5; 3]), "timm's AugReg ViT-S");
+        let d = load("model: {backbone: deit_small, pretrained: w.pth}\n", &[]);
+        assert_eq!((d.mean, d.std), (IMAGENET_MEAN, IMAGENET_STD), "DeiT");
     }
 
     #[test]

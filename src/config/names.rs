@@ -61,6 +61,14 @@ names! {
         EfficientNetLite0 = "efficientnet_lite0",
         DeitTiny = "deit_tiny",
         DeitSmall = "deit_small",
+        VitSmall = "vit_small",
+    }
+}
+
+impl Backbone {
+    /// A vision transformer (16-pixel patches, a class token), not a CNN.
+    pub fn is_transformer(self) -> bool {
+        matches!(self, Backbone::DeitTiny | Backbone::DeitSmall | Backbone::VitSmall)
     }
 }
 

@@ -32,7 +32,8 @@ pub fn default_width(backbone: BackboneName, channels: usize) -> usize {
         | BackboneName::ResNet18
         | BackboneName::EfficientNetLite0
         | BackboneName::DeitTiny
-        | BackboneName::DeitSmall => channels.min(1024),
+        | BackboneName::DeitSmall
+        | BackboneName::VitSmall => channels.min(1024),
     }
 }
 

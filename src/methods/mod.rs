@@ -54,7 +54,10 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         );
     }
     if method == Method::TsCam && !transformer {
-        bail!("model.method: `tscam` needs a transformer backbone (deit_tiny, deit_small), not `{}`", cfg.backbone);
+        bail!(
+            "model.method: `tscam` needs a transformer backbone (deit_tiny, deit_small, vit_small), not `{}`",
+            cfg.backbone
+        );
     }
     if cfg.backbone == Backbone::EfficientNetLite0 && matches!(method, Method::Adl | Method::Spg) {
         bail!(

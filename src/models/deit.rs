@@ -29,7 +29,8 @@ const LN_EPS: f64 = 1e-6;
 pub fn dims(name: BackboneName) -> Option<(usize, usize, usize)> {
     match name {
         BackboneName::DeitTiny => Some((192, 12, 3)),
-        BackboneName::DeitSmall => Some((384, 12, 6)),
+        // timm's vit_small_patch16_224 is the same network (its AugReg / DINO weights).
+        BackboneName::DeitSmall | BackboneName::VitSmall => Some((384, 12, 6)),
         _ => None,
     }
 }

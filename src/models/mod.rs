@@ -251,13 +251,17 @@ pub fn build_backbone(
             bail!("efficientnet_lite0 has no published layout for inserted layers or SPG's taps")
         }
         BackboneName::EfficientNetLite0 => Box::new(EfficientNetLite0::new(cfg, vb)?),
-        BackboneName::DeitTiny | BackboneName::DeitSmall if inserted.is_some() || trunk != Trunk::Standard => {
+        BackboneName::DeitTiny | BackboneName::DeitSmall | BackboneName::VitSmall
+            if inserted.is_some() || trunk != Trunk::Standard =>
+        {
             bail!(
                 "model.backbone: `{}` is a transformer; model.method `{}` has no layout for it",
                 cfg.backbone,
                 cfg.method
             )
         }
-        BackboneName::DeitTiny | BackboneName::DeitSmall => Box::new(Deit::new(cfg.backbone, vb)?),
+        BackboneName::DeitTiny | BackboneName::DeitSmall | BackboneName::VitSmall => {
+            Box::new(Deit::new(cfg.backbone, vb)?)
+        }
     })
 }

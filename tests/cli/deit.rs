@@ -37,7 +37,13 @@ fn build(backbone: &str, method: &str) -> (VarMap, Box<dyn WsolModel>) {
 }
 
 fn check_backbone(name: &str) {
-    let (varmap, model) = build(name, "cam");
+    check_backbone_against(name, name);
+}
+
+/// Our `ours` against timm's `fixture` model (the fixture files' prefix).
+fn check_backbone_against(ours: &str, fixture: &str) {
+    let name = fixture;
+    let (varmap, model) = build(ours, "cam");
     let x = read("input.npy");
     let out = model.forward_t(&x, false).unwrap();
     let deit = model.backbone().transformer().unwrap();
@@ -78,6 +84,13 @@ fn deit_tiny_matches_timm() {
 #[test]
 fn deit_small_matches_timm() {
     check_backbone("deit_small");
+}
+
+/// timm's `vit_small_patch16_224` is `deit_small_patch16_224`'s network (the fixture
+/// script asserts the same modules and tensor names and shapes), so its fixture serves.
+#[test]
+fn vit_small_matches_timm() {
+    check_backbone_against("vit_small", "deit_small");
 }
 
 fn extract(model: &dyn WsolModel, method: CamMethod, layer: Option<&str>, targets: &[u32]) -> Tensor {
