@@ -103,7 +103,7 @@ pub fn train_step_speed(b: &ModelBench, data: Option<(std::path::PathBuf, usize)
         .lock()
         .expect("varmap lock")
         .iter()
-        .map(|(name, var)| Param { name: name.clone(), var: var.clone(), lr_mult: 1.0 })
+        .map(|(name, var)| Param { name: name.clone(), var: var.clone(), lr_mult: 1.0, decay: true })
         .collect();
     let mut sgd = Optimizer::new(params, &OptimizerConfig::default());
     let mut batches = match &data {

@@ -276,6 +276,9 @@ pub struct OptimizerConfig {
     pub eps: f64,
     /// Learning-rate multiplier of layers that are not pretrained (the classifier head).
     pub new_layer_lr_mult: f64,
+    /// No weight decay for one-dimensional parameters (biases, norms) and a transformer's
+    /// position embedding and class token: timm's `create_optimizer(filter_bias_and_bn)`.
+    pub filter_bias_and_bn: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -430,6 +433,7 @@ impl Default for OptimizerConfig {
             betas: [0.9, 0.999],
             eps: 1e-8,
             new_layer_lr_mult: 1.0,
+            filter_bias_and_bn: false,
         }
     }
 }

@@ -25,6 +25,12 @@ const NATIVE_GRID: usize = 14;
 /// timm's `partial(nn.LayerNorm, eps=1e-6)`.
 const LN_EPS: f64 = 1e-6;
 
+/// Parameters timm's ViTs exempt from weight decay (`no_weight_decay()`), by name.
+pub fn no_weight_decay(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last == "pos_embed" || last == "cls_token"
+}
+
 /// (embedding width, blocks, heads) of a DeiT, from timm's model definitions.
 pub fn dims(name: BackboneName) -> Option<(usize, usize, usize)> {
     match name {

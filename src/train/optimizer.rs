@@ -19,18 +19,31 @@ pub struct Param {
     pub name: String,
     pub var: Var,
     pub lr_mult: f64,
+    /// Whether `weight_decay` applies to it (see [`model_params`]).
+    pub decay: bool,
 }
 
 /// The model's variables with their learning-rate multipliers, as `wsol train` groups
 /// them: the variables of wsolevaluation's new-layer group ([`WsolModel::has_new_layer_lr`])
 /// at `new_layer_lr_mult`, the rest at 1. From scratch (`scratch`: no pretrained weights
 /// loaded) nothing is pretrained to keep slow, so all train at 1.
-pub fn model_params(varmap: &VarMap, net: &dyn WsolModel, new_layer_lr_mult: f64, scratch: bool) -> Vec<Param> {
+///
+/// With `filter_bias_and_bn` (timm's `create_optimizer` default, which TS-CAM and SCM
+/// train with) weight decay skips every parameter of one dimension (biases, norm scales
+/// and shifts) and the transformer's `pos_embed` and `cls_token` (timm's
+/// `no_weight_decay()`); otherwise it applies to all, as PyTorch's plain optimizers.
+pub fn model_params(varmap: &VarMap, net: &dyn WsolModel, cfg: &OptimizerConfig, scratch: bool) -> Vec<Param> {
     let data = varmap.data().lock().expect("varmap lock");
     data.iter()
         .map(|(name, var)| {
             let new = !scratch && net.has_new_layer_lr(name);
-            Param { name: name.clone(), var: var.clone(), lr_mult: if new { new_layer_lr_mult } else { 1.0 } }
+            let exempt = cfg.filter_bias_and_bn && (var.rank() <= 1 || crate::models::deit::no_weight_decay(name));
+            Param {
+                name: name.clone(),
+                var: var.clone(),
+                lr_mult: if new { cfg.new_layer_lr_mult } else { 1.0 },
+                decay: !exempt,
+            }
         })
         .collect()
 }
@@ -68,16 +81,17 @@ impl Optimizer {
             // Variables outside the loss graph (BN running statistics) have no gradient.
             let Some(grad) = grads.get(&p.var) else { continue };
             let lr = lr * p.lr_mult;
+            let weight_decay = if p.decay { c.weight_decay } else { 0.0 };
             if let Some(buf) = self.state.get(&p.name).filter(|b| fusable(&[p.var.as_tensor(), grad, b])) {
-                let update = Update { lr: lr as f32, momentum: c.momentum as f32, weight_decay: c.weight_decay as f32 };
+                let update = Update { lr: lr as f32, momentum: c.momentum as f32, weight_decay: weight_decay as f32 };
                 buf.inplace_op3(grad, p.var.as_tensor(), &Momentum(update))?;
                 p.var.as_tensor().inplace_op3(grad, buf, &Step { update, nesterov: c.nesterov })?;
                 continue;
             }
             let value = p.var.as_detached_tensor();
             let mut d = grad.detach();
-            if c.weight_decay != 0.0 {
-                d = (d + (&value * c.weight_decay)?)?;
+            if weight_decay != 0.0 {
+                d = (d + (&value * weight_decay)?)?;
             }
             if c.momentum != 0.0 {
                 let buf = match self.state.get(&p.name) {
@@ -111,7 +125,8 @@ impl Optimizer {
                 _ => (g.zeros_like()?, g.zeros_like()?, 0.0),
             };
             let t = t + 1.0;
-            let value = (p.var.as_detached_tensor() * (1.0 - lr * c.weight_decay))?;
+            let weight_decay = if p.decay { c.weight_decay } else { 0.0 };
+            let value = (p.var.as_detached_tensor() * (1.0 - lr * weight_decay))?;
             let m = (&m + ((&g - &m)? * (1.0 - b1))?)?;
             let v = ((&v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let step_size = lr / (1.0 - b1.powf(t));
@@ -187,7 +202,8 @@ mod tests {
                 new_layer_lr_mult: 1.0,
                 ..Default::default()
             };
-            let mut sgd = Optimizer::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 10.0 }], &cfg);
+            let mut sgd =
+                Optimizer::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 10.0, decay: true }], &cfg);
             let (mut p, mut buf) = (p0.clone(), None::<Tensor>);
             for step in 0..4 {
                 let g = Tensor::randn(0f32, 1., 1000, &dev).unwrap();
@@ -229,8 +245,9 @@ mod tests {
             };
             let p0 = Tensor::randn(0f32, 1., 3001, &Device::Cpu).unwrap();
             let vars = [Var::from_tensor(&p0).unwrap(), Var::from_tensor(&p0.to_device(&gpu).unwrap()).unwrap()];
-            let mut sgds =
-                vars.clone().map(|var| Optimizer::new(vec![Param { name: "w".into(), var, lr_mult: 10.0 }], &cfg));
+            let mut sgds = vars
+                .clone()
+                .map(|var| Optimizer::new(vec![Param { name: "w".into(), var, lr_mult: 10.0, decay: true }], &cfg));
             for step in 0..4 {
                 let g = Tensor::randn(0f32, 1., 3001, &Device::Cpu).unwrap();
                 for (var, sgd) in vars.iter().zip(&mut sgds) {
@@ -262,7 +279,8 @@ mod tests {
             new_layer_lr_mult: 1.0,
             ..Default::default()
         };
-        let mut sgd = Optimizer::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 2.0 }], &cfg);
+        let mut sgd =
+            Optimizer::new(vec![Param { name: "w".into(), var: var.clone(), lr_mult: 2.0, decay: true }], &cfg);
         // loss = sum(p^2) -> grad = 2p
         let mut p = [1.0f64, -2.0];
         let mut buf = [0.0f64; 2];

@@ -154,7 +154,7 @@ impl<'a> Trainer<'a> {
         // An optional pretrained file that is absent leaves nothing pretrained to go slow on:
         // from scratch, every layer trains at `lr`.
         let scratch = crate::runtime::pretrained_missing(cfg).is_some();
-        let params = model_params(&model.varmap, model.net.as_ref(), cfg.train.optimizer.new_layer_lr_mult, scratch);
+        let params = model_params(&model.varmap, model.net.as_ref(), &cfg.train.optimizer, scratch);
         let mut sgd = Optimizer::new(params, &cfg.train.optimizer);
         let mut state = TrainState {
             epochs_done: 0,

@@ -33,8 +33,8 @@ fn adamw_follows_torch_step_for_step() {
     let a = Var::from_tensor(&Tensor::from_vec(floats(&fx["a0"]), (3, 4), &dev).unwrap()).unwrap();
     let b = Var::from_tensor(&Tensor::from_vec(floats(&fx["b0"]), 5, &dev).unwrap()).unwrap();
     let params = vec![
-        Param { name: "a".into(), var: a.clone(), lr_mult: 1.0 },
-        Param { name: "b".into(), var: b.clone(), lr_mult: f("mult") },
+        Param { name: "a".into(), var: a.clone(), lr_mult: 1.0, decay: true },
+        Param { name: "b".into(), var: b.clone(), lr_mult: f("mult"), decay: true },
     ];
     let mut opt = Optimizer::new(params, &cfg);
     let skip = fx["skip"][0].as_u64().unwrap() as usize;
@@ -119,4 +119,53 @@ fn adamw_trains_and_resumes_exactly() {
         dir,
     );
     assert!(err.contains("train.optimizer.nesterov") && err.contains("adamw"), "{err}");
+}
+
+/// `filter_bias_and_bn: true` exempts what timm's `create_optimizer_v2` exempts on the same
+/// model: for DeiT-Tiny with TS-CAM's conv head, timm's groups are 102 parameters without
+/// decay and 50 with it (printed by timm 1.0.31 from its `param_groups_weight_decay`).
+#[test]
+fn filter_bias_and_bn_exempts_what_timm_exempts() {
+    use candle_core::DType;
+    use candle_nn::{VarBuilder, VarMap};
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model_cfg = wsol::config::ModelConfig {
+        backbone: "deit_tiny".parse().unwrap(),
+        method: "tscam".parse().unwrap(),
+        ..Default::default()
+    };
+    let model = wsol::methods::build(&model_cfg, 10, vb).unwrap();
+    let mut cfg = OptimizerConfig { name: OptimizerName::AdamW, weight_decay: 0.05, ..Default::default() };
+    let count = |cfg: &OptimizerConfig| {
+        let params = wsol::train::optimizer::model_params(&varmap, model.as_ref(), cfg, true);
+        let exempt: Vec<String> = params.iter().filter(|p| !p.decay).map(|p| p.name.clone()).collect();
+        (exempt.len(), params.len() - exempt.len(), exempt)
+    };
+    assert_eq!(count(&cfg).0, 0, "off by default: decay on every parameter, as torch.optim");
+    cfg.filter_bias_and_bn = true;
+    let (exempt, decayed, names) = count(&cfg);
+    assert_eq!((exempt, decayed), (102, 50), "{names:?}");
+    for name in ["pos_embed", "cls_token", "head.bias", "blocks.3.norm1.weight", "blocks.0.attn.qkv.bias"] {
+        assert!(names.iter().any(|n| n == name || n.ends_with(&format!(".{name}"))), "{name} not exempt: {names:?}");
+    }
+
+    // And the update: an exempt parameter only moves by its gradient's step.
+    let (a, b) = (Var::new(&[1f32, 1.0], &Device::Cpu).unwrap(), Var::new(&[1f32, 1.0], &Device::Cpu).unwrap());
+    let cfg = OptimizerConfig { name: OptimizerName::AdamW, lr: 0.1, weight_decay: 0.5, ..Default::default() };
+    let mut opt = Optimizer::new(
+        vec![
+            Param { name: "a".into(), var: a.clone(), lr_mult: 1.0, decay: true },
+            Param { name: "b".into(), var: b.clone(), lr_mult: 1.0, decay: false },
+        ],
+        &cfg,
+    );
+    // (A product with a zero tensor: candle drops a scalar `* 0.0` from the graph.)
+    let zeros = Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let loss = ((a.as_tensor() * &zeros).unwrap() + (b.as_tensor() * &zeros).unwrap()).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    opt.step(&grads, 0.1).unwrap();
+    // Zero gradients: Adam's step is 0, so only the decay moves a (1 - 0.1 * 0.5).
+    assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), vec![0.95, 0.95]);
+    assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
 }

@@ -192,14 +192,6 @@ fn replay(name: &str, conditioning: Conditioning) {
     let initial: BTreeMap<String, Tensor> =
         varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
 
-    // Their parameter groups, tensor by tensor.
-    let params = model_params(&varmap, net.as_ref(), run.lr_classifier_ratio, false);
-    for p in &params {
-        if let Some(group) = run.weights[&p.name].lr_group {
-            let theirs = if group == 0 { 1.0 } else { run.lr_classifier_ratio };
-            assert_eq!(p.lr_mult, theirs, "{name}: learning-rate multiplier of {}", p.name);
-        }
-    }
     let opt = OptimizerConfig {
         name: OptimizerName::Sgd,
         lr: run.lr,
@@ -209,6 +201,14 @@ fn replay(name: &str, conditioning: Conditioning) {
         new_layer_lr_mult: run.lr_classifier_ratio,
         ..Default::default()
     };
+    // Their parameter groups, tensor by tensor.
+    let params = model_params(&varmap, net.as_ref(), &opt, false);
+    for p in &params {
+        if let Some(group) = run.weights[&p.name].lr_group {
+            let theirs = if group == 0 { 1.0 } else { run.lr_classifier_ratio };
+            assert_eq!(p.lr_mult, theirs, "{name}: learning-rate multiplier of {}", p.name);
+        }
+    }
     let mut sgd = Optimizer::new(params, &opt);
     let schedule = ScheduleConfig {
         name: ScheduleName::Step,
