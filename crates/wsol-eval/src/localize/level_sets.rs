@@ -836,44 +836,10 @@ mod tests {
             for wanted in [[true; 256], some] {
                 let mut seen = Vec::new();
                 sets.sweep(&q, w, h, &wanted, |l, s| {
-                    let traced = tracer.find(&q, w, h, |v| v >= l);
-                    let holes = traced.iter().filter(|c| c.is_hole).count() as i64;
-                    assert_eq!(s.holes(), holes, "level {l} of {q:?} ({w}x{h})");
-                    assert_eq!(s.components().count(), traced.len() - holes as usize);
-                    if holes == 0 {
-                        let mut comps: Vec<&Component> = s.components().collect();
-                        comps.sort_by_key(|c| std::cmp::Reverse(c.first));
-                        // Areas are computed wherever there are several components.
-                        assert!(comps.len() == 1 || comps.iter().all(|c| c.area2.is_some()));
-                        one_component += (comps.len() == 1 && comps[0].area2.is_none()) as usize;
-                        let got: Vec<_> =
-                            comps.iter().map(|c| (c.x0, c.y0, c.x1, c.y1, c.area2.map(i64::from))).collect();
-                        let want: Vec<_> = (traced.iter().zip(&got))
-                            .map(|(c, g)| (c.x_min, c.y_min, c.x_max, c.y_max, g.4.and(Some(c.area2))))
-                            .collect();
-                        // A lone component's first pixel is the set's (several are
-                        // checked through their order).
-                        if let [c] = comps[..] {
-                            assert_eq!(Some(c.first as usize), q.iter().position(|&v| v >= l));
-                        }
-                        assert_eq!(got, want, "level {l} of {q:?} ({w}x{h})");
-                        without += 1;
-                    } else {
-                        let mut got = s.hole_borders().to_vec();
-                        let mut want: Vec<[i32; 4]> =
-                            traced.iter().filter(|c| c.is_hole).map(|c| [c.x_min, c.y_min, c.x_max, c.y_max]).collect();
-                        got.sort();
-                        want.sort();
-                        assert_eq!(got, want, "hole borders at level {l} of {q:?} ({w}x{h})");
-                        // The first contour of largest area, in OpenCV's order.
-                        let best = traced.iter().rev().max_by_key(|c| c.area2).unwrap();
-                        let c = s.outer_components().iter().max_by_key(|c| (c.area2, c.first)).unwrap();
-                        assert_eq!(
-                            (c.x0, c.y0, c.x1, c.y1),
-                            (best.x_min, best.y_min, best.x_max, best.y_max),
-                            "largest at level {l} of {q:?} ({w}x{h})"
-                        );
-                        with_holes += 1;
+                    match check_level(&q, w, h, l, s, &mut tracer) {
+                        Checked::Holes => with_holes += 1,
+                        Checked::Several => without += 1,
+                        Checked::One => (without, one_component) = (without + 1, one_component + 1),
                     }
                     seen.push(l);
                 });
@@ -885,6 +851,140 @@ mod tests {
         assert!(with_holes > 100 && without > 1000 && one_component > 1000, "{with_holes} {without} {one_component}");
         let (topology, lazy) = sets.topology_counts;
         assert!(topology > 100 && lazy > 1000, "{topology} {lazy}");
+    }
+
+    /// What [`check_level`] found at a level.
+    enum Checked {
+        Holes,
+        /// No holes, and components with areas (several, or one among holes).
+        Several,
+        /// One component without holes, whose area is not computed.
+        One,
+    }
+
+    /// The level-`l` set `s` of map `q` against tracing it: hole counts, and for a
+    /// hole-free level the extents, areas and order of its components; for a level with
+    /// holes, the resolved hole borders' extents and the largest outer border.
+    fn check_level(q: &[u8], w: usize, h: usize, l: u8, s: &LevelSets, tracer: &mut Tracer) -> Checked {
+        let traced = tracer.find(q, w, h, |v| v >= l);
+        let holes = traced.iter().filter(|c| c.is_hole).count() as i64;
+        assert_eq!(s.holes(), holes, "level {l} of {q:?} ({w}x{h})");
+        assert_eq!(s.components().count(), traced.len() - holes as usize);
+        if holes == 0 {
+            let mut comps: Vec<&Component> = s.components().collect();
+            comps.sort_by_key(|c| std::cmp::Reverse(c.first));
+            // Areas are computed wherever there are several components.
+            assert!(comps.len() == 1 || comps.iter().all(|c| c.area2.is_some()));
+            let got: Vec<_> = comps.iter().map(|c| (c.x0, c.y0, c.x1, c.y1, c.area2.map(i64::from))).collect();
+            let want: Vec<_> = (traced.iter().zip(&got))
+                .map(|(c, g)| (c.x_min, c.y_min, c.x_max, c.y_max, g.4.and(Some(c.area2))))
+                .collect();
+            // A lone component's first pixel is the set's (several are checked through
+            // their order).
+            if let [c] = comps[..] {
+                assert_eq!(Some(c.first as usize), q.iter().position(|&v| v >= l));
+            }
+            assert_eq!(got, want, "level {l} of {q:?} ({w}x{h})");
+            if comps.len() == 1 && comps[0].area2.is_none() {
+                Checked::One
+            } else {
+                Checked::Several
+            }
+        } else {
+            let mut got = s.hole_borders().to_vec();
+            let mut want: Vec<[i32; 4]> =
+                traced.iter().filter(|c| c.is_hole).map(|c| [c.x_min, c.y_min, c.x_max, c.y_max]).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "hole borders at level {l} of {q:?} ({w}x{h})");
+            // The first contour of largest area, in OpenCV's order.
+            let best = traced.iter().rev().max_by_key(|c| c.area2).unwrap();
+            let c = s.outer_components().iter().max_by_key(|c| (c.area2, c.first)).unwrap();
+            assert_eq!(
+                (c.x0, c.y0, c.x1, c.y1),
+                (best.x_min, best.y_min, best.x_max, best.y_max),
+                "largest at level {l} of {q:?} ({w}x{h})"
+            );
+            Checked::Holes
+        }
+    }
+
+    /// A CAM-like map (`w` x `h`, quantized as the evaluator does): Gaussian blobs over a
+    /// low-frequency ripple and pixel noise, so that sets are mostly rows of one run with
+    /// a few rows of two (bumps, saddles, small rings): the rows the lazy pass of
+    /// [`LevelSets::grow_topology`] skips, next to those it must grow.
+    fn cam_like(seed: u64, w: usize, h: usize) -> Vec<u8> {
+        let mut r = rng(seed | 1);
+        let mut unit = move || (r() % 1_000_000) as f64 / 1_000_000.0;
+        let blobs: Vec<[f64; 5]> = (0..1 + (unit() * 4.0) as usize)
+            .map(|k| {
+                let amp = if k == 0 { 1.0 } else { 0.2 + 0.7 * unit() };
+                [
+                    unit() * w as f64,
+                    unit() * h as f64,
+                    1.0 + unit() * w as f64 / 3.0,
+                    1.0 + unit() * h as f64 / 3.0,
+                    amp,
+                ]
+            })
+            .collect();
+        let (fx, fy, phase, ripple, noise) =
+            (unit() * 0.6, unit() * 0.6, unit() * 6.3, unit() * 0.3, [0.0, 0.003, 0.02][(unit() * 3.0) as usize]);
+        let m: Vec<f64> = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f64, (i / w) as f64);
+                let b: f64 = blobs
+                    .iter()
+                    .map(|[cx, cy, sx, sy, a]| {
+                        a * (-((x - cx) / sx).powi(2) / 2.0 - ((y - cy) / sy).powi(2) / 2.0).exp()
+                    })
+                    .sum();
+                let bg = ripple * (0.5 + 0.5 * (fx * x + phase).sin() * (fy * y).cos());
+                (b + bg + noise * (unit() - 0.5)).max(0.0)
+            })
+            .collect();
+        let (lo, hi) = m.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        m.iter().map(|&v| if hi > lo { ((v - lo) / (hi - lo) * 255.0) as u8 } else { 0 }).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// CAM-like maps, every level or a random subset of them (so that lazy rows are
+        /// left behind across several levels, and one-component levels follow levels of
+        /// several components): every level equals tracing it.
+        #[test]
+        fn cam_like_maps_match_traced_contours(
+            seed in proptest::prelude::any::<u64>(),
+            w in 2usize..64,
+            h in 2usize..64,
+            every in 1u64..6,
+        ) {
+            let q = cam_like(seed, w, h);
+            let mut wanted = [false; 256];
+            let mut r = rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+            wanted.iter_mut().for_each(|b| *b = r().is_multiple_of(every));
+            let (mut sets, mut tracer) = (LevelSets::default(), Tracer::default());
+            sets.set_resolve_holes(true);
+            sets.sweep(&q, w, h, &wanted, |l, s| {
+                check_level(&q, w, h, l, s, &mut tracer);
+            });
+        }
+    }
+
+    /// Lazy rows are left on CAM-like maps, and the levels they resolve are checked.
+    #[test]
+    fn cam_like_maps_leave_rows_lazy() {
+        let (mut sets, mut tracer) = (LevelSets::default(), Tracer::default());
+        sets.set_resolve_holes(true);
+        for seed in 0..40 {
+            let q = cam_like(seed, 48, 40);
+            sets.sweep(&q, 48, 40, &[true; 256], |l, s| {
+                check_level(&q, 48, 40, l, s, &mut tracer);
+            });
+        }
+        let (topology, lazy) = sets.topology_counts;
+        assert!(topology > 100 && lazy > 2000, "{topology} {lazy}");
     }
 
     /// Rows of a random map: few-valued noise of assorted sizes (some rows span several
