@@ -6,7 +6,11 @@
 //! over components (a run under a lone run it touches joins it without a search).
 //! Smooth maps have about one run per row, so a level costs about its number of rows,
 //! and a level where the set is one chain of single touching runs costs only its new
-//! rows (the others grow later, when it stops being one). (A pixel-by-pixel union-find
+//! rows (the others grow later, when it stops being one). Below a level that was one
+//! component without holes, a level is first checked for being one too while growing
+//! only the rows where something can change ([`LevelSets::grow_topology`]); then its box
+//! is the set's extent. Only levels of several components or with holes grow and label
+//! every row. (A pixel-by-pixel union-find
 //! over all levels cost ~20 ns per pixel, mostly cache misses; packing every row of
 //! every level into bit masks ~50 ns per row.)
 //!
@@ -139,6 +143,13 @@ pub struct LevelSets {
     /// Per row, the runs of the set with its holes filled.
     filled: Vec<Vec<(u16, u16)>>,
     outer: Vec<Component>,
+    /// Components of the runs of the row above and of the row being labelled, for
+    /// [`LevelSets::grow_topology`].
+    ids: [Vec<u32>; 2],
+    /// Levels resolved by [`LevelSets::grow_topology`] (not one chain), and the rows it
+    /// left lazy: the tests check that they are exercised.
+    #[cfg(test)]
+    topology_counts: (usize, usize),
 }
 
 impl LevelSets {
@@ -158,8 +169,9 @@ impl LevelSets {
         padded.extend_from_slice(&[0; PAD]);
         let mut e = [usize::MAX, usize::MAX, 0, 0];
         let mut born = 0;
-        // Whether the last wanted level's set was one chain of touching single runs.
-        let mut chain = false;
+        // Whether the last wanted level's set was one chain of touching single runs, and
+        // whether it was one component without holes.
+        let (mut chain, mut simple) = (false, true);
         for level in (0..256usize).rev() {
             let a = extent_at[level];
             e = [e[0].min(a[0]), e[1].min(a[1]), e[2].max(a[2]), e[3].max(a[3])];
@@ -177,15 +189,33 @@ impl LevelSets {
             }
             let [_, last_y0, _, last_y1] = std::mem::replace(&mut self.extent, e);
             let l = level as u8;
-            chain =
-                (chain && self.extends_chain(&padded, w, l, new..born, (last_y0, last_y1))) || self.grow(&padded, w, l);
-            if chain {
+            chain = chain && self.extends_chain(&padded, w, l, new..born, (last_y0, last_y1));
+            // Below a level of one component without holes, the next is most often one
+            // too: first try to show that without growing every row. Where that fails
+            // (or the level above was not simple), grow every row and label them.
+            let mut one = chain;
+            if !chain && simple {
+                if let Some(is_chain) = self.grow_topology(&padded, w, l) {
+                    (chain, one) = (is_chain, true);
+                    #[cfg(test)]
+                    {
+                        self.topology_counts.0 += !is_chain as usize;
+                    }
+                }
+            }
+            if !one {
+                chain = self.grow(&padded, w, l);
+                one = chain;
+            }
+            if one {
                 self.single(w);
+                simple = true;
             } else {
                 self.label(w);
                 if self.holes != 0 && self.resolve_holes {
                     self.resolve(w);
                 }
+                simple = self.holes == 0 && self.components.len() == 1;
             }
             at_level(l, self);
         }
@@ -214,6 +244,131 @@ impl LevelSets {
             }
         }
         simple && y1 > y0
+    }
+
+    /// Whether the set at level `l` is one component without holes, found while growing
+    /// only the rows whose growth can change that: `Some(is_chain)` if it is (then
+    /// `is_chain` says whether it is one chain of touching single runs, as [`Self::grow`]
+    /// returns), `None` if not. A row of one run that touches the one run of the row
+    /// above (grown) and of the row below (as left at an earlier level) is left as it is
+    /// ("lazy"): growth only extends runs, so it keeps those touches and can make no
+    /// other (its neighbours hold one run each), and it keeps one run (every run born
+    /// since is in the rows already, see [`Self::sweep`]). The run graph (runs, and the
+    /// pairs of consecutive rows' runs that touch) is then the level's, so its components
+    /// are the set's and, with its Euler number (runs - touching pairs, see the module
+    /// notes), its holes. Smooth maps' sets are mostly such rows: their growth and
+    /// labelling were most of a sweep where the set is not one chain.
+    fn grow_topology(&mut self, q: &[u8], w: usize, l: u8) -> Option<bool> {
+        let [_, y0, _, y1] = self.extent;
+        if y1 <= y0 {
+            return None;
+        }
+        let LevelSets { rows, forest: f, ids: [ids_above, ids_row], .. } = self;
+        f.parent.clear();
+        ids_above.clear();
+        // Components (births - merges), runs, touching pairs; whether one chain so far.
+        let (mut comps, mut runs, mut touching, mut chain) = (0i64, 0i64, 0i64, true);
+        // The run of the row above and its component, where that row holds one run.
+        let mut above_one: Option<((u16, u16), u32)> = None;
+        let mut y = y0;
+        while y < y1 {
+            if let &[mut run] = rows[y].as_slice() {
+                if let Some((_, id)) = above_one.filter(|&(a, _)| touches(a, run)) {
+                    // Rows `y..y + lazy` are lazy: each touches the row above, and the row
+                    // below holds one run touching it. The first that is not (it touches
+                    // the row above as they were, and still once grown) ends the stretch;
+                    // all join the component above, without a search.
+                    let mut lazy = 0;
+                    while y + lazy + 1 < y1 {
+                        match rows[y + lazy + 1].as_slice() {
+                            &[b] if touches(run, b) => (run, lazy) = (b, lazy + 1),
+                            _ => break,
+                        }
+                    }
+                    y += lazy;
+                    let row_at = PAD + y * w;
+                    run = (
+                        grow_left(q, row_at, run.0 as usize, l) as u16,
+                        grow_right(q, row_at, w, run.1 as usize, l) as u16,
+                    );
+                    rows[y][0] = run;
+                    #[cfg(test)]
+                    {
+                        self.topology_counts.1 += lazy;
+                    }
+                    let n = lazy as i64 + 1;
+                    (runs, touching, above_one) = (runs + n, touching + n, Some((run, id)));
+                    y += 1;
+                    continue;
+                }
+                let row_at = PAD + y * w;
+                run = (
+                    grow_left(q, row_at, run.0 as usize, l) as u16,
+                    grow_right(q, row_at, w, run.1 as usize, l) as u16,
+                );
+                rows[y][0] = run;
+                if let Some((a, id)) = above_one {
+                    if touches(a, run) {
+                        (runs, touching, above_one) = (runs + 1, touching + 1, Some((run, id)));
+                        y += 1;
+                        continue;
+                    }
+                }
+            } else if !rows[y].is_empty() {
+                grow_runs(&mut rows[y], q, w, y, l);
+            }
+            let (done, rest) = rows.split_at(y);
+            let row = &rest[0];
+            chain &= y == y0 && row.len() == 1;
+            runs += row.len() as i64;
+            let above: &[(u16, u16)] = if y > y0 { &done[y - 1] } else { &[] };
+            let one_id;
+            let above_ids: &[u32] = match above_one {
+                Some((_, id)) => {
+                    one_id = [id];
+                    &one_id
+                }
+                None => ids_above,
+            };
+            ids_row.clear();
+            let mut j = 0;
+            for &(s, e) in row {
+                while j < above.len() && above[j].1 + 1 < s {
+                    j += 1;
+                }
+                let mut k = j;
+                let mut root: Option<u32> = None;
+                while k < above.len() && above[k].0 <= e + 1 {
+                    let other = f.find(above_ids[k]);
+                    root = Some(match root {
+                        Some(a) if a != other => {
+                            // Merge under the earlier-born root, as `union_roots` does.
+                            let (lo, hi) = (a.min(other), a.max(other));
+                            f.parent[hi as usize] = lo;
+                            comps -= 1;
+                            lo
+                        }
+                        _ => other,
+                    });
+                    k += 1;
+                }
+                touching += (k - j) as i64;
+                let id = root.unwrap_or_else(|| {
+                    comps += 1;
+                    f.parent.push(f.parent.len() as u32);
+                    f.parent.len() as u32 - 1
+                });
+                ids_row.push(id);
+            }
+            above_one = match row.as_slice() {
+                &[run] => Some((run, ids_row[0])),
+                _ => None,
+            };
+            std::mem::swap(ids_above, ids_row);
+            y += 1;
+        }
+        // Holes = components - (runs - touching pairs).
+        (comps == 1 && runs - touching == 1).then_some(chain)
     }
 
     /// Whether the set at level `l` is still one chain of touching single runs, given
@@ -681,44 +836,10 @@ mod tests {
             for wanted in [[true; 256], some] {
                 let mut seen = Vec::new();
                 sets.sweep(&q, w, h, &wanted, |l, s| {
-                    let traced = tracer.find(&q, w, h, |v| v >= l);
-                    let holes = traced.iter().filter(|c| c.is_hole).count() as i64;
-                    assert_eq!(s.holes(), holes, "level {l} of {q:?} ({w}x{h})");
-                    assert_eq!(s.components().count(), traced.len() - holes as usize);
-                    if holes == 0 {
-                        let mut comps: Vec<&Component> = s.components().collect();
-                        comps.sort_by_key(|c| std::cmp::Reverse(c.first));
-                        // Areas are computed wherever there are several components.
-                        assert!(comps.len() == 1 || comps.iter().all(|c| c.area2.is_some()));
-                        one_component += (comps.len() == 1 && comps[0].area2.is_none()) as usize;
-                        let got: Vec<_> =
-                            comps.iter().map(|c| (c.x0, c.y0, c.x1, c.y1, c.area2.map(i64::from))).collect();
-                        let want: Vec<_> = (traced.iter().zip(&got))
-                            .map(|(c, g)| (c.x_min, c.y_min, c.x_max, c.y_max, g.4.and(Some(c.area2))))
-                            .collect();
-                        // A lone component's first pixel is the set's (several are
-                        // checked through their order).
-                        if let [c] = comps[..] {
-                            assert_eq!(Some(c.first as usize), q.iter().position(|&v| v >= l));
-                        }
-                        assert_eq!(got, want, "level {l} of {q:?} ({w}x{h})");
-                        without += 1;
-                    } else {
-                        let mut got = s.hole_borders().to_vec();
-                        let mut want: Vec<[i32; 4]> =
-                            traced.iter().filter(|c| c.is_hole).map(|c| [c.x_min, c.y_min, c.x_max, c.y_max]).collect();
-                        got.sort();
-                        want.sort();
-                        assert_eq!(got, want, "hole borders at level {l} of {q:?} ({w}x{h})");
-                        // The first contour of largest area, in OpenCV's order.
-                        let best = traced.iter().rev().max_by_key(|c| c.area2).unwrap();
-                        let c = s.outer_components().iter().max_by_key(|c| (c.area2, c.first)).unwrap();
-                        assert_eq!(
-                            (c.x0, c.y0, c.x1, c.y1),
-                            (best.x_min, best.y_min, best.x_max, best.y_max),
-                            "largest at level {l} of {q:?} ({w}x{h})"
-                        );
-                        with_holes += 1;
+                    match check_level(&q, w, h, l, s, &mut tracer) {
+                        Checked::Holes => with_holes += 1,
+                        Checked::Several => without += 1,
+                        Checked::One => (without, one_component) = (without + 1, one_component + 1),
                     }
                     seen.push(l);
                 });
@@ -728,6 +849,142 @@ mod tests {
         }
         // Every path was exercised.
         assert!(with_holes > 100 && without > 1000 && one_component > 1000, "{with_holes} {without} {one_component}");
+        let (topology, lazy) = sets.topology_counts;
+        assert!(topology > 100 && lazy > 1000, "{topology} {lazy}");
+    }
+
+    /// What [`check_level`] found at a level.
+    enum Checked {
+        Holes,
+        /// No holes, and components with areas (several, or one among holes).
+        Several,
+        /// One component without holes, whose area is not computed.
+        One,
+    }
+
+    /// The level-`l` set `s` of map `q` against tracing it: hole counts, and for a
+    /// hole-free level the extents, areas and order of its components; for a level with
+    /// holes, the resolved hole borders' extents and the largest outer border.
+    fn check_level(q: &[u8], w: usize, h: usize, l: u8, s: &LevelSets, tracer: &mut Tracer) -> Checked {
+        let traced = tracer.find(q, w, h, |v| v >= l);
+        let holes = traced.iter().filter(|c| c.is_hole).count() as i64;
+        assert_eq!(s.holes(), holes, "level {l} of {q:?} ({w}x{h})");
+        assert_eq!(s.components().count(), traced.len() - holes as usize);
+        if holes == 0 {
+            let mut comps: Vec<&Component> = s.components().collect();
+            comps.sort_by_key(|c| std::cmp::Reverse(c.first));
+            // Areas are computed wherever there are several components.
+            assert!(comps.len() == 1 || comps.iter().all(|c| c.area2.is_some()));
+            let got: Vec<_> = comps.iter().map(|c| (c.x0, c.y0, c.x1, c.y1, c.area2.map(i64::from))).collect();
+            let want: Vec<_> = (traced.iter().zip(&got))
+                .map(|(c, g)| (c.x_min, c.y_min, c.x_max, c.y_max, g.4.and(Some(c.area2))))
+                .collect();
+            // A lone component's first pixel is the set's (several are checked through
+            // their order).
+            if let [c] = comps[..] {
+                assert_eq!(Some(c.first as usize), q.iter().position(|&v| v >= l));
+            }
+            assert_eq!(got, want, "level {l} of {q:?} ({w}x{h})");
+            if comps.len() == 1 && comps[0].area2.is_none() {
+                Checked::One
+            } else {
+                Checked::Several
+            }
+        } else {
+            let mut got = s.hole_borders().to_vec();
+            let mut want: Vec<[i32; 4]> =
+                traced.iter().filter(|c| c.is_hole).map(|c| [c.x_min, c.y_min, c.x_max, c.y_max]).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "hole borders at level {l} of {q:?} ({w}x{h})");
+            // The first contour of largest area, in OpenCV's order.
+            let best = traced.iter().rev().max_by_key(|c| c.area2).unwrap();
+            let c = s.outer_components().iter().max_by_key(|c| (c.area2, c.first)).unwrap();
+            assert_eq!(
+                (c.x0, c.y0, c.x1, c.y1),
+                (best.x_min, best.y_min, best.x_max, best.y_max),
+                "largest at level {l} of {q:?} ({w}x{h})"
+            );
+            Checked::Holes
+        }
+    }
+
+    /// A CAM-like map (`w` x `h`, quantized as the evaluator does): Gaussian blobs over a
+    /// low-frequency ripple and pixel noise, so that sets are mostly rows of one run with
+    /// a few rows of two (bumps, saddles, small rings): the rows the lazy pass of
+    /// [`LevelSets::grow_topology`] skips, next to those it must grow.
+    fn cam_like(seed: u64, w: usize, h: usize) -> Vec<u8> {
+        let mut r = rng(seed | 1);
+        let mut unit = move || (r() % 1_000_000) as f64 / 1_000_000.0;
+        let blobs: Vec<[f64; 5]> = (0..1 + (unit() * 4.0) as usize)
+            .map(|k| {
+                let amp = if k == 0 { 1.0 } else { 0.2 + 0.7 * unit() };
+                [
+                    unit() * w as f64,
+                    unit() * h as f64,
+                    1.0 + unit() * w as f64 / 3.0,
+                    1.0 + unit() * h as f64 / 3.0,
+                    amp,
+                ]
+            })
+            .collect();
+        let (fx, fy, phase, ripple, noise) =
+            (unit() * 0.6, unit() * 0.6, unit() * 6.3, unit() * 0.3, [0.0, 0.003, 0.02][(unit() * 3.0) as usize]);
+        let m: Vec<f64> = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f64, (i / w) as f64);
+                let b: f64 = blobs
+                    .iter()
+                    .map(|[cx, cy, sx, sy, a]| {
+                        a * (-((x - cx) / sx).powi(2) / 2.0 - ((y - cy) / sy).powi(2) / 2.0).exp()
+                    })
+                    .sum();
+                let bg = ripple * (0.5 + 0.5 * (fx * x + phase).sin() * (fy * y).cos());
+                (b + bg + noise * (unit() - 0.5)).max(0.0)
+            })
+            .collect();
+        let (lo, hi) = m.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        m.iter().map(|&v| if hi > lo { ((v - lo) / (hi - lo) * 255.0) as u8 } else { 0 }).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// CAM-like maps, every level or a random subset of them (so that lazy rows are
+        /// left behind across several levels, and one-component levels follow levels of
+        /// several components): every level equals tracing it.
+        #[test]
+        fn cam_like_maps_match_traced_contours(
+            seed in proptest::prelude::any::<u64>(),
+            w in 2usize..64,
+            h in 2usize..64,
+            every in 1u64..6,
+        ) {
+            let q = cam_like(seed, w, h);
+            let mut wanted = [false; 256];
+            let mut r = rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+            wanted.iter_mut().for_each(|b| *b = r().is_multiple_of(every));
+            let (mut sets, mut tracer) = (LevelSets::default(), Tracer::default());
+            sets.set_resolve_holes(true);
+            sets.sweep(&q, w, h, &wanted, |l, s| {
+                check_level(&q, w, h, l, s, &mut tracer);
+            });
+        }
+    }
+
+    /// Lazy rows are left on CAM-like maps, and the levels they resolve are checked.
+    #[test]
+    fn cam_like_maps_leave_rows_lazy() {
+        let (mut sets, mut tracer) = (LevelSets::default(), Tracer::default());
+        sets.set_resolve_holes(true);
+        for seed in 0..40 {
+            let q = cam_like(seed, 48, 40);
+            sets.sweep(&q, 48, 40, &[true; 256], |l, s| {
+                check_level(&q, 48, 40, l, s, &mut tracer);
+            });
+        }
+        let (topology, lazy) = sets.topology_counts;
+        assert!(topology > 100 && lazy > 2000, "{topology} {lazy}");
     }
 
     /// Rows of a random map: few-valued noise of assorted sizes (some rows span several
