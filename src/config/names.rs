@@ -84,6 +84,7 @@ names! {
         Spg = "spg",
         Bas = "bas",
         TsCam = "tscam",
+        Scm = "scm",
     }
 }
 
