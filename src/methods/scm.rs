@@ -20,9 +20,10 @@
 //! and the map is minmax(attention map) times the class's semantic map.
 //!
 //! Where the code differs from the paper's description, we follow the code: the
-//! similarity is taken between the K-channel class-score vectors of the conv head, not the
-//! transformer's patch tokens; the diffusion's inverse is a fixed number of Newton-Schulz
-//! steps (16 in the first layer, 4 after), not an exact inverse. Their `Fuse` builds the
+//! similarity is taken between the K-channel class-score vectors of the semantic maps (the
+//! conv head's output), where the abstract speaks of the patch tokens' similarities; the
+//! diffusion's inverse is a fixed number of Newton-Schulz steps (16 in the first layer, 4
+//! after), not an exact inverse. Their `Fuse` builds the
 //! Laplacian for a 14x14 grid only (the model runs at 224 alone); here it is built for the
 //! input's token grid, the same at 224. Their `_loss_rate` is read inside `torch.no_grad()`
 //! but through `.to(device)`, which returns the parameter itself, so it does train, and so
