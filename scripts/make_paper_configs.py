@@ -3,7 +3,10 @@
 (wsolevaluation) -- CUB, ILSVRC, OpenImages x VGG16, ResNet-50, Inception-v3 x CAM,
 HaS, ACoL, SPG, ADL, CutMix -- from one table, so the 54 files stay consistent; and BAS
 (Wu et al., CVPR 2022) on CUB and ILSVRC x VGG16, ResNet-50 with its authors' recipe
-(github.com/wpy1999/BAS; no Inception-v3: wsol has no layout of their Inception yet).
+(github.com/wpy1999/BAS; no Inception-v3: wsol has no layout of their Inception yet);
+and SCM (Bai et al., ECCV 2022) on CUB and ILSVRC x DeiT-S with its authors' recipe
+(github.com/164140757/SCM). (The TS-CAM configs, configs/*/deit_small_tscam.yaml, are
+written by hand.)
 
     python3 scripts/make_paper_configs.py            # rewrites configs/{cub,ilsvrc,openimages}/
 
@@ -207,6 +210,88 @@ def write_bas(root):
     return n
 
 
+# SCM, from 164140757/SCM (configs/<CUB|ILSVRC>/deit_scm_small_patch16_224.yaml, README):
+# key: (epochs, batch, lr, lr source, decay, decay note, CAM_THR, published top-1 loc, GT-known)
+SCM = {
+    "cub": (30, 16, "5e-05", "their README's CUB command --lr 5e-5", 30,
+            "LR_STEPS [30]: decays at 30, the last epoch", 0.1, "76.4", "96.6"),
+    "ilsvrc": (20, 512, "1e-06", "their README's ILSVRC command --lr 1e-6", 10,
+               "LR_STEPS [10, 12]: decays at 10, 12 and 20;\n#     step 10 with offset 1 decays at 10 and 20 only: wsol has no multi-step schedule",
+               0.12, "56.1", "68.8"),
+}
+
+SCM_TEMPLATE = """\
+# {title} x DeiT-Small x SCM, spatial calibration module (Bai et al., ECCV 2022)
+# The recipe of the authors' code, github.com/164140757/SCM:
+#   - network: lib/models/deit.py SCM, TS-CAM's (timm's DeiT-S, a 3x3 conv `head` on the
+#     patch tokens; the class token's attention to the patches, head-mean, summed over
+#     the 12 blocks) with 4 calibration layers (deit.py Encoder, graphFusion.py Fuse) that
+#     run in training only: the loss is the cross-entropy of the GAP of the calibrated
+#     semantic maps (tools_cam/train_cam.py); at inference logits = GAP of the semantic
+#     maps, map = min-max(attention map) x the class's semantic map. model.scm holds their
+#     defaults (num_layers 4, thred 0.5, loss_rate 1, 16 / 4 Newton-Schulz iterations,
+#     alpha 0.002). ImageNet weights deit_small_patch16_224-cd65a155.pth (their deit.py);
+#   - {epochs} epochs, batch {batch}, resize 256x256 -> random crop 224 -> flip, evaluation at
+#     224: configs/{ddir}/deit_scm_small_patch16_224.yaml and lib/datasets/{data_file}.py;
+#   - lr x0.1 when the 1-based epoch is a multiple of a step (lib/core/engine.py
+#     adjust_learning_rate_normal, {decay_note});
+#   - optimizer: timm's create_optimizer with their argparse defaults (lib/config/default.py):
+#     AdamW (betas 0.9/0.999, eps 1e-8), weight decay 0.05 without decay on biases, norms,
+#     the calibration scalars, pos_embed and cls_token (timm's filter_bias_and_bn),
+#     drop-path 0.1; lr {lr}: {lr_src}. Their yaml's SOLVER.START_LR and
+#     WEIGHT_DECAY are read by nothing. wsol has no drop-path yet: not their exact recipe;
+#   - their CAM_THR {thr} is eval.fixed_threshold (the `*_fixed` numbers; their
+#     test_cam.py sweeps thresholds 0.01 apart on the largest contour of a bilinear
+#     resize, wsol scores the protocol of Choe et al. 2020).
+# Published (their README's table, DeiT-S): top-1 loc {pub_top1}, GT-known loc {pub_gt}.
+# Data: scripts/prepare_{prep}.sh (see data/README.md). Weights: scripts/get_deit_weights.sh.
+# Run:  wsol train --config configs/{key}/deit_small_scm.yaml
+name: {key}_deit_small_scm
+seed: 26   # BASIC.SEED of their yaml
+device: cuda:0
+data:
+  format: wsol
+  metadata_root: data/metadata/{ddir}
+  image_root: data/{ddir}
+  num_classes: {classes}
+{class_names}  image_size: 224
+  resize_size: 256
+  hflip: true
+  batch_size: {batch}
+  workers: 8
+model:
+  backbone: deit_small
+  method: scm
+  pretrained: data/weights/deit_small_patch16_224-cd65a155.pth
+  scm: {{layers: 4, threshold: 0.5, loss_rate: 1.0, first_iterations: 16, iterations: 4, schulz_alpha: 0.002}}
+train:
+  epochs: {epochs}
+  optimizer: {{name: adamw, lr: {lr}, weight_decay: 0.05, betas: [0.9, 0.999], eps: 1.0e-8, new_layer_lr_mult: 1, filter_bias_and_bn: true}}
+  schedule: {{name: step, step_epochs: {decay}, step_offset: 1, gamma: 0.1, warmup_epochs: 0}}
+  select_by: maxboxacc_v2
+eval:
+  cam: cam
+  cam_curve_interval: 0.001
+  iou_thresholds: [30, 50, 70]
+  multi_contour: true
+  fixed_threshold: {thr}
+  checkpoint: last
+log: {{dir: experiments/runs, tensorboard: true, every_steps: 50, cam_images: 8}}
+"""
+
+
+def write_scm(root):
+    for key, (epochs, batch, lr, lr_src, decay, decay_note, thr, pub_top1, pub_gt) in SCM.items():
+        ddir, title, classes = DATASETS[key][:3]
+        text = SCM_TEMPLATE.format(
+            title=title, ddir=ddir, data_file={"cub": "cub", "ilsvrc": "imagenet"}[key], epochs=epochs, batch=batch,
+            lr=lr, lr_src=lr_src, decay=decay, decay_note=decay_note, thr=thr, pub_top1=pub_top1, pub_gt=pub_gt,
+            prep=PREPARE[key], key=key, classes=classes, class_names=CLASS_NAMES.get(key, ""))
+        with open(os.path.join(root, key, "deit_small_scm.yaml"), "w") as f:
+            f.write(text)
+    return len(SCM)
+
+
 def main():
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
     for key, (ddir, title, classes, epochs, decay, wd, select_by, schedule) in DATASETS.items():
@@ -221,7 +306,7 @@ def main():
                     **learning_rate(key, bb, method))
                 with open(os.path.join(root, key, f"{bb}_{method}.yaml"), "w") as f:
                     f.write(text)
-    print("wrote", 3 * len(BACKBONES) * len(METHODS) + write_bas(root), "configs")
+    print("wrote", 3 * len(BACKBONES) * len(METHODS) + write_bas(root) + write_scm(root), "configs")
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ fn recipe(cfg: &Config) -> Vec<Vec<String>> {
             ));
             rows.push(("model.bas.fg_weight", k.fg_weight.to_string(), fg, "wpy1999/BAS CUB train.py loss_2"));
         }
-        Method::Cam | Method::TsCam => {}
+        Method::Cam | Method::TsCam | Method::Scm => {}
     }
     rows.into_iter()
         .map(|(k, ours, theirs, src)| {

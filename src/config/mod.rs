@@ -114,6 +114,8 @@ pub struct ModelConfig {
     pub spg: SpgConfig,
     /// `method: bas` settings.
     pub bas: BasConfig,
+    /// `method: scm` settings.
+    pub scm: ScmConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,6 +223,41 @@ pub struct BasConfig {
     /// Channels of the classifier's two 3x3 convs; unset: 1024 on VGG16, ResNet-50 and
     /// Inception-v3 (theirs), the backbone's channels up to 1024 elsewhere.
     pub width: Option<usize>,
+}
+
+/// SCM's spatial calibration module (Bai et al., ECCV 2022; 164140757/SCM
+/// lib/models/deit.py `SCM`, `Encoder`, graphFusion.py `Fuse`); defaults are theirs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScmConfig {
+    /// Calibration layers stacked in training (their `num_layers`).
+    pub layers: usize,
+    /// Initial value of each layer's learned threshold `thred` (activations are divided by
+    /// it times the map's maximum before the tanh-shrink).
+    pub threshold: f64,
+    /// Initial value of each layer's learned `loss_rate`, the similarity's weight in the
+    /// diffusion matrix.
+    pub loss_rate: f64,
+    /// Newton-Schulz iterations of the first layer's matrix inverse (their `Encoder`
+    /// default).
+    pub first_iterations: usize,
+    /// Newton-Schulz iterations of the other layers' (their `fusion_cfg`).
+    pub iterations: usize,
+    /// The Newton-Schulz start, `alpha * X^T` (their `inverse_schulz` default).
+    pub schulz_alpha: f64,
+}
+
+impl Default for ScmConfig {
+    fn default() -> Self {
+        ScmConfig {
+            layers: 4,
+            threshold: 0.5,
+            loss_rate: 1.0,
+            first_iterations: 16,
+            iterations: 4,
+            schulz_alpha: 0.002,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,6 +442,7 @@ impl Default for ModelConfig {
             adl: AdlConfig::default(),
             spg: SpgConfig::default(),
             bas: BasConfig::default(),
+            scm: ScmConfig::default(),
         }
     }
 }
@@ -624,6 +662,15 @@ impl Config {
                 k <= self.data.num_classes,
                 format!("model.bas.top_k: expected <= data.num_classes ({}), got {k}", self.data.num_classes),
             );
+        }
+        let scm = &self.model.scm;
+        check(scm.layers >= 1, "model.scm.layers: expected >= 1".into());
+        for (key, v) in [("threshold", scm.threshold), ("loss_rate", scm.loss_rate), ("schulz_alpha", scm.schulz_alpha)]
+        {
+            check(v > 0.0 && v.is_finite(), format!("model.scm.{key}: expected > 0, got {v}"));
+        }
+        for (key, v) in [("first_iterations", scm.first_iterations), ("iterations", scm.iterations)] {
+            check(v >= 1, format!("model.scm.{key}: expected >= 1"));
         }
         let adl = &self.model.adl;
         for (key, v) in [("drop_rate", adl.drop_rate), ("drop_threshold", adl.drop_threshold)] {

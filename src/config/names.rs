@@ -92,6 +92,7 @@ names! {
         Spg = "spg",
         Bas = "bas",
         TsCam = "tscam",
+        Scm = "scm",
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `cutmix` (Yun et al. 2019) | [`cutmix`] | CAM | a box pasted from another image |
 //! | `bas` (Wu et al. 2022) | [`bas`] | conv classifier + foreground-map generator, erased pass | as loaded |
 //! | `tscam` (Gao et al. 2021) | [`tscam`] | DeiT + conv head on patch tokens, class-token attention | as loaded |
+//! | `scm` (Bai et al. 2022) | [`scm`] | TS-CAM + spatial calibration layers in training only | as loaded |
 //!
 //! Adding a method: one file here, one name in [`Method`], and the arms of the matches
 //! below (the compiler lists them).
@@ -23,6 +24,7 @@ pub mod cam;
 pub mod cutmix;
 
 pub mod has;
+pub mod scm;
 pub mod spg;
 pub mod tscam;
 
@@ -38,10 +40,12 @@ pub use cutmix::Mix;
 
 use crate::draws::{Draws, LayerDraws};
 
-/// Builds the configured model (backbone + the method's parts) under the root of `vb`.
 /// The methods with a layout on a transformer backbone (`deit_*`).
-pub const TRANSFORMER_METHODS: [Method; 4] = [Method::Cam, Method::Has, Method::CutMix, Method::TsCam];
+pub const TRANSFORMER_METHODS: [Method; 5] = [Method::Cam, Method::Has, Method::CutMix, Method::TsCam, Method::Scm];
+/// The methods that exist on a transformer backbone only.
+pub const TRANSFORMER_ONLY: [Method; 2] = [Method::TsCam, Method::Scm];
 
+/// Builds the configured model (backbone + the method's parts) under the root of `vb`.
 pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Box<dyn WsolModel>> {
     let method = cfg.method;
     let transformer = models::deit::dims(cfg.backbone).is_some();
@@ -53,10 +57,13 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
             names.join(", ")
         );
     }
-    if method == Method::TsCam && !transformer {
+    if TRANSFORMER_ONLY.contains(&method) && !transformer {
+        let others: Vec<&str> =
+            Method::ALL.iter().filter(|m| !TRANSFORMER_ONLY.contains(m)).map(|m| m.as_str()).collect();
         bail!(
-            "model.method: `tscam` needs a transformer backbone (deit_tiny, deit_small, vit_small), not `{}`",
-            cfg.backbone
+            "model.method: `{method}` needs a transformer backbone (deit_tiny, deit_small, vit_small), not `{}`; methods for CNN backbones: {}",
+            cfg.backbone,
+            others.join(", ")
         );
     }
     if cfg.backbone == Backbone::EfficientNetLite0 && matches!(method, Method::Adl | Method::Spg) {
@@ -78,7 +85,7 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         Method::Acol => Trunk::Acol,
         Method::Spg => Trunk::Spg,
         Method::Bas => Trunk::Bas,
-        Method::Cam | Method::Has | Method::CutMix | Method::Adl | Method::TsCam => Trunk::Standard,
+        Method::Cam | Method::Has | Method::CutMix | Method::Adl | Method::TsCam | Method::Scm => Trunk::Standard,
     };
     // What the layers inside the network draw (ADL, Inception's dropout); the model's
     // `begin_step` replaces it every step.
@@ -101,6 +108,7 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         Method::Spg => Box::new(spg::SpgHead::new(backbone, num_classes, &cfg.spg, draws, &vb)?),
         Method::Bas => Box::new(bas::BasHead::new(backbone, num_classes, cfg, &draws, &vb)?),
         Method::TsCam => Box::new(tscam::TsCamHead::new(backbone, num_classes, vb)?),
+        Method::Scm => Box::new(scm::ScmHead::new(backbone, num_classes, &cfg.scm, vb)?),
     })
 }
 
@@ -113,10 +121,11 @@ pub fn initialize(
     device: &candle_core::Device,
 ) -> Result<()> {
     if models::deit::dims(cfg.backbone).is_some() {
-        return models::deit::initialize(varmap, seed, device);
+        models::deit::initialize(varmap, seed, device)?;
     }
     match cfg.method {
         Method::Bas => bas::initialize(varmap, seed, device),
+        Method::Scm => scm::initialize(varmap, &cfg.scm, device),
         Method::Cam | Method::Acol | Method::Has | Method::CutMix | Method::Adl | Method::Spg | Method::TsCam => Ok(()),
     }
 }
@@ -149,7 +158,7 @@ pub fn transform_batch(
             let mix = draws.uniform() < cfg.cutmix.prob && cfg.cutmix.beta > 0.0;
             mix.then(|| cutmix::cutmix(images, labels, size, cfg.cutmix.beta, draws))
         }
-        Method::Cam | Method::Acol | Method::Spg | Method::Adl | Method::Bas | Method::TsCam => None,
+        Method::Cam | Method::Acol | Method::Spg | Method::Adl | Method::Bas | Method::TsCam | Method::Scm => None,
     }
 }
 
@@ -164,7 +173,7 @@ pub enum Knob {
 /// sweep's for every method).
 pub fn search_space(method: Method) -> &'static [(&'static str, Knob)] {
     match method {
-        Method::Cam | Method::TsCam => &[],
+        Method::Cam | Method::TsCam | Method::Scm => &[],
         Method::Acol => acol::SEARCH,
         Method::Has => has::SEARCH,
         Method::CutMix => cutmix::SEARCH,

@@ -41,10 +41,10 @@ fn every_config_loads_and_the_paper_grid_builds() {
         }
     }
     assert_eq!(
-        grid, 61,
-        "3 datasets x 3 backbones x 6 methods, BAS on CUB and ILSVRC x VGG16 and ResNet-50, and on CUB x Inception-v3, TS-CAM on CUB and ILSVRC x DeiT-S"
+        grid, 63,
+        "3 datasets x 3 backbones x 6 methods, BAS on CUB and ILSVRC x VGG16 and ResNet-50, and on CUB x Inception-v3, TS-CAM and SCM on CUB and ILSVRC x DeiT-S"
     );
-    assert_eq!(pairs.len(), 22);
+    assert_eq!(pairs.len(), 23);
     for ((backbone, head), model_cfg) in pairs {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);

@@ -33,6 +33,7 @@ mod per_image;
 mod pipeline_parity;
 mod preflight;
 mod provenance;
+mod scm;
 mod source_rules;
 mod tensorboard;
 mod training_parity;
