@@ -15,7 +15,7 @@
 //! (antialiased bicubic): any image size that is a multiple of 16 runs the same weights.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::Backbone as BackboneName;
 
@@ -57,6 +57,26 @@ impl LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         wsol_ops::rows::layer_norm(x, &self.weight, &self.bias, LN_EPS)
+    }
+}
+
+/// A linear layer as timm's (`weight` [out, in], `bias`), its bias added by wsol-ops'
+/// op (a one-pass bias gradient).
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    let l = candle_nn::linear(d_in, d_out, vb)?;
+    Ok(Linear { weight: l.weight().clone(), bias: l.bias().expect("a linear layer with a bias").clone() })
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, k) = x.dims3()?;
+        let y = x.reshape((b * t, k))?.matmul(&self.weight.t()?)?;
+        wsol_ops::rows::add_bias(&y, &self.bias)?.reshape((b, t, ()))
     }
 }
 
