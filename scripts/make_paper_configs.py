@@ -238,8 +238,9 @@ SCM_TEMPLATE = """\
 #   - optimizer: timm's create_optimizer with their argparse defaults (lib/config/default.py):
 #     AdamW (betas 0.9/0.999, eps 1e-8), weight decay 0.05 without decay on biases, norms,
 #     the calibration scalars, pos_embed and cls_token (timm's filter_bias_and_bn),
-#     drop-path 0.1; lr {lr}: {lr_src}. Their yaml's SOLVER.START_LR and
-#     WEIGHT_DECAY are read by nothing. wsol has no drop-path yet: not their exact recipe;
+#     drop-path 0.1 (--drop-path, drop_path_rate in tools_cam/train_cam.py: timm's
+#     linspace rule over the 12 blocks); lr {lr}: {lr_src}.
+#     Their yaml's SOLVER.START_LR and WEIGHT_DECAY are read by nothing;
 #   - their CAM_THR {thr} is eval.fixed_threshold (the `*_fixed` numbers; their
 #     test_cam.py sweeps thresholds 0.01 apart on the largest contour of a bilinear
 #     resize, wsol scores the protocol of Choe et al. 2020).
@@ -263,6 +264,7 @@ model:
   backbone: deit_small
   method: scm
   pretrained: data/weights/deit_small_patch16_224-cd65a155.pth
+  drop_path_rate: 0.1   # --drop-path of their lib/config/default.py
   scm: {{layers: 4, threshold: 0.5, loss_rate: 1.0, first_iterations: 16, iterations: 4, schulz_alpha: 0.002}}
 train:
   epochs: {epochs}

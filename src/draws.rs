@@ -1,9 +1,10 @@
 //! Where a training step's random choices come from: HaS's hidden patches, CutMix's box,
-//! partner and mixing ratio, ADL's choice of map, Inception's dropout masks. `wsol train` draws from generators
-//! seeded by (run seed, step), so a resumed run draws what the uninterrupted one would;
-//! a replay of another implementation's run hands over the values that run drew, in the
-//! order it drew them (tests/cli/training_parity.rs replays wsolevaluation's). The
-//! methods ask in wsolevaluation's order, so one recorded list serves both.
+//! partner and mixing ratio, ADL's choice of map, Inception's dropout masks, DeiT's
+//! drop-path masks. `wsol train` draws from generators seeded by (run seed, step), so a
+//! resumed run draws what the uninterrupted one would; a replay of another
+//! implementation's run hands over the values that run drew, in the order it drew them
+//! (tests/cli/training_parity.rs replays wsolevaluation's). The methods ask in
+//! wsolevaluation's order, so one recorded list serves both.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -102,6 +102,10 @@ pub struct ModelConfig {
     pub large_feature_map: bool,
     /// Batch norm always uses (and never updates) its running statistics.
     pub freeze_bn: bool,
+    /// Stochastic depth of a transformer backbone (timm's `drop_path_rate`): block i of
+    /// D drops its residual branches per sample with probability rate * i / (D - 1), in
+    /// training only.
+    pub drop_path_rate: f64,
     /// `head: acol` settings.
     pub acol: AcolConfig,
     /// `head: has` (Hide-and-Seek) settings.
@@ -436,6 +440,7 @@ impl Default for ModelConfig {
             pretrained_classifier: false,
             large_feature_map: false,
             freeze_bn: false,
+            drop_path_rate: 0.0,
             acol: AcolConfig::default(),
             has: HasConfig::default(),
             cutmix: CutMixConfig::default(),
@@ -629,6 +634,18 @@ impl Config {
             // Its size and class count are the generator's to check (data::synth::generate).
         }
         check(self.model.width >= 1, "model.width: expected >= 1".into());
+        let rate = self.model.drop_path_rate;
+        check((0.0..1.0).contains(&rate), format!("model.drop_path_rate: expected in [0, 1), got {rate}"));
+        // A transformer-only method on a CNN is refused by model.method (methods::build),
+        // the root cause, before this could be.
+        let transformer_method = matches!(self.model.method, Method::TsCam | Method::Scm);
+        check(
+            rate == 0.0 || self.model.backbone.is_transformer() || transformer_method,
+            format!(
+                "model.drop_path_rate: drop path is for the transformer backbones (deit_tiny, deit_small, vit_small), not `{}`; set it to 0",
+                self.model.backbone
+            ),
+        );
         if self.model.backbone.is_transformer() {
             check(
                 d.image_size.is_multiple_of(16),

@@ -87,8 +87,8 @@ pub fn build(cfg: &ModelConfig, num_classes: usize, vb: VarBuilder) -> Result<Bo
         Method::Bas => Trunk::Bas,
         Method::Cam | Method::Has | Method::CutMix | Method::Adl | Method::TsCam | Method::Scm => Trunk::Standard,
     };
-    // What the layers inside the network draw (ADL, Inception's dropout); the model's
-    // `begin_step` replaces it every step.
+    // What the layers inside the network draw (ADL, Inception's dropout, DeiT's drop
+    // path); the model's `begin_step` replaces it every step.
     let draws = LayerDraws::default();
     let inserted: Option<Arc<dyn InsertedLayer>> = match method {
         Method::Adl => Some(Arc::new(adl::Adl::new(&cfg.adl, draws.clone()))),

@@ -152,7 +152,7 @@ impl WsolModel for ScmHead {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
         // In training the loss reaches the attention through the calibration: the
         // attention probabilities must carry gradients.
-        let tokens = self.deit().forward_tokens_with(x, train)?;
+        let tokens = self.deit().forward_tokens_with(x, train, train)?;
         let features = Deit::grid(&tokens.tokens)?;
         let mut maps = self.head.forward(&features)?;
         let (b, _, h, w) = features.dims4()?;
@@ -188,6 +188,11 @@ impl WsolModel for ScmHead {
 
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor> {
         self.head.forward(features)?.mean(D::Minus1)?.mean(D::Minus1)
+    }
+
+    /// The step's draws for the transformer's drop path.
+    fn begin_step(&self, draws: Box<dyn crate::draws::Draws>) {
+        self.deit().begin_step(draws);
     }
 }
 

@@ -46,8 +46,8 @@ pub fn agnostic_map(attention: &[Tensor], h: usize, w: usize) -> candle_core::Re
 
 impl WsolModel for TsCamHead {
     /// `class_maps` are the semantic-aware maps [B, K, h, w]; `aux[0]` the agnostic map.
-    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Output> {
-        let tokens = self.deit().forward_tokens(x)?;
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
+        let tokens = self.deit().forward_tokens_with(x, false, train)?;
         let features = Deit::grid(&tokens.tokens)?;
         let maps = self.head.forward(&features)?;
         let logits = maps.mean(D::Minus1)?.mean(D::Minus1)?;
@@ -76,5 +76,10 @@ impl WsolModel for TsCamHead {
 
     fn logits_from_features(&self, features: &Tensor) -> candle_core::Result<Tensor> {
         self.head.forward(features)?.mean(D::Minus1)?.mean(D::Minus1)
+    }
+
+    /// The step's draws for the transformer's drop path.
+    fn begin_step(&self, draws: Box<dyn crate::draws::Draws>) {
+        self.deit().begin_step(draws);
     }
 }

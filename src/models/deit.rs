@@ -13,11 +13,15 @@
 //! for TS-CAM and attention rollout. `pos_embed` keeps the 14x14 grid of the weights and is
 //! resampled to the input's grid at each forward pass, as timm's `dynamic_img_size`
 //! (antialiased bicubic): any image size that is a multiple of 16 runs the same weights.
+//!
+//! In training, `model.drop_path_rate` adds timm's stochastic depth ([`DropPath`]): each
+//! residual branch of block i is dropped per sample with probability rate * i / (depth - 1).
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::Backbone as BackboneName;
+use crate::draws::LayerDraws;
 
 pub const PATCH: usize = 16;
 /// The grid the weights are made for (224 / 16).
@@ -123,12 +127,79 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, attention_grads: bool) -> candle_core::Result<(Tensor, Tensor)> {
-        let (a, attn) = self.attn.forward(&self.norm1.forward(x)?, attention_grads)?;
+    /// `x += attn(norm1(x)); x += mlp(norm2(x))`, each branch through `drop` when given.
+    fn forward(
+        &self,
+        x: &Tensor,
+        attention_grads: bool,
+        drop: Option<&BlockDrop>,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let (mut a, attn) = self.attn.forward(&self.norm1.forward(x)?, attention_grads)?;
+        if let Some(d) = drop {
+            a = drop_branch(&a, &d.keep_attn, d.p)?;
+        }
         let x = (x + a)?;
-        let mlp = self.fc2.forward(&wsol_ops::rows::gelu_erf(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
+        let mut mlp = self.fc2.forward(&wsol_ops::rows::gelu_erf(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
+        if let Some(d) = drop {
+            mlp = drop_branch(&mlp, &d.keep_mlp, d.p)?;
+        }
         Ok(((x + mlp)?, attn))
     }
+}
+
+/// Stochastic depth (Huang et al. 2016) as timm's `DropPath`: in training, each residual
+/// branch of block i drops each sample with probability `rates[i]`, the kept ones scaled
+/// by 1 / (1 - p) (`scale_by_keep`); the two branches of a block draw independently.
+///
+/// The masks come from the network's layer draws, which the trainer replaces before each
+/// step with a stream keyed by (run seed, global step) ([`crate::draws::StepDraws`]), read
+/// in a fixed order (block, then attention before MLP, then sample): the same config and
+/// seed draw the same masks on every run and on `--resume`, as Inception's dropout and
+/// ADL do, without a generator whose state would have to be checkpointed. (Data-parallel
+/// ranks read the same stream, each for its own shard, as those layers do.)
+struct DropPath {
+    rates: Vec<f64>,
+    draws: LayerDraws,
+}
+
+impl DropPath {
+    /// Block `i`'s masks for a batch of `b`; None where its rate is 0 (timm's Identity,
+    /// which draws nothing).
+    fn draw(&self, i: usize, b: usize) -> Option<BlockDrop> {
+        let p = self.rates[i];
+        (p > 0.0).then(|| {
+            // Attention's mask first, then the MLP's: the order timm applies them.
+            let keep_attn = self.draws.keep_mask(b, 1.0 - p);
+            BlockDrop { p, keep_attn, keep_mlp: self.draws.keep_mask(b, 1.0 - p) }
+        })
+    }
+}
+
+/// One block's masks for one forward pass (true: the sample's branch is kept).
+struct BlockDrop {
+    p: f64,
+    keep_attn: Vec<bool>,
+    keep_mlp: Vec<bool>,
+}
+
+/// timm's stochastic depth decay rule, `torch.linspace(0, rate, depth)`: block i drops
+/// with probability rate * i / (depth - 1), the first block never.
+pub fn drop_path_rates(rate: f64, depth: usize) -> Vec<f64> {
+    (0..depth).map(|i| if depth > 1 { rate * i as f64 / (depth - 1) as f64 } else { 0.0 }).collect()
+}
+
+/// A residual branch [B, ...] after drop path: sample b times keep[b] / (1 - p).
+pub fn drop_branch(branch: &Tensor, keep: &[bool], p: f64) -> candle_core::Result<Tensor> {
+    let b = branch.dim(0)?;
+    if keep.len() != b {
+        candle_core::bail!("drop path: a mask of {} samples for a batch of {b}", keep.len());
+    }
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let mut shape = vec![1; branch.rank()];
+    shape[0] = b;
+    let mask: Vec<f32> = keep.iter().map(|&k| if k { scale } else { 0.0 }).collect();
+    let mask = Tensor::from_vec(mask, shape, branch.device())?.to_dtype(branch.dtype())?;
+    branch.broadcast_mul(&mask)
 }
 
 pub struct Deit {
@@ -141,6 +212,8 @@ pub struct Deit {
     blocks: Vec<Block>,
     norm: LayerNorm,
     dim: usize,
+    /// None when `model.drop_path_rate` is 0.
+    drop_path: Option<DropPath>,
 }
 
 /// Token sequences of one forward pass.
@@ -152,7 +225,13 @@ pub struct Tokens {
 }
 
 impl Deit {
-    pub fn new(name: BackboneName, vb: VarBuilder) -> candle_core::Result<Self> {
+    /// `drop_path_rate` as timm's (see [`drop_path_rates`]); its masks come from `draws`.
+    pub fn new(
+        name: BackboneName,
+        drop_path_rate: f64,
+        draws: &LayerDraws,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let (dim, depth, heads) = dims(name).expect("a DeiT name");
         let patch_weight =
             vb.get((dim, 3, PATCH, PATCH), "patch_embed.proj.weight")?.reshape((dim, 3 * PATCH * PATCH))?;
@@ -166,7 +245,17 @@ impl Deit {
             blocks,
             norm: LayerNorm::new(dim, vb.pp("norm"))?,
             dim,
+            drop_path: (drop_path_rate > 0.0)
+                .then(|| DropPath { rates: drop_path_rates(drop_path_rate, depth), draws: draws.clone() }),
         })
+    }
+
+    /// Hands the step's layer draws to drop path (the heads built on a DeiT call it from
+    /// their `begin_step`).
+    pub fn begin_step(&self, draws: Box<dyn crate::draws::Draws>) {
+        if let Some(d) = &self.drop_path {
+            d.draws.set(draws);
+        }
     }
 
     pub fn depth(&self) -> usize {
@@ -208,33 +297,38 @@ impl Deit {
         Tensor::cat(&[&cls, &g], 1)
     }
 
-    /// Runs blocks `range` on token sequence `x`, keeping each block's attention.
+    /// Runs blocks `range` on token sequence `x`, keeping each block's attention; drop path
+    /// only when `train`.
     fn run_blocks(
         &self,
         mut x: Tensor,
         range: std::ops::Range<usize>,
         attention: &mut Vec<Tensor>,
         attention_grads: bool,
+        train: bool,
     ) -> candle_core::Result<Tensor> {
-        for block in &self.blocks[range] {
-            let (y, attn) = block.forward(&x, attention_grads)?;
+        let b = x.dim(0)?;
+        for (i, block) in range.clone().zip(&self.blocks[range]) {
+            let drop = self.drop_path.as_ref().filter(|_| train).and_then(|d| d.draw(i, b));
+            let (y, attn) = block.forward(&x, attention_grads, drop.as_ref())?;
             attention.push(attn);
             x = y;
         }
         Ok(x)
     }
 
-    /// The whole forward pass as token sequences; the attention probabilities carry no
-    /// gradient (the fused attention keeps less for the backward pass).
+    /// The whole forward pass as token sequences, without drop path (evaluation); the
+    /// attention probabilities carry no gradient (the fused attention keeps less for the
+    /// backward pass).
     pub fn forward_tokens(&self, x: &Tensor) -> candle_core::Result<Tokens> {
-        self.forward_tokens_with(x, false)
+        self.forward_tokens_with(x, false, false)
     }
 
     /// The same, with gradients through the attention probabilities when
-    /// `attention_grads` (for a loss that reads them).
-    pub fn forward_tokens_with(&self, x: &Tensor, attention_grads: bool) -> candle_core::Result<Tokens> {
+    /// `attention_grads` (for a loss that reads them), and drop path when `train`.
+    pub fn forward_tokens_with(&self, x: &Tensor, attention_grads: bool, train: bool) -> candle_core::Result<Tokens> {
         let mut attention = Vec::with_capacity(self.blocks.len());
-        let x = self.run_blocks(self.embed(x)?, 0..self.blocks.len(), &mut attention, attention_grads)?;
+        let x = self.run_blocks(self.embed(x)?, 0..self.blocks.len(), &mut attention, attention_grads, train)?;
         Ok(Tokens { tokens: self.norm.forward(&x)?, attention })
     }
 
@@ -250,8 +344,8 @@ impl Deit {
 }
 
 impl super::Backbone for Deit {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
-        Deit::grid(&self.forward_tokens(x)?.tokens)
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Deit::grid(&self.forward_tokens_with(x, false, train)?.tokens)
     }
 
     fn out_channels(&self) -> usize {
@@ -265,7 +359,7 @@ impl super::Backbone for Deit {
 
     /// Layer `k`'s output as tokens [B, 1 + N, C].
     fn forward_to(&self, x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
-        let x = self.run_blocks(self.embed(x)?, 0..k.min(self.blocks.len() - 1) + 1, &mut Vec::new(), false)?;
+        let x = self.run_blocks(self.embed(x)?, 0..k.min(self.blocks.len() - 1) + 1, &mut Vec::new(), false, false)?;
         if k == self.blocks.len() {
             self.norm.forward(&x)
         } else {
@@ -275,7 +369,13 @@ impl super::Backbone for Deit {
 
     fn forward_from(&self, a: &Tensor, k: usize) -> candle_core::Result<Tensor> {
         let x = if k < self.blocks.len() {
-            self.norm.forward(&self.run_blocks(a.clone(), k + 1..self.blocks.len(), &mut Vec::new(), false)?)?
+            self.norm.forward(&self.run_blocks(
+                a.clone(),
+                k + 1..self.blocks.len(),
+                &mut Vec::new(),
+                false,
+                false,
+            )?)?
         } else {
             a.clone()
         };
@@ -375,4 +475,102 @@ pub fn initialize(varmap: &candle_nn::VarMap, seed: u64, device: &candle_core::D
         var.set(&Tensor::from_vec(values, dims, device)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    use super::*;
+    use crate::draws::StepDraws;
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    #[test]
+    fn drop_path_rates_follow_timms_linspace() {
+        let r = drop_path_rates(0.1, 12);
+        assert_eq!((r.len(), r[0], r[11]), (12, 0.0, 0.1));
+        for (i, v) in r.iter().enumerate() {
+            assert!((v - 0.1 * i as f64 / 11.0).abs() < 1e-15);
+        }
+        assert_eq!(drop_path_rates(0.3, 1), vec![0.0]);
+    }
+
+    #[test]
+    fn a_dropped_branch_is_zero_and_a_kept_one_scaled_by_one_over_keep() {
+        let branch = Tensor::new(&[[[1f32, 2.0]], [[3.0, 4.0]], [[-1.0, 0.5]]], &Device::Cpu).unwrap();
+        let out = drop_branch(&branch, &[true, false, true], 0.2).unwrap().to_vec3::<f32>().unwrap();
+        assert_eq!(out, vec![vec![vec![1.25, 2.5]], vec![vec![0.0, 0.0]], vec![vec![-1.25, 0.625]]]);
+        assert!(drop_branch(&branch, &[true], 0.2).is_err());
+    }
+
+    #[test]
+    fn masks_drop_at_each_blocks_rate_independently_per_branch() {
+        let draws = LayerDraws::default();
+        draws.set(StepDraws::seeded(4, 9).layers);
+        let dp = DropPath { rates: drop_path_rates(0.5, 12), draws };
+        assert!(dp.draw(0, 8).is_none(), "the first block never drops");
+        let n = 20_000;
+        for i in [3, 11] {
+            let d = dp.draw(i, n).unwrap();
+            let p = 0.5 * i as f64 / 11.0;
+            let dropped = |m: &[bool]| m.iter().filter(|&&k| !k).count() as f64 / n as f64;
+            let both = d.keep_attn.iter().zip(&d.keep_mlp).filter(|(a, m)| !**a && !**m).count() as f64 / n as f64;
+            assert_eq!(d.p, p);
+            assert!((dropped(&d.keep_attn) - p).abs() < 0.015, "block {i}: {}", dropped(&d.keep_attn));
+            assert!((dropped(&d.keep_mlp) - p).abs() < 0.015, "block {i}: {}", dropped(&d.keep_mlp));
+            // Two independent draws: both dropped about p^2 of the time.
+            assert!((both - p * p).abs() < 0.015, "block {i}: {both}");
+        }
+    }
+
+    /// deit_tiny at 32 px with drop path 0.5: the same step's draws give the same output,
+    /// another step's another; evaluation never drops.
+    #[test]
+    fn drop_path_is_keyed_by_the_step_and_off_in_evaluation() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let draws = LayerDraws::default();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let deit = Deit::new(BackboneName::DeitTiny, 0.5, &draws, vb.clone()).unwrap();
+        let plain = Deit::new(BackboneName::DeitTiny, 0.0, &LayerDraws::default(), vb).unwrap();
+        crate::models::init::initialize(&varmap, 1, &dev).unwrap();
+        initialize(&varmap, 1, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &dev).unwrap();
+        let train = |step| {
+            deit.begin_step(StepDraws::seeded(7, step).layers);
+            deit.forward_tokens_with(&x, false, true).unwrap().tokens
+        };
+        let (a, again, other) = (train(3), train(3), train(4));
+        assert_eq!(max_abs_diff(&a, &again), 0.0);
+        assert!(max_abs_diff(&a, &other) > 1e-6, "another step, other masks");
+        let reference = plain.forward_tokens(&x).unwrap().tokens;
+        assert!(max_abs_diff(&a, &reference) > 1e-6, "training drops");
+        assert_eq!(max_abs_diff(&deit.forward_tokens(&x).unwrap().tokens, &reference), 0.0);
+        let features = super::super::Backbone::forward_t(&deit, &x, false).unwrap();
+        assert_eq!(max_abs_diff(&features, &Deit::grid(&reference).unwrap()), 0.0);
+    }
+
+    /// timm's `Block` with `drop_path=0.4` in training (scripts/make_drop_path_fixture.py:
+    /// its own masks, read back) against ours given the same masks.
+    #[test]
+    fn a_block_with_timms_masks_matches_timm() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/drop_path");
+        let dev = Device::Cpu;
+        let read = |name: &str| Tensor::read_npy(dir.join(name)).unwrap();
+        let mask = |name: &str| read(name).to_vec1::<f32>().unwrap().iter().map(|&v| v == 1.0).collect::<Vec<_>>();
+        let weights = candle_core::safetensors::load(dir.join("block.safetensors"), &dev).unwrap();
+        let block = Block::new(8, 2, VarBuilder::from_tensors(weights, DType::F32, &dev)).unwrap();
+        let p = read("p.npy").to_vec1::<f32>().unwrap()[0] as f64;
+        let drop = BlockDrop { p, keep_attn: mask("keep_attn.npy"), keep_mlp: mask("keep_mlp.npy") };
+        assert!(drop.keep_attn.contains(&false) && drop.keep_mlp.contains(&false));
+        let (y, _) = block.forward(&read("x.npy"), false, Some(&drop)).unwrap();
+        let d = max_abs_diff(&y, &read("y.npy"));
+        assert!(d < 1e-5, "max |ours - timm| = {d}");
+    }
 }

@@ -17,6 +17,7 @@ mod cub;
 mod deit;
 mod digits;
 mod distributed;
+mod drop_path;
 mod end_to_end;
 mod errors;
 mod eval_cams;
