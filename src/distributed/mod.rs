@@ -24,8 +24,13 @@ pub trait Collective {
     fn engine(&self) -> &'static str;
     /// Element-wise sum over the ranks, in place, on every rank.
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+    /// [`Collective::all_reduce_sum_f32`] in f64 (batch-norm statistics across ranks).
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Element-wise sum of counts: exact, so sharded metrics equal unsharded ones.
     fn all_reduce_sum_u64(&self, buf: &mut [u64]) -> Result<()>;
+    /// Every rank's bytes (any length) to rank 0, in rank order: `Some` there, `None`
+    /// on the others.
+    fn gather_bytes(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>>;
     /// Rank 0's values into every rank's `buf` (same length everywhere).
     fn broadcast_f32(&self, buf: &mut [f32]) -> Result<()>;
     fn broadcast_u64(&self, buf: &mut [u64]) -> Result<()>;
@@ -63,8 +68,14 @@ impl Collective for Local {
     fn all_reduce_sum_f32(&self, _: &mut [f32]) -> Result<()> {
         Ok(())
     }
+    fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
     fn all_reduce_sum_u64(&self, _: &mut [u64]) -> Result<()> {
         Ok(())
+    }
+    fn gather_bytes(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        Ok(Some(vec![mine.to_vec()]))
     }
     fn broadcast_f32(&self, _: &mut [f32]) -> Result<()> {
         Ok(())

@@ -18,7 +18,7 @@ use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, ClassNames, Dataset, LoaderConfig, TransformConfig};
 use crate::distributed::{self, Collective, Local};
 use crate::draws::StepDraws;
-use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
+use crate::evaluate::{self, EvalOutputs, EvalResult};
 use crate::report::hparams as hp;
 use crate::report::provenance::Provenance;
 use crate::report::tensorboard::{self, box_accuracy_scalars};
@@ -283,6 +283,7 @@ impl<'a> Trainer<'a> {
             skip_batches: partial.batches_done,
             skip_bad: cfg.data.skip_bad_images,
             shard: (self.dist.rank(), self.dist.world()),
+            whole_batches: false,
         };
         progress.inc(partial.batches_done as u64);
         let mut sums = EpochSums {
@@ -578,9 +579,10 @@ impl<'a> Trainer<'a> {
         let net = self.model.inference_net(cfg)?;
         let outputs = EvalOutputs { per_image: true, faithfulness: true, ..EvalOutputs::default() };
         let test_ds = self.test_ds.clone();
-        // Every rank scores the whole split (rank 0 writes it): per-image rows and
-        // faithfulness need every image in one place, and the ranks would wait anyway.
-        let result = evaluate(net.as_ref(), self.extractor.as_ref(), test_ds, cfg, &self.device, &tp, outputs)?;
+        // Sharded like validation; rank 0 receives the per-image rows and faithfulness
+        // values and writes what one process writes.
+        let (ex, dev) = (self.extractor.as_ref(), &self.device);
+        let result = evaluate::evaluate_sharded(net.as_ref(), ex, test_ds, cfg, dev, &tp, outputs, self.dist)?;
         tp.finish();
         if !self.dist.is_root() {
             return Ok((self.run_dir, result));

@@ -152,6 +152,81 @@ fn distributed_sharded_validation_equals_one_process_exactly() {
     assert!(log.contains(&want), "expected `{want}` in:\n{log}");
 }
 
+/// Every file of an evaluation directory (recursively), as bytes, by relative path.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `wsol eval` under `mpirun -np 2` shares the split by whole batches (3 batches of 8:
+/// rank 1 gets one, and nothing in the last round) and rank 0 writes, byte for byte,
+/// the files one process writes: metrics.json (faithfulness included), per_image.csv,
+/// curve.csv and every map of `--save-cams`. The final test of a two-rank training run
+/// is the same sharded evaluation: its metrics.json and per_image.csv are also the
+/// single process's evaluation of the checkpoint.
+#[test]
+fn distributed_eval_writes_what_one_process_writes_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(mpi) = mpirun(dir) else { return };
+    let c = setup(dir, 32);
+    let faith = ["--set", "eval.faithfulness=[avg_drop, deletion]", "--set", "eval.faithfulness_steps=4"];
+    let mut args = vec!["train", "--config", &c, "--set", "train.epochs=1", "--out", "run", "--quiet"];
+    args.extend(SETS);
+    args.extend(faith);
+    let trained = ranks(mpi, 2, &args);
+    assert!(trained.status.success(), "{}", text(&trained.stderr));
+    let ckpt = dir.join("run/checkpoints/last.safetensors");
+    let mut eval = vec!["eval", "--config", &c, "--checkpoint", ckpt.to_str().unwrap(), "--quiet"];
+    eval.extend(SETS);
+    eval.extend(faith);
+    let cut = ["--set", "data.batch_size=8", "--set", "log.tensorboard=false"];
+    let mut one = [eval.clone(), cut.to_vec(), vec!["--out", "one/eval", "--save-cams", "one/cams"]].concat();
+    let single = Command::new(WSOL).args(&one).env("RAYON_NUM_THREADS", "1").current_dir(dir).output().unwrap();
+    assert!(single.status.success(), "{}", text(&single.stderr));
+    one.truncate(one.len() - 4);
+    let two = [one.clone(), vec!["--out", "two/eval", "--save-cams", "two/cams"]].concat();
+    let out = ranks(mpirun(dir).unwrap(), 2, &two);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout).matches("maxboxacc_v2").count(), 1, "rank 0 alone prints the table");
+    let (a, b) = (files(&dir.join("one")), files(&dir.join("two")));
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    assert_eq!(a.iter().filter(|(n, _)| n.ends_with(".npy")).count(), 24, "{:?}", names(&a));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs:\none process:\n{}\ntwo ranks:\n{}", text(x), text(y));
+    }
+    let metrics = read_json(&dir.join("two/eval/metrics.json"));
+    assert_eq!(metrics["num_images"], 24);
+    assert!(metrics["avg_drop"].is_f64() && metrics["deletion_auc"].is_f64(), "{metrics}");
+
+    // The training run's own final test (batches of 16), against one process's.
+    let whole = [eval.clone(), vec!["--out", "whole"]].concat();
+    let single = Command::new(WSOL).args(&whole).env("RAYON_NUM_THREADS", "1").current_dir(dir).output().unwrap();
+    assert!(single.status.success(), "{}", text(&single.stderr));
+    let strip = |mut v: serde_json::Value| {
+        let o = v.as_object_mut().unwrap();
+        o.remove("provenance");
+        o.remove("checkpoint");
+        v
+    };
+    assert_eq!(strip(read_json(&dir.join("run/metrics.json"))), strip(read_json(&dir.join("whole/metrics.json"))));
+    let rows = |d: &str| std::fs::read(dir.join(d).join("per_image.csv")).unwrap();
+    assert!(rows("run") == rows("whole"), "per_image.csv of the training run differs");
+}
+
 #[test]
 fn distributed_bad_launches_fail_on_every_rank() {
     let tmp = tempfile::tempdir().unwrap();
