@@ -239,6 +239,25 @@ pub fn broadcast_params(c: &dyn Collective, params: &[(String, Var)]) -> Result<
     Ok(())
 }
 
+/// Batch-norm statistics summed over the ranks of a communicator (wsol-ops'
+/// synchronized batch norm).
+struct BnStats<'a>(&'a dyn Collective);
+
+impl wsol_ops::batch_norm::StatsReducer for BnStats<'_> {
+    fn sum(&self, buf: &mut [f64]) -> candle_core::Result<()> {
+        self.0.all_reduce_sum_f64(buf).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    }
+}
+
+/// Runs `f` with training-mode batch norm synchronized over `dist`'s ranks (`None`: per
+/// process, unchanged).
+pub fn synced_bn<R>(dist: Option<&dyn Collective>, f: impl FnOnce() -> R) -> R {
+    match dist {
+        Some(c) => wsol_ops::batch_norm::with_synced_stats(&BnStats(c), f),
+        None => f(),
+    }
+}
+
 /// Elements per all-reduce call: a few large calls per step (latency amortized), each
 /// small enough that the extra copy stays a few tens of MB.
 const BUCKET_ELEMS: usize = 4 << 20;

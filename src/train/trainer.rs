@@ -355,6 +355,7 @@ impl<'a> Trainer<'a> {
             false,
             histograms,
             dist,
+            cfg.train.sync_bn,
         )?;
         let n = r.seen;
         sums.step_time += started.elapsed();
@@ -612,7 +613,7 @@ impl<'a> Trainer<'a> {
 }
 
 /// What a distributed run needs of its config: a global batch that the ranks share
-/// equally, batch-norm statistics that are per rank (sync_bn is not implemented).
+/// equally; synchronized batch norm on the CPU, where its fused op runs.
 fn check_distributed(cfg: &Config, world: usize) -> Result<()> {
     if world == 1 {
         return Ok(());
@@ -624,9 +625,10 @@ fn check_distributed(cfg: &Config, world: usize) -> Result<()> {
             b.div_ceil(world) * world
         );
     }
-    if cfg.train.sync_bn {
+    if cfg.train.sync_bn && cfg.device != "cpu" {
         bail!(
-            "train.sync_bn: true is not implemented (batch-norm statistics stay per rank, as PyTorch DDP's default); set it to false, or model.freeze_bn: true for results independent of the rank count"
+            "train.sync_bn: true runs on the CPU only (the MPI engine's device), but device is `{}`; set device: cpu or train.sync_bn: false",
+            cfg.device
         );
     }
     Ok(())

@@ -119,6 +119,66 @@ fn distributed_two_ranks_train_as_one_process_with_the_global_batch() {
     eprintln!("largest relative weight difference after 12 steps: {worst:e}");
 }
 
+/// `train.sync_bn: true`: batch-norm statistics over the global batch, so two ranks train
+/// the batch-norm net (`tiny`, statistics not frozen) as one process with the global batch
+/// does, running statistics included; one process with it is the plain path, bit for bit.
+#[test]
+fn distributed_sync_bn_trains_as_one_process_with_the_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = setup(dir, 64);
+    let mut args = vec!["train", "--config", &c, "--set", "train.epochs=2", "--quiet"];
+    args.extend(&SETS[2..]);
+    args.extend(["--set", "model.freeze_bn=false", "--set", "train.sync_bn=true"]);
+    let alone = |out: &str, sync: &str| {
+        let a = [args.clone(), vec!["--set", sync, "--out", out]].concat();
+        let o = Command::new(WSOL).args(&a).env("RAYON_NUM_THREADS", "1").current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    alone("one", "train.sync_bn=true");
+    alone("plain", "train.sync_bn=false");
+    assert_eq!(weights(&dir.join("one")), weights(&dir.join("plain")), "one process: sync_bn changes nothing");
+    let Some(mpi) = mpirun(dir) else { return };
+    let out = ranks(mpi, 2, &[args.clone(), vec!["--out", "two"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (a, b) = (epoch_losses(&dir.join("one")), epoch_losses(&dir.join("two")));
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 2e-4, "epoch losses differ: one process {a:?}, two ranks {b:?}");
+    }
+    let (wa, wb) = (weights(&dir.join("one")), weights(&dir.join("two")));
+    assert!(wa.iter().any(|w| w.0.ends_with("running_var")), "a net with batch norm");
+    let mut worst = (0f32, String::new());
+    for ((name, x), (_, y)) in wa.iter().zip(&wb) {
+        for (p, q) in x.iter().zip(y) {
+            let d = (p - q).abs() / (1.0 + p.abs());
+            assert!(d < 1e-4, "{name}: one process {p}, two ranks {q}");
+            if d > worst.0 {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    eprintln!(
+        "sync_bn: largest relative weight difference after 8 steps: {:e} ({}); losses {a:?} vs {b:?}",
+        worst.0, worst.1
+    );
+    // Without it, per-rank statistics move the run away from the single process's.
+    let per_rank = ranks(
+        mpirun(dir).unwrap(),
+        2,
+        &[args.clone(), vec!["--set", "train.sync_bn=false", "--out", "apart"]].concat(),
+    );
+    assert!(per_rank.status.success(), "{}", text(&per_rank.stderr));
+    let apart = weights(&dir.join("apart"));
+    let moved = wa
+        .iter()
+        .zip(&apart)
+        .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs() / (1.0 + p.abs())));
+    let moved = moved.fold(0f32, f32::max);
+    eprintln!("per-rank statistics: largest relative weight difference {moved:e}");
+    assert!(moved > 10.0 * worst.0, "per-rank {moved:e} vs synchronized {:e}", worst.0);
+}
+
 /// Validation is sharded over the ranks and its counts summed: the score `best` was picked
 /// by equals, bit for bit, one process's evaluation of the same weights.
 #[test]
@@ -248,9 +308,9 @@ fn distributed_bad_launches_fail_on_every_rank() {
     args.extend(["--set", "data.batch_size=15", "--out", "odd"]);
     fails_on_both(ranks(mpirun(dir).unwrap(), 2, &args), "data.batch_size");
     assert!(!dir.join("odd").exists(), "nothing is written before the checks");
-    // Batch-norm statistics across ranks are not implemented.
+    // Synchronized batch norm on a device the MPI engine does not serve.
     let mut args = base.to_vec();
-    args.extend(["--set", "train.sync_bn=true", "--out", "sync"]);
+    args.extend(["--set", "train.sync_bn=true", "--set", "device=cuda:0", "--out", "sync"]);
     fails_on_both(ranks(mpirun(dir).unwrap(), 2, &args), "train.sync_bn");
     // Ranks started with different configs (MPMD launch).
     let mut cmd = mpirun(dir).unwrap();
