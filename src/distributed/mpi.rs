@@ -3,7 +3,8 @@
 //!
 //! Errors: MPI's default handler (`MPI_ERRORS_ARE_FATAL`) ends the whole job on a failed
 //! call, and a rank that dies (a crash, kill -9) makes the launcher end the others, so a
-//! collective never waits forever on a rank that is gone.
+//! collective never waits forever on a rank that is gone; one that lives but hangs is
+//! caught by the watchdog of [`super::Watched`] (`WSOL_COLLECTIVE_TIMEOUT`).
 
 use anyhow::{bail, Result};
 use mpi::collective::SystemOperation;
@@ -24,15 +25,32 @@ pub struct Mpi {
 }
 
 impl Mpi {
-    pub fn init() -> Result<Box<dyn Collective>> {
-        // Only the main thread calls MPI (the loader's and rayon's threads never do).
-        let Some((universe, _)) = mpi::initialize_with_threading(Threading::Funneled) else {
+    /// The world communicator, and whether another thread may end the job with
+    /// [`abort_job`] while the main thread waits in a collective (MPI_THREAD_MULTIPLE).
+    pub fn init() -> Result<(Box<dyn Collective>, bool)> {
+        // The main thread makes every collective; the collective-timeout watchdog may call
+        // MPI_Abort from its own thread, which MPI allows under MPI_THREAD_MULTIPLE.
+        let Some((universe, provided)) = mpi::initialize_with_threading(Threading::Multiple) else {
             bail!("MPI was already initialized in this process");
         };
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        Ok(Box::new(Mpi { world, rank, size, _universe: universe }))
+        Ok((Box::new(Mpi { world, rank, size, _universe: universe }), provided == Threading::Multiple))
     }
+}
+
+/// Ends every rank of the job from any thread (MPI_THREAD_MULTIPLE) with MPI_Abort; where
+/// MPI gave fewer thread rights, exits this process, which the launcher answers by
+/// ending the others (a rank that exits without MPI_Finalize).
+pub fn abort_job(code: i32, multiple: bool) -> ! {
+    if multiple {
+        // SAFETY: MPI is initialized with MPI_THREAD_MULTIPLE (`multiple`), so any thread
+        // may call MPI_Abort; RSMPI_COMM_WORLD is the world communicator constant.
+        unsafe {
+            mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, code);
+        }
+    }
+    std::process::exit(code)
 }
 
 impl Collective for Mpi {

@@ -340,6 +340,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<()> {
         let cfg = self.cfg;
         let step = self.state.global_step;
+        distributed::test_stall(self.dist);
         let started = Instant::now();
         let dist = (self.dist.world() > 1).then_some(self.dist);
         let every = cfg.log.histograms_every;

@@ -1,8 +1,9 @@
 //! Data-parallel training over MPI (`--features mpi`, `mpirun` on the PATH; otherwise each
 //! test says why it is skipped): two ranks train what one process with their global batch
-//! trains, sharded validation scores exactly what one process scores, bad launches fail
-//! on every rank, and a rank killed with SIGKILL ends the job (then `--resume` finishes
-//! it with the uninterrupted run's metrics).
+//! trains (with synchronized batch norm too), sharded validation, final test and `wsol
+//! eval` score and write exactly what one process does, bad launches fail on every rank,
+//! a rank killed with SIGKILL ends the job (then `--resume` finishes it with the
+//! uninterrupted run's metrics), and a hung rank is ended by the collective timeout.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -425,4 +426,41 @@ fn distributed_killed_rank_ends_the_job_and_resume_finishes_it() {
         v
     };
     assert_eq!(strip(read_json(&dir.join("whole/metrics.json"))), strip(read_json(&dir.join("cut/metrics.json"))));
+}
+
+/// A rank that lives but hangs (`WSOL_TEST_STALL_RANK`, a test hook that sleeps before
+/// each step) holds rank 0 in the step's all-reduce until `WSOL_COLLECTIVE_TIMEOUT`
+/// ends the whole job: one line naming the rank and the collective, a non-zero exit, no
+/// half-written checkpoint. A bad value of the variable is refused at launch.
+#[test]
+fn distributed_hung_rank_times_out_and_ends_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(mut cmd) = mpirun(dir) else { return };
+    let c = setup(dir, 64);
+    let mut args = vec!["train", "--config", &c, "--set", "train.epochs=2", "--out", "hung", "--quiet"];
+    args.extend(SETS);
+    cmd.args(["-x", "WSOL_COLLECTIVE_TIMEOUT=2", "-x", "WSOL_TEST_STALL_RANK=1", "-np", "2", WSOL]).args(&args);
+    let t0 = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let Some(status) = wait(&mut child, Duration::from_secs(60)) else {
+        child.kill().unwrap();
+        panic!("the job still runs 60 s after its collective timeout of 2 s");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error: rank 0: collective `")).unwrap_or_else(|| {
+        panic!("rank 0 should name the collective it waited in:\n{stderr}");
+    });
+    assert!(line.contains("WSOL_COLLECTIVE_TIMEOUT=2") && line.contains("ending every rank"), "{line}");
+    eprintln!("{line} (job ended after {:.1} s)", t0.elapsed().as_secs_f64());
+    for e in std::fs::read_dir(dir.join("hung/checkpoints")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "half-written file {name}");
+    }
+    let mut cmd = mpirun(dir).unwrap();
+    cmd.args(["-x", "WSOL_COLLECTIVE_TIMEOUT=soon", "-np", "2", WSOL]).args(&args);
+    let stderr = text(&cmd.output().unwrap().stderr);
+    assert!(stderr.contains("WSOL_COLLECTIVE_TIMEOUT=soon: expected seconds"), "{stderr}");
 }
