@@ -309,6 +309,7 @@ fn jpeg_batches(
             skip_batches: 0,
             skip_bad: false,
             shard: (0, 1),
+            whole_batches: false,
         };
         crate::data::epoch_batches(ds.clone(), loader)
     }))
@@ -432,6 +433,7 @@ pub fn data_speed(b: &DataBench) -> Result<DataBenchResult> {
             skip_batches: 0,
             skip_bad: false,
             shard: (0, 1),
+            whole_batches: false,
         };
         let t0 = Instant::now();
         let mut seen = 0;

@@ -42,7 +42,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let checkpoint = checkpoint.as_path();
     let split = a.split.clone().unwrap_or_else(|| cfg.eval.split.clone());
-    let result = evaluate::evaluate_checkpoint(&cfg, checkpoint, &split, a.save_cams.as_deref(), a.common.quiet)?;
+    // Under mpirun the ranks share the split; rank 0 writes what one process writes.
+    let dist = crate::distributed::launch()?;
+    let what = format!("{}checkpoint: {}\nsplit: {split}\n", cfg.to_yaml(), checkpoint.display());
+    crate::distributed::check_same_config(dist.as_ref(), &what)?;
+    let (save_cams, quiet) = (a.save_cams.as_deref(), a.common.quiet);
+    let result = evaluate::evaluate_checkpoint_sharded(&cfg, checkpoint, &split, save_cams, quiet, dist.as_ref())
+        .map_err(|e| super::stop_ranks(dist.as_ref(), e))?;
+    if !dist.is_root() {
+        return Ok(());
+    }
     let out = a.out.clone().unwrap_or_else(|| run_dir_of(checkpoint).join(format!("eval-{split}")));
     result
         .write(

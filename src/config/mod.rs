@@ -294,9 +294,9 @@ pub struct TrainConfig {
     pub select_by: SelectBy,
     /// Stop at a non-finite loss (default) or skip that batch.
     pub skip_nonfinite_loss: bool,
-    /// Data-parallel runs: all-reduce batch-norm statistics over the ranks. Not
-    /// implemented: `true` is refused when more than one rank trains (one process's
-    /// statistics are already the whole batch's).
+    /// Data-parallel runs: batch-norm statistics (and their gradient sums) over the
+    /// global batch, all-reduced per layer, as PyTorch's SyncBatchNorm; one process's
+    /// statistics are already the whole batch's, so alone it changes nothing.
     pub sync_bn: bool,
 }
 

@@ -64,6 +64,10 @@ pub struct LoaderConfig {
     /// the single process's batches with its augmentation (keyed by sample, not by rank).
     /// `(0, 1)`: the whole batch.
     pub shard: (usize, usize),
+    /// Shards whole batches instead: rank `r` gets batches `r`, `r + world`, ... uncut,
+    /// so every image goes through the model in the single process's batch (evaluation:
+    /// its outputs, and the metrics from them, are then that process's bit for bit).
+    pub whole_batches: bool,
 }
 
 /// Batches decoded ahead of the consumer.
@@ -101,8 +105,13 @@ pub fn epoch_batches(ds: Arc<Dataset>, cfg: LoaderConfig) -> impl Iterator<Item 
         };
         let order = epoch_order(ds.meta.samples.len(), cfg.shuffle, cfg.seed, cfg.epoch);
         let count = num_batches(order.len(), cfg.batch_size, cfg.drop_last);
-        for chunk in order.chunks(cfg.batch_size).take(count).skip(cfg.skip_batches) {
-            let chunk = shard_of(chunk, cfg.shard);
+        let (rank, world) = cfg.shard;
+        for (k, chunk) in order.chunks(cfg.batch_size).take(count).enumerate().skip(cfg.skip_batches) {
+            let chunk = match cfg.whole_batches {
+                true if k % world != rank => continue,
+                true => chunk,
+                false => shard_of(chunk, cfg.shard),
+            };
             let batch = pool.install(|| load_batch(&ds, &cfg, chunk));
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
@@ -262,6 +271,7 @@ mod tests {
             skip_batches: 0,
             skip_bad: false,
             shard: (0, 1),
+            whole_batches: false,
         }
     }
 
@@ -353,5 +363,24 @@ mod tests {
         assert_eq!(shard_of(&[0, 1, 2, 3, 4], (1, 2)), &[3, 4]);
         assert_eq!(shard_of(&[0, 1, 2, 3, 4], (0, 2)), &[0, 1, 2]);
         assert!(epoch_batches(ds, LoaderConfig { shard: (2, 2), ..cfg(1, 6, false) }).next().unwrap().is_err());
+    }
+
+    /// Sharded by whole batches, rank r gets batches r, r + world, ... as they are.
+    #[test]
+    fn whole_batch_shards_deal_the_batches_round_robin() {
+        let (_dir, ds) = dataset(13);
+        let whole: Vec<Batch> = epoch_batches(ds.clone(), cfg(2, 3, false)).map(Result::unwrap).collect();
+        assert_eq!(whole.len(), 5);
+        for r in 0..2 {
+            let mine: Vec<Batch> =
+                epoch_batches(ds.clone(), LoaderConfig { shard: (r, 2), whole_batches: true, ..cfg(1, 3, false) })
+                    .map(Result::unwrap)
+                    .collect();
+            let want: Vec<&Batch> = whole.iter().skip(r).step_by(2).collect();
+            assert_eq!(mine.len(), want.len());
+            for (a, b) in mine.iter().zip(want) {
+                assert_eq!((&a.indices, &a.images), (&b.indices, &b.images));
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Data-parallel training: which rank this process is, and the few collectives the
-//! trainer and the evaluator need (sums of flat buffers, broadcast from rank 0, barrier).
+//! trainer and the evaluator need (sums of flat buffers, broadcast from rank 0, barrier,
+//! gather of bytes to rank 0), each timed by a watchdog ([`Watched`]).
 //!
 //! Engines are the ones clusters already run, never a transport of our own: [`Local`]
 //! (one process, the default) and MPI (`mpi.rs`, cargo feature `mpi`, started by
@@ -9,9 +10,10 @@
 #[cfg(feature = "mpi")]
 mod mpi;
 
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, Tensor, Var};
 
 /// A communicator of `world` processes. Every rank must make the same calls in the same
@@ -24,8 +26,13 @@ pub trait Collective {
     fn engine(&self) -> &'static str;
     /// Element-wise sum over the ranks, in place, on every rank.
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+    /// [`Collective::all_reduce_sum_f32`] in f64 (batch-norm statistics across ranks).
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Element-wise sum of counts: exact, so sharded metrics equal unsharded ones.
     fn all_reduce_sum_u64(&self, buf: &mut [u64]) -> Result<()>;
+    /// Every rank's bytes (any length) to rank 0, in rank order: `Some` there, `None`
+    /// on the others.
+    fn gather_bytes(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>>;
     /// Rank 0's values into every rank's `buf` (same length everywhere).
     fn broadcast_f32(&self, buf: &mut [f32]) -> Result<()>;
     fn broadcast_u64(&self, buf: &mut [u64]) -> Result<()>;
@@ -63,8 +70,14 @@ impl Collective for Local {
     fn all_reduce_sum_f32(&self, _: &mut [f32]) -> Result<()> {
         Ok(())
     }
+    fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
     fn all_reduce_sum_u64(&self, _: &mut [u64]) -> Result<()> {
         Ok(())
+    }
+    fn gather_bytes(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        Ok(Some(vec![mine.to_vec()]))
     }
     fn broadcast_f32(&self, _: &mut [f32]) -> Result<()> {
         Ok(())
@@ -113,9 +126,13 @@ pub fn launch() -> Result<Box<dyn Collective>> {
     let Some((var, n)) = launched_world() else { return Ok(Box::new(Local)) };
     #[cfg(feature = "mpi")]
     if var != "WORLD_SIZE" || std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() {
-        let c = mpi::Mpi::init()?;
+        let limit = collective_timeout()?;
+        let (c, multiple) = mpi::Mpi::init()?;
         check_torchrun_vars(c.as_ref())?;
-        return Ok(c);
+        return match limit {
+            Some(limit) => Watched::wrap(c, limit, move |code| mpi::abort_job(code, multiple)),
+            None => Ok(c),
+        };
     }
     if var == "WORLD_SIZE" {
         bail!(
@@ -125,6 +142,140 @@ pub fn launch() -> Result<Box<dyn Collective>> {
     bail!(
         "started as one of {n} processes ({var}={n}), but this wsol was built without MPI: rebuild with `cargo build --release --features mpi` (needs Open MPI or MPICH, see README \"More than one machine\")"
     )
+}
+
+/// Seconds a collective may wait for the other ranks before the job is ended
+/// (`WSOL_COLLECTIVE_TIMEOUT`; 0 waits forever).
+pub const TIMEOUT_VAR: &str = "WSOL_COLLECTIVE_TIMEOUT";
+/// PyTorch's default process-group timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The collective timeout of [`TIMEOUT_VAR`]: `None` when disabled.
+pub fn collective_timeout() -> Result<Option<Duration>> {
+    let Ok(v) = std::env::var(TIMEOUT_VAR) else { return Ok(Some(DEFAULT_TIMEOUT)) };
+    match v.trim().parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+        _ => bail!("{TIMEOUT_VAR}={v}: expected seconds (a positive number, or 0 for no timeout)"),
+    }
+}
+
+/// A communicator whose collectives are timed by a watchdog thread: one that waits
+/// longer than the limit (a rank that lives but hangs, or lags far behind) prints which
+/// rank and collective and ends the whole job. MPI has no such timeout, and a rank that
+/// died is the launcher's to notice; a live but hung one would hold the others forever.
+pub struct Watched {
+    inner: Box<dyn Collective>,
+    watch: Arc<Watch>,
+}
+
+/// The collective in progress on the main thread, if any: (its name, when it began).
+struct Watch {
+    armed: Mutex<Option<(&'static str, Instant)>>,
+    wake: Condvar,
+}
+
+impl Watched {
+    /// `inner` timed at `limit`; `abort` ends every rank of the job (from the watchdog's
+    /// thread).
+    pub fn wrap(
+        inner: Box<dyn Collective>,
+        limit: Duration,
+        abort: impl Fn(i32) -> std::convert::Infallible + Send + 'static,
+    ) -> Result<Box<dyn Collective>> {
+        let watch = Arc::new(Watch { armed: Mutex::new(None), wake: Condvar::new() });
+        let (w, rank) = (watch.clone(), inner.rank());
+        std::thread::Builder::new()
+            .name("wsol-collective-watchdog".into())
+            .spawn(move || {
+                let mut armed = w.armed.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let state = *armed;
+                    armed = match state {
+                        None => w.wake.wait(armed).unwrap_or_else(|e| e.into_inner()),
+                        Some((what, since)) if since.elapsed() >= limit => {
+                            // Unlocked first: the main thread may still come back to disarm.
+                            drop(armed);
+                            let line = format!(
+                                "error: rank {rank}: collective `{what}` waited {:.1} s for the other ranks ({TIMEOUT_VAR}={}): a rank is hung or far behind; ending every rank of the job\n",
+                                since.elapsed().as_secs_f64(),
+                                limit.as_secs_f64()
+                            );
+                            // One write, so the line does not interleave with another rank's.
+                            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+                            match abort(TIMEOUT_EXIT_CODE) {}
+                        }
+                        Some((_, since)) => {
+                            let left = limit.saturating_sub(since.elapsed());
+                            w.wake.wait_timeout(armed, left).unwrap_or_else(|e| e.into_inner()).0
+                        }
+                    };
+                }
+            })
+            .context("cannot start the collective-timeout watchdog thread")?;
+        Ok(Box::new(Watched { inner, watch }))
+    }
+
+    fn timed<T>(&self, what: &'static str, f: impl FnOnce(&dyn Collective) -> T) -> T {
+        self.set(Some((what, Instant::now())));
+        let out = f(self.inner.as_ref());
+        self.set(None);
+        out
+    }
+
+    fn set(&self, state: Option<(&'static str, Instant)>) {
+        *self.watch.armed.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        if state.is_some() {
+            self.watch.wake.notify_one();
+        }
+    }
+}
+
+/// Exit status of a job ended by the collective timeout.
+pub const TIMEOUT_EXIT_CODE: i32 = 3;
+
+impl Collective for Watched {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn world(&self) -> usize {
+        self.inner.world()
+    }
+    fn engine(&self) -> &'static str {
+        self.inner.engine()
+    }
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
+        self.timed("all_reduce_sum_f32", |c| c.all_reduce_sum_f32(buf))
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+        self.timed("all_reduce_sum_f64", |c| c.all_reduce_sum_f64(buf))
+    }
+    fn all_reduce_sum_u64(&self, buf: &mut [u64]) -> Result<()> {
+        self.timed("all_reduce_sum_u64", |c| c.all_reduce_sum_u64(buf))
+    }
+    fn gather_bytes(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        self.timed("gather_bytes", |c| c.gather_bytes(mine))
+    }
+    fn broadcast_f32(&self, buf: &mut [f32]) -> Result<()> {
+        self.timed("broadcast_f32", |c| c.broadcast_f32(buf))
+    }
+    fn broadcast_u64(&self, buf: &mut [u64]) -> Result<()> {
+        self.timed("broadcast_u64", |c| c.broadcast_u64(buf))
+    }
+    fn barrier(&self) -> Result<()> {
+        self.timed("barrier", |c| c.barrier())
+    }
+    fn abort(&self, code: i32) -> ! {
+        self.inner.abort(code)
+    }
+}
+
+/// Test hook: `WSOL_TEST_STALL_RANK=R` makes rank R sleep for an hour before each
+/// training step (a live but hung rank), for the collective-timeout test.
+pub fn test_stall(c: &dyn Collective) {
+    if std::env::var("WSOL_TEST_STALL_RANK").ok().and_then(|v| v.trim().parse::<usize>().ok()) == Some(c.rank()) {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 /// torchrun's `RANK` / `WORLD_SIZE`, when set beside an MPI launch, must agree with it.
@@ -228,6 +379,25 @@ pub fn broadcast_params(c: &dyn Collective, params: &[(String, Var)]) -> Result<
     Ok(())
 }
 
+/// Batch-norm statistics summed over the ranks of a communicator (wsol-ops'
+/// synchronized batch norm).
+struct BnStats<'a>(&'a dyn Collective);
+
+impl wsol_ops::batch_norm::StatsReducer for BnStats<'_> {
+    fn sum(&self, buf: &mut [f64]) -> candle_core::Result<()> {
+        self.0.all_reduce_sum_f64(buf).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    }
+}
+
+/// Runs `f` with training-mode batch norm synchronized over `dist`'s ranks (`None`: per
+/// process, unchanged).
+pub fn synced_bn<R>(dist: Option<&dyn Collective>, f: impl FnOnce() -> R) -> R {
+    match dist {
+        Some(c) => wsol_ops::batch_norm::with_synced_stats(&BnStats(c), f),
+        None => f(),
+    }
+}
+
 /// Elements per all-reduce call: a few large calls per step (latency amortized), each
 /// small enough that the extra copy stays a few tens of MB.
 const BUCKET_ELEMS: usize = 4 << 20;
@@ -310,6 +480,69 @@ mod tests {
         assert_eq!(buckets([big, 1, big - 1, 2].into_iter()), vec![vec![0], vec![1, 2], vec![3]]);
         // A parameter larger than a bucket goes alone.
         assert_eq!(buckets([1, 2 * big, 1].into_iter()), vec![vec![0], vec![1], vec![2]]);
+    }
+
+    /// A collective that outlasts the limit calls the abort (from the watchdog thread)
+    /// with the timeout's exit code; quick ones never do.
+    #[test]
+    fn the_watchdog_ends_a_collective_that_waits_too_long() {
+        struct Slow(Duration);
+        impl Collective for Slow {
+            fn rank(&self) -> usize {
+                0
+            }
+            fn world(&self) -> usize {
+                2
+            }
+            fn engine(&self) -> &'static str {
+                "slow"
+            }
+            fn all_reduce_sum_f32(&self, _: &mut [f32]) -> Result<()> {
+                std::thread::sleep(self.0);
+                Ok(())
+            }
+            fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+                Ok(())
+            }
+            fn all_reduce_sum_u64(&self, _: &mut [u64]) -> Result<()> {
+                Ok(())
+            }
+            fn gather_bytes(&self, _: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+                Ok(None)
+            }
+            fn broadcast_f32(&self, _: &mut [f32]) -> Result<()> {
+                Ok(())
+            }
+            fn broadcast_u64(&self, _: &mut [u64]) -> Result<()> {
+                Ok(())
+            }
+            fn barrier(&self) -> Result<()> {
+                Ok(())
+            }
+            fn abort(&self, code: i32) -> ! {
+                panic!("abort {code}")
+            }
+        }
+        let watched = |sleep: Duration| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let abort = move |code| {
+                tx.send(code).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            };
+            let c = Watched::wrap(Box::new(Slow(sleep)), Duration::from_millis(100), abort).unwrap();
+            (c, rx)
+        };
+        let (quick, rx) = watched(Duration::ZERO);
+        for _ in 0..20 {
+            quick.all_reduce_sum_f32(&mut [1.0]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(rx.try_recv().is_err(), "quick collectives are never ended");
+        let (slow, rx) = watched(Duration::from_millis(600));
+        slow.all_reduce_sum_f32(&mut [1.0]).unwrap();
+        assert_eq!(rx.try_recv(), Ok(TIMEOUT_EXIT_CODE));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::distributed::{Collective, Local};
 use crate::models::WsolModel;
 use crate::report::overlay::overlay;
 use crate::report::{encode_png_rgb, Progress};
-use wsol_eval::faithfulness::FaithfulnessAccumulator;
+use wsol_eval::faithfulness::{FaithfulnessAccumulator, ImageFaithfulness, Metric};
 use wsol_eval::localize::{
     boxes_at_thresholds, cam_thresholds, prepare_map, prepare_quantized, quantize, rescale_boxes,
 };
@@ -66,6 +66,7 @@ pub fn eval_loader(cfg: &Config, batch_size: usize) -> LoaderConfig {
         skip_batches: 0,
         skip_bad: false,
         shard: (0, 1),
+        whole_batches: false,
     }
 }
 
@@ -92,6 +93,20 @@ pub fn evaluate_checkpoint(
     save_cams: Option<&Path>,
     quiet: bool,
 ) -> Result<EvalResult> {
+    evaluate_checkpoint_sharded(cfg, checkpoint, split, save_cams, quiet, &Local)
+}
+
+/// [`evaluate_checkpoint`] by the ranks of `dist` together ([`evaluate_sharded`]): every
+/// rank gets the metrics, rank 0 alone the per-image rows and faithfulness means (and the
+/// saved maps are written by it).
+pub fn evaluate_checkpoint_sharded(
+    cfg: &Config,
+    checkpoint: &Path,
+    split: &str,
+    save_cams: Option<&Path>,
+    quiet: bool,
+    dist: &dyn Collective,
+) -> Result<EvalResult> {
     let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
     let ds = crate::data::open::load_split(cfg, split)?;
     let model = crate::runtime::build_model(cfg, &device)?;
@@ -99,9 +114,9 @@ pub fn evaluate_checkpoint(
     let net = model.inference_net(cfg)?;
     let extractor = crate::cam::by_name(cfg.eval.cam, cfg.eval.cam_layer.as_deref(), net.as_ref())?;
     let batches = crate::data::num_batches(ds.meta.samples.len(), cfg.data.batch_size, false) as u64;
-    let progress = Progress::new(batches, &format!("eval {split}"), quiet);
+    let progress = Progress::new(batches, &format!("eval {split}"), quiet || !dist.is_root());
     let outputs = EvalOutputs { save_cams, per_image: true, faithfulness: true };
-    let result = evaluate(net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, outputs)?;
+    let result = evaluate_sharded(net.as_ref(), extractor.as_ref(), ds, cfg, &device, &progress, outputs, dist)?;
     progress.finish();
     Ok(result)
 }
@@ -120,11 +135,14 @@ pub fn evaluate(
     evaluate_sharded(model, extractor, ds, cfg, device, progress, outputs, &Local)
 }
 
-/// [`evaluate`] by the ranks of `dist` together: each scores its shard of every batch and
-/// the counts behind every metric (classification hits, box hits per threshold and IoU,
-/// PxAP histograms) are summed, so every rank gets the single process's numbers exactly.
-/// Per-image rows, saved maps and faithfulness need every image in one place: with more
-/// than one rank they are refused.
+/// [`evaluate`] by the ranks of `dist` together: each scores whole batches of the split
+/// (rank r batches r, r + world, ...: every image goes through the model in the single
+/// process's batch, so its logits and map are that process's bits) and the counts behind
+/// every metric (classification hits, box hits per threshold and IoU, PxAP histograms)
+/// are summed, so every rank gets the single process's numbers exactly. Rank 0 also
+/// receives the other ranks' per-image rows, faithfulness values (added in split order,
+/// as one process adds them) and saved maps, and alone returns the rows and the
+/// faithfulness means: it writes what one process writes.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_sharded(
     model: &dyn WsolModel,
@@ -136,9 +154,7 @@ pub fn evaluate_sharded(
     outputs: EvalOutputs,
     dist: &dyn Collective,
 ) -> Result<EvalResult> {
-    if dist.world() > 1 && (outputs.per_image || outputs.save_cams.is_some() || outputs.faithfulness) {
-        anyhow::bail!("a sharded evaluation keeps no per-image rows, saved maps or faithfulness scores");
-    }
+    let (world, root) = (dist.world(), dist.is_root());
     let save_cams = outputs.save_cams;
     let size = cfg.data.image_size as usize;
     let n_classes = cfg.data.num_classes;
@@ -157,119 +173,139 @@ pub fn evaluate_sharded(
         true => Some(cfg.faithfulness()?).filter(|f| !f.metrics.is_empty()),
         false => None,
     };
-    let (mut faith, mut faith_time) = (FaithfulnessAccumulator::default(), std::time::Duration::ZERO);
+    // Each image's faithfulness by its position in the split: added up in split order at
+    // the end, so a sharded run sums in the single process's order.
+    let mut faith_images: Vec<(usize, ImageFaithfulness)> = Vec::new();
+    let (mut faith_forwards, mut faith_time) = (0u64, std::time::Duration::ZERO);
     let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
-    let loader = LoaderConfig { shard: (dist.rank(), dist.world()), ..eval_loader(cfg, cfg.data.batch_size) };
-    for batch in epoch_batches(ds.clone(), loader) {
-        let batch = batch?;
-        let n = batch.labels.len();
-        if n == 0 {
-            // A last batch smaller than the world leaves some ranks nothing.
-            progress.inc(1);
-            continue;
-        }
-        let host_images = faith_cfg.is_some().then(|| batch.images.clone());
-        let x = Tensor::from_vec(batch.images, (n, 3, size, size), device)?;
-        let labels = Tensor::from_vec(batch.labels.clone(), n, device)?;
-        let out = model.forward_t(&x, false)?;
-        let logits: Vec<Vec<f32>> = out.logits.to_vec2()?;
-        let outcomes: Vec<ClsOutcome> = logits
-            .iter()
-            .zip(&batch.labels)
-            .map(|(l, &y)| ClsOutcome {
-                top1: topk_correct(l, y as usize, 1),
-                top5: topk_correct(l, y as usize, 5.min(n_classes)),
-            })
-            .collect();
-        top1 += outcomes.iter().filter(|o| o.top1).count();
-        top5 += outcomes.iter().filter(|o| o.top5).count();
-        count += n;
-        if has_boxes || ds.masks.is_some() || faith_cfg.is_some() {
-            let input = CamInput { model, images: &x, out: &out, targets: &labels };
-            let maps = extractor.extract(&input).context("computing class activation maps")?;
-            let (_, h, w) = maps.dims3()?;
-            let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
-            if let (Some(fc), Some(images)) = (&faith_cfg, &host_images) {
-                let start = std::time::Instant::now();
-                progress.set_message("faithfulness".into());
-                // The maps as scored (resized, min-max), for the GT class they were made for.
-                let prepared: Vec<f32> = (0..n)
-                    .into_par_iter()
-                    .flat_map_iter(|i| {
-                        prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size).into_iter().map(|v| v as f32)
-                    })
-                    .collect();
-                let classes: Vec<usize> = batch.labels.iter().map(|&y| y as usize).collect();
-                let probs: Vec<Vec<f32>> = candle_nn::ops::softmax_last_dim(&out.logits)?.to_vec2()?;
-                let base: Vec<f32> = probs.iter().zip(&classes).map(|(p, &c)| p[c]).collect();
-                let keys: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
-                let (per, inputs) = faithfulness::score_images(
-                    model,
-                    fc,
-                    images,
-                    &prepared,
-                    (3, size),
-                    &classes,
-                    &base,
-                    &keys,
-                    device,
-                    cfg.data.batch_size,
-                )
-                .context("scoring faithfulness")?;
-                per.iter().for_each(|p| faith.add(p));
-                faith.forwards += inputs;
-                faith_time += start.elapsed();
-                progress.set_message(String::new());
-            }
-            if has_boxes || ds.masks.is_some() {
-                let batch_acc = (0..n)
-                    .into_par_iter()
-                    .try_fold(empty, |mut a, i| -> Result<Scores> {
-                        let index = batch.indices[i];
-                        let sample = &ds.meta.samples[index];
-                        let raw = &maps[i * h * w..(i + 1) * h * w];
-                        // The float map only where pixel scores or exported maps need it.
-                        let pixels = ds.masks.is_some() && a.pxap.is_some();
-                        let map = (pixels || save_cams.is_some()).then(|| prepare_map(raw, w, h, size));
-                        if has_boxes {
-                            let gt = rescale_boxes(&sample.boxes, sample.size, size);
-                            let q = map.as_deref().map_or_else(|| prepare_quantized(raw, w, h, size), quantize);
-                            let scored = a.boxes.score(&q, size, size, &gt);
-                            a.boxes.add_scored(&scored, Some(outcomes[i]));
-                            if let Some(rec) = a.per_image.as_mut() {
-                                let info = ImageInfo {
-                                    image_id: sample.image_id.clone(),
-                                    gt_class: sample.label,
-                                    original_size: sample.size,
-                                    predictions: top_predictions(&logits[i], 5),
-                                    cls: Some(outcomes[i]),
-                                };
-                                rec.record(index, info, &gt, &scored);
+    let batch_size = cfg.data.batch_size;
+    let loader = LoaderConfig { shard: (dist.rank(), world), whole_batches: true, ..eval_loader(cfg, batch_size) };
+    let total = crate::data::num_batches(ds.meta.samples.len(), batch_size, false);
+    let mut batches = epoch_batches(ds.clone(), loader);
+    // Rounds of one batch per rank (the last may leave some ranks none): every rank makes
+    // the same collective calls whatever it was dealt.
+    for round in 0..total.div_ceil(world) {
+        // Maps to save, sent to rank 0 when sharded.
+        let outgoing = std::sync::Mutex::new(Vec::<(usize, Vec<f64>)>::new());
+        let batch = batches.next().transpose()?;
+        let n = batch.as_ref().map_or(0, |b| b.labels.len());
+        if let (Some(batch), true) = (batch, n > 0) {
+            let host_images = faith_cfg.is_some().then(|| batch.images.clone());
+            let x = Tensor::from_vec(batch.images, (n, 3, size, size), device)?;
+            let labels = Tensor::from_vec(batch.labels.clone(), n, device)?;
+            let out = model.forward_t(&x, false)?;
+            let logits: Vec<Vec<f32>> = out.logits.to_vec2()?;
+            let outcomes: Vec<ClsOutcome> = logits
+                .iter()
+                .zip(&batch.labels)
+                .map(|(l, &y)| ClsOutcome {
+                    top1: topk_correct(l, y as usize, 1),
+                    top5: topk_correct(l, y as usize, 5.min(n_classes)),
+                })
+                .collect();
+            top1 += outcomes.iter().filter(|o| o.top1).count();
+            top5 += outcomes.iter().filter(|o| o.top5).count();
+            count += n;
+            if has_boxes || ds.masks.is_some() || faith_cfg.is_some() {
+                let input = CamInput { model, images: &x, out: &out, targets: &labels };
+                let maps = extractor.extract(&input).context("computing class activation maps")?;
+                let (_, h, w) = maps.dims3()?;
+                let maps: Vec<f32> = maps.flatten_all()?.to_vec1()?;
+                if let (Some(fc), Some(images)) = (&faith_cfg, &host_images) {
+                    let start = std::time::Instant::now();
+                    progress.set_message("faithfulness".into());
+                    // The maps as scored (resized, min-max), for the GT class they were made for.
+                    let prepared: Vec<f32> = (0..n)
+                        .into_par_iter()
+                        .flat_map_iter(|i| {
+                            prepare_map(&maps[i * h * w..(i + 1) * h * w], w, h, size).into_iter().map(|v| v as f32)
+                        })
+                        .collect();
+                    let classes: Vec<usize> = batch.labels.iter().map(|&y| y as usize).collect();
+                    let probs: Vec<Vec<f32>> = candle_nn::ops::softmax_last_dim(&out.logits)?.to_vec2()?;
+                    let base: Vec<f32> = probs.iter().zip(&classes).map(|(p, &c)| p[c]).collect();
+                    let keys: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
+                    let (per, inputs) = faithfulness::score_images(
+                        model,
+                        fc,
+                        images,
+                        &prepared,
+                        (3, size),
+                        &classes,
+                        &base,
+                        &keys,
+                        device,
+                        batch_size,
+                    )
+                    .context("scoring faithfulness")?;
+                    faith_images.extend(batch.indices.iter().copied().zip(per));
+                    faith_forwards += inputs;
+                    faith_time += start.elapsed();
+                    progress.set_message(String::new());
+                }
+                if has_boxes || ds.masks.is_some() {
+                    let batch_acc = (0..n)
+                        .into_par_iter()
+                        .try_fold(empty, |mut a, i| -> Result<Scores> {
+                            let index = batch.indices[i];
+                            let sample = &ds.meta.samples[index];
+                            let raw = &maps[i * h * w..(i + 1) * h * w];
+                            // The float map only where pixel scores or exported maps need it.
+                            let pixels = ds.masks.is_some() && a.pxap.is_some();
+                            let map = (pixels || save_cams.is_some()).then(|| prepare_map(raw, w, h, size));
+                            if has_boxes {
+                                let gt = rescale_boxes(&sample.boxes, sample.size, size);
+                                let q = map.as_deref().map_or_else(|| prepare_quantized(raw, w, h, size), quantize);
+                                let scored = a.boxes.score(&q, size, size, &gt);
+                                a.boxes.add_scored(&scored, Some(outcomes[i]));
+                                if let Some(rec) = a.per_image.as_mut() {
+                                    let info = ImageInfo {
+                                        image_id: sample.image_id.clone(),
+                                        gt_class: sample.label,
+                                        original_size: sample.size,
+                                        predictions: top_predictions(&logits[i], 5),
+                                        cls: Some(outcomes[i]),
+                                    };
+                                    rec.record(index, info, &gt, &scored);
+                                }
                             }
-                        }
-                        if let (Some(m), Some(p), Some(map)) = (&ds.masks, a.pxap.as_mut(), &map) {
-                            let s = &m.split.samples[index];
-                            p.add(map, &load_mask(&m.root, s, &m.split.localization, size)?);
-                        }
-                        if let (Some(dir), Some(map)) = (save_cams, map) {
-                            scoremaps::write(
-                                &scoremaps::nested_path(dir, &sample.image_id),
-                                &ScoreMap { width: size, height: size, data: map },
-                            )?;
-                        }
-                        Ok(a)
-                    })
-                    .try_reduce(empty, |mut a, b| {
-                        a.merge(b);
-                        Ok(a)
-                    })?;
-                acc.merge(batch_acc);
+                            if let (Some(m), Some(p), Some(map)) = (&ds.masks, a.pxap.as_mut(), &map) {
+                                let s = &m.split.samples[index];
+                                p.add(map, &load_mask(&m.root, s, &m.split.localization, size)?);
+                            }
+                            match (save_cams, map) {
+                                (Some(_), Some(map)) if world > 1 => {
+                                    outgoing.lock().expect("maps to send").push((index, map));
+                                }
+                                (Some(dir), Some(map)) => save_map(dir, &sample.image_id, size, map)?,
+                                _ => {}
+                            }
+                            Ok(a)
+                        })
+                        .try_reduce(empty, |mut a, b| {
+                            a.merge(b);
+                            Ok(a)
+                        })?;
+                    acc.merge(batch_acc);
+                }
             }
         }
-        progress.inc(1);
+        if let (Some(dir), true) = (save_cams, world > 1) {
+            let sent = dist.gather_bytes(&maps_to_bytes(&outgoing.into_inner().expect("maps to send")))?;
+            for bytes in sent.unwrap_or_default() {
+                for (index, map) in maps_from_bytes(&bytes, size * size)? {
+                    let id = &ds.meta.samples.get(index).context("a saved map from another rank")?.image_id;
+                    save_map(dir, id, size, map)?;
+                }
+            }
+        }
+        progress.inc(world.min(total - round * world) as u64);
     }
-    if dist.world() > 1 {
-        sum_over_ranks(dist, &mut acc, [&mut top1, &mut top5, &mut count])?;
+    let mut faith_nanos = faith_time.as_nanos() as u64;
+    if world > 1 {
+        let sums = [&mut top1, &mut top5, &mut count];
+        sum_over_ranks(dist, &mut acc, sums, [&mut faith_forwards, &mut faith_nanos])?;
+        gather_to_root(dist, &mut acc, &mut faith_images)?;
     }
     anyhow::ensure!(count > 0, "split `{}` has no images", ds.meta.split);
     let pct = |k: usize| k as f64 * 100.0 / count as f64;
@@ -280,14 +316,18 @@ pub fn evaluate_sharded(
         _ => None,
     };
     let loc = has_boxes.then(|| acc.boxes.finish());
-    let per_image = match (acc.per_image, &loc) {
-        (Some(rec), Some(loc)) => Some(rec.finish(loc)?),
+    let per_image = match (acc.per_image, &loc, root) {
+        (Some(rec), Some(loc), true) => Some(rec.finish(loc)?),
         _ => None,
     };
-    let faithfulness = faith_cfg.map(|_| FaithfulnessResult {
+    faith_images.sort_by_key(|(i, _)| *i);
+    let mut faith = FaithfulnessAccumulator::default();
+    faith_images.iter().for_each(|(_, f)| faith.add(f));
+    faith.forwards = faith_forwards;
+    let faithfulness = faith_cfg.filter(|_| root).map(|_| FaithfulnessResult {
         values: faith.finish(),
         inputs_per_image: faith.forwards as f64 / count as f64,
-        seconds_per_image: faith_time.as_secs_f64() / count as f64,
+        seconds_per_image: faith_nanos as f64 * 1e-9 / count as f64,
     });
     Ok(EvalResult {
         split: ds.meta.split.clone(),
@@ -300,6 +340,33 @@ pub fn evaluate_sharded(
         per_image,
         faithfulness,
     })
+}
+
+/// `<dir>/<image_id>.npy`, as `--save-cams` names it.
+fn save_map(dir: &Path, image_id: &str, size: usize, map: Vec<f64>) -> Result<()> {
+    scoremaps::write(&scoremaps::nested_path(dir, image_id), &ScoreMap { width: size, height: size, data: map })
+}
+
+/// Maps to save as bytes for rank 0: (position in the split, the map's values).
+fn maps_to_bytes(maps: &[(usize, Vec<f64>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, map) in maps {
+        out.extend((*index as u64).to_le_bytes());
+        map.iter().for_each(|v| out.extend(v.to_le_bytes()));
+    }
+    out
+}
+
+fn maps_from_bytes(bytes: &[u8], plane: usize) -> Result<Vec<(usize, Vec<f64>)>> {
+    let record = 8 * (1 + plane);
+    anyhow::ensure!(bytes.len().is_multiple_of(record), "saved maps from another rank: {} bytes", bytes.len());
+    Ok(bytes
+        .chunks_exact(record)
+        .map(|r| {
+            let word = |k: usize| <[u8; 8]>::try_from(&r[8 * k..8 * k + 8]).expect("8 bytes");
+            (u64::from_le_bytes(word(0)) as usize, (1..=plane).map(|k| f64::from_le_bytes(word(k))).collect())
+        })
+        .collect())
 }
 
 /// The `k` most likely classes with their softmax probabilities, most likely first; ties
@@ -344,21 +411,74 @@ impl Scores {
 
 /// Every rank's counts replaced by their sum over the ranks: exact integers, so the
 /// metrics computed from them are the single process's.
-fn sum_over_ranks(dist: &dyn Collective, acc: &mut Scores, cls: [&mut usize; 3]) -> Result<()> {
+fn sum_over_ranks(dist: &dyn Collective, acc: &mut Scores, cls: [&mut usize; 3], more: [&mut u64; 2]) -> Result<()> {
     let boxes = acc.boxes.counts();
     let pxap = acc.pxap.as_ref().map(PxapAccumulator::counts).unwrap_or_default();
-    let mut flat: Vec<u64> = cls.iter().map(|c| **c as u64).collect();
+    let mut flat: Vec<u64> = cls.iter().map(|c| **c as u64).chain(more.iter().map(|m| **m)).collect();
+    let head = flat.len();
     flat.extend(&boxes);
     flat.extend(&pxap);
     dist.all_reduce_sum_u64(&mut flat)?;
     for (c, v) in cls.into_iter().zip(&flat) {
         *c = *v as usize;
     }
-    acc.boxes.set_counts(&flat[3..3 + boxes.len()])?;
+    for (m, v) in more.into_iter().zip(&flat[3..]) {
+        *m = *v;
+    }
+    acc.boxes.set_counts(&flat[head..head + boxes.len()])?;
     if let Some(p) = acc.pxap.as_mut() {
-        p.set_counts(&flat[3 + boxes.len()..])?;
+        p.set_counts(&flat[head + boxes.len()..])?;
     }
     Ok(())
+}
+
+/// The other ranks' per-image records and faithfulness values added to rank 0's (one
+/// gather of bytes each); on the other ranks, theirs are dropped.
+fn gather_to_root(dist: &dyn Collective, acc: &mut Scores, faith: &mut Vec<(usize, ImageFaithfulness)>) -> Result<()> {
+    let rows = acc.per_image.as_ref().map(PerImageRecorder::to_bytes).unwrap_or_default();
+    let gathered = dist.gather_bytes(&rows)?;
+    if let (Some(all), Some(rec)) = (gathered, acc.per_image.as_mut()) {
+        for bytes in &all[1..] {
+            rec.extend_from_bytes(bytes).context("per-image rows from another rank")?;
+        }
+    }
+    let mut mine = Vec::new();
+    for (index, f) in faith.iter() {
+        mine.extend((*index as u64).to_le_bytes());
+        mine.push(f.0.len() as u8);
+        for (m, v) in &f.0 {
+            mine.push(Metric::ALL.iter().position(|x| x == m).expect("a known metric") as u8);
+            mine.extend(v.to_le_bytes());
+        }
+    }
+    let Some(all) = dist.gather_bytes(&mine)? else {
+        faith.clear();
+        return Ok(());
+    };
+    for bytes in &all[1..] {
+        faith.extend(faithfulness_from_bytes(bytes).context("faithfulness values from another rank")?);
+    }
+    Ok(())
+}
+
+fn faithfulness_from_bytes(bytes: &[u8]) -> Result<Vec<(usize, ImageFaithfulness)>> {
+    fn take<'a>(bytes: &'a [u8], at: &mut usize, n: usize) -> Result<&'a [u8]> {
+        let s = bytes.get(*at..*at + n).context("cut short")?;
+        *at += n;
+        Ok(s)
+    }
+    let word = |b: &[u8]| <[u8; 8]>::try_from(b).expect("8 bytes");
+    let (mut out, mut at) = (Vec::new(), 0);
+    while at < bytes.len() {
+        let index = u64::from_le_bytes(word(take(bytes, &mut at, 8)?)) as usize;
+        let mut values = std::collections::BTreeMap::new();
+        for _ in 0..take(bytes, &mut at, 1)?[0] {
+            let m = *Metric::ALL.get(take(bytes, &mut at, 1)?[0] as usize).context("an unknown metric")?;
+            values.insert(m, f64::from_le_bytes(word(take(bytes, &mut at, 8)?)));
+        }
+        out.push((index, ImageFaithfulness(values)));
+    }
+    Ok(out)
 }
 
 /// PNG overlays (map, GT box, predicted box at `threshold`) of the first `count` images

@@ -62,7 +62,7 @@ pub fn train_step(
     lr: f64,
     timed: bool,
 ) -> Result<StepResult> {
-    Ok(train_step_keeping_grads(net, sgd, method, draws, batch, device, lr, timed, false, None)?.0)
+    Ok(train_step_keeping_grads(net, sgd, method, draws, batch, device, lr, timed, false, None, false)?.0)
 }
 
 /// [`train_step`], also returning the step's gradients when `keep_grads` (for their
@@ -70,7 +70,8 @@ pub fn train_step(
 /// With `dist`, `batch` is this rank's shard of the global batch: the loss and hits are
 /// summed over the ranks before backward (so every rank sees the global loss and skips a
 /// non-finite one together), and the gradients are averaged over the global batch before
-/// the update, so every rank makes the single process's update.
+/// the update, so every rank makes the single process's update. With `sync_bn` too,
+/// training-mode batch norm takes its statistics over the global batch.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_keeping_grads(
     net: &dyn WsolModel,
@@ -83,15 +84,31 @@ pub fn train_step_keeping_grads(
     timed: bool,
     keep_grads: bool,
     dist: Option<&dyn Collective>,
+    sync_bn: bool,
 ) -> Result<(StepResult, Option<GradStore>)> {
     let StepBatch { mut images, labels, size } = batch;
     let n = labels.len();
     let StepDraws { batch: mut batch_draws, layers } = draws;
     let t0 = Instant::now();
+    // Batch-norm statistics over the ranks (`train.sync_bn`): every rank's forward and
+    // backward make the same sums, so none may sit a step out.
+    let sync = dist.filter(|_| sync_bn);
+    if let Some(c) = sync {
+        let mut empty = [(n == 0) as u64];
+        c.all_reduce_sum_u64(&mut empty)?;
+        if empty[0] > 0 {
+            return Err(crate::distributed::Agreed(format!(
+                "rank {}: train.sync_bn: {} rank(s) got no image in this step (a split smaller than the global batch, or data.skip_bad_images left a shard empty), and synchronized batch norm needs every rank's batch; use fewer ranks or set train.sync_bn: false",
+                c.rank(),
+                empty[0]
+            ))
+            .into());
+        }
+    }
     // An empty shard (a rank with no images this step) still takes part in the sums.
     let local = match n {
         0 => None,
-        _ => {
+        _ => crate::distributed::synced_bn(sync, || -> Result<_> {
             let mix = crate::methods::transform_batch(method, &mut images, &labels, size, batch_draws.as_mut());
             let x = Tensor::from_vec(images, (n, 3, size, size), device)?;
             let y = Tensor::from_vec(labels, n, device)?;
@@ -104,8 +121,8 @@ pub fn train_step_keeping_grads(
                     ((net.loss(&out, &y)? * m.lambda)? + (net.loss(&out, &other)? * (1.0 - m.lambda))?)?
                 }
             };
-            Some((out, y, loss))
-        }
+            Ok(Some((out, y, loss)))
+        })?,
     };
     let forward_issue = t0.elapsed();
     let (mut loss_value, mut correct) = match &local {
@@ -138,7 +155,7 @@ pub fn train_step_keeping_grads(
     }
     let t1 = Instant::now();
     let mut grads = match &local {
-        Some((_, _, loss)) => loss.backward()?,
+        Some((_, _, loss)) => crate::distributed::synced_bn(sync, || loss.backward())?,
         // No image here: an empty store (a constant's backward holds no variable).
         None => Tensor::zeros((), DType::F32, device)?.backward()?,
     };

@@ -18,7 +18,7 @@ use crate::config::{CheckpointChoice, Config};
 use crate::data::{epoch_batches, num_batches, ClassNames, Dataset, LoaderConfig, TransformConfig};
 use crate::distributed::{self, Collective, Local};
 use crate::draws::StepDraws;
-use crate::evaluate::{self, evaluate, EvalOutputs, EvalResult};
+use crate::evaluate::{self, EvalOutputs, EvalResult};
 use crate::report::hparams as hp;
 use crate::report::provenance::Provenance;
 use crate::report::tensorboard::{self, box_accuracy_scalars};
@@ -283,6 +283,7 @@ impl<'a> Trainer<'a> {
             skip_batches: partial.batches_done,
             skip_bad: cfg.data.skip_bad_images,
             shard: (self.dist.rank(), self.dist.world()),
+            whole_batches: false,
         };
         progress.inc(partial.batches_done as u64);
         let mut sums = EpochSums {
@@ -339,6 +340,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<()> {
         let cfg = self.cfg;
         let step = self.state.global_step;
+        distributed::test_stall(self.dist);
         let started = Instant::now();
         let dist = (self.dist.world() > 1).then_some(self.dist);
         let every = cfg.log.histograms_every;
@@ -354,6 +356,7 @@ impl<'a> Trainer<'a> {
             false,
             histograms,
             dist,
+            cfg.train.sync_bn,
         )?;
         let n = r.seen;
         sums.step_time += started.elapsed();
@@ -578,9 +581,10 @@ impl<'a> Trainer<'a> {
         let net = self.model.inference_net(cfg)?;
         let outputs = EvalOutputs { per_image: true, faithfulness: true, ..EvalOutputs::default() };
         let test_ds = self.test_ds.clone();
-        // Every rank scores the whole split (rank 0 writes it): per-image rows and
-        // faithfulness need every image in one place, and the ranks would wait anyway.
-        let result = evaluate(net.as_ref(), self.extractor.as_ref(), test_ds, cfg, &self.device, &tp, outputs)?;
+        // Sharded like validation; rank 0 receives the per-image rows and faithfulness
+        // values and writes what one process writes.
+        let (ex, dev) = (self.extractor.as_ref(), &self.device);
+        let result = evaluate::evaluate_sharded(net.as_ref(), ex, test_ds, cfg, dev, &tp, outputs, self.dist)?;
         tp.finish();
         if !self.dist.is_root() {
             return Ok((self.run_dir, result));
@@ -610,7 +614,7 @@ impl<'a> Trainer<'a> {
 }
 
 /// What a distributed run needs of its config: a global batch that the ranks share
-/// equally, batch-norm statistics that are per rank (sync_bn is not implemented).
+/// equally; synchronized batch norm on the CPU, where its fused op runs.
 fn check_distributed(cfg: &Config, world: usize) -> Result<()> {
     if world == 1 {
         return Ok(());
@@ -622,9 +626,10 @@ fn check_distributed(cfg: &Config, world: usize) -> Result<()> {
             b.div_ceil(world) * world
         );
     }
-    if cfg.train.sync_bn {
+    if cfg.train.sync_bn && cfg.device != "cpu" {
         bail!(
-            "train.sync_bn: true is not implemented (batch-norm statistics stay per rank, as PyTorch DDP's default); set it to false, or model.freeze_bn: true for results independent of the rank count"
+            "train.sync_bn: true runs on the CPU only (the MPI engine's device), but device is `{}`; set device: cpu or train.sync_bn: false",
+            cfg.device
         );
     }
     Ok(())

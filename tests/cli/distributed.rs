@@ -1,8 +1,9 @@
 //! Data-parallel training over MPI (`--features mpi`, `mpirun` on the PATH; otherwise each
 //! test says why it is skipped): two ranks train what one process with their global batch
-//! trains, sharded validation scores exactly what one process scores, bad launches fail
-//! on every rank, and a rank killed with SIGKILL ends the job (then `--resume` finishes
-//! it with the uninterrupted run's metrics).
+//! trains (with synchronized batch norm too), sharded validation, final test and `wsol
+//! eval` score and write exactly what one process does, bad launches fail on every rank,
+//! a rank killed with SIGKILL ends the job (then `--resume` finishes it with the
+//! uninterrupted run's metrics), and a hung rank is ended by the collective timeout.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -119,6 +120,66 @@ fn distributed_two_ranks_train_as_one_process_with_the_global_batch() {
     eprintln!("largest relative weight difference after 12 steps: {worst:e}");
 }
 
+/// `train.sync_bn: true`: batch-norm statistics over the global batch, so two ranks train
+/// the batch-norm net (`tiny`, statistics not frozen) as one process with the global batch
+/// does, running statistics included; one process with it is the plain path, bit for bit.
+#[test]
+fn distributed_sync_bn_trains_as_one_process_with_the_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = setup(dir, 64);
+    let mut args = vec!["train", "--config", &c, "--set", "train.epochs=2", "--quiet"];
+    args.extend(&SETS[2..]);
+    args.extend(["--set", "model.freeze_bn=false", "--set", "train.sync_bn=true"]);
+    let alone = |out: &str, sync: &str| {
+        let a = [args.clone(), vec!["--set", sync, "--out", out]].concat();
+        let o = Command::new(WSOL).args(&a).env("RAYON_NUM_THREADS", "1").current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    alone("one", "train.sync_bn=true");
+    alone("plain", "train.sync_bn=false");
+    assert_eq!(weights(&dir.join("one")), weights(&dir.join("plain")), "one process: sync_bn changes nothing");
+    let Some(mpi) = mpirun(dir) else { return };
+    let out = ranks(mpi, 2, &[args.clone(), vec!["--out", "two"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (a, b) = (epoch_losses(&dir.join("one")), epoch_losses(&dir.join("two")));
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 2e-4, "epoch losses differ: one process {a:?}, two ranks {b:?}");
+    }
+    let (wa, wb) = (weights(&dir.join("one")), weights(&dir.join("two")));
+    assert!(wa.iter().any(|w| w.0.ends_with("running_var")), "a net with batch norm");
+    let mut worst = (0f32, String::new());
+    for ((name, x), (_, y)) in wa.iter().zip(&wb) {
+        for (p, q) in x.iter().zip(y) {
+            let d = (p - q).abs() / (1.0 + p.abs());
+            assert!(d < 1e-4, "{name}: one process {p}, two ranks {q}");
+            if d > worst.0 {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    eprintln!(
+        "sync_bn: largest relative weight difference after 8 steps: {:e} ({}); losses {a:?} vs {b:?}",
+        worst.0, worst.1
+    );
+    // Without it, per-rank statistics move the run away from the single process's.
+    let per_rank = ranks(
+        mpirun(dir).unwrap(),
+        2,
+        &[args.clone(), vec!["--set", "train.sync_bn=false", "--out", "apart"]].concat(),
+    );
+    assert!(per_rank.status.success(), "{}", text(&per_rank.stderr));
+    let apart = weights(&dir.join("apart"));
+    let moved = wa
+        .iter()
+        .zip(&apart)
+        .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs() / (1.0 + p.abs())));
+    let moved = moved.fold(0f32, f32::max);
+    eprintln!("per-rank statistics: largest relative weight difference {moved:e}");
+    assert!(moved > 10.0 * worst.0, "per-rank {moved:e} vs synchronized {:e}", worst.0);
+}
+
 /// Validation is sharded over the ranks and its counts summed: the score `best` was picked
 /// by equals, bit for bit, one process's evaluation of the same weights.
 #[test]
@@ -152,6 +213,81 @@ fn distributed_sharded_validation_equals_one_process_exactly() {
     assert!(log.contains(&want), "expected `{want}` in:\n{log}");
 }
 
+/// Every file of an evaluation directory (recursively), as bytes, by relative path.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `wsol eval` under `mpirun -np 2` shares the split by whole batches (3 batches of 8:
+/// rank 1 gets one, and nothing in the last round) and rank 0 writes, byte for byte,
+/// the files one process writes: metrics.json (faithfulness included), per_image.csv,
+/// curve.csv and every map of `--save-cams`. The final test of a two-rank training run
+/// is the same sharded evaluation: its metrics.json and per_image.csv are also the
+/// single process's evaluation of the checkpoint.
+#[test]
+fn distributed_eval_writes_what_one_process_writes_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(mpi) = mpirun(dir) else { return };
+    let c = setup(dir, 32);
+    let faith = ["--set", "eval.faithfulness=[avg_drop, deletion]", "--set", "eval.faithfulness_steps=4"];
+    let mut args = vec!["train", "--config", &c, "--set", "train.epochs=1", "--out", "run", "--quiet"];
+    args.extend(SETS);
+    args.extend(faith);
+    let trained = ranks(mpi, 2, &args);
+    assert!(trained.status.success(), "{}", text(&trained.stderr));
+    let ckpt = dir.join("run/checkpoints/last.safetensors");
+    let mut eval = vec!["eval", "--config", &c, "--checkpoint", ckpt.to_str().unwrap(), "--quiet"];
+    eval.extend(SETS);
+    eval.extend(faith);
+    let cut = ["--set", "data.batch_size=8", "--set", "log.tensorboard=false"];
+    let mut one = [eval.clone(), cut.to_vec(), vec!["--out", "one/eval", "--save-cams", "one/cams"]].concat();
+    let single = Command::new(WSOL).args(&one).env("RAYON_NUM_THREADS", "1").current_dir(dir).output().unwrap();
+    assert!(single.status.success(), "{}", text(&single.stderr));
+    one.truncate(one.len() - 4);
+    let two = [one.clone(), vec!["--out", "two/eval", "--save-cams", "two/cams"]].concat();
+    let out = ranks(mpirun(dir).unwrap(), 2, &two);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout).matches("maxboxacc_v2").count(), 1, "rank 0 alone prints the table");
+    let (a, b) = (files(&dir.join("one")), files(&dir.join("two")));
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    assert_eq!(a.iter().filter(|(n, _)| n.ends_with(".npy")).count(), 24, "{:?}", names(&a));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs:\none process:\n{}\ntwo ranks:\n{}", text(x), text(y));
+    }
+    let metrics = read_json(&dir.join("two/eval/metrics.json"));
+    assert_eq!(metrics["num_images"], 24);
+    assert!(metrics["avg_drop"].is_f64() && metrics["deletion_auc"].is_f64(), "{metrics}");
+
+    // The training run's own final test (batches of 16), against one process's.
+    let whole = [eval.clone(), vec!["--out", "whole"]].concat();
+    let single = Command::new(WSOL).args(&whole).env("RAYON_NUM_THREADS", "1").current_dir(dir).output().unwrap();
+    assert!(single.status.success(), "{}", text(&single.stderr));
+    let strip = |mut v: serde_json::Value| {
+        let o = v.as_object_mut().unwrap();
+        o.remove("provenance");
+        o.remove("checkpoint");
+        v
+    };
+    assert_eq!(strip(read_json(&dir.join("run/metrics.json"))), strip(read_json(&dir.join("whole/metrics.json"))));
+    let rows = |d: &str| std::fs::read(dir.join(d).join("per_image.csv")).unwrap();
+    assert!(rows("run") == rows("whole"), "per_image.csv of the training run differs");
+}
+
 #[test]
 fn distributed_bad_launches_fail_on_every_rank() {
     let tmp = tempfile::tempdir().unwrap();
@@ -173,9 +309,9 @@ fn distributed_bad_launches_fail_on_every_rank() {
     args.extend(["--set", "data.batch_size=15", "--out", "odd"]);
     fails_on_both(ranks(mpirun(dir).unwrap(), 2, &args), "data.batch_size");
     assert!(!dir.join("odd").exists(), "nothing is written before the checks");
-    // Batch-norm statistics across ranks are not implemented.
+    // Synchronized batch norm on a device the MPI engine does not serve.
     let mut args = base.to_vec();
-    args.extend(["--set", "train.sync_bn=true", "--out", "sync"]);
+    args.extend(["--set", "train.sync_bn=true", "--set", "device=cuda:0", "--out", "sync"]);
     fails_on_both(ranks(mpirun(dir).unwrap(), 2, &args), "train.sync_bn");
     // Ranks started with different configs (MPMD launch).
     let mut cmd = mpirun(dir).unwrap();
@@ -290,4 +426,41 @@ fn distributed_killed_rank_ends_the_job_and_resume_finishes_it() {
         v
     };
     assert_eq!(strip(read_json(&dir.join("whole/metrics.json"))), strip(read_json(&dir.join("cut/metrics.json"))));
+}
+
+/// A rank that lives but hangs (`WSOL_TEST_STALL_RANK`, a test hook that sleeps before
+/// each step) holds rank 0 in the step's all-reduce until `WSOL_COLLECTIVE_TIMEOUT`
+/// ends the whole job: one line naming the rank and the collective, a non-zero exit, no
+/// half-written checkpoint. A bad value of the variable is refused at launch.
+#[test]
+fn distributed_hung_rank_times_out_and_ends_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(mut cmd) = mpirun(dir) else { return };
+    let c = setup(dir, 64);
+    let mut args = vec!["train", "--config", &c, "--set", "train.epochs=2", "--out", "hung", "--quiet"];
+    args.extend(SETS);
+    cmd.args(["-x", "WSOL_COLLECTIVE_TIMEOUT=2", "-x", "WSOL_TEST_STALL_RANK=1", "-np", "2", WSOL]).args(&args);
+    let t0 = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let Some(status) = wait(&mut child, Duration::from_secs(60)) else {
+        child.kill().unwrap();
+        panic!("the job still runs 60 s after its collective timeout of 2 s");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error: rank 0: collective `")).unwrap_or_else(|| {
+        panic!("rank 0 should name the collective it waited in:\n{stderr}");
+    });
+    assert!(line.contains("WSOL_COLLECTIVE_TIMEOUT=2") && line.contains("ending every rank"), "{line}");
+    eprintln!("{line} (job ended after {:.1} s)", t0.elapsed().as_secs_f64());
+    for e in std::fs::read_dir(dir.join("hung/checkpoints")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "half-written file {name}");
+    }
+    let mut cmd = mpirun(dir).unwrap();
+    cmd.args(["-x", "WSOL_COLLECTIVE_TIMEOUT=soon", "-np", "2", WSOL]).args(&args);
+    let stderr = text(&cmd.output().unwrap().stderr);
+    assert!(stderr.contains("WSOL_COLLECTIVE_TIMEOUT=soon: expected seconds"), "{stderr}");
 }

@@ -14,6 +14,16 @@
 //! the same two passes each way are kernels of `channel_ops_cuda`, and the running
 //! statistics are updated in place.
 //!
+//! Synchronized statistics ([`with_synced_stats`], PyTorch's SyncBatchNorm): while a
+//! [`StatsReducer`] is installed, training-mode statistics are those of the batch of all
+//! processes together. Forward: per-channel sums of x (and the count), summed over the
+//! processes, give the global mean; sums of (x - mean)^2, summed, the biased global
+//! variance; the running statistics take the global mean and unbiased variance. Backward:
+//! sum(dy) and sum(dy x_hat) are summed over the processes and dx uses them with the
+//! global count, while dgamma and dbeta stay this process's (the caller averages
+//! parameter gradients over the processes as for any weight). This crate knows nothing
+//! of how the sums travel.
+//!
 //! Evaluation mode and frozen statistics normalize with the running statistics as one
 //! per-channel affine pass, y = x * scale + shift (PyTorch's CPU form), the ReLU fused
 //! in the same way; candle_nn's chain took four passes and a fifth for the ReLU. Its
@@ -26,6 +36,45 @@ use candle_nn::{BatchNormConfig, Init, VarBuilder};
 use rayon::prelude::*;
 
 use crate::cpu_f32;
+
+/// Sums buffers over the processes that train one batch together (synchronized batch
+/// norm); every process makes the same calls in the same order.
+pub trait StatsReducer {
+    /// Element-wise sum over the processes, in place, on every process.
+    fn sum(&self, buf: &mut [f64]) -> Result<()>;
+}
+
+thread_local! {
+    /// The reducer of [`with_synced_stats`], while `f` runs on this thread.
+    static SYNC: std::cell::Cell<Option<*const (dyn StatsReducer + 'static)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a training step: forward and backward, on this thread) with every
+/// training-mode batch norm computing its statistics over the processes of `reducer`.
+/// Outside it batch norm is per process, bit for bit as before.
+pub fn with_synced_stats<R>(reducer: &dyn StatsReducer, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<*const (dyn StatsReducer + 'static)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SYNC.with(|s| s.set(self.0));
+        }
+    }
+    let ptr: *const (dyn StatsReducer + '_) = reducer;
+    // SAFETY: only the lifetime bound of the trait object changes (same fat pointer). The
+    // pointer is read by `synced` on this thread only, while `f` runs: `reducer` outlives
+    // this call, and `Restore` takes the pointer out again when `f` returns or unwinds.
+    let ptr: *const (dyn StatsReducer + 'static) = unsafe { std::mem::transmute(ptr) };
+    let _restore = Restore(SYNC.with(|s| s.replace(Some(ptr))));
+    f()
+}
+
+/// The reducer installed by [`with_synced_stats`] on this thread, if any.
+fn synced<R>(f: impl FnOnce(Option<&dyn StatsReducer>) -> R) -> R {
+    let ptr = SYNC.with(|s| s.get());
+    // SAFETY: a pointer is installed only for the duration of `with_synced_stats`'s `f`,
+    // whose caller keeps the reducer alive; we are inside that call on the same thread.
+    f(ptr.map(|p| unsafe { &*p }))
+}
 
 /// Freezable batch norm (`model.freeze_bn`): frozen, it always normalizes with its
 /// running statistics and never updates them, for small batches on pretrained weights.
@@ -82,6 +131,13 @@ impl Bn {
     fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         let batch_stats = train && !self.frozen;
         let ours = x.dtype() == DType::F32 && x.rank() == 4 && !candle_bn_requested();
+        if batch_stats && !(ours && x.device().is_cpu()) && synced(|r| r.is_some()) {
+            candle_core::bail!(
+                "synchronized batch norm runs on f32 CPU tensors only (got {:?} on {:?})",
+                x.dtype(),
+                x.device().location()
+            );
+        }
         #[cfg(feature = "cuda")]
         if ours && batch_stats && x.device().is_cuda() {
             let running = (self.running_mean.as_tensor(), self.running_var.as_tensor(), self.momentum);
@@ -134,9 +190,19 @@ impl Bn {
     /// The batch's per-channel statistics (the running ones updated from them).
     fn batch_stats(&self, x: &Tensor) -> Result<Stats> {
         let (b, c, h, w) = x.dims4()?;
-        let n = (b * h * w) as f64;
         let span = crate::profile::span(|| format!("batch norm statistics {c}x{h}x{w}"), 0.0);
-        let (mean, var) = channel_stats(x)?;
+        let (mean, var, n, global) = synced(|r| -> Result<_> {
+            Ok(match r {
+                None => {
+                    let (mean, var) = channel_stats(x)?;
+                    (mean, var, (b * h * w) as f64, None)
+                }
+                Some(r) => {
+                    let (mean, var, n) = synced_channel_stats(x, r)?;
+                    (mean, var, n, Some(n))
+                }
+            })
+        })?;
         drop(span);
         let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (v + self.eps).sqrt()) as f32).collect();
         let dev = x.device();
@@ -145,7 +211,7 @@ impl Bn {
             Tensor::from_vec(var.iter().map(|&v| (v * n / (n - 1.0).max(1.0)) as f32).collect::<Vec<_>>(), c, dev)?;
         self.update_running(&mean_t, &var_t)?;
         let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-        Ok(Stats { mean, invstd, act: Act::Identity, affine: None })
+        Ok(Stats { mean, invstd, act: Act::Identity, affine: None, global })
     }
 
     /// With the running statistics: scale = gamma / sqrt(running_var + eps), shift = beta -
@@ -282,6 +348,36 @@ fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     Ok(stats.into_iter().unzip())
 }
 
+/// [`channel_stats`] over the batches of every process of `r`: the same two passes, each
+/// channel's sums added over the processes between them (`[sums.., count]`, then
+/// `[squares..]`). Also returns the global count of values per channel.
+fn synced_channel_stats(x: &Tensor, r: &dyn StatsReducer) -> Result<(Vec<f64>, Vec<f64>, f64)> {
+    let (b, c, h, w) = x.dims4()?;
+    let plane = h * w;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("batch norm: expected a CPU tensor") };
+    let data = cpu_f32(cpu, layout, "batch norm")?;
+    let planes = |ch: usize| (0..b).map(move |img| &data[(img * c + ch) * plane..][..plane]);
+    let mut sums: Vec<f64> =
+        (0..c).into_par_iter().map(|ch| planes(ch).map(|p| lane_sums(p, p, |v, _| (v, 0.0)).0).sum::<f64>()).collect();
+    sums.push((b * plane) as f64);
+    r.sum(&mut sums)?;
+    let n = sums[c];
+    if n < 1.0 {
+        candle_core::bail!("synchronized batch norm: no values in the batches of all processes");
+    }
+    let mean: Vec<f64> = sums[..c].iter().map(|s| s / n).collect();
+    let mut squares: Vec<f64> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let m = mean[ch] as f32;
+            planes(ch).map(|p| lane_sums(p, p, |v, _| ((v - m) * (v - m), 0.0)).0).sum::<f64>()
+        })
+        .collect();
+    r.sum(&mut squares)?;
+    Ok((mean, squares.iter().map(|q| q / n).collect(), n))
+}
+
 /// Σ f(a_i, b_i) over two equal slices, as two sums (one per output of `f`), each kept
 /// in 16 interleaved f64 partial sums added up in order at the end. One running f32 sum
 /// is a chain of dependent adds, an element per add latency (~4 cycles); 16 independent
@@ -365,9 +461,23 @@ impl Normalize {
     /// already applied, or `stats.act` naming it).
     fn grads(stats: Stats, x: &Tensor, gamma: &Tensor, dz: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let sums = dz.apply_op2_no_bwd(x, &GradSums(stats.clone()))?; // [2, C]: sum dz, sum dz x_hat
-        let s: Vec<Vec<f32>> = sums.to_vec2()?;
-        let dx =
-            dz.apply_op3_no_bwd(x, gamma, &GradInput { stats, sum_dy: s[0].clone(), sum_dy_xhat: s[1].clone() })?;
+        let mut s: Vec<Vec<f32>> = sums.to_vec2()?;
+        let n = match stats.global {
+            None => (x.elem_count() / x.dim(1)?) as f32,
+            Some(n) => {
+                // dx sees the sums over every process's batch; dgamma, dbeta stay ours.
+                let mut buf: Vec<f64> = s.iter().flatten().map(|&v| v as f64).collect();
+                synced(|r| match r {
+                    Some(r) => r.sum(&mut buf),
+                    None => candle_core::bail!("synchronized batch norm: backward outside `with_synced_stats`"),
+                })?;
+                let c = s[0].len();
+                s = vec![buf[..c].iter().map(|&v| v as f32).collect(), buf[c..].iter().map(|&v| v as f32).collect()];
+                n as f32
+            }
+        };
+        let op = GradInput { stats, sum_dy: s[0].clone(), sum_dy_xhat: s[1].clone(), n };
+        let dx = dz.apply_op3_no_bwd(x, gamma, &op)?;
         Ok((dx, sums.get(1)?, sums.get(0)?))
     }
 }
@@ -530,13 +640,16 @@ struct Stats {
     /// shift), to recompute the pre-activation z for [`Act::pass`].
     act: Act,
     affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// Synchronized statistics: the count of values per channel over all processes
+    /// (the backward sums go over them too).
+    global: Option<f64>,
 }
 
 impl Stats {
     /// Mean 0 and invstd 1 for `c` channels: the statistics of a pass whose scale and
     /// shift are already folded in (the running statistics').
     fn unit(c: usize, act: Act, affine: Option<(Vec<f32>, Vec<f32>)>) -> Stats {
-        Stats { mean: vec![0.0; c], invstd: vec![1.0; c], act, affine }
+        Stats { mean: vec![0.0; c], invstd: vec![1.0; c], act, affine, global: None }
     }
 
     /// Per channel, y = x * scale + shift.
@@ -597,6 +710,8 @@ struct GradInput {
     stats: Stats,
     sum_dy: Vec<f32>,
     sum_dy_xhat: Vec<f32>,
+    /// Values per channel the sums went over (B*H*W, or over all processes).
+    n: f32,
 }
 
 impl CustomOp3 for GradInput {
@@ -615,10 +730,10 @@ impl CustomOp3 for GradInput {
     ) -> Result<(CpuStorage, Shape)> {
         let (dy, x, gamma) =
             (cpu_f32(ds, dl, "batch norm")?, cpu_f32(xs, xl, "batch norm")?, cpu_f32(gs, gl, "batch norm")?);
-        let (b, c, h, w) = xl.shape().dims4()?;
+        let (_, c, h, w) = xl.shape().dims4()?;
         let plane = h * w;
         let _span = crate::profile::span(|| format!("batch norm grad input {c}x{h}x{w}"), 0.0);
-        let n = (b * plane) as f32;
+        let n = self.n;
         let dx = with_act!(self.stats.act, A => crate::memory::par_vec(x.len(), plane, |k| {
             let ch = k % c;
             let (m, s) = (self.stats.mean[ch], self.stats.invstd[ch]);
@@ -860,6 +975,94 @@ mod tests {
             let gw = rel(g1.get(&data["a.weight"]).unwrap(), &f32t(g2.get(tw.as_tensor()).unwrap()));
             let gb = rel(g1.get(&data["a.bias"]).unwrap(), &f32t(g2.get(tb.as_tensor()).unwrap()));
             assert!(gw < 1e-5 && gb < 1e-5, "weight {gw}, bias {gb}");
+        }
+    }
+
+    /// The two halves of a batch in two threads, their statistics summed by a reducer
+    /// that meets at a barrier (two processes, as MPI would sum them), give the one-batch
+    /// layer's output, running statistics and input gradient; dgamma and dbeta are each
+    /// half's share, adding up to the whole's. The fused forms (ReLU, residual sum) too.
+    #[test]
+    fn synced_halves_equal_the_whole_batch() {
+        use std::sync::{Barrier, Mutex};
+        struct Meeting {
+            slots: Mutex<[Vec<f64>; 2]>,
+            barrier: Barrier,
+        }
+        struct Rank<'a>(&'a Meeting, usize);
+        impl StatsReducer for Rank<'_> {
+            fn sum(&self, buf: &mut [f64]) -> Result<()> {
+                self.0.slots.lock().unwrap()[self.1] = buf.to_vec();
+                self.0.barrier.wait();
+                let slots = self.0.slots.lock().unwrap();
+                buf.iter_mut().zip(slots[0].iter().zip(&slots[1])).for_each(|(v, (a, b))| *v = a + b);
+                drop(slots);
+                self.0.barrier.wait();
+                Ok(())
+            }
+        }
+        let dev = Device::Cpu;
+        let (b, c, h, w) = (6, 3, 5, 7);
+        let x = Tensor::randn(0.5f32, 2.0, (b, c, h, w), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+        let wts = Tensor::randn(0f32, 1., (b, c, h, w), &dev).unwrap();
+        let gamma = Tensor::randn(1f32, 0.3, c, &dev).unwrap();
+        // One layer: y, running mean and var, dx, dgamma, dbeta.
+        let run = |lo: usize, len: usize, form: usize| {
+            let vm = VarMap::new();
+            let bn = Bn::new(c, 1e-5, 0.1, false, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+            vm.data().lock().unwrap()["weight"].set(&gamma).unwrap();
+            let xv = Var::from_tensor(&x.narrow(0, lo, len).unwrap()).unwrap();
+            let xs = xv.as_tensor();
+            let y = match form {
+                0 => bn.forward_t(xs, true),
+                1 => bn.forward_relu_t(xs, true),
+                _ => bn.forward_add_t(xs, &r.narrow(0, lo, len).unwrap(), true, Act::Relu),
+            }
+            .unwrap();
+            let g = (&y * wts.narrow(0, lo, len).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            let data = vm.data().lock().unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            [
+                v(&y),
+                v(data["running_mean"].as_tensor()),
+                v(data["running_var"].as_tensor()),
+                v(g.get(xs).unwrap()),
+                v(g.get(&data["weight"]).unwrap()),
+                v(g.get(&data["bias"]).unwrap()),
+            ]
+        };
+        for form in 0..3 {
+            let whole = run(0, b, form);
+            let meeting = Meeting { slots: Mutex::new([Vec::new(), Vec::new()]), barrier: Barrier::new(2) };
+            let halves: Vec<_> = std::thread::scope(|s| {
+                let m = &meeting;
+                let hs: Vec<_> = [(0, 2), (2, 4)]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, (lo, len))| s.spawn(move || with_synced_stats(&Rank(m, k), || run(lo, len, form))))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                assert_eq!(a.len(), b.len(), "{what}");
+                for (p, q) in a.iter().zip(b) {
+                    assert!((p - q).abs() <= 2e-5 * (1.0 + p.abs()), "form {form}, {what}: {p} vs {q}");
+                }
+            };
+            for (k, what) in [(0, "output"), (3, "input gradient")] {
+                close(&whole[k], &[halves[0][k].clone(), halves[1][k].clone()].concat(), what);
+            }
+            for half in &halves {
+                close(&whole[1], &half[1], "running mean");
+                close(&whole[2], &half[2], "running variance");
+            }
+            for (k, what) in [(4, "dgamma"), (5, "dbeta")] {
+                let sum: Vec<f32> = halves[0][k].iter().zip(&halves[1][k]).map(|(a, b)| a + b).collect();
+                close(&whole[k], &sum, what);
+            }
+            // Outside the scope the layer is per process again.
+            assert_eq!(run(0, 2, form)[0], run(0, 2, form)[0]);
         }
     }
 }

@@ -103,6 +103,74 @@ impl PerImageRecorder {
         self.images.append(&mut other.images);
     }
 
+    /// The recorded images as bytes, for [`Self::extend_from_bytes`] in another process
+    /// (ranks of a sharded evaluation send theirs to one that writes the table). Every
+    /// field goes as its bits, so the rows rebuilt there are the rows recorded here.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let u32_of = |n: usize| u32::try_from(n).expect("per-image field above 4 G entries");
+        for r in &self.images {
+            out.extend((r.position as u64).to_le_bytes());
+            out.extend(u32_of(r.info.image_id.len()).to_le_bytes());
+            out.extend(r.info.image_id.as_bytes());
+            out.extend((r.info.gt_class as u64).to_le_bytes());
+            out.extend(r.info.original_size.0.to_le_bytes());
+            out.extend(r.info.original_size.1.to_le_bytes());
+            out.extend(u32_of(r.info.predictions.len()).to_le_bytes());
+            for p in &r.info.predictions {
+                out.extend((p.class as u64).to_le_bytes());
+                out.push(p.probability.is_some() as u8);
+                out.extend(p.probability.unwrap_or(0.0).to_bits().to_le_bytes());
+            }
+            out.push(r.info.cls.map_or(0, |c| 1 | (c.top1 as u8) << 1 | (c.top5 as u8) << 2));
+            out.extend(u32_of(r.gt.len()).to_le_bytes());
+            for b in r.gt.iter() {
+                [b.x0, b.y0, b.x1, b.y1].iter().for_each(|v| out.extend(v.to_le_bytes()));
+            }
+            out.extend(u32_of(r.runs.len()).to_le_bytes());
+            for run in r.runs.iter() {
+                out.extend(run.first.to_le_bytes());
+                run.bbox.iter().for_each(|v| out.extend(v.to_le_bytes()));
+            }
+        }
+        out
+    }
+
+    /// Adds the images that [`Self::to_bytes`] wrote (a recorder of the same configuration).
+    pub fn extend_from_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut r = Reader { bytes, at: 0 };
+        while r.at < bytes.len() {
+            let position = r.u64()? as usize;
+            let id_len = r.u32()? as usize;
+            let image_id = String::from_utf8(r.take(id_len)?.to_vec()).context("per-image bytes: an image id")?;
+            let gt_class = r.u64()? as usize;
+            let original_size = (r.u32()?, r.u32()?);
+            let mut predictions = Vec::new();
+            for _ in 0..r.u32()? {
+                let class = r.u64()? as usize;
+                let has = r.take(1)?[0] != 0;
+                let p = f32::from_bits(r.u32()?);
+                predictions.push(Prediction { class, probability: has.then_some(p) });
+            }
+            let c = r.take(1)?[0];
+            let cls = (c & 1 != 0).then_some(ClsOutcome { top1: c & 2 != 0, top5: c & 4 != 0 });
+            let mut gt = Vec::new();
+            for _ in 0..r.u32()? {
+                let v = [r.u32()?, r.u32()?, r.u32()?, r.u32()?].map(|v| v as i32);
+                gt.push(BBox { x0: v[0], y0: v[1], x1: v[2], y1: v[3] });
+            }
+            let mut runs = Vec::new();
+            for _ in 0..r.u32()? {
+                let first = r.u16()?;
+                runs.push(Run { first, bbox: [r.u16()?, r.u16()?, r.u16()?, r.u16()?] });
+            }
+            ensure!(!runs.is_empty(), "per-image bytes: an image without boxes");
+            let info = ImageInfo { image_id, gt_class, original_size, predictions, cls };
+            self.images.push(Recorded { position, info, gt: gt.into(), runs: runs.into() });
+        }
+        Ok(())
+    }
+
     /// The rows at the v1 best threshold of `loc` (`best_threshold` of metrics.json), in
     /// split order.
     pub fn finish(mut self, loc: &LocalizationMetrics) -> Result<PerImageTable> {
@@ -286,6 +354,34 @@ fn parse_row(line: &str) -> Result<PerImageRow> {
     })
 }
 
+/// Reads what [`PerImageRecorder::to_bytes`] wrote, failing on a short buffer.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let Some(s) = self.bytes.get(self.at..self.at + n) else {
+            bail!("per-image bytes: cut short at byte {} of {}", self.at, self.bytes.len());
+        };
+        self.at += n;
+        Ok(s)
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +456,33 @@ mod tests {
         // An all-zero map has no contour: the (0,0,0,0) box, as the official evaluator.
         assert_eq!(table.rows[3].box_original, BBox::ZERO);
         assert_eq!(table.rows[3].iou, Some(1.0 / 9.0));
+    }
+
+    /// Another process's recorder, sent as bytes, gives the rows it would have given
+    /// itself, bit for bit; a cut buffer is an error, not a panic.
+    #[test]
+    fn recorders_travel_as_bytes() {
+        let c = cfg();
+        let gt = [BBox::new(0, 0, 2, 2), BBox::new(1, 1, 5, 4)];
+        let mut acc = BoxAccumulator::new(&c).unwrap();
+        let (mut whole, mut sent) = (PerImageRecorder::new(4, 6).unwrap(), PerImageRecorder::new(4, 6).unwrap());
+        let cls = [None, Some(ClsOutcome { top1: false, top5: true }), Some(ClsOutcome { top1: true, top5: true })];
+        for (i, map) in [blob(2), blob(4), vec![0.0; 36]].iter().enumerate() {
+            let scored = acc.score(&quantize(map), 6, 6, &gt);
+            acc.add_scored(&scored, cls[i]);
+            let mut inf = info(&format!("dir/é{i}.jpg"), cls[i]);
+            inf.predictions[0].probability = Some(0.1 + i as f32 / 3.0);
+            whole.record(i, inf.clone(), &gt, &scored);
+            sent.record(i, inf, &gt, &scored);
+        }
+        let bytes = sent.to_bytes();
+        let mut received = PerImageRecorder::new(4, 6).unwrap();
+        received.extend_from_bytes(&bytes).unwrap();
+        let m = acc.finish();
+        assert_eq!(whole.finish(&m).unwrap().to_csv(), received.finish(&m).unwrap().to_csv());
+        let mut cut = PerImageRecorder::new(4, 6).unwrap();
+        let err = cut.extend_from_bytes(&bytes[..bytes.len() - 3]).unwrap_err();
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 
     /// The row's box is the one the best threshold (as metrics.json names it) gave.
