@@ -106,6 +106,19 @@ pub(crate) fn cpu_f32<'a>(
     }
 }
 
+/// A deterministic test input of `shape`, values spread uniformly over [-spread/2, spread/2).
+#[cfg(test)]
+pub(crate) fn test_input(shape: &[usize], seed: u64, spread: f32) -> candle_core::Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| {
+            let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15 ^ seed);
+            ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * spread
+        })
+        .collect();
+    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
+}
+
 /// max |a - b| / max |b|: how the custom ops are checked against candle's.
 #[cfg(test)]
 pub(crate) fn rel_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {

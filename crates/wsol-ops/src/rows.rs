@@ -407,17 +407,10 @@ impl CustomOp2 for GeluErfGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     fn input(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|i| {
-                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15 ^ seed);
-                ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::test_input(shape, seed, 6.0)
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
