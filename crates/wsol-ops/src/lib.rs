@@ -25,6 +25,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod geometry;
 pub mod loss;
+pub(crate) mod math;
 pub mod memory;
 pub mod pool;
 pub mod profile;

@@ -1,6 +1,8 @@
 //! Memory: how the heap keeps freed blocks, huge pages, and buffers filled in parallel
 //! without a zero fill first.
 
+use std::mem::MaybeUninit;
+
 /// Tells glibc's allocator to keep freed blocks in the heap for reuse and never to trim
 /// it. By default it returns large freed blocks (activations, im2col tiles) to the
 /// kernel and faults them in again on the next step: on a 2-core machine page faults,
@@ -62,6 +64,24 @@ pub fn par_vec<I: Iterator<Item = f32>>(n: usize, chunk: usize, fill: impl Fn(us
         assert_eq!(written, out.len(), "par_vec: chunk {k} short of values");
     });
     // SAFETY: every chunk wrote all of its elements (checked above).
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `n` floats made in parallel, chunk `k` (of `chunk` floats; the last may be shorter)
+/// written by `fill(k, out)`, which must write every element of `out` (a loop the
+/// compiler can vectorize, which [`par_vec`]'s iterators are not).
+///
+/// # Safety
+/// `fill(k, out)` writes every element of `out`: the Vec is returned as initialized.
+pub unsafe fn par_fill(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    let out = &mut v.spare_capacity_mut()[..n];
+    advise_huge_pages(out);
+    out.par_chunks_mut(chunk.max(1)).enumerate().for_each(|(k, out)| fill(k, out));
+    // SAFETY: every fill wrote all of its chunk (the caller's contract), and the chunks
+    // cover the n elements.
     unsafe { v.set_len(n) };
     v
 }

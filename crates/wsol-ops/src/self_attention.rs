@@ -84,7 +84,7 @@ impl CustomOp1 for SelfAttention {
                 matmul((t, t, d), p, t, false, (q, 1, ld), (k, ld, 1), Parallelism::None);
                 for row in p.chunks_mut(t) {
                     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    row.iter_mut().for_each(|s| *s = ((*s - max) * scale).exp());
+                    crate::rows::exp_shifted_in_place(row, max, scale);
                     let inv = 1.0 / row.iter().sum::<f32>();
                     row.iter_mut().for_each(|s| *s *= inv);
                 }
