@@ -25,12 +25,28 @@ fn fused(x: &Tensor) -> bool {
 
 /// Sum with eight running lanes, so LLVM vectorizes it (a single accumulator is a serial
 /// chain it may not reorder).
-fn sum(xs: impl Iterator<Item = f32>) -> f32 {
+pub(crate) fn sum(xs: impl Iterator<Item = f32>) -> f32 {
     let mut lanes = [0f32; 8];
     for (i, v) in xs.enumerate() {
         lanes[i % 8] += v;
     }
     lanes.iter().sum()
+}
+
+/// The largest value (-inf for none), with eight running lanes as [`sum`]: a fold of
+/// `f32::max` is a serial chain too, and the attention softmax runs one per row.
+pub(crate) fn max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l = if v > *l { v } else { *l };
+    }
+    lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// `rows x width` floats made in parallel, by tasks of whole rows, with no zero fill
@@ -315,7 +331,7 @@ impl CustomOp1 for SoftmaxLastDim {
         let y = par_rows(x.len() / c.max(1), c, |r0, out| {
             for (k, out) in out.chunks_mut(c).enumerate() {
                 let row = &x[(r0 + k) * c..][..c];
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let max = max(row);
                 exp_shifted(row, max, 1.0, out);
                 // SAFETY: the loop above wrote every element of `out`.
                 let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
