@@ -131,6 +131,7 @@ fn recipe(cfg: &Config) -> Vec<Vec<String>> {
             "step x{} every {} epochs, offset {}",
             t.schedule.gamma, t.schedule.step_epochs, t.schedule.step_offset
         ),
+        "multistep" => format!("multistep x{} at epochs {:?} (from 0)", t.schedule.gamma, t.schedule.milestones),
         other => other.to_string(),
     };
     let ious: Vec<String> = e.iou_thresholds.iter().map(|v| v.to_string()).collect();

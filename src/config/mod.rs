@@ -335,6 +335,10 @@ pub struct ScheduleConfig {
     /// `adjust_learning_rate(epoch + 1)` and decays when that is a multiple of
     /// `lr_decay_frequency` (the paper configs use it).
     pub step_offset: usize,
+    /// `multistep`: the lr is multiplied by `gamma` once for each milestone reached, epochs
+    /// counted from 0 as PyTorch's `MultiStepLR(milestones)`: epoch e (from 0) runs at
+    /// `gamma^(milestones <= e)`.
+    pub milestones: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -483,7 +487,14 @@ impl Default for OptimizerConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        ScheduleConfig { name: ScheduleName::Step, step_epochs: 5, gamma: 0.1, warmup_epochs: 0, step_offset: 0 }
+        ScheduleConfig {
+            name: ScheduleName::Step,
+            step_epochs: 5,
+            gamma: 0.1,
+            warmup_epochs: 0,
+            step_offset: 0,
+            milestones: Vec::new(),
+        }
     }
 }
 
@@ -733,6 +744,21 @@ impl Config {
             t.schedule.name != ScheduleName::Step || t.schedule.step_epochs >= 1,
             "train.schedule.step_epochs: expected >= 1".into(),
         );
+        let m = &t.schedule.milestones;
+        if t.schedule.name == ScheduleName::MultiStep {
+            check(
+                !m.is_empty() && m.windows(2).all(|w| w[0] < w[1]),
+                format!("train.schedule.milestones: expected ascending epochs (from 0) for `multistep`, e.g. [9, 11, 19], got {m:?}"),
+            );
+        } else {
+            check(
+                m.is_empty(),
+                format!(
+                    "train.schedule.milestones: only read by `name: multistep` (the schedule is `{}`); remove it or set the name",
+                    t.schedule.name.as_str()
+                ),
+            );
+        }
         let e = &self.eval;
         let min_interval = wsol_eval::localize::MIN_CAM_CURVE_INTERVAL;
         check(
@@ -887,6 +913,24 @@ mod tests {
         c.eval.cam_curve_interval = 2.0;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("data.batch_size") && err.contains("eval.cam_curve_interval"), "{err}");
+    }
+
+    #[test]
+    fn milestones_belong_to_multistep() {
+        let mut c = Config::default();
+        c.apply_overrides(&["train.schedule.name=multistep".into()]).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("train.schedule.milestones: expected ascending epochs"), "{err}");
+        c.apply_overrides(&["train.schedule.milestones=[9, 11, 19]".into()]).unwrap();
+        c.validate().unwrap();
+        c.apply_overrides(&["train.schedule.milestones=[11, 9]".into()]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("got [11, 9]"));
+        c.apply_overrides(&["train.schedule.name=step".into(), "train.schedule.milestones=[9]".into()]).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("train.schedule.milestones: only read by `name: multistep` (the schedule is `step`)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -154,6 +154,7 @@ names! {
         Constant = "constant",
         Step = "step",
         Cosine = "cosine",
+        MultiStep = "multistep",
     }
 }
 

@@ -216,6 +216,7 @@ fn replay(name: &str, conditioning: Conditioning) {
         gamma: 0.1,
         warmup_epochs: 0,
         step_offset: 1,
+        milestones: Vec::new(),
     };
 
     let mut w = Worst::default();
