@@ -311,6 +311,10 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossScaleConfig {
+    /// Unset (null): on exactly with `precision: fp16`. `true` scales in any precision,
+    /// as `GradScaler(enabled=True)` does in f32 too (on the CPU: the scaler's part of a
+    /// step, its checkpoint and `--resume`, in full f32); `false`: never.
+    pub enabled: Option<bool>,
     /// The first scale (held in f32, as PyTorch's).
     pub init_scale: f64,
     /// The scale is multiplied by this after `growth_interval` clean steps in a row.
@@ -322,7 +326,13 @@ pub struct LossScaleConfig {
 
 impl Default for LossScaleConfig {
     fn default() -> Self {
-        LossScaleConfig { init_scale: 65536.0, growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 2000 }
+        LossScaleConfig {
+            enabled: None,
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
     }
 }
 
@@ -893,6 +903,11 @@ impl Config {
             true => Precision::Tf32,
             false => Precision::Fp32,
         }
+    }
+
+    /// Whether training scales its loss (`train.loss_scale.enabled`, by default fp16's).
+    pub fn loss_scaling(&self) -> bool {
+        self.train.loss_scale.enabled.unwrap_or_else(|| self.training_precision().needs_loss_scaling())
     }
 
     /// Training-time resize before the random crop.

@@ -1,4 +1,5 @@
-//! Dynamic loss scaling for `train.precision: fp16`, with the semantics of PyTorch's
+//! Dynamic loss scaling for `train.precision: fp16` (or any precision with
+//! `train.loss_scale.enabled: true`), with the semantics of PyTorch's
 //! `torch.amp.GradScaler` (torch/amp/grad_scaler.py; the arithmetic of ATen's
 //! `_amp_foreach_non_finite_check_and_unscale_` and `_amp_update_scale_`, whose CPU and CUDA
 //! kernels agree):

@@ -34,7 +34,7 @@ pub struct Trainer<'a> {
     device: Device,
     model: Model,
     sgd: Optimizer,
-    /// fp16's dynamic loss scaling; None in the other precisions.
+    /// Dynamic loss scaling (fp16's, or `train.loss_scale.enabled`); None without.
     scaler: Option<LossScaler>,
     state: TrainState,
     extractor: Box<dyn CamExtractor>,
@@ -172,7 +172,7 @@ impl<'a> Trainer<'a> {
             optim_file: None,
             loss_scale: None,
         };
-        let mut scaler = cfg.training_precision().needs_loss_scaling().then(|| LossScaler::new(&cfg.train.loss_scale));
+        let mut scaler = cfg.loss_scaling().then(|| LossScaler::new(&cfg.train.loss_scale));
         match &resume_state {
             Some(state_path) => {
                 let loaded =
@@ -196,7 +196,7 @@ impl<'a> Trainer<'a> {
                     (Some(s), None) => log.line(
                         None,
                         &format!(
-                            "note: the checkpoint holds no loss scale (its run was not fp16): starting at {}",
+                            "note: the checkpoint holds no loss scale (its run scaled none): starting at {}",
                             s.scale()
                         ),
                     ),
@@ -509,7 +509,13 @@ impl<'a> Trainer<'a> {
             line.push_str(&format!("  skipped {} batches", p.skipped));
         }
         if let Some(s) = &self.scaler {
-            line.push_str(&format!("  loss scale {} ({} overflow steps skipped)", s.scale(), p.overflows));
+            let scale = s.scale();
+            // 65536 as it is, a scale far from 1 in exponent form.
+            let scale = match (1e-3..1e7).contains(&scale) {
+                true => format!("{scale}"),
+                false => format!("{scale:e}"),
+            };
+            line.push_str(&format!("  loss scale {scale} ({} overflow steps skipped)", p.overflows));
         }
         if sums.bad_images > 0 {
             line.push_str(&format!("  skipped {} bad images", sums.bad_images));

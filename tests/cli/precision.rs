@@ -46,6 +46,7 @@ fn loss_scaler_replays_pytorchs_grad_scaler_exactly() {
             growth_factor: case["growth_factor"].as_f64().unwrap(),
             backoff_factor: case["backoff_factor"].as_f64().unwrap(),
             growth_interval: case["growth_interval"].as_u64().unwrap() as u32,
+            enabled: Some(true),
         };
         let mut scaler = LossScaler::new(&cfg);
         let mut param = f32s(&case["param0"]);
@@ -110,4 +111,52 @@ fn precisions_the_cpu_cannot_run_are_refused_at_start() {
     assert!(err.contains("tf32: true") && err.contains("contradicts train.precision: fp16"), "{err}");
     let err = wsol_err(&["train", "--config", demo, "--set", "train.loss_scale.growth_interval=0"], tmp.path());
     assert!(err.contains("train.loss_scale.growth_interval: expected >= 1"), "{err}");
+}
+
+/// The scaler in `wsol train` (forced on in f32 with `train.loss_scale.enabled`, as
+/// PyTorch's GradScaler runs in f32 too): the scale and its count of clean steps go into
+/// the checkpoint, and a run stopped after its first epoch and resumed ends with the same
+/// weights, scale and count as one trained straight through. (Its growth falls after the
+/// resumption only if the count was restored. Overflows, which f32 gradients of this tiny
+/// net do not reach, are the step's unit test and the GradScaler replay above.)
+#[test]
+fn train_scales_the_loss_and_resumes_with_its_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth(d, 64, 8, 8);
+    let cfg = write_config(d, "ls", "");
+    let cfg = cfg.to_str().unwrap();
+    let sets = [
+        "train.schedule.name=constant",
+        "train.schedule.warmup_epochs=0",
+        "train.loss_scale.enabled=true",
+        "train.loss_scale.init_scale=1.0e38",
+        "train.loss_scale.growth_interval=4",
+    ];
+    let run = |epochs: &str, out: &str, resume: bool| {
+        let mut args = vec!["train", "--config", cfg, "--out", out, "--quiet", "--set", epochs];
+        for s in &sets {
+            args.extend(["--set", s]);
+        }
+        if resume {
+            args.extend(["--resume", out]);
+        }
+        wsol_ok(&args, d);
+    };
+    run("train.epochs=3", "straight", false);
+    run("train.epochs=1", "resumed", false);
+    run("train.epochs=3", "resumed", true);
+    let state = |run: &str| read_json(&d.join(run).join("checkpoints/last.json"));
+    let (a, b) = (state("straight"), state("resumed"));
+    assert_eq!(a["global_step"], 6);
+    // Grown once, at step 4 (two steps after the resumption), and two clean steps since.
+    assert_eq!(a["loss_scale"]["growth_tracker"], 2, "{a}");
+    assert_eq!(a["loss_scale"]["scale"].as_f64().unwrap() as f32, 1.0e38f32 * 2.0, "{a}");
+    assert_eq!(a["loss_scale"], b["loss_scale"], "{a}\n{b}");
+    let weights = |run: &str| std::fs::read(d.join(run).join("checkpoints/last.safetensors")).unwrap();
+    assert!(weights("straight") == weights("resumed"), "the resumed run's weights differ");
+    let log = std::fs::read_to_string(d.join("straight/train.log")).unwrap();
+    assert!(log.contains("loss scale 2e38 (0 overflow steps skipped)"), "{log}");
+    let m = read_json(&d.join("straight/metrics.json"));
+    assert_eq!(m["provenance"]["precision"], "fp32");
 }
