@@ -29,7 +29,7 @@ pub fn run(a: CamArgs) -> Result<()> {
     anyhow::ensure!((0.0..1.0).contains(&threshold), "--threshold: expected in [0, 1), got {threshold}");
     let jobs = plan(&a.image, &a.out)?;
     let names = ClassNames::load(&cfg)?;
-    let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let device = crate::runtime::device(&cfg.device, cfg.gemm_tf32(), cfg.cudnn_benchmark)?;
     let model = crate::runtime::build_model(&cfg, &device)?;
     match &a.checkpoint {
         Some(c) => crate::runtime::load_weights(&model.varmap, c)?,

@@ -58,7 +58,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
             &out,
             &[
                 ("checkpoint", serde_json::json!(checkpoint.display().to_string())),
-                ("provenance", crate::report::provenance::Provenance::detect(&cfg.device).to_json()),
+                (
+                    "provenance",
+                    crate::report::provenance::Provenance::detect(&cfg.device, cfg.eval_precision().as_str()).to_json(),
+                ),
             ],
         )
         .with_context(|| format!("writing results to {}", out.display()))?;

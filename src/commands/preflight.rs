@@ -55,7 +55,7 @@ pub fn run(a: PreflightArgs) -> Result<()> {
             warmup: 1,
             steps: a.bench_steps,
             device: cfg.device.clone(),
-            tf32: cfg.tf32,
+            tf32: cfg.gemm_tf32(),
             cudnn_benchmark: cfg.cudnn_benchmark,
             profile: false,
         };

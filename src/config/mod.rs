@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 mod names;
 
 pub use names::{
-    AcolMap, Backbone, CamMethod, CheckpointChoice, DataFormat, Method, OptimizerName, ScheduleName, SelectBy,
-    Substrate,
+    AcolMap, Backbone, CamMethod, CheckpointChoice, DataFormat, Method, OptimizerName, Precision, ScheduleName,
+    SelectBy, Substrate,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,7 +24,8 @@ pub struct Config {
     /// `cpu` or `cuda:N`.
     pub device: String,
     /// GPU matrix products (and so convolutions) in TF32, PyTorch's default for
-    /// convolutions: faster on tensor cores, 10-bit mantissas. Off: plain f32.
+    /// convolutions: faster on tensor cores, 10-bit mantissas. Off: plain f32. The older
+    /// spelling of `train.precision: tf32`; [`Config::load`] keeps the two in agreement.
     pub tf32: bool,
     /// Choose each convolution's cuDNN algorithm by timing them all on the first call
     /// (PyTorch's `cudnn.benchmark`); off: cuDNN's heuristic pick (PyTorch's default).
@@ -298,6 +299,41 @@ pub struct TrainConfig {
     /// global batch, all-reduced per layer, as PyTorch's SyncBatchNorm; one process's
     /// statistics are already the whole batch's, so alone it changes nothing.
     pub sync_bn: bool,
+    /// Number formats of training: `fp32`, `tf32`, `bf16` or `fp16` (the last two on a
+    /// CUDA device only).
+    pub precision: Precision,
+    /// `precision: fp16`'s dynamic loss scaling, PyTorch's `GradScaler` arguments.
+    pub loss_scale: LossScaleConfig,
+}
+
+/// `torch.amp.GradScaler(init_scale, growth_factor, backoff_factor, growth_interval)`,
+/// with its defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossScaleConfig {
+    /// Unset (null): on exactly with `precision: fp16`. `true` scales in any precision,
+    /// as `GradScaler(enabled=True)` does in f32 too (on the CPU: the scaler's part of a
+    /// step, its checkpoint and `--resume`, in full f32); `false`: never.
+    pub enabled: Option<bool>,
+    /// The first scale (held in f32, as PyTorch's).
+    pub init_scale: f64,
+    /// The scale is multiplied by this after `growth_interval` clean steps in a row.
+    pub growth_factor: f64,
+    /// ... and by this at a step whose gradients hold an inf or NaN (which is skipped).
+    pub backoff_factor: f64,
+    pub growth_interval: u32,
+}
+
+impl Default for LossScaleConfig {
+    fn default() -> Self {
+        LossScaleConfig {
+            enabled: None,
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -465,6 +501,8 @@ impl Default for TrainConfig {
             select_by: SelectBy::GtKnownLoc,
             skip_nonfinite_loss: false,
             sync_bn: false,
+            precision: Precision::Fp32,
+            loss_scale: LossScaleConfig::default(),
         }
     }
 }
@@ -549,6 +587,14 @@ pub fn weights_normalization(model: &ModelConfig) -> Option<([f32; 3], [f32; 3])
     })
 }
 
+/// Where a config key got its value, in order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Given {
+    Default,
+    File,
+    Set,
+}
+
 /// The one place YAML is parsed, so the (deprecated upstream) serde_yaml can be swapped
 /// for a fork in one line.
 fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, serde_yaml::Error> {
@@ -568,11 +614,22 @@ impl Config {
         cfg.apply_overrides(overrides)?;
         // Pretrained weights expect the input normalization they were trained with, unless
         // the config says otherwise.
-        let given = |key: &str| {
-            let (section, field) = key.split_once('.').expect("a dotted key");
-            named.get(section).and_then(|v| v.get(field)).is_some()
-                || overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+        let given_where = |key: &str| {
+            let in_file = match key.split_once('.') {
+                Some((section, field)) => named.get(section).and_then(|v| v.get(field)).is_some(),
+                None => named.get(key).is_some(),
+            };
+            if overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key)) {
+                Given::Set
+            } else if in_file {
+                Given::File
+            } else {
+                Given::Default
+            }
         };
+        let given = |key: &str| given_where(key) != Given::Default;
+        cfg.resolve_precision(given_where("tf32"), given_where("train.precision"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if let Some((mean, std)) = weights_normalization(&cfg.model) {
             if !given("data.mean") {
                 cfg.data.mean = mean;
@@ -779,6 +836,20 @@ impl Config {
         );
         let faithfulness = self.faithfulness().and_then(|f| f.validate(d.image_size as usize));
         check(faithfulness.is_ok(), faithfulness.err().map(|e| e.to_string()).unwrap_or_default());
+        let ls = &self.train.loss_scale;
+        check(
+            ls.init_scale > 0.0 && (ls.init_scale as f32).is_finite(),
+            format!("train.loss_scale.init_scale: expected > 0 and finite in f32, got {}", ls.init_scale),
+        );
+        check(
+            ls.growth_factor > 1.0 && ls.growth_factor.is_finite(),
+            format!("train.loss_scale.growth_factor: expected > 1, got {}", ls.growth_factor),
+        );
+        check(
+            ls.backoff_factor > 0.0 && ls.backoff_factor < 1.0,
+            format!("train.loss_scale.backoff_factor: expected in (0, 1), got {}", ls.backoff_factor),
+        );
+        check(ls.growth_interval >= 1, "train.loss_scale.growth_interval: expected >= 1".into());
         check(self.log.every_steps >= 1, "log.every_steps: expected >= 1".into());
         check(
             self.log.histograms_every == 0 || self.log.tensorboard,
@@ -808,6 +879,61 @@ impl Config {
             road_noise: e.road_noise,
             seed: self.seed,
         })
+    }
+
+    /// Folds the older `tf32: true` into `train.precision: tf32`, so the resolved config
+    /// (and `--resume`'s comparison) holds one answer: afterwards `tf32` is false and
+    /// `train.precision` says it. Where each was given (`Given`) settles a disagreement:
+    /// a `--set` beats the file, either beats the default, and `tf32: true` beside a
+    /// different `train.precision` given in the same place is an error naming both.
+    pub fn resolve_precision(&mut self, tf32: Given, precision: Given) -> Result<()> {
+        if !self.tf32 {
+            return Ok(());
+        }
+        let p = self.train.precision;
+        if p != Precision::Tf32 {
+            if tf32 == precision {
+                bail!(
+                    "tf32: true (the older spelling of train.precision: tf32) contradicts train.precision: {p}; \
+                     keep one: set train.precision (one of {}) and remove tf32",
+                    Precision::list()
+                );
+            }
+            if tf32 > precision {
+                self.train.precision = Precision::Tf32;
+            }
+        }
+        self.tf32 = false;
+        Ok(())
+    }
+
+    /// Whether the GPU's f32 matrix products and convolutions may use TF32: `train.precision:
+    /// tf32` (or a `tf32: true` not yet folded into it). Under `bf16`/`fp16` the ops autocast
+    /// keeps in f32 stay in full f32, as PyTorch's default for matrix products.
+    pub fn gemm_tf32(&self) -> bool {
+        self.tf32 || self.train.precision == Precision::Tf32
+    }
+
+    /// The number formats training runs in: `train.precision`, except that `tf32` only
+    /// changes a GPU's products, so on the CPU it is the fp32 run.
+    pub fn training_precision(&self) -> Precision {
+        match self.train.precision {
+            Precision::Tf32 if self.device == "cpu" => Precision::Fp32,
+            p => p,
+        }
+    }
+
+    /// Evaluation has no autocast: fp32, with TF32 products on a GPU when asked.
+    pub fn eval_precision(&self) -> Precision {
+        match self.device != "cpu" && self.gemm_tf32() {
+            true => Precision::Tf32,
+            false => Precision::Fp32,
+        }
+    }
+
+    /// Whether training scales its loss (`train.loss_scale.enabled`, by default fp16's).
+    pub fn loss_scaling(&self) -> bool {
+        self.train.loss_scale.enabled.unwrap_or_else(|| self.training_precision().needs_loss_scaling())
     }
 
     /// Training-time resize before the random crop.
@@ -941,6 +1067,51 @@ mod tests {
         assert!(err.contains("eval.cam_curve_interval: expected in [0.0001, 1), got 1e-300"), "{err}");
         c.eval.cam_curve_interval = 0.001;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn tf32_is_the_older_spelling_of_precision_tf32() {
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |yaml: &str, sets: &[&str]| {
+            let p = tmp.path().join("c.yaml");
+            std::fs::write(&p, yaml).unwrap();
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Config::load(&p, &sets).map_err(|e| format!("{e:#}"))
+        };
+        let c = load("tf32: true\n", &[]).unwrap();
+        assert_eq!((c.tf32, c.train.precision, c.gemm_tf32()), (false, Precision::Tf32, true));
+        let c = load("seed: 1\n", &["tf32=true"]).unwrap();
+        assert_eq!(c.train.precision, Precision::Tf32);
+        let c = load("train: {precision: tf32}\n", &["tf32=true"]).unwrap();
+        assert_eq!(c.train.precision, Precision::Tf32);
+        let c = load("train: {precision: bf16}\n", &[]).unwrap();
+        assert_eq!((c.train.precision, c.gemm_tf32()), (Precision::Bf16, false));
+        // A resolved config (tf32: false, train.precision written out) takes `--set tf32=true`.
+        let resolved = Config::default().to_yaml();
+        assert_eq!(load(&resolved, &["tf32=true"]).unwrap().train.precision, Precision::Tf32);
+        // A --set beats the file.
+        assert_eq!(load("tf32: true\n", &["train.precision=bf16"]).unwrap().train.precision, Precision::Bf16);
+        assert_eq!(load("train: {precision: fp16}\n", &["tf32=true"]).unwrap().train.precision, Precision::Tf32);
+        for (yaml, sets) in [
+            ("tf32: true\ntrain: {precision: fp16}\n", &[][..]),
+            ("tf32: true\ntrain: {precision: fp32}\n", &[][..]),
+            ("seed: 0\n", &["tf32=true", "train.precision=bf16"][..]),
+        ] {
+            let e = load(yaml, sets).unwrap_err();
+            assert!(
+                e.contains("tf32: true")
+                    && e.contains("contradicts train.precision")
+                    && e.contains("fp32, tf32, bf16, fp16"),
+                "{e}"
+            );
+        }
+        let e = load("train: {precision: fp8}\n", &[]).unwrap_err();
+        assert!(e.contains("precision") && e.contains("fp8") && e.contains("bf16"), "{e}");
+        let e = load("seed: 0\n", &["train.precision=half"]).unwrap_err();
+        assert!(e.contains("train.precision") && e.contains("half") && e.contains("fp16"), "{e}");
+        let e = load("seed: 0\n", &["train.loss_scale.growth_interval=0", "train.loss_scale.backoff_factor=1.5"])
+            .unwrap_err();
+        assert!(e.contains("train.loss_scale.growth_interval") && e.contains("train.loss_scale.backoff_factor"), "{e}");
     }
 
     #[test]

@@ -178,6 +178,33 @@ names! {
     }
 }
 
+names! {
+    /// `train.precision`: the number formats of training. `fp32` everywhere; `tf32` fp32
+    /// with the GPU's matrix products and convolutions in TF32 (the top-level `tf32: true`
+    /// is its older spelling); `bf16` / `fp16` mixed precision as PyTorch's CUDA autocast
+    /// (`models::autocast`), master weights, optimizer state and batch-norm statistics in
+    /// fp32, `fp16` with dynamic loss scaling (`train::loss_scale`).
+    Precision {
+        Fp32 = "fp32",
+        Tf32 = "tf32",
+        Bf16 = "bf16",
+        Fp16 = "fp16",
+    }
+}
+
+impl Precision {
+    /// Mixed precision: some ops run in a 16-bit format (needs a CUDA device).
+    pub fn is_mixed(self) -> bool {
+        matches!(self, Precision::Bf16 | Precision::Fp16)
+    }
+
+    /// fp16's 5 exponent bits underflow small gradients: its backward runs on a scaled
+    /// loss (bf16 has fp32's exponent range and needs none, as in PyTorch).
+    pub fn needs_loss_scaling(self) -> bool {
+        self == Precision::Fp16
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,7 +106,7 @@ pub fn write(req: &ReportRequest) -> Result<PathBuf> {
         html += &curve_svg(&csv, threshold)?;
     }
 
-    let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let device = crate::runtime::device(&cfg.device, cfg.gemm_tf32(), cfg.cudnn_benchmark)?;
     let model = crate::runtime::build_model(&cfg, &device)?;
     crate::runtime::load_weights(&model.varmap, &checkpoint)?;
     let net = model.inference_net(&cfg)?;

@@ -107,7 +107,7 @@ pub fn evaluate_checkpoint_sharded(
     quiet: bool,
     dist: &dyn Collective,
 ) -> Result<EvalResult> {
-    let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+    let device = crate::runtime::device(&cfg.device, cfg.gemm_tf32(), cfg.cudnn_benchmark)?;
     let ds = crate::data::open::load_split(cfg, split)?;
     let model = crate::runtime::build_model(cfg, &device)?;
     crate::runtime::load_weights(&model.varmap, checkpoint)?;

@@ -2,6 +2,7 @@
 //!
 //! Adding a backbone or a head is one file plus one line in [`build`].
 
+pub mod autocast;
 pub mod deit;
 mod efficientnet;
 mod inception;

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use wsol_eval::fs::{atomic_write, commit_tmp, tmp_path};
 
+use super::loss_scale::LossScaleState;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainState {
     /// Epochs fully done; training resumes at this epoch index.
@@ -37,6 +39,9 @@ pub struct TrainState {
     pub model_file: Option<String>,
     #[serde(default)]
     pub optim_file: Option<String>,
+    /// fp16's loss scaler (`train.precision: fp16`); absent in other precisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScaleState>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -46,6 +51,9 @@ pub struct PartialEpoch {
     pub correct: usize,
     pub seen: usize,
     pub skipped: usize,
+    /// Steps whose update the loss scaler skipped (fp16 overflows).
+    #[serde(default)]
+    pub overflows: usize,
 }
 
 /// The run directory a checkpoint folder belongs to: `RUN` for `RUN/checkpoints`, else the
@@ -178,11 +186,31 @@ mod tests {
             partial_epoch: None,
             model_file: None,
             optim_file: None,
+            loss_scale: None,
         }
     }
 
     fn weights(varmap: &VarMap) -> Vec<f32> {
         varmap.all_vars()[0].as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn the_loss_scale_is_saved_and_loaded_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let _w = vb.get(2, "w").unwrap();
+        let ls = LossScaleState { scale: 3.0517578e-5, growth_tracker: 1234 };
+        let st = TrainState { loss_scale: Some(ls), ..state(5) };
+        save(dir.path(), "last", &varmap, &HashMap::new(), &st).unwrap();
+        let back = load(&dir.path().join("last.json"), &varmap, |_| Ok(())).unwrap();
+        assert_eq!(back.loss_scale, Some(ls));
+        assert_eq!(back.loss_scale.unwrap().scale.to_bits(), ls.scale.to_bits());
+        // Without a scaler the key is absent, and a checkpoint without it loads as None.
+        save(dir.path(), "last", &varmap, &HashMap::new(), &state(6)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("last.json")).unwrap();
+        assert!(!text.contains("loss_scale"), "{text}");
+        assert_eq!(load_state(&dir.path().join("last.json")).unwrap().loss_scale, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod hparams;
 pub mod interrupt;
+pub mod loss_scale;
 pub mod optimizer;
 pub mod resume;
 pub mod schedule;

@@ -37,7 +37,10 @@ pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
 /// Keys (or key prefixes, ending in `.`) that change nothing a resumed run computes.
 const SILENT: &[&str] = &["name", "log.", "data.workers"];
 /// Keys a resumed run may change; each change is said.
-const NOTED: &[&str] = &["train.epochs", "eval.", "device", "tf32", "cudnn_benchmark"];
+/// The number formats may change (a run started on a GPU in bf16 goes on in fp32 elsewhere):
+/// the weights and optimizer state are fp32 in every precision.
+const NOTED: &[&str] =
+    &["train.epochs", "eval.", "device", "tf32", "cudnn_benchmark", "train.precision", "train.loss_scale."];
 
 fn matches(key: &str, patterns: &[&str]) -> bool {
     patterns.iter().any(|p| if p.ends_with('.') { key.starts_with(p) } else { key == *p })
@@ -50,7 +53,11 @@ pub fn check_config(run_config: &Path, cfg: &Config) -> Result<Vec<String>> {
         // A run directory from before config.yaml was written: nothing to compare with.
         return Ok(Vec::new());
     };
-    let run = Config::from_yaml(&text).with_context(|| format!("--resume: cannot read {}", run_config.display()))?;
+    let mut run =
+        Config::from_yaml(&text).with_context(|| format!("--resume: cannot read {}", run_config.display()))?;
+    // A run written before `train.precision` existed says `tf32: true` instead; `cfg` was
+    // resolved the same way by Config::load. A contradiction left in it shows as a change.
+    let _ = run.resolve_precision(crate::config::Given::File, crate::config::Given::Default);
     let (was, now) = (leaves(&run), leaves(cfg));
     let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
     let none = String::from("(unset)");
@@ -75,7 +82,7 @@ pub fn check_config(run_config: &Path, cfg: &Config) -> Result<Vec<String>> {
             "--resume: the config given differs from the run's own {} in {} key(s) that change the run: {}. \
              Resuming continues the run as it was: drop --config (and these --set) to use its config.yaml, \
              or train these settings as a new run (without --resume); only train.epochs, eval.*, device, \
-             log.* and data.workers may change on resume",
+             train.precision, train.loss_scale.*, log.* and data.workers may change on resume",
             run_config.display(),
             refused.len(),
             refused.join("; ")

@@ -9,12 +9,13 @@ use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, DType, Device, Storage, Tensor};
 
 use super::checkpoint::{self, PartialEpoch, TrainState};
+use super::loss_scale::LossScaler;
 use super::optimizer::{model_params, Optimizer};
 use super::resume::{check_config, resolve_resume};
 use super::step::{train_step_keeping_grads, StepBatch};
 use super::{interrupt, schedule, RunLog, TrainOptions};
 use crate::cam::{self, CamExtractor};
-use crate::config::{CheckpointChoice, Config};
+use crate::config::{CheckpointChoice, Config, Precision};
 use crate::data::{epoch_batches, num_batches, ClassNames, Dataset, LoaderConfig, TransformConfig};
 use crate::distributed::{self, Collective, Local};
 use crate::draws::StepDraws;
@@ -33,6 +34,8 @@ pub struct Trainer<'a> {
     device: Device,
     model: Model,
     sgd: Optimizer,
+    /// Dynamic loss scaling (fp16's, or `train.loss_scale.enabled`); None without.
+    scaler: Option<LossScaler>,
     state: TrainState,
     extractor: Box<dyn CamExtractor>,
     /// Name the classes in TensorBoard's image tags.
@@ -75,6 +78,7 @@ impl<'a> Trainer<'a> {
         let root = dist.is_root();
         distributed::check_same_config(dist, &cfg.to_yaml())?;
         distributed::agree(dist, "distributed set-up", check_distributed(cfg, dist.world()))?;
+        let precision_note = distributed::agree(dist, "train.precision", check_precision(cfg))?;
         // A resumption is checked against the run's own config before anything is loaded.
         let resolved = (|| -> Result<_> {
             Ok(match &opts.resume {
@@ -89,7 +93,7 @@ impl<'a> Trainer<'a> {
         let (run_dir, resume_state, resume_notes) = distributed::agree(dist, "resume", resolved)?;
         // The default directory is stamped with the time: rank 0's names the run.
         let run_dir = PathBuf::from(distributed::broadcast_string(dist, &run_dir.to_string_lossy())?);
-        let device = crate::runtime::device(&cfg.device, cfg.tf32, cfg.cudnn_benchmark)?;
+        let device = crate::runtime::device(&cfg.device, cfg.gemm_tf32(), cfg.cudnn_benchmark)?;
         // Rank 0 first: it may generate the synthetic set, which the others then find.
         if root {
             distributed::agree(dist, "preparing the data", crate::data::open::prepare_data(cfg, opts.quiet))?;
@@ -128,12 +132,13 @@ impl<'a> Trainer<'a> {
         } else {
             distributed::agree(dist, "run directory", Ok(()))?;
         }
-        let provenance = Provenance::detect(&cfg.device);
+        let provenance = Provenance::detect(&cfg.device, cfg.training_precision().as_str());
         log.line(None, &format!("run: {}", provenance.summary()));
         let warnings = [
             cost_warning,
             crate::models::receptive_field_warning(&cfg.model, cfg.data.image_size as usize),
             crate::runtime::pretrained_missing(cfg),
+            precision_note,
         ];
         for w in warnings.into_iter().flatten() {
             log.warn(None, &w);
@@ -165,7 +170,9 @@ impl<'a> Trainer<'a> {
             partial_epoch: None,
             model_file: None,
             optim_file: None,
+            loss_scale: None,
         };
+        let mut scaler = cfg.loss_scaling().then(|| LossScaler::new(&cfg.train.loss_scale));
         match &resume_state {
             Some(state_path) => {
                 let loaded =
@@ -184,6 +191,17 @@ impl<'a> Trainer<'a> {
                     None => format!("resuming {dir} after epoch {} (step {step})", state.epochs_done),
                 };
                 log.line(None, &line);
+                match (&mut scaler, state.loss_scale) {
+                    (Some(s), Some(saved)) => s.restore(saved),
+                    (Some(s), None) => log.line(
+                        None,
+                        &format!(
+                            "note: the checkpoint holds no loss scale (its run scaled none): starting at {}",
+                            s.scale()
+                        ),
+                    ),
+                    (None, _) => {}
+                }
             }
             None => log.line(None, &format!("run directory: {}", run_dir.display())),
         }
@@ -212,6 +230,7 @@ impl<'a> Trainer<'a> {
             device,
             model,
             sgd,
+            scaler,
             state,
             extractor,
             class_names,
@@ -357,12 +376,16 @@ impl<'a> Trainer<'a> {
             histograms,
             dist,
             cfg.train.sync_bn,
+            self.scaler.as_mut(),
         )?;
         let n = r.seen;
         sums.step_time += started.elapsed();
         sums.allreduce += r.times.allreduce;
         sums.step_images += n;
-        if !r.updated {
+        if r.overflow {
+            // fp16's normal course, as PyTorch's GradScaler: the step counts, the update is skipped.
+            sums.partial.overflows += 1;
+        } else if !r.updated {
             // The first images of the batch, for the message.
             let samples = &self.train_ds.meta.samples;
             let ids: Vec<&str> = indices.iter().take(4).map(|&i| samples[i].image_id.as_str()).collect();
@@ -400,6 +423,9 @@ impl<'a> Trainer<'a> {
             self.tb.add_scalar("train/loss", (w.0 / w.2 as f64) as f32, gs);
             self.tb.add_scalar("train/acc", (w.1 as f64 * 100.0 / w.2 as f64) as f32, gs);
             self.tb.add_scalar("train/lr", lr as f32, gs);
+            if let Some(s) = &self.scaler {
+                self.tb.add_scalar("train/loss_scale", s.scale(), gs);
+            }
             *w = (0.0, 0, 0);
         }
         if let Some(grads) = grads {
@@ -481,6 +507,15 @@ impl<'a> Trainer<'a> {
         }
         if p.skipped > 0 {
             line.push_str(&format!("  skipped {} batches", p.skipped));
+        }
+        if let Some(s) = &self.scaler {
+            let scale = s.scale();
+            // 65536 as it is, a scale far from 1 in exponent form.
+            let scale = match (1e-3..1e7).contains(&scale) {
+                true => format!("{scale}"),
+                false => format!("{scale:e}"),
+            };
+            line.push_str(&format!("  loss scale {scale} ({} overflow steps skipped)", p.overflows));
         }
         if sums.bad_images > 0 {
             line.push_str(&format!("  skipped {} bad images", sums.bad_images));
@@ -564,7 +599,8 @@ impl<'a> Trainer<'a> {
         if !self.dist.is_root() {
             return Ok(());
         }
-        checkpoint::save(&self.ckpt_dir, tag, &self.model.varmap, self.sgd.state(), &self.state)
+        let state = TrainState { loss_scale: self.scaler.as_ref().map(|s| s.state()), ..self.state.clone() };
+        checkpoint::save(&self.ckpt_dir, tag, &self.model.varmap, self.sgd.state(), &state)
     }
 
     /// The test split scored with `eval.checkpoint`'s weights, into `metrics.json`,
@@ -633,6 +669,36 @@ fn check_distributed(cfg: &Config, world: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether `train.precision` can run on `device`; the warning to give when it changes
+/// nothing there. bf16 and fp16 need CUDA (the CPU kernels compute in f32 only). On a GPU
+/// they are refused too until the forward pass applies `models::autocast`'s casting rules:
+/// the rules and fp16's loss scaler (wired into the step) are ready, the 16-bit forward is
+/// not, and a run must not claim a precision it did not compute in.
+fn check_precision(cfg: &Config) -> Result<Option<String>> {
+    let p = cfg.train.precision;
+    let cpu = cfg.device == "cpu";
+    if p.is_mixed() && cpu {
+        bail!(
+            "train.precision: {p} needs a CUDA device (device: cuda:N, wsol built with --features cuda): the CPU \
+             kernels compute in f32 only; on the CPU set train.precision: fp32 (one of {})",
+            Precision::list()
+        );
+    }
+    if p.is_mixed() {
+        bail!(
+            "train.precision: {p} on {}: mixed-precision training is not implemented on the GPU yet (its casting \
+             rules and fp16's loss scaler are in place, the 16-bit forward pass is not); set train.precision: \
+             fp32 or tf32",
+            cfg.device
+        );
+    }
+    Ok((p == Precision::Tf32 && cpu).then(|| {
+        "warning: train.precision: tf32 (or tf32: true) changes only a GPU's matrix products; on the CPU this \
+         run is fp32, and its provenance says so"
+            .to_string()
+    }))
 }
 
 /// The HParams records of a run's start: its experiment (unless a sweep writes one for

@@ -32,6 +32,7 @@ mod mask_dataset;
 mod optimizer;
 mod per_image;
 mod pipeline_parity;
+mod precision;
 mod preflight;
 mod provenance;
 mod scm;

@@ -13,19 +13,24 @@ fn runs_record_version_commit_threads_device_and_kernels() {
     synth(d, 32, 8, 8);
     let cfg = write_config(d, "prov", "");
     let cfg = cfg.to_str().unwrap();
-    let args =
-        ["train", "--config", cfg, "--set", "train.epochs=1", "--set", "model.head=cam", "--out", "run", "--quiet"];
-    wsol_ok(&args, d);
+    // `tf32: true` on the CPU: a warning, and the run is (and says it is) fp32.
+    let args = ["train", "--config", cfg, "--set", "train.epochs=1", "--set", "model.head=cam", "--set", "tf32=true"];
+    wsol_ok(&[&args[..], &["--out", "run", "--quiet"]].concat(), d);
     let log = std::fs::read_to_string(d.join("run/train.log")).unwrap();
     let first = log.lines().next().unwrap();
     assert!(first.starts_with("run: wsol ") && first.contains("threads") && first.contains("conv "), "{first}");
+    assert!(first.contains("device cpu, fp32,"), "{first}");
+    assert!(log.contains("warning: train.precision: tf32 (or tf32: true) changes only a GPU's"), "{log}");
     let m = read_json(&d.join("run/metrics.json"));
     let p = &m["provenance"];
     assert_eq!(p["wsol_version"], env!("CARGO_PKG_VERSION"), "{m}");
     assert!(p["git_commit"].is_string() && p["threads"].as_u64().unwrap() >= 1, "{p}");
     assert_eq!(p["device"], "cpu");
+    assert_eq!(p["precision"], "fp32");
     assert!(p["kernels"]["conv"].is_string() && p["kernels"]["cpu_features"].is_array(), "{p}");
-    assert!(std::fs::read_to_string(d.join("run/config.yaml")).unwrap().contains("method: cam"));
+    let resolved = std::fs::read_to_string(d.join("run/config.yaml")).unwrap();
+    assert!(resolved.contains("method: cam") && resolved.contains("precision: tf32"), "{resolved}");
+    assert!(resolved.contains("tf32: false"), "the older spelling is folded in: {resolved}");
 
     wsol_ok(
         &["eval", "--config", cfg, "--checkpoint", "run/checkpoints/last.safetensors", "--out", "ev", "--quiet"],
