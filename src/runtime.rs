@@ -18,16 +18,30 @@ pub fn device(spec: &str, tf32: bool, cudnn_benchmark: bool) -> Result<Device> {
     wsol_ops::conv::set_cudnn_benchmark(cudnn_benchmark);
     #[cfg(not(feature = "cudnn"))]
     let _ = cudnn_benchmark;
-    if spec == "cpu" {
+    let local_rank = match spec {
+        "cuda" => crate::distributed::local_rank(|v| std::env::var(v).ok())?,
+        _ => None,
+    };
+    let Some(ordinal) = cuda_ordinal(spec, local_rank)? else {
         return Ok(Device::Cpu);
-    }
-    let ordinal = spec
-        .strip_prefix("cuda:")
-        .or_else(|| (spec == "cuda").then_some("0"))
-        .and_then(|n| n.parse::<usize>().ok())
-        .with_context(|| format!("device: expected `cpu` or `cuda:N`, got `{spec}`"))?;
+    };
     Device::new_cuda(ordinal)
         .map_err(|e| anyhow::anyhow!("device {spec}: {e} (build with `--features cuda` on a machine with CUDA)"))
+}
+
+/// The GPU `spec` names (`None`: the CPU). `cuda` without an index is the process's
+/// rank on its machine when a launcher gave one (one GPU per rank, as PyTorch's
+/// `cuda:LOCAL_RANK`), else 0; `cuda:N` is used as given.
+fn cuda_ordinal(spec: &str, local_rank: Option<(&str, usize)>) -> Result<Option<usize>> {
+    if spec == "cpu" {
+        return Ok(None);
+    }
+    if spec == "cuda" {
+        return Ok(Some(local_rank.map_or(0, |(_, r)| r)));
+    }
+    let n = spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok());
+    n.map(Some)
+        .with_context(|| format!("device: expected `cpu`, `cuda` (the local rank's GPU) or `cuda:N`, got `{spec}`"))
 }
 
 pub struct Model {
@@ -158,6 +172,32 @@ mod tests {
 
     use super::*;
     use crate::config::ModelConfig;
+
+    #[test]
+    fn cuda_without_an_index_is_the_local_rank() {
+        assert_eq!(cuda_ordinal("cpu", Some(("LOCAL_RANK", 3))).unwrap(), None);
+        assert_eq!(cuda_ordinal("cuda", None).unwrap(), Some(0));
+        assert_eq!(cuda_ordinal("cuda", Some(("OMPI_COMM_WORLD_LOCAL_RANK", 3))).unwrap(), Some(3));
+        assert_eq!(cuda_ordinal("cuda:1", Some(("LOCAL_RANK", 3))).unwrap(), Some(1));
+        let err = cuda_ordinal("gpu0", None).unwrap_err().to_string();
+        assert!(err.contains("expected `cpu`, `cuda` (the local rank's GPU) or `cuda:N`, got `gpu0`"), "{err}");
+    }
+
+    #[test]
+    fn the_local_rank_comes_from_the_launchers_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |v: &str| pairs.iter().find(|(k, _)| *k == v).map(|(_, x)| x.to_string())
+        };
+        let lr = crate::distributed::local_rank;
+        assert_eq!(lr(env(&[])).unwrap(), None);
+        assert_eq!(lr(env(&[("SLURM_LOCALID", "2")])).unwrap(), Some(("SLURM_LOCALID", 2)));
+        assert_eq!(
+            lr(env(&[("OMPI_COMM_WORLD_LOCAL_RANK", "1"), ("LOCAL_RANK", "3")])).unwrap(),
+            Some(("LOCAL_RANK", 3))
+        );
+        let err = lr(env(&[("LOCAL_RANK", "one")])).unwrap_err().to_string();
+        assert_eq!(err, "LOCAL_RANK=one: expected the process's rank on its machine (0, 1, ...)");
+    }
 
     /// The inference copy gives the variables' eval-mode logits bit for bit, and records no
     /// graph: nothing reaches the weights from its outputs, so its activations are freed

@@ -118,6 +118,25 @@ fn launched_world() -> Option<(&'static str, usize)> {
     })
 }
 
+/// Launcher variables naming this process's rank on its machine: torchrun's, Open MPI's,
+/// Slurm's, MPICH Hydra's.
+const LOCAL_RANK_VARS: [&str; 4] = ["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"];
+
+/// `(variable, value)` of the first local-rank variable `env` has (it reads one: the
+/// process environment, or a test's); one that is not a number is an error naming it.
+pub fn local_rank(env: impl Fn(&str) -> Option<String>) -> Result<Option<(&'static str, usize)>> {
+    for var in LOCAL_RANK_VARS {
+        if let Some(v) = env(var) {
+            let r = v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("{var}={v}: expected the process's rank on its machine (0, 1, ...)"))?;
+            return Ok(Some((var, r)));
+        }
+    }
+    Ok(None)
+}
+
 /// The communicator this process belongs to: MPI's when a launcher started several
 /// processes and the `mpi` feature is built, [`Local`] when started alone. Started by a
 /// launcher without an engine that can join it, it fails (on every rank, since each one
