@@ -78,6 +78,9 @@ pub struct SynthConfig {
     /// Side of the generated images in pixels.
     pub size: u32,
     pub seed: u64,
+    /// The cluttered scene (default); false draws the same objects white on black
+    /// (`data::synth::SynthOptions::clutter`).
+    pub clutter: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -430,7 +433,7 @@ impl Default for DataConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { train: 1500, val: 200, test: 500, size: 48, seed: 0 }
+        SynthConfig { train: 1500, val: 200, test: 500, size: 48, seed: 0, clutter: true }
     }
 }
 

@@ -259,7 +259,7 @@ fn transformer_demo_runs_shrunk_and_bad_patch_sizes_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/demo_deit.yaml");
-    let shrink = ["data.synthetic={train: 12, val: 4, test: 6, size: 32, seed: 0}", "train.epochs=1"];
+    let shrink = ["data.synthetic.train=12", "data.synthetic.val=4", "data.synthetic.test=6", "train.epochs=1"];
     let mut args = vec!["train", "--config", cfg, "--out", "run", "--quiet"];
     for s in shrink {
         args.extend(["--set", s]);
@@ -271,7 +271,9 @@ fn transformer_demo_runs_shrunk_and_bad_patch_sizes_are_named() {
         assert!((0.0..=100.0).contains(&v), "{key} = {v}");
     }
     let resolved = std::fs::read_to_string(dir.join("run/config.yaml")).unwrap();
-    assert!(resolved.contains("patch_size:"), "{resolved}");
+    assert!(resolved.contains("patch_size:") && resolved.contains("clutter: false"), "{resolved}");
+    let image = image::open(dir.join("data/synth_clean32/test/00000.png")).unwrap().to_rgb8();
+    assert!(image.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "the uncluttered variant is white on black");
     let weights = candle_core::safetensors::load(dir.join("run/checkpoints/last.safetensors"), &Device::Cpu).unwrap();
     let patch = Config::load(Path::new(cfg), &[]).unwrap().model.patch_size;
     assert!(patch < 16, "the demo's point is a patch below timm's 16");
