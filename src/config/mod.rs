@@ -83,6 +83,9 @@ pub struct SynthConfig {
     pub clutter: bool,
 }
 
+/// timm's DeiT patch side, the default `model.patch_size` (its weights are all 16-pixel ones).
+pub const DEIT_PATCH: usize = 16;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
@@ -449,7 +452,7 @@ impl Default for ModelConfig {
             large_feature_map: false,
             freeze_bn: false,
             drop_path_rate: 0.0,
-            patch_size: crate::models::deit::PATCH,
+            patch_size: DEIT_PATCH,
             acol: AcolConfig::default(),
             has: HasConfig::default(),
             cutmix: CutMixConfig::default(),
@@ -673,7 +676,7 @@ impl Config {
             );
         } else {
             check(
-                patch == crate::models::deit::PATCH,
+                patch == DEIT_PATCH,
                 format!(
                     "model.patch_size: patches are for the transformer backbones (deit_tiny, deit_small, vit_small), not `{}`; leave it at 16",
                     self.model.backbone

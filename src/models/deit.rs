@@ -28,7 +28,7 @@ use crate::config::Backbone as BackboneName;
 use crate::draws::LayerDraws;
 
 /// timm's DeiT patch, the default `model.patch_size`.
-pub const PATCH: usize = 16;
+pub const PATCH: usize = crate::config::DEIT_PATCH;
 /// The input side `pos_embed`'s grid is made for, as timm's models (`img_size=224`):
 /// 14x14 at a 16-pixel patch, the grid of timm's weights.
 const NATIVE_SIZE: usize = 224;
