@@ -17,6 +17,7 @@ pub fn synth(a: SynthArgs) -> Result<()> {
         size: a.size,
         seed: a.seed,
         masks: a.masks,
+        clutter: true,
     };
     data::synth::generate(&a.out, &a.out.join("metadata"), &opts)?;
     if !a.quiet {

@@ -79,7 +79,13 @@ pub struct SynthConfig {
     /// Side of the generated images in pixels.
     pub size: u32,
     pub seed: u64,
+    /// The cluttered scene (default); false draws the same objects white on black
+    /// (`data::synth::SynthOptions::clutter`).
+    pub clutter: bool,
 }
+
+/// timm's DeiT patch side, the default `model.patch_size` (its weights are all 16-pixel ones).
+pub const DEIT_PATCH: usize = 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,6 +113,11 @@ pub struct ModelConfig {
     /// D drops its residual branches per sample with probability rate * i / (D - 1), in
     /// training only.
     pub drop_path_rate: f64,
+    /// Side of a transformer backbone's square patches in pixels (timm's `patch_size`);
+    /// `data.image_size` must be a multiple of it. 16 is timm's DeiT and the only size its
+    /// weights load at; a smaller patch gives a finer token grid (more tokens, slower steps)
+    /// for small images trained from scratch.
+    pub patch_size: usize,
     /// `head: acol` settings.
     pub acol: AcolConfig,
     /// `head: has` (Hide-and-Seek) settings.
@@ -465,7 +476,7 @@ impl Default for DataConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { train: 1500, val: 200, test: 500, size: 48, seed: 0 }
+        SynthConfig { train: 1500, val: 200, test: 500, size: 48, seed: 0, clutter: true }
     }
 }
 
@@ -481,6 +492,7 @@ impl Default for ModelConfig {
             large_feature_map: false,
             freeze_bn: false,
             drop_path_rate: 0.0,
+            patch_size: DEIT_PATCH,
             acol: AcolConfig::default(),
             has: HasConfig::default(),
             cutmix: CutMixConfig::default(),
@@ -714,15 +726,28 @@ impl Config {
                 self.model.backbone
             ),
         );
+        let (patch, size) = (self.model.patch_size, d.image_size as usize);
         if self.model.backbone.is_transformer() {
             check(
-                d.image_size.is_multiple_of(16),
+                (1..=size).contains(&patch),
+                format!("model.patch_size: expected 1..=data.image_size ({}) pixels, got {patch}", d.image_size),
+            );
+            check(
+                !(1..=size).contains(&patch) || size.is_multiple_of(patch),
                 format!(
-                    "data.image_size: {} is not a multiple of {}'s 16-pixel patch (e.g. {} or {})",
+                    "data.image_size: {} is not a multiple of {}'s {patch}-pixel patch (model.patch_size; e.g. image size {} or {})",
                     d.image_size,
                     self.model.backbone,
-                    d.image_size / 16 * 16,
-                    (d.image_size / 16 + 1) * 16
+                    (size / patch.max(1)).max(1) * patch,
+                    (size / patch.max(1) + 1) * patch
+                ),
+            );
+        } else {
+            check(
+                patch == DEIT_PATCH,
+                format!(
+                    "model.patch_size: patches are for the transformer backbones (deit_tiny, deit_small, vit_small), not `{}`; leave it at 16",
+                    self.model.backbone
                 ),
             );
         }

@@ -33,6 +33,7 @@ pub fn prepare_data(cfg: &Config, quiet: bool) -> Result<()> {
             size: s.size,
             seed: s.seed,
             masks: false,
+            clutter: s.clutter,
         };
         data::synth::generate(&d.image_root, &d.metadata_root, &opts)?;
     }

@@ -2,7 +2,8 @@
 //! under timm's weight names so its `.pth` / `.safetensors` files load as they are:
 //!
 //! ```text
-//! image -> 16x16 patches -> linear (patch_embed.proj) -> [cls_token; patches] + pos_embed
+//! image -> PxP patches -> linear (patch_embed.proj) -> [cls_token; patches] + pos_embed
+//!       (P = model.patch_size, 16 as timm's)
 //!       -> blocks.i: x += attn(norm1(x)); x += mlp(norm2(x))   (pre-norm, GELU MLP)
 //!       -> norm
 //! ```
@@ -10,9 +11,12 @@
 //! The backbone's feature map is the final patch tokens on their grid, the class token
 //! dropped; its CAM layers are the blocks, whose outputs stay token sequences until a CAM
 //! reads them ([`super::Backbone::to_grid`]). Each block's attention probabilities are kept
-//! for TS-CAM and attention rollout. `pos_embed` keeps the 14x14 grid of the weights and is
-//! resampled to the input's grid at each forward pass, as timm's `dynamic_img_size`
-//! (antialiased bicubic): any image size that is a multiple of 16 runs the same weights.
+//! for TS-CAM and attention rollout. `pos_embed` keeps the grid of a 224-pixel input (14x14
+//! at timm's 16-pixel patch) and is resampled to the input's grid at each forward pass, as
+//! timm's `dynamic_img_size` (antialiased bicubic): any image size that is a multiple of the
+//! patch runs the same weights. `model.patch_size` sets the patch (16 unless set; timm's
+//! weights are all 16-pixel ones): a smaller one gives small images trained from scratch a
+//! finer token grid.
 //!
 //! In training, `model.drop_path_rate` adds timm's stochastic depth ([`DropPath`]): each
 //! residual branch of block i is dropped per sample with probability rate * i / (depth - 1).
@@ -23,9 +27,11 @@ use candle_nn::VarBuilder;
 use crate::config::Backbone as BackboneName;
 use crate::draws::LayerDraws;
 
-pub const PATCH: usize = 16;
-/// The grid the weights are made for (224 / 16).
-const NATIVE_GRID: usize = 14;
+/// timm's DeiT patch, the default `model.patch_size`.
+pub const PATCH: usize = crate::config::DEIT_PATCH;
+/// The input side `pos_embed`'s grid is made for, as timm's models (`img_size=224`):
+/// 14x14 at a 16-pixel patch, the grid of timm's weights.
+const NATIVE_SIZE: usize = 224;
 /// timm's `partial(nn.LayerNorm, eps=1e-6)`.
 const LN_EPS: f64 = 1e-6;
 
@@ -203,12 +209,16 @@ pub fn drop_branch(branch: &Tensor, keep: &[bool], p: f64) -> candle_core::Resul
 }
 
 pub struct Deit {
-    /// [C, 3 * 16 * 16]: the patch convolution as the linear map it is.
+    /// [C, 3 * patch * patch]: the patch convolution as the linear map it is.
     patch_weight: Tensor,
     patch_bias: Tensor,
+    /// Side of the square patches in pixels.
+    patch: usize,
     cls_token: Tensor,
-    /// [1, 1 + 14 * 14, C].
+    /// [1, 1 + grid * grid, C].
     pos_embed: Tensor,
+    /// `pos_embed`'s grid side: 224 / patch (rounded down, at least 1).
+    grid: usize,
     blocks: Vec<Block>,
     norm: LayerNorm,
     dim: usize,
@@ -225,23 +235,31 @@ pub struct Tokens {
 }
 
 impl Deit {
-    /// `drop_path_rate` as timm's (see [`drop_path_rates`]); its masks come from `draws`.
+    /// `patch`-pixel patches; `drop_path_rate` as timm's (see [`drop_path_rates`]), its
+    /// masks from `draws`.
     pub fn new(
         name: BackboneName,
+        patch: usize,
         drop_path_rate: f64,
         draws: &LayerDraws,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let (dim, depth, heads) = dims(name).expect("a DeiT name");
+        if patch == 0 {
+            candle_core::bail!("DeiT: a patch of 0 pixels");
+        }
+        let grid = (NATIVE_SIZE / patch).max(1);
         let patch_weight =
-            vb.get((dim, 3, PATCH, PATCH), "patch_embed.proj.weight")?.reshape((dim, 3 * PATCH * PATCH))?;
+            vb.get((dim, 3, patch, patch), "patch_embed.proj.weight")?.reshape((dim, 3 * patch * patch))?;
         let blocks =
             (0..depth).map(|i| Block::new(dim, heads, vb.pp(format!("blocks.{i}")))).collect::<Result<_, _>>()?;
         Ok(Deit {
             patch_weight,
             patch_bias: vb.get(dim, "patch_embed.proj.bias")?,
+            patch,
             cls_token: vb.get((1, 1, dim), "cls_token")?,
-            pos_embed: vb.get((1, 1 + NATIVE_GRID * NATIVE_GRID, dim), "pos_embed")?,
+            pos_embed: vb.get((1, 1 + grid * grid, dim), "pos_embed")?,
+            grid,
             blocks,
             norm: LayerNorm::new(dim, vb.pp("norm"))?,
             dim,
@@ -262,17 +280,21 @@ impl Deit {
         self.blocks.len()
     }
 
+    /// Side of the patches in pixels.
+    pub fn patch_size(&self) -> usize {
+        self.patch
+    }
+
     /// Patch embedding, class token and position embedding: [B, 1 + h * w, C].
     fn embed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, height, width) = x.dims4()?;
-        let (h, w) = (height / PATCH, width / PATCH);
-        if height % PATCH != 0 || width % PATCH != 0 {
-            candle_core::bail!("DeiT: the input is {height}x{width}, not a multiple of the {PATCH}-pixel patch");
+        let p = self.patch;
+        let (h, w) = (height / p, width / p);
+        if height % p != 0 || width % p != 0 {
+            candle_core::bail!("DeiT: the input is {height}x{width}, not a multiple of the {p}-pixel patch");
         }
-        let patches = x
-            .reshape((b, c, h, PATCH, w, PATCH))?
-            .permute(vec![0, 2, 4, 1, 3, 5])?
-            .reshape((b * h * w, c * PATCH * PATCH))?;
+        let patches =
+            x.reshape((b, c, h, p, w, p))?.permute(vec![0, 2, 4, 1, 3, 5])?.reshape((b * h * w, c * p * p))?;
         let tokens =
             patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?.reshape((b, h * w, self.dim))?;
         let cls = self.cls_token.broadcast_as((b, 1, self.dim))?;
@@ -282,10 +304,10 @@ impl Deit {
     /// `pos_embed` for an h x w grid: the class entry, then the patch entries resampled
     /// (a linear map of the stored grid, so gradients reach the stored embedding).
     fn position_embedding(&self, h: usize, w: usize) -> candle_core::Result<Tensor> {
-        if (h, w) == (NATIVE_GRID, NATIVE_GRID) {
+        let n = self.grid;
+        if (h, w) == (n, n) {
             return Ok(self.pos_embed.clone());
         }
-        let n = NATIVE_GRID;
         let cls = self.pos_embed.narrow(1, 0, 1)?;
         let grid = self.pos_embed.narrow(1, 1, n * n)?.reshape((n, n * self.dim))?;
         let dev = self.pos_embed.device();
@@ -537,8 +559,8 @@ mod tests {
         let varmap = VarMap::new();
         let draws = LayerDraws::default();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let deit = Deit::new(BackboneName::DeitTiny, 0.5, &draws, vb.clone()).unwrap();
-        let plain = Deit::new(BackboneName::DeitTiny, 0.0, &LayerDraws::default(), vb).unwrap();
+        let deit = Deit::new(BackboneName::DeitTiny, PATCH, 0.5, &draws, vb.clone()).unwrap();
+        let plain = Deit::new(BackboneName::DeitTiny, PATCH, 0.0, &LayerDraws::default(), vb).unwrap();
         crate::models::init::initialize(&varmap, 1, &dev).unwrap();
         initialize(&varmap, 1, &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &dev).unwrap();

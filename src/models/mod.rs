@@ -262,7 +262,7 @@ pub fn build_backbone(
             )
         }
         BackboneName::DeitTiny | BackboneName::DeitSmall | BackboneName::VitSmall => {
-            Box::new(Deit::new(cfg.backbone, cfg.drop_path_rate, draws, vb)?)
+            Box::new(Deit::new(cfg.backbone, cfg.patch_size, cfg.drop_path_rate, draws, vb)?)
         }
     })
 }

@@ -25,6 +25,17 @@ const IMAGENET_HEADS: [&str; 7] = ["fc.", "_fc.", "classifier.", "AuxLogits.", "
 /// be looked at and scored without training (`model.pretrained_classifier`).
 pub fn load(varmap: &VarMap, model: &dyn WsolModel, path: &Path, classifier: bool) -> Result<()> {
     let file = read(path)?;
+    if let (Some(deit), Some(w)) = (model.backbone().transformer(), file.get("patch_embed.proj.weight")) {
+        // Said plainly, rather than as the shapes of several tensors that do not fit.
+        let theirs = w.dims().last().copied().unwrap_or(0);
+        if theirs != deit.patch_size() {
+            bail!(
+                "model.pretrained {}: its patch embedding is for {theirs}-pixel patches, this model's model.patch_size is {} (set model.patch_size: {theirs} to load it, or train from scratch without model.pretrained)",
+                path.display(),
+                deit.patch_size()
+            );
+        }
+    }
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();

@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use wsol::cam::{self, CamInput, CamMethod};
-use wsol::config::ModelConfig;
+use wsol::config::{Config, ModelConfig};
 use wsol::models::WsolModel;
 
 const FIXTURE: &str = "tests/fixtures/deit_parity";
@@ -223,6 +223,87 @@ fn tscam_trains_and_every_map_is_scored() {
     let err = wsol_err(&["train", "--config", c, "--set", "model.backbone=deit_tiny", "--set", p], dir);
     assert!(
         err.contains("missing (blocks.0.") && err.contains("unexpected (features.") && err.contains("timm"),
+        "{err}"
+    );
+}
+
+/// `model.patch_size: 8`: deit_tiny builds with an 8-pixel patch embedding and a 28x28
+/// position grid (a 224-pixel input's, as timm's patch-8 models), and a 32-pixel input
+/// gives a 4x4 token map, the position embedding resampled to it.
+#[test]
+fn deit_tiny_runs_at_patch_8() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let cfg = ModelConfig { backbone: "deit_tiny".parse().unwrap(), patch_size: 8, ..Default::default() };
+    let model = wsol::methods::build(&cfg, 5, vb).unwrap();
+    {
+        let data = varmap.data().lock().unwrap();
+        assert_eq!(data["patch_embed.proj.weight"].dims(), [192, 3, 8, 8]);
+        assert_eq!(data["pos_embed"].dims(), [1, 1 + 28 * 28, 192]);
+    }
+    assert_eq!(model.backbone().transformer().unwrap().patch_size(), 8);
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let out = model.forward_t(&x, false).unwrap();
+    assert_eq!(out.features.dims(), [2, 192, 4, 4]);
+    assert_eq!(out.logits.dims(), [2, 5]);
+    let tokens = model.backbone().transformer().unwrap().forward_tokens(&x).unwrap();
+    assert_eq!(tokens.attention[0].dims(), [2, 3, 17, 17]);
+}
+
+/// The transformer demo (configs/demo_deit.yaml) end to end as a user runs it, shrunk to a
+/// few images and one epoch; and the errors of a bad `model.patch_size`, each naming the key,
+/// the sizes and (for weights) the file.
+#[test]
+fn transformer_demo_runs_shrunk_and_bad_patch_sizes_are_named() {
+    use crate::common::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/demo_deit.yaml");
+    let shrink = ["data.synthetic.train=12", "data.synthetic.val=4", "data.synthetic.test=6", "train.epochs=1"];
+    let mut args = vec!["train", "--config", cfg, "--out", "run", "--quiet"];
+    for s in shrink {
+        args.extend(["--set", s]);
+    }
+    wsol_ok(&args, dir);
+    let m = read_json(&dir.join("run/metrics.json"));
+    for key in ["top1_cls", "gt_known_loc", "maxboxacc_v2"] {
+        let v = m[key].as_f64().unwrap_or_else(|| panic!("{key}: {m}"));
+        assert!((0.0..=100.0).contains(&v), "{key} = {v}");
+    }
+    let resolved = std::fs::read_to_string(dir.join("run/config.yaml")).unwrap();
+    assert!(resolved.contains("patch_size:") && resolved.contains("clutter: false"), "{resolved}");
+    let image = image::open(dir.join("data/synth_clean32/test/00000.png")).unwrap().to_rgb8();
+    assert!(image.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "the uncluttered variant is white on black");
+    let weights = candle_core::safetensors::load(dir.join("run/checkpoints/last.safetensors"), &Device::Cpu).unwrap();
+    let patch = Config::load(Path::new(cfg), &[]).unwrap().model.patch_size;
+    assert!(patch < 16, "the demo's point is a patch below timm's 16");
+    assert_eq!(weights["patch_embed.proj.weight"].dims(), [192, 3, patch, patch]);
+    // The run's own directory evaluates again with its patch size.
+    wsol_ok(&["eval", "run", "--out", "ev", "--quiet"], dir);
+
+    let bad = |set: &str| {
+        let mut args = vec!["train", "--config", cfg, "--set", set];
+        for s in shrink {
+            args.extend(["--set", s]);
+        }
+        wsol_err(&args, dir)
+    };
+    let err = bad("model.patch_size=5");
+    assert!(
+        err.contains("data.image_size") && err.contains("5-pixel patch") && err.contains("model.patch_size"),
+        "{err}"
+    );
+    let err = bad("model.patch_size=0");
+    assert!(err.contains("model.patch_size") && err.contains("got 0"), "{err}");
+    let err = bad("model.backbone=tiny");
+    assert!(err.contains("model.patch_size") && err.contains("transformer"), "{err}");
+    // timm's weights are 16-pixel ones: refused at another patch, naming the file and both sizes.
+    let file = dir.join("patch16.safetensors");
+    let w = Tensor::zeros((192, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&std::collections::HashMap::from([("patch_embed.proj.weight", w)]), &file).unwrap();
+    let err = bad("model.pretrained=patch16.safetensors");
+    assert!(
+        err.contains("patch16.safetensors") && err.contains("16-pixel") && err.contains(&format!("is {patch}")),
         "{err}"
     );
 }
