@@ -797,7 +797,7 @@ impl Config {
         }
         check(
             self.device == "cpu" || self.device.starts_with("cuda"),
-            format!("device: expected `cpu` or `cuda:N`, got `{}`", self.device),
+            format!("device: expected `cpu`, `cuda` (the local rank's GPU) or `cuda:N`, got `{}`", self.device),
         );
         let t = &self.train;
         check(
