@@ -672,6 +672,11 @@ fn area2_under(above: &[(u16, u16)], s: u16, e: u16) -> u32 {
 /// [`ge_mask16`]): a pixel-by-pixel loop mispredicted its exit at nearly every run end.
 fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
     let row = PAD + y * w;
+    #[cfg(target_arch = "x86_64")]
+    if w <= 256 && std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512BW, checked just above.
+        return unsafe { runs_at_level_avx512(&q[row..row + w], l, runs) };
+    }
     let (mut kept, mut i) = (0, 0);
     while i < runs.len() {
         let s = grow_left(q, row, runs[i].0 as usize, l);
@@ -691,6 +696,47 @@ fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
         kept += 1;
     }
     runs.truncate(kept);
+}
+
+/// [`grow_runs`] for rows of up to 256 pixels, from the row's mask at `>= l` (four
+/// comparisons of 64 pixels) rather than from the runs: every run of the row at level
+/// `l` holds one of its peaks at `l` or above, all of which are in `runs` already (see
+/// [`LevelSets::sweep`]), so the mask's runs are what growing and merging them gives.
+/// Rows of two or more runs mispredicted growth's exits at most run ends.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,bmi1")]
+unsafe fn runs_at_level_avx512(row: &[u8], l: u8, runs: &mut Vec<(u16, u16)>) {
+    use std::arch::x86_64::*;
+    let w = row.len();
+    let level = _mm512_set1_epi8(l as i8);
+    let set: [u64; 4] = std::array::from_fn(|k| {
+        let n = w.saturating_sub(64 * k).min(64);
+        let valid = if n == 64 { !0 } else { (1u64 << n) - 1 };
+        if valid == 0 {
+            return 0;
+        }
+        // SAFETY: the mask reads only the row's bytes `64k..64k + n`.
+        let v = unsafe { _mm512_maskz_loadu_epi8(valid, row.as_ptr().add(64 * k) as *const i8) };
+        _mm512_mask_cmpge_epu8_mask(valid, v, level)
+    });
+    // The first bit at or after `p` that is set (`flip` 0) or clear (`flip` all ones);
+    // bits past the row are clear, so a clear one is always found by bit 256.
+    let next = |p: usize, flip: u64| -> Option<usize> {
+        let mut k = p / 64;
+        let mut bits = (set.get(k)? ^ flip) & (!0u64 << (p % 64));
+        while bits == 0 {
+            k += 1;
+            bits = set.get(k)? ^ flip;
+        }
+        Some(64 * k + bits.trailing_zeros() as usize)
+    };
+    runs.clear();
+    let mut p = 0;
+    while let Some(s) = next(p, 0) {
+        let e = next(s, !0).unwrap_or(256);
+        runs.push((s as u16, e as u16 - 1));
+        p = e;
+    }
 }
 
 /// The new first column of a run starting at column `s` of the row at `q[row..]`, in a
