@@ -796,6 +796,10 @@ fn ge_mask16(block: &[u8], l: u8) -> u32 {
 fn step_masks(p: &[u8]) -> [u64; 3] {
     use std::arch::x86_64::*;
     assert!(p.len() >= 66);
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512BW, checked just above; `p` holds 66 bytes.
+        return unsafe { step_masks_avx512(p) };
+    }
     let mut m = [0u64; 3];
     // SAFETY: SSE2 is always available on x86-64, and every unaligned 16-byte load below
     // ends at or before `p[66]` (checked above).
@@ -812,6 +816,18 @@ fn step_masks(p: &[u8]) -> [u64; 3] {
         }
     }
     m
+}
+
+/// [`step_masks`] on 64 lanes: three loads and three comparisons.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn step_masks_avx512(p: &[u8]) -> [u64; 3] {
+    use std::arch::x86_64::*;
+    assert!(p.len() >= 66);
+    // SAFETY: each 64-byte load ends at or before `p[66]` (checked above).
+    let load = |at: usize| unsafe { _mm512_loadu_si512(p.as_ptr().add(at) as *const __m512i) };
+    let (left, cur, right) = (load(0), load(1), load(2));
+    [_mm512_cmpgt_epu8_mask(cur, left), _mm512_cmpgt_epu8_mask(cur, right), _mm512_cmpeq_epu8_mask(cur, right)]
 }
 
 #[cfg(not(target_arch = "x86_64"))]
