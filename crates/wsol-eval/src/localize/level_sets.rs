@@ -129,9 +129,7 @@ pub struct LevelSets {
     sorted_peaks: Vec<Peak>,
     forest: Forest,
     components: Vec<Component>,
-    /// One row with a zero byte before and padding after, for the peak masks.
-    row_buf: Vec<u8>,
-    /// The map with [`PAD`] zero bytes either side, for growth.
+    /// The map with [`PAD`] zero bytes before and [`TRAIL`] after, for growth and peaks.
     padded: Vec<u8>,
     /// Holes of the current set.
     holes: i64,
@@ -162,15 +160,15 @@ impl LevelSets {
     pub fn sweep(&mut self, q: &[u8], w: usize, h: usize, wanted: &[bool; 256], mut at_level: impl FnMut(u8, &Self)) {
         assert_eq!(q.len(), w * h);
         assert!(w < u16::MAX as usize && h < u16::MAX as usize && w * h < u32::MAX as usize);
-        self.find_peaks(q, w, h);
-        self.rows.resize_with(h, Vec::new);
-        self.rows.iter_mut().for_each(Vec::clear);
-        let extent_at = level_extents(q, w);
         let mut padded = std::mem::take(&mut self.padded);
         padded.clear();
         padded.extend_from_slice(&[0; PAD]);
         padded.extend_from_slice(q);
-        padded.extend_from_slice(&[0; PAD]);
+        padded.extend_from_slice(&[0; TRAIL]);
+        self.find_peaks(&padded, w, h);
+        self.rows.resize_with(h, Vec::new);
+        self.rows.iter_mut().for_each(Vec::clear);
+        let extent_at = level_extents(q, w);
         let mut e = [usize::MAX, usize::MAX, 0, 0];
         let mut born = 0;
         // Whether the last wanted level's set was one chain of touching single runs, and
@@ -475,15 +473,16 @@ impl LevelSets {
     }
 
     /// Every row's peaks, highest first.
-    fn find_peaks(&mut self, q: &[u8], w: usize, h: usize) {
+    fn find_peaks(&mut self, padded: &[u8], w: usize, h: usize) {
         self.peaks.clear();
-        self.row_buf.clear();
-        self.row_buf.resize(w + 2 + 64, 0);
         for y in 0..h {
-            let row = &q[y * w..(y + 1) * w];
-            self.row_buf[1..=w].copy_from_slice(row);
+            let at = PAD + y * w;
+            let row = &padded[at..at + w];
             for block in (0..w).step_by(64) {
-                let [mut rises, mut falls, mut flat] = step_masks(&self.row_buf[block..block + 66]);
+                // Pixels `block..block + 64` and their neighbours, past the row's ends too
+                // (the neighbouring rows' pixels, or padding): the row's first and last
+                // pixels' masks are set below whatever those are.
+                let [mut rises, mut falls, mut flat] = step_masks(&padded[at + block - 1..at + block + 65]);
                 let n = (w - block).min(64);
                 let valid = if n == 64 { !0 } else { (1u64 << n) - 1 };
                 // The row's ends border "minus infinity".
@@ -806,6 +805,10 @@ fn grow_right(q: &[u8], row: usize, w: usize, mut e: usize, l: u8) -> usize {
 /// Bytes around the map copy that growth reads, so its 16-byte loads need no edge cases.
 const PAD: usize = 16;
 
+/// Zero bytes after the padded map: [`LevelSets::find_peaks`] reads 66 bytes from the
+/// pixel before each block of 64, past the last row's end.
+const TRAIL: usize = 66;
+
 /// Rows of this many runs or more take them from the row's mask ([`runs_at_level_avx512`]):
 /// growing each run from where it was is cheaper for rows of one or two (smooth maps at
 /// 1000 thresholds took 8% more CPU with masks for every row of two runs or more), the
@@ -931,8 +934,8 @@ unsafe fn level_extents_avx512(q: &[u8], w: usize) -> [[usize; 4]; 256] {
         let v: [__m512i; 4] = std::array::from_fn(|k| unsafe {
             _mm512_maskz_loadu_epi8(valid[k], row.as_ptr().add(64 * k) as *const i8)
         });
-        for k in 0..4 {
-            col[k] = _mm512_max_epu8(col[k], v[k]);
+        for (c, &v) in col.iter_mut().zip(&v) {
+            *c = _mm512_max_epu8(*c, v);
         }
         let m = _mm512_max_epu8(_mm512_max_epu8(v[0], v[1]), _mm512_max_epu8(v[2], v[3]));
         let m = _mm512_max_epu8(m, _mm512_shuffle_i64x2::<0b01_00_11_10>(m, m));
@@ -947,9 +950,9 @@ unsafe fn level_extents_avx512(q: &[u8], w: usize) -> [[usize; 4]; 256] {
         extent[m][3] = extent[m][3].max(y + 1);
     }
     let mut col_max = [0u8; 256];
-    for k in 0..4 {
+    for (k, &c) in col.iter().enumerate() {
         // SAFETY: `col_max` holds 256 bytes.
-        unsafe { _mm512_storeu_si512(col_max.as_mut_ptr().add(64 * k) as *mut __m512i, col[k]) };
+        unsafe { _mm512_storeu_si512(col_max.as_mut_ptr().add(64 * k) as *mut __m512i, c) };
     }
     for (x, &m) in col_max[..w].iter().enumerate() {
         let e = &mut extent[m as usize];
