@@ -165,7 +165,8 @@ impl LevelSets {
         padded.extend_from_slice(&[0; PAD]);
         padded.extend_from_slice(q);
         padded.extend_from_slice(&[0; TRAIL]);
-        self.find_peaks(&padded, w, h);
+        let lowest = wanted.iter().position(|&b| b).unwrap_or(256).min(255) as u8;
+        self.find_peaks(&padded, w, h, lowest);
         self.rows.resize_with(h, Vec::new);
         self.rows.iter_mut().for_each(Vec::clear);
         let extent_at = level_extents(q, w);
@@ -473,7 +474,7 @@ impl LevelSets {
     }
 
     /// Every row's peaks, highest first.
-    fn find_peaks(&mut self, padded: &[u8], w: usize, h: usize) {
+    fn find_peaks(&mut self, padded: &[u8], w: usize, h: usize, lowest: u8) {
         self.peaks.clear();
         for y in 0..h {
             let at = PAD + y * w;
@@ -514,10 +515,15 @@ impl LevelSets {
                     self.peaks.push(Peak { v: row[a], y: y as u16, a: a as u16, b: b as u16 });
                 }
                 if past_block {
-                    // The last plateau goes on into the next block: follow it there.
+                    // The last plateau goes on into the next block: follow it there,
+                    // unless it lies below every wanted level (a map's background is
+                    // often one long plateau at 0).
                     let a = block + 63 - starts.leading_zeros() as usize;
                     let v = row[a];
-                    let b = a + row[a..].iter().take_while(|&&u| u == v).count() - 1;
+                    if v < lowest {
+                        continue;
+                    }
+                    let b = plateau_end(padded, at, w, a, v);
                     if b + 1 == w || row[b + 1] < v {
                         self.peaks.push(Peak { v, y: y as u16, a: a as u16, b: b as u16 });
                     }
@@ -814,6 +820,36 @@ const TRAIL: usize = 66;
 /// 1000 thresholds took 8% more CPU with masks for every row of two runs or more), the
 /// mask for rows of many (upsampled 28x28 maps at 100 thresholds, 6% less).
 const MASK_RUNS: usize = 3;
+
+/// The last pixel of the plateau at `v` from pixel `a` of the `w`-wide row at
+/// `padded[at..]` (the padding after the map lets 16 bytes be read past any pixel).
+fn plateau_end(padded: &[u8], at: usize, w: usize, a: usize, v: u8) -> usize {
+    let mut x = a;
+    loop {
+        let n = eq_mask16(&padded[at + x..at + x + 16], v).trailing_ones() as usize;
+        x += n;
+        if n < 16 || x >= w {
+            return x.min(w) - 1;
+        }
+    }
+}
+
+/// Bit `i` set when `block[i] == v`, for the first 16 bytes of `block`.
+#[cfg(target_arch = "x86_64")]
+fn eq_mask16(block: &[u8], v: u8) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(block.len() >= 16);
+    // SAFETY: SSE2 is always available on x86-64; the unaligned load reads `block[..16]`.
+    unsafe {
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(block.as_ptr() as *const __m128i), _mm_set1_epi8(v as i8)))
+            as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn eq_mask16(block: &[u8], v: u8) -> u32 {
+    block[..16].iter().enumerate().fold(0, |m, (i, &u)| m | ((u == v) as u32) << i)
+}
 
 /// Bit `i` set when `block[i] >= l`, for the first 16 bytes of `block`.
 #[cfg(target_arch = "x86_64")]
