@@ -316,13 +316,15 @@ fn min_max_fast<T: Copy + Into<f64> + PartialOrd + 'static>(map: &[T]) -> Option
 #[target_feature(enable = "avx512f")]
 unsafe fn min_max_f32_avx512(map: &[f32]) -> Option<(f64, f64)> {
     use std::arch::x86_64::*;
+    assert!(map.len() >= 64);
     let n = map.len() / 64 * 64;
     let p = map.as_ptr();
-    // SAFETY (all loads): `map.len() >= 64`, and every block read ends at or before `n`.
+    // SAFETY: `map` holds at least 64 values (checked above).
     let first = unsafe { _mm512_loadu_ps(p) };
     let (mut lo, mut hi, mut nan) = ([first; 4], [first; 4], 0u16);
     for at in (0..n).step_by(64) {
         for k in 0..4 {
+            // SAFETY: the 16 values from `at + 16k` end at or before `n <= map.len()`.
             let v = unsafe { _mm512_loadu_ps(p.add(at + 16 * k)) };
             nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
             lo[k] = _mm512_min_ps(lo[k], v);
