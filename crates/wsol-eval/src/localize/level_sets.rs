@@ -746,17 +746,11 @@ fn grow_runs(runs: &mut Vec<(u16, u16)>, q: &[u8], w: usize, y: usize, l: u8) {
 #[target_feature(enable = "avx512f,avx512bw,bmi1")]
 unsafe fn runs_at_level_avx512(row: &[u8], l: u8, runs: &mut Vec<(u16, u16)>) {
     use std::arch::x86_64::*;
-    let w = row.len();
-    let level = _mm512_set1_epi8(l as i8);
+    let (valid, level) = (block_masks(row.len()), _mm512_set1_epi8(l as i8));
     let set: [u64; 4] = std::array::from_fn(|k| {
-        let n = w.saturating_sub(64 * k).min(64);
-        let valid = if n == 64 { !0 } else { (1u64 << n) - 1 };
-        if valid == 0 {
-            return 0;
-        }
-        // SAFETY: the mask reads only the row's bytes `64k..64k + n`.
-        let v = unsafe { _mm512_maskz_loadu_epi8(valid, row.as_ptr().add(64 * k) as *const i8) };
-        _mm512_mask_cmpge_epu8_mask(valid, v, level)
+        // SAFETY: the mask reads only the row's bytes `64k..min(64k + 64, w)`.
+        let v = unsafe { _mm512_maskz_loadu_epi8(valid[k], row.as_ptr().add(64 * k) as *const i8) };
+        _mm512_mask_cmpge_epu8_mask(valid[k], v, level)
     });
     // The first bit at or after `p` that is set (`flip` 0) or clear (`flip` all ones);
     // bits past the row are clear, so a clear one is always found by bit 256.
@@ -820,6 +814,15 @@ const TRAIL: usize = 66;
 /// 1000 thresholds took 8% more CPU with masks for every row of two runs or more), the
 /// mask for rows of many (upsampled 28x28 maps at 100 thresholds, 6% less).
 const MASK_RUNS: usize = 3;
+
+/// For a row of `w <= 256` pixels in four blocks of 64: the bits of each block's pixels.
+fn block_masks(w: usize) -> [u64; 4] {
+    debug_assert!(w <= 256);
+    std::array::from_fn(|k| match w.saturating_sub(64 * k) {
+        n if n >= 64 => !0,
+        n => (1u64 << n) - 1,
+    })
+}
 
 /// The last pixel of the plateau at `v` from pixel `a` of the `w`-wide row at
 /// `padded[at..]` (the padding after the map lets 16 bytes be read past any pixel).
@@ -955,14 +958,7 @@ fn level_extents_any(q: &[u8], w: usize) -> [[usize; 4]; 256] {
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn level_extents_avx512(q: &[u8], w: usize) -> [[usize; 4]; 256] {
     use std::arch::x86_64::*;
-    let valid: [u64; 4] = std::array::from_fn(|k| {
-        let n = w.saturating_sub(64 * k).min(64);
-        if n == 64 {
-            !0
-        } else {
-            (1u64 << n) - 1
-        }
-    });
+    let valid = block_masks(w);
     let mut extent = [[usize::MAX, usize::MAX, 0, 0]; 256];
     let mut col = [_mm512_setzero_si512(); 4];
     for (y, row) in q.chunks_exact(w).enumerate() {
